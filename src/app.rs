@@ -1,0 +1,148 @@
+//! From parsed arguments to an exit code: logging, the runtime, dispatch, error reporting.
+
+use std::io::IsTerminal;
+
+use clap::CommandFactory;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, GlobalOpts, ServeArgs};
+use crate::exit::{self, ExitCode};
+use crate::server::{self, ServerConfig};
+use crate::session::Session;
+
+/// Runs the command line and reports any error as one `userfetch: …` line on stderr.
+pub fn main(cli: Cli) -> ExitCode {
+    init_tracing(cli.global.verbose);
+    // Thousands of lookups in flight need thousands of sockets; the default soft limit (often
+    // 1024) would turn that into "too many open files".
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!("could not raise the open-file limit: {e}");
+    }
+    let runtime = match build_runtime(cli.global.threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("userfetch: cannot start the async runtime: {e}");
+            return ExitCode::Failure;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("userfetch: {error:#}");
+            exit::code_for(&error)
+        }
+    }
+}
+
+fn build_runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.into())
+            .enable_all()
+            .build()
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let filter = match verbose {
+        0 => "warn",
+        1 => "warn,userfetch=info",
+        2 => "warn,userfetch=debug",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+}
+
+/// Cancelled on the first Ctrl-C; front ends decide what that means for them.
+fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            trigger.cancel();
+        }
+    });
+    token
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::Get(args)) => {
+            let ids = crate::get::parse_ids(&args.ids)?;
+            let session = start_session(&cli.global).await?;
+            let interrupt = interrupt_token();
+            let code = crate::get::run(&session.engine, ids, &args, &interrupt).await;
+            session.close().await;
+            code
+        }
+        Some(Command::Serve(args)) => serve(&args).await,
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "userfetch",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::Success)
+        }
+        None => Err(exit::usage(
+            "the interactive screen is not built yet; use 'userfetch get ID...' (see --help)",
+        )),
+    }
+}
+
+async fn start_session(opts: &GlobalOpts) -> anyhow::Result<Session> {
+    let session = Session::start(opts).await?;
+    if let Some(line) = session.announce() {
+        eprintln!("{line}");
+    }
+    Ok(session)
+}
+
+async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = ServerConfig {
+        addr: std::net::SocketAddr::new(args.bind, args.port),
+        users: args.users,
+        latency: args.latency,
+        jitter: args.jitter,
+        faults: args.faults.clone(),
+        retry_after: args.retry_after,
+        ..ServerConfig::default()
+    };
+    let handle = server::start(config)
+        .await
+        .map_err(|e| exit::usage(format!("cannot listen on {}:{}: {e}", args.bind, args.port)))?;
+    // The template on stdout, alone on its line, so scripts can capture it.
+    println!("{}", handle.url_template());
+    eprintln!(
+        "userfetch: demo API serving users 1..={} at {} (Ctrl-C stops it)",
+        args.users,
+        handle.base_url()
+    );
+    wait_for_stop_signal().await;
+    eprintln!("userfetch: stopping the demo API");
+    handle.shutdown().await;
+    Ok(ExitCode::Success)
+}
+
+async fn wait_for_stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,197 @@
+//! Command-line definitions.
+//!
+//! Conventions: connection options are global (accepted before or after any subcommand) and
+//! each has an environment-variable fallback; durations read as people write them (`500ms`,
+//! `2s`, `1m`); every option's help states its default. Validation beyond syntax happens in
+//! `session`, which turns these raw options into a working engine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::server::FaultRate;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "userfetch",
+    version,
+    about = "Fetch user data from an HTTP API without freezing the interface",
+    long_about = "Fetch user data from an HTTP API without freezing the interface.\n\n\
+        With no subcommand, opens the interactive lookup screen. Without --api, every command \
+        talks to a demo API started inside the process, so it works offline.",
+    after_help = "Exit codes: 0 all found, 1 some lookups failed or were not found, 2 bad usage or input, 130 interrupted.\n\
+        Environment: USERFETCH_TOKEN is sent as 'Authorization: Bearer' to the API's own host; it is never printed or logged."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalOpts {
+    /// API URL template with exactly one {id}, e.g. 'https://api.example.com/users/{id}'.
+    /// Without it, an embedded demo API is started in-process.
+    #[arg(long, global = true, env = "USERFETCH_API", value_name = "URL")]
+    pub api: Option<String>,
+
+    /// Limit for one whole attempt (connect, headers and body).
+    #[arg(long, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Limit for opening a connection.
+    #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+
+    /// Retries after a failed attempt (connection errors, timeouts, 5xx, 429). 404 is never retried.
+    #[arg(
+        long,
+        global = true,
+        env = "USERFETCH_RETRIES",
+        default_value_t = 3,
+        value_name = "N"
+    )]
+    pub retries: u32,
+
+    /// The longest wait between two attempts, whatever Retry-After asks for.
+    #[arg(long, global = true, env = "USERFETCH_MAX_RETRY_WAIT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_retry_wait: Duration,
+
+    /// Largest response body accepted (e.g. 512KiB, 2MB).
+    #[arg(long, global = true, env = "USERFETCH_MAX_BODY", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_body: u64,
+
+    /// Cache file [default: $XDG_CACHE_HOME/userfetch/cache.sqlite3].
+    #[arg(long, global = true, env = "USERFETCH_CACHE", value_name = "PATH")]
+    pub cache: Option<PathBuf>,
+
+    /// Neither read nor write the cache.
+    #[arg(long, global = true, env = "USERFETCH_NO_CACHE")]
+    pub no_cache: bool,
+
+    /// How old a cached record may be and still be used.
+    #[arg(long, global = true, env = "USERFETCH_MAX_AGE", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_age: Duration,
+
+    /// Speak cleartext HTTP/2 (h2c) to the API: one connection carries every request.
+    #[arg(long, global = true, env = "USERFETCH_HTTP2")]
+    pub http2: bool,
+
+    /// Worker threads for the async runtime. 1 runs everything on one thread: concurrent, not parallel.
+    #[arg(long, global = true, env = "USERFETCH_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub threads: u16,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv debug for every library).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Look up users by id and print each as one line of JSON.
+    Get(GetArgs),
+    /// Run the demo API: deterministic fake users, with latency and fault injection.
+    Serve(ServeArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// User ids to look up.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+
+    /// Print indented JSON for people instead of one line per record.
+    #[arg(long)]
+    pub pretty: bool,
+
+    /// Lookups in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub concurrency: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default: the demo API is for this machine.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: std::net::IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Users 1..=N exist; other ids answer 404.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub users: u64,
+
+    /// Delay added to every /users answer.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub latency: Duration,
+
+    /// Random extra delay, from zero up to this, on top of --latency.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub jitter: Duration,
+
+    /// Inject a fault into a share of /users requests, as KIND=RATE (repeatable). Kinds: 500,
+    /// 503, 429, 429-date, close, truncate, malformed, oversize, drip, redirect,
+    /// redirect-other-host, hostile. Per request: ?fault=KIND[&fault_rate=R][&fault_times=N].
+    #[arg(long = "fault", value_name = "KIND=RATE")]
+    pub faults: Vec<FaultRate>,
+
+    /// Retry-After sent with 429 answers.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub retry_after: Duration,
+}
+
+/// `500ms`, `2s`, `1m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m ({e})"))
+}
+
+/// `1048576`, `512KiB`, `2MB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("'{text}' is not a size like 512KiB or 2MB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let before = Cli::try_parse_from(["userfetch", "--retries", "7", "get", "1"]).unwrap();
+        let after = Cli::try_parse_from(["userfetch", "get", "1", "--retries", "7"]).unwrap();
+        assert_eq!(before.global.retries, 7);
+        assert_eq!(after.global.retries, 7);
+        let none = Cli::try_parse_from(["userfetch", "--timeout", "500ms"]).unwrap();
+        assert!(none.command.is_none());
+        assert_eq!(none.global.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn durations_and_sizes_read_as_people_write_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("fast").unwrap_err().contains("'fast'"));
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("huge").is_err());
+    }
+}

@@ -1,0 +1,334 @@
+//! The HTTP client: one `reqwest::Client` per process, retries, timeouts, a body cap, and a
+//! classified error for every way a lookup can fail.
+
+mod error;
+mod retry;
+mod url;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+
+pub use error::{ErrorKind, FetchError};
+pub use retry::{RetryPolicy, parse_retry_after};
+pub use url::{TemplateError, UrlTemplate};
+
+use crate::id::UserId;
+use crate::record::Record;
+
+/// Everything that shapes how requests are made; built once from the command line.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub template: UrlTemplate,
+    /// Limit for one whole attempt: connect, headers and body.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Largest body accepted, in bytes.
+    pub max_body: u64,
+    /// Bearer token; sent to the API's own host only.
+    pub token: Option<String>,
+    /// Speak HTTP/2 without negotiation (h2c). One connection then carries every request,
+    /// which is what lets ten thousand lookups be in flight without ten thousand sockets.
+    pub http2: bool,
+}
+
+impl ClientConfig {
+    pub fn new(template: UrlTemplate) -> Self {
+        ClientConfig {
+            template,
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            max_body: 1024 * 1024,
+            token: None,
+            http2: false,
+        }
+    }
+}
+
+/// A successful fetch.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub record: Record,
+    pub attempts: u32,
+}
+
+/// Told to the caller before each wait between attempts, so a UI can say
+/// "retrying in 2.1 s (attempt 2/4)".
+#[derive(Debug, Clone)]
+pub struct RetryNotice {
+    /// The attempt that failed (1-based).
+    pub failed_attempt: u32,
+    pub max_attempts: u32,
+    pub delay: Duration,
+    pub error: FetchError,
+}
+
+/// Why one attempt failed, and whether another could succeed.
+struct AttemptFailure {
+    kind: ErrorKind,
+    detail: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl AttemptFailure {
+    fn fatal(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        AttemptFailure {
+            kind,
+            detail: detail.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    fn transient(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        AttemptFailure {
+            retryable: true,
+            ..AttemptFailure::fatal(kind, detail)
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: std::sync::Arc<ClientConfig>,
+    auth: Option<HeaderValue>,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30))
+            // reqwest drops Authorization when a redirect leaves the origin; a short chain
+            // limit keeps a redirect loop from eating the timeout.
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if config.http2 {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
+        let auth = match &config.token {
+            Some(token) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        anyhow::anyhow!(
+                            "USERFETCH_TOKEN contains characters not allowed in an HTTP header"
+                        )
+                    })?;
+                // Keeps the value out of Debug output, and so out of any log line.
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Client {
+            http,
+            config: std::sync::Arc::new(config),
+            auth,
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Fetches one user, retrying what may succeed on another try. `on_retry` hears about
+    /// each wait before it starts.
+    pub async fn fetch(
+        &self,
+        id: &UserId,
+        on_retry: &mut (dyn FnMut(&RetryNotice) + Send),
+    ) -> Result<Fetched, FetchError> {
+        let url = self.config.template.url_for(id);
+        let policy = &self.config.retry;
+        let max_attempts = policy.max_attempts();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.attempt(&url).await {
+                Ok(record) => {
+                    return Ok(Fetched {
+                        record,
+                        attempts: attempt,
+                    });
+                }
+                Err(failure) => failure,
+            };
+            let error = FetchError::new(failure.kind, attempt, failure.detail);
+            if !failure.retryable || attempt >= max_attempts {
+                return Err(error);
+            }
+            let delay = policy.delay(attempt, failure.retry_after, fastrand::f64());
+            tracing::debug!(%id, attempt, ?delay, %error, "retrying");
+            on_retry(&RetryNotice {
+                failed_attempt: attempt,
+                max_attempts,
+                delay,
+                error,
+            });
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(&self, url: &str) -> Result<Record, AttemptFailure> {
+        let mut request = self.http.get(url);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let mut response = request.send().await.map_err(|e| self.classify(&e, 0))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
+        }
+        let max = self.config.max_body;
+        if let Some(len) = response.content_length()
+            && len > max
+        {
+            return Err(self.too_large());
+        }
+        let mut body =
+            Vec::with_capacity(response.content_length().unwrap_or(1024).min(max) as usize);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.classify(&e, body.len()))?
+        {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(self.too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Record::from_body(&body).map_err(|e| {
+            AttemptFailure::fatal(
+                ErrorKind::BadBody,
+                format!("the response is not valid JSON ({e})"),
+            )
+        })
+    }
+
+    fn too_large(&self) -> AttemptFailure {
+        AttemptFailure::fatal(
+            ErrorKind::TooLarge,
+            format!(
+                "the response is larger than the {} byte limit (raise it with --max-body)",
+                self.config.max_body
+            ),
+        )
+    }
+
+    fn classify(&self, e: &reqwest::Error, body_so_far: usize) -> AttemptFailure {
+        if e.is_timeout() {
+            return AttemptFailure::transient(
+                ErrorKind::Timeout,
+                format!(
+                    "no complete answer within {} (raise it with --timeout)",
+                    humantime::format_duration(self.config.timeout)
+                ),
+            );
+        }
+        if e.is_redirect() {
+            return AttemptFailure::fatal(ErrorKind::Rejected, "the API redirected too many times");
+        }
+        if e.is_body() || e.is_decode() {
+            return AttemptFailure::transient(
+                ErrorKind::BadBody,
+                format!(
+                    "the response body was cut off after {body_so_far} bytes ({})",
+                    root_cause(e)
+                ),
+            );
+        }
+        let origin = self.config.template.origin();
+        let host = format!(
+            "{}:{}",
+            origin.host_str().unwrap_or("?"),
+            origin.port_or_known_default().unwrap_or(0)
+        );
+        if e.is_connect() {
+            return AttemptFailure::transient(
+                ErrorKind::Connection,
+                format!("cannot connect to {host} ({})", root_cause(e)),
+            );
+        }
+        AttemptFailure::transient(
+            ErrorKind::Connection,
+            format!(
+                "the connection to {host} failed before an answer came ({})",
+                root_cause(e)
+            ),
+        )
+    }
+
+    /// One request to the API's `/health`, for the UI's background check: its latency, or why
+    /// it failed. Not retried: the next check is the retry.
+    pub async fn health(&self) -> Result<Duration, FetchError> {
+        let url = self
+            .config
+            .template
+            .origin()
+            .join("health")
+            .map_err(|e| FetchError::new(ErrorKind::Rejected, 1, e.to_string()))?;
+        let started = Instant::now();
+        let response = self.http.get(url).send().await.map_err(|e| {
+            let f = self.classify(&e, 0);
+            FetchError::new(f.kind, 1, f.detail)
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(started.elapsed())
+        } else {
+            let f = status_failure(status, None);
+            Err(FetchError::new(f.kind, 1, f.detail))
+        }
+    }
+}
+
+fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> AttemptFailure {
+    let shown = match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    };
+    let retry_after = retry_after
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    match status {
+        StatusCode::NOT_FOUND => {
+            AttemptFailure::fatal(ErrorKind::NotFound, "not found (the API answered 404)")
+        }
+        StatusCode::TOO_MANY_REQUESTS => AttemptFailure {
+            retry_after,
+            ..AttemptFailure::transient(
+                ErrorKind::RateLimited,
+                format!("rate limited: server answered {shown}"),
+            )
+        },
+        s if s.is_server_error() => AttemptFailure {
+            retry_after,
+            ..AttemptFailure::transient(ErrorKind::ServerError, format!("server answered {shown}"))
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AttemptFailure::fatal(
+            ErrorKind::Rejected,
+            format!("server answered {shown}; check USERFETCH_TOKEN"),
+        ),
+        _ => AttemptFailure::fatal(ErrorKind::Rejected, format!("server answered {shown}")),
+    }
+}
+
+/// The innermost error message: "connection refused" says more than
+/// "error sending request for url (…)".
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

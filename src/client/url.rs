@@ -1,0 +1,160 @@
+//! The URL template (`http://host/users/{id}`) and how an id goes into it.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use thiserror::Error;
+use url::Url;
+
+use crate::id::UserId;
+
+/// Everything but RFC 3986's unreserved characters is encoded, so an id can never add a path
+/// segment (`/`), start a query (`?`) or fragment (`#`), or smuggle an escape (`%`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+const PLACEHOLDER: &str = "{id}";
+
+/// A checked URL template: exactly one `{id}`, inside the path of an http(s) URL.
+#[derive(Debug, Clone)]
+pub struct UrlTemplate {
+    template: String,
+    prefix: String,
+    suffix: String,
+    origin: Url,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("the API URL template '{0}' must contain {{id}} exactly once (found it {1} times)")]
+    Placeholder(String, usize),
+    #[error("the API URL template '{0}' is not a valid URL: {1}")]
+    Invalid(String, String),
+    #[error("the API URL template '{0}' must start with http:// or https://")]
+    Scheme(String),
+    #[error("in the API URL template '{0}', {{id}} must be part of the path")]
+    NotInPath(String),
+}
+
+impl UrlTemplate {
+    pub fn parse(template: &str) -> Result<Self, TemplateError> {
+        let count = template.matches(PLACEHOLDER).count();
+        let Some((prefix, suffix)) = template.split_once(PLACEHOLDER).filter(|_| count == 1) else {
+            return Err(TemplateError::Placeholder(template.to_owned(), count));
+        };
+        // A marker that survives URL parsing unchanged tells us where the id lands.
+        const MARKER: &str = "userfetch-id-marker";
+        let probe = Url::parse(&format!("{prefix}{MARKER}{suffix}"))
+            .map_err(|e| TemplateError::Invalid(template.to_owned(), e.to_string()))?;
+        if !matches!(probe.scheme(), "http" | "https") {
+            return Err(TemplateError::Scheme(template.to_owned()));
+        }
+        if !probe.path().contains(MARKER) {
+            return Err(TemplateError::NotInPath(template.to_owned()));
+        }
+        let mut origin = probe.clone();
+        origin.set_path("/");
+        origin.set_query(None);
+        origin.set_fragment(None);
+        Ok(UrlTemplate {
+            template: template.to_owned(),
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+            origin,
+        })
+    }
+
+    /// The URL for one id, with the id as a single percent-encoded path segment.
+    pub fn url_for(&self, id: &UserId) -> String {
+        let encoded = utf8_percent_encode(id.as_str(), SEGMENT);
+        let mut url =
+            String::with_capacity(self.prefix.len() + id.as_str().len() + self.suffix.len());
+        url.push_str(&self.prefix);
+        url.extend(encoded);
+        url.push_str(&self.suffix);
+        url
+    }
+
+    /// The template as the user gave it; also the cache's namespace, so records from two APIs
+    /// never mix.
+    pub fn as_str(&self) -> &str {
+        &self.template
+    }
+
+    /// `scheme://host:port/`, where the health check goes.
+    pub fn origin(&self) -> &Url {
+        &self.origin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn builds_the_url_for_a_plain_id() {
+        let t = UrlTemplate::parse("http://127.0.0.1:8080/users/{id}").unwrap();
+        assert_eq!(t.url_for(&id("42")), "http://127.0.0.1:8080/users/42");
+        assert_eq!(t.origin().as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn keeps_the_query_after_the_id() {
+        let t = UrlTemplate::parse("http://h/api/users/{id}?fields=all").unwrap();
+        assert_eq!(t.url_for(&id("7")), "http://h/api/users/7?fields=all");
+    }
+
+    #[test]
+    fn hostile_ids_stay_one_path_segment() {
+        let t = UrlTemplate::parse("http://h/users/{id}").unwrap();
+        for (raw, want) in [
+            ("a/b", "a%2Fb"),
+            ("1?x=y", "1%3Fx%3Dy"),
+            ("#", "%23"),
+            ("%2e%2e", "%252e%252e"),
+            ("a b", "a%20b"),
+            ("ü", "%C3%BC"),
+            ("...", "..."),
+        ] {
+            let url = t.url_for(&id(raw));
+            assert_eq!(url, format!("http://h/users/{want}"));
+            let parsed = Url::parse(&url).unwrap();
+            assert_eq!(parsed.path_segments().unwrap().count(), 2, "{raw}");
+            assert_eq!(parsed.query(), None, "{raw}");
+            assert_eq!(parsed.fragment(), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        assert!(matches!(
+            UrlTemplate::parse("http://h/users/"),
+            Err(TemplateError::Placeholder(_, 0))
+        ));
+        assert!(matches!(
+            UrlTemplate::parse("http://h/{id}/{id}"),
+            Err(TemplateError::Placeholder(_, 2))
+        ));
+        assert!(matches!(
+            UrlTemplate::parse("ftp://h/{id}"),
+            Err(TemplateError::Scheme(_))
+        ));
+        assert!(matches!(
+            UrlTemplate::parse("not a url {id}"),
+            Err(TemplateError::Invalid(..))
+        ));
+        assert!(matches!(
+            UrlTemplate::parse("http://{id}/users"),
+            Err(TemplateError::Invalid(..) | TemplateError::NotInPath(_))
+        ));
+        assert!(matches!(
+            UrlTemplate::parse("http://h/users?id={id}"),
+            Err(TemplateError::NotInPath(_))
+        ));
+    }
+}

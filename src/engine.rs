@@ -1,0 +1,121 @@
+//! The lookup engine every front end shares: cache first, then the API, with events for
+//! whoever is watching.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::client::{Client, FetchError, RetryNotice};
+use crate::id::UserId;
+use crate::record::Record;
+
+/// What happens during one lookup, in order. The outcome itself is the return value.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started,
+    Retrying(RetryNotice),
+}
+
+/// Where a found record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Cache,
+    Api,
+}
+
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub record: Record,
+    pub source: Source,
+    /// Attempts made against the API (0 for a cache hit).
+    pub attempts: u32,
+    pub latency: Duration,
+}
+
+pub type Outcome = Result<Found, FetchError>;
+
+/// Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct Engine {
+    client: Client,
+    cache: Option<Cache>,
+    max_age: Duration,
+    /// Keeps records from different APIs apart in one cache file.
+    namespace: Arc<str>,
+}
+
+impl Engine {
+    pub fn new(client: Client, cache: Option<Cache>, max_age: Duration, namespace: &str) -> Self {
+        Engine {
+            client,
+            cache,
+            max_age,
+            namespace: namespace.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// A fresh cached record, or a fetch whose result is then cached. Cache trouble never
+    /// fails a lookup: it is logged and the API answers instead.
+    pub async fn lookup(
+        &self,
+        id: &UserId,
+        cancel: &CancellationToken,
+        on_event: &mut (dyn FnMut(Event) + Send),
+    ) -> Outcome {
+        let started = Instant::now();
+        on_event(Event::Started);
+        if let Some(cache) = &self.cache {
+            match cache.get(&self.namespace, id.as_str(), self.max_age).await {
+                Ok(Some(hit)) => {
+                    return Ok(Found {
+                        record: hit.record,
+                        source: Source::Cache,
+                        attempts: 0,
+                        latency: started.elapsed(),
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let mut on_retry = |notice: &RetryNotice| on_event(Event::Retrying(notice.clone()));
+        let fetched = tokio::select! {
+            fetched = self.client.fetch(id, &mut on_retry) => fetched?,
+            () = cancel.cancelled() => return Err(FetchError::cancelled(0)),
+        };
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.put(&self.namespace, id.as_str(), fetched.record.clone())
+        {
+            tracing::warn!("{e}");
+        }
+        Ok(Found {
+            record: fetched.record,
+            source: Source::Api,
+            attempts: fetched.attempts,
+            latency: started.elapsed(),
+        })
+    }
+
+    /// Waits until every record stored so far is on disk.
+    pub async fn flush(&self) {
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.flush().await
+        {
+            tracing::warn!("{e}");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Exit codes, and the one place errors become them.
+
+use crate::cache::CacheError;
+use crate::client::TemplateError;
+
+/// What the process tells its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Every lookup found its user.
+    Success = 0,
+    /// Some lookup failed or found no user.
+    Failure = 1,
+    /// Bad usage or input: the command can't start as given.
+    Usage = 2,
+    /// Stopped by Ctrl-C (128 + SIGINT).
+    Interrupted = 130,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+/// Input the user can fix: a bad id, file or option value. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// Errors that mean "fix your input or setup" exit with 2; everything else with 1.
+pub fn code_for(error: &anyhow::Error) -> ExitCode {
+    let fixable = error
+        .chain()
+        .any(|e| e.is::<UsageError>() || e.is::<TemplateError>() || e.is::<CacheError>());
+    if fixable {
+        ExitCode::Usage
+    } else {
+        ExitCode::Failure
+    }
+}

@@ -1,0 +1,143 @@
+//! `userfetch get ID...`: concurrent lookups, one JSON line per record on stdout.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::GetArgs;
+use crate::engine::Engine;
+use crate::exit::{ExitCode, usage};
+use crate::id::UserId;
+
+/// Longest piece of a rejected id quoted back in an error message.
+const QUOTE_LIMIT: usize = 40;
+
+pub async fn run(
+    engine: &Engine,
+    ids: Vec<UserId>,
+    args: &GetArgs,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let spinner = spinner(ids.len());
+    let cancel = interrupt.child_token();
+    let mut results = futures::stream::iter(ids)
+        .map(|id| {
+            let cancel = cancel.clone();
+            async move {
+                let outcome = engine.lookup(&id, &cancel, &mut |_| {}).await;
+                (id, outcome)
+            }
+        })
+        .buffered(args.concurrency as usize);
+
+    let mut failed = false;
+    let stdout = std::io::stdout();
+    loop {
+        let next = tokio::select! {
+            next = results.next() => next,
+            () = interrupt.cancelled() => {
+                spinner.finish_and_clear();
+                eprintln!("userfetch: interrupted");
+                return Ok(ExitCode::Interrupted);
+            }
+        };
+        let Some((id, outcome)) = next else { break };
+        spinner.inc(1);
+        match outcome {
+            Ok(found) => {
+                let written = spinner.suspend(|| {
+                    let mut out = stdout.lock();
+                    found.record.write_escaped(&mut out, args.pretty)?;
+                    out.write_all(b"\n")?;
+                    out.flush()
+                });
+                if let Err(e) = written {
+                    // A closed pipe (`| head -1`) is the reader saying "enough", not an error.
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(if failed {
+                            ExitCode::Failure
+                        } else {
+                            ExitCode::Success
+                        });
+                    }
+                    return Err(anyhow::Error::new(e).context("cannot write to stdout"));
+                }
+            }
+            Err(error) => {
+                failed = true;
+                spinner.suspend(|| eprintln!("userfetch: user {id}: {error}"));
+            }
+        }
+    }
+    spinner.finish_and_clear();
+    Ok(if failed {
+        ExitCode::Failure
+    } else {
+        ExitCode::Success
+    })
+}
+
+/// Every id is checked before any request goes out, so one typo fails fast and fetches nothing.
+pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            UserId::parse(text).map_err(|e| {
+                usage(format!(
+                    "invalid id {} (argument {}): {e}",
+                    quote(text),
+                    i + 1
+                ))
+            })
+        })
+        .collect()
+}
+
+/// An id as it can be shown in an error: escaped (it may hold control characters) and cut short
+/// (it may be 10 KB).
+pub fn quote(text: &str) -> String {
+    let cut: String = text.chars().take(QUOTE_LIMIT).collect();
+    let mut quoted = format!("{cut:?}");
+    if cut.len() < text.len() {
+        quoted.push('…');
+    }
+    quoted
+}
+
+fn spinner(total: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} looking up {pos}/{len} users… {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(80));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_are_escaped_and_short() {
+        assert_eq!(quote("a\u{1b}b"), "\"a\\u{1b}b\"");
+        let long = "x".repeat(10_000);
+        let q = quote(&long);
+        assert!(q.len() < 60 && q.ends_with('…'), "{q}");
+    }
+
+    #[test]
+    fn the_first_bad_id_is_named_with_its_position() {
+        let err = parse_ids(&["1".into(), "..".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid id \"..\" (argument 2): '.' and '..' are not ids"
+        );
+    }
+}

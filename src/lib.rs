@@ -1,0 +1,25 @@
+//! userfetch fetches user data from an HTTP API without ever freezing its interface.
+//!
+//! One lookup engine, several front ends:
+//!
+//! - [`id`] validates user ids; [`client`] turns an id into an HTTP request with retries,
+//!   timeouts and a classified error; [`cache`] keeps records in SQLite on its own thread;
+//!   [`engine`] combines them into `lookup(id)` with events for whoever is watching.
+//! - Front ends: [`get`] (one-shot lookups), and the demo API in [`server`].
+//! - [`record`] holds a record as checked JSON text; [`term`] makes untrusted text safe for
+//!   a terminal.
+//! - [`cli`] defines the command line, [`session`] turns it into a working engine, [`app`]
+//!   runs it and maps errors to the codes in [`exit`].
+
+pub mod app;
+pub mod cache;
+pub mod cli;
+pub mod client;
+pub mod engine;
+pub mod exit;
+pub mod get;
+pub mod id;
+pub mod record;
+pub mod server;
+pub mod session;
+pub mod term;

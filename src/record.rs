@@ -1,0 +1,172 @@
+//! A user record as the API sent it: checked to be JSON, kept as compact text.
+//!
+//! Records are passed through as text rather than a typed struct: userfetch works with any
+//! API whose records are JSON, and never parsing into a tree keeps the batch path cheap.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
+use serde_json::value::RawValue;
+
+/// One record: valid JSON on a single line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record(Box<str>);
+
+impl Record {
+    /// Checks that `body` is one JSON value and keeps it compact. A body that spans lines
+    /// (pretty-printed by the API) is re-serialised so it stays one JSONL line.
+    pub fn from_body(body: &[u8]) -> Result<Record, serde_json::Error> {
+        let raw: &RawValue = serde_json::from_slice(body)?;
+        let text = raw.get();
+        if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+            let value: serde_json::Value = serde_json::from_str(text)?;
+            return Ok(Record(value.to_string().into()));
+        }
+        Ok(Record(text.into()))
+    }
+
+    /// Wraps text the cache stored after [`Record::from_body`] checked it.
+    pub(crate) fn from_trusted(text: String) -> Record {
+        Record(text.into())
+    }
+
+    /// The compact JSON text exactly as stored. Safe for files, **not** for terminals: JSON
+    /// allows raw C1 controls and bidi overrides inside strings.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// The record as a JSON value, for front ends that show fields.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Writes the record so a terminal can show it: characters that [`crate::term`] considers
+    /// unsafe are written as `\uXXXX` escapes, which keeps the JSON equal in meaning while
+    /// nothing raw reaches the screen.
+    pub fn write_escaped(&self, out: &mut impl Write, pretty: bool) -> io::Result<()> {
+        let as_value: serde_json::Value =
+            serde_json::from_str(&self.0).map_err(io::Error::other)?;
+        // Keep the io::ErrorKind (BrokenPipe above all) visible to the caller.
+        let io_error = |e: serde_json::Error| match e.io_error_kind() {
+            Some(kind) => io::Error::from(kind),
+            None => io::Error::other(e),
+        };
+        if pretty {
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut *out,
+                SafeFormatter(PrettyFormatter::new()),
+            );
+            as_value.serialize(&mut ser).map_err(io_error)
+        } else {
+            let mut ser =
+                serde_json::Serializer::with_formatter(&mut *out, SafeFormatter(CompactFormatter));
+            as_value.serialize(&mut ser).map_err(io_error)
+        }
+    }
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A formatter that also escapes the characters serde_json leaves raw (C1, DEL, bidi).
+struct SafeFormatter<F>(F);
+
+impl<F: Formatter> Formatter for SafeFormatter<F> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if crate::term::is_unsafe(c) {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    // Everything else is delegated so pretty and compact layouts stay as serde_json makes them.
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn end_object_key<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_key(w)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_compact_json_as_sent() {
+        let r = Record::from_body(br#"{"id":1,"name":"Leanne"}"#).unwrap();
+        assert_eq!(r.as_json(), r#"{"id":1,"name":"Leanne"}"#);
+    }
+
+    #[test]
+    fn pretty_bodies_become_one_line() {
+        let r = Record::from_body(b"{\n  \"id\": 1,\n  \"name\": \"a\"\n}\n").unwrap();
+        assert_eq!(r.as_json(), r#"{"id":1,"name":"a"}"#);
+    }
+
+    #[test]
+    fn rejects_malformed_and_truncated_json() {
+        assert!(Record::from_body(b"{\"id\":1,").is_err());
+        assert!(Record::from_body(b"<html>").is_err());
+        assert!(Record::from_body(b"").is_err());
+        assert!(Record::from_body(b"{} {}").is_err());
+    }
+
+    #[test]
+    fn escaped_output_has_no_raw_unsafe_chars_and_means_the_same() {
+        let hostile = "{\"name\":\"a\\u001b]0;PWNED\\u0007\u{9b}2J\u{202e}x\"}";
+        let r = Record::from_body(hostile.as_bytes()).unwrap();
+        for pretty in [false, true] {
+            let mut out = Vec::new();
+            r.write_escaped(&mut out, pretty).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                !text.chars().any(|c| crate::term::is_unsafe(c) && c != '\n'),
+                "{text:?}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, r.to_value());
+        }
+    }
+}

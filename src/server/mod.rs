@@ -1,0 +1,484 @@
+//! The demo API: deterministic fake users over HTTP, with latency and fault injection.
+//!
+//! Served by hyper-util's auto builder rather than `axum::serve`, for two reasons measured on
+//! this workload: it speaks HTTP/1.1 and cleartext HTTP/2 on one port, and it lets us raise
+//! HTTP/2's concurrent-stream limit (hyper's default of 200 silently queues the rest, which
+//! turned a 1 s benchmark into 50 s). axum still does the routing.
+
+mod faults;
+mod users;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub use faults::{Fault, FaultCounter, FaultRate, RequestParams};
+
+/// How the demo API behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// Users `1..=users` exist; every other id is a 404.
+    pub users: u64,
+    /// Added to every `/users` request before it is answered.
+    pub latency: Duration,
+    /// A random extra delay from zero up to this, on top of `latency`.
+    pub jitter: Duration,
+    /// Server-wide faults and the share of `/users` requests each one hits.
+    pub faults: Vec<FaultRate>,
+    /// What 429 answers put in `Retry-After`.
+    pub retry_after: Duration,
+    /// The pause between bytes of a `drip` body.
+    pub drip_interval: Duration,
+    /// Size of an `oversize` body.
+    pub oversize_bytes: usize,
+    /// Keep a log of every request (host, path, Authorization) for tests to inspect. Off by
+    /// default: a benchmark server must not grow with every request.
+    pub record_requests: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            users: 10_000,
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            faults: Vec::new(),
+            retry_after: Duration::from_secs(1),
+            drip_interval: Duration::from_millis(50),
+            oversize_bytes: 8 * 1024 * 1024,
+            record_requests: false,
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub host: Option<String>,
+    pub path_and_query: String,
+    pub authorization: Option<String>,
+}
+
+/// What the server counted; tests assert on it rather than trusting the client's account.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    user_requests: AtomicU64,
+    faults: AtomicU64,
+    log: Mutex<Vec<LoggedRequest>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Every request, any path.
+    pub requests: u64,
+    /// Requests to `/users/…`.
+    pub user_requests: u64,
+    /// Requests answered with an injected fault.
+    pub faults: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            user_requests: self.user_requests.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The request log (empty unless `record_requests` is on).
+    pub fn log(&self) -> Vec<LoggedRequest> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+struct State {
+    config: ServerConfig,
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    counter: FaultCounter,
+}
+
+/// A running demo API. Dropping it leaves the server running until the runtime stops; call
+/// [`ServerHandle::shutdown`] to stop it and wait.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The URL template a client uses to reach this server.
+    pub fn url_template(&self) -> String {
+        format!("http://{}/users/{{id}}", self.addr)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops accepting, gives open connections a moment to finish, and waits.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Binds and starts serving in the background on the current runtime.
+pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
+    let listener = TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
+    let stats = Arc::new(Stats::default());
+    let state = Arc::new(State {
+        config,
+        addr,
+        stats: stats.clone(),
+        counter: FaultCounter::default(),
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(listener, state, shutdown.clone()));
+    Ok(ServerHandle {
+        addr,
+        stats,
+        shutdown,
+        task,
+    })
+}
+
+async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let router = router(state.clone());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(Some(100_000));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, usually: back off instead of spinning, as
+                // mini-redis's accept loop does.
+                tracing::warn!("demo API: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req| handle(state.clone(), router.clone(), req));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+}
+
+/// Returned from the service to make hyper drop the connection without answering.
+#[derive(Debug)]
+struct CloseConnection;
+
+impl std::fmt::Display for CloseConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("fault injected: connection closed")
+    }
+}
+
+impl std::error::Error for CloseConnection {}
+
+/// The fault chosen for one `/users` request, handed to the route handler.
+#[derive(Clone)]
+struct Decision {
+    fault: Option<Fault>,
+    params: RequestParams,
+}
+
+async fn handle(
+    state: Arc<State>,
+    router: Router,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, CloseConnection> {
+    state.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if state.config.record_requests {
+        let entry = LoggedRequest {
+            host: header_text(req.headers(), header::HOST),
+            path_and_query: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            authorization: header_text(req.headers(), header::AUTHORIZATION),
+        };
+        state
+            .stats
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+    }
+    if req.uri().path().starts_with("/users/") {
+        state.stats.user_requests.fetch_add(1, Ordering::Relaxed);
+        let params = match RequestParams::parse(req.uri().query()) {
+            Ok(p) => p,
+            Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, &e)),
+        };
+        let prior = if params.fault_times.is_some() {
+            state.counter.bump(&req.uri().to_string())
+        } else {
+            0
+        };
+        let fault = faults::decide(&params, &state.config.faults, prior, fastrand::f64());
+        let latency = params.latency.unwrap_or(state.config.latency)
+            + params
+                .jitter
+                .unwrap_or(state.config.jitter)
+                .mul_f64(fastrand::f64());
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if fault.is_some() {
+            state.stats.faults.fetch_add(1, Ordering::Relaxed);
+        }
+        if fault == Some(Fault::Close) {
+            return Err(CloseConnection);
+        }
+        req.extensions_mut().insert(Decision { fault, params });
+    }
+    match router.oneshot(req).await {
+        Ok(response) => Ok(response),
+        Err(never) => match never {},
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/users/{id}", get(user))
+        .route("/health", get(health))
+        .route("/stats", get(stats))
+        .with_state(state)
+}
+
+async fn health(AxState(state): AxState<Arc<State>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "users": state.config.users }))
+}
+
+async fn stats(AxState(state): AxState<Arc<State>>) -> Json<StatsSnapshot> {
+    Json(state.stats.snapshot())
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    json_response(status, Body::from(body))
+}
+
+fn json_response(status: StatusCode, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn user(
+    AxState(state): AxState<Arc<State>>,
+    Path(id): Path<String>,
+    decision: Option<Extension<Decision>>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let Extension(decision) = decision.unwrap_or(Extension(Decision {
+        fault: None,
+        params: RequestParams::default(),
+    }));
+    let known = id
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=state.config.users).contains(n));
+    let retry_after = decision
+        .params
+        .retry_after
+        .unwrap_or(state.config.retry_after);
+    match decision.fault {
+        None => {}
+        Some(Fault::Status500) => {
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "injected fault");
+        }
+        Some(Fault::Status503) => {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "injected fault");
+        }
+        Some(Fault::RateLimit) => {
+            let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            // Whole seconds, rounded up, as the header requires.
+            let secs = retry_after.as_millis().div_ceil(1000);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs as u64));
+            return r;
+        }
+        Some(Fault::RateLimitDate) => {
+            let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            let date = httpdate::fmt_http_date(SystemTime::now() + retry_after);
+            if let Ok(v) = HeaderValue::from_str(&date) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Some(Fault::Redirect | Fault::RedirectOtherHost) => {
+            let host = match (decision.fault, header_text(&headers, header::HOST)) {
+                (Some(Fault::RedirectOtherHost), Some(h)) if h.starts_with("localhost") => {
+                    format!("127.0.0.1:{}", state.addr.port())
+                }
+                (Some(Fault::RedirectOtherHost), _) => format!("localhost:{}", state.addr.port()),
+                (_, Some(h)) => h,
+                (_, None) => state.addr.to_string(),
+            };
+            let location = format!(
+                "http://{host}/users/{}{}",
+                encode_segment(&id),
+                query_without_faults(&decision)
+            );
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return r;
+        }
+        Some(Fault::Oversize) => return oversize(known.unwrap_or(1), state.config.oversize_bytes),
+        Some(Fault::Malformed) => {
+            return json_response(
+                StatusCode::OK,
+                Body::from(r#"{"id": 1, "name": "Leanne Gra"#),
+            );
+        }
+        Some(Fault::Close) => {} // handled before routing
+        Some(Fault::Hostile) => {
+            let body =
+                serde_json::to_vec(&users::hostile_user(known.unwrap_or(1))).unwrap_or_default();
+            return json_response(StatusCode::OK, Body::from(body));
+        }
+        Some(Fault::Truncate | Fault::Drip) => {
+            let body = Bytes::from(
+                serde_json::to_vec(&users::user(known.unwrap_or(1))).unwrap_or_default(),
+            );
+            let len = body.len();
+            let stream_body = if decision.fault == Some(Fault::Truncate) {
+                let half = body.slice(..len / 2);
+                Body::from_stream(futures::stream::iter([
+                    Ok(half),
+                    Err(std::io::Error::other("fault injected: body truncated")),
+                ]))
+            } else {
+                let interval = state.config.drip_interval;
+                Body::from_stream(futures::stream::unfold(0usize, move |i| {
+                    let body = body.clone();
+                    async move {
+                        if i >= body.len() {
+                            return None;
+                        }
+                        tokio::time::sleep(interval).await;
+                        Some((Ok::<_, Infallible>(body.slice(i..i + 1)), i + 1))
+                    }
+                }))
+            };
+            let mut r = json_response(StatusCode::OK, stream_body);
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            return r;
+        }
+    }
+    match known {
+        Some(n) => match serde_json::to_vec(&users::user(n)) {
+            Ok(body) => json_response(StatusCode::OK, Body::from(body)),
+            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        },
+        None => error_response(StatusCode::NOT_FOUND, "user not found"),
+    }
+}
+
+/// A valid JSON object of about `size` bytes, streamed in chunks without a length so the
+/// client can only stop it by counting.
+fn oversize(id: u64, size: usize) -> Response<Body> {
+    const CHUNK: usize = 64 * 1024;
+    let head = Bytes::from(format!(r#"{{"id":{id},"padding":""#));
+    let filler = Bytes::from(vec![b'x'; CHUNK]);
+    let chunks = size / CHUNK;
+    let stream = futures::stream::iter(
+        std::iter::once(head)
+            .chain(std::iter::repeat_n(filler, chunks))
+            .chain(std::iter::once(Bytes::from_static(b"\"}")))
+            .map(Ok::<_, Infallible>),
+    );
+    json_response(StatusCode::OK, Body::from_stream(stream))
+}
+
+fn encode_segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The request's query minus the fault parameters, so a redirect target answers normally.
+fn query_without_faults(decision: &Decision) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    let p = &decision.params;
+    let mut any = false;
+    for (key, value) in [
+        ("latency", p.latency.map(|d| format!("{}ms", d.as_millis()))),
+        ("jitter", p.jitter.map(|d| format!("{}ms", d.as_millis()))),
+    ] {
+        if let Some(v) = value {
+            out.append_pair(key, &v);
+            any = true;
+        }
+    }
+    if any {
+        format!("?{}", out.finish())
+    } else {
+        String::new()
+    }
+}

@@ -1,0 +1,104 @@
+//! Turning the global options into a working engine: which API, which client, which cache.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cache::Cache;
+use crate::cli::GlobalOpts;
+use crate::client::{Client, ClientConfig, RetryPolicy, UrlTemplate};
+use crate::engine::Engine;
+use crate::server::{self, ServerConfig, ServerHandle};
+
+/// The environment variable the API token is read from. Never an option: argv is visible to
+/// every user of the machine through `ps`.
+pub const TOKEN_VAR: &str = "USERFETCH_TOKEN";
+
+/// The cache namespace for the embedded API, whose port changes every run.
+const EMBEDDED_NAMESPACE: &str = "embedded-demo-api";
+
+/// Latency of the embedded demo API: hundreds of milliseconds, jittered, like a real API on
+/// a bad day, so the difference between blocking and not blocking is there to see.
+pub const EMBEDDED_LATENCY: Duration = Duration::from_millis(300);
+pub const EMBEDDED_JITTER: Duration = Duration::from_millis(400);
+
+/// A ready engine, and the embedded server when there is one (kept alive with the session).
+pub struct Session {
+    pub engine: Engine,
+    pub embedded: Option<ServerHandle>,
+}
+
+impl Session {
+    /// Validates the options, starts the embedded API if no `--api` was given, opens the cache.
+    pub async fn start(opts: &GlobalOpts) -> anyhow::Result<Session> {
+        let (template, namespace, embedded) = match &opts.api {
+            Some(api) => {
+                let template = UrlTemplate::parse(api)?;
+                let namespace = template.as_str().to_owned();
+                (template, namespace, None)
+            }
+            None => {
+                let handle = server::start(ServerConfig {
+                    latency: EMBEDDED_LATENCY,
+                    jitter: EMBEDDED_JITTER,
+                    ..ServerConfig::default()
+                })
+                .await
+                .context("cannot start the embedded demo API")?;
+                let template = UrlTemplate::parse(&handle.url_template())?;
+                tracing::info!("embedded demo API at {}", handle.base_url());
+                (template, EMBEDDED_NAMESPACE.to_owned(), Some(handle))
+            }
+        };
+        let token = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty());
+        let config = ClientConfig {
+            timeout: opts.timeout,
+            connect_timeout: opts.connect_timeout,
+            retry: RetryPolicy {
+                retries: opts.retries,
+                max_wait: opts.max_retry_wait,
+                ..RetryPolicy::default()
+            },
+            max_body: opts.max_body,
+            token,
+            http2: opts.http2,
+            ..ClientConfig::new(template)
+        };
+        let client = Client::new(config)?;
+        let cache = if opts.no_cache {
+            None
+        } else {
+            let path = match &opts.cache {
+                Some(path) => path.clone(),
+                None => Cache::default_path().context(
+                    "no cache directory is known for this user; pass --cache PATH or --no-cache",
+                )?,
+            };
+            Some(tokio::task::spawn_blocking(move || Cache::open(&path)).await??)
+        };
+        Ok(Session {
+            engine: Engine::new(client, cache, opts.max_age, &namespace),
+            embedded,
+        })
+    }
+
+    /// One line for stderr saying where lookups go, when that isn't obvious.
+    pub fn announce(&self) -> Option<String> {
+        self.embedded.as_ref().map(|h| {
+            format!(
+                "userfetch: no --api given; using the embedded demo API at {} ({}–{} ms latency)",
+                h.base_url(),
+                EMBEDDED_LATENCY.as_millis(),
+                (EMBEDDED_LATENCY + EMBEDDED_JITTER).as_millis()
+            )
+        })
+    }
+
+    /// Flushes the cache and stops the embedded server.
+    pub async fn close(self) {
+        self.engine.flush().await;
+        if let Some(server) = self.embedded {
+            server.shutdown().await;
+        }
+    }
+}

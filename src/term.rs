@@ -1,0 +1,60 @@
+//! Making untrusted text safe to print on a terminal.
+//!
+//! Text from an API can carry escape sequences that retitle the window, clear the screen, or
+//! (with OSC 52) write to the clipboard, and bidi overrides that make text read differently
+//! from what it is (CVE-2021-42574). Everything the API sends passes through [`sanitize`]
+//! before any terminal sees it. Written by hand because the job is a few lines over `char`
+//! classes, and the crates that strip ANSI keep other controls or parse sequences we'd rather
+//! just neutralise.
+
+use std::borrow::Cow;
+
+/// What replaces each unsafe character: visible, so the user sees that something was there.
+pub const REPLACEMENT: char = '\u{FFFD}';
+
+/// True for characters that must never reach a terminal raw: C0 controls (ESC, BEL, CR, …),
+/// DEL, C1 controls (including the 8-bit CSI U+009B), and the bidi embedding, override and
+/// isolate controls.
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}')
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// Replaces every unsafe character with [`REPLACEMENT`]. Borrowed when nothing needed to change,
+/// which is the common case.
+pub fn sanitize(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| if is_unsafe(c) { REPLACEMENT } else { c })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_borrowed_unchanged() {
+        assert!(matches!(
+            sanitize("Leanne Graham, Gwenborough"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn escape_sequences_c1_and_bidi_are_replaced() {
+        let hostile = "a\u{1b}]0;PWNED\u{7}\u{1b}[2Jb\u{9b}31mc\u{202e}d\u{2066}e\u{7f}f\r\n";
+        let clean = sanitize(hostile);
+        assert!(!clean.chars().any(is_unsafe), "{clean:?}");
+        assert_eq!(
+            clean,
+            "a\u{fffd}]0;PWNED\u{fffd}\u{fffd}[2Jb\u{fffd}31mc\u{fffd}d\u{fffd}e\u{fffd}f\u{fffd}\u{fffd}"
+        );
+    }
+}
