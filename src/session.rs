@@ -38,13 +38,14 @@ impl Session {
                 (template, namespace, None)
             }
             None => {
-                let handle = server::start(ServerConfig {
+                let config = ServerConfig {
                     latency: EMBEDDED_LATENCY,
                     jitter: EMBEDDED_JITTER,
                     ..ServerConfig::default()
-                })
-                .await
-                .context("cannot start the embedded demo API")?;
+                };
+                let handle = tokio::task::spawn_blocking(move || server::start_in_thread(config))
+                    .await?
+                    .context("cannot start the embedded demo API")?;
                 let template = UrlTemplate::parse(&handle.url_template())?;
                 tracing::info!("embedded demo API at {}", handle.base_url());
                 (template, EMBEDDED_NAMESPACE.to_owned(), Some(handle))

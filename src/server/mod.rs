@@ -118,13 +118,18 @@ struct State {
     counter: FaultCounter,
 }
 
-/// A running demo API. Dropping it leaves the server running until the runtime stops; call
+/// A running demo API. Dropping it leaves the server running until its runtime stops; call
 /// [`ServerHandle::shutdown`] to stop it and wait.
 pub struct ServerHandle {
     addr: SocketAddr,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    runner: Runner,
+}
+
+enum Runner {
+    Task(tokio::task::JoinHandle<()>),
+    Thread(std::thread::JoinHandle<()>),
 }
 
 impl ServerHandle {
@@ -148,8 +153,71 @@ impl ServerHandle {
     /// Stops accepting, gives open connections a moment to finish, and waits.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        match self.runner {
+            Runner::Task(task) => {
+                let _ = task.await;
+            }
+            Runner::Thread(thread) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
     }
+
+    /// Like [`ServerHandle::shutdown`], for callers outside any runtime (tests, mostly).
+    pub fn shutdown_blocking(self) {
+        self.shutdown.cancel();
+        match self.runner {
+            Runner::Task(task) => task.abort(),
+            Runner::Thread(thread) => {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Starts the server on a thread of its own, with its own single-threaded runtime.
+///
+/// The embedded API plays an *external* service: it must keep answering while the caller's
+/// thread is blocked (the interactive screen's sync mode blocks it on purpose), and its work
+/// must not be counted as the caller's. Blocking until the socket is bound.
+pub fn start_in_thread(config: ServerConfig) -> std::io::Result<ServerHandle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("userfetch-demo-api".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match start(config).await {
+                    Ok(handle) => {
+                        let stop = handle.shutdown.clone();
+                        let _ = tx.send(Ok((handle.addr, handle.stats.clone(), stop.clone())));
+                        stop.cancelled().await;
+                        handle.shutdown().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+    let (addr, stats, shutdown) = rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the demo API thread ended before it started"))??;
+    Ok(ServerHandle {
+        addr,
+        stats,
+        shutdown,
+        runner: Runner::Thread(thread),
+    })
 }
 
 /// Binds and starts serving in the background on the current runtime.
@@ -169,7 +237,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
         addr,
         stats,
         shutdown,
-        task,
+        runner: Runner::Task(task),
     })
 }
 
