@@ -191,9 +191,12 @@ impl LoopState {
         }
         app.now = drawn;
         update(app, Msg::Frame { gap, input_to_draw });
+        // A long gap (a sync freeze, above all) should be on screen at once, not whenever
+        // the next tick happens to draw.
+        let stalled = gap.is_some_and(|g| g > 2 * self.frame_interval);
         self.last_frame = Some((drawn, app.animating()));
         self.next_frame = drawn + self.frame_interval;
-        self.dirty = false;
+        self.dirty = stalled;
         Ok(())
     }
 
