@@ -172,10 +172,10 @@ async fn the_body_cap_is_enforced_while_streaming() {
     assert_eq!(err.kind, ErrorKind::TooLarge);
 }
 
-#[tokio::test]
-async fn same_host_redirects_are_followed_with_the_token() {
+/// Fetches user 5 through a redirect with a token set; returns what the server logged.
+async fn follow_redirect_with_token(query: &str) -> Vec<userfetch::server::LoggedRequest> {
     let api = TestApi::start();
-    let mut config = api.config("fault=redirect", 0);
+    let mut config = api.config(query, 0);
     config.token = Some("s3cret-token".into());
     let got = Client::new(config)
         .unwrap()
@@ -184,7 +184,13 @@ async fn same_host_redirects_are_followed_with_the_token() {
         .unwrap();
     assert_eq!(got.record.to_value()["id"], 5);
     let log = api.log();
-    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log.len(), 2, "redirect and target: {log:?}");
+    log
+}
+
+#[tokio::test]
+async fn same_host_redirects_are_followed_with_the_token() {
+    let log = follow_redirect_with_token("fault=redirect").await;
     for request in &log {
         assert_eq!(
             request.authorization.as_deref(),
@@ -195,26 +201,10 @@ async fn same_host_redirects_are_followed_with_the_token() {
 
 #[tokio::test]
 async fn the_token_is_not_forwarded_to_another_host() {
-    let api = TestApi::start();
-    let mut config = api.config("fault=redirect-other-host", 0);
-    config.token = Some("s3cret-token".into());
-    let got = Client::new(config)
-        .unwrap()
-        .fetch(&id("5"), &mut |_| {})
-        .await
-        .unwrap();
-    assert_eq!(got.record.to_value()["id"], 5);
-    let log = api.log();
-    assert_eq!(log.len(), 2, "{log:?}");
+    let log = follow_redirect_with_token("fault=redirect-other-host").await;
     assert_eq!(log[0].authorization.as_deref(), Some("Bearer s3cret-token"));
-    assert!(
-        log[1]
-            .host
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("localhost:"),
-        "{log:?}"
-    );
+    let target_host = log[1].host.as_deref().unwrap_or("");
+    assert!(target_host.starts_with("localhost:"), "{log:?}");
     assert_eq!(
         log[1].authorization, None,
         "token leaked across hosts: {log:?}"
