@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
+use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -478,10 +479,13 @@ async fn user(
             let len = body.len();
             let stream_body = if decision.fault == Some(Fault::Truncate) {
                 let half = body.slice(..len / 2);
-                Body::from_stream(futures::stream::iter([
-                    Ok(half),
-                    Err(std::io::Error::other("fault injected: body truncated")),
-                ]))
+                // The pause lets the headers and the first half go out before the failure;
+                // otherwise hyper sees the error first and sends nothing at all.
+                let cut = futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err(std::io::Error::other("fault injected: body truncated"))
+                });
+                Body::from_stream(futures::stream::iter([Ok(half)]).chain(cut))
             } else {
                 let interval = state.config.drip_interval;
                 Body::from_stream(futures::stream::unfold(0usize, move |i| {
