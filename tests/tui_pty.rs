@@ -268,6 +268,23 @@ fn hostile_records_never_reach_the_terminal_raw() {
 }
 
 #[test]
+fn sigterm_ends_the_screen_and_restores_the_terminal() {
+    let api = demo_api();
+    let template = format!("{}?latency=2s", api.url_template());
+    let mut pty = Pty::spawn(&["--api", &template, "--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.send("3\r");
+    pty.wait_for("a loading row", |s| row(s, "3").is_some());
+    pty.session
+        .get_process_mut()
+        .kill(expectrl::process::unix::Signal::SIGTERM)
+        .expect("send SIGTERM");
+    pty.wait_exit(Duration::from_secs(5));
+    assert!(leaves_the_alternate_screen(&pty.raw));
+    api.shutdown_blocking();
+}
+
+#[test]
 fn without_a_terminal_it_points_to_the_script_friendly_commands() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_userfetch"))
         .args(["--no-cache"])

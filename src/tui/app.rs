@@ -286,6 +286,8 @@ pub struct App {
     /// The sync-mode lookup holding the interface right now.
     pub frozen_on: Option<ReqId>,
     pub quit: bool,
+    /// The quit came from Ctrl-C, which scripts and shells read as an interruption.
+    pub interrupted: bool,
     next_req: u64,
 }
 
@@ -311,6 +313,7 @@ impl App {
             meter: Meter::default(),
             frozen_on: None,
             quit: false,
+            interrupted: false,
             next_req: 0,
         }
     }
@@ -404,7 +407,10 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     }
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
     match key.code {
-        KeyCode::Char('c') if ctrl => quit(app),
+        KeyCode::Char('c') if ctrl => {
+            app.interrupted = true;
+            quit(app)
+        }
         KeyCode::Char('u') if ctrl => {
             let at = byte_index(&app.input, app.cursor);
             app.input.drain(..at);
@@ -809,7 +815,7 @@ mod tests {
         type_text(&mut app, "4");
         // Ctrl-C quits whatever is typed; the loop cancels everything on Quit.
         assert_eq!(update(&mut app, ctrl('c')), vec![Effect::Quit]);
-        assert!(app.quit);
+        assert!(app.quit && app.interrupted);
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod tasks;
 pub mod view;
 
 use std::io::IsTerminal;
+
+use futures::StreamExt;
 use std::time::Instant;
 
 use crate::cli::{GlobalOpts, UiArgs};
@@ -50,7 +52,8 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
     let ctx = run::Context::new(session.engine.clone(), opts.max_age);
     let outcome = {
         let mut screen = Screen::open()?;
-        let events = crossterm::event::EventStream::new();
+        let events =
+            futures::stream::select(crossterm::event::EventStream::new(), terminate_as_ctrl_c());
         run::run(&mut screen.terminal, events, &mut app, &ctx, None).await
         // The screen is restored here, before anything is printed or waited for.
     };
@@ -61,6 +64,25 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
         run::Exit::Quit => Ok(ExitCode::Success),
         run::Exit::Interrupted => Ok(ExitCode::Interrupted),
     }
+}
+
+/// SIGTERM (and SIGHUP, when the terminal window closes) read as Ctrl-C, so the loop ends
+/// through its one exit path and the terminal is restored rather than left raw.
+fn terminate_as_ctrl_c() -> impl futures::Stream<Item = std::io::Result<crossterm::event::Event>> {
+    use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+    use tokio::signal::unix::{SignalKind, signal};
+    let signals = [SignalKind::terminate(), SignalKind::hangup()]
+        .into_iter()
+        .filter_map(|kind| signal(kind).ok())
+        .map(|s| {
+            futures::stream::unfold(s, |mut s| async move {
+                s.recv().await?;
+                let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+                Some((Ok(Event::Key(ctrl_c)), s))
+            })
+            .boxed()
+        });
+    futures::stream::select_all(signals)
 }
 
 /// The terminal in raw mode on the alternate screen, restored when dropped, whichever way the

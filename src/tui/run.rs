@@ -57,6 +57,8 @@ pub struct FrameLog {
     pub drawn: Vec<Instant>,
     /// The gap before each frame drawn while an animation ran (see [`Msg::Frame`]).
     pub gaps: Vec<Duration>,
+    /// Lookups in flight at each frame.
+    pub in_flight: Vec<usize>,
 }
 
 /// Why the loop ended.
@@ -67,6 +69,10 @@ pub enum Exit {
     /// Ctrl-C.
     Interrupted,
 }
+
+/// Tokio's timers fire on whole milliseconds, rounding up. Waking up to this much early and
+/// counting the frame as due keeps frames on time instead of a millisecond late each.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 type Lookup = Pin<Box<dyn Future<Output = (ReqId, Outcome)>>>;
 
@@ -111,11 +117,11 @@ where
     loop {
         let now = Instant::now();
         let wants_frame = state.dirty || app.animating();
-        if wants_frame && now >= state.next_frame {
+        if wants_frame && now + TIMER_SLACK >= state.next_frame {
             state.draw(terminal, app, log.as_deref_mut())?;
             continue;
         }
-        let deadline = tokio::time::Instant::from_std(state.next_frame);
+        let deadline = tokio::time::Instant::from_std(state.next_frame - TIMER_SLACK);
         tokio::select! {
             // Order matters: a due frame first, then the person typing, then everything else.
             biased;
@@ -188,6 +194,7 @@ impl LoopState {
         if let Some(log) = log {
             log.drawn.push(drawn);
             log.gaps.extend(gap);
+            log.in_flight.push(app.stats.in_flight);
         }
         app.now = drawn;
         update(app, Msg::Frame { gap, input_to_draw });
@@ -195,7 +202,14 @@ impl LoopState {
         // the next tick happens to draw.
         let stalled = gap.is_some_and(|g| g > 2 * self.frame_interval);
         self.last_frame = Some((drawn, app.animating()));
-        self.next_frame = drawn + self.frame_interval;
+        // Frames keep to a fixed grid while on time, so timer rounding doesn't add up into a
+        // slower rate; after a stall (or idle time) the grid starts again from now.
+        let on_grid = self.next_frame + self.frame_interval;
+        self.next_frame = if on_grid > drawn {
+            on_grid
+        } else {
+            drawn + self.frame_interval
+        };
         self.dirty = stalled;
         Ok(())
     }
@@ -229,7 +243,7 @@ impl LoopState {
         for effect in effects {
             match effect {
                 Effect::Quit => {
-                    return Ok(Some(if key.code == crossterm::event::KeyCode::Char('c') {
+                    return Ok(Some(if app.interrupted {
                         Exit::Interrupted
                     } else {
                         Exit::Quit
