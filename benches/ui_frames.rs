@@ -7,6 +7,7 @@
 //!
 //!     cargo bench --bench ui_frames              # HTTP/2 to the demo API (one connection)
 //!     cargo bench --bench ui_frames -- --http1   # one connection per lookup
+//!     cargo bench --bench ui_frames -- --threads 2   # connections on worker threads
 //!
 //! The demo API runs on its own thread and is not counted in the UI thread's CPU figures.
 
@@ -29,15 +30,29 @@ const LATENCY: Duration = Duration::from_secs(1);
 
 fn main() -> anyhow::Result<()> {
     let http1 = std::env::args().any(|a| a == "--http1");
+    let threads: u16 = std::env::args()
+        .skip_while(|a| a != "--threads")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let api = server::start_in_thread(ServerConfig {
         latency: LATENCY,
         users: LOOKUPS,
         ..ServerConfig::default()
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The same runtimes `userfetch --threads N` builds; with more than one thread the loop stays
+    // on this thread (block_on) and the HTTP connections move to the workers.
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.into())
+            .enable_all()
+            .build()?
+    };
     let report = runtime.block_on(async {
         let mut args = vec![
             "userfetch".to_owned(),
@@ -53,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         let ctx = Context::new(session.engine.clone(), opts.max_age);
         let mut app = App::new(
             Config {
-                threads: 1,
+                threads,
                 timeout: opts.timeout,
                 ..Config::default()
             },
@@ -75,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         &log,
         &script,
         if http1 { "HTTP/1.1" } else { "HTTP/2" },
+        threads,
     );
     runtime.shutdown_background();
     api.shutdown_blocking();
@@ -200,9 +216,9 @@ fn key_to_frame(keys: &[Instant], drawn: &[Instant]) -> Vec<Duration> {
         .collect()
 }
 
-fn print_report(app: &App, log: &FrameLog, script: &Script, protocol: &str) {
+fn print_report(app: &App, log: &FrameLog, script: &Script, protocol: &str, threads: u16) {
     println!(
-        "userfetch interactive UI, headless: {LOOKUPS} lookups, demo API latency {LATENCY:?}, {protocol}, 1 thread"
+        "userfetch interactive UI, headless: {LOOKUPS} lookups, demo API latency {LATENCY:?}, {protocol}, {threads} runtime thread(s)"
     );
     if let Some((start, end)) = script.submitted {
         println!(
@@ -236,7 +252,25 @@ fn print_report(app: &App, log: &FrameLog, script: &Script, protocol: &str) {
             span.as_secs_f64(),
             busy.len() as f64 / span.as_secs_f64().max(1e-9)
         );
-        describe("frame gap (lookups in flight)", gaps);
+        describe("frame gap (lookups in flight)", gaps.clone());
+        // Where the worst gaps fell: time since the burst began, and lookups in flight.
+        let mut worst: Vec<(Duration, Instant)> =
+            busy.windows(2).map(|w| (w[1] - w[0], w[1])).collect();
+        worst.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
+        let at: Vec<String> = worst
+            .iter()
+            .take(5)
+            .map(|(gap, end)| {
+                let i = log.drawn.partition_point(|d| d < end);
+                format!(
+                    "{:.1} ms at +{} ms ({} in flight)",
+                    gap.as_secs_f64() * 1e3,
+                    end.duration_since(start).as_millis(),
+                    log.in_flight.get(i).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        println!("worst gaps: {}", at.join(", "));
     }
     describe("frame gap (all animation frames)", log.gaps.clone());
     describe(

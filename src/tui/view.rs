@@ -13,9 +13,12 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::app::{App, GAP_WINDOW, Mode, Row, Status};
 use crate::engine::Source;
+use crate::term::sanitize;
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
+/// Below this width the header lines get two rows each.
+const NARROW: u16 = 80;
 /// Width of a loading bar, and of the block that sweeps across it.
 const BAR: usize = 12;
 const BLOCK: usize = 3;
@@ -54,10 +57,13 @@ pub fn view(app: &App, frame: &mut Frame) {
     let p = Palette {
         on: app.config.color,
     };
+    // On a narrow terminal the status and meter lines wrap onto a second line each rather
+    // than lose their ends.
+    let info = if frame.area().width < NARROW { 2 } else { 1 };
     let [header, status, meter, prompt, notice, body, footer] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
+        Constraint::Length(info),
+        Constraint::Length(info),
+        Constraint::Length(info),
         Constraint::Length(3),
         Constraint::Length(1),
         Constraint::Min(3),
@@ -65,9 +71,10 @@ pub fn view(app: &App, frame: &mut Frame) {
     ])
     .areas(frame.area());
 
-    frame.render_widget(Paragraph::new(header_line(app, &p)), header);
-    frame.render_widget(Paragraph::new(status_line(app)), status);
-    frame.render_widget(Paragraph::new(meter_line(app, &p)), meter);
+    let wrap = Wrap { trim: true };
+    frame.render_widget(Paragraph::new(header_line(app, &p)).wrap(wrap), header);
+    frame.render_widget(Paragraph::new(status_line(app)).wrap(wrap), status);
+    frame.render_widget(Paragraph::new(meter_line(app, &p)).wrap(wrap), meter);
     draw_prompt(app, frame, prompt, &p);
     if let Some(text) = &app.notice {
         frame.render_widget(
@@ -175,7 +182,9 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     // Keep the cursor in view when the line is longer than the box.
     let room = (inner.width as usize).saturating_sub(PROMPT.len() + 1);
     let skip = app.cursor.saturating_sub(room);
-    let shown: String = app.input.chars().skip(skip).collect();
+    // Typed text is the user's own, but a pasted bidi override would still reorder the line.
+    let typed: String = app.input.chars().skip(skip).collect();
+    let shown = sanitize(&typed).into_owned();
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled(PROMPT, p.bold()),
@@ -191,7 +200,8 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
 }
 
 fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
-    let block = Block::default().borders(Borders::ALL).title(" lookups ");
+    let title = format!(" lookups → {} ", sanitize(&app.config.api));
+    let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let height = inner.height as usize;
