@@ -268,13 +268,25 @@ fn hostile_records_never_reach_the_terminal_raw() {
 }
 
 #[test]
-fn sigterm_ends_the_screen_and_restores_the_terminal() {
+fn resize_relays_the_screen_and_sigterm_restores_the_terminal() {
     let api = demo_api();
     let template = format!("{}?latency=2s", api.url_template());
     let mut pty = Pty::spawn(&["--api", &template, "--no-cache"]);
     pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
     pty.send("3\r");
     pty.wait_for("a loading row", |s| row(s, "3").is_some());
+    // On resize the screen is laid out again: below 90 columns the detail pane moves under
+    // the list, so its box starts at the left edge.
+    assert!(!pty.screen().lines().any(|l| l.starts_with("┌ user 3")));
+    pty.pump();
+    pty.parser.screen_mut().set_size(30, 80);
+    pty.session
+        .get_process_mut()
+        .set_window_size(80, 30)
+        .expect("resize the pty");
+    pty.wait_for("the narrow layout", |s| {
+        s.lines().any(|l| l.starts_with("┌ user 3"))
+    });
     pty.session
         .get_process_mut()
         .kill(expectrl::process::unix::Signal::SIGTERM)
