@@ -135,7 +135,8 @@ where
             continue;
         }
         state.start_some();
-        let deadline = tokio::time::Instant::from_std(state.next_frame - TIMER_SLACK);
+        let early = state.next_frame.checked_sub(TIMER_SLACK);
+        let deadline = tokio::time::Instant::from_std(early.unwrap_or(state.next_frame));
         tokio::select! {
             // Order matters: a due frame first, then the person typing, then everything else.
             biased;
