@@ -139,10 +139,13 @@ fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
+/// A row of the table: its label, and how a run's measures fill its cell.
+type TableRow = (&'static str, fn(&Measures) -> String);
+
 /// The side-by-side table, one column per run.
 pub fn table(runs: &[Run]) -> String {
     let measures: Vec<Measures> = runs.iter().map(Run::measures).collect();
-    let rows: [(&str, fn(&Measures) -> String); 7] = [
+    let rows: [TableRow; 7] = [
         ("total time", |m| ms(m.total)),
         ("frames drawn / expected", |m| {
             format!("{} / {}", m.frames_drawn, m.frames_expected)
