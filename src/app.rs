@@ -93,9 +93,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::Success)
         }
-        None => Err(exit::usage(
-            "the interactive screen is not built yet; use 'userfetch get ID...' (see --help)",
-        )),
+        Some(Command::Ui(args)) => crate::tui::main(&cli.global, &args).await,
+        None => crate::tui::main(&cli.global, &crate::cli::UiArgs::default()).await,
     }
 }
 

@@ -95,6 +95,8 @@ pub enum Command {
     Get(GetArgs),
     /// Run the demo API: deterministic fake users, with latency and fault injection.
     Serve(ServeArgs),
+    /// Open the interactive lookup screen (what runs with no subcommand).
+    Ui(UiArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -115,6 +117,14 @@ pub struct GetArgs {
     /// Lookups in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub concurrency: u32,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct UiArgs {
+    /// Start in sync mode: each lookup blocks the whole screen until it returns, to show what
+    /// blocking costs. F2 switches between sync and async while running.
+    #[arg(long)]
+    pub sync: bool,
 }
 
 #[derive(Debug, Args)]
