@@ -16,6 +16,7 @@ pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod demo;
 pub mod engine;
 pub mod exit;
 pub mod get;

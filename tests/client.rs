@@ -269,3 +269,18 @@ async fn health_reports_latency() {
     assert!(latency < Duration::from_secs(5));
     assert_eq!(api.log()[0].path_and_query, "/health");
 }
+
+#[tokio::test]
+async fn cleartext_http2_carries_many_lookups() {
+    let api = TestApi::start();
+    let mut config = api.config("", 0);
+    config.http2 = true;
+    let client = Client::new(config).unwrap();
+    let lookups = (1..=200).map(|n| {
+        let client = client.clone();
+        async move { fetch(&client, &n.to_string()).await }
+    });
+    let results = futures::future::join_all(lookups).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(api.stats().user_requests, 200);
+}

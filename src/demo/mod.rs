@@ -1,0 +1,3 @@
+//! `userfetch demo`: the same scripted session run sync and async, measured and drawn.
+
+pub mod timeline;
