@@ -94,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Success)
         }
         Some(Command::Ui(args)) => crate::tui::main(&cli.global, &args).await,
+        Some(Command::Demo(args)) => crate::demo::main(&cli.global, &args).await,
         None => crate::tui::main(&cli.global, &crate::cli::UiArgs::default()).await,
     }
 }

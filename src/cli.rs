@@ -97,6 +97,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Open the interactive lookup screen (what runs with no subcommand).
     Ui(UiArgs),
+    /// Run one scripted session sync and async and show, measured, what blocking costs.
+    Demo(DemoArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -125,6 +127,29 @@ pub struct UiArgs {
     /// blocking costs. F2 switches between sync and async while running.
     #[arg(long)]
     pub sync: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Latency of every lookup (the demo API answers after exactly this long).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub latency: Duration,
+
+    /// Lookups in the second scenario, submitted back to back.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000), value_name = "N")]
+    pub lookups: u16,
+
+    /// Write the timeline as an SVG picture.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Write the timeline and the table as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Print the raw measurements as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
