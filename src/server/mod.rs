@@ -117,6 +117,7 @@ struct State {
     addr: SocketAddr,
     stats: Arc<Stats>,
     counter: FaultCounter,
+    bodies: users::Bodies,
 }
 
 /// A running demo API. Dropping it leaves the server running until its runtime stops; call
@@ -223,6 +224,7 @@ pub fn start_in_thread(config: ServerConfig) -> std::io::Result<ServerHandle> {
 
 /// Binds and starts serving in the background on the current runtime.
 pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
+    let bodies = users::Bodies::new(config.users);
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(Stats::default());
@@ -231,6 +233,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
         addr,
         stats: stats.clone(),
         counter: FaultCounter::default(),
+        bodies,
     });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(listener, state, shutdown.clone()));
@@ -473,9 +476,7 @@ async fn user(
             return json_response(StatusCode::OK, Body::from(body));
         }
         Some(Fault::Truncate | Fault::Drip) => {
-            let body = Bytes::from(
-                serde_json::to_vec(&users::user(known.unwrap_or(1))).unwrap_or_default(),
-            );
+            let body = Bytes::from(state.bodies.get(known.unwrap_or(1)));
             let len = body.len();
             let stream_body = if decision.fault == Some(Fault::Truncate) {
                 let half = body.slice(..len / 2);
@@ -506,10 +507,7 @@ async fn user(
         }
     }
     match known {
-        Some(n) => match serde_json::to_vec(&users::user(n)) {
-            Ok(body) => json_response(StatusCode::OK, Body::from(body)),
-            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
+        Some(n) => json_response(StatusCode::OK, Body::from(state.bodies.get(n))),
         None => error_response(StatusCode::NOT_FOUND, "user not found"),
     }
 }
