@@ -476,7 +476,7 @@ async fn user(
             return json_response(StatusCode::OK, Body::from(body));
         }
         Some(Fault::Truncate | Fault::Drip) => {
-            let body = Bytes::from(state.bodies.get(known.unwrap_or(1)));
+            let body = state.bodies.get(known.unwrap_or(1));
             let len = body.len();
             let stream_body = if decision.fault == Some(Fault::Truncate) {
                 let half = body.slice(..len / 2);
