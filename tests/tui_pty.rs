@@ -206,7 +206,17 @@ fn sync_mode_freezes_the_screen_until_the_answer() {
     let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
     pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
     pty.send("5\r");
-    let frozen = pty.wait_for("the frozen label", |s| s.contains("UI frozen"));
+    let mut frozen = pty.wait_for("the frozen label", |s| s.contains("UI frozen"));
+    // The frame with the label may still be arriving in pieces: take as the baseline a screen
+    // that stayed the same for a moment.
+    loop {
+        std::thread::sleep(Duration::from_millis(150));
+        let again = pty.screen();
+        if again == frozen || again.contains("froze the UI for") {
+            break;
+        }
+        frozen = again;
+    }
 
     // For most of the 2 s wait nothing on screen may move: not the bar, not the clock, and
     // not what is typed.

@@ -41,7 +41,7 @@ pub struct Report {
     pub typing: Vec<Run>,
     /// Several lookups submitted back to back.
     pub many: Vec<Run>,
-    #[serde(with = "millis")]
+    #[serde(with = "timeline::millis")]
     pub latency: Duration,
     pub lookups: usize,
 }
@@ -360,12 +360,4 @@ fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-mod millis {
-    use serde::Serializer;
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64() * 1000.0)
-    }
 }

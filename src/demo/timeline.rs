@@ -466,7 +466,8 @@ fn xml_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-mod millis {
+/// Durations as milliseconds (fractional) in JSON output.
+pub(crate) mod millis {
     use serde::Serializer;
     use std::time::Duration;
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
