@@ -72,6 +72,8 @@ enum Command {
     Flush {
         reply: oneshot::Sender<()>,
     },
+    /// Batch progress: see the `batch store` section below.
+    Batch(BatchCommand),
 }
 
 /// A handle to the cache; cheap to clone. The thread ends once every handle is dropped and
@@ -225,6 +227,7 @@ fn open_connection(path: &Path) -> Result<Connection, CacheError> {
          ) WITHOUT ROWID;",
     )
     .map_err(corrupt)?;
+    conn.execute_batch(BATCH_SCHEMA).map_err(corrupt)?;
     Ok(conn)
 }
 
@@ -303,6 +306,9 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> Result<(), rusq
                         replies.push(Reply::Put(ack, result));
                     }
                     Command::Flush { reply } => replies.push(Reply::Flush(reply)),
+                    Command::Batch(command) => {
+                        replies.push(Reply::Batch(run_batch_command(&tx, command, now)));
+                    }
                 }
             }
         }
@@ -325,6 +331,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> Result<(), rusq
             Reply::Flush(tx) => {
                 let _ = tx.send(());
             }
+            Reply::Batch(reply) => reply.send(&outcome),
         }
     }
     outcome
@@ -340,6 +347,7 @@ enum Reply {
         Result<(), rusqlite::Error>,
     ),
     Flush(oneshot::Sender<()>),
+    Batch(BatchReply),
 }
 
 /// rusqlite errors aren't `Clone`; a failed commit is reported to every waiting writer.
@@ -352,6 +360,493 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
             Some(other.to_string()),
         ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch store: what makes `userfetch batch` resumable and exactly-once.
+//
+// A job is one output file for one API. Each distinct input id gets one row, claimed before it
+// is fetched and settled (found, not found, failed) once its outcome is known; a found id's body
+// lives in `records`, written in the same transaction. Claiming happens here, on the one thread
+// that owns the file, in input order, so the table itself is the duplicate filter: no id set
+// has to fit in memory, and no race can let an id through twice. Output files are rebuilt from
+// these rows, which is why a process killed at any instant loses nothing and repeats nothing.
+
+const BATCH_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job       INTEGER PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    runs      INTEGER NOT NULL,
+    UNIQUE (namespace, key)
+);
+CREATE TABLE IF NOT EXISTS batch_outcomes (
+    job      INTEGER NOT NULL,
+    id       TEXT NOT NULL,
+    line     INTEGER NOT NULL,
+    run      INTEGER NOT NULL,
+    state    INTEGER NOT NULL,
+    kind     TEXT,
+    message  TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batch_outcomes_by_line ON batch_outcomes (job, line);
+";
+
+const STATE_PENDING: i64 = 0;
+const STATE_FOUND: i64 = 1;
+const STATE_NOT_FOUND: i64 = 2;
+const STATE_FAILED: i64 = 3;
+
+/// One run of one job. `run` grows by one each time the job is opened, which tells an id
+/// decided by this run (a duplicate in the input) from one decided by an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchJob {
+    pub job: i64,
+    pub run: i64,
+}
+
+/// What to do with an id read from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Nobody has an answer yet: fetch it, then settle it.
+    Fetch,
+    /// A fresh record was in the cache; the id is already settled as found.
+    Cached,
+    /// An earlier run found it or learned it does not exist.
+    DoneEarlier,
+    /// This run has already seen it.
+    Duplicate,
+}
+
+/// An id's final outcome, as stored.
+#[derive(Debug, Clone)]
+pub enum Settled {
+    Found(Record),
+    NotFound {
+        message: String,
+        attempts: u32,
+    },
+    Failed {
+        kind: &'static str,
+        message: String,
+        attempts: u32,
+    },
+}
+
+type Answer<T> = oneshot::Sender<Result<T, rusqlite::Error>>;
+
+enum BatchCommand {
+    Open {
+        namespace: String,
+        key: String,
+        fresh: bool,
+        reply: Answer<BatchJob>,
+    },
+    Claim {
+        job: BatchJob,
+        namespace: String,
+        max_age: Duration,
+        ids: Vec<(u64, String)>,
+        reply: Answer<Vec<Claim>>,
+    },
+    Settle {
+        job: BatchJob,
+        namespace: String,
+        id: String,
+        settled: Settled,
+        ack: Answer<()>,
+    },
+}
+
+enum BatchReply {
+    Open(Answer<BatchJob>, Result<BatchJob, rusqlite::Error>),
+    Claim(Answer<Vec<Claim>>, Result<Vec<Claim>, rusqlite::Error>),
+    Settle(Answer<()>, Result<(), rusqlite::Error>),
+}
+
+impl BatchReply {
+    /// Nothing in a transaction holds if its commit failed, so then every waiter hears that.
+    fn send(self, commit: &Result<(), rusqlite::Error>) {
+        fn after<T>(
+            commit: &Result<(), rusqlite::Error>,
+            r: Result<T, rusqlite::Error>,
+        ) -> Result<T, rusqlite::Error> {
+            match commit {
+                Err(e) => Err(clone_error(e)),
+                Ok(()) => r,
+            }
+        }
+        match self {
+            BatchReply::Open(tx, r) => {
+                let _ = tx.send(after(commit, r));
+            }
+            BatchReply::Claim(tx, r) => {
+                let _ = tx.send(after(commit, r));
+            }
+            BatchReply::Settle(tx, r) => {
+                let _ = tx.send(after(commit, r));
+            }
+        }
+    }
+}
+
+fn run_batch_command(
+    tx: &rusqlite::Transaction<'_>,
+    command: BatchCommand,
+    now: i64,
+) -> BatchReply {
+    match command {
+        BatchCommand::Open {
+            namespace,
+            key,
+            fresh,
+            reply,
+        } => BatchReply::Open(reply, open_job(tx, &namespace, &key, fresh)),
+        BatchCommand::Claim {
+            job,
+            namespace,
+            max_age,
+            ids,
+            reply,
+        } => {
+            let oldest = now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+            BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids))
+        }
+        BatchCommand::Settle {
+            job,
+            namespace,
+            id,
+            settled,
+            ack,
+        } => BatchReply::Settle(ack, settle(tx, job, &namespace, &id, settled, now)),
+    }
+}
+
+fn open_job(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    key: &str,
+    fresh: bool,
+) -> Result<BatchJob, rusqlite::Error> {
+    let (job, run) = tx.query_row(
+        "INSERT INTO batch_jobs (namespace, key, runs) VALUES (?1, ?2, 1)
+         ON CONFLICT (namespace, key) DO UPDATE SET runs = runs + 1
+         RETURNING job, runs",
+        params![namespace, key],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if fresh {
+        tx.execute("DELETE FROM batch_outcomes WHERE job = ?1", params![job])?;
+    }
+    Ok(BatchJob { job, run })
+}
+
+fn claim(
+    tx: &rusqlite::Transaction<'_>,
+    job: BatchJob,
+    namespace: &str,
+    oldest_fresh_ms: i64,
+    ids: &[(u64, String)],
+) -> Result<Vec<Claim>, rusqlite::Error> {
+    let mut existing =
+        tx.prepare_cached("SELECT run, state FROM batch_outcomes WHERE job = ?1 AND id = ?2")?;
+    let mut fresh = tx.prepare_cached(
+        "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms >= ?3",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO batch_outcomes (job, id, line, run, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut reclaim = tx.prepare_cached(
+        "UPDATE batch_outcomes SET run = ?3, state = ?4, kind = NULL, message = NULL, attempts = 0
+         WHERE job = ?1 AND id = ?2",
+    )?;
+    let mut touch =
+        tx.prepare_cached("UPDATE batch_outcomes SET run = ?3 WHERE job = ?1 AND id = ?2")?;
+    let mut claims = Vec::with_capacity(ids.len());
+    for (line, id) in ids {
+        let seen: Option<(i64, i64)> = existing
+            .query_row(params![job.job, id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let claim = match seen {
+            Some((run, _)) if run == job.run => Claim::Duplicate,
+            Some((_, STATE_FOUND | STATE_NOT_FOUND)) => {
+                // Marked as seen by this run, so a second copy further down counts as a duplicate.
+                touch.execute(params![job.job, id, job.run])?;
+                Claim::DoneEarlier
+            }
+            // Pending (an earlier run stopped before its answer) or failed (worth another try).
+            Some(_) | None => {
+                let cached = fresh.exists(params![namespace, id, oldest_fresh_ms])?;
+                let state = if cached { STATE_FOUND } else { STATE_PENDING };
+                if seen.is_some() {
+                    reclaim.execute(params![job.job, id, job.run, state])?;
+                } else {
+                    insert.execute(params![job.job, id, *line as i64, job.run, state])?;
+                }
+                if cached { Claim::Cached } else { Claim::Fetch }
+            }
+        };
+        claims.push(claim);
+    }
+    Ok(claims)
+}
+
+fn settle(
+    tx: &rusqlite::Transaction<'_>,
+    job: BatchJob,
+    namespace: &str,
+    id: &str,
+    settled: Settled,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
+    let mut update = tx.prepare_cached(
+        "UPDATE batch_outcomes SET state = ?3, kind = ?4, message = ?5, attempts = ?6
+         WHERE job = ?1 AND id = ?2",
+    )?;
+    match settled {
+        Settled::Found(record) => {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
+            )?;
+            put.execute(params![namespace, id, record.as_json(), now])?;
+            update.execute(params![
+                job.job,
+                id,
+                STATE_FOUND,
+                None::<&str>,
+                None::<&str>,
+                0
+            ])?;
+        }
+        Settled::NotFound { message, attempts } => {
+            update.execute(params![
+                job.job,
+                id,
+                STATE_NOT_FOUND,
+                "not_found",
+                message,
+                attempts
+            ])?;
+        }
+        Settled::Failed {
+            kind,
+            message,
+            attempts,
+        } => {
+            update.execute(params![job.job, id, STATE_FAILED, kind, message, attempts])?;
+        }
+    }
+    Ok(())
+}
+
+impl Cache {
+    /// Opens (or creates) the job for `key` within `namespace` and starts a new run of it.
+    /// `fresh` forgets every outcome of earlier runs.
+    pub async fn batch_open(
+        &self,
+        namespace: &str,
+        key: &str,
+        fresh: bool,
+    ) -> Result<BatchJob, CacheError> {
+        self.batch_call(|reply| BatchCommand::Open {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            fresh,
+            reply,
+        })
+        .await
+    }
+
+    /// Decides, for each `(line, id)` in input order, whether it still needs fetching. Claims
+    /// are committed before the answer comes back.
+    pub async fn batch_claim(
+        &self,
+        job: BatchJob,
+        namespace: &str,
+        max_age: Duration,
+        ids: Vec<(u64, String)>,
+    ) -> Result<Vec<Claim>, CacheError> {
+        self.batch_call(|reply| BatchCommand::Claim {
+            job,
+            namespace: namespace.to_owned(),
+            max_age,
+            ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Stores an id's outcome; returns once it is committed.
+    pub async fn batch_settle(
+        &self,
+        job: BatchJob,
+        namespace: &str,
+        id: &str,
+        settled: Settled,
+    ) -> Result<(), CacheError> {
+        self.batch_call(|ack| BatchCommand::Settle {
+            job,
+            namespace: namespace.to_owned(),
+            id: id.to_owned(),
+            settled,
+            ack,
+        })
+        .await
+    }
+
+    async fn batch_call<T>(
+        &self,
+        make: impl FnOnce(Answer<T>) -> BatchCommand,
+    ) -> Result<T, CacheError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Batch(make(reply)))?;
+        rx.await
+            .map_err(|_| CacheError::Gone)?
+            .map_err(|source| self.sqlite(source))
+    }
+}
+
+/// A failed or not-found id as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRow {
+    pub id: String,
+    pub not_found: bool,
+    pub kind: String,
+    pub message: String,
+    pub attempts: u32,
+}
+
+/// A read-only view of batch outcomes, for rebuilding output files. Its own connection (WAL
+/// lets it read while the cache thread writes); blocking, so use it off the async runtime.
+pub struct BatchReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl BatchReader {
+    pub fn open(path: &Path) -> Result<BatchReader, CacheError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| CacheError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|source| CacheError::Corrupt {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(BatchReader {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> CacheError {
+        CacheError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The job for `key`, if a run of it ever started.
+    pub fn find_job(&self, namespace: &str, key: &str) -> Result<Option<i64>, CacheError> {
+        self.conn
+            .query_row(
+                "SELECT job FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
+                params![namespace, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Whether an earlier run settled `id` for good (found or not found).
+    pub fn is_done(&self, job: i64, id: &str) -> Result<bool, CacheError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state FROM batch_outcomes WHERE job = ?1 AND id = ?2")
+            .map_err(|e| self.sqlite(e))?;
+        let state: Option<i64> = stmt
+            .query_row(params![job, id], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        Ok(matches!(state, Some(STATE_FOUND | STATE_NOT_FOUND)))
+    }
+
+    /// Every found record of the job, in input order. `each` gets the id and the JSON text.
+    pub fn each_found(
+        &self,
+        job: i64,
+        namespace: &str,
+        mut each: impl FnMut(&str, &str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT b.id, r.body FROM batch_outcomes AS b
+                 JOIN records AS r ON r.namespace = ?2 AND r.id = b.id
+                 WHERE b.job = ?1 AND b.state = ?3
+                 ORDER BY b.line",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt
+            .query(params![job, namespace, STATE_FOUND])
+            .map_err(|e| self.sqlite(e))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let id = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.sqlite(e))?;
+            let body = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.sqlite(e))?;
+            each(id, body)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Every not-found and failed id of the job, in input order.
+    pub fn each_failure(
+        &self,
+        job: i64,
+        mut each: impl FnMut(FailureRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, state, kind, message, attempts FROM batch_outcomes
+                 WHERE job = ?1 AND state IN (?2, ?3)
+                 ORDER BY line",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt
+            .query(params![job, STATE_NOT_FOUND, STATE_FAILED])
+            .map_err(|e| self.sqlite(e))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let read = || -> Result<FailureRow, rusqlite::Error> {
+                Ok(FailureRow {
+                    id: row.get(0)?,
+                    not_found: row.get::<_, i64>(1)? == STATE_NOT_FOUND,
+                    kind: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    message: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    attempts: row.get(4)?,
+                })
+            };
+            each(read().map_err(|e| self.sqlite(e))?)?;
+            count += 1;
+        }
+        Ok(count)
     }
 }
 

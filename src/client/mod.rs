@@ -66,6 +66,26 @@ pub struct RetryNotice {
     pub error: FetchError,
 }
 
+/// Paces attempts and hears how each went. The batch's rate limit and adaptive throttle plug in
+/// here, so a retry waits its turn like a first attempt does.
+pub trait AttemptGate: Sync {
+    /// Held while one attempt is on the wire.
+    type Permit: Send;
+    /// Waits until another attempt may start.
+    fn admit(&self) -> impl std::future::Future<Output = Self::Permit> + Send;
+    /// Told once the attempt's answer (or error) is in.
+    fn attempted(&self, permit: Self::Permit, result: Result<(), ErrorKind>);
+}
+
+/// Lets every attempt through at once.
+pub struct Ungated;
+
+impl AttemptGate for Ungated {
+    type Permit = ();
+    async fn admit(&self) {}
+    fn attempted(&self, (): (), _: Result<(), ErrorKind>) {}
+}
+
 /// Why one attempt failed, and whether another could succeed.
 struct AttemptFailure {
     kind: ErrorKind,
@@ -148,13 +168,26 @@ impl Client {
         id: &UserId,
         on_retry: &mut (dyn FnMut(&RetryNotice) + Send),
     ) -> Result<Fetched, FetchError> {
+        self.fetch_gated(id, on_retry, &Ungated).await
+    }
+
+    /// [`Client::fetch`], with every attempt admitted by `gate`.
+    pub async fn fetch_gated<G: AttemptGate>(
+        &self,
+        id: &UserId,
+        on_retry: &mut (dyn FnMut(&RetryNotice) + Send),
+        gate: &G,
+    ) -> Result<Fetched, FetchError> {
         let url = self.config.template.url_for(id);
         let policy = &self.config.retry;
         let max_attempts = policy.max_attempts();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.attempt(&url).await {
+            let permit = gate.admit().await;
+            let result = self.attempt(&url).await;
+            gate.attempted(permit, result.as_ref().map(drop).map_err(|f| f.kind));
+            let failure = match result {
                 Ok(record) => {
                     return Ok(Fetched {
                         record,
