@@ -241,6 +241,7 @@ fn now_ms() -> i64 {
 /// The cache thread: take whatever is queued, run it in one transaction, answer, repeat.
 fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
     let mut batch = Vec::with_capacity(64);
+    let mut claimed = Claimed::default();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -249,13 +250,17 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = run_batch(&mut conn, &mut batch) {
+        if let Err(e) = run_batch(&mut conn, &mut batch, &mut claimed) {
             tracing::warn!("cache {}: {e}", path.display());
         }
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> Result<(), rusqlite::Error> {
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Command>,
+    claimed: &mut Claimed,
+) -> Result<(), rusqlite::Error> {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = (|| {
         let tx = conn.transaction()?;
@@ -307,7 +312,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> Result<(), rusq
                     }
                     Command::Flush { reply } => replies.push(Reply::Flush(reply)),
                     Command::Batch(command) => {
-                        replies.push(Reply::Batch(run_batch_command(&tx, command, now)));
+                        replies.push(Reply::Batch(run_batch_command(&tx, command, now, claimed)));
                     }
                 }
             }
@@ -366,11 +371,12 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
 // ---------------------------------------------------------------------------------------------
 // Batch store: what makes `userfetch batch` resumable and exactly-once.
 //
-// A job is one output file for one API. Each distinct input id gets one row, claimed before it
-// is fetched and settled (found, not found, failed) once its outcome is known; a found id's body
-// lives in `records`, written in the same transaction. Claiming happens here, on the one thread
-// that owns the file, in input order, so the table itself is the duplicate filter: no id set
-// has to fit in memory, and no race can let an id through twice. Output files are rebuilt from
+// A job is one output file for one API. Each distinct input id is claimed before it is fetched
+// and gets one row once it is settled (found, not found, failed); a found id's body lives in
+// `records`, written in the same transaction. Claiming happens here, on the one thread that
+// owns the file, in input order, so the table (plus the small set of ids in flight) is the
+// duplicate filter: no set of all ids has to fit in memory, and no race lets an id through
+// twice. Output files are rebuilt from
 // these rows, which is why a process killed at any instant loses nothing and repeats nothing.
 
 const BATCH_SCHEMA: &str = "
@@ -392,10 +398,8 @@ CREATE TABLE IF NOT EXISTS batch_outcomes (
     attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS batch_outcomes_by_line ON batch_outcomes (job, line);
 ";
 
-const STATE_PENDING: i64 = 0;
 const STATE_FOUND: i64 = 1;
 const STATE_NOT_FOUND: i64 = 2;
 const STATE_FAILED: i64 = 3;
@@ -436,6 +440,14 @@ pub enum Settled {
     },
 }
 
+/// An id claimed for fetching, its input line (the output order), and how it ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: String,
+    pub line: u64,
+    pub settled: Settled,
+}
+
 type Answer<T> = oneshot::Sender<Result<T, rusqlite::Error>>;
 
 enum BatchCommand {
@@ -455,8 +467,7 @@ enum BatchCommand {
     Settle {
         job: BatchJob,
         namespace: String,
-        id: String,
-        settled: Settled,
+        outcomes: Vec<Outcome>,
         ack: Answer<()>,
     },
 }
@@ -497,6 +508,7 @@ fn run_batch_command(
     tx: &rusqlite::Transaction<'_>,
     command: BatchCommand,
     now: i64,
+    claimed: &mut Claimed,
 ) -> BatchReply {
     match command {
         BatchCommand::Open {
@@ -513,15 +525,19 @@ fn run_batch_command(
             reply,
         } => {
             let oldest = now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
-            BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids))
+            BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids, claimed))
         }
         BatchCommand::Settle {
             job,
             namespace,
-            id,
-            settled,
+            outcomes,
             ack,
-        } => BatchReply::Settle(ack, settle(tx, job, &namespace, &id, settled, now)),
+        } => {
+            let result = outcomes.into_iter().try_for_each(|o| {
+                settle(tx, job, &namespace, &o.id, o.line, o.settled, now, claimed)
+            });
+            BatchReply::Settle(ack, result)
+        }
     }
 }
 
@@ -544,29 +560,53 @@ fn open_job(
     Ok(BatchJob { job, run })
 }
 
+/// Ids claimed by a run of a job and not yet settled. They live here, on the cache thread,
+/// rather than as rows: claims and settlements pass through this one thread in order, so a
+/// set is as race-free as a table, and an id costs one write (when it settles) instead of two.
+/// Bounded by what is in flight. A killed run loses the set, which is right: nothing of those
+/// ids was stored, so the rerun fetches them.
+#[derive(Default)]
+struct Claimed {
+    job: i64,
+    run: i64,
+    ids: std::collections::HashSet<Box<str>>,
+}
+
+impl Claimed {
+    fn of(&mut self, job: BatchJob) -> &mut std::collections::HashSet<Box<str>> {
+        if (self.job, self.run) != (job.job, job.run) {
+            *self = Claimed {
+                job: job.job,
+                run: job.run,
+                ids: Default::default(),
+            };
+        }
+        &mut self.ids
+    }
+}
+
 fn claim(
     tx: &rusqlite::Transaction<'_>,
     job: BatchJob,
     namespace: &str,
     oldest_fresh_ms: i64,
     ids: &[(u64, String)],
+    claimed: &mut Claimed,
 ) -> Result<Vec<Claim>, rusqlite::Error> {
     let mut existing =
         tx.prepare_cached("SELECT run, state FROM batch_outcomes WHERE job = ?1 AND id = ?2")?;
     let mut fresh = tx.prepare_cached(
         "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms >= ?3",
     )?;
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO batch_outcomes (job, id, line, run, state) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    let mut reclaim = tx.prepare_cached(
-        "UPDATE batch_outcomes SET run = ?3, state = ?4, kind = NULL, message = NULL, attempts = 0
-         WHERE job = ?1 AND id = ?2",
-    )?;
     let mut touch =
         tx.prepare_cached("UPDATE batch_outcomes SET run = ?3 WHERE job = ?1 AND id = ?2")?;
+    let claimed = claimed.of(job);
     let mut claims = Vec::with_capacity(ids.len());
     for (line, id) in ids {
+        if claimed.contains(id.as_str()) {
+            claims.push(Claim::Duplicate);
+            continue;
+        }
         let seen: Option<(i64, i64)> = existing
             .query_row(params![job.job, id], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
@@ -577,16 +617,15 @@ fn claim(
                 touch.execute(params![job.job, id, job.run])?;
                 Claim::DoneEarlier
             }
-            // Pending (an earlier run stopped before its answer) or failed (worth another try).
+            // New, or failed in an earlier run (worth another try).
             Some(_) | None => {
-                let cached = fresh.exists(params![namespace, id, oldest_fresh_ms])?;
-                let state = if cached { STATE_FOUND } else { STATE_PENDING };
-                if seen.is_some() {
-                    reclaim.execute(params![job.job, id, job.run, state])?;
+                if fresh.exists(params![namespace, id, oldest_fresh_ms])? {
+                    store_outcome(tx, job, id, *line, STATE_FOUND, None, None, 0)?;
+                    Claim::Cached
                 } else {
-                    insert.execute(params![job.job, id, *line as i64, job.run, state])?;
+                    claimed.insert(id.as_str().into());
+                    Claim::Fetch
                 }
-                if cached { Claim::Cached } else { Claim::Fetch }
             }
         };
         claims.push(claim);
@@ -594,18 +633,49 @@ fn claim(
     Ok(claims)
 }
 
+#[allow(clippy::too_many_arguments)]
+fn store_outcome(
+    tx: &rusqlite::Transaction<'_>,
+    job: BatchJob,
+    id: &str,
+    line: u64,
+    state: i64,
+    kind: Option<&str>,
+    message: Option<&str>,
+    attempts: u32,
+) -> Result<(), rusqlite::Error> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO batch_outcomes (job, id, line, run, state, kind, message, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (job, id) DO UPDATE SET line = excluded.line, run = excluded.run,
+             state = excluded.state, kind = excluded.kind, message = excluded.message,
+             attempts = excluded.attempts",
+    )?;
+    put.execute(params![
+        job.job,
+        id,
+        line as i64,
+        job.run,
+        state,
+        kind,
+        message,
+        attempts
+    ])
+    .map(drop)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn settle(
     tx: &rusqlite::Transaction<'_>,
     job: BatchJob,
     namespace: &str,
     id: &str,
+    line: u64,
     settled: Settled,
     now: i64,
+    claimed: &mut Claimed,
 ) -> Result<(), rusqlite::Error> {
-    let mut update = tx.prepare_cached(
-        "UPDATE batch_outcomes SET state = ?3, kind = ?4, message = ?5, attempts = ?6
-         WHERE job = ?1 AND id = ?2",
-    )?;
+    claimed.of(job).remove(id);
     match settled {
         Settled::Found(record) => {
             let mut put = tx.prepare_cached(
@@ -613,34 +683,33 @@ fn settle(
                  ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
             )?;
             put.execute(params![namespace, id, record.as_json(), now])?;
-            update.execute(params![
-                job.job,
-                id,
-                STATE_FOUND,
-                None::<&str>,
-                None::<&str>,
-                0
-            ])?;
+            store_outcome(tx, job, id, line, STATE_FOUND, None, None, 0)
         }
-        Settled::NotFound { message, attempts } => {
-            update.execute(params![
-                job.job,
-                id,
-                STATE_NOT_FOUND,
-                "not_found",
-                message,
-                attempts
-            ])?;
-        }
+        Settled::NotFound { message, attempts } => store_outcome(
+            tx,
+            job,
+            id,
+            line,
+            STATE_NOT_FOUND,
+            Some("not_found"),
+            Some(&message),
+            attempts,
+        ),
         Settled::Failed {
             kind,
             message,
             attempts,
-        } => {
-            update.execute(params![job.job, id, STATE_FAILED, kind, message, attempts])?;
-        }
+        } => store_outcome(
+            tx,
+            job,
+            id,
+            line,
+            STATE_FAILED,
+            Some(kind),
+            Some(&message),
+            attempts,
+        ),
     }
-    Ok(())
 }
 
 impl Cache {
@@ -680,19 +749,18 @@ impl Cache {
         .await
     }
 
-    /// Stores an id's outcome; returns once it is committed.
+    /// Stores the outcomes of ids claimed for fetching; returns once they are committed.
+    /// Many at a time: each message wakes the cache thread, which costs more than the insert.
     pub async fn batch_settle(
         &self,
         job: BatchJob,
         namespace: &str,
-        id: &str,
-        settled: Settled,
+        outcomes: Vec<Outcome>,
     ) -> Result<(), CacheError> {
         self.batch_call(|ack| BatchCommand::Settle {
             job,
             namespace: namespace.to_owned(),
-            id: id.to_owned(),
-            settled,
+            outcomes,
             ack,
         })
         .await
@@ -787,17 +855,20 @@ impl BatchReader {
         namespace: &str,
         mut each: impl FnMut(&str, &str) -> anyhow::Result<()>,
     ) -> anyhow::Result<u64> {
-        let mut stmt = self
+        // Ids first, sorted by line, then each body by key: the sort then handles a few bytes
+        // per id rather than whole records (SQLite sorts in a bounded buffer and spills to a
+        // temporary file, so memory stays flat for any job size), and no index on the line has
+        // to be kept up to date while the run writes.
+        let mut ids = self
             .conn
-            .prepare(
-                "SELECT b.id, r.body FROM batch_outcomes AS b
-                 JOIN records AS r ON r.namespace = ?2 AND r.id = b.id
-                 WHERE b.job = ?1 AND b.state = ?3
-                 ORDER BY b.line",
-            )
+            .prepare("SELECT id FROM batch_outcomes WHERE job = ?1 AND state = ?2 ORDER BY line")
             .map_err(|e| self.sqlite(e))?;
-        let mut rows = stmt
-            .query(params![job, namespace, STATE_FOUND])
+        let mut body = self
+            .conn
+            .prepare("SELECT body FROM records WHERE namespace = ?1 AND id = ?2")
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = ids
+            .query(params![job, STATE_FOUND])
             .map_err(|e| self.sqlite(e))?;
         let mut count = 0;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
@@ -805,11 +876,18 @@ impl BatchReader {
                 .get_ref(0)
                 .and_then(|v| Ok(v.as_str()?))
                 .map_err(|e| self.sqlite(e))?;
-            let body = row
-                .get_ref(1)
+            let mut found = body
+                .query(params![namespace, id])
+                .map_err(|e| self.sqlite(e))?;
+            // Settled as found means the body was stored in the same transaction.
+            let Some(record) = found.next().map_err(|e| self.sqlite(e))? else {
+                anyhow::bail!("the cache file has lost the record for id {id}; run with --fresh");
+            };
+            let text = record
+                .get_ref(0)
                 .and_then(|v| Ok(v.as_str()?))
                 .map_err(|e| self.sqlite(e))?;
-            each(id, body)?;
+            each(id, text)?;
             count += 1;
         }
         Ok(count)

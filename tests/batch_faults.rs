@@ -10,6 +10,15 @@ use userfetch::server::ServerConfig;
 
 #[test]
 fn every_id_settles_exactly_once_and_the_server_agrees_on_the_requests() {
+    settles_exactly_once(&[]);
+}
+
+#[test]
+fn the_same_holds_over_one_http2_connection() {
+    settles_exactly_once(&["--http2"]);
+}
+
+fn settles_exactly_once(extra: &[&str]) {
     let env = Env::with(ServerConfig {
         faults: ["503=0.10", "429=0.05", "close=0.02"]
             .iter()
@@ -36,7 +45,8 @@ fn every_id_settles_exactly_once_and_the_server_agrees_on_the_requests() {
             "--concurrency",
             "200",
         ])
-        .args(["--retries", "4", "--max-retry-wait", "2s"]));
+        .args(["--retries", "4", "--max-retry-wait", "2s"])
+        .args(extra));
     let code = out.status.code();
     assert!(
         code == Some(0) || code == Some(1),
@@ -86,4 +96,50 @@ fn every_id_settles_exactly_once_and_the_server_agrees_on_the_requests() {
     let text = stderr(&out);
     assert!(text.contains("throttled"), "{text}");
     assert!(text.contains("p99"), "{text}");
+}
+
+/// The direct HTTP/2 transport handles what reqwest handles: redirects (through reqwest),
+/// cut-off bodies (retried), oversize bodies and timeouts (classified).
+#[test]
+fn http2_transport_classifies_like_the_http1_one() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n2\n");
+    let base = env.server.url_template();
+    let case = |query: &str, extra: &[&str]| {
+        let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"))
+            .current_dir(env.dir.path())
+            .arg("--api")
+            .arg(format!("{base}?{query}"))
+            .arg("--cache")
+            .arg(env.path("cache.sqlite3"))
+            .args(["--http2", "--max-retry-wait", "10ms"])
+            .args(extra)
+            .arg("batch")
+            .arg(&input)
+            .args([
+                "--out",
+                "out.jsonl",
+                "--failures",
+                "failures.jsonl",
+                "--fresh",
+                "--max-age",
+                "0s",
+            ]));
+        let failures = std::fs::read_to_string(env.path("failures.jsonl")).unwrap_or_default();
+        (
+            out.status.code(),
+            jsonl_ids(&env.path("out.jsonl")).len(),
+            failures,
+        )
+    };
+    let (code, found, _) = case("fault=redirect", &[]);
+    assert_eq!((code, found), (Some(0), 2), "redirects are followed");
+    let (code, found, _) = case("fault=truncate&fault_times=1", &[]);
+    assert_eq!((code, found), (Some(0), 2), "a cut-off body is retried");
+    let (code, found, failures) = case("fault=oversize", &["--max-body", "64KiB"]);
+    assert_eq!((code, found), (Some(1), 0));
+    assert!(failures.contains(r#""error":"too_large""#), "{failures}");
+    let (code, found, failures) = case("latency=5s", &["--timeout", "200ms", "--retries", "0"]);
+    assert_eq!((code, found), (Some(1), 0));
+    assert!(failures.contains(r#""error":"timeout""#), "{failures}");
 }

@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use futures::stream::FuturesOrdered;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{BatchJob, BatchReader, Cache, Claim, Settled};
+use crate::cache::{self, BatchJob, BatchReader, Cache, Claim, Settled};
 use crate::cli::{BatchArgs, GlobalOpts};
 use crate::client::{Client, ErrorKind};
 use crate::exit::{ExitCode, usage};
@@ -225,18 +225,26 @@ struct Ctx {
     throttle: Arc<Throttle>,
 }
 
-/// How one lookup ended, as the task reports it to the pipeline.
-enum Done {
-    /// Settled and committed.
-    Settled {
+/// How one lookup ended, as its task reports it.
+enum Answer {
+    /// An outcome to store.
+    Settle {
+        line: u64,
+        id: UserId,
         kind: Outcome,
+        settled: Settled,
         latency: Duration,
         retries: u32,
     },
     /// Cancelled by a second Ctrl-C or the end of the grace period: left for the next run.
     Cancelled,
-    /// The outcome could not be stored: nothing should count, and the run must stop.
-    StoreFailed(anyhow::Error),
+}
+
+/// What the summary needs of one answer once it is committed.
+struct Tally {
+    kind: Outcome,
+    latency: Duration,
+    retries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,18 +254,18 @@ enum Outcome {
     Failed,
 }
 
-async fn lookup(ctx: Arc<Ctx>, id: UserId, cancel: CancellationToken) -> Done {
+async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, cancel: CancellationToken) -> Answer {
     let started = Instant::now();
     let mut retries = 0u32;
     let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
     let fetched = tokio::select! {
         fetched = ctx.client.fetch_gated(&id, &mut on_retry, &ctx.throttle) => fetched,
-        () = cancel.cancelled() => return Done::Cancelled,
+        () = cancel.cancelled() => return Answer::Cancelled,
     };
     let latency = started.elapsed();
     let (kind, settled) = match fetched {
         Ok(f) => (Outcome::Found, Settled::Found(f.record)),
-        Err(e) if e.kind == ErrorKind::Cancelled => return Done::Cancelled,
+        Err(e) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
         Err(e) if e.kind == ErrorKind::NotFound => (
             Outcome::NotFound,
             Settled::NotFound {
@@ -274,22 +282,34 @@ async fn lookup(ctx: Arc<Ctx>, id: UserId, cancel: CancellationToken) -> Done {
             },
         ),
     };
-    // Not cancellable: an answer that came back is worth keeping, and the commit is quick.
-    match ctx
-        .cache
-        .batch_settle(ctx.job, &ctx.namespace, id.as_str(), settled)
-        .await
-    {
-        Ok(()) => Done::Settled {
-            kind,
-            latency,
-            retries,
-        },
-        Err(e) => Done::StoreFailed(
-            anyhow::Error::new(e).context(format!("cannot record the outcome for id {id}")),
-        ),
+    Answer::Settle {
+        line,
+        id,
+        kind,
+        settled,
+        latency,
+        retries,
     }
 }
+
+/// Stores answers, many per message (each message wakes the cache thread, which costs more
+/// than the insert). Runs outside the lookups' concurrency slots, so the next lookups start
+/// while the cache thread commits, and is never cancelled: an answer that came back is kept.
+fn commit(ctx: &Arc<Ctx>, answers: Vec<(cache::Outcome, Tally)>) -> CommitFuture {
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let (outcomes, tallies): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
+        let result = ctx
+            .cache
+            .batch_settle(ctx.job, &ctx.namespace, outcomes)
+            .await
+            .context("cannot record outcomes in the cache file");
+        (tallies, result)
+    })
+}
+
+type CommitFuture =
+    std::pin::Pin<Box<dyn Future<Output = (Vec<Tally>, anyhow::Result<()>)> + Send>>;
 
 type ClaimFuture = std::pin::Pin<
     Box<
@@ -360,9 +380,15 @@ impl<'a> Pipeline<'a> {
 
         let concurrency = self.config.concurrency as usize;
         let cancel = CancellationToken::new();
-        let mut ready: VecDeque<UserId> = VecDeque::new();
+        let mut ready: VecDeque<(u64, UserId)> = VecDeque::new();
         let mut claims: FuturesOrdered<ClaimFuture> = FuturesOrdered::new();
-        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut tasks: JoinSet<Answer> = JoinSet::new();
+        // Answers waiting to be stored: they go in one message as soon as the previous one is
+        // committed, so the busier the run, the larger (and cheaper per id) each commit.
+        let mut uncommitted: Vec<(cache::Outcome, Tally)> = Vec::new();
+        let mut committing: FuturesUnordered<CommitFuture> = FuturesUnordered::new();
+        let mut committing_len = 0usize;
+        let max_uncommitted = 2 * concurrency.max(1024);
         let mut input_done = false;
         let mut input_error: Option<input::InputError> = None;
         let mut fatal: Option<anyhow::Error> = None;
@@ -373,14 +399,20 @@ impl<'a> Pipeline<'a> {
 
         loop {
             if stop == Stop::Running {
+                // Answers waiting for their commit hold memory, so they hold back new lookups.
                 while tasks.len() < concurrency
-                    && let Some(id) = ready.pop_front()
+                    && uncommitted.len() + committing_len < max_uncommitted
+                    && let Some((line, id)) = ready.pop_front()
                 {
-                    tasks.spawn(lookup(self.ctx.clone(), id, cancel.clone()));
+                    tasks.spawn(lookup(self.ctx.clone(), line, id, cancel.clone()));
                 }
             }
             let taking = stop == Stop::Running && !input_done;
-            if !taking && tasks.is_empty() && claims.is_empty() {
+            if committing.is_empty() && !uncommitted.is_empty() {
+                committing_len = uncommitted.len();
+                committing.push(commit(&self.ctx, std::mem::take(&mut uncommitted)));
+            }
+            if !taking && tasks.is_empty() && claims.is_empty() && committing.is_empty() {
                 break;
             }
             let want_input = taking && claims.len() < CLAIMS_AHEAD && ready.len() < concurrency;
@@ -403,10 +435,10 @@ impl<'a> Pipeline<'a> {
                 },
                 Some((ids, claimed)) = claims.next(), if !claims.is_empty() => match claimed {
                     Ok(claimed) => {
-                        for ((_, id), claim) in ids.into_iter().zip(claimed) {
+                        for ((line, id), claim) in ids.into_iter().zip(claimed) {
                             self.handled += u64::from(claim != Claim::Fetch);
                             match claim {
-                                Claim::Fetch => ready.push_back(id),
+                                Claim::Fetch => ready.push_back((line, id)),
                                 Claim::Cached => { self.counts.ids += 1; self.counts.cached += 1 }
                                 Claim::DoneEarlier => { self.counts.ids += 1; self.counts.done_earlier += 1 }
                                 Claim::Duplicate => self.counts.duplicates += 1,
@@ -419,18 +451,26 @@ impl<'a> Pipeline<'a> {
                         cancel.cancel();
                     }
                 },
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    match joined {
-                        Ok(done) => {
-                            if let Err(e) = self.count(done) {
-                                fatal.get_or_insert(e);
-                                stop = Stop::Aborting;
-                                cancel.cancel();
-                            }
-                        }
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
+                    Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
+                        let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
+                        uncommitted.push((outcome, Tally { kind, latency, retries }));
+                    }
+                    Ok(Answer::Cancelled) => self.counts.unfinished += 1,
+                    Err(e) => {
+                        fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
+                        self.counts.unfinished += 1;
+                    }
+                },
+                Some((tallies, stored)) = committing.next(), if !committing.is_empty() => {
+                    committing_len = 0;
+                    match stored {
+                        Ok(()) => tallies.into_iter().for_each(|t| self.count(t)),
                         Err(e) => {
-                            fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
-                            self.counts.unfinished += 1;
+                            self.counts.unfinished += tallies.len() as u64;
+                            fatal.get_or_insert(e);
+                            stop = Stop::Aborting;
+                            cancel.cancel();
                         }
                     }
                 }
@@ -464,12 +504,18 @@ impl<'a> Pipeline<'a> {
         };
         // Output files are only replaced when the input was readable: after an input error
         // the previous files stay as they were.
+        let fetched = started.elapsed();
         let (out_report, failures_report) = match (&fatal, status) {
             (None, Status::Complete | Status::Interrupted) => {
                 self.write_outputs(out, failures).await?
             }
             _ => (None, None),
         };
+        tracing::info!(
+            "lookups took {:?}, writing the output {:?}",
+            fetched,
+            started.elapsed() - fetched
+        );
         let summary = self.summary(status, started.elapsed(), out_report, failures_report);
         eprintln!("{}", summary.render());
         if let Some(path) = &self.config.summary_json {
@@ -504,30 +550,16 @@ impl<'a> Pipeline<'a> {
         })
     }
 
-    fn count(&mut self, done: Done) -> anyhow::Result<()> {
-        match done {
-            Done::Settled {
-                kind,
-                latency,
-                retries,
-            } => {
-                self.handled += 1;
-                self.counts.ids += 1;
-                self.retries += u64::from(retries);
-                self.latencies.record(latency);
-                match kind {
-                    Outcome::Found => self.counts.found += 1,
-                    Outcome::NotFound => self.counts.not_found += 1,
-                    Outcome::Failed => self.counts.failed += 1,
-                }
-            }
-            Done::Cancelled => self.counts.unfinished += 1,
-            Done::StoreFailed(e) => {
-                self.counts.unfinished += 1;
-                return Err(e);
-            }
+    fn count(&mut self, tally: Tally) {
+        self.handled += 1;
+        self.counts.ids += 1;
+        self.retries += u64::from(tally.retries);
+        self.latencies.record(tally.latency);
+        match tally.kind {
+            Outcome::Found => self.counts.found += 1,
+            Outcome::NotFound => self.counts.not_found += 1,
+            Outcome::Failed => self.counts.failed += 1,
         }
-        Ok(())
     }
 
     fn on_signal(

@@ -80,24 +80,18 @@ impl AtomicFile {
         Ok(BufWriter::with_capacity(256 * 1024, file))
     }
 
-    /// Makes the written content durable, then puts it in place.
+    /// Puts the written content in place. No fsync: the store is what must survive a crash
+    /// (SQLite commits it), and the file is derived from it, so after a power cut a rerun
+    /// rebuilds it; syncing 100 MB of output would cost more than the whole fetch.
     fn commit(mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
         let shown = self.path.display().to_string();
-        let file = writer
+        writer
             .into_inner()
             .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {shown}"))?;
-        file.sync_all()
             .with_context(|| format!("cannot write {shown}"))?;
         std::fs::rename(&self.tmp, &self.path)
             .with_context(|| format!("cannot put {shown} in place"))?;
         self.tmp = PathBuf::new();
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = File::open(dir)
-        {
-            // The rename itself must survive a crash too.
-            let _ = d.sync_all();
-        }
         Ok(())
     }
 }
