@@ -75,8 +75,13 @@ seq 1 10000 >"$work/ids-10k.txt"
 if want_any 1 || want_any 4; then
     serve 50ms 10000
     fresh_cache
-    want_any 1 && measure "1. 10k ids, 50 ms latency, C=500" \
-        batch "$work/ids-10k.txt" --out "$work/out.jsonl" --concurrency 500
+    if want_any 1; then
+        measure "1. 10k ids, 50 ms latency, C=500, HTTP/1.1" \
+            batch "$work/ids-10k.txt" --out "$work/out.jsonl" --concurrency 500
+        fresh_cache
+        measure "1. 10k ids, 50 ms latency, C=500, HTTP/2" \
+            --http2 batch "$work/ids-10k.txt" --out "$work/out.jsonl" --concurrency 500
+    fi
     if want_any 4; then
         want_any 1 || measure "   (first run for scenario 4)" \
             batch "$work/ids-10k.txt" --out "$work/out.jsonl" --concurrency 500

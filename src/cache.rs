@@ -596,7 +596,8 @@ fn claim(
     let mut existing =
         tx.prepare_cached("SELECT run, state FROM batch_outcomes WHERE job = ?1 AND id = ?2")?;
     let mut fresh = tx.prepare_cached(
-        "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms >= ?3",
+        // Strictly younger than the limit, so `--max-age 0` always fetches.
+        "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3",
     )?;
     let mut touch =
         tx.prepare_cached("UPDATE batch_outcomes SET run = ?3 WHERE job = ?1 AND id = ?2")?;
@@ -1030,5 +1031,129 @@ mod tests {
             vec![b'z'; 8192],
             "the file must be left as it was"
         );
+    }
+
+    fn lines(ids: &[&str]) -> Vec<(u64, String)> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (i as u64 + 1, (*id).to_owned()))
+            .collect()
+    }
+
+    fn found(id: &str, line: u64) -> Outcome {
+        Outcome {
+            id: id.to_owned(),
+            line,
+            settled: Settled::Found(record(line as u32)),
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_claims_filter_duplicates_and_resume_where_a_killed_run_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let hour = Duration::from_secs(3600);
+        let cache = Cache::open(&path).unwrap();
+        let run1 = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
+        let claims = cache
+            .batch_claim(run1, "api", hour, lines(&["a", "b", "a"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch, Claim::Fetch, Claim::Duplicate]);
+        cache
+            .batch_settle(run1, "api", vec![found("a", 1)])
+            .await
+            .unwrap();
+        // "b" was claimed but never settled: the process dies here.
+        drop(cache);
+
+        let cache = Cache::open(&path).unwrap();
+        let run2 = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
+        assert_eq!((run2.job, run2.run), (run1.job, run1.run + 1));
+        let claims = cache
+            .batch_claim(run2, "api", hour, lines(&["a", "b", "c", "a"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            claims,
+            [
+                Claim::DoneEarlier,
+                Claim::Fetch,
+                Claim::Fetch,
+                Claim::Duplicate
+            ]
+        );
+        let failed = Outcome {
+            id: "b".into(),
+            line: 2,
+            settled: Settled::Failed {
+                kind: "timeout",
+                message: "slow".into(),
+                attempts: 4,
+            },
+        };
+        cache
+            .batch_settle(run2, "api", vec![failed, found("c", 3)])
+            .await
+            .unwrap();
+
+        // Failed ids are tried again by the next run; a fresh cached record needs no request.
+        cache.put_durable("api", "z", record(26)).await.unwrap();
+        let run3 = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
+        let claims = cache
+            .batch_claim(run3, "api", hour, lines(&["b", "z"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch, Claim::Cached]);
+
+        // Another job (another output file) shares the records but not the progress.
+        let other = cache
+            .batch_open("api", "/other.jsonl", false)
+            .await
+            .unwrap();
+        assert_ne!(other.job, run1.job);
+        let claims = cache
+            .batch_claim(other, "api", Duration::ZERO, lines(&["a"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch]);
+        cache.flush().await.unwrap();
+
+        let reader = BatchReader::open(&path).unwrap();
+        let mut order = Vec::new();
+        let n = reader
+            .each_found(run1.job, "api", |id, _| {
+                order.push(id.to_owned());
+                Ok(())
+            })
+            .unwrap();
+        // Input order: "z" came from line 2 of the third run's input.
+        assert_eq!(
+            (n, order),
+            (3, vec!["a".to_owned(), "z".into(), "c".into()])
+        );
+        assert!(reader.is_done(run1.job, "a").unwrap());
+        assert!(!reader.is_done(run1.job, "b").unwrap());
+    }
+
+    #[tokio::test]
+    async fn fresh_forgets_the_progress_of_earlier_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c.sqlite3")).unwrap();
+        let run1 = cache.batch_open("api", "k", false).await.unwrap();
+        cache
+            .batch_claim(run1, "api", Duration::ZERO, lines(&["a"]))
+            .await
+            .unwrap();
+        cache
+            .batch_settle(run1, "api", vec![found("a", 1)])
+            .await
+            .unwrap();
+        let again = cache.batch_open("api", "k", true).await.unwrap();
+        let claims = cache
+            .batch_claim(again, "api", Duration::ZERO, lines(&["a"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch]);
     }
 }

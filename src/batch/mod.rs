@@ -55,8 +55,8 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 /// Beyond this, more concurrency only costs memory; one HTTP/2 connection carries it all.
 const MAX_CONCURRENCY: u32 = 100_000;
 
-/// Claims requested ahead of need: one being answered while the previous one is consumed.
-const CLAIMS_AHEAD: usize = 2;
+/// Claims requested ahead of need: some being answered while others are consumed.
+const CLAIMS_AHEAD: usize = 4;
 
 /// Invalid lines reported one by one; past this only the count is kept (a wrong file would
 /// otherwise bury the terminal).
@@ -415,7 +415,9 @@ impl<'a> Pipeline<'a> {
             if !taking && tasks.is_empty() && claims.is_empty() && committing.is_empty() {
                 break;
             }
-            let want_input = taking && claims.len() < CLAIMS_AHEAD && ready.len() < concurrency;
+            // Two waves of ids ready: when a whole wave of answers comes back at once, the next
+            // wave leaves at once too, without waiting for a claim behind a big commit.
+            let want_input = taking && claims.len() < CLAIMS_AHEAD && ready.len() < 2 * concurrency;
             let deadline = match stop {
                 Stop::Draining(at) => Some(at),
                 _ => None,
@@ -517,7 +519,10 @@ impl<'a> Pipeline<'a> {
             started.elapsed() - fetched
         );
         let summary = self.summary(status, started.elapsed(), out_report, failures_report);
-        eprintln!("{}", summary.render());
+        // An input that fails before its first id (empty stdin) gets its one error line only.
+        if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
+            eprintln!("{}", summary.render());
+        }
         if let Some(path) = &self.config.summary_json {
             summary.write_json(path)?;
         }

@@ -25,11 +25,11 @@ impl Progress {
         let (bar, template) = match total {
             Some(n) => (
                 ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr_with_hz(10)),
-                "{bar:30.cyan/blue} {human_pos}/{human_len} ids  {per_sec:>10}  ETA {eta:<4}  {msg}",
+                "{bar:30.cyan/blue} {human_pos}/{human_len} ids  {per_sec:0}  ETA {eta}  {msg}",
             ),
             None => (
                 ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10)),
-                "{spinner} {human_pos} ids  {per_sec:>10}  {elapsed}  {msg}",
+                "{spinner} {human_pos} ids  {per_sec:0}  {elapsed}  {msg}",
             ),
         };
         let style = ProgressStyle::with_template(template)
@@ -41,13 +41,17 @@ impl Progress {
 
     /// Moves the bar: ids done so far, lookups on their way, failures so far.
     pub fn update(&self, done: u64, in_flight: usize, failed: u64) {
-        self.bar.set_position(done);
-        self.bar
-            .set_message(format!("in flight {in_flight}  errors {failed}"));
-    }
-
-    pub fn set_message(&self, message: String) {
-        self.bar.set_message(message);
+        if self.bar.is_hidden() {
+            return;
+        }
+        // Only what changed: each change is a redraw.
+        let message = format!("in flight {in_flight}  errors {failed}");
+        if self.bar.message() != message {
+            self.bar.set_message(message);
+        }
+        if self.bar.position() != done {
+            self.bar.set_position(done);
+        }
     }
 
     /// A line for the user, above the bar (or plainly on stderr when there is no bar).
@@ -57,11 +61,6 @@ impl Progress {
         } else {
             self.bar.suspend(|| eprintln!("{line}"));
         }
-    }
-
-    /// Keeps the spinner turning while nothing completes (a slow API).
-    pub fn tick(&self) {
-        self.bar.tick();
     }
 
     pub fn finish(&self) {
