@@ -74,6 +74,17 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
     refused(&env, &[good, "--out", "adir"], "--out adir is a directory");
     refused(
         &env,
+        &[
+            good,
+            "--out",
+            "out.jsonl",
+            "--summary-json",
+            "no/dir/s.json",
+        ],
+        "cannot write --summary-json no/dir/s.json",
+    );
+    refused(
+        &env,
         &[good, "--out", "out.jsonl", "--concurrency", "0"],
         "--concurrency '0' must be",
     );

@@ -185,6 +185,19 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         .map(|p| AtomicFile::create(p, "--failures"))
         .transpose()?;
     let key = job_key(&config.out)?;
+    if let Some(path) = config.summary_json.as_ref().filter(|_| !config.dry_run) {
+        // Found now rather than after an hour of fetching; the content is written at the end.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| {
+                usage(format!(
+                    "cannot write --summary-json {}: {e}",
+                    path.display()
+                ))
+            })?;
+    }
 
     let session = Session::start(global).await?;
     if let Some(line) = session.announce()
@@ -509,7 +522,23 @@ impl<'a> Pipeline<'a> {
         let fetched = started.elapsed();
         let (out_report, failures_report) = match (&fatal, status) {
             (None, Status::Complete | Status::Interrupted) => {
-                self.write_outputs(out, failures).await?
+                // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
+                let writing = self.write_outputs(out, failures);
+                tokio::pin!(writing);
+                loop {
+                    tokio::select! {
+                        written = &mut writing => break written?,
+                        Some(()) = interrupts.recv() => {}
+                        Some(()) = terminate.recv() => {}
+                    }
+                    signals += 1;
+                    if signals >= 3 {
+                        quit_now();
+                    }
+                    self.progress.warn(
+                        "userfetch: writing the output from what is done; Ctrl-C again to quit at once",
+                    );
+                }
             }
             _ => (None, None),
         };
@@ -589,11 +618,7 @@ impl<'a> Pipeline<'a> {
                 cancel.cancel();
                 Stop::Aborting
             }
-            _ => {
-                // Everything settled so far is committed; the output is rebuilt by a rerun.
-                eprintln!("userfetch: quitting at once; run the same command again to finish");
-                std::process::exit(ExitCode::Interrupted as i32);
-            }
+            _ => quit_now(),
         }
     }
 
@@ -673,6 +698,13 @@ impl<'a> Pipeline<'a> {
             failures,
         }
     }
+}
+
+/// The third Ctrl-C. Everything settled so far is committed, and the output files are either
+/// the previous ones or complete new ones; a rerun rebuilds them.
+fn quit_now() -> ! {
+    eprintln!("userfetch: quitting at once; run the same command again to finish");
+    std::process::exit(ExitCode::Interrupted as i32);
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

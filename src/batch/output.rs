@@ -58,8 +58,24 @@ impl AtomicFile {
         let file = OpenOptions::new()
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .open(&tmp)
+            .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        // Two runs writing one output would write one temporary file at once. The store keeps
+        // their outcomes apart, but the file would be garbled: the second run waits its turn.
+        // Locked before it is emptied, so a running export is never cut short.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(usage(format!(
+                    "another userfetch batch is writing {what} {shown}; wait for it to finish"
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(usage(format!("cannot lock {what} {shown}: {e}")));
+            }
+        }
+        file.set_len(0)
             .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
         Ok(AtomicFile {
             path: path.to_owned(),
@@ -280,6 +296,17 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(f);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_second_writer_of_the_same_output_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let first = AtomicFile::create(&path, "--out").unwrap();
+        let err = AtomicFile::create(&path, "--out").err().unwrap();
+        assert!(err.to_string().contains("another userfetch batch"), "{err}");
+        drop(first);
+        assert!(AtomicFile::create(&path, "--out").is_ok());
     }
 
     #[test]
