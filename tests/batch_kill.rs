@@ -9,7 +9,7 @@ use support::*;
 
 #[test]
 fn reruns_after_kill_9_produce_every_id_exactly_once() {
-    let env = Env::with_latency(Duration::from_millis(5));
+    let env = Env::with_latency(Duration::from_millis(10));
     // Found ids, not-found ids (beyond the demo API's 10,000 users) and duplicates, mixed.
     let mut ids: Vec<String> = Vec::new();
     for n in 1..=3_000u32 {

@@ -324,6 +324,50 @@ fn commit(ctx: &Arc<Ctx>, answers: Vec<(cache::Outcome, Tally)>) -> CommitFuture
 type CommitFuture =
     std::pin::Pin<Box<dyn Future<Output = (Vec<Tally>, anyhow::Result<()>)> + Send>>;
 
+/// The lookups in flight. On the default single-threaded runtime they are polled in place:
+/// a spawned task per id would only add scheduling work (and copy each future once more) with
+/// no second thread to run on. With `--threads N` they are spawned so the threads share them.
+enum Lookups {
+    Local(FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>>),
+    Spawned(JoinSet<Answer>),
+}
+
+impl Lookups {
+    fn new() -> Lookups {
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => Lookups::Local(FuturesUnordered::new()),
+            _ => Lookups::Spawned(JoinSet::new()),
+        }
+    }
+
+    fn push(&mut self, lookup: impl Future<Output = Answer> + Send + 'static) {
+        match self {
+            Lookups::Local(set) => set.push(Box::pin(lookup)),
+            Lookups::Spawned(set) => {
+                set.spawn(lookup);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Lookups::Local(set) => set.len(),
+            Lookups::Spawned(set) => set.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn next(&mut self) -> Option<Result<Answer, tokio::task::JoinError>> {
+        match self {
+            Lookups::Local(set) => set.next().await.map(Ok),
+            Lookups::Spawned(set) => set.join_next().await,
+        }
+    }
+}
+
 type ClaimFuture = std::pin::Pin<
     Box<
         dyn Future<
@@ -395,7 +439,7 @@ impl<'a> Pipeline<'a> {
         let cancel = CancellationToken::new();
         let mut ready: VecDeque<(u64, UserId)> = VecDeque::new();
         let mut claims: FuturesOrdered<ClaimFuture> = FuturesOrdered::new();
-        let mut tasks: JoinSet<Answer> = JoinSet::new();
+        let mut tasks = Lookups::new();
         // Answers waiting to be stored: they go in one message as soon as the previous one is
         // committed, so the busier the run, the larger (and cheaper per id) each commit.
         let mut uncommitted: Vec<(cache::Outcome, Tally)> = Vec::new();
@@ -417,7 +461,7 @@ impl<'a> Pipeline<'a> {
                     && uncommitted.len() + committing_len < max_uncommitted
                     && let Some((line, id)) = ready.pop_front()
                 {
-                    tasks.spawn(lookup(self.ctx.clone(), line, id, cancel.clone()));
+                    tasks.push(lookup(self.ctx.clone(), line, id, cancel.clone()));
                 }
             }
             let taking = stop == Stop::Running && !input_done;
@@ -466,7 +510,7 @@ impl<'a> Pipeline<'a> {
                         cancel.cancel();
                     }
                 },
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => match joined {
+                Some(joined) = tasks.next(), if !tasks.is_empty() => match joined {
                     Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
                         let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
                         uncommitted.push((outcome, Tally { kind, latency, retries }));
