@@ -104,6 +104,12 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
         "--rate '0/s' must be more than zero",
     );
     refused(&env, &[good, "--out", good], "is the input file");
+    refused(&env, &[good, "--out", "-"], "--out must be a file");
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--failures", "out.jsonl"],
+        "each output needs its own file",
+    );
     env.write("strict.txt", "1\n2\n..\n4\n");
     refused(
         &env,

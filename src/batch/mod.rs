@@ -117,6 +117,19 @@ impl Config {
                 "no IDS_FILE given and stdin is a terminal: name a file, pipe ids in, or pass '-' to type them",
             ));
         }
+        if args.out.as_os_str() == "-" {
+            return Err(usage(
+                "--out must be a file: it is rebuilt from the store when the run ends, which a pipe cannot be",
+            ));
+        }
+        if args.failures.as_deref() == Some(args.out.as_path())
+            || args.summary_json.as_deref() == Some(args.out.as_path())
+        {
+            return Err(usage(format!(
+                "--out {} is also given as another output; each output needs its own file",
+                args.out.display()
+            )));
+        }
         if let Source::File(input) = &source
             && same_file(input, &args.out)
         {
