@@ -1,10 +1,12 @@
 //! Politeness: a fixed rate limit (governor) and an adaptive window of requests on the wire.
 //!
-//! The window follows TCP's congestion control (AIMD): every answer that is not a 429 or 503
-//! widens it by `1/window` (one slot per window's worth of good answers), and a 429 or 503
-//! halves it, at most once per cool-down so one burst of refusals counts as one signal. It
-//! limits attempts on the wire, not lookups: a lookup sleeping out a `Retry-After` holds no
-//! slot, so it neither blocks the others nor hides from the limit when it tries again.
+//! The window follows TCP's congestion control (AIMD): every answer that is not a 429 or 5xx
+//! widens it by `1/window` (one slot per window's worth of good answers), and a 429 or 5xx
+//! halves what is on the wire, at most once per cool-down so one burst of refusals counts as
+//! one signal. It limits attempts on the wire, not lookups: a lookup sleeping out a
+//! `Retry-After` holds no slot, so it neither blocks the others nor hides from the limit when
+//! it tries again. The `--rate` limit itself stays fixed: it is the user's promise to the API,
+//! and the window bounds the rate below it whenever the API pushes back.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,7 +170,9 @@ impl AttemptGate for Arc<Throttle> {
             if w.last_cut
                 .is_none_or(|t| now.duration_since(t) >= COOL_DOWN)
             {
-                w.size = (w.size / 2.0).max(1.0);
+                // Half of what is actually on the wire, as TCP halves its flight size: halving
+                // a window the run never filled (a fast API, a --rate) would change nothing.
+                w.size = (w.size.min(f64::from(w.on_wire)) / 2.0).max(1.0);
                 w.last_cut = Some(now);
                 w.cuts += 1;
             }
@@ -203,9 +207,14 @@ mod tests {
     #[tokio::test]
     async fn refusals_halve_the_window_once_per_cool_down_and_successes_regrow_it() {
         let t = Arc::new(Throttle::new(64, None));
+        let mut on_wire = Vec::new();
+        for _ in 0..63 {
+            on_wire.push(t.admit().await);
+        }
         let slot = t.admit().await;
         t.attempted(slot, Err(ErrorKind::RateLimited));
         assert_eq!(t.stats().window, 32);
+        drop(on_wire);
         // A second refusal from the same burst is not a second signal.
         let slot = t.admit().await;
         t.attempted(slot, Err(ErrorKind::ServerError));
@@ -218,7 +227,19 @@ mod tests {
             t.attempted(slot, Ok(()));
         }
         assert_eq!(t.stats().window, 33);
-        assert_eq!(t.stats().attempts, 35);
+        assert_eq!(t.stats().attempts, 98);
+    }
+
+    #[tokio::test]
+    async fn a_cut_halves_what_is_on_the_wire_not_an_unused_window() {
+        let t = Arc::new(Throttle::new(1000, None));
+        let mut on_wire = Vec::new();
+        for _ in 0..9 {
+            on_wire.push(t.admit().await);
+        }
+        let slot = t.admit().await;
+        t.attempted(slot, Err(ErrorKind::ServerError));
+        assert_eq!(t.stats().window, 5);
     }
 
     #[tokio::test]
