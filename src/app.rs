@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 
+use anyhow::Context;
 use clap::CommandFactory;
 use tokio_util::sync::CancellationToken;
 
@@ -94,9 +95,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::Success)
         }
-        None => Err(exit::usage(
-            "the interactive screen is not built yet; use 'userfetch get ID...' (see --help)",
-        )),
+        Some(Command::Ui(args)) => crate::tui::main(&cli.global, &args).await,
+        Some(Command::Demo(args)) => crate::demo::main(&cli.global, &args).await,
+        None => crate::tui::main(&cli.global, &crate::cli::UiArgs::default()).await,
     }
 }
 
@@ -118,6 +119,11 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         retry_after: args.retry_after,
         ..ServerConfig::default()
     };
+    // Handlers go in before the URL is printed: a script that reads the URL and at once
+    // sends SIGINT must stop the server, not kill it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
     let handle = server::start(config)
         .await
         .map_err(|e| exit::usage(format!("cannot listen on {}:{}: {e}", args.bind, args.port)))?;
@@ -128,22 +134,11 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         args.users,
         handle.base_url()
     );
-    wait_for_stop_signal().await;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     eprintln!("userfetch: stopping the demo API");
     handle.shutdown().await;
     Ok(ExitCode::Success)
-}
-
-async fn wait_for_stop_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

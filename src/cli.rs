@@ -95,6 +95,10 @@ pub enum Command {
     Get(GetArgs),
     /// Run the demo API: deterministic fake users, with latency and fault injection.
     Serve(ServeArgs),
+    /// Open the interactive lookup screen (what runs with no subcommand).
+    Ui(UiArgs),
+    /// Run one scripted session sync and async and show, measured, what blocking costs.
+    Demo(DemoArgs),
     /// Fetch every id in a file (or stdin) politely and resumably into JSONL or CSV.
     Batch(BatchArgs),
     /// Print shell completions.
@@ -117,6 +121,37 @@ pub struct GetArgs {
     /// Lookups in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub concurrency: u32,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct UiArgs {
+    /// Start in sync mode: each lookup blocks the whole screen until it returns, to show what
+    /// blocking costs. F2 switches between sync and async while running.
+    #[arg(long)]
+    pub sync: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Latency of every lookup (the demo API answers after exactly this long).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub latency: Duration,
+
+    /// Lookups in the second scenario, submitted back to back.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000), value_name = "N")]
+    pub lookups: u16,
+
+    /// Write the timeline as an SVG picture.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Write the timeline and the table as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Print the raw measurements as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

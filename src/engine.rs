@@ -77,9 +77,17 @@ impl Engine {
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> Outcome {
         let started = Instant::now();
+        if cancel.is_cancelled() {
+            return Err(FetchError::cancelled(0));
+        }
         on_event(Event::Started);
         if let Some(cache) = &self.cache {
-            match cache.get(&self.namespace, id.as_str(), self.max_age).await {
+            let cached = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(FetchError::cancelled(0)),
+                cached = cache.get(&self.namespace, id.as_str(), self.max_age) => cached,
+            };
+            match cached {
                 Ok(Some(hit)) => {
                     return Ok(Found {
                         record: hit.record,
@@ -89,18 +97,20 @@ impl Engine {
                     });
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!("{e}"),
+                Err(e) => tracing::warn!("cache read for user {id} failed, asking the API: {e}"),
             }
         }
         let mut on_retry = |notice: &RetryNotice| on_event(Event::Retrying(notice.clone()));
+        // Biased: a lookup cancelled while its answer is ready is still cancelled.
         let fetched = tokio::select! {
-            fetched = self.client.fetch(id, &mut on_retry) => fetched?,
+            biased;
             () = cancel.cancelled() => return Err(FetchError::cancelled(0)),
+            fetched = self.client.fetch(id, &mut on_retry) => fetched?,
         };
         if let Some(cache) = &self.cache
             && let Err(e) = cache.put(&self.namespace, id.as_str(), fetched.record.clone())
         {
-            tracing::warn!("{e}");
+            tracing::warn!("storing user {id} in the cache failed: {e}");
         }
         Ok(Found {
             record: fetched.record,
@@ -115,7 +125,7 @@ impl Engine {
         if let Some(cache) = &self.cache
             && let Err(e) = cache.flush().await
         {
-            tracing::warn!("{e}");
+            tracing::warn!("flushing the cache failed: {e}");
         }
     }
 }

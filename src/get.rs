@@ -37,12 +37,15 @@ pub async fn run(
     let stdout = std::io::stdout();
     loop {
         let next = tokio::select! {
-            next = results.next() => next,
+            // Interrupt first: the same Ctrl-C also cancels every lookup, and an unbiased
+            // select could pick up a "cancelled" result first and exit 1 instead of 130.
+            biased;
             () = interrupt.cancelled() => {
                 spinner.finish_and_clear();
                 eprintln!("userfetch: interrupted");
                 return Ok(ExitCode::Interrupted);
             }
+            next = results.next() => next,
         };
         let Some((id, outcome)) = next else { break };
         spinner.inc(1);

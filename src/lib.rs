@@ -5,7 +5,8 @@
 //! - [`id`] validates user ids; [`client`] turns an id into an HTTP request with retries,
 //!   timeouts and a classified error; [`cache`] keeps records in SQLite on its own thread;
 //!   [`engine`] combines them into `lookup(id)` with events for whoever is watching.
-//! - Front ends: [`get`] (one-shot lookups), and the demo API in [`server`].
+//! - Front ends: [`get`] (one-shot lookups), [`tui`] (the interactive screen), and the demo
+//!   API in [`server`].
 //! - [`record`] holds a record as checked JSON text; [`term`] makes untrusted text safe for
 //!   a terminal.
 //! - [`cli`] defines the command line, [`session`] turns it into a working engine, [`app`]
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod demo;
 pub mod engine;
 pub mod exit;
 pub mod get;
@@ -25,3 +27,4 @@ pub mod record;
 pub mod server;
 pub mod session;
 pub mod term;
+pub mod tui;

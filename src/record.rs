@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
-use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
+use serde_json::ser::{Formatter, PrettyFormatter};
 use serde_json::value::RawValue;
 
 /// One record: valid JSON on a single line.
@@ -20,8 +20,7 @@ impl Record {
         let raw: &RawValue = serde_json::from_slice(body)?;
         let text = raw.get();
         if text.bytes().any(|b| b == b'\n' || b == b'\r') {
-            let value: serde_json::Value = serde_json::from_str(text)?;
-            return Ok(Record(value.to_string().into()));
+            return Ok(Record(compact(text).into()));
         }
         Ok(Record(text.into()))
     }
@@ -45,7 +44,15 @@ impl Record {
     /// Writes the record so a terminal can show it: characters that [`crate::term`] considers
     /// unsafe are written as `\uXXXX` escapes, which keeps the JSON equal in meaning while
     /// nothing raw reaches the screen.
+    ///
+    /// The compact form is the stored text byte for byte, escapes aside; `pretty` goes through
+    /// a JSON tree, which writes numbers in serde_json's canonical form (`1E2` as `100.0`).
     pub fn write_escaped(&self, out: &mut impl Write, pretty: bool) -> io::Result<()> {
+        if !pretty {
+            // Unsafe characters can only stand inside strings in valid JSON, so escaping them
+            // where they are keeps the document valid.
+            return write_json_escaped(out, &self.0);
+        }
         let as_value: serde_json::Value =
             serde_json::from_str(&self.0).map_err(io::Error::other)?;
         // Keep the io::ErrorKind (BrokenPipe above all) visible to the caller.
@@ -53,18 +60,55 @@ impl Record {
             Some(kind) => io::Error::from(kind),
             None => io::Error::other(e),
         };
-        if pretty {
-            let mut ser = serde_json::Serializer::with_formatter(
-                &mut *out,
-                SafeFormatter(PrettyFormatter::new()),
-            );
-            as_value.serialize(&mut ser).map_err(io_error)
-        } else {
-            let mut ser =
-                serde_json::Serializer::with_formatter(&mut *out, SafeFormatter(CompactFormatter));
-            as_value.serialize(&mut ser).map_err(io_error)
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut *out,
+            SafeFormatter(PrettyFormatter::new()),
+        );
+        as_value.serialize(&mut ser).map_err(io_error)
+    }
+}
+
+/// Drops the whitespace between JSON tokens, leaving every token (numbers above all) exactly
+/// as written. Hand-written because serde_json can only compact by re-serialising, which
+/// rewrites numbers; the input is already known to be valid JSON.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
         }
     }
+    out
+}
+
+fn write_json_escaped(out: &mut impl Write, json: &str) -> io::Result<()> {
+    let mut start = 0;
+    for (i, c) in json.char_indices() {
+        if crate::term::is_unsafe(c) {
+            out.write_all(&json.as_bytes()[start..i])?;
+            write_unicode_escape(out, c)?;
+            start = i + c.len_utf8();
+        }
+    }
+    out.write_all(&json.as_bytes()[start..])
+}
+
+fn write_unicode_escape<W: ?Sized + Write>(out: &mut W, c: char) -> io::Result<()> {
+    let mut units = [0u16; 2];
+    for unit in c.encode_utf16(&mut units) {
+        write!(out, "\\u{unit:04x}")?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Record {
@@ -86,10 +130,7 @@ impl<F: Formatter> Formatter for SafeFormatter<F> {
         for (i, c) in fragment.char_indices() {
             if crate::term::is_unsafe(c) {
                 writer.write_all(&fragment.as_bytes()[start..i])?;
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    write!(writer, "\\u{unit:04x}")?;
-                }
+                write_unicode_escape(writer, c)?;
                 start = i + c.len_utf8();
             }
         }
@@ -143,6 +184,19 @@ mod tests {
     fn pretty_bodies_become_one_line() {
         let r = Record::from_body(b"{\n  \"id\": 1,\n  \"name\": \"a\"\n}\n").unwrap();
         assert_eq!(r.as_json(), r#"{"id":1,"name":"a"}"#);
+    }
+
+    #[test]
+    fn numbers_and_strings_survive_exactly() {
+        let body = "{\n  \"big\": 123456789012345678901234567890,\n  \"e\": 1E2,\n  \"s\": \"a  b\\\" \\n c\"\n}";
+        let r = Record::from_body(body.as_bytes()).unwrap();
+        assert_eq!(
+            r.as_json(),
+            r#"{"big":123456789012345678901234567890,"e":1E2,"s":"a  b\" \n c"}"#
+        );
+        let mut out = Vec::new();
+        r.write_escaped(&mut out, false).unwrap();
+        assert_eq!(out, r.as_json().as_bytes());
     }
 
     #[test]

@@ -62,7 +62,9 @@ impl Session {
             },
             max_body: opts.max_body,
             token,
-            http2: opts.http2,
+            // The embedded API is known to speak cleartext HTTP/2, and one multiplexed
+            // connection beats thousands of sockets when many lookups are in flight.
+            http2: opts.http2 || embedded.is_some(),
             ..ClientConfig::new(template)
         };
         let client = Client::new(config)?;

@@ -162,7 +162,10 @@ fn invalid_lines_are_named_and_skipped_and_the_rest_is_fetched() {
         "{text}"
     );
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), ["1", "2", "3"]);
-    assert_eq!(jsonl_ids(&env.path("failures.jsonl")), ["99999"]);
+    assert_eq!(
+        std::fs::read_to_string(env.path("failures.jsonl")).unwrap(),
+        "{\"id\":\"99999\",\"outcome\":\"not_found\",\"error\":\"not_found\",\"message\":\"not found (the API answered 404)\",\"attempts\":1}\n"
+    );
     let s = summary(&env.path("s.json"));
     assert_eq!(s["ids"], 4);
     assert_eq!(s["duplicates"], 1);

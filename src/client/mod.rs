@@ -19,7 +19,7 @@ use crate::id::UserId;
 use crate::record::Record;
 
 /// Everything that shapes how requests are made; built once from the command line.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub template: UrlTemplate,
     /// Limit for one whole attempt: connect, headers and body.
@@ -33,6 +33,21 @@ pub struct ClientConfig {
     /// Speak HTTP/2 without negotiation (h2c). One connection then carries every request,
     /// which is what lets ten thousand lookups be in flight without ten thousand sockets.
     pub http2: bool,
+}
+
+/// Written by hand so the token can never reach a log line through `{:?}`.
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("template", &self.template)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .field("max_body", &self.max_body)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("http2", &self.http2)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -130,9 +145,7 @@ impl Client {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
-            // reqwest drops Authorization when a redirect leaves the origin; a short chain
-            // limit keeps a redirect loop from eating the timeout.
-            .redirect(reqwest::redirect::Policy::limited(5));
+            .redirect(redirect_policy());
         if config.http2 {
             builder = builder.http2_prior_knowledge();
         }
@@ -260,7 +273,8 @@ impl Client {
             return Err(self.too_large());
         }
         let mut body =
-            Vec::with_capacity(response.content_length().unwrap_or(1024).min(max) as usize);
+            // The declared length is the server's claim: trust it for the first 64 KiB only.
+            Vec::with_capacity(response.content_length().unwrap_or(1024).min(max).min(64 * 1024) as usize);
         while let Some(chunk) = response
             .chunk()
             .await
@@ -324,7 +338,8 @@ impl Client {
         if length.is_some_and(|len| len > max) {
             return Err(self.too_large());
         }
-        let mut body = Vec::with_capacity(length.unwrap_or(1024).min(max) as usize);
+        // The declared length is the server's claim: trust it for the first 64 KiB only.
+        let mut body = Vec::with_capacity(length.unwrap_or(1024).min(max).min(64 * 1024) as usize);
         let mut incoming = response.into_body();
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| {
@@ -362,15 +377,6 @@ impl Client {
         )
     }
 
-    fn host(&self) -> String {
-        let origin = self.config.template.origin();
-        format!(
-            "{}:{}",
-            origin.host_str().unwrap_or("?"),
-            origin.port_or_known_default().unwrap_or(0)
-        )
-    }
-
     fn too_large(&self) -> AttemptFailure {
         AttemptFailure::fatal(
             ErrorKind::TooLarge,
@@ -382,6 +388,18 @@ impl Client {
     }
 
     fn classify(&self, e: &reqwest::Error, body_so_far: usize) -> AttemptFailure {
+        // A connect timeout is both a timeout and a connect error; it is the connect limit
+        // that the user would raise.
+        if e.is_connect() && e.is_timeout() {
+            return AttemptFailure::transient(
+                ErrorKind::Connection,
+                format!(
+                    "cannot connect to {} within {} (raise it with --connect-timeout)",
+                    self.host(),
+                    humantime::format_duration(self.config.connect_timeout)
+                ),
+            );
+        }
         if e.is_timeout() {
             return AttemptFailure::transient(
                 ErrorKind::Timeout,
@@ -392,7 +410,10 @@ impl Client {
             );
         }
         if e.is_redirect() {
-            return AttemptFailure::fatal(ErrorKind::Rejected, "the API redirected too many times");
+            return AttemptFailure::fatal(
+                ErrorKind::Rejected,
+                format!("a redirect was not followed ({})", root_cause(e)),
+            );
         }
         if e.is_body() || e.is_decode() {
             return AttemptFailure::transient(
@@ -403,12 +424,7 @@ impl Client {
                 ),
             );
         }
-        let origin = self.config.template.origin();
-        let host = format!(
-            "{}:{}",
-            origin.host_str().unwrap_or("?"),
-            origin.port_or_known_default().unwrap_or(0)
-        );
+        let host = self.host();
         if e.is_connect() {
             return AttemptFailure::transient(
                 ErrorKind::Connection,
@@ -425,7 +441,9 @@ impl Client {
     }
 
     /// One request to the API's `/health`, for the UI's background check: its latency, or why
-    /// it failed. Not retried: the next check is the retry.
+    /// it failed. Any HTTP answer counts as reachable (most APIs have no `/health`, and a 404
+    /// still proves the server is up); only transport failures count as down. The token is not
+    /// sent: a health probe needs no authority. Not retried: the next check is the retry.
     pub async fn health(&self) -> Result<Duration, FetchError> {
         let url = self
             .config
@@ -438,14 +456,35 @@ impl Client {
             let f = self.classify(&e, 0);
             FetchError::new(f.kind, 1, f.detail)
         })?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(started.elapsed())
-        } else {
-            let f = status_failure(status, None);
-            Err(FetchError::new(f.kind, 1, f.detail))
-        }
+        drop(response);
+        Ok(started.elapsed())
     }
+
+    fn host(&self) -> String {
+        let origin = self.config.template.origin();
+        format!(
+            "{}:{}",
+            origin.host_str().unwrap_or("?"),
+            origin.port_or_known_default().unwrap_or(0)
+        )
+    }
+}
+
+/// Follows at most five redirects (a loop must not eat the timeout), and never from https to
+/// http: reqwest drops `Authorization` when the host or port changes, but not when only the
+/// scheme does, which would send the token in clear text.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.previous().iter().any(|u| u.scheme() == "https")
+            && attempt.url().scheme() != "https";
+        if downgrade {
+            attempt.error("the API redirected from https to http; not following it")
+        } else if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> AttemptFailure {

@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
+use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -116,6 +117,7 @@ struct State {
     addr: SocketAddr,
     stats: Arc<Stats>,
     counter: FaultCounter,
+    bodies: users::Bodies,
 }
 
 /// A running demo API. Dropping it leaves the server running until its runtime stops; call
@@ -222,6 +224,7 @@ pub fn start_in_thread(config: ServerConfig) -> std::io::Result<ServerHandle> {
 
 /// Binds and starts serving in the background on the current runtime.
 pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
+    let bodies = users::Bodies::new(config.users);
     let listener = TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(Stats::default());
@@ -230,6 +233,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
         addr,
         stats: stats.clone(),
         counter: FaultCounter::default(),
+        bodies,
     });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(listener, state, shutdown.clone()));
@@ -472,16 +476,17 @@ async fn user(
             return json_response(StatusCode::OK, Body::from(body));
         }
         Some(Fault::Truncate | Fault::Drip) => {
-            let body = Bytes::from(
-                serde_json::to_vec(&users::user(known.unwrap_or(1))).unwrap_or_default(),
-            );
+            let body = state.bodies.get(known.unwrap_or(1));
             let len = body.len();
             let stream_body = if decision.fault == Some(Fault::Truncate) {
                 let half = body.slice(..len / 2);
-                Body::from_stream(futures::stream::iter([
-                    Ok(half),
-                    Err(std::io::Error::other("fault injected: body truncated")),
-                ]))
+                // The pause lets the headers and the first half go out before the failure;
+                // otherwise hyper sees the error first and sends nothing at all.
+                let cut = futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Err(std::io::Error::other("fault injected: body truncated"))
+                });
+                Body::from_stream(futures::stream::iter([Ok(half)]).chain(cut))
             } else {
                 let interval = state.config.drip_interval;
                 Body::from_stream(futures::stream::unfold(0usize, move |i| {
@@ -502,10 +507,7 @@ async fn user(
         }
     }
     match known {
-        Some(n) => match serde_json::to_vec(&users::user(n)) {
-            Ok(body) => json_response(StatusCode::OK, Body::from(body)),
-            Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
+        Some(n) => json_response(StatusCode::OK, Body::from(state.bodies.get(n))),
         None => error_response(StatusCode::NOT_FOUND, "user not found"),
     }
 }

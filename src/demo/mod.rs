@@ -1,0 +1,363 @@
+//! `userfetch demo`: the same scripted session run sync and async through the real
+//! interactive loop (headless), measured on one clock and drawn as a timeline.
+//!
+//! Nothing is simulated: the loop, the view, the engine and the HTTP client are the ones the
+//! interactive screen uses; only the terminal is a `TestBackend` and the keyboard a script.
+//! The demo API runs on its own thread with a fixed latency, so every lookup takes the same
+//! time and the two modes differ only in how they wait.
+
+pub mod timeline;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use futures::Stream;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{DemoArgs, GlobalOpts};
+use crate::exit::ExitCode;
+use crate::server::{self, ServerConfig};
+use crate::session::Session;
+use crate::tui::app::{App, Config, Mode, Status};
+use crate::tui::run::{self, Context, FrameLog};
+use timeline::{Key, Run, Span};
+
+/// The background ticker's period: 10 Hz, fast enough that a freeze visibly eats ticks.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Both scenarios, both modes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// One lookup while the person keeps typing.
+    pub typing: Vec<Run>,
+    /// Several lookups submitted back to back.
+    pub many: Vec<Run>,
+    #[serde(with = "timeline::millis")]
+    pub latency: Duration,
+    pub lookups: usize,
+}
+
+/// Runs both scenarios against a demo API with a fixed `latency`.
+pub async fn measure(
+    opts: &GlobalOpts,
+    latency: Duration,
+    lookups: usize,
+) -> anyhow::Result<Report> {
+    let api = tokio::task::spawn_blocking(move || {
+        server::start_in_thread(ServerConfig {
+            latency,
+            ..ServerConfig::default()
+        })
+    })
+    .await?
+    .context("cannot start the demo API")?;
+    let opts = GlobalOpts {
+        api: Some(api.url_template()),
+        // A cache would answer the second run's lookups at once and hide the difference.
+        no_cache: true,
+        ..opts.clone()
+    };
+    let session = Session::start(&opts).await?;
+    let ctx = Context::new(session.engine.clone(), opts.max_age);
+
+    let typing_script = typing(latency);
+    let many_script = many(latency, lookups);
+    let mut report = Report {
+        typing: Vec::new(),
+        many: Vec::new(),
+        latency,
+        lookups,
+    };
+    for mode in [Mode::Sync, Mode::Async] {
+        report
+            .typing
+            .push(session_run(&ctx, &opts, mode, &typing_script).await?);
+    }
+    for mode in [Mode::Sync, Mode::Async] {
+        report
+            .many
+            .push(session_run(&ctx, &opts, mode, &many_script).await?);
+    }
+    session.close().await;
+    api.shutdown().await;
+    Ok(report)
+}
+
+/// What the scripted person does: keys at fixed offsets, then leaving at `end`.
+#[derive(Debug, Clone)]
+struct Script {
+    keys: Vec<(Duration, KeyEvent)>,
+    end: Duration,
+}
+
+fn press(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+/// Type an id, press Enter, keep typing while it loads.
+fn typing(latency: Duration) -> Script {
+    let ms = Duration::from_millis;
+    let mut keys = vec![
+        (ms(200), press(KeyCode::Char('4'))),
+        (ms(300), press(KeyCode::Char('2'))),
+        (ms(400), press(KeyCode::Enter)),
+    ];
+    for (i, c) in "1789".chars().enumerate() {
+        keys.push((
+            ms(400) + latency.mul_f64((i + 1) as f64 / 5.0),
+            press(KeyCode::Char(c)),
+        ));
+    }
+    Script {
+        keys,
+        end: ms(400) + latency + ms(600),
+    }
+}
+
+/// `n` ids submitted back to back, 10 ms per key.
+fn many(latency: Duration, n: usize) -> Script {
+    let mut at = Duration::from_millis(200);
+    let mut keys = Vec::new();
+    for id in 1..=n {
+        for c in id
+            .to_string()
+            .chars()
+            .map(KeyCode::Char)
+            .chain([KeyCode::Enter])
+        {
+            keys.push((at, press(c)));
+            at += Duration::from_millis(10);
+        }
+    }
+    Script {
+        keys,
+        end: at + latency + Duration::from_millis(500),
+    }
+}
+
+/// One pass of a script through the interactive loop in one mode.
+async fn session_run(
+    ctx: &Context,
+    opts: &GlobalOpts,
+    mode: Mode,
+    script: &Script,
+) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let mut app = App::new(
+        Config {
+            threads: opts.threads,
+            timeout: opts.timeout,
+            mode,
+            api: "demo API".into(),
+            color: false,
+        },
+        start,
+    );
+    let mut terminal = Terminal::new(TestBackend::new(100, 30))?;
+    let mut log = FrameLog::default();
+    let keys = Rc::new(RefCell::new(Vec::new()));
+    let ticks = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    tokio::spawn(ticker(start, ticks.clone(), stop.clone()));
+    let input = scripted(start, script.clone(), keys.clone());
+    let ended = run::run(&mut terminal, input, &mut app, ctx, Some(&mut log)).await;
+    stop.cancel();
+    ended?;
+    let total = start.elapsed();
+
+    let since = |t: Instant| t.saturating_duration_since(start);
+    let lookups = app
+        .rows
+        .iter()
+        .filter_map(|row| {
+            let latency = match &row.status {
+                Status::Found { latency, .. }
+                | Status::NotFound { latency }
+                | Status::Failed { latency, .. } => *latency,
+                Status::Cancelled { after } => *after,
+                Status::Pending { .. } => return None,
+            };
+            Some(Span {
+                start: since(row.started),
+                end: since(row.started) + latency,
+            })
+        })
+        .collect();
+    let ticks = ticks.lock().map(|t| t.clone()).unwrap_or_default();
+    let keys = keys.borrow().clone();
+    Ok(Run {
+        label: mode.label().to_lowercase(),
+        threads: threads_used(mode),
+        total,
+        frame_interval: ctx.frame_interval,
+        tick_interval: TICK,
+        frames: log.drawn.iter().map(|&t| since(t)).collect(),
+        keys,
+        ticks,
+        lookups,
+    })
+}
+
+/// OS threads that ran the interface and its lookups. Async: the runtime's own threads (one by
+/// default, the interface's). Sync: those plus the one helper thread the blocking call waits
+/// on, since a thread cannot drive the I/O it is blocked on.
+fn threads_used(mode: Mode) -> usize {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    match mode {
+        Mode::Async => workers,
+        Mode::Sync => workers + 1,
+    }
+}
+
+/// The keyboard: each key is handed over at its time, or as soon as the loop asks for input
+/// again if it was busy then. The moment the loop takes a key is the moment it is handled.
+fn scripted(
+    start: Instant,
+    script: Script,
+    handled: Rc<RefCell<Vec<Key>>>,
+) -> impl Stream<Item = io::Result<Event>> + Unpin {
+    let queue: VecDeque<_> = script.keys.into();
+    Box::pin(futures::stream::unfold(queue, move |mut queue| {
+        let handled = handled.clone();
+        async move {
+            let Some((at, key)) = queue.pop_front() else {
+                tokio::time::sleep_until((start + script.end).into()).await;
+                return None;
+            };
+            tokio::time::sleep_until((start + at).into()).await;
+            handled.borrow_mut().push(Key {
+                pressed: at,
+                handled: Some(start.elapsed()),
+            });
+            Some((Ok(Event::Key(key)), queue))
+        }
+    }))
+}
+
+/// Background work beside the interface: a 10 Hz tick that runs only when the thread is free.
+async fn ticker(start: Instant, ticks: Arc<Mutex<Vec<Duration>>>, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(TICK);
+    // A tick that could not run on time is missed, not made up later in a burst.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if let Ok(mut ticks) = ticks.lock() {
+                    ticks.push(start.elapsed());
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// `userfetch demo`.
+pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "userfetch: running the session sync and async against a demo API with {} latency…",
+        humantime::format_duration(args.latency)
+    );
+    let report = measure(opts, args.latency, args.lookups.into()).await?;
+    let title = format!(
+        "userfetch demo: one lookup of {} while typing, then {} lookups",
+        humantime::format_duration(args.latency),
+        args.lookups
+    );
+    if let Some(path) = &args.svg {
+        write_file(path, &timeline::render_svg(&all_runs(&report)))?;
+    }
+    if let Some(path) = &args.html {
+        write_file(path, &timeline::render_html(&all_runs(&report), &title))?;
+    }
+    if args.json {
+        let measures: Vec<_> = all_runs(&report)
+            .iter()
+            .map(|r| (r.label.clone(), r.measures()))
+            .collect();
+        let json = serde_json::json!({ "report": report, "measures": measures });
+        println!("{json}");
+        return Ok(ExitCode::Success);
+    }
+    let width = crossterm::terminal::size()
+        .map(|(w, _)| w as usize)
+        .unwrap_or(100)
+        .clamp(40, 160);
+    println!("{title}\n");
+    println!("{}", timeline::table(&report.typing));
+    println!(
+        "{}",
+        timeline::render_text(&report.typing, width.saturating_sub(14))
+    );
+    println!("{}", many_summary(&report));
+    println!(
+        "{}",
+        timeline::render_text(&report.many, width.saturating_sub(14))
+    );
+    Ok(ExitCode::Success)
+}
+
+/// Both scenarios as one list, labelled, for pictures.
+fn all_runs(report: &Report) -> Vec<Run> {
+    let label = |scenario: &str, r: &Run| Run {
+        label: format!("{scenario}: {}", r.label),
+        ..r.clone()
+    };
+    report
+        .typing
+        .iter()
+        .map(|r| label("typing", r))
+        .chain(
+            report
+                .many
+                .iter()
+                .map(|r| label(&format!("{} lookups", report.lookups), r)),
+        )
+        .collect()
+}
+
+/// First submit to last answer, per mode: sync adds the latencies up, async overlaps them.
+pub fn busy_time(run: &Run) -> Duration {
+    let first = run
+        .lookups
+        .iter()
+        .map(|s| s.start)
+        .min()
+        .unwrap_or_default();
+    let last = run.lookups.iter().map(|s| s.end).max().unwrap_or_default();
+    last.saturating_sub(first)
+}
+
+fn many_summary(report: &Report) -> String {
+    let mut out = format!(
+        "{} lookups of {} each, first submit to last answer:\n",
+        report.lookups,
+        humantime::format_duration(report.latency)
+    );
+    for run in &report.many {
+        out.push_str(&format!(
+            "  {:5}  {:>8} ms  on {} OS thread(s)\n",
+            run.label,
+            busy_time(run).as_millis(),
+            run.threads
+        ));
+    }
+    out.push_str("async overlaps the waits on one thread: concurrent, not parallel.\n");
+    out
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    // Written beside the target and renamed, so a failed write never leaves half a picture.
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,635 @@
+//! What one scripted session recorded, what it measures, and how it is drawn.
+//!
+//! Everything here is pure: a [`Run`] is plain data on one clock (offsets from the start of the
+//! session), so the same recording can be measured, printed in the terminal, and drawn as SVG
+//! or HTML — and tested from fixed numbers.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A key press: when the person pressed it, and when the UI loop got to it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Key {
+    #[serde(with = "millis")]
+    pub pressed: Duration,
+    #[serde(with = "millis_opt")]
+    pub handled: Option<Duration>,
+}
+
+/// A lookup's life, from submit to outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Span {
+    #[serde(with = "millis")]
+    pub start: Duration,
+    #[serde(with = "millis")]
+    pub end: Duration,
+}
+
+/// One session, sync or async, on one clock.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub label: String,
+    /// OS threads that ran the UI loop and its lookups.
+    pub threads: usize,
+    #[serde(with = "millis")]
+    pub total: Duration,
+    #[serde(with = "millis")]
+    pub frame_interval: Duration,
+    #[serde(with = "millis")]
+    pub tick_interval: Duration,
+    #[serde(with = "millis_vec")]
+    pub frames: Vec<Duration>,
+    pub keys: Vec<Key>,
+    #[serde(with = "millis_vec")]
+    pub ticks: Vec<Duration>,
+    pub lookups: Vec<Span>,
+}
+
+/// A key counts as late when the loop took longer than this to get to it: three frames at
+/// 60 fps, about where people notice lag in typing.
+pub const LATE_KEY: Duration = Duration::from_millis(50);
+
+/// The numbers the side-by-side table shows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Measures {
+    #[serde(with = "millis")]
+    pub total: Duration,
+    pub frames_drawn: usize,
+    /// Frames a 60 fps bar would have drawn while lookups were pending.
+    pub frames_expected: usize,
+    /// The longest time the screen did not change while it should have (a lookup pending),
+    /// or a key waited, whichever is longer.
+    #[serde(with = "millis")]
+    pub longest_freeze: Duration,
+    pub keys: usize,
+    pub keys_late: usize,
+    #[serde(with = "millis")]
+    pub worst_key_delay: Duration,
+    pub ticks_run: usize,
+    pub ticks_missed: usize,
+    pub threads: usize,
+}
+
+impl Run {
+    pub fn measures(&self) -> Measures {
+        let pending = merged(&self.lookups);
+        let pending_time: Duration = pending.iter().map(|s| s.end.saturating_sub(s.start)).sum();
+        let frames_expected = ratio(pending_time, self.frame_interval);
+
+        // Gaps between consecutive frames that overlap a pending interval: the bar should
+        // have moved in them.
+        let mut edges = Vec::with_capacity(self.frames.len() + 2);
+        edges.push(Duration::ZERO);
+        edges.extend(self.frames.iter().copied());
+        edges.push(self.total);
+        edges.sort();
+        let longest = edges
+            .windows(2)
+            .flat_map(|w| {
+                // Only the part of a gap while a lookup was pending counts: idle time before
+                // the first key is not a freeze.
+                pending
+                    .iter()
+                    .map(move |s| w[1].min(s.end).saturating_sub(w[0].max(s.start)))
+            })
+            .max()
+            .unwrap_or_default();
+        let delays = self
+            .keys
+            .iter()
+            .map(|k| k.handled.unwrap_or(self.total).saturating_sub(k.pressed));
+        let worst_key_delay = delays.clone().max().unwrap_or_default();
+        let keys_late = delays.filter(|&d| d > LATE_KEY).count();
+        let ticks_expected = ratio(self.total, self.tick_interval);
+        Measures {
+            total: self.total,
+            frames_drawn: self.frames.len(),
+            frames_expected,
+            longest_freeze: longest.max(worst_key_delay),
+            keys: self.keys.len(),
+            keys_late,
+            worst_key_delay,
+            ticks_run: self.ticks.len(),
+            ticks_missed: ticks_expected.saturating_sub(self.ticks.len()),
+            threads: self.threads,
+        }
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> usize {
+    if b.is_zero() {
+        0
+    } else {
+        (a.as_secs_f64() / b.as_secs_f64()).floor() as usize
+    }
+}
+
+/// Overlapping spans joined, sorted by start.
+fn merged(spans: &[Span]) -> Vec<Span> {
+    let mut sorted = spans.to_vec();
+    sorted.sort_by_key(|s| s.start);
+    let mut out: Vec<Span> = Vec::new();
+    for s in sorted {
+        match out.last_mut() {
+            Some(last) if s.start <= last.end => last.end = last.end.max(s.end),
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+/// A row of the table: its label, and how a run's measures fill its cell.
+type TableRow = (&'static str, fn(&Measures) -> String);
+
+/// The side-by-side table, one column per run.
+pub fn table(runs: &[Run]) -> String {
+    let measures: Vec<Measures> = runs.iter().map(Run::measures).collect();
+    let rows: [TableRow; 7] = [
+        ("total time", |m| ms(m.total)),
+        ("frames drawn / expected", |m| {
+            format!("{} / {}", m.frames_drawn, m.frames_expected)
+        }),
+        ("longest UI freeze", |m| ms(m.longest_freeze)),
+        ("keys handled late (> 50 ms)", |m| {
+            format!("{} of {}", m.keys_late, m.keys)
+        }),
+        ("worst key delay", |m| ms(m.worst_key_delay)),
+        ("background ticks missed", |m| {
+            format!("{} (ran {})", m.ticks_missed, m.ticks_run)
+        }),
+        ("OS threads for UI + lookups", |m| m.threads.to_string()),
+    ];
+    let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(_, f)| measures.iter().map(f).collect())
+        .collect();
+    let col_width = runs
+        .iter()
+        .map(|r| r.label.chars().count())
+        .chain(cells.iter().flatten().map(|c| c.chars().count()))
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    let _ = write!(out, "{:label_width$}", "");
+    for run in runs {
+        let _ = write!(out, "  {:>col_width$}", run.label);
+    }
+    out.push('\n');
+    for ((label, _), values) in rows.iter().zip(&cells) {
+        let _ = write!(out, "{label:label_width$}");
+        for v in values {
+            let _ = write!(out, "  {v:>col_width$}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The timeline as text: for each run, rows for frames, keys, the ticker and each lookup, on
+/// one shared time axis `width` columns wide.
+pub fn render_text(runs: &[Run], width: usize) -> String {
+    let width = width.max(20);
+    let span = runs
+        .iter()
+        .map(|r| r.total)
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_millis(1));
+    let col = |d: Duration| {
+        ((d.as_secs_f64() / span.as_secs_f64()) * (width - 1) as f64).round() as usize
+    };
+    let label_width = 10;
+    let mut out = String::new();
+    for run in runs {
+        let m = run.measures();
+        let _ = writeln!(
+            out,
+            "{} — {} thread(s), longest freeze {}",
+            run.label,
+            run.threads,
+            ms(m.longest_freeze)
+        );
+        let mut frames = vec!['·'; width];
+        for &f in &run.frames {
+            frames[col(f).min(width - 1)] = '|';
+        }
+        let mut keys = vec![' '; width];
+        for k in &run.keys {
+            let from = col(k.pressed).min(width - 1);
+            let to = col(k.handled.unwrap_or(run.total)).min(width - 1);
+            for c in keys.iter_mut().take(to).skip(from + 1) {
+                *c = '─';
+            }
+            keys[from] = 'k';
+            if to > from {
+                keys[to] = '▲';
+            }
+        }
+        let mut ticks = vec![' '; width];
+        for &t in &run.ticks {
+            ticks[col(t).min(width - 1)] = '•';
+        }
+        let mut row = |name: &str, cells: &[char]| {
+            let _ = writeln!(
+                out,
+                "  {name:<label_width$}{}",
+                cells.iter().collect::<String>()
+            );
+        };
+        row("frames", &frames);
+        row("keys", &keys);
+        row("ticker", &ticks);
+        for (i, l) in run.lookups.iter().enumerate() {
+            let mut cells = vec![' '; width];
+            let (from, to) = (col(l.start).min(width - 1), col(l.end).min(width - 1));
+            for c in cells.iter_mut().take(to + 1).skip(from) {
+                *c = '━';
+            }
+            row(&format!("lookup {}", i + 1), &cells);
+        }
+        out.push('\n');
+    }
+    let end = ms(span);
+    let mid = ms(span / 2);
+    let mut axis = vec![' '; width];
+    for (i, c) in "0 ms".chars().enumerate() {
+        axis[i] = c;
+    }
+    let mid_at = (width / 2).saturating_sub(mid.len() / 2);
+    for (i, c) in mid.chars().enumerate() {
+        axis[mid_at + i] = c;
+    }
+    for (i, c) in end.chars().enumerate() {
+        axis[width - end.len() + i] = c;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<label_width$}{}",
+        "",
+        axis.iter().collect::<String>()
+    );
+    let _ = writeln!(
+        out,
+        "  legend: | frame drawn   k─▲ key pressed → handled   • background tick   ━ lookup in flight"
+    );
+    out
+}
+
+const LANE: f64 = 22.0;
+const LEFT: f64 = 110.0;
+const PLOT: f64 = 900.0;
+
+/// The timeline as a standalone SVG document.
+pub fn render_svg(runs: &[Run]) -> String {
+    let mut svg = String::new();
+    let height = svg_height(runs);
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" viewBox="0 0 {w} {height}" font-family="sans-serif" font-size="12">"#,
+        w = LEFT + PLOT + 30.0
+    );
+    svg_body(&mut svg, runs);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn svg_height(runs: &[Run]) -> f64 {
+    let lanes: usize = runs.iter().map(|r| 4 + r.lookups.len()).sum();
+    lanes as f64 * LANE + 50.0 + 40.0 * runs.len() as f64
+}
+
+fn svg_body(svg: &mut String, runs: &[Run]) {
+    let span = runs
+        .iter()
+        .map(|r| r.total)
+        .max()
+        .unwrap_or_default()
+        .max(Duration::from_millis(1));
+    let x = |d: Duration| LEFT + d.as_secs_f64() / span.as_secs_f64() * PLOT;
+    let mut y = 10.0;
+    for run in runs {
+        let m = run.measures();
+        y += 20.0;
+        let _ = writeln!(
+            svg,
+            r#"<text x="10" y="{y}" font-weight="bold">{} — {} thread(s), longest freeze {}, {} ticks missed</text>"#,
+            xml_escape(&run.label),
+            run.threads,
+            ms(m.longest_freeze),
+            m.ticks_missed
+        );
+        y += 10.0;
+        let mut lane = |name: &str, body: &mut dyn FnMut(&mut String, f64)| {
+            let mid = y + LANE / 2.0;
+            let _ = writeln!(
+                svg,
+                r##"<g class="track"><text x="10" y="{:.1}">{}</text>"##,
+                mid + 4.0,
+                xml_escape(name)
+            );
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="#ddd"/>"##,
+                LEFT + PLOT
+            );
+            body(svg, mid);
+            svg.push_str("</g>\n");
+            y += LANE;
+        };
+        lane("frames", &mut |s, mid| {
+            for &f in &run.frames {
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="#2b7bb9"/>"##,
+                    x(f),
+                    mid - 8.0,
+                    mid + 8.0
+                );
+            }
+        });
+        lane("keys", &mut |s, mid| {
+            for k in &run.keys {
+                let handled = k.handled.unwrap_or(run.total);
+                let late = handled.saturating_sub(k.pressed) > LATE_KEY;
+                let colour = if late { "#d62728" } else { "#2ca02c" };
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="{colour}" stroke-width="2"/><circle cx="{:.1}" cy="{mid:.1}" r="3" fill="none" stroke="{colour}"/><circle cx="{:.1}" cy="{mid:.1}" r="3" fill="{colour}"/>"##,
+                    x(k.pressed),
+                    x(handled),
+                    x(k.pressed),
+                    x(handled)
+                );
+            }
+        });
+        lane("ticker", &mut |s, mid| {
+            for &t in &run.ticks {
+                let _ = writeln!(
+                    s,
+                    r##"<circle cx="{:.1}" cy="{mid:.1}" r="2.5" fill="#9467bd"/>"##,
+                    x(t)
+                );
+            }
+        });
+        for (i, l) in run.lookups.iter().enumerate() {
+            lane(&format!("lookup {}", i + 1), &mut |s, mid| {
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="10" rx="3" fill="#ff7f0e"/>"##,
+                    x(l.start),
+                    mid - 5.0,
+                    (x(l.end) - x(l.start)).max(1.0)
+                );
+            });
+        }
+        y += 10.0;
+    }
+    // The time axis, shared by every run.
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#333"/>"##,
+        LEFT + PLOT
+    );
+    let step = axis_step(span);
+    let mut t = Duration::ZERO;
+    while t <= span {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{0:.1}" y1="{y:.1}" x2="{0:.1}" y2="{1:.1}" stroke="#333"/><text x="{0:.1}" y="{2:.1}" text-anchor="middle">{3}</text>"##,
+            x(t),
+            y + 5.0,
+            y + 18.0,
+            ms(t)
+        );
+        t += step;
+    }
+}
+
+/// A round axis step giving five to ten labels.
+fn axis_step(span: Duration) -> Duration {
+    let total = span.as_millis().max(1) as u64;
+    [
+        10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000,
+    ]
+    .into_iter()
+    .find(|step| total / step <= 10)
+    .map(Duration::from_millis)
+    .unwrap_or(Duration::from_secs(60))
+}
+
+/// One self-contained HTML page: the table, the legend and the timeline, no external references.
+pub fn render_html(runs: &[Run], title: &str) -> String {
+    let mut body = String::new();
+    let height = svg_height(runs);
+    let _ = writeln!(
+        body,
+        r#"<svg width="{w}" height="{height}" viewBox="0 0 {w} {height}" font-family="sans-serif" font-size="12" role="img" aria-label="timeline">"#,
+        w = LEFT + PLOT + 30.0
+    );
+    svg_body(&mut body, runs);
+    body.push_str("</svg>\n");
+    format!(
+        r##"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+pre {{ background: #f6f6f6; padding: 1em; }}
+.legend span {{ margin-right: 1.5em; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<pre>{table}</pre>
+<p class="legend"><span style="color:#2b7bb9">| frame drawn</span><span style="color:#2ca02c">○─● key pressed → handled</span><span style="color:#d62728">○─● key handled late</span><span style="color:#9467bd">● background tick</span><span style="color:#ff7f0e">▬ lookup in flight</span></p>
+{body}</body>
+</html>
+"##,
+        title = xml_escape(title),
+        table = xml_escape(&table(runs)),
+    )
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Durations as milliseconds (fractional) in JSON output.
+pub(crate) mod millis {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+}
+
+mod millis_opt {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+mod millis_vec {
+    use serde::Serializer;
+    use serde::ser::SerializeSeq;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for d in v {
+            seq.serialize_element(&(d.as_secs_f64() * 1000.0))?;
+        }
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A fixed recording: sync froze for the whole 1 s lookup, async kept drawing.
+    fn recorded() -> Vec<Run> {
+        let frames_async: Vec<Duration> = (0..=70).map(|i| ms(100 + i * 17)).collect();
+        vec![
+            Run {
+                label: "sync".into(),
+                threads: 1,
+                total: ms(1300),
+                frame_interval: ms(17),
+                tick_interval: ms(100),
+                frames: vec![ms(0), ms(50), ms(100), ms(1120), ms(1200)],
+                keys: vec![
+                    Key {
+                        pressed: ms(90),
+                        handled: Some(ms(95)),
+                    },
+                    Key {
+                        pressed: ms(400),
+                        handled: Some(ms(1110)),
+                    },
+                    Key {
+                        pressed: ms(700),
+                        handled: Some(ms(1111)),
+                    },
+                ],
+                ticks: vec![ms(0), ms(100), ms(1100), ms(1200)],
+                lookups: vec![Span {
+                    start: ms(100),
+                    end: ms(1100),
+                }],
+            },
+            Run {
+                label: "async".into(),
+                threads: 1,
+                total: ms(1300),
+                frame_interval: ms(17),
+                tick_interval: ms(100),
+                frames: frames_async,
+                keys: vec![
+                    Key {
+                        pressed: ms(90),
+                        handled: Some(ms(91)),
+                    },
+                    Key {
+                        pressed: ms(400),
+                        handled: Some(ms(402)),
+                    },
+                    Key {
+                        pressed: ms(700),
+                        handled: Some(ms(701)),
+                    },
+                ],
+                ticks: (0..13).map(|i| ms(i * 100)).collect(),
+                lookups: vec![Span {
+                    start: ms(100),
+                    end: ms(1100),
+                }],
+            },
+        ]
+    }
+
+    #[test]
+    fn sync_measures_show_the_freeze() {
+        let runs = recorded();
+        let sync = runs[0].measures();
+        assert_eq!(sync.longest_freeze, ms(1000));
+        assert_eq!(sync.keys_late, 2);
+        assert_eq!(sync.worst_key_delay, ms(710));
+        assert_eq!(sync.ticks_missed, 9);
+        let asynchronous = runs[1].measures();
+        assert!(asynchronous.longest_freeze <= ms(20), "{asynchronous:?}");
+        assert_eq!(asynchronous.keys_late, 0);
+        assert_eq!(asynchronous.ticks_missed, 0);
+        assert_eq!(asynchronous.frames_expected, 58);
+    }
+
+    #[test]
+    fn overlapping_lookups_count_their_pending_time_once() {
+        let spans = [
+            Span {
+                start: ms(0),
+                end: ms(100),
+            },
+            Span {
+                start: ms(50),
+                end: ms(150),
+            },
+        ];
+        assert_eq!(
+            merged(&spans),
+            vec![Span {
+                start: ms(0),
+                end: ms(150)
+            }]
+        );
+    }
+
+    #[test]
+    fn terminal_timeline_snapshot() {
+        let runs = recorded();
+        insta::assert_snapshot!(format!("{}\n{}", table(&runs), render_text(&runs, 60)));
+    }
+
+    #[test]
+    fn svg_is_well_formed_with_one_group_per_track() {
+        let runs = recorded();
+        let svg = render_svg(&runs);
+        let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+        let tracks = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("g") && n.attribute("class") == Some("track"))
+            .count();
+        // frames, keys, ticker and one lookup, for each of the two runs.
+        assert_eq!(tracks, 2 * 4);
+    }
+
+    #[test]
+    fn html_is_self_contained() {
+        let html = render_html(&recorded(), "userfetch demo <1 s>");
+        for external in ["src=", "href=", "http://", "https://", "@import", "url("] {
+            assert!(!html.contains(external), "found {external}");
+        }
+        assert!(html.contains("&lt;1 s&gt;"));
+        assert!(html.contains("<svg") && html.contains("legend"));
+    }
+}

@@ -1,0 +1,1059 @@
+//! The interactive screen's state and the one function that changes it.
+//!
+//! `update` is pure: no clock reads, no I/O. Time enters as `App::now`, which the loop sets
+//! before every message and every frame, so tests (and snapshots) choose the time themselves.
+//! What should happen outside the state (start a lookup, cancel one, quit) comes back as
+//! [`Effect`]s for the loop to carry out.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::client::{ErrorKind, FetchError, RetryNotice};
+use crate::engine::{Outcome, Source};
+use crate::id::UserId;
+use crate::term::sanitize;
+
+/// Identifies one submitted lookup. Results carry it back, and are applied only while the row
+/// with this id is still waiting for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReqId(pub u64);
+
+/// How a lookup runs: as a task beside the interface, or blocking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Async,
+    Sync,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Async => "ASYNC",
+            Mode::Sync => "SYNC",
+        }
+    }
+}
+
+/// Fixed facts about this run, shown on screen.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker threads of the runtime (1: everything shares one thread).
+    pub threads: u16,
+    /// The per-attempt timeout, so a waiting row can show how much of it is used.
+    pub timeout: Duration,
+    pub mode: Mode,
+    /// Where lookups go, for the header.
+    pub api: String,
+    pub color: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            threads: 1,
+            timeout: Duration::from_secs(10),
+            mode: Mode::Async,
+            api: String::new(),
+            color: false,
+        }
+    }
+}
+
+/// Everything that can happen to the screen.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Key(KeyEvent),
+    /// The engine is waiting before another attempt.
+    Retrying {
+        req: ReqId,
+        notice: RetryNotice,
+    },
+    Done {
+        req: ReqId,
+        outcome: Outcome,
+    },
+    /// A sync-mode lookup held the interface for this long.
+    Froze(Duration),
+    /// The clock task's tick, with the wall-clock time it read.
+    Clock(SystemTime),
+    Health(Result<Duration, FetchError>),
+    /// A frame reached the terminal. `gap` is the time since the previous frame when an
+    /// animation was running (a gap while idle means nothing); `input_to_draw` is the wait of
+    /// the oldest key shown by this frame.
+    Frame {
+        gap: Option<Duration>,
+        input_to_draw: Option<Duration>,
+    },
+}
+
+/// Work for the loop: the outside world, as the state asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Lookup {
+        req: ReqId,
+        id: UserId,
+        mode: Mode,
+    },
+    Cancel(ReqId),
+    /// Leave now; every lookup still in flight is cancelled.
+    Quit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub until: Instant,
+    pub next_attempt: u32,
+    pub max_attempts: u32,
+    /// Why the last attempt failed, sanitized.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Status {
+    Pending {
+        retry: Option<Retry>,
+    },
+    Found {
+        /// The user's name (or a stand-in), sanitized.
+        summary: String,
+        source: Source,
+        latency: Duration,
+        attempts: u32,
+        /// The record as indented `key: value` lines, sanitized.
+        detail: Vec<String>,
+    },
+    NotFound {
+        latency: Duration,
+    },
+    Failed {
+        kind: ErrorKind,
+        /// Sanitized: error text can quote the server.
+        message: String,
+        latency: Duration,
+    },
+    Cancelled {
+        after: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub req: ReqId,
+    /// The id as typed; sanitized for display (an id may hold bidi controls).
+    pub id: String,
+    pub mode: Mode,
+    pub started: Instant,
+    pub status: Status,
+}
+
+impl Row {
+    pub fn is_pending(&self) -> bool {
+        matches!(self.status, Status::Pending { .. })
+    }
+}
+
+/// Counters for the stats line. Percentiles are computed on demand from `latencies`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub in_flight: usize,
+    pub found: u64,
+    pub not_found: u64,
+    pub errors: u64,
+    pub cancelled: u64,
+    pub cache_hits: u64,
+    /// Latencies of found lookups, in microseconds. Unsorted; see [`Stats::percentiles`].
+    pub latencies: Vec<u64>,
+    /// (p50, p95), refreshed by [`App::prepare_frame`] when `latencies` changed.
+    pub percentiles: Option<(Duration, Duration)>,
+    stale: bool,
+}
+
+impl Stats {
+    fn refresh(&mut self) {
+        if !self.stale {
+            return;
+        }
+        self.stale = false;
+        if self.latencies.is_empty() {
+            self.percentiles = None;
+            return;
+        }
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        let at = |q: f64| {
+            let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+            Duration::from_micros(sorted[i])
+        };
+        self.percentiles = Some((at(0.50), at(0.95)));
+    }
+}
+
+/// The last API health check.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub at: Instant,
+    pub result: Result<Duration, String>,
+    pub checks: u64,
+}
+
+/// The responsiveness meter: how often frames reach the screen, and the longest stall.
+#[derive(Debug, Clone, Default)]
+pub struct Meter {
+    frames: VecDeque<Instant>,
+    gaps: VecDeque<(Instant, Duration)>,
+    pub last_input_to_draw: Option<Duration>,
+    /// How long the last sync lookup held the interface.
+    pub last_freeze: Option<Duration>,
+}
+
+/// Frames per second are counted over this window.
+const FPS_WINDOW: Duration = Duration::from_secs(1);
+/// The longest gap is taken over this window: long enough to read, short enough to recover.
+pub const GAP_WINDOW: Duration = Duration::from_secs(5);
+
+impl Meter {
+    fn record(&mut self, at: Instant, gap: Option<Duration>) {
+        self.frames.push_back(at);
+        if let Some(gap) = gap {
+            self.gaps.push_back((at, gap));
+        }
+        self.forget_before(at);
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while self
+            .frames
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > FPS_WINDOW)
+        {
+            self.frames.pop_front();
+        }
+        while self
+            .gaps
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > GAP_WINDOW)
+        {
+            self.gaps.pop_front();
+        }
+    }
+
+    /// Frames drawn in the last second before `now`.
+    pub fn fps(&self, now: Instant) -> usize {
+        self.frames
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= FPS_WINDOW)
+            .count()
+    }
+
+    /// The longest gap between animation frames in the last few seconds.
+    pub fn longest_gap(&self, now: Instant) -> Option<Duration> {
+        self.gaps
+            .iter()
+            .filter(|(t, _)| now.saturating_duration_since(*t) <= GAP_WINDOW)
+            .map(|(_, g)| *g)
+            .max()
+    }
+}
+
+/// The whole state of the screen.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Config,
+    /// The current time, set by whoever drives `update` and the view.
+    pub now: Instant,
+    pub started: Instant,
+    pub mode: Mode,
+    pub input: String,
+    /// Cursor position in characters.
+    pub cursor: usize,
+    pub history: Vec<String>,
+    /// Where Up/Down stand in `history`; `None` while editing a new line.
+    history_pos: Option<usize>,
+    /// The unfinished line, kept while walking the history.
+    draft: String,
+    pub rows: Vec<Row>,
+    pub selected: Option<usize>,
+    /// A message about the last thing typed (an invalid id), sanitized.
+    pub notice: Option<String>,
+    pub stats: Stats,
+    pub health: Option<Health>,
+    /// The clock task's last tick; it stops moving when the interface is blocked.
+    pub clock: Option<SystemTime>,
+    pub ticks: u64,
+    pub meter: Meter,
+    /// The sync-mode lookup holding the interface right now.
+    pub frozen_on: Option<ReqId>,
+    pub quit: bool,
+    /// The quit came from Ctrl-C, which scripts and shells read as an interruption.
+    pub interrupted: bool,
+    next_req: u64,
+}
+
+impl App {
+    pub fn new(config: Config, now: Instant) -> App {
+        App {
+            mode: config.mode,
+            config,
+            now,
+            started: now,
+            input: String::new(),
+            cursor: 0,
+            history: Vec::new(),
+            history_pos: None,
+            draft: String::new(),
+            rows: Vec::new(),
+            selected: None,
+            notice: None,
+            stats: Stats::default(),
+            health: None,
+            clock: None,
+            ticks: 0,
+            meter: Meter::default(),
+            frozen_on: None,
+            quit: false,
+            interrupted: false,
+            next_req: 0,
+        }
+    }
+
+    /// True while something on screen moves by itself (a loading bar, a retry countdown), so
+    /// the loop keeps drawing at the frame rate; otherwise it draws only when told something.
+    pub fn animating(&self) -> bool {
+        self.stats.in_flight > 0
+    }
+
+    /// Brings derived figures up to date before a frame; kept out of `update` so a burst of
+    /// ten thousand results costs one sort per frame, not one per result.
+    pub fn prepare_frame(&mut self) {
+        self.stats.refresh();
+        self.meter.forget_before(self.now);
+    }
+
+    pub fn selected_row(&self) -> Option<&Row> {
+        self.selected.and_then(|i| self.rows.get(i))
+    }
+
+    /// The row for `req`, if it exists. Request ids are handed out in row order, so the id is
+    /// the index; the check guards against that ever changing.
+    fn row_index(&self, req: ReqId) -> Option<usize> {
+        let i = usize::try_from(req.0).ok()?;
+        self.rows.get(i).filter(|r| r.req == req).map(|_| i)
+    }
+
+    fn row_mut(&mut self, req: ReqId) -> Option<&mut Row> {
+        let i = self.row_index(req)?;
+        self.rows.get_mut(i)
+    }
+}
+
+/// Applies one message and says what the loop must do about it.
+pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
+    match msg {
+        Msg::Key(key) => on_key(app, key),
+        Msg::Retrying { req, notice } => {
+            let now = app.now;
+            if let Some(row) = app.row_mut(req)
+                && let Status::Pending { retry } = &mut row.status
+            {
+                *retry = Some(Retry {
+                    until: now + notice.delay,
+                    next_attempt: notice.failed_attempt + 1,
+                    max_attempts: notice.max_attempts,
+                    reason: sanitize(&notice.error.to_string()).into_owned(),
+                });
+            }
+            Vec::new()
+        }
+        Msg::Done { req, outcome } => {
+            on_done(app, req, outcome);
+            Vec::new()
+        }
+        Msg::Froze(held) => {
+            app.meter.last_freeze = Some(held);
+            app.frozen_on = None;
+            Vec::new()
+        }
+        Msg::Clock(wall) => {
+            app.clock = Some(wall);
+            app.ticks += 1;
+            Vec::new()
+        }
+        Msg::Health(result) => {
+            let checks = app.health.as_ref().map_or(0, |h| h.checks) + 1;
+            app.health = Some(Health {
+                at: app.now,
+                result: result.map_err(|e| sanitize(&e.to_string()).into_owned()),
+                checks,
+            });
+            Vec::new()
+        }
+        Msg::Frame { gap, input_to_draw } => {
+            let now = app.now;
+            app.meter.record(now, gap);
+            if input_to_draw.is_some() {
+                app.meter.last_input_to_draw = input_to_draw;
+            }
+            Vec::new()
+        }
+    }
+}
+
+fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
+    // Terminals that report releases would otherwise type every character twice.
+    if key.kind == KeyEventKind::Release {
+        return Vec::new();
+    }
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    match key.code {
+        KeyCode::Char('c') if ctrl => {
+            app.interrupted = true;
+            quit(app)
+        }
+        KeyCode::Char('u') if ctrl => {
+            let at = byte_index(&app.input, app.cursor);
+            app.input.drain(..at);
+            app.cursor = 0;
+            Vec::new()
+        }
+        KeyCode::Char('q') if app.input.is_empty() && !ctrl => quit(app),
+        KeyCode::Char(c) if !ctrl => {
+            let at = byte_index(&app.input, app.cursor);
+            app.input.insert(at, c);
+            app.cursor += 1;
+            app.notice = None;
+            Vec::new()
+        }
+        KeyCode::Backspace if app.cursor > 0 => {
+            app.cursor -= 1;
+            let at = byte_index(&app.input, app.cursor);
+            app.input.remove(at);
+            Vec::new()
+        }
+        KeyCode::Delete if app.cursor < app.input.chars().count() => {
+            let at = byte_index(&app.input, app.cursor);
+            app.input.remove(at);
+            Vec::new()
+        }
+        KeyCode::Left => {
+            app.cursor = app.cursor.saturating_sub(1);
+            Vec::new()
+        }
+        KeyCode::Right => {
+            app.cursor = (app.cursor + 1).min(app.input.chars().count());
+            Vec::new()
+        }
+        KeyCode::Home => {
+            app.cursor = 0;
+            Vec::new()
+        }
+        KeyCode::End => {
+            app.cursor = app.input.chars().count();
+            Vec::new()
+        }
+        KeyCode::Up => {
+            history_back(app);
+            Vec::new()
+        }
+        KeyCode::Down => {
+            history_forward(app);
+            Vec::new()
+        }
+        KeyCode::Tab => {
+            select(app, 1);
+            Vec::new()
+        }
+        KeyCode::BackTab => {
+            select(app, -1);
+            Vec::new()
+        }
+        KeyCode::Esc => cancel_selected(app),
+        KeyCode::F(2) => {
+            app.mode = match app.mode {
+                Mode::Async => Mode::Sync,
+                Mode::Sync => Mode::Async,
+            };
+            Vec::new()
+        }
+        KeyCode::Enter => submit(app),
+        _ => Vec::new(),
+    }
+}
+
+fn quit(app: &mut App) -> Vec<Effect> {
+    app.quit = true;
+    vec![Effect::Quit]
+}
+
+fn byte_index(text: &str, chars: usize) -> usize {
+    text.char_indices()
+        .nth(chars)
+        .map_or(text.len(), |(i, _)| i)
+}
+
+fn set_input(app: &mut App, text: String) {
+    app.cursor = text.chars().count();
+    app.input = text;
+}
+
+fn history_back(app: &mut App) {
+    if app.history.is_empty() {
+        return;
+    }
+    let pos = match app.history_pos {
+        None => {
+            app.draft = std::mem::take(&mut app.input);
+            app.history.len() - 1
+        }
+        Some(p) => p.saturating_sub(1),
+    };
+    app.history_pos = Some(pos);
+    set_input(app, app.history[pos].clone());
+}
+
+fn history_forward(app: &mut App) {
+    let Some(pos) = app.history_pos else { return };
+    if pos + 1 < app.history.len() {
+        app.history_pos = Some(pos + 1);
+        set_input(app, app.history[pos + 1].clone());
+    } else {
+        app.history_pos = None;
+        let draft = std::mem::take(&mut app.draft);
+        set_input(app, draft);
+    }
+}
+
+fn select(app: &mut App, step: isize) {
+    if app.rows.is_empty() {
+        return;
+    }
+    let last = app.rows.len() - 1;
+    app.selected = Some(match app.selected {
+        None => last,
+        Some(i) => i.saturating_add_signed(step).min(last),
+    });
+}
+
+fn submit(app: &mut App) -> Vec<Effect> {
+    if app.input.is_empty() {
+        return Vec::new();
+    }
+    let text = std::mem::take(&mut app.input);
+    app.cursor = 0;
+    app.history_pos = None;
+    app.draft.clear();
+    if app.history.last() != Some(&text) {
+        app.history.push(text.clone());
+    }
+    let id = match UserId::parse(&text) {
+        Ok(id) => id,
+        Err(e) => {
+            app.notice = Some(format!(
+                "not looked up: {} ({e})",
+                sanitize(&crate::get::quote(&text))
+            ));
+            return Vec::new();
+        }
+    };
+    app.notice = None;
+    let req = ReqId(app.next_req);
+    app.next_req += 1;
+    app.rows.push(Row {
+        req,
+        id: sanitize(id.as_str()).into_owned(),
+        mode: app.mode,
+        started: app.now,
+        status: Status::Pending { retry: None },
+    });
+    app.selected = Some(app.rows.len() - 1);
+    app.stats.in_flight += 1;
+    if app.mode == Mode::Sync {
+        app.frozen_on = Some(req);
+    }
+    vec![Effect::Lookup {
+        req,
+        id,
+        mode: app.mode,
+    }]
+}
+
+fn cancel_selected(app: &mut App) -> Vec<Effect> {
+    let now = app.now;
+    let Some(row) = app.selected.and_then(|i| app.rows.get_mut(i)) else {
+        return Vec::new();
+    };
+    if !row.is_pending() {
+        return Vec::new();
+    }
+    row.status = Status::Cancelled {
+        after: now.saturating_duration_since(row.started),
+    };
+    let req = row.req;
+    app.stats.in_flight -= 1;
+    app.stats.cancelled += 1;
+    vec![Effect::Cancel(req)]
+}
+
+fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
+    let now = app.now;
+    let Some(i) = app.row_index(req) else { return };
+    let row = &mut app.rows[i];
+    // Cancelled (or otherwise settled) rows keep what they show: a late answer is stale.
+    if !row.is_pending() {
+        return;
+    }
+    let waited = now.saturating_duration_since(row.started);
+    row.status = match outcome {
+        Ok(found) => {
+            let value = found.record.to_value();
+            Status::Found {
+                summary: summary(&value),
+                source: found.source,
+                latency: found.latency,
+                attempts: found.attempts,
+                detail: detail_lines(&value),
+            }
+        }
+        Err(e) if e.kind == ErrorKind::NotFound => Status::NotFound { latency: waited },
+        Err(e) => Status::Failed {
+            kind: e.kind,
+            message: sanitize(&e.to_string()).into_owned(),
+            latency: waited,
+        },
+    };
+    let stats = &mut app.stats;
+    stats.in_flight -= 1;
+    match &row.status {
+        Status::Found {
+            source, latency, ..
+        } => {
+            stats.found += 1;
+            if *source == Source::Cache {
+                stats.cache_hits += 1;
+            }
+            stats.latencies.push(latency.as_micros() as u64);
+            stats.stale = true;
+        }
+        Status::NotFound { .. } => stats.not_found += 1,
+        Status::Cancelled { .. } => stats.cancelled += 1,
+        _ => stats.errors += 1,
+    }
+}
+
+/// What a row shows for a found user: the name when the record has one.
+fn summary(value: &serde_json::Value) -> String {
+    let text = match value.get("name").or_else(|| value.get("username")) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => "found".to_owned(),
+    };
+    sanitize(&text).into_owned()
+}
+
+/// The record as lines for the detail pane: one `key: value` per scalar, nested objects
+/// indented under their key. Sanitized here, once, where API text enters the screen.
+pub fn detail_lines(value: &serde_json::Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    push_value(&mut lines, 0, None, value);
+    lines
+}
+
+fn push_value(lines: &mut Vec<String>, depth: usize, key: Option<&str>, value: &serde_json::Value) {
+    use serde_json::Value;
+    let indent = "  ".repeat(depth);
+    let label = key
+        .map(|k| format!("{}: ", sanitize(k)))
+        .unwrap_or_default();
+    match value {
+        Value::Object(map) => {
+            let inner = if key.is_some() {
+                lines.push(format!("{indent}{}", label.trim_end()));
+                depth + 1
+            } else {
+                depth
+            };
+            for (k, v) in map {
+                push_value(lines, inner, Some(k), v);
+            }
+        }
+        Value::Array(items) if items.iter().all(|v| !v.is_object() && !v.is_array()) => {
+            let joined: Vec<String> = items.iter().map(scalar).collect();
+            lines.push(format!("{indent}{label}[{}]", joined.join(", ")));
+        }
+        Value::Array(items) => {
+            lines.push(format!("{indent}{}", label.trim_end()));
+            for (i, v) in items.iter().enumerate() {
+                push_value(lines, depth + 1, Some(&format!("[{i}]")), v);
+            }
+        }
+        scalar_value => lines.push(format!("{indent}{label}{}", scalar(scalar_value))),
+    }
+}
+
+fn scalar(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => sanitize(s).into_owned(),
+        other => sanitize(&other.to_string()).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Found;
+    use crate::record::Record;
+
+    fn app() -> App {
+        App::new(Config::default(), Instant::now())
+    }
+
+    fn key(code: KeyCode) -> Msg {
+        Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn ctrl(c: char) -> Msg {
+        Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+    }
+
+    fn type_text(app: &mut App, text: &str) {
+        for c in text.chars() {
+            assert!(update(app, key(KeyCode::Char(c))).is_empty());
+        }
+    }
+
+    fn found(name: &str, source: Source) -> Outcome {
+        let body = serde_json::json!({ "id": 1, "name": name, "address": { "city": "X" } });
+        Ok(Found {
+            record: Record::from_body(body.to_string().as_bytes()).unwrap(),
+            source,
+            attempts: 1,
+            latency: Duration::from_millis(300),
+        })
+    }
+
+    #[test]
+    fn enter_submits_a_lookup_and_clears_the_prompt() {
+        let mut app = app();
+        type_text(&mut app, "42");
+        let effects = update(&mut app, key(KeyCode::Enter));
+        assert_eq!(
+            effects,
+            vec![Effect::Lookup {
+                req: ReqId(0),
+                id: UserId::parse("42").unwrap(),
+                mode: Mode::Async
+            }]
+        );
+        assert_eq!(app.input, "");
+        assert_eq!(app.cursor, 0);
+        assert_eq!(app.rows.len(), 1);
+        assert_eq!(app.selected, Some(0));
+        assert_eq!(app.stats.in_flight, 1);
+        assert!(app.animating());
+    }
+
+    #[test]
+    fn empty_enter_does_nothing_and_a_bad_id_is_explained() {
+        let mut app = app();
+        assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+        type_text(&mut app, "..");
+        assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+        assert!(app.rows.is_empty());
+        let notice = app.notice.clone().unwrap();
+        assert!(notice.contains("not looked up"), "{notice}");
+    }
+
+    #[test]
+    fn editing_moves_the_cursor_and_changes_the_line() {
+        let mut app = app();
+        type_text(&mut app, "1234");
+        update(&mut app, key(KeyCode::Left));
+        update(&mut app, key(KeyCode::Left));
+        update(&mut app, key(KeyCode::Backspace));
+        assert_eq!((app.input.as_str(), app.cursor), ("134", 1));
+        update(&mut app, key(KeyCode::Home));
+        update(&mut app, key(KeyCode::Char('9')));
+        assert_eq!((app.input.as_str(), app.cursor), ("9134", 1));
+        update(&mut app, key(KeyCode::Delete));
+        assert_eq!(app.input, "934");
+        update(&mut app, key(KeyCode::End));
+        update(&mut app, key(KeyCode::Right));
+        assert_eq!(app.cursor, 3);
+        update(&mut app, key(KeyCode::Left));
+        update(&mut app, ctrl('u'));
+        assert_eq!((app.input.as_str(), app.cursor), ("4", 0));
+        // Multi-byte characters are edited whole.
+        type_text(&mut app, "é");
+        update(&mut app, key(KeyCode::Backspace));
+        assert_eq!(app.input, "4");
+    }
+
+    #[test]
+    fn q_quits_only_on_an_empty_prompt() {
+        let mut app = app();
+        type_text(&mut app, "a");
+        update(&mut app, key(KeyCode::Char('q')));
+        assert_eq!(app.input, "aq");
+        assert!(!app.quit);
+        update(&mut app, ctrl('u'));
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('q'))),
+            vec![Effect::Quit]
+        );
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn quitting_with_lookups_in_flight_is_immediate() {
+        let mut app = app();
+        for id in ["1", "2", "3"] {
+            type_text(&mut app, id);
+            update(&mut app, key(KeyCode::Enter));
+        }
+        assert_eq!(app.stats.in_flight, 3);
+        type_text(&mut app, "4");
+        // Ctrl-C quits whatever is typed; the loop cancels everything on Quit.
+        assert_eq!(update(&mut app, ctrl('c')), vec![Effect::Quit]);
+        assert!(app.quit && app.interrupted);
+    }
+
+    #[test]
+    fn history_walks_back_and_forward_and_keeps_the_draft() {
+        let mut app = app();
+        for id in ["1", "2", "2", "3"] {
+            type_text(&mut app, id);
+            update(&mut app, key(KeyCode::Enter));
+        }
+        assert_eq!(app.history, ["1", "2", "3"]);
+        type_text(&mut app, "dra");
+        update(&mut app, key(KeyCode::Up));
+        assert_eq!(app.input, "3");
+        update(&mut app, key(KeyCode::Up));
+        update(&mut app, key(KeyCode::Up));
+        update(&mut app, key(KeyCode::Up));
+        assert_eq!((app.input.as_str(), app.cursor), ("1", 1));
+        update(&mut app, key(KeyCode::Down));
+        assert_eq!(app.input, "2");
+        update(&mut app, key(KeyCode::Down));
+        update(&mut app, key(KeyCode::Down));
+        assert_eq!(app.input, "dra");
+        update(&mut app, key(KeyCode::Down));
+        assert_eq!(app.input, "dra");
+    }
+
+    #[test]
+    fn a_result_fills_its_row_and_the_stats() {
+        let mut app = app();
+        type_text(&mut app, "1");
+        update(&mut app, key(KeyCode::Enter));
+        type_text(&mut app, "2");
+        update(&mut app, key(KeyCode::Enter));
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(1),
+                outcome: found("Ervin", Source::Cache),
+            },
+        );
+        let Status::Found {
+            summary, detail, ..
+        } = &app.rows[1].status
+        else {
+            panic!("{:?}", app.rows[1].status)
+        };
+        assert_eq!(summary, "Ervin");
+        assert_eq!(detail, &["id: 1", "name: Ervin", "address:", "  city: X"]);
+        assert!(app.rows[0].is_pending());
+        assert_eq!((app.stats.in_flight, app.stats.found), (1, 1));
+        assert_eq!(app.stats.cache_hits, 1);
+        app.prepare_frame();
+        assert_eq!(
+            app.stats.percentiles,
+            Some((Duration::from_millis(300), Duration::from_millis(300)))
+        );
+    }
+
+    #[test]
+    fn cancel_then_a_late_result_is_dropped() {
+        let mut app = app();
+        type_text(&mut app, "7");
+        update(&mut app, key(KeyCode::Enter));
+        app.now += Duration::from_millis(400);
+        assert_eq!(
+            update(&mut app, key(KeyCode::Esc)),
+            vec![Effect::Cancel(ReqId(0))]
+        );
+        assert_eq!((app.stats.in_flight, app.stats.cancelled), (0, 1));
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(0),
+                outcome: found("Late", Source::Api),
+            },
+        );
+        assert!(matches!(
+            app.rows[0].status,
+            Status::Cancelled { after } if after == Duration::from_millis(400)
+        ));
+        assert_eq!(app.stats.found, 0);
+        // A second Esc has nothing left to cancel.
+        assert!(update(&mut app, key(KeyCode::Esc)).is_empty());
+        // Results for requests that never existed are ignored too.
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(99),
+                outcome: found("Ghost", Source::Api),
+            },
+        );
+        assert_eq!(app.rows.len(), 1);
+    }
+
+    #[test]
+    fn tab_moves_the_selection_that_esc_cancels() {
+        let mut app = app();
+        for id in ["1", "2"] {
+            type_text(&mut app, id);
+            update(&mut app, key(KeyCode::Enter));
+        }
+        update(&mut app, key(KeyCode::BackTab));
+        assert_eq!(app.selected, Some(0));
+        update(&mut app, key(KeyCode::BackTab));
+        assert_eq!(app.selected, Some(0));
+        assert_eq!(
+            update(&mut app, key(KeyCode::Esc)),
+            vec![Effect::Cancel(ReqId(0))]
+        );
+        update(&mut app, key(KeyCode::Tab));
+        update(&mut app, key(KeyCode::Tab));
+        assert_eq!(app.selected, Some(1));
+    }
+
+    #[test]
+    fn a_retry_shows_a_countdown_and_the_next_attempt() {
+        let mut app = app();
+        type_text(&mut app, "5");
+        update(&mut app, key(KeyCode::Enter));
+        let notice = RetryNotice {
+            failed_attempt: 1,
+            max_attempts: 4,
+            delay: Duration::from_millis(2100),
+            error: FetchError::new(ErrorKind::ServerError, 1, "server answered 503\u{1b}[2J"),
+        };
+        update(
+            &mut app,
+            Msg::Retrying {
+                req: ReqId(0),
+                notice,
+            },
+        );
+        let Status::Pending { retry: Some(retry) } = &app.rows[0].status else {
+            panic!()
+        };
+        assert_eq!(retry.until, app.now + Duration::from_millis(2100));
+        assert_eq!((retry.next_attempt, retry.max_attempts), (2, 4));
+        assert!(!retry.reason.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn errors_and_not_found_are_counted_apart() {
+        let mut app = app();
+        for id in ["1", "2"] {
+            type_text(&mut app, id);
+            update(&mut app, key(KeyCode::Enter));
+        }
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(0),
+                outcome: Err(FetchError::new(ErrorKind::NotFound, 1, "not found")),
+            },
+        );
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(1),
+                outcome: Err(FetchError::new(ErrorKind::Timeout, 4, "no answer\u{9b}31m")),
+            },
+        );
+        assert!(matches!(app.rows[0].status, Status::NotFound { .. }));
+        let Status::Failed { message, .. } = &app.rows[1].status else {
+            panic!()
+        };
+        assert_eq!(message, "no answer\u{fffd}31m after 4 attempts");
+        assert_eq!((app.stats.not_found, app.stats.errors), (1, 1));
+        assert!(!app.animating());
+    }
+
+    #[test]
+    fn f2_toggles_sync_mode_and_a_sync_lookup_freezes_the_screen() {
+        let mut app = app();
+        update(&mut app, key(KeyCode::F(2)));
+        assert_eq!(app.mode, Mode::Sync);
+        type_text(&mut app, "3");
+        let effects = update(&mut app, key(KeyCode::Enter));
+        assert!(matches!(
+            effects[..],
+            [Effect::Lookup {
+                mode: Mode::Sync,
+                ..
+            }]
+        ));
+        assert_eq!(app.frozen_on, Some(ReqId(0)));
+        update(&mut app, Msg::Froze(Duration::from_millis(650)));
+        assert_eq!(app.frozen_on, None);
+        assert_eq!(app.meter.last_freeze, Some(Duration::from_millis(650)));
+        update(&mut app, key(KeyCode::F(2)));
+        assert_eq!(app.mode, Mode::Async);
+    }
+
+    #[test]
+    fn the_meter_counts_recent_frames_and_the_longest_gap() {
+        let mut app = app();
+        let t0 = app.now;
+        for i in 0..10u64 {
+            app.now = t0 + Duration::from_millis(100 * i);
+            let gap = (i == 3).then_some(Duration::from_millis(250));
+            update(
+                &mut app,
+                Msg::Frame {
+                    gap,
+                    input_to_draw: None,
+                },
+            );
+        }
+        assert_eq!(app.meter.fps(app.now), 10);
+        assert_eq!(
+            app.meter.longest_gap(app.now),
+            Some(Duration::from_millis(250))
+        );
+        app.now += Duration::from_secs(10);
+        app.prepare_frame();
+        assert_eq!(app.meter.fps(app.now), 0);
+        assert_eq!(app.meter.longest_gap(app.now), None);
+    }
+
+    #[test]
+    fn hostile_record_text_is_sanitized_for_the_screen() {
+        let mut app = app();
+        type_text(&mut app, "1");
+        update(&mut app, key(KeyCode::Enter));
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(0),
+                outcome: found("M\u{1b}]0;PWNED\u{7}\u{1b}[2J\u{9b}\u{202e}x", Source::Api),
+            },
+        );
+        let Status::Found {
+            summary, detail, ..
+        } = &app.rows[0].status
+        else {
+            panic!()
+        };
+        for text in std::iter::once(summary).chain(detail) {
+            assert!(!text.chars().any(crate::term::is_unsafe), "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The loop: terminal events, lookup results and background messages in, frames out.
+//!
+//! Generic over the backend and the input stream, so the same loop runs on a real terminal,
+//! on `TestBackend` in a benchmark, or in a scripted demo.
+//!
+//! Lookups are futures polled by this loop (not spawned tasks): the loop itself decides how
+//! much of its thread they get, and with `biased` select a due frame always comes first, so
+//! ten thousand answers arriving together delay a frame by one answer's work, not by all of
+//! them. Their HTTP connections still run as the client's own tasks.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event as TermEvent, KeyEventKind};
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::app::{App, Effect, Mode, Msg, ReqId, update};
+use super::tasks::{self, Blocking};
+use super::view::view;
+use crate::engine::{Engine, Event, Outcome};
+use crate::id::UserId;
+
+/// What the loop needs besides the screen and the input.
+#[derive(Clone)]
+pub struct Context {
+    pub engine: Engine,
+    /// For the sync-mode engine, which must be built like the main one.
+    pub max_age: Duration,
+    /// The shortest time between two frames.
+    pub frame_interval: Duration,
+    pub health_every: Duration,
+}
+
+impl Context {
+    pub fn new(engine: Engine, max_age: Duration) -> Context {
+        Context {
+            engine,
+            max_age,
+            // 60 fps: smooth for a bar, and the budget the responsiveness targets assume.
+            frame_interval: Duration::from_micros(16_667),
+            health_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Every frame the loop drew, for benchmarks and demos that want more than the on-screen meter.
+#[derive(Debug, Default, Clone)]
+pub struct FrameLog {
+    /// When each frame was on the backend.
+    pub drawn: Vec<Instant>,
+    /// The gap before each frame drawn while an animation ran (see [`Msg::Frame`]).
+    pub gaps: Vec<Duration>,
+    /// Lookups in flight at each frame.
+    pub in_flight: Vec<usize>,
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// `q`, or the input ended.
+    Quit,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Tokio's timers fire on whole milliseconds, rounding up. Waking up to this much early and
+/// counting the frame as due keeps frames on time instead of a millisecond late each.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
+/// New lookups handed to `inflight` per turn of the loop. `FuturesUnordered` polls every
+/// newly added future before it returns, and none of them finishes on its first poll: ten
+/// thousand submitted at once would be one long stall. In batches, a frame waits for at most
+/// this many first polls (measured: 2,500 at once held a frame for ~5 ms).
+const START_BATCH: usize = 32;
+
+/// New lookups started between two frames. The HTTP/2 connection task encodes every new
+/// request's headers in one go, on this same thread; unpaced, a burst of thousands held a
+/// frame for several milliseconds. At 60 fps this still starts 30,000 lookups a second.
+const STARTS_PER_FRAME: usize = 500;
+
+type Lookup = Pin<Box<dyn Future<Output = (ReqId, Outcome)>>>;
+
+/// Runs until the user quits. Every lookup still in flight is cancelled on the way out, as is
+/// every background task (dropping their futures is the cancellation).
+pub async fn run<B, S>(
+    terminal: &mut Terminal<B>,
+    mut input: S,
+    app: &mut App,
+    ctx: &Context,
+    mut log: Option<&mut FrameLog>,
+) -> anyhow::Result<Exit>
+where
+    B: Backend,
+    B::Error: Send + Sync + 'static,
+    S: Stream<Item = io::Result<TermEvent>> + Unpin,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let stop = CancellationToken::new();
+    let _stop_on_exit = stop.clone().drop_guard();
+    tasks::spawn_clock(tx.clone(), stop.child_token());
+    tasks::spawn_health(
+        ctx.engine.client().clone(),
+        ctx.health_every,
+        tx.clone(),
+        stop.child_token(),
+    );
+
+    let mut state = LoopState {
+        tx,
+        stop,
+        inflight: FuturesUnordered::new(),
+        starting: VecDeque::new(),
+        started_this_frame: 0,
+        tokens: HashMap::new(),
+        blocking: None,
+        frame_interval: ctx.frame_interval,
+        dirty: true,
+        next_frame: Instant::now(),
+        last_frame: None,
+        oldest_input: None,
+    };
+
+    loop {
+        let now = Instant::now();
+        let wants_frame = state.dirty || app.animating();
+        if wants_frame && now + TIMER_SLACK >= state.next_frame {
+            state.draw(terminal, app, log.as_deref_mut())?;
+            continue;
+        }
+        state.start_some();
+        let early = state.next_frame.checked_sub(TIMER_SLACK);
+        let deadline = tokio::time::Instant::from_std(early.unwrap_or(state.next_frame));
+        tokio::select! {
+            // Order matters: a due frame first, then the person typing, then everything else.
+            biased;
+            () = tokio::time::sleep_until(deadline), if wants_frame => {}
+            event = input.next() => match event {
+                Some(Ok(event)) => {
+                    if let Some(exit) = state.on_terminal_event(terminal, app, ctx, event, log.as_deref_mut())? {
+                        return Ok(exit);
+                    }
+                }
+                Some(Err(e)) => return Err(anyhow::Error::new(e).context("cannot read the terminal")),
+                None => return Ok(Exit::Quit),
+            },
+            Some(msg) = rx.recv() => {
+                app.now = Instant::now();
+                update(app, msg);
+                state.dirty = true;
+            }
+            Some((req, outcome)) = state.inflight.next(), if !state.inflight.is_empty() => {
+                state.tokens.remove(&req);
+                app.now = Instant::now();
+                update(app, Msg::Done { req, outcome });
+                state.dirty = true;
+            }
+            // Come round again for the next batch of lookups to start.
+            () = std::future::ready(()), if state.may_start() => {}
+        }
+    }
+}
+
+struct LoopState {
+    tx: mpsc::UnboundedSender<Msg>,
+    stop: CancellationToken,
+    inflight: FuturesUnordered<Lookup>,
+    /// Lookups submitted but not yet handed to `inflight`; see [`START_BATCH`].
+    starting: VecDeque<Lookup>,
+    started_this_frame: usize,
+    tokens: HashMap<ReqId, CancellationToken>,
+    blocking: Option<Blocking>,
+    frame_interval: Duration,
+    dirty: bool,
+    /// The earliest moment the next frame may be drawn.
+    next_frame: Instant,
+    /// When the last frame was drawn, and whether an animation was running then.
+    last_frame: Option<(Instant, bool)>,
+    /// The first key not yet shown on screen.
+    oldest_input: Option<Instant>,
+}
+
+impl LoopState {
+    fn draw<B>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        app: &mut App,
+        log: Option<&mut FrameLog>,
+    ) -> anyhow::Result<()>
+    where
+        B: Backend,
+        B::Error: Send + Sync + 'static,
+    {
+        app.now = Instant::now();
+        app.prepare_frame();
+        terminal
+            .draw(|frame| view(app, frame))
+            .map_err(|e| anyhow::Error::new(e).context("cannot draw on the terminal"))?;
+        let drawn = Instant::now();
+        let gap = match self.last_frame {
+            Some((at, true)) => Some(drawn.saturating_duration_since(at)),
+            _ => None,
+        };
+        let input_to_draw = self
+            .oldest_input
+            .take()
+            .map(|t| drawn.saturating_duration_since(t));
+        if let Some(log) = log {
+            log.drawn.push(drawn);
+            log.gaps.extend(gap);
+            log.in_flight.push(app.stats.in_flight);
+        }
+        app.now = drawn;
+        update(app, Msg::Frame { gap, input_to_draw });
+        // A long gap (a sync freeze, above all) should be on screen at once, not whenever
+        // the next tick happens to draw.
+        let stalled = gap.is_some_and(|g| g > 2 * self.frame_interval);
+        self.last_frame = Some((drawn, app.animating()));
+        // Frames keep to a fixed grid while on time, so timer rounding doesn't add up into a
+        // slower rate; after a stall (or idle time) the grid starts again from now.
+        let on_grid = self.next_frame + self.frame_interval;
+        self.next_frame = if on_grid > drawn {
+            on_grid
+        } else {
+            drawn + self.frame_interval
+        };
+        self.dirty = stalled;
+        self.started_this_frame = 0;
+        Ok(())
+    }
+
+    fn on_terminal_event<B>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        app: &mut App,
+        ctx: &Context,
+        event: TermEvent,
+        log: Option<&mut FrameLog>,
+    ) -> anyhow::Result<Option<Exit>>
+    where
+        B: Backend,
+        B::Error: Send + Sync + 'static,
+    {
+        let key = match event {
+            TermEvent::Key(key) if key.kind != KeyEventKind::Release => key,
+            TermEvent::Resize(..) => {
+                self.dirty = true;
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        };
+        let now = Instant::now();
+        self.oldest_input.get_or_insert(now);
+        app.now = now;
+        let effects = update(app, Msg::Key(key));
+        self.dirty = true;
+        let mut log = log;
+        for effect in effects {
+            match effect {
+                Effect::Quit => {
+                    return Ok(Some(if app.interrupted {
+                        Exit::Interrupted
+                    } else {
+                        Exit::Quit
+                    }));
+                }
+                Effect::Cancel(req) => {
+                    if let Some(token) = self.tokens.remove(&req) {
+                        token.cancel();
+                    }
+                }
+                Effect::Lookup {
+                    req,
+                    id,
+                    mode: Mode::Async,
+                } => self.spawn_lookup(ctx, req, id),
+                Effect::Lookup {
+                    req,
+                    id,
+                    mode: Mode::Sync,
+                } => self.block_on_lookup(terminal, app, ctx, req, &id, log.as_deref_mut())?,
+            }
+        }
+        Ok(None)
+    }
+
+    fn may_start(&self) -> bool {
+        !self.starting.is_empty() && self.started_this_frame < STARTS_PER_FRAME
+    }
+
+    fn start_some(&mut self) {
+        for _ in 0..START_BATCH {
+            if !self.may_start() {
+                return;
+            }
+            if let Some(lookup) = self.starting.pop_front() {
+                self.inflight.push(lookup);
+                self.started_this_frame += 1;
+            }
+        }
+    }
+
+    fn spawn_lookup(&mut self, ctx: &Context, req: ReqId, id: UserId) {
+        let token = self.stop.child_token();
+        self.tokens.insert(req, token.clone());
+        let engine = ctx.engine.clone();
+        let tx = self.tx.clone();
+        self.starting.push_back(Box::pin(async move {
+            let mut on_event = |event: Event| {
+                if let Event::Retrying(notice) = event {
+                    let _ = tx.send(Msg::Retrying { req, notice });
+                }
+            };
+            let outcome = engine.lookup(&id, &token, &mut on_event).await;
+            (req, outcome)
+        }));
+    }
+
+    /// Sync mode: show that the screen is about to freeze, then really freeze it.
+    fn block_on_lookup<B>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        app: &mut App,
+        ctx: &Context,
+        req: ReqId,
+        id: &UserId,
+        log: Option<&mut FrameLog>,
+    ) -> anyhow::Result<()>
+    where
+        B: Backend,
+        B::Error: Send + Sync + 'static,
+    {
+        self.draw(terminal, app, log)?;
+        if self.blocking.is_none() {
+            self.blocking = Some(Blocking::new(&ctx.engine, ctx.max_age)?);
+        }
+        let started = Instant::now();
+        let outcome = match &self.blocking {
+            Some(blocking) => blocking.lookup(id, &self.stop),
+            None => Err(crate::client::FetchError::cancelled(0)),
+        };
+        let held = started.elapsed();
+        app.now = Instant::now();
+        update(app, Msg::Done { req, outcome });
+        update(app, Msg::Froze(held));
+        self.dirty = true;
+        Ok(())
+    }
+}

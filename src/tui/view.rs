@@ -1,0 +1,688 @@
+//! Drawing the state. Nothing here changes anything or reads a clock: time is `app.now`.
+//!
+//! All text that came from outside (records, error messages, ids) was sanitized when it
+//! entered the state; this module only lays it out.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+
+use super::app::{App, GAP_WINDOW, Mode, Row, Status};
+use crate::engine::Source;
+use crate::term::sanitize;
+
+/// Below this width the detail pane goes under the list instead of beside it.
+const WIDE: u16 = 90;
+/// Below this width the header lines get two rows each.
+const NARROW: u16 = 80;
+/// Width of a loading bar, and of the block that sweeps across it.
+const BAR: usize = 12;
+const BLOCK: usize = 3;
+/// One step of the sweep: fast enough to look alive, slow enough to follow.
+const STEP_MS: u128 = 70;
+
+pub const PROMPT: &str = "Enter user id: ";
+
+struct Palette {
+    on: bool,
+}
+
+impl Palette {
+    fn fg(&self, color: Color) -> Style {
+        if self.on {
+            Style::new().fg(color)
+        } else {
+            Style::new()
+        }
+    }
+
+    fn bold(&self) -> Style {
+        if self.on {
+            Style::new().add_modifier(Modifier::BOLD)
+        } else {
+            Style::new()
+        }
+    }
+
+    fn selected(&self) -> Style {
+        Style::new().add_modifier(Modifier::REVERSED)
+    }
+}
+
+pub fn view(app: &App, frame: &mut Frame) {
+    let p = Palette {
+        on: app.config.color,
+    };
+    // On a narrow terminal the status and meter lines wrap onto a second line each rather
+    // than lose their ends.
+    let info = if frame.area().width < NARROW { 2 } else { 1 };
+    let [header, status, meter, prompt, notice, body, footer] = Layout::vertical([
+        Constraint::Length(info),
+        Constraint::Length(info),
+        Constraint::Length(info),
+        Constraint::Length(3),
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+
+    let wrap = Wrap { trim: true };
+    frame.render_widget(Paragraph::new(header_line(app, &p)).wrap(wrap), header);
+    frame.render_widget(Paragraph::new(status_line(app)).wrap(wrap), status);
+    frame.render_widget(Paragraph::new(meter_line(app, &p)).wrap(wrap), meter);
+    draw_prompt(app, frame, prompt, &p);
+    if let Some(text) = &app.notice {
+        frame.render_widget(
+            Paragraph::new(Span::styled(text.as_str(), p.fg(Color::Yellow))),
+            notice,
+        );
+    }
+    let [list, detail] = if body.width >= WIDE {
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body)
+    } else {
+        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body)
+    };
+    draw_rows(app, frame, list, &p);
+    draw_detail(app, frame, detail);
+    frame.render_widget(
+        Paragraph::new(
+            "Enter look up · ↑↓ history · Tab/⇧Tab select · Esc cancel · F2 sync/async · q quit",
+        )
+        .style(p.fg(Color::DarkGray)),
+        footer,
+    );
+}
+
+fn header_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
+    let mode = match app.mode {
+        Mode::Async => Span::styled(" ASYNC ", p.fg(Color::Green).patch(p.bold())),
+        Mode::Sync => Span::styled(" SYNC (blocking) ", p.fg(Color::Red).patch(p.bold())),
+    };
+    let threads = match app.config.threads {
+        1 => "1 thread".to_owned(),
+        n => format!("{n} threads"),
+    };
+    let clock = app.clock.map_or_else(|| "--:--:--".to_owned(), wall_clock);
+    let uptime = app.now.saturating_duration_since(app.started);
+    Line::from(vec![
+        Span::styled("userfetch", p.bold()),
+        mode,
+        Span::raw(format!(
+            "{threads} · {clock} UTC · up {} · clock ticks {}",
+            hms(uptime),
+            app.ticks
+        )),
+    ])
+}
+
+fn status_line(app: &App) -> String {
+    let health = match &app.health {
+        None => "API health: checking…".to_owned(),
+        Some(h) => {
+            let ago = app.now.saturating_duration_since(h.at).as_secs();
+            match &h.result {
+                Ok(latency) => format!("API ok {} ({ago} s ago)", millis(*latency)),
+                Err(e) => format!("API DOWN: {e} ({ago} s ago)"),
+            }
+        }
+    };
+    let s = &app.stats;
+    let percentiles = match s.percentiles {
+        Some((p50, p95)) => format!("p50 {} p95 {}", millis(p50), millis(p95)),
+        None => "p50 – p95 –".to_owned(),
+    };
+    format!(
+        "{health} · in flight {} · found {} · not found {} · errors {} · {percentiles} · cache hits {}",
+        s.in_flight, s.found, s.not_found, s.errors, s.cache_hits
+    )
+}
+
+fn meter_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
+    let gap = app
+        .meter
+        .longest_gap(app.now)
+        .map_or_else(|| "–".to_owned(), millis);
+    let input = app
+        .meter
+        .last_input_to_draw
+        .map_or_else(|| "–".to_owned(), millis);
+    let mut spans = vec![Span::raw(format!(
+        "fps {} · longest frame gap {gap} (last {} s) · key→screen {input}",
+        app.meter.fps(app.now),
+        GAP_WINDOW.as_secs()
+    ))];
+    if let Some(froze) = app.meter.last_freeze {
+        spans.push(Span::styled(
+            format!(" · last sync lookup froze the UI for {}", seconds(froze)),
+            p.fg(Color::Red),
+        ));
+    }
+    Line::from(spans)
+}
+
+fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
+    let title = match (app.frozen_on.is_some(), app.mode) {
+        (true, _) => Span::styled(
+            " SYNC: UI frozen until the lookup returns (keys wait, clock stops) ",
+            p.fg(Color::Red).patch(p.bold()),
+        ),
+        (false, Mode::Sync) => Span::styled(
+            " sync mode: the next lookup will block the UI (F2: async) ",
+            p.fg(Color::Red),
+        ),
+        (false, Mode::Async) => Span::raw(" lookups run beside the UI (F2: sync) "),
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    let inner = block.inner(area);
+    // Keep the cursor in view when the line is longer than the box.
+    let room = (inner.width as usize).saturating_sub(PROMPT.len() + 1);
+    let skip = app.cursor.saturating_sub(room);
+    // Typed text is the user's own, but a pasted bidi override would still reorder the line.
+    let typed: String = app.input.chars().skip(skip).collect();
+    let shown = sanitize(&typed).into_owned();
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(PROMPT, p.bold()),
+            Span::raw(shown),
+        ]))
+        .block(block),
+        area,
+    );
+    let x = inner.x + (PROMPT.len() + app.cursor - skip) as u16;
+    if x < inner.x + inner.width {
+        frame.set_cursor_position(Position::new(x, inner.y));
+    }
+}
+
+fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
+    let title = format!(" lookups → {} ", sanitize(&app.config.api));
+    let block = Block::default().borders(Borders::ALL).title(title);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let height = inner.height as usize;
+    if height == 0 || app.rows.is_empty() {
+        return;
+    }
+    // Only the visible window is built: ten thousand rows must cost the same as ten.
+    let selected = app.selected.unwrap_or(app.rows.len() - 1);
+    let first = (selected + 1).saturating_sub(height);
+    let lines: Vec<Line> = app.rows[first..]
+        .iter()
+        .take(height)
+        .enumerate()
+        .map(|(i, row)| row_line(app, row, first + i == selected, p))
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a> {
+    let marker = if selected { "›" } else { " " };
+    let mut spans = vec![
+        Span::raw(format!("{marker} ")),
+        Span::styled(format!("{:<8} ", cut(&row.id, 8)), p.bold()),
+    ];
+    let waited = app.now.saturating_duration_since(row.started);
+    match &row.status {
+        Status::Pending { retry: Some(r) } if r.until > app.now => {
+            spans.push(Span::styled(bar(waited), p.fg(Color::Yellow)));
+            spans.push(Span::styled(
+                format!(
+                    " retrying in {} (attempt {}/{}): {}",
+                    seconds(r.until - app.now),
+                    r.next_attempt,
+                    r.max_attempts,
+                    r.reason
+                ),
+                p.fg(Color::Yellow),
+            ));
+        }
+        Status::Pending { .. } => {
+            spans.push(Span::styled(bar(waited), p.fg(Color::Cyan)));
+            spans.push(Span::raw(format!(
+                " {} / {}",
+                seconds(waited),
+                seconds(app.config.timeout)
+            )));
+            if row.mode == Mode::Sync {
+                spans.push(Span::styled(" sync", p.fg(Color::Red)));
+            }
+        }
+        Status::Found {
+            summary,
+            source,
+            latency,
+            attempts,
+            ..
+        } => {
+            spans.push(Span::styled("✓ ", p.fg(Color::Green)));
+            spans.push(Span::raw(summary.as_str()));
+            let mut tail = format!(" · {}", millis(*latency));
+            if *source == Source::Cache {
+                tail.push_str(" · cached");
+            }
+            if *attempts > 1 {
+                tail.push_str(&format!(" · {attempts} attempts"));
+            }
+            spans.push(Span::styled(tail, p.fg(Color::DarkGray)));
+        }
+        Status::NotFound { latency } => {
+            spans.push(Span::styled("✗ not found", p.fg(Color::Magenta)));
+            spans.push(Span::styled(
+                format!(" · {}", millis(*latency)),
+                p.fg(Color::DarkGray),
+            ));
+        }
+        Status::Failed { kind, message, .. } => {
+            spans.push(Span::styled(
+                format!("! {kind}: {message}"),
+                p.fg(Color::Red),
+            ));
+        }
+        Status::Cancelled { after } => {
+            spans.push(Span::styled(
+                format!("– cancelled after {}", seconds(*after)),
+                p.fg(Color::DarkGray),
+            ));
+        }
+    }
+    let line = Line::from(spans);
+    if selected {
+        line.style(p.selected())
+    } else {
+        line
+    }
+}
+
+fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
+    let row = app.selected_row();
+    let title = match row {
+        Some(r) => format!(" user {} ", cut(&r.id, 20)),
+        None => " details ".to_owned(),
+    };
+    let block = Block::default().borders(Borders::ALL).title(title);
+    let lines: Vec<Line> = match row.map(|r| &r.status) {
+        None => vec![Line::raw(
+            "Type an id (1–10000 exist in the demo API) and press Enter.",
+        )],
+        Some(Status::Found { detail, .. }) => {
+            let room = block.inner(area).height as usize;
+            detail
+                .iter()
+                .take(room)
+                .map(|l| Line::raw(l.as_str()))
+                .collect()
+        }
+        Some(Status::Pending { .. }) => vec![Line::raw("waiting for the API…")],
+        Some(Status::NotFound { .. }) => vec![Line::raw("The API has no user with this id.")],
+        Some(Status::Failed { message, .. }) => vec![Line::raw(message.as_str())],
+        Some(Status::Cancelled { .. }) => vec![Line::raw("Cancelled; any late answer is dropped.")],
+    };
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        area,
+    );
+}
+
+/// An indeterminate bar: a block sweeping back and forth, its position taken from the time
+/// waited so every frame of the same moment looks the same.
+fn bar(waited: Duration) -> String {
+    let span = BAR - BLOCK;
+    let step = (waited.as_millis() / STEP_MS) as usize % (2 * span);
+    let at = if step <= span { step } else { 2 * span - step };
+    let mut s = String::with_capacity(BAR * 3 + 2);
+    s.push('[');
+    for i in 0..BAR {
+        s.push(if (at..at + BLOCK).contains(&i) {
+            '█'
+        } else {
+            '░'
+        });
+    }
+    s.push(']');
+    s
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+fn millis(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn hms(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn wall_clock(t: SystemTime) -> String {
+    let s = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_sweeps_back_and_forth() {
+        let at = |ms| bar(Duration::from_millis(ms));
+        assert_eq!(at(0), "[███░░░░░░░░░]");
+        assert_eq!(at(70), "[░███░░░░░░░░]");
+        assert_eq!(at(70 * 9), "[░░░░░░░░░███]");
+        assert_eq!(at(70 * 10), "[░░░░░░░░███░]");
+        assert_eq!(at(70 * 18), at(0));
+    }
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        assert_eq!(hms(Duration::from_secs(3723)), "1:02:03");
+        assert_eq!(seconds(Duration::from_millis(2100)), "2.1 s");
+        assert_eq!(
+            wall_clock(UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3661)),
+            "01:01:01"
+        );
+        assert_eq!(cut("abcdef", 4), "abc…");
+    }
+
+    mod screens {
+        use std::time::{Duration, Instant, UNIX_EPOCH};
+
+        use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+        use ratatui::Terminal;
+        use ratatui::backend::TestBackend;
+
+        use super::super::view;
+        use crate::client::{ErrorKind, FetchError, RetryNotice};
+        use crate::engine::{Found, Source};
+        use crate::record::Record;
+        use crate::tui::app::{App, Config, Msg, ReqId, update};
+
+        /// A screen as text, one line per row, trailing spaces trimmed.
+        fn render(app: &App, width: u16, height: u16) -> String {
+            let mut app = app.clone();
+            app.prepare_frame();
+            let app = &app;
+            let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+            terminal.draw(|f| view(app, f)).unwrap();
+            let buffer = terminal.backend().buffer();
+            let mut out = String::new();
+            for y in 0..height {
+                let mut line = String::new();
+                for x in 0..width {
+                    line.push_str(buffer[(x, y)].symbol());
+                }
+                out.push_str(line.trim_end());
+                out.push('\n');
+            }
+            out
+        }
+
+        /// An app at a fixed moment: 12:34:56 on the clock, one minute up, API healthy.
+        fn app() -> App {
+            let t0 = Instant::now();
+            let mut app = App::new(
+                Config {
+                    threads: 1,
+                    timeout: Duration::from_secs(10),
+                    api: "embedded demo API".into(),
+                    ..Config::default()
+                },
+                t0,
+            );
+            app.now = t0 + Duration::from_secs(60);
+            update(
+                &mut app,
+                Msg::Clock(UNIX_EPOCH + Duration::from_secs(45_296)),
+            );
+            update(&mut app, Msg::Health(Ok(Duration::from_millis(3))));
+            for _ in 0..3 {
+                update(
+                    &mut app,
+                    Msg::Frame {
+                        gap: Some(Duration::from_millis(17)),
+                        input_to_draw: Some(Duration::from_millis(2)),
+                    },
+                );
+            }
+            app
+        }
+
+        fn submit(app: &mut App, id: &str) {
+            for c in id.chars() {
+                update(
+                    app,
+                    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
+                );
+            }
+            update(
+                app,
+                Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+            );
+        }
+
+        fn found(id: u64, source: Source) -> crate::engine::Outcome {
+            let user = user_json(id, "Clementine Bauch").to_string();
+            Ok(Found {
+                record: Record::from_body(user.as_bytes()).unwrap(),
+                source,
+                attempts: 1,
+                latency: Duration::from_millis(412),
+            })
+        }
+
+        /// A record shaped like the demo API's (and JSONPlaceholder's), with a long value.
+        fn user_json(id: u64, name: &str) -> serde_json::Value {
+            serde_json::json!({
+                "id": id,
+                "name": name,
+                "username": "Samantha",
+                "email": "Nathan@yesenia.net",
+                "address": {
+                    "street": "Douglas Extension",
+                    "suite": "Suite 847",
+                    "city": "McKenziehaven",
+                    "zipcode": "59590-4157",
+                    "geo": { "lat": "-68.6102", "lng": "-47.0653" }
+                },
+                "phone": "1-463-123-4447",
+                "website": "ramiro.info",
+                "company": {
+                    "name": "Romaguera-Jacobson",
+                    "catchPhrase": "Face to face bifurcated interface, with a phrase long enough that it must wrap in the pane",
+                    "bs": "e-enable strategic applications"
+                },
+                "tags": ["a", 1, true]
+            })
+        }
+
+        fn advance(app: &mut App, ms: u64) {
+            app.now += Duration::from_millis(ms);
+        }
+
+        #[test]
+        fn idle() {
+            insta::assert_snapshot!(render(&app(), 100, 20));
+        }
+
+        #[test]
+        fn several_loading_rows() {
+            let mut app = app();
+            submit(&mut app, "1");
+            advance(&mut app, 350);
+            submit(&mut app, "2");
+            advance(&mut app, 700);
+            submit(&mut app, "3");
+            advance(&mut app, 140);
+            update(
+                &mut app,
+                Msg::Retrying {
+                    req: ReqId(1),
+                    notice: RetryNotice {
+                        failed_attempt: 1,
+                        max_attempts: 4,
+                        delay: Duration::from_millis(2100),
+                        error: FetchError::new(
+                            ErrorKind::ServerError,
+                            1,
+                            "server answered 503 Service Unavailable",
+                        ),
+                    },
+                },
+            );
+            for _ in 0..4 {
+                update(
+                    &mut app,
+                    Msg::Key(KeyEvent::new(KeyCode::Char('4'), KeyModifiers::NONE)),
+                );
+            }
+            insta::assert_snapshot!(render(&app, 110, 20));
+        }
+
+        #[test]
+        fn found_with_details() {
+            let mut app = app();
+            submit(&mut app, "7");
+            submit(&mut app, "8");
+            advance(&mut app, 420);
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: found(7, Source::Api),
+                },
+            );
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(1),
+                    outcome: found(8, Source::Cache),
+                },
+            );
+            app.prepare_frame();
+            insta::assert_snapshot!(render(&app, 110, 26));
+        }
+
+        #[test]
+        fn not_found_and_error() {
+            let mut app = app();
+            submit(&mut app, "99999");
+            submit(&mut app, "5");
+            advance(&mut app, 900);
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: Err(FetchError::new(ErrorKind::NotFound, 1, "not found")),
+                },
+            );
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(1),
+                    outcome: Err(FetchError::new(
+                        ErrorKind::ServerError,
+                        4,
+                        "server answered 503 Service Unavailable\u{1b}[2J",
+                    )),
+                },
+            );
+            insta::assert_snapshot!(render(&app, 110, 16));
+        }
+
+        #[test]
+        fn sync_frozen_label() {
+            let mut app = app();
+            update(
+                &mut app,
+                Msg::Key(KeyEvent::new(KeyCode::F(2), KeyModifiers::NONE)),
+            );
+            submit(&mut app, "12");
+            advance(&mut app, 30);
+            insta::assert_snapshot!(render(&app, 110, 14));
+        }
+
+        #[test]
+        fn after_a_freeze_the_meter_says_how_long() {
+            let mut app = app();
+            update(
+                &mut app,
+                Msg::Key(KeyEvent::new(KeyCode::F(2), KeyModifiers::NONE)),
+            );
+            submit(&mut app, "12");
+            advance(&mut app, 640);
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: found(12, Source::Api),
+                },
+            );
+            update(&mut app, Msg::Froze(Duration::from_millis(640)));
+            insta::assert_snapshot!(render(&app, 110, 14));
+        }
+
+        #[test]
+        fn narrow_terminal() {
+            let mut app = app();
+            submit(&mut app, "3");
+            submit(&mut app, "4");
+            advance(&mut app, 500);
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(1),
+                    outcome: found(4, Source::Api),
+                },
+            );
+            insta::assert_snapshot!(render(&app, 48, 24));
+        }
+
+        #[test]
+        fn hostile_text_never_reaches_the_buffer_raw() {
+            let mut app = app();
+            submit(&mut app, "1");
+            let user = user_json(
+                1,
+                "Mallory \u{1b}]0;PWNED\u{7}\u{1b}[2J\u{9b}31m\u{202e}evil\u{85}\u{2066}",
+            )
+            .to_string();
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: Ok(Found {
+                        record: Record::from_body(user.as_bytes()).unwrap(),
+                        source: Source::Api,
+                        attempts: 1,
+                        latency: Duration::from_millis(5),
+                    }),
+                },
+            );
+            let screen = render(&app, 120, 30);
+            assert!(screen.contains("Mallory"), "{screen}");
+            assert!(
+                !screen
+                    .chars()
+                    .any(|c| crate::term::is_unsafe(c) && c != '\n'),
+                "{screen}"
+            );
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The `userfetch` binary end to end: output, error lines and exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use assert_cmd::prelude::*;
+use common::TestApi;
+use predicates::prelude::*;
+
+fn userfetch(cache_dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::cargo_bin("userfetch").unwrap();
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("--cache")
+        .arg(cache_dir.path().join("cache.sqlite3"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn get_prints_one_json_line_per_user_in_order() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .args(["get", "3", "1", "2", "--api", &api.template("")])
+        .assert()
+        .success()
+        .stderr("")
+        .get_output()
+        .clone();
+    let ids: Vec<_> = json_lines(&out.stdout)
+        .iter()
+        .map(|v| v["id"].clone())
+        .collect();
+    assert_eq!(ids, [3, 1, 2]);
+}
+
+#[test]
+fn not_found_exits_1_with_one_line() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args(["--api", &api.template(""), "get", "1", "424242"])
+        .assert()
+        .code(1)
+        .stderr("userfetch: user 424242: not found (the API answered 404)\n")
+        .stdout(predicate::str::contains("\"id\":1"));
+}
+
+#[test]
+fn server_errors_name_the_status_and_attempts() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args([
+            "get",
+            "42",
+            "--retries",
+            "2",
+            "--api",
+            &api.template("fault=503"),
+        ])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr("userfetch: user 42: server answered 503 Service Unavailable after 3 attempts\n");
+    assert_eq!(api.stats().user_requests, 3);
+}
+
+#[test]
+fn invalid_ids_exit_2_before_any_request() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let long = "9".repeat(10 * 1024);
+    for (bad, reason) in [
+        ("", "the id is empty"),
+        ("..", "'.' and '..' are not ids"),
+        (".", "'.' and '..' are not ids"),
+        ("a\u{1b}[2J", "control character"),
+        ("1\n2", "control character"),
+        (" 1", "whitespace"),
+        (long.as_str(), "10240 bytes long"),
+    ] {
+        userfetch(&dir)
+            .args(["get", "1", bad, "--api", &api.template("")])
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(predicate::str::starts_with("userfetch: invalid id "))
+            .stderr(predicate::str::contains("(argument 2)"))
+            .stderr(predicate::str::contains(reason))
+            .stderr(predicate::str::contains("\u{1b}").not());
+    }
+    assert_eq!(api.stats().requests, 0);
+}
+
+#[test]
+fn bad_templates_and_option_values_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args(["get", "1", "--api", "http://127.0.0.1:1/users/"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("must contain {id} exactly once"));
+    userfetch(&dir)
+        .args(["get", "1", "--timeout", "soon"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("'soon' is not a duration"));
+    userfetch(&dir)
+        .args(["get", "1", "--max-body", "lots"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("'lots' is not a size"));
+}
+
+#[test]
+fn options_fall_back_to_environment_variables() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .env("USERFETCH_API", api.template("fault=500"))
+        .env("USERFETCH_RETRIES", "1")
+        .args(["get", "8"])
+        .assert()
+        .code(1)
+        .stderr("userfetch: user 8: server answered 500 Internal Server Error after 2 attempts\n");
+}
+
+#[test]
+fn the_token_is_sent_but_never_shown() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "tok-9f8e7d6c5b4a";
+    for query in ["", "fault=503&fault_times=1", "fault=redirect-other-host"] {
+        let out = userfetch(&dir)
+            .env("USERFETCH_TOKEN", token)
+            .args([
+                "-vvv",
+                "--no-cache",
+                "get",
+                "1",
+                "424242",
+                "--api",
+                &api.template(query),
+            ])
+            .output()
+            .unwrap();
+        let all = [out.stdout, out.stderr].concat();
+        assert!(
+            !String::from_utf8_lossy(&all).contains(token),
+            "token printed for {query}"
+        );
+    }
+    let sent = api
+        .log()
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some(&format!("Bearer {token}")))
+        .count();
+    assert!(sent >= 3, "the token reached the API {sent} times");
+}
+
+#[test]
+fn a_second_run_is_served_from_the_cache() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let first = userfetch(&dir)
+        .args(["get", "5", "6", "--api", &api.template("")])
+        .output()
+        .unwrap();
+    let second = userfetch(&dir)
+        .args(["get", "5", "6", "--api", &api.template("")])
+        .output()
+        .unwrap();
+    assert!(second.status.success());
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(api.stats().user_requests, 2);
+    userfetch(&dir)
+        .args(["get", "5", "--no-cache", "--api", &api.template("")])
+        .assert()
+        .success();
+    assert_eq!(api.stats().user_requests, 3);
+}
+
+#[test]
+fn max_age_expiry_refetches() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args(["get", "5", "--api", &api.template("")])
+        .assert()
+        .success();
+    std::thread::sleep(Duration::from_millis(300));
+    userfetch(&dir)
+        .args(["get", "5", "--max-age", "100ms", "--api", &api.template("")])
+        .assert()
+        .success();
+    assert_eq!(api.stats().user_requests, 2);
+}
+
+#[test]
+fn a_corrupt_cache_file_is_a_clear_error_and_left_alone() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.sqlite3");
+    std::fs::write(
+        &path,
+        b"this is not a database, it is a grocery list\n".repeat(100),
+    )
+    .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    userfetch(&dir)
+        .args(["get", "1", "--api", &api.template("")])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(format!(
+            "the cache file {} is not a usable SQLite database",
+            path.display()
+        )));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(api.stats().requests, 0);
+}
+
+#[test]
+fn the_cache_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args(["get", "1", "--api", &api.template("")])
+        .assert()
+        .success();
+    let mode = std::fs::metadata(dir.path().join("cache.sqlite3"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn hostile_text_from_the_api_is_escaped_on_stdout() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    for pretty in [false, true] {
+        let mut cmd = userfetch(&dir);
+        cmd.args([
+            "--no-cache",
+            "get",
+            "1",
+            "--api",
+            &api.template("fault=hostile"),
+        ]);
+        if pretty {
+            cmd.arg("--pretty");
+        }
+        let out = cmd.assert().success().get_output().stdout.clone();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{9b}') && !text.contains('\u{202e}'),
+            "{text:?}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            value["name"].as_str().unwrap().contains("\u{1b}]0;PWNED"),
+            "content must be kept, escaped"
+        );
+    }
+}
+
+#[test]
+fn without_api_the_embedded_demo_api_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .args(["get", "1", "2", "3"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("using the embedded demo API"))
+        .get_output()
+        .clone();
+    assert_eq!(json_lines(&out.stdout).len(), 3);
+}
+
+#[test]
+fn serve_and_get_work_from_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::cargo_bin("userfetch")
+        .unwrap()
+        .args(["serve", "--port", "0", "--users", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let template = line.trim().to_owned();
+    assert!(
+        template.starts_with("http://127.0.0.1:") && template.ends_with("/users/{id}"),
+        "{template}"
+    );
+    let got = userfetch(&dir)
+        .args(["get", "50", "51", "--api", &template])
+        .output();
+    let _ = Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status();
+    let status = server.wait().unwrap();
+    let got = got.unwrap();
+    assert_eq!(got.status.code(), Some(1));
+    assert_eq!(json_lines(&got.stdout)[0]["id"], 50);
+    assert!(String::from_utf8_lossy(&got.stderr).contains("user 51: not found"));
+    assert!(
+        status.success(),
+        "serve stops cleanly on Ctrl-C: {status:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_exits_130() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let child = userfetch(&dir)
+        .args(["get", "1", "--api", &api.template("latency=30s")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the request is really in flight, then interrupt.
+    for _ in 0..200 {
+        if api.stats().user_requests > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "userfetch: interrupted\n"
+    );
+}
+
+#[test]
+fn completions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("userfetch"));
+}
+
+#[test]
+fn help_explains_every_option_with_its_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .args(["get", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    // Help is wrapped to the terminal's width; compare with whitespace runs folded.
+    let help = String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for expected in [
+        "--max-retry-wait <DURATION>",
+        "[env: USERFETCH_MAX_RETRY_WAIT=] [default: 30s]",
+        "[env: USERFETCH_TIMEOUT=] [default: 10s]",
+        "[env: USERFETCH_RETRIES=] [default: 3]",
+        "[env: USERFETCH_MAX_BODY=] [default: 1MiB]",
+        "[env: USERFETCH_MAX_AGE=] [default: 1h]",
+        "--concurrency <N> Lookups in flight at once [default: 16]",
+    ] {
+        assert!(help.contains(expected), "missing {expected:?} in: {help}");
+    }
+}

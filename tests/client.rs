@@ -1,0 +1,284 @@
+//! The client against the real demo API: every fault mode ends in the right error kind after
+//! the right number of attempts, counted by the server itself.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestApi, id};
+use userfetch::client::{Client, ErrorKind, FetchError, Fetched};
+
+async fn fetch(client: &Client, user: &str) -> Result<Fetched, FetchError> {
+    client.fetch(&id(user), &mut |_| {}).await
+}
+
+#[tokio::test]
+async fn found_user_is_one_request() {
+    let api = TestApi::start();
+    let got = fetch(&api.client("", 3), "42").await.unwrap();
+    assert_eq!(got.record.to_value()["id"], 42);
+    assert_eq!(got.attempts, 1);
+    assert_eq!(api.stats().user_requests, 1);
+}
+
+#[tokio::test]
+async fn not_found_is_not_retried() {
+    let api = TestApi::start();
+    let err = fetch(&api.client("", 3), "10001").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert_eq!(err.attempts, 1);
+    assert_eq!(api.stats().user_requests, 1);
+}
+
+/// (fault query, expected kind, attempts with 2 retries)
+const FAILING: &[(&str, ErrorKind, u32)] = &[
+    ("fault=500", ErrorKind::ServerError, 3),
+    ("fault=503", ErrorKind::ServerError, 3),
+    ("fault=429&retry_after=0s", ErrorKind::RateLimited, 3),
+    ("fault=429-date&retry_after=0s", ErrorKind::RateLimited, 3),
+    ("fault=close", ErrorKind::Connection, 3),
+    ("fault=truncate", ErrorKind::BadBody, 3),
+    ("fault=malformed", ErrorKind::BadBody, 1),
+    ("fault=oversize", ErrorKind::TooLarge, 1),
+];
+
+#[tokio::test]
+async fn every_fault_mode_gives_its_kind_and_attempt_count() {
+    for &(query, kind, attempts) in FAILING {
+        let api = TestApi::start();
+        let err = fetch(&api.client(query, 2), "1").await.unwrap_err();
+        assert_eq!((err.kind, err.attempts), (kind, attempts), "{query}: {err}");
+        assert_eq!(
+            api.stats().user_requests,
+            u64::from(attempts),
+            "{query}: server count"
+        );
+    }
+}
+
+#[tokio::test]
+async fn messages_say_what_happened_and_how_often() {
+    let api = TestApi::start();
+    let err = fetch(&api.client("fault=503", 3), "1").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "server answered 503 Service Unavailable after 4 attempts"
+    );
+    let err = fetch(&api.client("fault=oversize", 3), "1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--max-body"), "{err}");
+}
+
+#[tokio::test]
+async fn a_transient_fault_is_retried_until_it_succeeds() {
+    let api = TestApi::start();
+    let got = fetch(&api.client("fault=503&fault_times=2", 3), "7")
+        .await
+        .unwrap();
+    assert_eq!(got.attempts, 3);
+    assert_eq!(got.record.to_value()["id"], 7);
+    assert_eq!(api.stats().user_requests, 3);
+}
+
+#[tokio::test]
+async fn retry_notices_report_each_wait() {
+    let api = TestApi::start();
+    let mut notices = Vec::new();
+    let client = api.client("fault=close&fault_times=2", 3);
+    client
+        .fetch(&id("1"), &mut |n| {
+            notices.push((n.failed_attempt, n.max_attempts, n.error.kind))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        notices,
+        vec![(1, 4, ErrorKind::Connection), (2, 4, ErrorKind::Connection)]
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_respected() {
+    let api = TestApi::start();
+    let started = Instant::now();
+    let got = fetch(
+        &api.client("fault=429&retry_after=1s&fault_times=1", 3),
+        "1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.attempts, 2);
+    // The client's own backoff is 10 ms here; only the header explains a wait near a second.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_capped_by_max_retry_wait() {
+    let api = TestApi::start();
+    let mut config = api.config("fault=429&retry_after=1h&fault_times=1", 3);
+    config.retry.max_wait = Duration::from_millis(100);
+    let mut waits = Vec::new();
+    let got = Client::new(config)
+        .unwrap()
+        .fetch(&id("1"), &mut |n| waits.push(n.delay))
+        .await
+        .unwrap();
+    assert_eq!(got.attempts, 2);
+    assert_eq!(waits, vec![Duration::from_millis(100)]);
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_is_retried() {
+    let api = TestApi::start();
+    let mut config = api.config("latency=3s", 1);
+    config.timeout = Duration::from_millis(300);
+    let err = Client::new(config)
+        .unwrap()
+        .fetch(&id("1"), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!((err.kind, err.attempts), (ErrorKind::Timeout, 2), "{err}");
+    assert_eq!(api.stats().user_requests, 2);
+}
+
+#[tokio::test]
+async fn a_dripping_body_times_out() {
+    let api = TestApi::start();
+    let mut config = api.config("fault=drip", 0);
+    config.timeout = Duration::from_millis(400);
+    let err = Client::new(config)
+        .unwrap()
+        .fetch(&id("1"), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!((err.kind, err.attempts), (ErrorKind::Timeout, 1), "{err}");
+}
+
+#[tokio::test]
+async fn the_body_cap_is_enforced_while_streaming() {
+    let api = TestApi::start();
+    let mut config = api.config("", 0);
+    config.max_body = 100; // a normal user is ~400 bytes
+    let err = Client::new(config)
+        .unwrap()
+        .fetch(&id("1"), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::TooLarge);
+}
+
+/// Fetches user 5 through a redirect with a token set; returns what the server logged.
+async fn follow_redirect_with_token(query: &str) -> Vec<userfetch::server::LoggedRequest> {
+    let api = TestApi::start();
+    let mut config = api.config(query, 0);
+    config.token = Some("s3cret-token".into());
+    let got = Client::new(config)
+        .unwrap()
+        .fetch(&id("5"), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(got.record.to_value()["id"], 5);
+    let log = api.log();
+    assert_eq!(log.len(), 2, "redirect and target: {log:?}");
+    log
+}
+
+#[tokio::test]
+async fn same_host_redirects_are_followed_with_the_token() {
+    let log = follow_redirect_with_token("fault=redirect").await;
+    for request in &log {
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Bearer s3cret-token")
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_token_is_not_forwarded_to_another_host() {
+    let log = follow_redirect_with_token("fault=redirect-other-host").await;
+    assert_eq!(log[0].authorization.as_deref(), Some("Bearer s3cret-token"));
+    let target_host = log[1].host.as_deref().unwrap_or("");
+    assert!(target_host.starts_with("localhost:"), "{log:?}");
+    assert_eq!(
+        log[1].authorization, None,
+        "token leaked across hosts: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_ids_stay_one_encoded_path_segment() {
+    let api = TestApi::start();
+    let client = api.client("", 0);
+    let cases = [
+        ("a/b", "/users/a%2Fb"),
+        ("1?x=y", "/users/1%3Fx%3Dy"),
+        ("#", "/users/%23"),
+        ("%", "/users/%25"),
+        ("%2e%2e", "/users/%252e%252e"),
+        ("a b", "/users/a%20b"),
+        ("ü", "/users/%C3%BC"),
+        ("../admin", "/users/..%2Fadmin"),
+    ];
+    for (raw, _) in cases {
+        let err = fetch(&client, raw).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{raw}");
+    }
+    let seen: Vec<String> = api.log().into_iter().map(|r| r.path_and_query).collect();
+    let want: Vec<&str> = cases.iter().map(|(_, path)| *path).collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_connection_error() {
+    // Port 1 on loopback: nothing listens there, and no test can bind it by chance.
+    let port = 1;
+    let template = format!("http://127.0.0.1:{port}/users/{{id}}");
+    let mut config = userfetch::client::ClientConfig::new(
+        userfetch::client::UrlTemplate::parse(&template).unwrap(),
+    );
+    config.retry.retries = 1;
+    config.retry.base = Duration::from_millis(5);
+    let err = Client::new(config)
+        .unwrap()
+        .fetch(&id("1"), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind, err.attempts),
+        (ErrorKind::Connection, 2),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn health_reports_latency() {
+    let api = TestApi::start();
+    let latency = api.client("", 0).health().await.unwrap();
+    assert!(latency < Duration::from_secs(5));
+    assert_eq!(api.log()[0].path_and_query, "/health");
+}
+
+#[tokio::test]
+async fn cleartext_http2_carries_many_lookups() {
+    let api = TestApi::start();
+    let mut config = api.config("", 0);
+    config.http2 = true;
+    let client = Client::new(config).unwrap();
+    let lookups = (1..=200).map(|n| {
+        let client = client.clone();
+        async move { fetch(&client, &n.to_string()).await }
+    });
+    let results = futures::future::join_all(lookups).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(api.stats().user_requests, 200);
+}

@@ -1,0 +1,107 @@
+//! `userfetch demo` measures for real: the sync run freezes for the whole lookup, the async
+//! run keeps drawing and overlaps its lookups on one thread. Bounds are generous on purpose.
+
+use std::time::Duration;
+
+use assert_cmd::prelude::*;
+use clap::Parser;
+use userfetch::cli::Cli;
+use userfetch::demo::{self, busy_time};
+
+/// The two timing measurements run one at a time, so neither competes with the other for the
+/// machine's cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn opts() -> userfetch::cli::GlobalOpts {
+    Cli::parse_from(["userfetch"]).global
+}
+
+#[tokio::test]
+async fn a_one_second_lookup_freezes_sync_but_not_async() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let report = demo::measure(&opts(), Duration::from_secs(1), 1)
+        .await
+        .unwrap();
+    let [sync, asynchronous] = [&report.typing[0], &report.typing[1]].map(|r| r.measures());
+    assert_eq!(report.typing[0].label, "sync");
+    assert!(
+        sync.longest_freeze >= Duration::from_millis(900),
+        "{sync:?}"
+    );
+    assert!(
+        asynchronous.longest_freeze <= Duration::from_millis(250),
+        "{asynchronous:?}"
+    );
+    assert!(
+        sync.ticks_missed > asynchronous.ticks_missed,
+        "{sync:?} {asynchronous:?}"
+    );
+    assert!(
+        sync.keys_late > asynchronous.keys_late,
+        "{sync:?} {asynchronous:?}"
+    );
+}
+
+#[tokio::test]
+async fn many_lookups_add_up_in_sync_and_overlap_in_async_on_one_thread() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let report = demo::measure(&opts(), Duration::from_millis(400), 5)
+        .await
+        .unwrap();
+    let (sync, asynchronous) = (&report.many[0], &report.many[1]);
+    assert_eq!(sync.lookups.len(), 5);
+    assert_eq!(asynchronous.lookups.len(), 5);
+    assert!(
+        busy_time(sync) >= Duration::from_millis(1800),
+        "{:?}",
+        busy_time(sync)
+    );
+    assert!(
+        busy_time(asynchronous) <= Duration::from_millis(1000),
+        "{:?}",
+        busy_time(asynchronous)
+    );
+    assert_eq!(asynchronous.threads, 1);
+}
+
+#[test]
+fn the_command_writes_svg_html_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svg, html) = (dir.path().join("t.svg"), dir.path().join("t.html"));
+    let out = std::process::Command::cargo_bin("userfetch")
+        .unwrap()
+        .args([
+            "demo",
+            "--latency",
+            "300ms",
+            "--lookups",
+            "2",
+            "--json",
+            "--svg",
+        ])
+        .arg(&svg)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["report"]["lookups"], 2);
+    assert_eq!(json["measures"].as_array().unwrap().len(), 4);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let tracks = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("track"))
+        .count();
+    // frames, keys, ticker + 1 lookup (typing), frames, keys, ticker + 2 lookups, each twice.
+    assert_eq!(tracks, 2 * 4 + 2 * 5);
+    let html = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && !html.contains("src=") && !html.contains("href=")
+    );
+}
