@@ -190,7 +190,7 @@ pub struct BatchArgs {
     #[arg(long, value_name = "R/s")]
     pub rate: Option<String>,
 
-    /// Ignore the progress of earlier runs of this command and start over.
+    /// Start over: ignore the progress of earlier runs of this command, and cached records.
     #[arg(long)]
     pub fresh: bool,
 

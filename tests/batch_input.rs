@@ -245,3 +245,16 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     assert_eq!(env.user_requests(), 0);
     assert!(!env.path("out.jsonl").exists());
 }
+
+#[test]
+fn a_rerun_fetches_nothing_and_fresh_fetches_everything_again() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=50));
+    let args = [input.to_str().unwrap(), "--out", "out.jsonl"];
+    for (extra, requests) in [(None, 50), (None, 50), (Some("--fresh"), 100)] {
+        let out = run(env.batch(&args).args(extra));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 50);
+        assert_eq!(env.user_requests(), requests, "after {extra:?}");
+    }
+}

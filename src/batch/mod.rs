@@ -89,7 +89,7 @@ impl Config {
         if global.no_cache {
             return Err(usage(
                 "batch keeps its progress in the cache file, so it cannot run with --no-cache \
-                 (--fresh ignores earlier progress; --max-age 0 refetches every record)",
+                 (--fresh starts over and fetches every id again)",
             ));
         }
         let concurrency = match &args.concurrency {
@@ -233,7 +233,14 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                 namespace,
                 throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
             });
-            Pipeline::new(&config, ctx, global.max_age, scan)
+            // Starting over means fetching again, not replaying records cached by the run
+            // being discarded.
+            let max_age = if config.fresh {
+                Duration::ZERO
+            } else {
+                global.max_age
+            };
+            Pipeline::new(&config, ctx, max_age, scan)
                 .run(lines, out, failures)
                 .await
         }
