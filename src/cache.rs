@@ -731,8 +731,9 @@ impl Cache {
         .await
     }
 
-    /// Decides, for each `(line, id)` in input order, whether it still needs fetching. Claims
-    /// are committed before the answer comes back.
+    /// Decides, for each `(line, id)` in input order, whether it still needs fetching. Ids to
+    /// fetch are held by this run until settled; ids answered from the cache are settled (and
+    /// committed) before the answer comes back.
     pub async fn batch_claim(
         &self,
         job: BatchJob,

@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Ids are read in bounded chunks; the store claims each one (which is also the duplicate
-//! filter), lookups run at most `--concurrency` at a time, and an outcome counts only once the
-//! cache thread has committed it. Output files are written from the store when the run ends,
-//! so a run killed at any instant is finished by running it again.
+//! filter), lookups run at most `--concurrency` at a time, and answers are stored many per
+//! transaction, outside the lookups' slots; an outcome counts only once the cache thread has
+//! committed it. Output files are written from the store when the run ends, so a run killed
+//! at any instant is finished by running it again.
 
 pub mod input;
 pub mod output;
