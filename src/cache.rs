@@ -524,7 +524,10 @@ fn run_batch_command(
             ids,
             reply,
         } => {
-            let oldest = now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+            // `None`: no record is young enough (`--max-age 0`, `--fresh`), so none is looked up.
+            let oldest = (!max_age.is_zero()).then(|| {
+                now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))
+            });
             BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids, claimed))
         }
         BatchCommand::Settle {
@@ -589,7 +592,7 @@ fn claim(
     tx: &rusqlite::Transaction<'_>,
     job: BatchJob,
     namespace: &str,
-    oldest_fresh_ms: i64,
+    oldest_fresh_ms: Option<i64>,
     ids: &[(u64, String)],
     claimed: &mut Claimed,
 ) -> Result<Vec<Claim>, rusqlite::Error> {
@@ -620,7 +623,11 @@ fn claim(
             }
             // New, or failed in an earlier run (worth another try).
             Some(_) | None => {
-                if fresh.exists(params![namespace, id, oldest_fresh_ms])? {
+                let cached = match oldest_fresh_ms {
+                    Some(oldest) => fresh.exists(params![namespace, id, oldest])?,
+                    None => false,
+                };
+                if cached {
                     store_outcome(tx, job, id, *line, STATE_FOUND, None, None, 0)?;
                     Claim::Cached
                 } else {
