@@ -85,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             code
         }
         Some(Command::Serve(args)) => serve(&args).await,
+        Some(Command::Batch(args)) => crate::batch::run(&cli.global, &args).await,
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -72,6 +72,8 @@ enum Command {
     Flush {
         reply: oneshot::Sender<()>,
     },
+    /// Batch progress: see the `batch store` section below.
+    Batch(BatchCommand),
 }
 
 /// A handle to the cache; cheap to clone. The thread ends once every handle is dropped and
@@ -225,6 +227,7 @@ fn open_connection(path: &Path) -> Result<Connection, CacheError> {
          ) WITHOUT ROWID;",
     )
     .map_err(corrupt)?;
+    conn.execute_batch(BATCH_SCHEMA).map_err(corrupt)?;
     Ok(conn)
 }
 
@@ -238,6 +241,7 @@ fn now_ms() -> i64 {
 /// The cache thread: take whatever is queued, run it in one transaction, answer, repeat.
 fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
     let mut batch = Vec::with_capacity(64);
+    let mut claimed = Claimed::default();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -246,13 +250,17 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = run_batch(&mut conn, &mut batch) {
+        if let Err(e) = run_batch(&mut conn, &mut batch, &mut claimed) {
             tracing::warn!("cache {}: {e}", path.display());
         }
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> Result<(), rusqlite::Error> {
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Command>,
+    claimed: &mut Claimed,
+) -> Result<(), rusqlite::Error> {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = (|| {
         let tx = conn.transaction()?;
@@ -303,6 +311,9 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> Result<(), rusq
                         replies.push(Reply::Put(ack, result));
                     }
                     Command::Flush { reply } => replies.push(Reply::Flush(reply)),
+                    Command::Batch(command) => {
+                        replies.push(Reply::Batch(run_batch_command(&tx, command, now, claimed)));
+                    }
                 }
             }
         }
@@ -325,6 +336,7 @@ fn run_batch(conn: &mut Connection, batch: &mut Vec<Command>) -> Result<(), rusq
             Reply::Flush(tx) => {
                 let _ = tx.send(());
             }
+            Reply::Batch(reply) => reply.send(&outcome),
         }
     }
     outcome
@@ -340,6 +352,7 @@ enum Reply {
         Result<(), rusqlite::Error>,
     ),
     Flush(oneshot::Sender<()>),
+    Batch(BatchReply),
 }
 
 /// rusqlite errors aren't `Clone`; a failed commit is reported to every waiting writer.
@@ -352,6 +365,575 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
             Some(other.to_string()),
         ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch store: what makes `userfetch batch` resumable and exactly-once.
+//
+// A job is one output file for one API. Each distinct input id is claimed before it is fetched
+// and gets one row once it is settled (found, not found, failed); a found id's body lives in
+// `records`, written in the same transaction. Claiming happens here, on the one thread that
+// owns the file, in input order, so the table (plus the small set of ids in flight) is the
+// duplicate filter: no set of all ids has to fit in memory, and no race lets an id through
+// twice. Output files are rebuilt from
+// these rows, which is why a process killed at any instant loses nothing and repeats nothing.
+
+const BATCH_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job       INTEGER PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    runs      INTEGER NOT NULL,
+    UNIQUE (namespace, key)
+);
+CREATE TABLE IF NOT EXISTS batch_outcomes (
+    job      INTEGER NOT NULL,
+    id       TEXT NOT NULL,
+    line     INTEGER NOT NULL,
+    run      INTEGER NOT NULL,
+    state    INTEGER NOT NULL,
+    kind     TEXT,
+    message  TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, id)
+) WITHOUT ROWID;
+";
+
+const STATE_FOUND: i64 = 1;
+const STATE_NOT_FOUND: i64 = 2;
+const STATE_FAILED: i64 = 3;
+
+/// One run of one job. `run` grows by one each time the job is opened, which tells an id
+/// decided by this run (a duplicate in the input) from one decided by an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchJob {
+    pub job: i64,
+    pub run: i64,
+}
+
+/// What to do with an id read from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Nobody has an answer yet: fetch it, then settle it.
+    Fetch,
+    /// A fresh record was in the cache; the id is already settled as found.
+    Cached,
+    /// An earlier run found it or learned it does not exist.
+    DoneEarlier,
+    /// This run has already seen it.
+    Duplicate,
+}
+
+/// An id's final outcome, as stored.
+#[derive(Debug, Clone)]
+pub enum Settled {
+    Found(Record),
+    NotFound {
+        message: String,
+        attempts: u32,
+    },
+    Failed {
+        kind: &'static str,
+        message: String,
+        attempts: u32,
+    },
+}
+
+/// An id claimed for fetching, its input line (the output order), and how it ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: String,
+    pub line: u64,
+    pub settled: Settled,
+}
+
+type Answer<T> = oneshot::Sender<Result<T, rusqlite::Error>>;
+
+enum BatchCommand {
+    Open {
+        namespace: String,
+        key: String,
+        fresh: bool,
+        reply: Answer<BatchJob>,
+    },
+    Claim {
+        job: BatchJob,
+        namespace: String,
+        max_age: Duration,
+        ids: Vec<(u64, String)>,
+        reply: Answer<Vec<Claim>>,
+    },
+    Settle {
+        job: BatchJob,
+        namespace: String,
+        outcomes: Vec<Outcome>,
+        ack: Answer<()>,
+    },
+}
+
+enum BatchReply {
+    Open(Answer<BatchJob>, Result<BatchJob, rusqlite::Error>),
+    Claim(Answer<Vec<Claim>>, Result<Vec<Claim>, rusqlite::Error>),
+    Settle(Answer<()>, Result<(), rusqlite::Error>),
+}
+
+impl BatchReply {
+    /// Nothing in a transaction holds if its commit failed, so then every waiter hears that.
+    fn send(self, commit: &Result<(), rusqlite::Error>) {
+        fn after<T>(
+            commit: &Result<(), rusqlite::Error>,
+            r: Result<T, rusqlite::Error>,
+        ) -> Result<T, rusqlite::Error> {
+            match commit {
+                Err(e) => Err(clone_error(e)),
+                Ok(()) => r,
+            }
+        }
+        match self {
+            BatchReply::Open(tx, r) => {
+                let _ = tx.send(after(commit, r));
+            }
+            BatchReply::Claim(tx, r) => {
+                let _ = tx.send(after(commit, r));
+            }
+            BatchReply::Settle(tx, r) => {
+                let _ = tx.send(after(commit, r));
+            }
+        }
+    }
+}
+
+fn run_batch_command(
+    tx: &rusqlite::Transaction<'_>,
+    command: BatchCommand,
+    now: i64,
+    claimed: &mut Claimed,
+) -> BatchReply {
+    match command {
+        BatchCommand::Open {
+            namespace,
+            key,
+            fresh,
+            reply,
+        } => BatchReply::Open(reply, open_job(tx, &namespace, &key, fresh)),
+        BatchCommand::Claim {
+            job,
+            namespace,
+            max_age,
+            ids,
+            reply,
+        } => {
+            // `None`: no record is young enough (`--max-age 0`, `--fresh`), so none is looked up.
+            let oldest = (!max_age.is_zero()).then(|| {
+                now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))
+            });
+            BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids, claimed))
+        }
+        BatchCommand::Settle {
+            job,
+            namespace,
+            outcomes,
+            ack,
+        } => {
+            let result = outcomes.into_iter().try_for_each(|o| {
+                settle(tx, job, &namespace, &o.id, o.line, o.settled, now, claimed)
+            });
+            BatchReply::Settle(ack, result)
+        }
+    }
+}
+
+fn open_job(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    key: &str,
+    fresh: bool,
+) -> Result<BatchJob, rusqlite::Error> {
+    let (job, run) = tx.query_row(
+        "INSERT INTO batch_jobs (namespace, key, runs) VALUES (?1, ?2, 1)
+         ON CONFLICT (namespace, key) DO UPDATE SET runs = runs + 1
+         RETURNING job, runs",
+        params![namespace, key],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if fresh {
+        tx.execute("DELETE FROM batch_outcomes WHERE job = ?1", params![job])?;
+    }
+    Ok(BatchJob { job, run })
+}
+
+/// Ids claimed by a run of a job and not yet settled. They live here, on the cache thread,
+/// rather than as rows: claims and settlements pass through this one thread in order, so a
+/// set is as race-free as a table, and an id costs one write (when it settles) instead of two.
+/// Bounded by what is in flight. A killed run loses the set, which is right: nothing of those
+/// ids was stored, so the rerun fetches them.
+#[derive(Default)]
+struct Claimed {
+    job: i64,
+    run: i64,
+    ids: std::collections::HashSet<Box<str>>,
+}
+
+impl Claimed {
+    fn of(&mut self, job: BatchJob) -> &mut std::collections::HashSet<Box<str>> {
+        if (self.job, self.run) != (job.job, job.run) {
+            *self = Claimed {
+                job: job.job,
+                run: job.run,
+                ids: Default::default(),
+            };
+        }
+        &mut self.ids
+    }
+}
+
+fn claim(
+    tx: &rusqlite::Transaction<'_>,
+    job: BatchJob,
+    namespace: &str,
+    oldest_fresh_ms: Option<i64>,
+    ids: &[(u64, String)],
+    claimed: &mut Claimed,
+) -> Result<Vec<Claim>, rusqlite::Error> {
+    let mut existing =
+        tx.prepare_cached("SELECT run, state FROM batch_outcomes WHERE job = ?1 AND id = ?2")?;
+    let mut fresh = tx.prepare_cached(
+        // Strictly younger than the limit, so `--max-age 0` always fetches.
+        "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3",
+    )?;
+    let mut touch =
+        tx.prepare_cached("UPDATE batch_outcomes SET run = ?3 WHERE job = ?1 AND id = ?2")?;
+    let claimed = claimed.of(job);
+    let mut claims = Vec::with_capacity(ids.len());
+    for (line, id) in ids {
+        if claimed.contains(id.as_str()) {
+            claims.push(Claim::Duplicate);
+            continue;
+        }
+        let seen: Option<(i64, i64)> = existing
+            .query_row(params![job.job, id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let claim = match seen {
+            Some((run, _)) if run == job.run => Claim::Duplicate,
+            Some((_, STATE_FOUND | STATE_NOT_FOUND)) => {
+                // Marked as seen by this run, so a second copy further down counts as a duplicate.
+                touch.execute(params![job.job, id, job.run])?;
+                Claim::DoneEarlier
+            }
+            // New, or failed in an earlier run (worth another try).
+            Some(_) | None => {
+                let cached = match oldest_fresh_ms {
+                    Some(oldest) => fresh.exists(params![namespace, id, oldest])?,
+                    None => false,
+                };
+                if cached {
+                    store_outcome(tx, job, id, *line, STATE_FOUND, None, None, 0)?;
+                    Claim::Cached
+                } else {
+                    claimed.insert(id.as_str().into());
+                    Claim::Fetch
+                }
+            }
+        };
+        claims.push(claim);
+    }
+    Ok(claims)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn store_outcome(
+    tx: &rusqlite::Transaction<'_>,
+    job: BatchJob,
+    id: &str,
+    line: u64,
+    state: i64,
+    kind: Option<&str>,
+    message: Option<&str>,
+    attempts: u32,
+) -> Result<(), rusqlite::Error> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO batch_outcomes (job, id, line, run, state, kind, message, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (job, id) DO UPDATE SET line = excluded.line, run = excluded.run,
+             state = excluded.state, kind = excluded.kind, message = excluded.message,
+             attempts = excluded.attempts",
+    )?;
+    put.execute(params![
+        job.job,
+        id,
+        line as i64,
+        job.run,
+        state,
+        kind,
+        message,
+        attempts
+    ])
+    .map(drop)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    tx: &rusqlite::Transaction<'_>,
+    job: BatchJob,
+    namespace: &str,
+    id: &str,
+    line: u64,
+    settled: Settled,
+    now: i64,
+    claimed: &mut Claimed,
+) -> Result<(), rusqlite::Error> {
+    claimed.of(job).remove(id);
+    match settled {
+        Settled::Found(record) => {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
+            )?;
+            put.execute(params![namespace, id, record.as_json(), now])?;
+            store_outcome(tx, job, id, line, STATE_FOUND, None, None, 0)
+        }
+        Settled::NotFound { message, attempts } => store_outcome(
+            tx,
+            job,
+            id,
+            line,
+            STATE_NOT_FOUND,
+            Some("not_found"),
+            Some(&message),
+            attempts,
+        ),
+        Settled::Failed {
+            kind,
+            message,
+            attempts,
+        } => store_outcome(
+            tx,
+            job,
+            id,
+            line,
+            STATE_FAILED,
+            Some(kind),
+            Some(&message),
+            attempts,
+        ),
+    }
+}
+
+impl Cache {
+    /// Opens (or creates) the job for `key` within `namespace` and starts a new run of it.
+    /// `fresh` forgets every outcome of earlier runs.
+    pub async fn batch_open(
+        &self,
+        namespace: &str,
+        key: &str,
+        fresh: bool,
+    ) -> Result<BatchJob, CacheError> {
+        self.batch_call(|reply| BatchCommand::Open {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            fresh,
+            reply,
+        })
+        .await
+    }
+
+    /// Decides, for each `(line, id)` in input order, whether it still needs fetching. Ids to
+    /// fetch are held by this run until settled; ids answered from the cache are settled (and
+    /// committed) before the answer comes back.
+    pub async fn batch_claim(
+        &self,
+        job: BatchJob,
+        namespace: &str,
+        max_age: Duration,
+        ids: Vec<(u64, String)>,
+    ) -> Result<Vec<Claim>, CacheError> {
+        self.batch_call(|reply| BatchCommand::Claim {
+            job,
+            namespace: namespace.to_owned(),
+            max_age,
+            ids,
+            reply,
+        })
+        .await
+    }
+
+    /// Stores the outcomes of ids claimed for fetching; returns once they are committed.
+    /// Many at a time: each message wakes the cache thread, which costs more than the insert.
+    pub async fn batch_settle(
+        &self,
+        job: BatchJob,
+        namespace: &str,
+        outcomes: Vec<Outcome>,
+    ) -> Result<(), CacheError> {
+        self.batch_call(|ack| BatchCommand::Settle {
+            job,
+            namespace: namespace.to_owned(),
+            outcomes,
+            ack,
+        })
+        .await
+    }
+
+    async fn batch_call<T>(
+        &self,
+        make: impl FnOnce(Answer<T>) -> BatchCommand,
+    ) -> Result<T, CacheError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Batch(make(reply)))?;
+        rx.await
+            .map_err(|_| CacheError::Gone)?
+            .map_err(|source| self.sqlite(source))
+    }
+}
+
+/// A failed or not-found id as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRow {
+    pub id: String,
+    pub not_found: bool,
+    pub kind: String,
+    pub message: String,
+    pub attempts: u32,
+}
+
+/// A read-only view of batch outcomes, for rebuilding output files. Its own connection (WAL
+/// lets it read while the cache thread writes); blocking, so use it off the async runtime.
+pub struct BatchReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl BatchReader {
+    pub fn open(path: &Path) -> Result<BatchReader, CacheError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| CacheError::Corrupt {
+            path: path.to_owned(),
+            source,
+        })?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|source| CacheError::Corrupt {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(BatchReader {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> CacheError {
+        CacheError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The job for `key`, if a run of it ever started.
+    pub fn find_job(&self, namespace: &str, key: &str) -> Result<Option<i64>, CacheError> {
+        self.conn
+            .query_row(
+                "SELECT job FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
+                params![namespace, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Whether an earlier run settled `id` for good (found or not found).
+    pub fn is_done(&self, job: i64, id: &str) -> Result<bool, CacheError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state FROM batch_outcomes WHERE job = ?1 AND id = ?2")
+            .map_err(|e| self.sqlite(e))?;
+        let state: Option<i64> = stmt
+            .query_row(params![job, id], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        Ok(matches!(state, Some(STATE_FOUND | STATE_NOT_FOUND)))
+    }
+
+    /// Every found record of the job, in input order. `each` gets the id and the JSON text.
+    pub fn each_found(
+        &self,
+        job: i64,
+        namespace: &str,
+        mut each: impl FnMut(&str, &str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        // Ids first, sorted by line, then each body by key: the sort then handles a few bytes
+        // per id rather than whole records (SQLite sorts in a bounded buffer and spills to a
+        // temporary file, so memory stays flat for any job size), and no index on the line has
+        // to be kept up to date while the run writes.
+        let mut ids = self
+            .conn
+            .prepare("SELECT id FROM batch_outcomes WHERE job = ?1 AND state = ?2 ORDER BY line")
+            .map_err(|e| self.sqlite(e))?;
+        let mut body = self
+            .conn
+            .prepare("SELECT body FROM records WHERE namespace = ?1 AND id = ?2")
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = ids
+            .query(params![job, STATE_FOUND])
+            .map_err(|e| self.sqlite(e))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let id = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.sqlite(e))?;
+            let mut found = body
+                .query(params![namespace, id])
+                .map_err(|e| self.sqlite(e))?;
+            // Settled as found means the body was stored in the same transaction.
+            let Some(record) = found.next().map_err(|e| self.sqlite(e))? else {
+                anyhow::bail!("the cache file has lost the record for id {id}; run with --fresh");
+            };
+            let text = record
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.sqlite(e))?;
+            each(id, text)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Every not-found and failed id of the job, in input order.
+    pub fn each_failure(
+        &self,
+        job: i64,
+        mut each: impl FnMut(FailureRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, state, kind, message, attempts FROM batch_outcomes
+                 WHERE job = ?1 AND state IN (?2, ?3)
+                 ORDER BY line",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt
+            .query(params![job, STATE_NOT_FOUND, STATE_FAILED])
+            .map_err(|e| self.sqlite(e))?;
+        let mut count = 0;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            let read = || -> Result<FailureRow, rusqlite::Error> {
+                Ok(FailureRow {
+                    id: row.get(0)?,
+                    not_found: row.get::<_, i64>(1)? == STATE_NOT_FOUND,
+                    kind: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    message: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    attempts: row.get(4)?,
+                })
+            };
+            each(read().map_err(|e| self.sqlite(e))?)?;
+            count += 1;
+        }
+        Ok(count)
     }
 }
 
@@ -457,5 +1039,129 @@ mod tests {
             vec![b'z'; 8192],
             "the file must be left as it was"
         );
+    }
+
+    fn lines(ids: &[&str]) -> Vec<(u64, String)> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (i as u64 + 1, (*id).to_owned()))
+            .collect()
+    }
+
+    fn found(id: &str, line: u64) -> Outcome {
+        Outcome {
+            id: id.to_owned(),
+            line,
+            settled: Settled::Found(record(line as u32)),
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_claims_filter_duplicates_and_resume_where_a_killed_run_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let hour = Duration::from_secs(3600);
+        let cache = Cache::open(&path).unwrap();
+        let run1 = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
+        let claims = cache
+            .batch_claim(run1, "api", hour, lines(&["a", "b", "a"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch, Claim::Fetch, Claim::Duplicate]);
+        cache
+            .batch_settle(run1, "api", vec![found("a", 1)])
+            .await
+            .unwrap();
+        // "b" was claimed but never settled: the process dies here.
+        drop(cache);
+
+        let cache = Cache::open(&path).unwrap();
+        let run2 = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
+        assert_eq!((run2.job, run2.run), (run1.job, run1.run + 1));
+        let claims = cache
+            .batch_claim(run2, "api", hour, lines(&["a", "b", "c", "a"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            claims,
+            [
+                Claim::DoneEarlier,
+                Claim::Fetch,
+                Claim::Fetch,
+                Claim::Duplicate
+            ]
+        );
+        let failed = Outcome {
+            id: "b".into(),
+            line: 2,
+            settled: Settled::Failed {
+                kind: "timeout",
+                message: "slow".into(),
+                attempts: 4,
+            },
+        };
+        cache
+            .batch_settle(run2, "api", vec![failed, found("c", 3)])
+            .await
+            .unwrap();
+
+        // Failed ids are tried again by the next run; a fresh cached record needs no request.
+        cache.put_durable("api", "z", record(26)).await.unwrap();
+        let run3 = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
+        let claims = cache
+            .batch_claim(run3, "api", hour, lines(&["b", "z"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch, Claim::Cached]);
+
+        // Another job (another output file) shares the records but not the progress.
+        let other = cache
+            .batch_open("api", "/other.jsonl", false)
+            .await
+            .unwrap();
+        assert_ne!(other.job, run1.job);
+        let claims = cache
+            .batch_claim(other, "api", Duration::ZERO, lines(&["a"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch]);
+        cache.flush().await.unwrap();
+
+        let reader = BatchReader::open(&path).unwrap();
+        let mut order = Vec::new();
+        let n = reader
+            .each_found(run1.job, "api", |id, _| {
+                order.push(id.to_owned());
+                Ok(())
+            })
+            .unwrap();
+        // Input order: "z" came from line 2 of the third run's input.
+        assert_eq!(
+            (n, order),
+            (3, vec!["a".to_owned(), "z".into(), "c".into()])
+        );
+        assert!(reader.is_done(run1.job, "a").unwrap());
+        assert!(!reader.is_done(run1.job, "b").unwrap());
+    }
+
+    #[tokio::test]
+    async fn fresh_forgets_the_progress_of_earlier_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("c.sqlite3")).unwrap();
+        let run1 = cache.batch_open("api", "k", false).await.unwrap();
+        cache
+            .batch_claim(run1, "api", Duration::ZERO, lines(&["a"]))
+            .await
+            .unwrap();
+        cache
+            .batch_settle(run1, "api", vec![found("a", 1)])
+            .await
+            .unwrap();
+        let again = cache.batch_open("api", "k", true).await.unwrap();
+        let claims = cache
+            .batch_claim(again, "api", Duration::ZERO, lines(&["a"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Fetch]);
     }
 }

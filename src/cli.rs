@@ -99,6 +99,8 @@ pub enum Command {
     Ui(UiArgs),
     /// Run one scripted session sync and async and show, measured, what blocking costs.
     Demo(DemoArgs),
+    /// Fetch every id in a file (or stdin) politely and resumably into JSONL or CSV.
+    Batch(BatchArgs),
     /// Print shell completions.
     Completions {
         /// The shell to complete for.
@@ -150,6 +152,63 @@ pub struct DemoArgs {
     /// Print the raw measurements as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Fetch every id in a file (or stdin) into JSONL or CSV, politely and resumably.\n\n\
+        One id per line; blank lines and lines starting with '#' are skipped; each distinct id is \
+        fetched once. Every outcome is stored in the cache file before it counts, and the output \
+        files are rebuilt from there: after Ctrl-C, a crash or kill -9, run the same command again \
+        and it fetches only what is missing. A rerun also retries ids that failed.\n\n\
+        Ctrl-C once: stop taking new ids, let lookups in flight finish (see --grace), write the \
+        output. Twice: cancel what is in flight, write what is done.",
+    after_help = "Exit codes: 0 every id found or not found, 1 some failed, 2 bad usage or input, 130 interrupted."
+)]
+pub struct BatchArgs {
+    /// File with one id per line; '-' or nothing reads stdin.
+    #[arg(value_name = "IDS_FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Where found records go (replaced when the run ends, never left half-written).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Output format: one JSON object per line, or CSV with flattened columns (address.city).
+    #[arg(long, value_enum, default_value_t = crate::batch::Format::Jsonl)]
+    pub format: crate::batch::Format,
+
+    /// Where not-found and failed ids go, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub failures: Option<PathBuf>,
+
+    /// Lookups in flight at once (the adaptive throttle may use fewer) [default: 64].
+    #[arg(long, short = 'c', value_name = "N")]
+    pub concurrency: Option<String>,
+
+    /// Most requests per second, retries included, e.g. 50, 50/s, 3000/min [default: no limit].
+    #[arg(long, value_name = "R/s")]
+    pub rate: Option<String>,
+
+    /// Start over: ignore the progress of earlier runs of this command, and cached records.
+    #[arg(long)]
+    pub fresh: bool,
+
+    /// Check the input and settings, show what would be fetched, fetch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Stop at the first invalid line instead of reporting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// After the first Ctrl-C, how long lookups in flight may take to finish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Args)]

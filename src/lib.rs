@@ -11,8 +11,10 @@
 //!   a terminal.
 //! - [`cli`] defines the command line, [`session`] turns it into a working engine, [`app`]
 //!   runs it and maps errors to the codes in [`exit`].
+//! - [`batch`] fetches whole id lists (files or stdin) politely and resumably.
 
 pub mod app;
+pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod client;

@@ -2,6 +2,7 @@
 //! classified error for every way a lookup can fail.
 
 mod error;
+mod h2;
 mod retry;
 mod url;
 
@@ -81,6 +82,26 @@ pub struct RetryNotice {
     pub error: FetchError,
 }
 
+/// Paces attempts and hears how each went. The batch's rate limit and adaptive throttle plug in
+/// here, so a retry waits its turn like a first attempt does.
+pub trait AttemptGate: Sync {
+    /// Held while one attempt is on the wire.
+    type Permit: Send;
+    /// Waits until another attempt may start.
+    fn admit(&self) -> impl std::future::Future<Output = Self::Permit> + Send;
+    /// Told once the attempt's answer (or error) is in.
+    fn attempted(&self, permit: Self::Permit, result: Result<(), ErrorKind>);
+}
+
+/// Lets every attempt through at once.
+pub struct Ungated;
+
+impl AttemptGate for Ungated {
+    type Permit = ();
+    async fn admit(&self) {}
+    fn attempted(&self, (): (), _: Result<(), ErrorKind>) {}
+}
+
 /// Why one attempt failed, and whether another could succeed.
 struct AttemptFailure {
     kind: ErrorKind,
@@ -112,6 +133,8 @@ pub struct Client {
     http: reqwest::Client,
     config: std::sync::Arc<ClientConfig>,
     auth: Option<HeaderValue>,
+    /// Direct HTTP/2 for `--http2` with an `http://` API (see [`h2`]).
+    h2: Option<std::sync::Arc<h2::H2>>,
 }
 
 impl Client {
@@ -143,10 +166,22 @@ impl Client {
             }
             None => None,
         };
+        let origin = config.template.origin();
+        let h2 = match (config.http2, origin.scheme(), origin.host_str()) {
+            (true, "http", Some(host)) => Some(std::sync::Arc::new(h2::H2::new(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                origin.port_or_known_default().unwrap_or(80),
+                config.connect_timeout,
+            ))),
+            _ => None,
+        };
         Ok(Client {
             http,
             config: std::sync::Arc::new(config),
             auth,
+            h2,
         })
     }
 
@@ -161,13 +196,26 @@ impl Client {
         id: &UserId,
         on_retry: &mut (dyn FnMut(&RetryNotice) + Send),
     ) -> Result<Fetched, FetchError> {
+        self.fetch_gated(id, on_retry, &Ungated).await
+    }
+
+    /// [`Client::fetch`], with every attempt admitted by `gate`.
+    pub async fn fetch_gated<G: AttemptGate>(
+        &self,
+        id: &UserId,
+        on_retry: &mut (dyn FnMut(&RetryNotice) + Send),
+        gate: &G,
+    ) -> Result<Fetched, FetchError> {
         let url = self.config.template.url_for(id);
         let policy = &self.config.retry;
         let max_attempts = policy.max_attempts();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.attempt(&url).await {
+            let permit = gate.admit().await;
+            let result = self.attempt(&url).await;
+            gate.attempted(permit, result.as_ref().map(drop).map_err(|f| f.kind));
+            let failure = match result {
                 Ok(record) => {
                     return Ok(Fetched {
                         record,
@@ -193,6 +241,22 @@ impl Client {
     }
 
     async fn attempt(&self, url: &str) -> Result<Record, AttemptFailure> {
+        if let Some(h2) = &self.h2 {
+            let attempt = tokio::time::timeout(self.config.timeout, self.attempt_h2(h2, url));
+            match attempt.await {
+                Ok(Ok(Some(record))) => return Ok(record),
+                // A redirect: reqwest follows it (and drops the token when it leaves the host).
+                Ok(Ok(None)) => {}
+                Ok(Err(failure)) => return Err(failure),
+                Err(_) => return Err(self.timed_out()),
+            }
+        }
+        // Boxed so that its large future is not part of every attempt's state (the direct
+        // HTTP/2 path rarely needs it, and each lookup's future is moved when it is spawned).
+        Box::pin(self.attempt_reqwest(url)).await
+    }
+
+    async fn attempt_reqwest(&self, url: &str) -> Result<Record, AttemptFailure> {
         let mut request = self.http.get(url);
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -227,6 +291,90 @@ impl Client {
                 format!("the response is not valid JSON ({e})"),
             )
         })
+    }
+
+    /// One attempt over the direct HTTP/2 connection; `None` for a redirect.
+    async fn attempt_h2(&self, h2: &h2::H2, url: &str) -> Result<Option<Record>, AttemptFailure> {
+        use http_body_util::BodyExt;
+        let mut request = hyper::Request::get(url).header(
+            reqwest::header::USER_AGENT,
+            concat!("userfetch/", env!("CARGO_PKG_VERSION")),
+        );
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let request = request
+            .body(http_body_util::Empty::new())
+            .map_err(|e| AttemptFailure::fatal(ErrorKind::Rejected, e.to_string()))?;
+        let response = h2.send(request).await.map_err(|e| {
+            let host = self.host();
+            match e {
+                h2::H2Error::Connect(why) => AttemptFailure::transient(
+                    ErrorKind::Connection,
+                    format!("cannot connect to {host} ({why})"),
+                ),
+                h2::H2Error::Send(e) => AttemptFailure::transient(
+                    ErrorKind::Connection,
+                    format!(
+                        "the connection to {host} failed before an answer came ({})",
+                        innermost(&e)
+                    ),
+                ),
+            }
+        })?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
+        }
+        let max = self.config.max_body;
+        let length = response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length.is_some_and(|len| len > max) {
+            return Err(self.too_large());
+        }
+        // The declared length is the server's claim: trust it for the first 64 KiB only.
+        let mut body = Vec::with_capacity(length.unwrap_or(1024).min(max).min(64 * 1024) as usize);
+        let mut incoming = response.into_body();
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| {
+                AttemptFailure::transient(
+                    ErrorKind::BadBody,
+                    format!(
+                        "the response body was cut off after {} bytes ({})",
+                        body.len(),
+                        innermost(&e)
+                    ),
+                )
+            })?;
+            if let Ok(chunk) = frame.into_data() {
+                if (body.len() + chunk.len()) as u64 > max {
+                    return Err(self.too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+        Record::from_body(&body).map(Some).map_err(|e| {
+            AttemptFailure::fatal(
+                ErrorKind::BadBody,
+                format!("the response is not valid JSON ({e})"),
+            )
+        })
+    }
+
+    fn timed_out(&self) -> AttemptFailure {
+        AttemptFailure::transient(
+            ErrorKind::Timeout,
+            format!(
+                "no complete answer within {} (raise it with --timeout)",
+                humantime::format_duration(self.config.timeout)
+            ),
+        )
     }
 
     fn too_large(&self) -> AttemptFailure {
@@ -368,6 +516,15 @@ fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> Atte
         ),
         _ => AttemptFailure::fatal(ErrorKind::Rejected, format!("server answered {shown}")),
     }
+}
+
+/// The innermost message of any error chain.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 /// The innermost error message: "connection refused" says more than

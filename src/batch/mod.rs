@@ -1,0 +1,890 @@
+//! `userfetch batch`: fetch every id in a list, politely, resumably, with nothing lost.
+//!
+//! The pipeline, all on the runtime's thread except where noted:
+//!
+//! ```text
+//! input thread ──chunks──▶ claim (cache thread) ──ids to fetch──▶ lookups (≤ concurrency)
+//!                                                                   │ each attempt through the
+//!                                                                   │ throttle (window + rate)
+//!            output files ◀── rebuilt from the store ◀── settle (cache thread, committed)
+//! ```
+//!
+//! Ids are read in bounded chunks; the store claims each one (which is also the duplicate
+//! filter), lookups run at most `--concurrency` at a time, and answers are stored many per
+//! transaction, outside the lookups' slots; an outcome counts only once the cache thread has
+//! committed it. Output files are written from the store when the run ends, so a run killed
+//! at any instant is finished by running it again.
+
+pub mod input;
+pub mod output;
+pub mod progress;
+pub mod summary;
+pub mod throttle;
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{self, BatchJob, BatchReader, Cache, Claim, Settled};
+use crate::cli::{BatchArgs, GlobalOpts};
+use crate::client::{Client, ErrorKind};
+use crate::exit::{ExitCode, usage};
+use crate::id::UserId;
+use crate::session::Session;
+
+use input::{Chunk, Source};
+use output::AtomicFile;
+pub use output::Format;
+use progress::Progress;
+use summary::{Counts, FileReport, Histogram, Status, Summary};
+use throttle::{Rate, Throttle};
+
+/// Lookups in flight when `--concurrency` is not given: enough to hide latency, few enough
+/// not to alarm an API's operators.
+pub const DEFAULT_CONCURRENCY: u32 = 64;
+
+/// Beyond this, more concurrency only costs memory; one HTTP/2 connection carries it all.
+const MAX_CONCURRENCY: u32 = 100_000;
+
+/// Claims requested ahead of need: some being answered while others are consumed.
+const CLAIMS_AHEAD: usize = 4;
+
+/// Invalid lines reported one by one; past this only the count is kept (a wrong file would
+/// otherwise bury the terminal).
+const MAX_WARNINGS: u64 = 20;
+
+/// Ids shown with their URL by `--dry-run`.
+const DRY_RUN_URLS: usize = 5;
+
+/// Distinct ids `--dry-run` remembers to count duplicates; past it, duplicates are counted
+/// as new ids (dry runs write nothing, so the store cannot do the remembering).
+const DRY_RUN_DISTINCT_LIMIT: usize = 1_000_000;
+
+/// The command line, checked: everything that can be wrong with it is found before any work.
+struct Config {
+    source: Source,
+    out: PathBuf,
+    failures: Option<PathBuf>,
+    format: Format,
+    concurrency: u32,
+    rate: Option<Rate>,
+    fresh: bool,
+    dry_run: bool,
+    strict: bool,
+    summary_json: Option<PathBuf>,
+    grace: Duration,
+}
+
+impl Config {
+    fn from_args(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<Config> {
+        if global.no_cache {
+            return Err(usage(
+                "batch keeps its progress in the cache file, so it cannot run with --no-cache \
+                 (--fresh starts over and fetches every id again)",
+            ));
+        }
+        let concurrency = match &args.concurrency {
+            None => DEFAULT_CONCURRENCY,
+            Some(text) => text
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_CONCURRENCY).contains(n))
+                .ok_or_else(|| {
+                    usage(format!(
+                        "--concurrency '{text}' must be a whole number from 1 to {MAX_CONCURRENCY}"
+                    ))
+                })?,
+        };
+        let rate = args
+            .rate
+            .as_deref()
+            .map(Rate::parse)
+            .transpose()
+            .map_err(usage)?;
+        let source = Source::from_arg(args.input.as_deref());
+        if args.input.is_none() && std::io::stdin().is_terminal() {
+            return Err(usage(
+                "no IDS_FILE given and stdin is a terminal: name a file, pipe ids in, or pass '-' to type them",
+            ));
+        }
+        if args.out.as_os_str() == "-" {
+            return Err(usage(
+                "--out must be a file: it is rebuilt from the store when the run ends, which a pipe cannot be",
+            ));
+        }
+        if args.failures.as_deref() == Some(args.out.as_path())
+            || args.summary_json.as_deref() == Some(args.out.as_path())
+        {
+            return Err(usage(format!(
+                "--out {} is also given as another output; each output needs its own file",
+                args.out.display()
+            )));
+        }
+        if let Source::File(input) = &source
+            && same_file(input, &args.out)
+        {
+            return Err(usage(format!(
+                "--out {} is the input file; choose another output path",
+                args.out.display()
+            )));
+        }
+        Ok(Config {
+            source,
+            out: args.out.clone(),
+            failures: args.failures.clone(),
+            format: args.format,
+            concurrency,
+            rate,
+            fresh: args.fresh,
+            dry_run: args.dry_run,
+            strict: args.strict,
+            summary_json: args.summary_json.clone(),
+            grace: args.grace,
+        })
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Which job a run belongs to: the output file, as an absolute path. Rerunning "the same
+/// command" means writing the same file; where the ids come from (a file, a pipe) may change.
+fn job_key(out: &Path) -> anyhow::Result<String> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| usage(format!("--out {} does not name a file", out.display())))?;
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let dir = std::fs::canonicalize(&dir)
+        .with_context(|| format!("cannot resolve the directory of --out {}", out.display()))?;
+    Ok(dir.join(name).to_string_lossy().into_owned())
+}
+
+pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::from_args(global, args)?;
+    // The whole file is checked before anything else starts, so a wrong file costs nothing.
+    let scan = match &config.source {
+        Source::File(_) => {
+            let (source, strict) = (config.source.clone(), config.strict);
+            Some(
+                tokio::task::spawn_blocking(move || input::scan(&source, strict))
+                    .await?
+                    .map_err(|e| usage(e.to_string()))?,
+            )
+        }
+        Source::Stdin => None,
+    };
+    let lines = input::open(&config.source).map_err(|e| usage(e.to_string()))?;
+    let out = AtomicFile::create(&config.out, "--out")?;
+    let failures = config
+        .failures
+        .as_deref()
+        .map(|p| AtomicFile::create(p, "--failures"))
+        .transpose()?;
+    let key = job_key(&config.out)?;
+    if let Some(path) = config.summary_json.as_ref().filter(|_| !config.dry_run) {
+        // Found now rather than after an hour of fetching; the content is written at the end.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| {
+                usage(format!(
+                    "cannot write --summary-json {}: {e}",
+                    path.display()
+                ))
+            })?;
+    }
+
+    let session = Session::start(global).await?;
+    if let Some(line) = session.announce()
+        && std::io::stderr().is_terminal()
+    {
+        eprintln!("{line}");
+    }
+    let result = match session.engine.cache().cloned() {
+        None => Err(anyhow::anyhow!("internal: batch started without a cache")),
+        Some(cache) if config.dry_run => {
+            dry_run(&config, &session, &cache, &key, lines, scan).await
+        }
+        Some(cache) => {
+            let namespace: Arc<str> = session.engine.namespace().into();
+            let job = cache.batch_open(&namespace, &key, config.fresh).await?;
+            let ctx = Arc::new(Ctx {
+                client: session.engine.client().clone(),
+                cache,
+                job,
+                namespace,
+                throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
+            });
+            // Starting over means fetching again, not replaying records cached by the run
+            // being discarded.
+            let max_age = if config.fresh {
+                Duration::ZERO
+            } else {
+                global.max_age
+            };
+            Pipeline::new(&config, ctx, max_age, scan)
+                .run(lines, out, failures)
+                .await
+        }
+    };
+    session.close().await;
+    result
+}
+
+/// What every lookup task shares.
+struct Ctx {
+    client: Client,
+    cache: Cache,
+    job: BatchJob,
+    namespace: Arc<str>,
+    throttle: Arc<Throttle>,
+}
+
+/// How one lookup ended, as its task reports it.
+enum Answer {
+    /// An outcome to store.
+    Settle {
+        line: u64,
+        id: UserId,
+        kind: Outcome,
+        settled: Settled,
+        latency: Duration,
+        retries: u32,
+    },
+    /// Cancelled by a second Ctrl-C or the end of the grace period: left for the next run.
+    Cancelled,
+}
+
+/// What the summary needs of one answer once it is committed.
+struct Tally {
+    kind: Outcome,
+    latency: Duration,
+    retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Found,
+    NotFound,
+    Failed,
+}
+
+async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, cancel: CancellationToken) -> Answer {
+    let started = Instant::now();
+    let mut retries = 0u32;
+    let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
+    let fetched = tokio::select! {
+        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &ctx.throttle) => fetched,
+        () = cancel.cancelled() => return Answer::Cancelled,
+    };
+    let latency = started.elapsed();
+    let (kind, settled) = match fetched {
+        Ok(f) => (Outcome::Found, Settled::Found(f.record)),
+        Err(e) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
+        Err(e) if e.kind == ErrorKind::NotFound => (
+            Outcome::NotFound,
+            Settled::NotFound {
+                message: e.detail().to_owned(),
+                attempts: e.attempts,
+            },
+        ),
+        Err(e) => (
+            Outcome::Failed,
+            Settled::Failed {
+                kind: e.kind.as_str(),
+                message: e.detail().to_owned(),
+                attempts: e.attempts,
+            },
+        ),
+    };
+    Answer::Settle {
+        line,
+        id,
+        kind,
+        settled,
+        latency,
+        retries,
+    }
+}
+
+/// Stores answers, many per message (each message wakes the cache thread, which costs more
+/// than the insert). Runs outside the lookups' concurrency slots, so the next lookups start
+/// while the cache thread commits, and is never cancelled: an answer that came back is kept.
+fn commit(ctx: &Arc<Ctx>, answers: Vec<(cache::Outcome, Tally)>) -> CommitFuture {
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let (outcomes, tallies): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
+        let result = ctx
+            .cache
+            .batch_settle(ctx.job, &ctx.namespace, outcomes)
+            .await
+            .context("cannot record outcomes in the cache file");
+        (tallies, result)
+    })
+}
+
+type CommitFuture =
+    std::pin::Pin<Box<dyn Future<Output = (Vec<Tally>, anyhow::Result<()>)> + Send>>;
+
+/// The lookups in flight. On the default single-threaded runtime they are polled in place:
+/// a spawned task per id would only add scheduling work (and copy each future once more) with
+/// no second thread to run on. With `--threads N` they are spawned so the threads share them.
+enum Lookups {
+    Local(FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>>),
+    Spawned(JoinSet<Answer>),
+}
+
+impl Lookups {
+    fn new() -> Lookups {
+        match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => Lookups::Local(FuturesUnordered::new()),
+            _ => Lookups::Spawned(JoinSet::new()),
+        }
+    }
+
+    fn push(&mut self, lookup: impl Future<Output = Answer> + Send + 'static) {
+        match self {
+            Lookups::Local(set) => set.push(Box::pin(lookup)),
+            Lookups::Spawned(set) => {
+                set.spawn(lookup);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Lookups::Local(set) => set.len(),
+            Lookups::Spawned(set) => set.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    async fn next(&mut self) -> Option<Result<Answer, tokio::task::JoinError>> {
+        match self {
+            Lookups::Local(set) => set.next().await.map(Ok),
+            Lookups::Spawned(set) => set.join_next().await,
+        }
+    }
+}
+
+type ClaimFuture = std::pin::Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    Vec<(u64, UserId)>,
+                    Result<Vec<Claim>, crate::cache::CacheError>,
+                ),
+            > + Send,
+    >,
+>;
+
+/// Whether Ctrl-C (or SIGTERM) has been pressed, and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// First signal: take no new ids, let lookups in flight finish until the deadline.
+    Draining(tokio::time::Instant),
+    /// Second signal or grace period over: lookups in flight are cancelled.
+    Aborting,
+}
+
+struct Pipeline<'a> {
+    config: &'a Config,
+    ctx: Arc<Ctx>,
+    max_age: Duration,
+    progress: Progress,
+    counts: Counts,
+    /// Valid input lines handled (settled, skipped or duplicate): the progress bar's position.
+    handled: u64,
+    latencies: Histogram,
+    retries: u64,
+    warnings: u64,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(
+        config: &'a Config,
+        ctx: Arc<Ctx>,
+        max_age: Duration,
+        scan: Option<input::Scan>,
+    ) -> Self {
+        Pipeline {
+            config,
+            ctx,
+            max_age,
+            progress: Progress::new(scan.map(|s| s.ids)),
+            counts: Counts::default(),
+            handled: 0,
+            latencies: Histogram::default(),
+            retries: 0,
+            warnings: 0,
+        }
+    }
+
+    async fn run(
+        mut self,
+        lines: input::Lines<Box<dyn std::io::Read + Send>>,
+        out: AtomicFile,
+        failures: Option<AtomicFile>,
+    ) -> anyhow::Result<ExitCode> {
+        let started = Instant::now();
+        let mut interrupts = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+        let (tx, mut rx) = mpsc::channel(8);
+        let _reader = input::spawn_reader(lines, self.config.strict, tx)
+            .context("cannot start the input reader thread")?;
+
+        let concurrency = self.config.concurrency as usize;
+        let cancel = CancellationToken::new();
+        let mut ready: VecDeque<(u64, UserId)> = VecDeque::new();
+        let mut claims: FuturesOrdered<ClaimFuture> = FuturesOrdered::new();
+        let mut tasks = Lookups::new();
+        // Answers waiting to be stored: they go in one message as soon as the previous one is
+        // committed, so the busier the run, the larger (and cheaper per id) each commit.
+        let mut uncommitted: Vec<(cache::Outcome, Tally)> = Vec::new();
+        let mut committing: FuturesUnordered<CommitFuture> = FuturesUnordered::new();
+        let mut committing_len = 0usize;
+        let max_uncommitted = 2 * concurrency.max(1024);
+        let mut input_done = false;
+        let mut input_error: Option<input::InputError> = None;
+        let mut fatal: Option<anyhow::Error> = None;
+        let mut stop = Stop::Running;
+        let mut signals = 0u32;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+        loop {
+            if stop == Stop::Running {
+                // Answers waiting for their commit hold memory, so they hold back new lookups.
+                while tasks.len() < concurrency
+                    && uncommitted.len() + committing_len < max_uncommitted
+                    && let Some((line, id)) = ready.pop_front()
+                {
+                    tasks.push(lookup(self.ctx.clone(), line, id, cancel.clone()));
+                }
+            }
+            let taking = stop == Stop::Running && !input_done;
+            if committing.is_empty() && !uncommitted.is_empty() {
+                committing_len = uncommitted.len();
+                committing.push(commit(&self.ctx, std::mem::take(&mut uncommitted)));
+            }
+            if !taking && tasks.is_empty() && claims.is_empty() && committing.is_empty() {
+                break;
+            }
+            // Two waves of ids ready: when a whole wave of answers comes back at once, the next
+            // wave leaves at once too, without waiting for a claim behind a big commit.
+            let want_input = taking && claims.len() < CLAIMS_AHEAD && ready.len() < 2 * concurrency;
+            let deadline = match stop {
+                Stop::Draining(at) => Some(at),
+                _ => None,
+            };
+            tokio::select! {
+                chunk = rx.recv(), if want_input => match chunk {
+                    Some(Chunk::Ids(ids)) => claims.push_back(self.claim(ids)),
+                    Some(Chunk::Invalid { line, problem }) => {
+                        self.counts.invalid_lines += 1;
+                        self.warn_invalid(line, &problem);
+                    }
+                    Some(Chunk::Fatal(e)) => {
+                        input_error = Some(e);
+                        input_done = true;
+                    }
+                    Some(Chunk::End(_)) | None => input_done = true,
+                },
+                Some((ids, claimed)) = claims.next(), if !claims.is_empty() => match claimed {
+                    Ok(claimed) => {
+                        for ((line, id), claim) in ids.into_iter().zip(claimed) {
+                            self.handled += u64::from(claim != Claim::Fetch);
+                            match claim {
+                                Claim::Fetch => ready.push_back((line, id)),
+                                Claim::Cached => { self.counts.ids += 1; self.counts.cached += 1 }
+                                Claim::DoneEarlier => { self.counts.ids += 1; self.counts.done_earlier += 1 }
+                                Claim::Duplicate => self.counts.duplicates += 1,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        fatal.get_or_insert(anyhow::Error::new(e).context("cannot claim ids in the cache file"));
+                        stop = Stop::Aborting;
+                        cancel.cancel();
+                    }
+                },
+                Some(joined) = tasks.next(), if !tasks.is_empty() => match joined {
+                    Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
+                        let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
+                        uncommitted.push((outcome, Tally { kind, latency, retries }));
+                    }
+                    Ok(Answer::Cancelled) => self.counts.unfinished += 1,
+                    Err(e) => {
+                        fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
+                        self.counts.unfinished += 1;
+                    }
+                },
+                Some((tallies, stored)) = committing.next(), if !committing.is_empty() => {
+                    committing_len = 0;
+                    match stored {
+                        Ok(()) => tallies.into_iter().for_each(|t| self.count(t)),
+                        Err(e) => {
+                            self.counts.unfinished += tallies.len() as u64;
+                            fatal.get_or_insert(e);
+                            stop = Stop::Aborting;
+                            cancel.cancel();
+                        }
+                    }
+                }
+                Some(()) = interrupts.recv() => { signals += 1; stop = self.on_signal(signals, stop, &cancel, tasks.len()); }
+                Some(()) = terminate.recv() => { signals += 1; stop = self.on_signal(signals, stop, &cancel, tasks.len()); }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.progress.warn(&format!(
+                        "userfetch: grace period over; cancelling {} lookups in flight", tasks.len()
+                    ));
+                    stop = Stop::Aborting;
+                    cancel.cancel();
+                }
+                _ = tick.tick() => {
+                    self.progress.update(self.handled, tasks.len(), self.counts.failed);
+                }
+            }
+            if input_error.is_some() && stop == Stop::Running {
+                // Like a first Ctrl-C: what is in flight finishes and is kept for the rerun.
+                stop = Stop::Draining(tokio::time::Instant::now() + self.config.grace);
+            }
+        }
+        self.counts.unfinished += ready.len() as u64;
+        self.progress.finish();
+
+        let status = if input_error.is_some() {
+            Status::InputError
+        } else if signals > 0 {
+            Status::Interrupted
+        } else {
+            Status::Complete
+        };
+        // Output files are only replaced when the input was readable: after an input error
+        // the previous files stay as they were.
+        let fetched = started.elapsed();
+        let (out_report, failures_report) = match (&fatal, status) {
+            (None, Status::Complete | Status::Interrupted) => {
+                // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
+                let writing = self.write_outputs(out, failures);
+                tokio::pin!(writing);
+                loop {
+                    tokio::select! {
+                        written = &mut writing => break written?,
+                        Some(()) = interrupts.recv() => {}
+                        Some(()) = terminate.recv() => {}
+                    }
+                    signals += 1;
+                    if signals >= 3 {
+                        quit_now();
+                    }
+                    self.progress.warn(
+                        "userfetch: writing the output from what is done; Ctrl-C again to quit at once",
+                    );
+                }
+            }
+            _ => (None, None),
+        };
+        tracing::info!(
+            "lookups took {:?}, writing the output {:?}",
+            fetched,
+            started.elapsed() - fetched
+        );
+        let summary = self.summary(status, started.elapsed(), out_report, failures_report);
+        // An input that fails before its first id (empty stdin) gets its one error line only.
+        if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
+            eprintln!("{}", summary.render());
+        }
+        if let Some(path) = &self.config.summary_json {
+            summary.write_json(path)?;
+        }
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if let Some(e) = input_error {
+            return Err(usage(e.to_string()));
+        }
+        Ok(match status {
+            Status::Interrupted => ExitCode::Interrupted,
+            _ if self.counts.failed > 0 => ExitCode::Failure,
+            _ => ExitCode::Success,
+        })
+    }
+
+    fn claim(&self, ids: Vec<(u64, UserId)>) -> ClaimFuture {
+        let ctx = self.ctx.clone();
+        let max_age = self.max_age;
+        Box::pin(async move {
+            let keys = ids
+                .iter()
+                .map(|(line, id)| (*line, id.as_str().to_owned()))
+                .collect();
+            let claimed = ctx
+                .cache
+                .batch_claim(ctx.job, &ctx.namespace, max_age, keys)
+                .await;
+            (ids, claimed)
+        })
+    }
+
+    fn count(&mut self, tally: Tally) {
+        self.handled += 1;
+        self.counts.ids += 1;
+        self.retries += u64::from(tally.retries);
+        self.latencies.record(tally.latency);
+        match tally.kind {
+            Outcome::Found => self.counts.found += 1,
+            Outcome::NotFound => self.counts.not_found += 1,
+            Outcome::Failed => self.counts.failed += 1,
+        }
+    }
+
+    fn on_signal(
+        &self,
+        signals: u32,
+        stop: Stop,
+        cancel: &CancellationToken,
+        in_flight: usize,
+    ) -> Stop {
+        match (signals, stop) {
+            (1, Stop::Running) => {
+                self.progress.warn(&format!(
+                    "userfetch: stopping: letting {in_flight} lookups in flight finish (up to {}); Ctrl-C again to cancel them",
+                    humantime::format_duration(self.config.grace)
+                ));
+                Stop::Draining(tokio::time::Instant::now() + self.config.grace)
+            }
+            (1 | 2, _) => {
+                self.progress.warn(&format!(
+                    "userfetch: cancelling {in_flight} lookups in flight; writing what is done (Ctrl-C again to quit at once)"
+                ));
+                cancel.cancel();
+                Stop::Aborting
+            }
+            _ => quit_now(),
+        }
+    }
+
+    fn warn_invalid(&mut self, line: u64, problem: &str) {
+        self.warnings += 1;
+        if self.warnings <= MAX_WARNINGS {
+            self.progress.warn(&format!(
+                "userfetch: {}:{line}: skipped: {problem}",
+                self.config.source.name()
+            ));
+        } else if self.warnings == MAX_WARNINGS + 1 {
+            self.progress.warn(
+                "userfetch: more invalid lines are skipped without a message (the summary counts them)",
+            );
+        }
+    }
+
+    async fn write_outputs(
+        &self,
+        out: AtomicFile,
+        failures: Option<AtomicFile>,
+    ) -> anyhow::Result<(Option<FileReport>, Option<FileReport>)> {
+        self.ctx.cache.flush().await?;
+        let path = self.ctx.cache.path().to_owned();
+        let job = self.ctx.job.job;
+        let namespace = self.ctx.namespace.clone();
+        let format = self.config.format;
+        tokio::task::spawn_blocking(move || {
+            let reader = BatchReader::open(&path)?;
+            let out_path = out.path().display().to_string();
+            let records = output::write_found(&reader, job, &namespace, format, out)?;
+            let failures = match failures {
+                Some(f) => {
+                    let path = f.path().display().to_string();
+                    let records = output::write_failures(&reader, job, f)?;
+                    Some(FileReport { path, records })
+                }
+                None => None,
+            };
+            Ok((
+                Some(FileReport {
+                    path: out_path,
+                    records,
+                }),
+                failures,
+            ))
+        })
+        .await?
+    }
+
+    fn summary(
+        &self,
+        status: Status,
+        elapsed: Duration,
+        out: Option<FileReport>,
+        failures: Option<FileReport>,
+    ) -> Summary {
+        let t = self.ctx.throttle.stats();
+        let c = &self.counts;
+        let settled = c.found + c.not_found + c.failed + c.cached + c.done_earlier;
+        let secs = elapsed.as_secs_f64();
+        Summary {
+            status,
+            counts: c.clone(),
+            elapsed_s: (secs * 1000.0).round() / 1000.0,
+            ids_per_s: if secs > 0.0 {
+                (settled as f64 / secs).round()
+            } else {
+                0.0
+            },
+            requests: t.attempts,
+            retries: self.retries,
+            latency_ms: Summary::latency(&self.latencies),
+            throttled_answers: t.refusals,
+            throttle_events: t.cuts,
+            out,
+            failures,
+        }
+    }
+}
+
+/// The third Ctrl-C. Everything settled so far is committed, and the output files are either
+/// the previous ones or complete new ones; a rerun rebuilds them.
+fn quit_now() -> ! {
+    eprintln!("userfetch: quitting at once; run the same command again to finish");
+    std::process::exit(ExitCode::Interrupted as i32);
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `--dry-run`: read the input, say how many ids a real run would fetch and where.
+async fn dry_run(
+    config: &Config,
+    session: &Session,
+    cache: &Cache,
+    key: &str,
+    lines: input::Lines<Box<dyn std::io::Read + Send>>,
+    scan: Option<input::Scan>,
+) -> anyhow::Result<ExitCode> {
+    let path = cache.path().to_owned();
+    let namespace = session.engine.namespace().to_owned();
+    let key = key.to_owned();
+    let (fresh, strict) = (config.fresh, config.strict);
+    let name = config.source.name();
+    let template = session.engine.client().config().template.clone();
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
+        let reader = BatchReader::open(&path)?;
+        let job = if fresh {
+            None
+        } else {
+            reader.find_job(&namespace, &key)?
+        };
+        let mut lines = lines;
+        let mut seen = std::collections::HashSet::new();
+        let mut report = DryRun::default();
+        while let Some((line, kind)) = lines.next_line().map_err(|e| usage(e.to_string()))? {
+            match kind {
+                input::Line::Nothing => {}
+                input::Line::Invalid(problem) if strict => {
+                    return Err(usage(format!("{name}:{line}: {problem}")));
+                }
+                input::Line::Invalid(problem) => {
+                    report.invalid += 1;
+                    if report.invalid <= MAX_WARNINGS {
+                        eprintln!("userfetch: {name}:{line}: skipped: {problem}");
+                    }
+                }
+                input::Line::Id(id) => {
+                    report.ids += 1;
+                    if seen.len() < DRY_RUN_DISTINCT_LIMIT && !seen.insert(id.clone()) {
+                        report.duplicates += 1;
+                    } else if let Some(job) = job
+                        && reader.is_done(job, id.as_str())?
+                    {
+                        report.done += 1;
+                    } else {
+                        report.to_fetch += 1;
+                        if report.urls.len() < DRY_RUN_URLS {
+                            report.urls.push(template.url_for(&id));
+                        }
+                    }
+                }
+            }
+        }
+        if report.ids == 0 {
+            return Err(usage(input::InputError::Empty(name).to_string()));
+        }
+        Ok(report)
+    })
+    .await??;
+    debug_assert!(scan.is_none_or(|s| s.ids == report.ids));
+    println!(
+        "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} duplicates, {} invalid lines)",
+        report.to_fetch,
+        report.ids,
+        config.source.name(),
+        report.done,
+        report.duplicates,
+        report.invalid
+    );
+    println!(
+        "  records to {} ({:?}){}",
+        config.out.display(),
+        config.format,
+        config
+            .failures
+            .as_ref()
+            .map(|f| format!(", failures to {}", f.display()))
+            .unwrap_or_default()
+    );
+    let client = session.engine.client().config();
+    println!(
+        "  concurrency {}, rate {}, up to {} attempts per id, timeout {} per attempt",
+        config.concurrency,
+        config
+            .rate
+            .map(|r| format!("{}/s", r.0))
+            .unwrap_or_else(|| "unlimited".to_owned()),
+        client.retry.max_attempts(),
+        humantime::format_duration(client.timeout)
+    );
+    if !report.urls.is_empty() {
+        println!("  first URLs:");
+        for url in &report.urls {
+            println!("    {url}");
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+#[derive(Default)]
+struct DryRun {
+    ids: u64,
+    to_fetch: u64,
+    done: u64,
+    duplicates: u64,
+    invalid: u64,
+    urls: Vec<String>,
+}

@@ -1,0 +1,323 @@
+//! Output files, rebuilt from the store: found records as JSONL or CSV, failures as JSONL.
+//!
+//! Nothing is appended while lookups run. When a run ends (or is interrupted), every settled
+//! outcome of the job is read back from SQLite in input order and written to a temporary file
+//! beside the target, which is then renamed over it. So a file is always either the previous
+//! complete version or the new one, and it holds each id exactly once because the store does.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cache::{BatchReader, FailureRow};
+use crate::exit::usage;
+
+/// How found records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One compact JSON object per line, exactly as the API sent it.
+    Jsonl,
+    /// One row per record; nested fields become dotted columns (`address.city`).
+    Csv,
+}
+
+/// A file that appears complete or not at all. The temporary file is created up front, so an
+/// unwritable destination is found before anything is fetched; it is removed unless committed.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl AtomicFile {
+    /// `what` names the option in messages (`--out`).
+    pub fn create(path: &Path, what: &str) -> anyhow::Result<AtomicFile> {
+        let shown = path.display();
+        if path.is_dir() {
+            return Err(usage(format!("{what} {shown} is a directory")));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| usage(format!("{what} {shown} does not name a file")))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        // Fixed name: a run killed before it could clean up leaves one stray file, which
+        // the next run reuses, rather than one per run.
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(".userfetch-partial");
+        let tmp = dir.join(tmp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        // Two runs writing one output would write one temporary file at once. The store keeps
+        // their outcomes apart, but the file would be garbled: the second run waits its turn.
+        // Locked before it is emptied, so a running export is never cut short.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(usage(format!(
+                    "another userfetch batch is writing {what} {shown}; wait for it to finish"
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(usage(format!("cannot lock {what} {shown}: {e}")));
+            }
+        }
+        file.set_len(0)
+            .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        Ok(AtomicFile {
+            path: path.to_owned(),
+            tmp,
+            file: Some(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn writer(&mut self) -> anyhow::Result<BufWriter<File>> {
+        let file = self
+            .file
+            .take()
+            .context("internal: output file written twice")?;
+        Ok(BufWriter::with_capacity(256 * 1024, file))
+    }
+
+    /// Puts the written content in place. No fsync: the store is what must survive a crash
+    /// (SQLite commits it), and the file is derived from it, so after a power cut a rerun
+    /// rebuilds it; syncing 100 MB of output would cost more than the whole fetch.
+    fn commit(mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
+        let shown = self.path.display().to_string();
+        writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {shown}"))?;
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("cannot put {shown} in place"))?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes every found record of the job to `out`; returns how many.
+pub fn write_found(
+    reader: &BatchReader,
+    job: i64,
+    namespace: &str,
+    format: Format,
+    mut out: AtomicFile,
+) -> anyhow::Result<u64> {
+    let shown = out.path().display().to_string();
+    let mut w = out.writer()?;
+    let count = match format {
+        Format::Jsonl => reader.each_found(job, namespace, |_, body| {
+            w.write_all(body.as_bytes())?;
+            w.write_all(b"\n")?;
+            Ok(())
+        }),
+        Format::Csv => write_csv(reader, job, namespace, &mut w),
+    }
+    .with_context(|| format!("cannot write {shown}"))?;
+    out.commit(w)?;
+    Ok(count)
+}
+
+/// Two passes over the store: the first collects the columns (the union of every record's
+/// fields, in first-seen order), the second writes rows. Memory holds the column names only.
+fn write_csv(
+    reader: &BatchReader,
+    job: i64,
+    namespace: &str,
+    w: &mut BufWriter<File>,
+) -> anyhow::Result<u64> {
+    let mut columns: Vec<String> = Vec::new();
+    let mut known: HashSet<String> = HashSet::new();
+    let mut cells = Vec::new();
+    reader.each_found(job, namespace, |id, body| {
+        cells.clear();
+        flatten(&parse(id, body)?, &mut String::new(), &mut cells);
+        for (name, _) in cells.drain(..) {
+            if known.insert(name.clone()) {
+                columns.push(name);
+            }
+        }
+        Ok(())
+    })?;
+    let index: std::collections::HashMap<&str, usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let mut csv = csv::Writer::from_writer(w);
+    csv.write_record(&columns)?;
+    let mut row = vec![String::new(); columns.len()];
+    let count = reader.each_found(job, namespace, |id, body| {
+        row.iter_mut().for_each(String::clear);
+        cells.clear();
+        flatten(&parse(id, body)?, &mut String::new(), &mut cells);
+        for (name, value) in cells.drain(..) {
+            // Every name was seen in the first pass, unless the store changed in between.
+            if let Some(&i) = index.get(name.as_str()) {
+                row[i] = value;
+            }
+        }
+        csv.write_record(&row)?;
+        Ok(())
+    })?;
+    csv.flush()?;
+    Ok(count)
+}
+
+fn parse(id: &str, body: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(body).with_context(|| format!("the stored record for id {id} is not JSON"))
+}
+
+/// Column name and cell text for every leaf. Objects nest with dots; arrays stay whole as JSON
+/// text (a list has no fixed columns); strings are written raw, numbers and booleans as JSON,
+/// null as an empty cell. A record that is not an object gets the single column `value`.
+pub fn flatten(value: &Value, prefix: &mut String, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let len = prefix.len();
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(key);
+                flatten(child, prefix, out);
+                prefix.truncate(len);
+            }
+        }
+        leaf => {
+            let name = if prefix.is_empty() {
+                "value".to_owned()
+            } else {
+                prefix.clone()
+            };
+            let text = match leaf {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.push((name, text));
+        }
+    }
+}
+
+/// One line of the failures file (see `schema/batch-failure.schema.json`).
+#[derive(Serialize)]
+struct FailureLine<'a> {
+    id: &'a str,
+    outcome: &'a str,
+    error: &'a str,
+    message: &'a str,
+    attempts: u32,
+}
+
+/// Writes every not-found and failed id of the job; returns how many.
+pub fn write_failures(reader: &BatchReader, job: i64, mut out: AtomicFile) -> anyhow::Result<u64> {
+    let shown = out.path().display().to_string();
+    let mut w = out.writer()?;
+    let count = reader
+        .each_failure(job, |row: FailureRow| {
+            let line = FailureLine {
+                id: &row.id,
+                outcome: if row.not_found { "not_found" } else { "failed" },
+                error: &row.kind,
+                message: &row.message,
+                attempts: row.attempts,
+            };
+            serde_json::to_writer(&mut w, &line)?;
+            w.write_all(b"\n")?;
+            Ok(())
+        })
+        .with_context(|| format!("cannot write {shown}"))?;
+    out.commit(w)?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_nested_objects_into_dotted_columns() {
+        let v: Value = serde_json::from_str(
+            r#"{"id":7,"name":"Ada","address":{"city":"X","geo":{"lat":"1.5"}},"tags":["a","b"],"gone":null,"ok":true,"empty":{}}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        flatten(&v, &mut String::new(), &mut out);
+        let got: Vec<(&str, &str)> = out.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("id", "7"),
+                ("name", "Ada"),
+                ("address.city", "X"),
+                ("address.geo.lat", "1.5"),
+                ("tags", r#"["a","b"]"#),
+                ("gone", ""),
+                ("ok", "true"),
+                ("empty", "{}"),
+            ]
+        );
+        let mut out = Vec::new();
+        flatten(&Value::from(3), &mut String::new(), &mut out);
+        assert_eq!(out, vec![("value".to_owned(), "3".to_owned())]);
+    }
+
+    #[test]
+    fn an_uncommitted_file_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let f = AtomicFile::create(&path, "--out").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        drop(f);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_second_writer_of_the_same_output_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let first = AtomicFile::create(&path, "--out").unwrap();
+        let err = AtomicFile::create(&path, "--out").err().unwrap();
+        assert!(err.to_string().contains("another userfetch batch"), "{err}");
+        drop(first);
+        assert!(AtomicFile::create(&path, "--out").is_ok());
+    }
+
+    #[test]
+    fn unwritable_and_directory_targets_are_usage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = AtomicFile::create(dir.path(), "--out").err().unwrap();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        let err = AtomicFile::create(&dir.path().join("no/such/dir/out.jsonl"), "--out")
+            .err()
+            .unwrap();
+        assert!(err.to_string().starts_with("cannot write --out"), "{err}");
+        assert_eq!(crate::exit::code_for(&err), crate::exit::ExitCode::Usage);
+    }
+}

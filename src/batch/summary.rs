@@ -1,0 +1,265 @@
+//! Counting outcomes and latencies, and the summary printed (and written as JSON) at the end.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Latencies in logarithmic buckets: 32 per power of two (about 3 % wide), so memory is a few
+/// kilobytes whether a run has ten ids or ten million.
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; (64 * SUB) as usize],
+            total: 0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&mut self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.counts[bucket(us)] += 1;
+        self.total += 1;
+    }
+
+    /// The latency below which `q` (0..=1) of the samples fall, to the bucket's precision.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Duration::from_micros(bucket_middle(i)));
+            }
+        }
+        None
+    }
+}
+
+fn bucket(us: u64) -> usize {
+    if us < SUB {
+        return us as usize;
+    }
+    let exp = 63 - u64::from(us.leading_zeros());
+    let sub = (us >> (exp - u64::from(SUB_BITS))) & (SUB - 1);
+    ((exp - u64::from(SUB_BITS) + 1) * SUB + sub) as usize
+}
+
+fn bucket_middle(index: usize) -> u64 {
+    let index = index as u64;
+    if index < SUB {
+        return index;
+    }
+    let exp = index / SUB + u64::from(SUB_BITS) - 1;
+    let sub = index % SUB;
+    let width = 1u64 << (exp - u64::from(SUB_BITS));
+    ((SUB + sub) << (exp - u64::from(SUB_BITS))) + width / 2
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every id in the input has its outcome.
+    Complete,
+    /// Stopped by Ctrl-C or SIGTERM; a rerun continues.
+    Interrupted,
+    /// Stopped by a problem in the input (stdin, found mid-stream); a rerun continues.
+    InputError,
+}
+
+/// Counts for this run. `found + not_found + failed + cached + done_earlier` are the distinct
+/// ids settled; `unfinished` were claimed but not settled when the run stopped.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// Distinct valid ids read from the input.
+    pub ids: u64,
+    pub found: u64,
+    pub not_found: u64,
+    pub failed: u64,
+    /// Answered from a fresh cached record, without a request.
+    pub cached: u64,
+    /// Settled by an earlier run of the same command.
+    pub done_earlier: u64,
+    /// Repeats of an id already seen in this run.
+    pub duplicates: u64,
+    pub invalid_lines: u64,
+    pub unfinished: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub records: u64,
+}
+
+/// What `--summary-json` writes; the human summary says the same in words.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub status: Status,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub elapsed_s: f64,
+    /// Ids settled per second (cache hits and earlier runs included).
+    pub ids_per_s: f64,
+    /// Requests sent, retries included: what the API saw.
+    pub requests: u64,
+    pub retries: u64,
+    /// Lookup latency for ids fetched from the API (retries included), when there were any.
+    pub latency_ms: Option<LatencyMs>,
+    /// 429 and 5xx answers.
+    pub throttled_answers: u64,
+    /// Times the adaptive throttle halved the requests in flight.
+    pub throttle_events: u64,
+    pub out: Option<FileReport>,
+    pub failures: Option<FileReport>,
+}
+
+impl Summary {
+    pub fn latency(h: &Histogram) -> Option<LatencyMs> {
+        let ms = |q| h.quantile(q).map(|d| round2(d.as_secs_f64() * 1000.0));
+        Some(LatencyMs {
+            p50: ms(0.50)?,
+            p95: ms(0.95)?,
+            p99: ms(0.99)?,
+        })
+    }
+
+    /// The human summary: a few lines for stderr.
+    pub fn render(&self) -> String {
+        let c = &self.counts;
+        let head = match self.status {
+            Status::Complete => "done",
+            Status::Interrupted => "interrupted",
+            Status::InputError => "stopped by an input error",
+        };
+        let mut text = format!(
+            "userfetch: batch {head} in {}: {} ids: {} found, {} not found, {} failed, {} skipped ({} cached, {} done in an earlier run)",
+            human_secs(self.elapsed_s),
+            c.ids,
+            c.found,
+            c.not_found,
+            c.failed,
+            c.cached + c.done_earlier,
+            c.cached,
+            c.done_earlier,
+        );
+        if c.unfinished > 0 {
+            text.push_str(&format!(
+                ", {} unfinished (run the same command again to finish)",
+                c.unfinished
+            ));
+        }
+        text.push_str(&format!(
+            "\n  {:.0} ids/s; {} requests, {} retries",
+            self.ids_per_s, self.requests, self.retries
+        ));
+        if let Some(l) = &self.latency_ms {
+            text.push_str(&format!(
+                "; latency p50 {} ms, p95 {} ms, p99 {} ms",
+                l.p50, l.p95, l.p99
+            ));
+        }
+        text.push_str(&format!(
+            "\n  throttled {} times ({} answers were 429 or 5xx)",
+            self.throttle_events, self.throttled_answers
+        ));
+        if c.duplicates > 0 || c.invalid_lines > 0 {
+            text.push_str(&format!(
+                "; {} duplicate ids and {} invalid lines skipped",
+                c.duplicates, c.invalid_lines
+            ));
+        }
+        for (what, report) in [
+            ("found records", &self.out),
+            ("not-found and failed ids", &self.failures),
+        ] {
+            if let Some(r) = report {
+                text.push_str(&format!("\n  {} {what} in {}", r.records, r.path));
+            }
+        }
+        text
+    }
+
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write --summary-json {}: {e}", path.display()))
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn human_secs(s: f64) -> String {
+    if s < 10.0 {
+        format!("{s:.2} s")
+    } else {
+        humantime::format_duration(Duration::from_secs(s.round() as u64)).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_about_three_percent_wide() {
+        let mut last = 0;
+        for us in [
+            0u64,
+            1,
+            31,
+            32,
+            33,
+            63,
+            64,
+            100,
+            1000,
+            50_000,
+            1_000_000,
+            u64::MAX / 2,
+        ] {
+            let b = bucket(us);
+            assert!(b >= last, "{us}");
+            last = b;
+            let mid = bucket_middle(b);
+            let err = (mid as f64 - us as f64).abs() / (us.max(1) as f64);
+            assert!(err <= 0.04, "{us} -> {mid}");
+        }
+    }
+
+    #[test]
+    fn quantiles_come_from_the_right_samples() {
+        let mut h = Histogram::default();
+        for ms in 1..=100u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let p = |q| h.quantile(q).unwrap().as_secs_f64() * 1000.0;
+        assert!((p(0.5) - 50.0).abs() < 2.0, "{}", p(0.5));
+        assert!((p(0.95) - 95.0).abs() < 3.0, "{}", p(0.95));
+        assert!((p(0.99) - 99.0).abs() < 3.0, "{}", p(0.99));
+        assert!(Histogram::default().quantile(0.5).is_none());
+    }
+}

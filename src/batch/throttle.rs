@@ -1,0 +1,256 @@
+//! Politeness: a fixed rate limit (governor) and an adaptive window of requests on the wire.
+//!
+//! The window follows TCP's congestion control (AIMD): every answer that is not a 429 or 5xx
+//! widens it by `1/window` (one slot per window's worth of good answers), and a 429 or 5xx
+//! halves what is on the wire, at most once per cool-down so one burst of refusals counts as
+//! one signal. It limits attempts on the wire, not lookups: a lookup sleeping out a
+//! `Retry-After` holds no slot, so it neither blocks the others nor hides from the limit when
+//! it tries again. The `--rate` limit itself stays fixed: it is the user's promise to the API,
+//! and the window bounds the rate below it whenever the API pushes back.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+
+use crate::client::{AttemptGate, ErrorKind};
+
+/// How long after one cut the window stays deaf to further refusals: long enough for the
+/// requests already on the wire to come back, short enough to react to a real overload.
+const COOL_DOWN: Duration = Duration::from_millis(500);
+
+pub struct Throttle {
+    state: Mutex<Window>,
+    opened: Notify,
+    rate: Option<DefaultDirectRateLimiter>,
+    attempts: AtomicU64,
+    refusals: AtomicU64,
+}
+
+struct Window {
+    size: f64,
+    max: f64,
+    on_wire: u32,
+    last_cut: Option<Instant>,
+    cuts: u64,
+}
+
+/// A requests-per-second limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate(pub f64);
+
+impl Rate {
+    /// `100`, `100/s`, `6000/min`, `0.5/s`.
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let bad = || format!("--rate '{text}' is not a rate like 100, 100/s or 6000/min");
+        let (number, per) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
+        let n: f64 = number.trim().parse().map_err(|_| bad())?;
+        let seconds = match per.trim() {
+            "s" | "sec" | "second" => 1.0,
+            "m" | "min" | "minute" => 60.0,
+            "h" | "hour" => 3600.0,
+            _ => return Err(bad()),
+        };
+        let per_second = n / seconds;
+        if !per_second.is_finite() || per_second <= 0.0 {
+            return Err(format!("--rate '{text}' must be more than zero"));
+        }
+        if per_second > 1e9 {
+            return Err(format!("--rate '{text}' is more than any API could take"));
+        }
+        Ok(Rate(per_second))
+    }
+
+    fn quota(self) -> Option<Quota> {
+        // A burst of a twentieth of a second's worth keeps the pacing smooth without making
+        // high rates pay for a timer wake-up per request.
+        let burst = NonZeroU32::new((self.0 / 20.0).ceil().clamp(1.0, 1e6) as u32)?;
+        Quota::with_period(Duration::from_secs_f64(1.0 / self.0)).map(|q| q.allow_burst(burst))
+    }
+}
+
+/// The throttle's account, for the summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThrottleStats {
+    /// Requests sent.
+    pub attempts: u64,
+    /// Answers that were 429 or 503.
+    pub refusals: u64,
+    /// Times the window was cut.
+    pub cuts: u64,
+    /// The window at the end.
+    pub window: u32,
+}
+
+impl Throttle {
+    pub fn new(concurrency: u32, rate: Option<Rate>) -> Throttle {
+        Throttle {
+            state: Mutex::new(Window {
+                size: f64::from(concurrency),
+                max: f64::from(concurrency),
+                on_wire: 0,
+                last_cut: None,
+                cuts: 0,
+            }),
+            opened: Notify::new(),
+            rate: rate.and_then(Rate::quota).map(RateLimiter::direct),
+            attempts: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+        }
+    }
+
+    pub fn stats(&self) -> ThrottleStats {
+        let w = self.lock();
+        ThrottleStats {
+            attempts: self.attempts.load(Ordering::Relaxed),
+            refusals: self.refusals.load(Ordering::Relaxed),
+            cuts: w.cuts,
+            window: w.size as u32,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        // The window holds plain numbers; a panic elsewhere cannot leave them inconsistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn release(&self) {
+        let mut w = self.lock();
+        w.on_wire = w.on_wire.saturating_sub(1);
+        drop(w);
+        self.opened.notify_one();
+    }
+}
+
+/// A slot on the wire; given back on drop, so a cancelled attempt frees its slot too.
+pub struct Slot(Arc<Throttle>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl AttemptGate for Arc<Throttle> {
+    type Permit = Slot;
+
+    async fn admit(&self) -> Slot {
+        loop {
+            // Registered before the check, so a slot freed in between still wakes us.
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            {
+                let mut w = self.lock();
+                if f64::from(w.on_wire) < w.size.floor().max(1.0) {
+                    w.on_wire += 1;
+                    break;
+                }
+            }
+            opened.await;
+        }
+        let slot = Slot(self.clone());
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        slot
+    }
+
+    fn attempted(&self, slot: Slot, result: Result<(), ErrorKind>) {
+        let refused = matches!(result, Err(ErrorKind::RateLimited | ErrorKind::ServerError));
+        let mut w = self.lock();
+        let before = w.size.floor();
+        if refused {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+            let now = Instant::now();
+            if w.last_cut
+                .is_none_or(|t| now.duration_since(t) >= COOL_DOWN)
+            {
+                // Half of what is actually on the wire, as TCP halves its flight size: halving
+                // a window the run never filled (a fast API, a --rate) would change nothing.
+                w.size = (w.size.min(f64::from(w.on_wire)) / 2.0).max(1.0);
+                w.last_cut = Some(now);
+                w.cuts += 1;
+            }
+        } else {
+            w.size = (w.size + 1.0 / w.size).min(w.max);
+        }
+        let grew = w.size.floor() > before;
+        drop(w);
+        drop(slot);
+        if grew {
+            self.opened.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rates_as_people_write_them() {
+        assert_eq!(Rate::parse("100"), Ok(Rate(100.0)));
+        assert_eq!(Rate::parse("100/s"), Ok(Rate(100.0)));
+        assert_eq!(Rate::parse("6000/min"), Ok(Rate(100.0)));
+        assert_eq!(Rate::parse("0.5/s"), Ok(Rate(0.5)));
+        assert!(Rate::parse("abc").unwrap_err().contains("'abc'"));
+        assert!(Rate::parse("0").is_err());
+        assert!(Rate::parse("-3/s").is_err());
+        assert!(Rate::parse("5/fortnight").is_err());
+    }
+
+    #[tokio::test]
+    async fn refusals_halve_the_window_once_per_cool_down_and_successes_regrow_it() {
+        let t = Arc::new(Throttle::new(64, None));
+        let mut on_wire = Vec::new();
+        for _ in 0..63 {
+            on_wire.push(t.admit().await);
+        }
+        let slot = t.admit().await;
+        t.attempted(slot, Err(ErrorKind::RateLimited));
+        assert_eq!(t.stats().window, 32);
+        drop(on_wire);
+        // A second refusal from the same burst is not a second signal.
+        let slot = t.admit().await;
+        t.attempted(slot, Err(ErrorKind::ServerError));
+        assert_eq!(t.stats().window, 32);
+        assert_eq!(t.stats().refusals, 2);
+        assert_eq!(t.stats().cuts, 1);
+        // Additive increase: about one slot per window's worth of good answers.
+        for _ in 0..33 {
+            let slot = t.admit().await;
+            t.attempted(slot, Ok(()));
+        }
+        assert_eq!(t.stats().window, 33);
+        assert_eq!(t.stats().attempts, 98);
+    }
+
+    #[tokio::test]
+    async fn a_cut_halves_what_is_on_the_wire_not_an_unused_window() {
+        let t = Arc::new(Throttle::new(1000, None));
+        let mut on_wire = Vec::new();
+        for _ in 0..9 {
+            on_wire.push(t.admit().await);
+        }
+        let slot = t.admit().await;
+        t.attempted(slot, Err(ErrorKind::ServerError));
+        assert_eq!(t.stats().window, 5);
+    }
+
+    #[tokio::test]
+    async fn never_more_on_the_wire_than_the_window() {
+        let t = Arc::new(Throttle::new(2, None));
+        let a = t.admit().await;
+        let _b = t.admit().await;
+        let third = tokio::time::timeout(Duration::from_millis(50), t.admit()).await;
+        assert!(third.is_err(), "a third attempt got through a window of 2");
+        drop(a);
+        let third = tokio::time::timeout(Duration::from_secs(5), t.admit()).await;
+        assert!(third.is_ok(), "a freed slot must let the next attempt in");
+    }
+}

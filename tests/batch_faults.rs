@@ -1,0 +1,145 @@
+//! 5,000 ids against an API that misbehaves on purpose: every id must end found, not found
+//! or failed exactly once, and the requests the server counted must match the report.
+
+mod support;
+
+use std::collections::HashSet;
+
+use support::*;
+use userfetch::server::ServerConfig;
+
+#[test]
+fn every_id_settles_exactly_once_and_the_server_agrees_on_the_requests() {
+    settles_exactly_once(&[]);
+}
+
+#[test]
+fn the_same_holds_over_one_http2_connection() {
+    settles_exactly_once(&["--http2"]);
+}
+
+fn settles_exactly_once(extra: &[&str]) {
+    let env = Env::with(ServerConfig {
+        faults: ["503=0.10", "429=0.05", "close=0.02"]
+            .iter()
+            .map(|f| f.parse().unwrap())
+            .collect(),
+        retry_after: std::time::Duration::from_secs(1),
+        ..ServerConfig::default()
+    });
+    // 4,900 users that exist and 100 that don't (the demo API knows 1..=10,000).
+    let ids: Vec<String> = (1..=4_900)
+        .chain(50_001..=50_100)
+        .map(|n| n.to_string())
+        .collect();
+    let input = env.write("ids.txt", ids_file(&ids));
+    let out = run(env
+        .batch(&[
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--failures",
+            "failures.jsonl",
+            "--summary-json",
+            "summary.json",
+            "--concurrency",
+            "200",
+        ])
+        .args(["--retries", "4", "--max-retry-wait", "2s"])
+        .args(extra));
+    let code = out.status.code();
+    assert!(
+        code == Some(0) || code == Some(1),
+        "exit {code:?}: {}",
+        stderr(&out)
+    );
+
+    let s = summary(&env.path("summary.json"));
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    assert_eq!(s["status"], "complete");
+    assert_eq!(n("ids"), 5_000);
+    assert_eq!(n("found") + n("not_found") + n("failed"), 5_000, "{s}");
+    assert_eq!(n("unfinished"), 0);
+    assert_eq!(code, Some(if n("failed") > 0 { 1 } else { 0 }));
+    // 100 ids do not exist; an id can only fail (never be found) if every attempt hit a fault.
+    assert!(
+        n("not_found") <= 100 && n("not_found") + n("failed") >= 100,
+        "{s}"
+    );
+    assert!(
+        n("failed") < 50,
+        "too many failures for these fault rates: {s}"
+    );
+
+    // The files hold each id once, disjointly, and together every id.
+    let found = once_each(&jsonl_ids(&env.path("out.jsonl")), "out.jsonl");
+    let failed = once_each(&jsonl_ids(&env.path("failures.jsonl")), "failures.jsonl");
+    assert_eq!(found.len() as u64, n("found"));
+    assert_eq!(failed.len() as u64, n("not_found") + n("failed"));
+    assert!(found.is_disjoint(&failed));
+    let all: HashSet<String> = found.union(&failed).cloned().collect();
+    assert_eq!(all, ids.iter().cloned().collect::<HashSet<_>>());
+
+    // What the server saw is what the client reports.
+    assert_eq!(n("requests"), env.user_requests(), "{s}");
+    assert_eq!(n("requests"), 5_000 + n("retries"), "{s}");
+    let snapshot = env.server.stats().snapshot();
+    assert!(
+        snapshot.faults > 500,
+        "the faults did not happen: {snapshot:?}"
+    );
+    assert!(
+        n("throttled_answers") > 0 && n("throttle_events") > 0,
+        "{s}"
+    );
+    // The summary says the same for people.
+    let text = stderr(&out);
+    assert!(text.contains("throttled"), "{text}");
+    assert!(text.contains("p99"), "{text}");
+}
+
+/// The direct HTTP/2 transport handles what reqwest handles: redirects (through reqwest),
+/// cut-off bodies (retried), oversize bodies and timeouts (classified).
+#[test]
+fn http2_transport_classifies_like_the_http1_one() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n2\n");
+    let base = env.server.url_template();
+    let case = |query: &str, extra: &[&str]| {
+        let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"))
+            .current_dir(env.dir.path())
+            .arg("--api")
+            .arg(format!("{base}?{query}"))
+            .arg("--cache")
+            .arg(env.path("cache.sqlite3"))
+            .args(["--http2", "--max-retry-wait", "10ms"])
+            .args(extra)
+            .arg("batch")
+            .arg(&input)
+            .args([
+                "--out",
+                "out.jsonl",
+                "--failures",
+                "failures.jsonl",
+                "--fresh",
+                "--max-age",
+                "0s",
+            ]));
+        let failures = std::fs::read_to_string(env.path("failures.jsonl")).unwrap_or_default();
+        (
+            out.status.code(),
+            jsonl_ids(&env.path("out.jsonl")).len(),
+            failures,
+        )
+    };
+    let (code, found, _) = case("fault=redirect", &[]);
+    assert_eq!((code, found), (Some(0), 2), "redirects are followed");
+    let (code, found, _) = case("fault=truncate&fault_times=1", &[]);
+    assert_eq!((code, found), (Some(0), 2), "a cut-off body is retried");
+    let (code, found, failures) = case("fault=oversize", &["--max-body", "64KiB"]);
+    assert_eq!((code, found), (Some(1), 0));
+    assert!(failures.contains(r#""error":"too_large""#), "{failures}");
+    let (code, found, failures) = case("latency=5s", &["--timeout", "200ms", "--retries", "0"]);
+    assert_eq!((code, found), (Some(1), 0));
+    assert!(failures.contains(r#""error":"timeout""#), "{failures}");
+}

@@ -1,0 +1,260 @@
+//! Bad usage and bad input: one clear line, exit 2, and no output file (whole or partial).
+//! Good input in its various shapes: comments, CRLF, stdin, invalid lines skipped.
+
+mod support;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use support::*;
+
+/// Runs the batch with `args`, expects exit 2 with exactly one `userfetch: …` line that
+/// contains `says`, and checks that no output file, whole or temporary, was left.
+fn refused(env: &Env, args: &[&str], says: &str) {
+    let out = run(&mut env.batch(args));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: want one line, got:\n{text}");
+    assert!(lines[0].starts_with("userfetch: "), "{text}");
+    assert!(lines[0].contains(says), "{args:?}: {text}");
+    let leftovers: Vec<String> = env
+        .files()
+        .into_iter()
+        .filter(|f| f.contains("out") || f.contains("failures") || f.contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
+    assert_eq!(env.user_requests(), 0, "{args:?} fetched something");
+}
+
+#[test]
+fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
+    let env = Env::new();
+    let good = env.write("ids.txt", "1\n2\n");
+    let good = good.to_str().unwrap();
+    refused(
+        &env,
+        &["missing.txt", "--out", "out.jsonl"],
+        "cannot open the ids file missing.txt",
+    );
+    std::fs::create_dir(env.path("adir")).unwrap();
+    refused(&env, &["adir", "--out", "out.jsonl"], "adir is a directory");
+    env.write("utf8.txt", b"1\n2\n\xff\xfe\xfd\n4\n");
+    refused(
+        &env,
+        &["utf8.txt", "--out", "out.jsonl"],
+        "utf8.txt:3: the line is not valid UTF-8",
+    );
+    let mut long = b"1\n".to_vec();
+    long.extend(std::iter::repeat_n(b'7', 1024 * 1024 + 1));
+    long.extend(b"\n3\n");
+    env.write("long.txt", long);
+    refused(
+        &env,
+        &["long.txt", "--out", "out.jsonl"],
+        "long.txt:2: the line is longer than 1 MiB",
+    );
+    env.write("empty.txt", "");
+    refused(
+        &env,
+        &["empty.txt", "--out", "out.jsonl"],
+        "empty.txt holds no ids",
+    );
+    env.write("comments.txt", "# only\n\n   \n");
+    refused(
+        &env,
+        &["comments.txt", "--out", "out.jsonl"],
+        "comments.txt holds no ids",
+    );
+    refused(
+        &env,
+        &[good, "--out", "no/such/dir/out.jsonl"],
+        "cannot write --out no/such/dir/out.jsonl",
+    );
+    refused(&env, &[good, "--out", "adir"], "--out adir is a directory");
+    refused(
+        &env,
+        &[
+            good,
+            "--out",
+            "out.jsonl",
+            "--summary-json",
+            "no/dir/s.json",
+        ],
+        "cannot write --summary-json no/dir/s.json",
+    );
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--concurrency", "0"],
+        "--concurrency '0' must be",
+    );
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--concurrency", "many"],
+        "--concurrency 'many' must be",
+    );
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--rate", "abc"],
+        "--rate 'abc' is not a rate",
+    );
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--rate", "0/s"],
+        "--rate '0/s' must be more than zero",
+    );
+    refused(&env, &[good, "--out", good], "is the input file");
+    refused(&env, &[good, "--out", "-"], "--out must be a file");
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--failures", "out.jsonl"],
+        "each output needs its own file",
+    );
+    env.write("strict.txt", "1\n2\n..\n4\n");
+    refused(
+        &env,
+        &["strict.txt", "--out", "out.jsonl", "--strict"],
+        "strict.txt:3: invalid id \"..\"",
+    );
+    let out = run(env.batch(&[good, "--out", "out.jsonl"]).arg("--no-cache"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unwritable_directory_is_refused_before_any_fetch() {
+    let env = Env::new();
+    let good = env.write("ids.txt", "1\n");
+    let locked = env.path("locked");
+    std::fs::create_dir(&locked).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+    // Root ignores directory permissions; the check only means something for other users.
+    if std::fs::write(locked.join("probe"), "x").is_ok() {
+        return;
+    }
+    refused(
+        &env,
+        &[good.to_str().unwrap(), "--out", "locked/out.jsonl"],
+        "cannot write --out locked/out.jsonl",
+    );
+}
+
+#[test]
+fn invalid_lines_are_named_and_skipped_and_the_rest_is_fetched() {
+    let env = Env::new();
+    let input = env.write(
+        "ids.txt",
+        "# users to fetch\r\n1\r\n\r\n  2  \r\n..\r\n3\r\n2\r\n99999\r\n",
+    );
+    let out = run(&mut env.batch(&[
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--failures",
+        "failures.jsonl",
+        "--summary-json",
+        "s.json",
+    ]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ids.txt:5: skipped: invalid id \"..\""),
+        "{text}"
+    );
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), ["1", "2", "3"]);
+    assert_eq!(
+        std::fs::read_to_string(env.path("failures.jsonl")).unwrap(),
+        "{\"id\":\"99999\",\"outcome\":\"not_found\",\"error\":\"not_found\",\"message\":\"not found (the API answered 404)\",\"attempts\":1}\n"
+    );
+    let s = summary(&env.path("s.json"));
+    assert_eq!(s["ids"], 4);
+    assert_eq!(s["duplicates"], 1);
+    assert_eq!(s["invalid_lines"], 1);
+    assert_eq!(s["not_found"], 1);
+    // Not a terminal: nothing on stderr but the warning and the summary.
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+#[test]
+fn reads_ids_from_stdin() {
+    let env = Env::new();
+    let mut child = env
+        .batch(&["-", "--out", "out.jsonl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ids_file(1..=300).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want: Vec<String> = (1..=300).map(|n| n.to_string()).collect();
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), want);
+}
+
+#[test]
+fn bad_utf8_on_stdin_stops_with_exit_2_and_keeps_progress() {
+    let env = Env::new();
+    let mut input = ids_file(1..=20).into_bytes();
+    input.extend(b"\xff\n21\n");
+    let feed = |env: &Env, input: &[u8]| {
+        let mut child = env
+            .batch(&["--out", "out.jsonl"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = feed(&env, &input);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("stdin:21: the line is not valid UTF-8"),
+        "{text}"
+    );
+    assert!(
+        !env.path("out.jsonl").exists(),
+        "output written after an input error"
+    );
+    assert!(text.contains("batch stopped by an input error"), "{text}");
+    // The fixed input continues where the first run stopped (which may have fetched
+    // nothing: ids still waiting when the error came are left for the rerun).
+    let out = feed(&env, ids_file(1..=21).as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want: Vec<String> = (1..=21).map(|n| n.to_string()).collect();
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), want);
+}
+
+#[test]
+fn dry_run_counts_and_shows_urls_without_fetching() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n2\n2\na/b\n");
+    let out = run(&mut env.batch(&[input.to_str().unwrap(), "--out", "out.jsonl", "--dry-run"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("3 of 4 ids in"), "{text}");
+    assert!(text.contains("1 duplicates"), "{text}");
+    assert!(text.contains("/users/a%2Fb"), "{text}");
+    assert_eq!(env.user_requests(), 0);
+    assert!(!env.path("out.jsonl").exists());
+}
+
+#[test]
+fn a_rerun_fetches_nothing_and_fresh_fetches_everything_again() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=50));
+    let args = [input.to_str().unwrap(), "--out", "out.jsonl"];
+    for (extra, requests) in [(None, 50), (None, 50), (Some("--fresh"), 100)] {
+        let out = run(env.batch(&args).args(extra));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 50);
+        assert_eq!(env.user_requests(), requests, "after {extra:?}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Output is a contract: JSONL lines and failure lines validate against the committed
+//! schemas, and CSV round-trips through a CSV reader to the same values.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+use support::*;
+use userfetch::batch::output::flatten;
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schema")
+        .join(name);
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn check_lines(path: &Path, validator: &jsonschema::Validator) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        let value: Value = serde_json::from_str(line).unwrap();
+        if let Err(e) = validator.validate(&value) {
+            panic!("{}:{}: {e}\n{line}", path.display(), i + 1);
+        }
+    }
+    text.lines().count()
+}
+
+#[test]
+fn jsonl_failures_and_summary_validate_against_the_committed_schemas() {
+    let env = Env::with_faults(&["500=0.3"]);
+    let mut ids: Vec<String> = (1..=200).map(|n| n.to_string()).collect();
+    ids.extend(["99999", "no-such-user"].map(String::from));
+    let input = env.write("ids.txt", ids_file(&ids));
+    let out = run(env
+        .batch(&[
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--failures",
+            "failures.jsonl",
+            "--summary-json",
+            "summary.json",
+        ])
+        .args(["--retries", "1", "--max-retry-wait", "10ms"]));
+    // With 30 % of answers 500 and one retry, some ids fail: exit 1.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let found = check_lines(&env.path("out.jsonl"), &schema("batch-record.schema.json"));
+    let failed = check_lines(
+        &env.path("failures.jsonl"),
+        &schema("batch-failure.schema.json"),
+    );
+    assert_eq!(found + failed, ids.len());
+    let failures = std::fs::read_to_string(env.path("failures.jsonl")).unwrap();
+    assert!(
+        failures.contains(r#""outcome":"failed","error":"server_error""#),
+        "{failures}"
+    );
+    // A user that does not exist ends not found, unless the injected 500s hit both attempts.
+    let line = failures
+        .lines()
+        .find(|l| l.starts_with(r#"{"id":"no-such-user","#))
+        .unwrap_or_else(|| panic!("no-such-user missing: {failures}"));
+    assert!(
+        line.contains(r#""outcome":"not_found","error":"not_found","message":"not found (the API answered 404)","attempts":1}"#)
+            || line.contains(r#""outcome":"failed","error":"server_error""#),
+        "{line}"
+    );
+    let summary = summary(&env.path("summary.json"));
+    if let Err(e) = schema("batch-summary.schema.json").validate(&summary) {
+        panic!("{e}\n{summary:#}");
+    }
+}
+
+#[test]
+fn the_schemas_reject_what_they_should() {
+    let failure = schema("batch-failure.schema.json");
+    let bad = serde_json::json!({"id": "1", "outcome": "not_found", "error": "timeout", "message": "", "attempts": 1});
+    assert!(
+        !failure.is_valid(&bad),
+        "not_found must carry error not_found"
+    );
+    let bad = serde_json::json!({"id": "1", "outcome": "failed", "error": "timeout", "message": "", "attempts": 0});
+    assert!(!failure.is_valid(&bad), "attempts start at 1");
+    let record = schema("batch-record.schema.json");
+    assert!(!record.is_valid(&serde_json::json!({"id": 1})));
+}
+
+#[test]
+fn csv_round_trips_through_a_csv_reader() {
+    // Hostile records carry escapes, C1 controls and bidi marks: CSV quoting must hold them.
+    let env = Env::with_faults(&["hostile=0.2"]);
+    let input = env.write("ids.txt", ids_file(1..=300));
+    let input = input.to_str().unwrap();
+    let out = run(&mut env.batch(&[input, "--out", "out.jsonl"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A second job over the same ids: every record comes from the cache, so the CSV holds
+    // exactly the records the JSONL holds.
+    let out = run(&mut env.batch(&[
+        input,
+        "--out",
+        "out.csv",
+        "--format",
+        "csv",
+        "--summary-json",
+        "s.json",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(summary(&env.path("s.json"))["cached"], 300);
+
+    let records: Vec<Value> = std::fs::read_to_string(env.path("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut reader = csv::Reader::from_path(env.path("out.csv")).unwrap();
+    let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    for column in [
+        "id",
+        "name",
+        "address.city",
+        "address.geo.lat",
+        "company.catchPhrase",
+    ] {
+        assert!(
+            headers.iter().any(|h| h == column),
+            "no column {column} in {headers:?}"
+        );
+    }
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), records.len());
+    let mut hostile = 0;
+    for (row, record) in rows.iter().zip(&records) {
+        let mut cells = Vec::new();
+        flatten(record, &mut String::new(), &mut cells);
+        let want: HashMap<String, String> = cells.into_iter().collect();
+        for (column, cell) in headers.iter().zip(row.iter()) {
+            assert_eq!(
+                cell,
+                want.get(column).map(String::as_str).unwrap_or(""),
+                "{column} of {record}"
+            );
+        }
+        assert_eq!(want.len(), headers.len());
+        hostile += usize::from(row.iter().any(|c| c.contains('\u{1b}')));
+    }
+    assert!(hostile > 0, "no hostile record was in the sample");
+}

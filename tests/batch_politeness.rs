@@ -1,0 +1,68 @@
+//! Politeness is a lower bound on time: a rate limit and a concurrency limit can only make a
+//! run slower, so these checks cannot flake on a slow machine.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[test]
+fn the_rate_limit_spaces_requests_out() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=60));
+    let started = Instant::now();
+    let out = run(&mut env.batch(&[
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--rate",
+        "6000/min",
+        "--concurrency",
+        "60",
+    ]));
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // 100 requests per second with a burst of 5: the last of 60 leaves after 0.55 s at best.
+    assert!(
+        took >= Duration::from_millis(500),
+        "60 requests at 100/s took {took:?}"
+    );
+    assert_eq!(env.user_requests(), 60);
+}
+
+#[test]
+fn no_more_lookups_in_flight_than_the_concurrency_allows() {
+    let env = Env::with_latency(Duration::from_millis(200));
+    let input = env.write("ids.txt", ids_file(1..=40));
+    let started = Instant::now();
+    let out = run(&mut env.batch(&[
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--concurrency",
+        "4",
+    ]));
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Ten rounds of four, each at least 200 ms.
+    assert!(took >= Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn several_runtime_threads_give_the_same_result() {
+    let env = Env::with_latency(Duration::from_millis(5));
+    let input = env.write("ids.txt", ids_file(1..=500));
+    let out = run(env
+        .batch(&[
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--concurrency",
+            "50",
+        ])
+        .args(["--threads", "2"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want: Vec<String> = (1..=500).map(|n| n.to_string()).collect();
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), want);
+}

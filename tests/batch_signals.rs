@@ -1,0 +1,130 @@
+//! Ctrl-C and SIGTERM: the first drains and writes what is done, a second cancels what is in
+//! flight; both exit 130 with a summary, and the same command then finishes the job.
+
+mod support;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn send(child: &Child, signal: i32) {
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// Waits until the batch has sent requests, which it does only after its signal handlers are
+/// in place (before that, SIGINT would simply end the process).
+fn wait_for_requests(env: &Env, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.user_requests() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the batch ended early");
+        assert!(Instant::now() < deadline, "no request reached the API");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_with_deadline(child: Child, limit: Duration) -> std::process::Output {
+    let started = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
+    out
+}
+
+fn interrupt_then_rerun(signal: i32) {
+    let env = Env::with_latency(Duration::from_millis(300));
+    let ids: Vec<u32> = (1..=200).collect();
+    let input = env.write("ids.txt", ids_file(&ids));
+    let args = [
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--summary-json",
+        "summary.json",
+        "--concurrency",
+        "20",
+    ];
+    let mut child = env
+        .batch(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_requests(&env, &mut child);
+    std::thread::sleep(Duration::from_millis(400));
+    send(&child, signal);
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("batch interrupted"), "{text}");
+    assert!(text.contains("run the same command again"), "{text}");
+
+    // What was done is in the output, once each, and the summary says so.
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["status"], "interrupted");
+    let first = once_each(&jsonl_ids(&env.path("out.jsonl")), "out.jsonl");
+    assert_eq!(first.len() as u64, s["found"].as_u64().unwrap());
+    assert!(
+        first.len() < ids.len(),
+        "the interrupt came too late to test anything"
+    );
+    assert!(s["unfinished"].as_u64().unwrap() > 0 || s["ids"].as_u64().unwrap() < 200);
+
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all: Vec<String> = ids.iter().map(|n| n.to_string()).collect();
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), all);
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["done_earlier"].as_u64().unwrap(), first.len() as u64);
+    assert_eq!(
+        s["found"].as_u64().unwrap(),
+        (ids.len() - first.len()) as u64
+    );
+}
+
+#[test]
+fn first_ctrl_c_drains_writes_and_exits_130_and_a_rerun_completes() {
+    interrupt_then_rerun(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_drains_like_ctrl_c() {
+    interrupt_then_rerun(libc::SIGTERM);
+}
+
+#[test]
+fn second_ctrl_c_cancels_lookups_in_flight() {
+    // Answers that would take a minute: only cancelling can end the run quickly.
+    let env = Env::with_latency(Duration::from_secs(60));
+    let input = env.write("ids.txt", ids_file(1..=50));
+    let mut child = env
+        .batch(&[
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--grace",
+            "5m",
+            "--concurrency",
+            "10",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_requests(&env, &mut child);
+    send(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("cancelling"), "{text}");
+    assert!(
+        text.contains("50 unfinished") || text.contains("unfinished"),
+        "{text}"
+    );
+    // Nothing was found, and the output says so rather than being absent or partial.
+    assert_eq!(std::fs::read_to_string(env.path("out.jsonl")).unwrap(), "");
+}
