@@ -5,7 +5,7 @@
 //! one transaction, which turns a thousand small inserts into one commit.
 
 use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -105,7 +105,7 @@ impl Cache {
         }
         // Created here rather than by SQLite so the mode is 0600 from the first instant;
         // SQLite gives its -wal and -shm files the database file's mode.
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -116,6 +116,14 @@ impl Cache {
                 path: path.to_owned(),
                 source,
             })?;
+        // A file made by something else (or an older version) may be readable by others;
+        // records can be personal data, so tighten it rather than trust it.
+        if let Ok(meta) = file.metadata()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+        }
+        drop(file);
         let conn = open_connection(path)?;
         let (tx, rx) = mpsc::channel();
         let thread_path = path.to_owned();
@@ -253,6 +261,9 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
         if let Err(e) = run_batch(&mut conn, &mut batch, &mut claimed) {
             tracing::warn!("cache {}: {e}", path.display());
         }
+        // Commands the failed transaction never reached are dropped, which answers each of
+        // them with an error instead of leaving its caller waiting for the next command.
+        batch.clear();
     }
 }
 
@@ -263,7 +274,10 @@ fn run_batch(
 ) -> Result<(), rusqlite::Error> {
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = (|| {
-        let tx = conn.transaction()?;
+        // Immediate: take the write lock up front. A deferred transaction that reads and then
+        // writes fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when another process
+        // (a second userfetch) committed in between.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut get = tx.prepare_cached(
                 "SELECT body, fetched_ms FROM records WHERE namespace = ?1 AND id = ?2",
@@ -1023,6 +1037,17 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn an_existing_world_readable_file_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _cache = Cache::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

@@ -31,14 +31,46 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
 }
 
-/// Errors that mean "fix your input or setup" exit with 2; everything else with 1.
+/// Errors that mean "fix your input or setup" exit with 2; everything else with 1. A cache
+/// that cannot be opened is setup the user can fix (another path, --no-cache); a cache that
+/// fails while working is not, so it is a failure like any other.
 pub fn code_for(error: &anyhow::Error) -> ExitCode {
-    let fixable = error
-        .chain()
-        .any(|e| e.is::<UsageError>() || e.is::<TemplateError>() || e.is::<CacheError>());
+    let fixable = error.chain().any(|e| {
+        e.is::<UsageError>()
+            || e.is::<TemplateError>()
+            || matches!(
+                e.downcast_ref::<CacheError>(),
+                Some(CacheError::Dir { .. } | CacheError::Open { .. } | CacheError::Corrupt { .. })
+            )
+    });
     if fixable {
         ExitCode::Usage
     } else {
         ExitCode::Failure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_problems_are_usage_but_runtime_store_errors_are_failures() {
+        let path = std::path::PathBuf::from("/x/cache.sqlite3");
+        let corrupt = CacheError::Corrupt {
+            path: path.clone(),
+            source: rusqlite::Error::InvalidQuery,
+        };
+        let busy = CacheError::Sqlite {
+            path,
+            source: rusqlite::Error::InvalidQuery,
+        };
+        assert_eq!(code_for(&corrupt.into()), ExitCode::Usage);
+        assert_eq!(
+            code_for(&anyhow::Error::from(busy).context("storing")),
+            ExitCode::Failure
+        );
+        assert_eq!(code_for(&usage("bad id")), ExitCode::Usage);
+        assert_eq!(code_for(&anyhow::anyhow!("boom")), ExitCode::Failure);
     }
 }

@@ -146,7 +146,9 @@ impl Client {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
             .redirect(redirect_policy());
-        if config.http2 {
+        // Prior knowledge is for cleartext (h2c) only; over TLS, ALPN lets the server choose,
+        // so an https API that speaks only HTTP/1.1 still works with --http2.
+        if config.http2 && config.template.origin().scheme() == "http" {
             builder = builder.http2_prior_knowledge();
         }
         let http = builder
@@ -518,7 +520,8 @@ fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> Atte
     }
 }
 
-/// The innermost message of any error chain.
+/// The innermost message of an error chain: "connection refused" says more than
+/// "error sending request for url (…)".
 fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(next) = cause.source() {
@@ -527,12 +530,6 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// The innermost error message: "connection refused" says more than
-/// "error sending request for url (…)".
 fn root_cause(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
+    innermost(e)
 }

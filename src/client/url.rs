@@ -33,6 +33,11 @@ pub enum TemplateError {
     Invalid(String, String),
     #[error("the API URL template '{0}' must start with http:// or https://")]
     Scheme(String),
+    /// Not quoted back: the message would print the password.
+    #[error(
+        "the API URL template holds a user name or password; pass credentials in USERFETCH_TOKEN instead"
+    )]
+    Credentials,
     #[error("in the API URL template '{0}', {{id}} must be part of the path")]
     NotInPath(String),
 }
@@ -49,6 +54,10 @@ impl UrlTemplate {
             .map_err(|e| TemplateError::Invalid(template.to_owned(), e.to_string()))?;
         if !matches!(probe.scheme(), "http" | "https") {
             return Err(TemplateError::Scheme(template.to_owned()));
+        }
+        // Credentials in a URL end up in logs, error messages, --dry-run output and `ps`.
+        if !probe.username().is_empty() || probe.password().is_some() {
+            return Err(TemplateError::Credentials);
         }
         if !probe.path().contains(MARKER) {
             return Err(TemplateError::NotInPath(template.to_owned()));
@@ -127,6 +136,16 @@ mod tests {
             assert_eq!(parsed.path_segments().unwrap().count(), 2, "{raw}");
             assert_eq!(parsed.query(), None, "{raw}");
             assert_eq!(parsed.fragment(), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn rejects_credentials_in_the_url() {
+        for t in ["http://user:pass@h/{id}", "https://user@h/{id}"] {
+            assert!(
+                matches!(UrlTemplate::parse(t), Err(TemplateError::Credentials)),
+                "{t}"
+            );
         }
     }
 
