@@ -60,11 +60,7 @@ pub async fn run(
                 if let Err(e) = written {
                     // A closed pipe (`| head -1`) is the reader saying "enough", not an error.
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return Ok(if failed {
-                            ExitCode::Failure
-                        } else {
-                            ExitCode::Success
-                        });
+                        return Ok(exit_code(failed));
                     }
                     return Err(anyhow::Error::new(e).context("cannot write to stdout"));
                 }
@@ -76,11 +72,15 @@ pub async fn run(
         }
     }
     spinner.finish_and_clear();
-    Ok(if failed {
+    Ok(exit_code(failed))
+}
+
+fn exit_code(failed: bool) -> ExitCode {
+    if failed {
         ExitCode::Failure
     } else {
         ExitCode::Success
-    })
+    }
 }
 
 /// Every id is checked before any request goes out, so one typo fails fast and fetches nothing.
