@@ -21,7 +21,11 @@ fn refused(env: &Env, args: &[&str], says: &str) {
     let leftovers: Vec<String> = env
         .files()
         .into_iter()
-        .filter(|f| f.contains("out") || f.contains("failures") || f.contains("partial"))
+        .filter(|f| {
+            ["out", "failures", "summary", "partial"]
+                .iter()
+                .any(|name| f.contains(name))
+        })
         .collect();
     assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
     assert_eq!(env.user_requests(), 0, "{args:?} fetched something");
@@ -108,6 +112,37 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
     refused(
         &env,
         &[good, "--out", "out.jsonl", "--failures", "out.jsonl"],
+        "each output needs its own file",
+    );
+    // Compared resolved, the way the job key resolves --out: other spellings of one file.
+    std::fs::create_dir(env.path("sub")).unwrap();
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--summary-json", "./out.jsonl"],
+        "--out out.jsonl and --summary-json ./out.jsonl are the same file",
+    );
+    refused(
+        &env,
+        &[
+            good,
+            "--out",
+            "out.jsonl",
+            "--failures",
+            "sub/../failures.jsonl",
+            "--summary-json",
+            "failures.jsonl",
+        ],
+        "--failures sub/../failures.jsonl and --summary-json failures.jsonl are the same file",
+    );
+    refused(
+        &env,
+        &[
+            good,
+            "--out",
+            "sub/out.jsonl",
+            "--failures",
+            "sub/./out.jsonl",
+        ],
         "each output needs its own file",
     );
     env.write("strict.txt", "1\n2\n..\n4\n");
@@ -257,4 +292,28 @@ fn a_rerun_fetches_nothing_and_fresh_fetches_everything_again() {
         assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 50);
         assert_eq!(env.user_requests(), requests, "after {extra:?}");
     }
+}
+
+#[test]
+fn a_run_that_fails_before_fetching_leaves_no_summary_file() {
+    let env = Env::new();
+    env.write("ids.txt", "1\n2\n");
+    // The cache cannot be opened: found after the output files were set up.
+    std::fs::create_dir(env.path("cache.sqlite3")).unwrap();
+    let out = run(&mut env.batch(&[
+        "ids.txt",
+        "--out",
+        "out.jsonl",
+        "--summary-json",
+        "summary.json",
+    ]));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cache"), "{}", stderr(&out));
+    let left: Vec<String> = env
+        .files()
+        .into_iter()
+        .filter(|f| f.contains("summary") || f.contains("out"))
+        .collect();
+    assert!(left.is_empty(), "left {left:?}");
+    assert_eq!(env.user_requests(), 0);
 }

@@ -123,13 +123,24 @@ impl Config {
                 "--out must be a file: it is rebuilt from the store when the run ends, which a pipe cannot be",
             ));
         }
-        if args.failures.as_deref() == Some(args.out.as_path())
-            || args.summary_json.as_deref() == Some(args.out.as_path())
-        {
-            return Err(usage(format!(
-                "--out {} is also given as another output; each output needs its own file",
-                args.out.display()
-            )));
+        let outputs: Vec<(&str, &Path)> = [
+            Some(("--out", args.out.as_path())),
+            args.failures.as_deref().map(|p| ("--failures", p)),
+            args.summary_json.as_deref().map(|p| ("--summary-json", p)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (i, (a_opt, a)) in outputs.iter().enumerate() {
+            for (b_opt, b) in &outputs[i + 1..] {
+                if same_output(a, b) {
+                    return Err(usage(format!(
+                        "{a_opt} {} and {b_opt} {} are the same file; each output needs its own file",
+                        a.display(),
+                        b.display()
+                    )));
+                }
+            }
         }
         if let Source::File(input) = &source
             && same_file(input, &args.out)
@@ -162,19 +173,39 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Which job a run belongs to: the output file, as an absolute path. Rerunning "the same
-/// command" means writing the same file; where the ids come from (a file, a pipe) may change.
-fn job_key(out: &Path) -> anyhow::Result<String> {
-    let name = out
+/// Whether two output options name one file. Spellings differ (`out.jsonl`, `./out.jsonl`,
+/// `dir/../out.jsonl`), so paths are compared resolved, the way the job key resolves `--out`;
+/// a link to an existing file is caught by comparing the files themselves.
+fn same_output(a: &Path, b: &Path) -> bool {
+    if a == b || same_file(a, b) {
+        return true;
+    }
+    match (resolve_output(a, ""), resolve_output(b, "")) {
+        (Ok(a), Ok(b)) => a == b,
+        // An unresolvable path is refused when its file is created, with a clearer message.
+        _ => false,
+    }
+}
+
+/// An output path made absolute: its directory resolved (it must exist), its file name kept
+/// (the file itself may not exist yet). `what` names the option in messages.
+fn resolve_output(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let name = path
         .file_name()
-        .ok_or_else(|| usage(format!("--out {} does not name a file", out.display())))?;
-    let dir = match out.parent() {
+        .ok_or_else(|| usage(format!("{what} {} does not name a file", path.display())))?;
+    let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
     let dir = std::fs::canonicalize(&dir)
-        .with_context(|| format!("cannot resolve the directory of --out {}", out.display()))?;
-    Ok(dir.join(name).to_string_lossy().into_owned())
+        .with_context(|| format!("cannot resolve the directory of {what} {}", path.display()))?;
+    Ok(dir.join(name))
+}
+
+/// Which job a run belongs to: the output file, as an absolute path. Rerunning "the same
+/// command" means writing the same file; where the ids come from (a file, a pipe) may change.
+fn job_key(out: &Path) -> anyhow::Result<String> {
+    Ok(resolve_output(out, "--out")?.to_string_lossy().into_owned())
 }
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
@@ -199,19 +230,14 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         .map(|p| AtomicFile::create(p, "--failures"))
         .transpose()?;
     let key = job_key(&config.out)?;
-    if let Some(path) = config.summary_json.as_ref().filter(|_| !config.dry_run) {
-        // Found now rather than after an hour of fetching; the content is written at the end.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| {
-                usage(format!(
-                    "cannot write --summary-json {}: {e}",
-                    path.display()
-                ))
-            })?;
-    }
+    // Created now, so an unwritable path is found before an hour of fetching rather than
+    // after; like the outputs, it appears complete at the end or not at all.
+    let summary_json = config
+        .summary_json
+        .as_deref()
+        .filter(|_| !config.dry_run)
+        .map(|p| AtomicFile::create(p, "--summary-json"))
+        .transpose()?;
 
     let session = Session::start(global).await?;
     if let Some(line) = session.announce()
@@ -242,7 +268,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                 global.max_age
             };
             Pipeline::new(&config, ctx, max_age, scan)
-                .run(lines, out, failures)
+                .run(lines, out, failures, summary_json)
                 .await
         }
     };
@@ -448,6 +474,7 @@ impl<'a> Pipeline<'a> {
         lines: input::Lines<Box<dyn std::io::Read + Send>>,
         out: AtomicFile,
         failures: Option<AtomicFile>,
+        summary_json: Option<AtomicFile>,
     ) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let mut interrupts = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
@@ -617,8 +644,8 @@ impl<'a> Pipeline<'a> {
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
             eprintln!("{}", summary.render());
         }
-        if let Some(path) = &self.config.summary_json {
-            summary.write_json(path)?;
+        if let Some(file) = summary_json {
+            summary.write_json(file)?;
         }
         if let Some(e) = fatal {
             return Err(e);

@@ -1,9 +1,10 @@
 //! Counting outcomes and latencies, and the summary printed (and written as JSON) at the end.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::output::AtomicFile;
 
 /// Latencies in logarithmic buckets: 32 per power of two (about 3 % wide), so memory is a few
 /// kilobytes whether a run has ten ids or ten million.
@@ -200,11 +201,10 @@ impl Summary {
         text
     }
 
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn write_json(&self, file: AtomicFile) -> anyhow::Result<()> {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        std::fs::write(path, text)
-            .map_err(|e| anyhow::anyhow!("cannot write --summary-json {}: {e}", path.display()))
+        file.write_all(text.as_bytes())
     }
 }
 
