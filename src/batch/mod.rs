@@ -480,8 +480,13 @@ impl<'a> Pipeline<'a> {
         let mut interrupts = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
         let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
         let (tx, mut rx) = mpsc::channel(8);
-        let _reader = input::spawn_reader(lines, self.config.strict, tx)
-            .context("cannot start the input reader thread")?;
+        let mut reader = Some(
+            input::spawn_reader(lines, self.config.strict, tx)
+                .context("cannot start the input reader thread")?,
+        );
+        // The reader ended without saying the input was done: it died, and what it left
+        // unread must not be taken for the end of the input.
+        let mut reader_died = false;
 
         let concurrency = self.config.concurrency as usize;
         let cancel = CancellationToken::new();
@@ -538,7 +543,16 @@ impl<'a> Pipeline<'a> {
                         input_error = Some(e);
                         input_done = true;
                     }
-                    Some(Chunk::End(_)) | None => input_done = true,
+                    Some(Chunk::End(_)) => input_done = true,
+                    None => {
+                        input_done = true;
+                        reader_died = true;
+                        let why = join_reader(reader.take()).await;
+                        fatal.get_or_insert(anyhow::anyhow!(
+                            "reading {} stopped before its end ({why}); run the same command again to continue",
+                            self.config.source.name()
+                        ));
+                    }
                 },
                 Some((ids, claimed)) = claims.next(), if !claims.is_empty() => match claimed {
                     Ok(claimed) => {
@@ -594,7 +608,7 @@ impl<'a> Pipeline<'a> {
                     self.progress.update(self.handled, tasks.len(), self.counts.failed);
                 }
             }
-            if input_error.is_some() && stop == Stop::Running {
+            if (input_error.is_some() || reader_died) && stop == Stop::Running {
                 // Like a first Ctrl-C: what is in flight finishes and is kept for the rerun.
                 stop = Stop::Draining(tokio::time::Instant::now() + self.config.grace);
             }
@@ -602,7 +616,7 @@ impl<'a> Pipeline<'a> {
         self.counts.unfinished += ready.len() as u64;
         self.progress.finish();
 
-        let status = if input_error.is_some() {
+        let status = if input_error.is_some() || reader_died {
             Status::InputError
         } else if signals > 0 {
             Status::Interrupted
@@ -797,6 +811,26 @@ impl<'a> Pipeline<'a> {
 fn quit_now() -> ! {
     eprintln!("userfetch: quitting at once; run the same command again to finish");
     std::process::exit(ExitCode::Interrupted as i32);
+}
+
+/// Why the input reader thread ended early, as far as can be told.
+async fn join_reader(reader: Option<std::thread::JoinHandle<()>>) -> String {
+    let Some(reader) = reader else {
+        return "the input reader was already gone".to_owned();
+    };
+    // The channel is closed, so the thread is ending; joining it blocks for no longer.
+    match tokio::task::spawn_blocking(move || reader.join()).await {
+        Ok(Ok(())) => "the input reader ended without finishing".to_owned(),
+        Ok(Err(panic)) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            format!("the input reader panicked: {why}")
+        }
+        Err(e) => format!("the input reader could not be joined: {e}"),
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
