@@ -107,6 +107,17 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
         &[good, "--out", "out.jsonl", "--rate", "0/s"],
         "--rate '0/s' must be more than zero",
     );
+    // Values that used to overflow a Duration or an Instant and panic.
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--rate", "1e-20"],
+        "--rate '1e-20' is less than one request a day",
+    );
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--grace", "500000years"],
+        "--grace 500000years is longer than 1day",
+    );
     refused(&env, &[good, "--out", good], "is the input file");
     refused(&env, &[good, "--out", "-"], "--out must be a file");
     refused(

@@ -63,6 +63,10 @@ const CLAIMS_AHEAD: usize = 4;
 /// otherwise bury the terminal).
 const MAX_WARNINGS: u64 = 20;
 
+/// Longest `--grace`: a day is already far past any lookup's timeout, and a bound keeps the
+/// deadline computable.
+const MAX_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Ids shown with their URL by `--dry-run`.
 const DRY_RUN_URLS: usize = 5;
 
@@ -148,6 +152,13 @@ impl Config {
             return Err(usage(format!(
                 "--out {} is the input file; choose another output path",
                 args.out.display()
+            )));
+        }
+        if args.grace > MAX_GRACE {
+            return Err(usage(format!(
+                "--grace {} is longer than {}; lookups in flight time out long before",
+                humantime::format_duration(args.grace),
+                humantime::format_duration(MAX_GRACE)
             )));
         }
         Ok(Config {
@@ -247,9 +258,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     }
     let result = match session.engine.cache().cloned() {
         None => Err(anyhow::anyhow!("internal: batch started without a cache")),
-        Some(cache) if config.dry_run => {
-            dry_run(&config, &session, &cache, &key, lines, scan).await
-        }
+        Some(cache) if config.dry_run => dry_run(&config, &session, &cache, &key, lines).await,
         Some(cache) => {
             let namespace: Arc<str> = session.engine.namespace().into();
             let job = cache.batch_open(&namespace, &key, config.fresh).await?;
@@ -610,7 +619,7 @@ impl<'a> Pipeline<'a> {
             }
             if (input_error.is_some() || reader_died) && stop == Stop::Running {
                 // Like a first Ctrl-C: what is in flight finishes and is kept for the rerun.
-                stop = Stop::Draining(tokio::time::Instant::now() + self.config.grace);
+                stop = self.draining();
             }
         }
         self.counts.unfinished += ready.len() as u64;
@@ -702,6 +711,18 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// The first stop: lookups in flight get the grace period to finish.
+    fn draining(&self) -> Stop {
+        let now = tokio::time::Instant::now();
+        // --grace is bounded, but the clock's range is the platform's: never panic over it.
+        let far = Duration::from_secs(365 * 24 * 60 * 60);
+        let at = now
+            .checked_add(self.config.grace)
+            .or_else(|| now.checked_add(far))
+            .unwrap_or(now);
+        Stop::Draining(at)
+    }
+
     fn on_signal(
         &self,
         signals: u32,
@@ -715,7 +736,7 @@ impl<'a> Pipeline<'a> {
                     "userfetch: stopping: letting {in_flight} lookups in flight finish (up to {}); Ctrl-C again to cancel them",
                     humantime::format_duration(self.config.grace)
                 ));
-                Stop::Draining(tokio::time::Instant::now() + self.config.grace)
+                self.draining()
             }
             (1 | 2, _) => {
                 self.progress.warn(&format!(
@@ -847,7 +868,6 @@ async fn dry_run(
     cache: &Cache,
     key: &str,
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
-    scan: Option<input::Scan>,
 ) -> anyhow::Result<ExitCode> {
     let path = cache.path().to_owned();
     let namespace = session.engine.namespace().to_owned();
@@ -900,7 +920,6 @@ async fn dry_run(
         Ok(report)
     })
     .await??;
-    debug_assert!(scan.is_none_or(|s| s.ids == report.ids));
     println!(
         "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} duplicates, {} invalid lines)",
         report.to_fetch,

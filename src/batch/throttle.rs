@@ -58,6 +58,13 @@ impl Rate {
         if !per_second.is_finite() || per_second <= 0.0 {
             return Err(format!("--rate '{text}' must be more than zero"));
         }
+        // The interval between requests becomes a Duration, which a vanishing rate would
+        // overflow; slower than one a day is no rate anyone means.
+        if per_second < 1.0 / 86_400.0 {
+            return Err(format!(
+                "--rate '{text}' is less than one request a day; leave --rate out for no limit"
+            ));
+        }
         if per_second > 1e9 {
             return Err(format!("--rate '{text}' is more than any API could take"));
         }
@@ -202,6 +209,19 @@ mod tests {
         assert!(Rate::parse("0").is_err());
         assert!(Rate::parse("-3/s").is_err());
         assert!(Rate::parse("5/fortnight").is_err());
+        // Slow enough to overflow the interval between requests: refused, not a panic.
+        assert!(
+            Rate::parse("1e-20")
+                .unwrap_err()
+                .contains("less than one request a day")
+        );
+        assert!(Rate::parse("1/day").is_err());
+        assert!(Rate::parse("1/h").is_ok());
+        assert!(Rate::parse("inf").is_err());
+        assert!(Rate::parse("NaN").is_err());
+        for ok in ["1/h", "1e9", "0.0001"] {
+            Rate::parse(ok).unwrap().quota().unwrap();
+        }
     }
 
     #[tokio::test]
