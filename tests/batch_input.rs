@@ -246,19 +246,24 @@ fn reads_ids_from_stdin() {
 #[test]
 fn bad_utf8_on_stdin_stops_with_exit_2_and_keeps_progress() {
     let env = Env::new();
-    let mut input = ids_file(1..=20).into_bytes();
-    input.extend(b"\xff\n21\n");
-    let feed = |env: &Env, input: &[u8]| {
-        let mut child = env
-            .batch(&["--out", "out.jsonl"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let out = feed(&env, &input);
+    // The good lines first, and the bad one only once the API has seen all of them: the
+    // first run then has progress to keep.
+    let mut child = env
+        .batch(&["--out", "out.jsonl"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(ids_file(1..=20).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        env.wait_for_requests(20, &mut child),
+        "the batch ended early"
+    );
+    stdin.write_all(b"\xff\n21\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
@@ -270,12 +275,25 @@ fn bad_utf8_on_stdin_stops_with_exit_2_and_keeps_progress() {
         "output written after an input error"
     );
     assert!(text.contains("batch stopped by an input error"), "{text}");
-    // The fixed input continues where the first run stopped (which may have fetched
-    // nothing: ids still waiting when the error came are left for the rerun).
-    let out = feed(&env, ids_file(1..=21).as_bytes());
+    // The fixed input continues where the first run stopped: the 20 ids it fetched are not
+    // fetched again.
+    let mut child = env
+        .batch(&["--out", "out.jsonl", "--summary-json", "summary.json"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(ids_file(1..=21).as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let want: Vec<String> = (1..=21).map(|n| n.to_string()).collect();
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), want);
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["done_earlier"], 20, "{s:#}");
+    assert_eq!(s["found"], 1, "{s:#}");
+    assert_eq!(env.user_requests(), 21);
 }
 
 #[test]
