@@ -64,6 +64,21 @@ fn wait_with_deadline(child: Child, limit: Duration) -> std::process::Output {
     out
 }
 
+/// Every id read is settled one way or another, or unfinished.
+fn assert_adds_up(s: &serde_json::Value) {
+    let n = |k: &str| s[k].as_u64().unwrap();
+    assert_eq!(
+        n("ids"),
+        n("found")
+            + n("not_found")
+            + n("failed")
+            + n("cached")
+            + n("done_earlier")
+            + n("unfinished"),
+        "{s:#}"
+    );
+}
+
 fn interrupt_then_rerun(signal: i32) {
     let env = Env::with_latency(Duration::from_millis(300));
     let ids: Vec<u32> = (1..=200).collect();
@@ -107,6 +122,7 @@ fn interrupt_then_rerun(signal: i32) {
         "the interrupt came too late to test anything"
     );
     assert!(s["unfinished"].as_u64().unwrap() > 0 || s["ids"].as_u64().unwrap() < 200);
+    assert_adds_up(&s);
 
     let out = run(&mut env.batch(&args));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -144,6 +160,8 @@ fn second_ctrl_c_cancels_lookups_in_flight() {
             "5m",
             "--concurrency",
             "10",
+            "--summary-json",
+            "summary.json",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -162,6 +180,10 @@ fn second_ctrl_c_cancels_lookups_in_flight() {
         text.contains("50 unfinished") || text.contains("unfinished"),
         "{text}"
     );
+    // The cancelled ids were read and claimed: they count as ids, unfinished.
+    let s = summary(&env.path("summary.json"));
+    assert!(s["unfinished"].as_u64().unwrap() >= 10, "{s:#}");
+    assert_adds_up(&s);
     // Nothing was found, and the output says so rather than being absent or partial.
     assert_eq!(std::fs::read_to_string(env.path("out.jsonl")).unwrap(), "");
 }

@@ -324,14 +324,14 @@ enum Outcome {
 }
 
 async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, cancel: CancellationToken) -> Answer {
-    let started = Instant::now();
     let mut retries = 0u32;
     let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
+    let gate = throttle::Timed::new(&ctx.throttle);
     let fetched = tokio::select! {
-        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &ctx.throttle) => fetched,
+        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &gate) => fetched,
         () = cancel.cancelled() => return Answer::Cancelled,
     };
-    let latency = started.elapsed();
+    let latency = gate.since_admitted();
     let (kind, settled) = match fetched {
         Ok(f) => (Outcome::Found, Settled::Found(f.record)),
         Err(e) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
@@ -568,7 +568,8 @@ impl<'a> Pipeline<'a> {
                         for ((line, id), claim) in ids.into_iter().zip(claimed) {
                             self.handled += u64::from(claim != Claim::Fetch);
                             match claim {
-                                Claim::Fetch => ready.push_back((line, id)),
+                                // Counted when claimed: an id left unfinished is still an id of the input.
+                                Claim::Fetch => { self.counts.ids += 1; ready.push_back((line, id)) }
                                 Claim::Cached => { self.counts.ids += 1; self.counts.cached += 1 }
                                 Claim::DoneEarlier => { self.counts.ids += 1; self.counts.done_earlier += 1 }
                                 Claim::Duplicate => self.counts.duplicates += 1,
@@ -701,7 +702,6 @@ impl<'a> Pipeline<'a> {
 
     fn count(&mut self, tally: Tally) {
         self.handled += 1;
-        self.counts.ids += 1;
         self.retries += u64::from(tally.retries);
         self.latencies.record(tally.latency);
         match tally.kind {

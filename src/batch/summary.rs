@@ -82,7 +82,8 @@ pub enum Status {
 }
 
 /// Counts for this run. `found + not_found + failed + cached + done_earlier` are the distinct
-/// ids settled; `unfinished` were claimed but not settled when the run stopped.
+/// ids settled; `unfinished` were claimed but not settled when the run stopped; together they
+/// make `ids`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
     /// Distinct valid ids read from the input.
@@ -125,7 +126,8 @@ pub struct Summary {
     /// Requests sent, retries included: what the API saw.
     pub requests: u64,
     pub retries: u64,
-    /// Lookup latency for ids fetched from the API (retries included), when there were any.
+    /// Lookup latency for ids fetched from the API, from the first attempt's admission past the
+    /// concurrency window and rate limit to the answer (retries included), when there were any.
     pub latency_ms: Option<LatencyMs>,
     /// 429 and 5xx answers.
     pub throttled_answers: u64,
