@@ -70,10 +70,6 @@ const MAX_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Ids shown with their URL by `--dry-run`.
 const DRY_RUN_URLS: usize = 5;
 
-/// Distinct ids `--dry-run` remembers to count duplicates; past it, duplicates are counted
-/// as new ids (dry runs write nothing, so the store cannot do the remembering).
-const DRY_RUN_DISTINCT_LIMIT: usize = 1_000_000;
-
 /// The command line, checked: everything that can be wrong with it is found before any work.
 struct Config {
     source: Source,
@@ -883,7 +879,7 @@ async fn dry_run(
             reader.find_job(&namespace, &key)?
         };
         let mut lines = lines;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = Seen::new()?;
         let mut report = DryRun::default();
         while let Some((line, kind)) = lines.next_line().map_err(|e| usage(e.to_string()))? {
             match kind {
@@ -899,7 +895,7 @@ async fn dry_run(
                 }
                 input::Line::Id(id) => {
                     report.ids += 1;
-                    if seen.len() < DRY_RUN_DISTINCT_LIMIT && !seen.insert(id.clone()) {
+                    if !seen.insert(id.as_str())? {
                         report.duplicates += 1;
                     } else if let Some(job) = job
                         && reader.is_done(job, id.as_str())?
@@ -959,6 +955,39 @@ async fn dry_run(
     Ok(ExitCode::Success)
 }
 
+/// The ids a dry run has seen, to count duplicates. Dry runs write nothing to the store, so
+/// the remembering happens in a private temporary SQLite database: it spills to disk, where a
+/// set in memory would grow with the input (tens of megabytes per million ids).
+struct Seen {
+    db: rusqlite::Connection,
+}
+
+impl Seen {
+    fn new() -> anyhow::Result<Seen> {
+        // An empty name is SQLite's private temporary database, removed when closed.
+        let db = rusqlite::Connection::open("")
+            .context("cannot open a temporary database to find duplicate ids")?;
+        db.execute_batch(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID;
+             BEGIN;",
+        )
+        .context("cannot set up the temporary database to find duplicate ids")?;
+        Ok(Seen { db })
+    }
+
+    /// True the first time `id` is seen.
+    fn insert(&mut self, id: &str) -> anyhow::Result<bool> {
+        let added = self
+            .db
+            .prepare_cached("INSERT OR IGNORE INTO seen (id) VALUES (?1)")
+            .and_then(|mut insert| insert.execute([id]))
+            .with_context(|| format!("cannot remember id {id} in the temporary database"))?;
+        Ok(added == 1)
+    }
+}
+
 #[derive(Default)]
 struct DryRun {
     ids: u64,
@@ -967,4 +996,32 @@ struct DryRun {
     duplicates: u64,
     invalid: u64,
     urls: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_knows_every_id_it_has_seen() {
+        let mut seen = Seen::new().unwrap();
+        for n in 0..50_000u32 {
+            assert!(seen.insert(&n.to_string()).unwrap());
+        }
+        for n in (0..50_000u32).step_by(997) {
+            assert!(!seen.insert(&n.to_string()).unwrap(), "{n}");
+        }
+        assert!(seen.insert("new").unwrap());
+    }
+
+    #[test]
+    fn outputs_are_compared_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let p = |s: &str| dir.path().join(s);
+        assert!(same_output(&p("out.jsonl"), &p("./out.jsonl")));
+        assert!(same_output(&p("out.jsonl"), &p("sub/../out.jsonl")));
+        assert!(!same_output(&p("out.jsonl"), &p("sub/out.jsonl")));
+        assert!(!same_output(&p("out.jsonl"), &p("out.json")));
+    }
 }
