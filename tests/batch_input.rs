@@ -21,7 +21,11 @@ fn refused(env: &Env, args: &[&str], says: &str) {
     let leftovers: Vec<String> = env
         .files()
         .into_iter()
-        .filter(|f| f.contains("out") || f.contains("failures") || f.contains("partial"))
+        .filter(|f| {
+            ["out", "failures", "summary", "partial"]
+                .iter()
+                .any(|name| f.contains(name))
+        })
         .collect();
     assert!(leftovers.is_empty(), "{args:?} left {leftovers:?}");
     assert_eq!(env.user_requests(), 0, "{args:?} fetched something");
@@ -103,11 +107,53 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
         &[good, "--out", "out.jsonl", "--rate", "0/s"],
         "--rate '0/s' must be more than zero",
     );
+    // Values that used to overflow a Duration or an Instant and panic.
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--rate", "1e-20"],
+        "--rate '1e-20' is less than one request a day",
+    );
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--grace", "500000years"],
+        "--grace 500000years is longer than 1day",
+    );
     refused(&env, &[good, "--out", good], "is the input file");
     refused(&env, &[good, "--out", "-"], "--out must be a file");
     refused(
         &env,
         &[good, "--out", "out.jsonl", "--failures", "out.jsonl"],
+        "each output needs its own file",
+    );
+    // Compared resolved, the way the job key resolves --out: other spellings of one file.
+    std::fs::create_dir(env.path("sub")).unwrap();
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--summary-json", "./out.jsonl"],
+        "--out out.jsonl and --summary-json ./out.jsonl are the same file",
+    );
+    refused(
+        &env,
+        &[
+            good,
+            "--out",
+            "out.jsonl",
+            "--failures",
+            "sub/../failures.jsonl",
+            "--summary-json",
+            "failures.jsonl",
+        ],
+        "--failures sub/../failures.jsonl and --summary-json failures.jsonl are the same file",
+    );
+    refused(
+        &env,
+        &[
+            good,
+            "--out",
+            "sub/out.jsonl",
+            "--failures",
+            "sub/./out.jsonl",
+        ],
         "each output needs its own file",
     );
     env.write("strict.txt", "1\n2\n..\n4\n");
@@ -200,19 +246,24 @@ fn reads_ids_from_stdin() {
 #[test]
 fn bad_utf8_on_stdin_stops_with_exit_2_and_keeps_progress() {
     let env = Env::new();
-    let mut input = ids_file(1..=20).into_bytes();
-    input.extend(b"\xff\n21\n");
-    let feed = |env: &Env, input: &[u8]| {
-        let mut child = env
-            .batch(&["--out", "out.jsonl"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
-    };
-    let out = feed(&env, &input);
+    // The good lines first, and the bad one only once the API has seen all of them: the
+    // first run then has progress to keep.
+    let mut child = env
+        .batch(&["--out", "out.jsonl"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(ids_file(1..=20).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    assert!(
+        env.wait_for_requests(20, &mut child),
+        "the batch ended early"
+    );
+    stdin.write_all(b"\xff\n21\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(
@@ -224,12 +275,25 @@ fn bad_utf8_on_stdin_stops_with_exit_2_and_keeps_progress() {
         "output written after an input error"
     );
     assert!(text.contains("batch stopped by an input error"), "{text}");
-    // The fixed input continues where the first run stopped (which may have fetched
-    // nothing: ids still waiting when the error came are left for the rerun).
-    let out = feed(&env, ids_file(1..=21).as_bytes());
+    // The fixed input continues where the first run stopped: the 20 ids it fetched are not
+    // fetched again.
+    let mut child = env
+        .batch(&["--out", "out.jsonl", "--summary-json", "summary.json"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(ids_file(1..=21).as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let want: Vec<String> = (1..=21).map(|n| n.to_string()).collect();
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), want);
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["done_earlier"], 20, "{s:#}");
+    assert_eq!(s["found"], 1, "{s:#}");
+    assert_eq!(env.user_requests(), 21);
 }
 
 #[test]
@@ -257,4 +321,28 @@ fn a_rerun_fetches_nothing_and_fresh_fetches_everything_again() {
         assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 50);
         assert_eq!(env.user_requests(), requests, "after {extra:?}");
     }
+}
+
+#[test]
+fn a_run_that_fails_before_fetching_leaves_no_summary_file() {
+    let env = Env::new();
+    env.write("ids.txt", "1\n2\n");
+    // The cache cannot be opened: found after the output files were set up.
+    std::fs::create_dir(env.path("cache.sqlite3")).unwrap();
+    let out = run(&mut env.batch(&[
+        "ids.txt",
+        "--out",
+        "out.jsonl",
+        "--summary-json",
+        "summary.json",
+    ]));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cache"), "{}", stderr(&out));
+    let left: Vec<String> = env
+        .files()
+        .into_iter()
+        .filter(|f| f.contains("summary") || f.contains("out"))
+        .collect();
+    assert!(left.is_empty(), "left {left:?}");
+    assert_eq!(env.user_requests(), 0);
 }

@@ -28,25 +28,30 @@ fn reruns_after_kill_9_produce_every_id_exactly_once() {
         "out.jsonl",
         "--failures",
         "failures.jsonl",
+        "--summary-json",
+        "summary.json",
         "--concurrency",
         "40",
     ];
 
-    // Kill at several points: early (claims and first lookups), mid-run, and late (output
-    // being written); each kill lands on whatever the previous runs left.
-    let mut killed = 0;
-    for delay_ms in [30u64, 150, 400, 700, 250, 1_000] {
+    // Kill at several points, watched on the API's request counter (which only grows, across
+    // runs) rather than by the clock: at the first request (claims and first lookups), then
+    // deeper and deeper into the 3,060 distinct ids; each kill lands on whatever the previous
+    // runs left. Every threshold is below the total, so no run can have finished first.
+    for threshold in [1u64, 300, 800, 1_400, 2_000, 2_600] {
         let mut child = env
             .batch(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().expect("wait").is_none() {
-            child.kill().expect("kill -9");
-            killed += 1;
-        }
+        let reached = env.wait_for_requests(threshold, &mut child);
+        assert!(
+            reached,
+            "the run ended before the API saw {threshold} requests: {:?}",
+            child.wait()
+        );
+        child.kill().expect("kill -9");
         child.wait().expect("reap");
         // Whatever instant the kill hit, the files are whole (never half-written lines).
         for name in ["out.jsonl", "failures.jsonl"] {
@@ -59,12 +64,29 @@ fn reruns_after_kill_9_produce_every_id_exactly_once() {
             }
         }
     }
-    assert!(killed >= 3, "the runs finished before they could be killed");
+    assert!(
+        !env.path("summary.json").exists(),
+        "a killed run wrote a summary: it was not killed mid-run"
+    );
 
     let started = Instant::now();
     let out = run(&mut env.batch(&args));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(60));
+    // The kills landed mid-run: what the killed runs settled was kept and not fetched again.
+    let s = summary(&env.path("summary.json"));
+    let distinct = ids.iter().collect::<std::collections::HashSet<_>>().len() as u64;
+    let done_earlier = s["done_earlier"].as_u64().unwrap();
+    assert!(done_earlier > 0, "nothing survived the kills: {s:#}");
+    assert!(
+        done_earlier < distinct,
+        "the last kill came after the end: {s:#}"
+    );
+    assert_eq!(
+        done_earlier + s["found"].as_u64().unwrap() + s["not_found"].as_u64().unwrap(),
+        distinct,
+        "{s:#}"
+    );
 
     let mut want_found = Vec::new();
     let mut want_missing = Vec::new();

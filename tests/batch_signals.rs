@@ -26,11 +26,57 @@ fn wait_for_requests(env: &Env, child: &mut Child) {
     }
 }
 
+/// Reads `child`'s stderr on a thread until a line contains `line`; the lines read so far
+/// and a handle that returns the rest of stderr.
+fn wait_for_line(child: &mut Child, line: &str) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rest = std::thread::spawn(move || {
+        let mut text = String::new();
+        for l in std::io::BufReader::new(stderr).lines() {
+            let l = l.expect("stderr line");
+            let _ = tx.send(l.clone());
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text
+    });
+    let mut seen = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => {
+                seen.push_str(&l);
+                seen.push('\n');
+                if l.contains(line) {
+                    return (seen, rest);
+                }
+            }
+            Err(e) => panic!("no line with {line:?} on stderr ({e}); got:\n{seen}"),
+        }
+    }
+}
+
 fn wait_with_deadline(child: Child, limit: Duration) -> std::process::Output {
     let started = Instant::now();
     let out = child.wait_with_output().expect("wait");
     assert!(started.elapsed() < limit, "took {:?}", started.elapsed());
     out
+}
+
+/// Every id read is settled one way or another, or unfinished.
+fn assert_adds_up(s: &serde_json::Value) {
+    let n = |k: &str| s[k].as_u64().unwrap();
+    assert_eq!(
+        n("ids"),
+        n("found")
+            + n("not_found")
+            + n("failed")
+            + n("cached")
+            + n("done_earlier")
+            + n("unfinished"),
+        "{s:#}"
+    );
 }
 
 fn interrupt_then_rerun(signal: i32) {
@@ -66,11 +112,17 @@ fn interrupt_then_rerun(signal: i32) {
     assert_eq!(s["status"], "interrupted");
     let first = once_each(&jsonl_ids(&env.path("out.jsonl")), "out.jsonl");
     assert_eq!(first.len() as u64, s["found"].as_u64().unwrap());
+    // The lookups in flight at the signal finished rather than being dropped: every request
+    // the API saw has its record (every id exists and nothing is retried here).
+    assert_eq!(env.user_requests(), first.len() as u64, "{text}");
+    assert_eq!(s["requests"].as_u64().unwrap(), first.len() as u64);
+    assert!(text.contains("stopping: letting"), "{text}");
     assert!(
         first.len() < ids.len(),
         "the interrupt came too late to test anything"
     );
     assert!(s["unfinished"].as_u64().unwrap() > 0 || s["ids"].as_u64().unwrap() < 200);
+    assert_adds_up(&s);
 
     let out = run(&mut env.batch(&args));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -108,6 +160,8 @@ fn second_ctrl_c_cancels_lookups_in_flight() {
             "5m",
             "--concurrency",
             "10",
+            "--summary-json",
+            "summary.json",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -115,16 +169,21 @@ fn second_ctrl_c_cancels_lookups_in_flight() {
         .unwrap();
     wait_for_requests(&env, &mut child);
     send(&child, libc::SIGINT);
-    std::thread::sleep(Duration::from_millis(300));
+    // The second Ctrl-C only means "cancel" once the first was taken in.
+    let (mut text, rest) = wait_for_line(&mut child, "stopping");
     send(&child, libc::SIGINT);
     let out = wait_with_deadline(child, Duration::from_secs(20));
-    let text = stderr(&out);
+    text.push_str(&rest.join().expect("stderr reader"));
     assert_eq!(out.status.code(), Some(130), "{text}");
     assert!(text.contains("cancelling"), "{text}");
     assert!(
         text.contains("50 unfinished") || text.contains("unfinished"),
         "{text}"
     );
+    // The cancelled ids were read and claimed: they count as ids, unfinished.
+    let s = summary(&env.path("summary.json"));
+    assert!(s["unfinished"].as_u64().unwrap() >= 10, "{s:#}");
+    assert_adds_up(&s);
     // Nothing was found, and the output says so rather than being absent or partial.
     assert_eq!(std::fs::read_to_string(env.path("out.jsonl")).unwrap(), "");
 }

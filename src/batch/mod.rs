@@ -63,12 +63,12 @@ const CLAIMS_AHEAD: usize = 4;
 /// otherwise bury the terminal).
 const MAX_WARNINGS: u64 = 20;
 
+/// Longest `--grace`: a day is already far past any lookup's timeout, and a bound keeps the
+/// deadline computable.
+const MAX_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Ids shown with their URL by `--dry-run`.
 const DRY_RUN_URLS: usize = 5;
-
-/// Distinct ids `--dry-run` remembers to count duplicates; past it, duplicates are counted
-/// as new ids (dry runs write nothing, so the store cannot do the remembering).
-const DRY_RUN_DISTINCT_LIMIT: usize = 1_000_000;
 
 /// The command line, checked: everything that can be wrong with it is found before any work.
 struct Config {
@@ -123,13 +123,24 @@ impl Config {
                 "--out must be a file: it is rebuilt from the store when the run ends, which a pipe cannot be",
             ));
         }
-        if args.failures.as_deref() == Some(args.out.as_path())
-            || args.summary_json.as_deref() == Some(args.out.as_path())
-        {
-            return Err(usage(format!(
-                "--out {} is also given as another output; each output needs its own file",
-                args.out.display()
-            )));
+        let outputs: Vec<(&str, &Path)> = [
+            Some(("--out", args.out.as_path())),
+            args.failures.as_deref().map(|p| ("--failures", p)),
+            args.summary_json.as_deref().map(|p| ("--summary-json", p)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for (i, (a_opt, a)) in outputs.iter().enumerate() {
+            for (b_opt, b) in &outputs[i + 1..] {
+                if same_output(a, b) {
+                    return Err(usage(format!(
+                        "{a_opt} {} and {b_opt} {} are the same file; each output needs its own file",
+                        a.display(),
+                        b.display()
+                    )));
+                }
+            }
         }
         if let Source::File(input) = &source
             && same_file(input, &args.out)
@@ -137,6 +148,13 @@ impl Config {
             return Err(usage(format!(
                 "--out {} is the input file; choose another output path",
                 args.out.display()
+            )));
+        }
+        if args.grace > MAX_GRACE {
+            return Err(usage(format!(
+                "--grace {} is longer than {}; lookups in flight time out long before",
+                humantime::format_duration(args.grace),
+                humantime::format_duration(MAX_GRACE)
             )));
         }
         Ok(Config {
@@ -162,19 +180,39 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Which job a run belongs to: the output file, as an absolute path. Rerunning "the same
-/// command" means writing the same file; where the ids come from (a file, a pipe) may change.
-fn job_key(out: &Path) -> anyhow::Result<String> {
-    let name = out
+/// Whether two output options name one file. Spellings differ (`out.jsonl`, `./out.jsonl`,
+/// `dir/../out.jsonl`), so paths are compared resolved, the way the job key resolves `--out`;
+/// a link to an existing file is caught by comparing the files themselves.
+fn same_output(a: &Path, b: &Path) -> bool {
+    if a == b || same_file(a, b) {
+        return true;
+    }
+    match (resolve_output(a, ""), resolve_output(b, "")) {
+        (Ok(a), Ok(b)) => a == b,
+        // An unresolvable path is refused when its file is created, with a clearer message.
+        _ => false,
+    }
+}
+
+/// An output path made absolute: its directory resolved (it must exist), its file name kept
+/// (the file itself may not exist yet). `what` names the option in messages.
+fn resolve_output(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let name = path
         .file_name()
-        .ok_or_else(|| usage(format!("--out {} does not name a file", out.display())))?;
-    let dir = match out.parent() {
+        .ok_or_else(|| usage(format!("{what} {} does not name a file", path.display())))?;
+    let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
     let dir = std::fs::canonicalize(&dir)
-        .with_context(|| format!("cannot resolve the directory of --out {}", out.display()))?;
-    Ok(dir.join(name).to_string_lossy().into_owned())
+        .with_context(|| format!("cannot resolve the directory of {what} {}", path.display()))?;
+    Ok(dir.join(name))
+}
+
+/// Which job a run belongs to: the output file, as an absolute path. Rerunning "the same
+/// command" means writing the same file; where the ids come from (a file, a pipe) may change.
+fn job_key(out: &Path) -> anyhow::Result<String> {
+    Ok(resolve_output(out, "--out")?.to_string_lossy().into_owned())
 }
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
@@ -199,19 +237,14 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         .map(|p| AtomicFile::create(p, "--failures"))
         .transpose()?;
     let key = job_key(&config.out)?;
-    if let Some(path) = config.summary_json.as_ref().filter(|_| !config.dry_run) {
-        // Found now rather than after an hour of fetching; the content is written at the end.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| {
-                usage(format!(
-                    "cannot write --summary-json {}: {e}",
-                    path.display()
-                ))
-            })?;
-    }
+    // Created now, so an unwritable path is found before an hour of fetching rather than
+    // after; like the outputs, it appears complete at the end or not at all.
+    let summary_json = config
+        .summary_json
+        .as_deref()
+        .filter(|_| !config.dry_run)
+        .map(|p| AtomicFile::create(p, "--summary-json"))
+        .transpose()?;
 
     let session = Session::start(global).await?;
     if let Some(line) = session.announce()
@@ -221,9 +254,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     }
     let result = match session.engine.cache().cloned() {
         None => Err(anyhow::anyhow!("internal: batch started without a cache")),
-        Some(cache) if config.dry_run => {
-            dry_run(&config, &session, &cache, &key, lines, scan).await
-        }
+        Some(cache) if config.dry_run => dry_run(&config, &session, &cache, &key, lines).await,
         Some(cache) => {
             let namespace: Arc<str> = session.engine.namespace().into();
             let job = cache.batch_open(&namespace, &key, config.fresh).await?;
@@ -242,7 +273,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                 global.max_age
             };
             Pipeline::new(&config, ctx, max_age, scan)
-                .run(lines, out, failures)
+                .run(lines, out, failures, summary_json)
                 .await
         }
     };
@@ -289,14 +320,14 @@ enum Outcome {
 }
 
 async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, cancel: CancellationToken) -> Answer {
-    let started = Instant::now();
     let mut retries = 0u32;
     let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
+    let gate = throttle::Timed::new(&ctx.throttle);
     let fetched = tokio::select! {
-        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &ctx.throttle) => fetched,
+        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &gate) => fetched,
         () = cancel.cancelled() => return Answer::Cancelled,
     };
-    let latency = started.elapsed();
+    let latency = gate.since_admitted();
     let (kind, settled) = match fetched {
         Ok(f) => (Outcome::Found, Settled::Found(f.record)),
         Err(e) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
@@ -448,13 +479,19 @@ impl<'a> Pipeline<'a> {
         lines: input::Lines<Box<dyn std::io::Read + Send>>,
         out: AtomicFile,
         failures: Option<AtomicFile>,
+        summary_json: Option<AtomicFile>,
     ) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let mut interrupts = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
         let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
         let (tx, mut rx) = mpsc::channel(8);
-        let _reader = input::spawn_reader(lines, self.config.strict, tx)
-            .context("cannot start the input reader thread")?;
+        let mut reader = Some(
+            input::spawn_reader(lines, self.config.strict, tx)
+                .context("cannot start the input reader thread")?,
+        );
+        // The reader ended without saying the input was done: it died, and what it left
+        // unread must not be taken for the end of the input.
+        let mut reader_died = false;
 
         let concurrency = self.config.concurrency as usize;
         let cancel = CancellationToken::new();
@@ -511,14 +548,24 @@ impl<'a> Pipeline<'a> {
                         input_error = Some(e);
                         input_done = true;
                     }
-                    Some(Chunk::End(_)) | None => input_done = true,
+                    Some(Chunk::End(_)) => input_done = true,
+                    None => {
+                        input_done = true;
+                        reader_died = true;
+                        let why = join_reader(reader.take()).await;
+                        fatal.get_or_insert(anyhow::anyhow!(
+                            "reading {} stopped before its end ({why}); run the same command again to continue",
+                            self.config.source.name()
+                        ));
+                    }
                 },
                 Some((ids, claimed)) = claims.next(), if !claims.is_empty() => match claimed {
                     Ok(claimed) => {
                         for ((line, id), claim) in ids.into_iter().zip(claimed) {
                             self.handled += u64::from(claim != Claim::Fetch);
                             match claim {
-                                Claim::Fetch => ready.push_back((line, id)),
+                                // Counted when claimed: an id left unfinished is still an id of the input.
+                                Claim::Fetch => { self.counts.ids += 1; ready.push_back((line, id)) }
                                 Claim::Cached => { self.counts.ids += 1; self.counts.cached += 1 }
                                 Claim::DoneEarlier => { self.counts.ids += 1; self.counts.done_earlier += 1 }
                                 Claim::Duplicate => self.counts.duplicates += 1,
@@ -567,15 +614,15 @@ impl<'a> Pipeline<'a> {
                     self.progress.update(self.handled, tasks.len(), self.counts.failed);
                 }
             }
-            if input_error.is_some() && stop == Stop::Running {
+            if (input_error.is_some() || reader_died) && stop == Stop::Running {
                 // Like a first Ctrl-C: what is in flight finishes and is kept for the rerun.
-                stop = Stop::Draining(tokio::time::Instant::now() + self.config.grace);
+                stop = self.draining();
             }
         }
         self.counts.unfinished += ready.len() as u64;
         self.progress.finish();
 
-        let status = if input_error.is_some() {
+        let status = if input_error.is_some() || reader_died {
             Status::InputError
         } else if signals > 0 {
             Status::Interrupted
@@ -617,8 +664,8 @@ impl<'a> Pipeline<'a> {
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
             eprintln!("{}", summary.render());
         }
-        if let Some(path) = &self.config.summary_json {
-            summary.write_json(path)?;
+        if let Some(file) = summary_json {
+            summary.write_json(file)?;
         }
         if let Some(e) = fatal {
             return Err(e);
@@ -651,7 +698,6 @@ impl<'a> Pipeline<'a> {
 
     fn count(&mut self, tally: Tally) {
         self.handled += 1;
-        self.counts.ids += 1;
         self.retries += u64::from(tally.retries);
         self.latencies.record(tally.latency);
         match tally.kind {
@@ -659,6 +705,18 @@ impl<'a> Pipeline<'a> {
             Outcome::NotFound => self.counts.not_found += 1,
             Outcome::Failed => self.counts.failed += 1,
         }
+    }
+
+    /// The first stop: lookups in flight get the grace period to finish.
+    fn draining(&self) -> Stop {
+        let now = tokio::time::Instant::now();
+        // --grace is bounded, but the clock's range is the platform's: never panic over it.
+        let far = Duration::from_secs(365 * 24 * 60 * 60);
+        let at = now
+            .checked_add(self.config.grace)
+            .or_else(|| now.checked_add(far))
+            .unwrap_or(now);
+        Stop::Draining(at)
     }
 
     fn on_signal(
@@ -674,7 +732,7 @@ impl<'a> Pipeline<'a> {
                     "userfetch: stopping: letting {in_flight} lookups in flight finish (up to {}); Ctrl-C again to cancel them",
                     humantime::format_duration(self.config.grace)
                 ));
-                Stop::Draining(tokio::time::Instant::now() + self.config.grace)
+                self.draining()
             }
             (1 | 2, _) => {
                 self.progress.warn(&format!(
@@ -772,6 +830,26 @@ fn quit_now() -> ! {
     std::process::exit(ExitCode::Interrupted as i32);
 }
 
+/// Why the input reader thread ended early, as far as can be told.
+async fn join_reader(reader: Option<std::thread::JoinHandle<()>>) -> String {
+    let Some(reader) = reader else {
+        return "the input reader was already gone".to_owned();
+    };
+    // The channel is closed, so the thread is ending; joining it blocks for no longer.
+    match tokio::task::spawn_blocking(move || reader.join()).await {
+        Ok(Ok(())) => "the input reader ended without finishing".to_owned(),
+        Ok(Err(panic)) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            format!("the input reader panicked: {why}")
+        }
+        Err(e) => format!("the input reader could not be joined: {e}"),
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -786,7 +864,6 @@ async fn dry_run(
     cache: &Cache,
     key: &str,
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
-    scan: Option<input::Scan>,
 ) -> anyhow::Result<ExitCode> {
     let path = cache.path().to_owned();
     let namespace = session.engine.namespace().to_owned();
@@ -802,7 +879,7 @@ async fn dry_run(
             reader.find_job(&namespace, &key)?
         };
         let mut lines = lines;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = Seen::new()?;
         let mut report = DryRun::default();
         while let Some((line, kind)) = lines.next_line().map_err(|e| usage(e.to_string()))? {
             match kind {
@@ -818,7 +895,7 @@ async fn dry_run(
                 }
                 input::Line::Id(id) => {
                     report.ids += 1;
-                    if seen.len() < DRY_RUN_DISTINCT_LIMIT && !seen.insert(id.clone()) {
+                    if !seen.insert(id.as_str())? {
                         report.duplicates += 1;
                     } else if let Some(job) = job
                         && reader.is_done(job, id.as_str())?
@@ -839,7 +916,6 @@ async fn dry_run(
         Ok(report)
     })
     .await??;
-    debug_assert!(scan.is_none_or(|s| s.ids == report.ids));
     println!(
         "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} duplicates, {} invalid lines)",
         report.to_fetch,
@@ -879,6 +955,39 @@ async fn dry_run(
     Ok(ExitCode::Success)
 }
 
+/// The ids a dry run has seen, to count duplicates. Dry runs write nothing to the store, so
+/// the remembering happens in a private temporary SQLite database: it spills to disk, where a
+/// set in memory would grow with the input (tens of megabytes per million ids).
+struct Seen {
+    db: rusqlite::Connection,
+}
+
+impl Seen {
+    fn new() -> anyhow::Result<Seen> {
+        // An empty name is SQLite's private temporary database, removed when closed.
+        let db = rusqlite::Connection::open("")
+            .context("cannot open a temporary database to find duplicate ids")?;
+        db.execute_batch(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID;
+             BEGIN;",
+        )
+        .context("cannot set up the temporary database to find duplicate ids")?;
+        Ok(Seen { db })
+    }
+
+    /// True the first time `id` is seen.
+    fn insert(&mut self, id: &str) -> anyhow::Result<bool> {
+        let added = self
+            .db
+            .prepare_cached("INSERT OR IGNORE INTO seen (id) VALUES (?1)")
+            .and_then(|mut insert| insert.execute([id]))
+            .with_context(|| format!("cannot remember id {id} in the temporary database"))?;
+        Ok(added == 1)
+    }
+}
+
 #[derive(Default)]
 struct DryRun {
     ids: u64,
@@ -887,4 +996,32 @@ struct DryRun {
     duplicates: u64,
     invalid: u64,
     urls: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_knows_every_id_it_has_seen() {
+        let mut seen = Seen::new().unwrap();
+        for n in 0..50_000u32 {
+            assert!(seen.insert(&n.to_string()).unwrap());
+        }
+        for n in (0..50_000u32).step_by(997) {
+            assert!(!seen.insert(&n.to_string()).unwrap(), "{n}");
+        }
+        assert!(seen.insert("new").unwrap());
+    }
+
+    #[test]
+    fn outputs_are_compared_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let p = |s: &str| dir.path().join(s);
+        assert!(same_output(&p("out.jsonl"), &p("./out.jsonl")));
+        assert!(same_output(&p("out.jsonl"), &p("sub/../out.jsonl")));
+        assert!(!same_output(&p("out.jsonl"), &p("sub/out.jsonl")));
+        assert!(!same_output(&p("out.jsonl"), &p("out.json")));
+    }
 }

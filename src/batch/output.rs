@@ -96,6 +96,15 @@ impl AtomicFile {
         Ok(BufWriter::with_capacity(256 * 1024, file))
     }
 
+    /// Writes `bytes` as the whole content and puts it in place.
+    pub fn write_all(mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let shown = self.path.display().to_string();
+        let mut w = self.writer()?;
+        w.write_all(bytes)
+            .with_context(|| format!("cannot write {shown}"))?;
+        self.commit(w)
+    }
+
     /// Puts the written content in place. No fsync: the store is what must survive a crash
     /// (SQLite commits it), and the file is derived from it, so after a power cut a rerun
     /// rebuilds it; syncing 100 MB of output would cost more than the whole fetch.

@@ -1,9 +1,10 @@
 //! Counting outcomes and latencies, and the summary printed (and written as JSON) at the end.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use super::output::AtomicFile;
 
 /// Latencies in logarithmic buckets: 32 per power of two (about 3 % wide), so memory is a few
 /// kilobytes whether a run has ten ids or ten million.
@@ -81,7 +82,8 @@ pub enum Status {
 }
 
 /// Counts for this run. `found + not_found + failed + cached + done_earlier` are the distinct
-/// ids settled; `unfinished` were claimed but not settled when the run stopped.
+/// ids settled; `unfinished` were claimed but not settled when the run stopped; together they
+/// make `ids`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
     /// Distinct valid ids read from the input.
@@ -124,7 +126,8 @@ pub struct Summary {
     /// Requests sent, retries included: what the API saw.
     pub requests: u64,
     pub retries: u64,
-    /// Lookup latency for ids fetched from the API (retries included), when there were any.
+    /// Lookup latency for ids fetched from the API, from the first attempt's admission past the
+    /// concurrency window and rate limit to the answer (retries included), when there were any.
     pub latency_ms: Option<LatencyMs>,
     /// 429 and 5xx answers.
     pub throttled_answers: u64,
@@ -200,11 +203,10 @@ impl Summary {
         text
     }
 
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn write_json(&self, file: AtomicFile) -> anyhow::Result<()> {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        std::fs::write(path, text)
-            .map_err(|e| anyhow::anyhow!("cannot write --summary-json {}: {e}", path.display()))
+        file.write_all(text.as_bytes())
     }
 }
 

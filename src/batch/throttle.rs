@@ -58,6 +58,13 @@ impl Rate {
         if !per_second.is_finite() || per_second <= 0.0 {
             return Err(format!("--rate '{text}' must be more than zero"));
         }
+        // The interval between requests becomes a Duration, which a vanishing rate would
+        // overflow; slower than one a day is no rate anyone means.
+        if per_second < 1.0 / 86_400.0 {
+            return Err(format!(
+                "--rate '{text}' is less than one request a day; leave --rate out for no limit"
+            ));
+        }
         if per_second > 1e9 {
             return Err(format!("--rate '{text}' is more than any API could take"));
         }
@@ -188,6 +195,45 @@ impl AttemptGate for Arc<Throttle> {
     }
 }
 
+/// The throttle as one lookup sees it, noting when its first attempt was let through. A
+/// lookup's latency starts there: time queued behind the window or the rate limit is the
+/// batch's own pacing, not the API's answer time.
+pub struct Timed<'a> {
+    throttle: &'a Arc<Throttle>,
+    admitted: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl<'a> Timed<'a> {
+    pub fn new(throttle: &'a Arc<Throttle>) -> Self {
+        Timed {
+            throttle,
+            admitted: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Time since the first attempt was admitted; zero if none was.
+    pub fn since_admitted(&self) -> Duration {
+        self.admitted
+            .get()
+            .map_or(Duration::ZERO, std::time::Instant::elapsed)
+    }
+}
+
+impl AttemptGate for Timed<'_> {
+    type Permit = Slot;
+
+    async fn admit(&self) -> Slot {
+        let slot = self.throttle.admit().await;
+        // Only the first admission sets it: retries are part of the lookup's latency.
+        let _ = self.admitted.set(std::time::Instant::now());
+        slot
+    }
+
+    fn attempted(&self, slot: Slot, result: Result<(), ErrorKind>) {
+        self.throttle.attempted(slot, result);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +248,19 @@ mod tests {
         assert!(Rate::parse("0").is_err());
         assert!(Rate::parse("-3/s").is_err());
         assert!(Rate::parse("5/fortnight").is_err());
+        // Slow enough to overflow the interval between requests: refused, not a panic.
+        assert!(
+            Rate::parse("1e-20")
+                .unwrap_err()
+                .contains("less than one request a day")
+        );
+        assert!(Rate::parse("1/day").is_err());
+        assert!(Rate::parse("1/h").is_ok());
+        assert!(Rate::parse("inf").is_err());
+        assert!(Rate::parse("NaN").is_err());
+        for ok in ["1/h", "1e9", "0.0001"] {
+            Rate::parse(ok).unwrap().quota().unwrap();
+        }
     }
 
     #[tokio::test]
@@ -240,6 +299,22 @@ mod tests {
         let slot = t.admit().await;
         t.attempted(slot, Err(ErrorKind::ServerError));
         assert_eq!(t.stats().window, 5);
+    }
+
+    #[tokio::test]
+    async fn latency_starts_when_the_first_attempt_is_admitted() {
+        let t = Arc::new(Throttle::new(1, None));
+        let held = t.admit().await;
+        let timed = Timed::new(&t);
+        let waiting = tokio::time::timeout(Duration::from_millis(300), timed.admit()).await;
+        assert!(waiting.is_err(), "admitted through a full window");
+        assert_eq!(timed.since_admitted(), Duration::ZERO);
+        drop(held);
+        let slot = timed.admit().await;
+        // Well under the 300 ms spent queued, however slow the machine.
+        assert!(timed.since_admitted() < Duration::from_millis(300));
+        timed.attempted(slot, Ok(()));
+        assert_eq!(t.stats().attempts, 2);
     }
 
     #[tokio::test]

@@ -24,13 +24,27 @@ pub(super) enum H2Error {
     Send(hyper::Error),
 }
 
+/// A request refused before it was sent (the connection closed or sent GOAWAY first) is
+/// sent again at once on a fresh connection: the server never saw it, so it is no attempt.
+/// Bounded, so a server that closes every connection still ends in an error.
+const RESENDS: u32 = 3;
+
+/// How often an idle or busy connection is pinged, and how long the answer may take. Without
+/// it a connection whose peer vanished (no FIN, no RST) is only noticed when every request on
+/// it has timed out, and the next attempts would queue on it again.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(super) struct H2 {
     host: String,
     port: u16,
     connect_timeout: Duration,
-    /// The one connection; replaced when it closes. A tokio mutex so that thousands of first
-    /// requests wait for one handshake instead of each opening a connection.
-    sender: Mutex<Option<SendRequest<Empty<Bytes>>>>,
+    /// The one connection and its generation; replaced when it closes. A tokio mutex so that
+    /// thousands of first requests wait for one handshake instead of each opening a
+    /// connection. The generation lets a failed request drop the connection it used without
+    /// dropping a newer one another request already opened.
+    sender: Mutex<Option<(u64, SendRequest<Empty<Bytes>>)>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl H2 {
@@ -40,13 +54,14 @@ impl H2 {
             port,
             connect_timeout,
             sender: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    async fn sender(&self) -> Result<SendRequest<Empty<Bytes>>, H2Error> {
+    async fn sender(&self) -> Result<(u64, SendRequest<Empty<Bytes>>), H2Error> {
         let mut slot = self.sender.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+        if let Some((generation, sender)) = slot.as_ref().filter(|(_, s)| !s.is_closed()) {
+            return Ok((*generation, sender.clone()));
         }
         *slot = None;
         let connect = TcpStream::connect((self.host.as_str(), self.port));
@@ -66,6 +81,11 @@ impl H2 {
             // parking megabytes in flow-control buffers.
             .initial_stream_window_size(64 * 1024)
             .initial_connection_window_size(16 * 1024 * 1024)
+            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            // Between waves of a batch the connection may sit idle; it must still be known
+            // alive when the next wave is sent on it.
+            .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| H2Error::Connect(e.to_string()))?;
@@ -74,15 +94,150 @@ impl H2 {
                 tracing::debug!("HTTP/2 connection ended: {e}");
             }
         });
-        *slot = Some(sender.clone());
-        Ok(sender)
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Some((generation, sender.clone()));
+        Ok((generation, sender))
+    }
+
+    /// Drops the connection of `generation` if it is still the current one, so the next
+    /// request opens a new connection instead of failing on a broken one.
+    async fn forget(&self, generation: u64) {
+        let mut slot = self.sender.lock().await;
+        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *slot = None;
+        }
     }
 
     pub(super) async fn send(
         &self,
         request: hyper::Request<Empty<Bytes>>,
     ) -> Result<hyper::Response<Incoming>, H2Error> {
-        let mut sender = self.sender().await?;
-        sender.send_request(request).await.map_err(H2Error::Send)
+        let mut resends = 0;
+        loop {
+            let (generation, mut sender) = self.sender().await?;
+            match sender.send_request(copy(&request)).await {
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    // A closed sender or a request that never left means the connection is
+                    // gone, not just this stream: stop handing it out.
+                    if e.is_canceled() || sender.is_closed() {
+                        self.forget(generation).await;
+                    }
+                    if e.is_canceled() && resends < RESENDS {
+                        resends += 1;
+                        tracing::debug!(
+                            "HTTP/2 request refused before it was sent ({e}); resending"
+                        );
+                        continue;
+                    }
+                    return Err(H2Error::Send(e));
+                }
+            }
+        }
+    }
+}
+
+/// The request again, for a resend: hyper takes the request by value, and the body is empty.
+fn copy(request: &hyper::Request<Empty<Bytes>>) -> hyper::Request<Empty<Bytes>> {
+    let mut copy = hyper::Request::new(Empty::new());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    // Cloned values keep their "sensitive" mark, so the token stays out of debug output.
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A cleartext HTTP/2 server that answers one request per connection and then drops the
+    /// connection without a word; returns its port and how many connections it accepted.
+    async fn one_request_per_connection() -> (u16, Arc<AtomicU32>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU32::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let answered = Arc::new(tokio::sync::Notify::new());
+                    let notify = answered.clone();
+                    let service = hyper::service::service_fn(move |_req| {
+                        notify.notify_one();
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"{}")),
+                            ))
+                        }
+                    });
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = async {
+                            answered.notified().await;
+                            // Time for the answer to leave before the connection is dropped.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        } => {}
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn request(port: u16) -> hyper::Request<Empty<Bytes>> {
+        hyper::Request::get(format!("http://127.0.0.1:{port}/users/1"))
+            .body(Empty::new())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_is_replaced_for_the_next_request() {
+        let (port, accepted) = one_request_per_connection().await;
+        let h2 = H2::new("127.0.0.1".into(), port, Duration::from_secs(5));
+        // Pauses around the moment the server drops the connection: the next request meets
+        // it alive, closing, or already closed. One already on the wire when it drops fails
+        // (an attempt, retried above this layer), but the one after must not meet it again.
+        let mut failed_before = false;
+        for (round, pause_ms) in [0u64, 20, 40, 50, 60, 80, 200, 45, 55, 200]
+            .iter()
+            .enumerate()
+        {
+            match h2.send(request(port)).await {
+                Ok(_) => failed_before = false,
+                Err(H2Error::Send(e)) => {
+                    assert!(!failed_before, "request {round} failed again: {e}");
+                    failed_before = true;
+                }
+                Err(H2Error::Connect(e)) => panic!("request {round}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
+        }
+        assert!(h2.send(request(port)).await.is_ok());
+        assert!(accepted.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[test]
+    fn a_resent_request_is_the_same_request() {
+        let mut original = request(1);
+        let mut token = hyper::header::HeaderValue::from_static("Bearer t");
+        token.set_sensitive(true);
+        original
+            .headers_mut()
+            .insert(hyper::header::AUTHORIZATION, token);
+        let again = copy(&original);
+        assert_eq!(again.uri(), original.uri());
+        assert_eq!(again.method(), original.method());
+        assert_eq!(again.headers(), original.headers());
+        assert!(again.headers()[hyper::header::AUTHORIZATION].is_sensitive());
     }
 }

@@ -57,8 +57,14 @@ impl Env {
     /// `userfetch batch` against this env's API and cache, with `args` after it.
     pub fn batch(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_userfetch"));
+        // Settings from the developer's shell (USERFETCH_HTTP2, USERFETCH_MAX_AGE, …) would
+        // change what the tests exercise: every one of them is removed, not just the token.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("USERFETCH_") {
+                cmd.env_remove(name);
+            }
+        }
         cmd.current_dir(self.dir.path())
-            .env_remove("USERFETCH_TOKEN")
             .env_remove("NO_COLOR")
             .arg("--api")
             .arg(self.server.url_template())
@@ -71,6 +77,26 @@ impl Env {
 
     pub fn user_requests(&self) -> u64 {
         self.server.stats().snapshot().user_requests
+    }
+
+    /// Waits until the API has seen at least `n` user requests in all, or `child` has ended;
+    /// true if the count was reached. Panics after a minute of neither.
+    pub fn wait_for_requests(&self, n: u64, child: &mut std::process::Child) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.user_requests() >= n {
+                return true;
+            }
+            if child.try_wait().expect("try_wait").is_some() {
+                return false;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the API saw {} requests in a minute, waiting for {n}",
+                self.user_requests()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Names in the scratch directory, sorted.
