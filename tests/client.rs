@@ -174,9 +174,14 @@ async fn the_body_cap_is_enforced_while_streaming() {
 
 /// Fetches user 5 through a redirect with a token set; returns what the server logged.
 async fn follow_redirect_with_token(query: &str) -> Vec<userfetch::server::LoggedRequest> {
+    follow_redirect(query, false).await
+}
+
+async fn follow_redirect(query: &str, http2: bool) -> Vec<userfetch::server::LoggedRequest> {
     let api = TestApi::start();
     let mut config = api.config(query, 0);
     config.token = Some("s3cret-token".into());
+    config.http2 = http2;
     let got = Client::new(config)
         .unwrap()
         .fetch(&id("5"), &mut |_| {})
@@ -208,6 +213,33 @@ async fn the_token_is_not_forwarded_to_another_host() {
     assert_eq!(
         log[1].authorization, None,
         "token leaked across hosts: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn over_http2_a_redirect_is_followed_from_its_target_with_the_token_kept_home() {
+    let same = follow_redirect("fault=redirect", true).await;
+    assert!(
+        same.iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer s3cret-token"))
+    );
+    assert!(same[1].path_and_query.starts_with("/users/5"), "{same:?}");
+    let other = follow_redirect("fault=redirect-other-host", true).await;
+    assert_eq!(
+        other[0].authorization.as_deref(),
+        Some("Bearer s3cret-token")
+    );
+    assert!(
+        other[1]
+            .host
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("localhost:"),
+        "{other:?}"
+    );
+    assert_eq!(
+        other[1].authorization, None,
+        "token leaked across hosts: {other:?}"
     );
 }
 

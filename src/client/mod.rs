@@ -102,6 +102,12 @@ impl AttemptGate for Ungated {
     fn attempted(&self, (): (), _: Result<(), ErrorKind>) {}
 }
 
+/// What the direct HTTP/2 path got: a record, or a redirect for reqwest to follow.
+enum H2Answer {
+    Record(Record),
+    Redirect(String),
+}
+
 /// Why one attempt failed, and whether another could succeed.
 struct AttemptFailure {
     kind: ErrorKind,
@@ -244,23 +250,40 @@ impl Client {
 
     async fn attempt(&self, url: &str) -> Result<Record, AttemptFailure> {
         if let Some(h2) = &self.h2 {
-            let attempt = tokio::time::timeout(self.config.timeout, self.attempt_h2(h2, url));
-            match attempt.await {
-                Ok(Ok(Some(record))) => return Ok(record),
-                // A redirect: reqwest follows it (and drops the token when it leaves the host).
-                Ok(Ok(None)) => {}
+            // One deadline for the whole attempt, redirect included.
+            let deadline = tokio::time::Instant::now() + self.config.timeout;
+            let location = match tokio::time::timeout_at(deadline, self.attempt_h2(h2, url)).await {
+                Ok(Ok(H2Answer::Record(record))) => return Ok(record),
+                Ok(Ok(H2Answer::Redirect(location))) => location,
                 Ok(Err(failure)) => return Err(failure),
                 Err(_) => return Err(self.timed_out()),
-            }
+            };
+            // reqwest follows the redirect from its target on (the original URL is not asked
+            // again), with the token only if the target is still the API's own origin.
+            let target = ::url::Url::parse(url)
+                .and_then(|base| base.join(&location))
+                .map_err(|e| {
+                    AttemptFailure::fatal(
+                        ErrorKind::Rejected,
+                        format!("the API redirected to an invalid location ({e})"),
+                    )
+                })?;
+            let same_origin = target.origin() == self.config.template.origin().origin();
+            let follow = Box::pin(self.attempt_reqwest(target.as_str(), same_origin));
+            return match tokio::time::timeout_at(deadline, follow).await {
+                Ok(result) => result,
+                Err(_) => Err(self.timed_out()),
+            };
         }
         // Boxed so that its large future is not part of every attempt's state (the direct
         // HTTP/2 path rarely needs it, and each lookup's future is moved when it is spawned).
-        Box::pin(self.attempt_reqwest(url)).await
+        Box::pin(self.attempt_reqwest(url, true)).await
     }
 
-    async fn attempt_reqwest(&self, url: &str) -> Result<Record, AttemptFailure> {
+    /// `with_token`: whether `url` may see the token (false for another origin).
+    async fn attempt_reqwest(&self, url: &str, with_token: bool) -> Result<Record, AttemptFailure> {
         let mut request = self.http.get(url);
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = self.auth.as_ref().filter(|_| with_token) {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         let mut response = request.send().await.map_err(|e| self.classify(&e, 0))?;
@@ -295,8 +318,8 @@ impl Client {
         })
     }
 
-    /// One attempt over the direct HTTP/2 connection; `None` for a redirect.
-    async fn attempt_h2(&self, h2: &h2::H2, url: &str) -> Result<Option<Record>, AttemptFailure> {
+    /// One attempt over the direct HTTP/2 connection.
+    async fn attempt_h2(&self, h2: &h2::H2, url: &str) -> Result<H2Answer, AttemptFailure> {
         use http_body_util::BodyExt;
         let mut request = hyper::Request::get(url).header(
             reqwest::header::USER_AGENT,
@@ -325,8 +348,13 @@ impl Client {
             }
         })?;
         let status = response.status();
-        if status.is_redirection() {
-            return Ok(None);
+        if status.is_redirection()
+            && let Some(location) = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+        {
+            return Ok(H2Answer::Redirect(location.to_owned()));
         }
         if !status.is_success() {
             return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
@@ -361,7 +389,7 @@ impl Client {
                 body.extend_from_slice(&chunk);
             }
         }
-        Record::from_body(&body).map(Some).map_err(|e| {
+        Record::from_body(&body).map(H2Answer::Record).map_err(|e| {
             AttemptFailure::fatal(
                 ErrorKind::BadBody,
                 format!("the response is not valid JSON ({e})"),

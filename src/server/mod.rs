@@ -312,7 +312,7 @@ async fn handle(
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
     if state.config.record_requests {
         let entry = LoggedRequest {
-            host: header_text(req.headers(), header::HOST),
+            host: request_host(req.headers(), req.uri()),
             path_and_query: req
                 .uri()
                 .path_and_query()
@@ -361,6 +361,12 @@ async fn handle(
     }
 }
 
+/// The host a request was sent to: the Host header (HTTP/1.1) or the URI's authority (HTTP/2,
+/// which carries it as `:authority`).
+fn request_host(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    header_text(headers, header::HOST).or_else(|| uri.authority().map(|a| a.to_string()))
+}
+
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
     headers
         .get(name)
@@ -404,6 +410,7 @@ async fn user(
     Path(id): Path<String>,
     decision: Option<Extension<Decision>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> Response<Body> {
     let Extension(decision) = decision.unwrap_or(Extension(Decision {
         fault: None,
@@ -442,7 +449,7 @@ async fn user(
             return r;
         }
         Some(Fault::Redirect | Fault::RedirectOtherHost) => {
-            let host = match (decision.fault, header_text(&headers, header::HOST)) {
+            let host = match (decision.fault, request_host(&headers, &uri)) {
                 (Some(Fault::RedirectOtherHost), Some(h)) if h.starts_with("localhost") => {
                     format!("127.0.0.1:{}", state.addr.port())
                 }
