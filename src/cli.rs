@@ -186,7 +186,8 @@ pub struct BatchArgs {
     #[arg(long, short = 'c', value_name = "N")]
     pub concurrency: Option<String>,
 
-    /// Most requests per second, retries included, e.g. 50, 50/s, 3000/min [default: no limit].
+    /// Most requests per second, retries included, e.g. 50, 50/s, 3000/min; at least one a day
+    /// [default: no limit].
     #[arg(long, value_name = "R/s")]
     pub rate: Option<String>,
 
@@ -206,7 +207,7 @@ pub struct BatchArgs {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
-    /// After the first Ctrl-C, how long lookups in flight may take to finish.
+    /// After the first Ctrl-C, how long lookups in flight may take to finish (at most 1 day).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub grace: Duration,
 }
