@@ -91,7 +91,9 @@ fn compact(json: &str) -> String {
     out
 }
 
-fn write_json_escaped(out: &mut impl Write, json: &str) -> io::Result<()> {
+/// Writes `json` with each unsafe character as a `\uXXXX` escape. Used on whole documents and
+/// on string fragments alike: unsafe characters can only stand inside strings.
+fn write_json_escaped<W: ?Sized + Write>(out: &mut W, json: &str) -> io::Result<()> {
     let mut start = 0;
     for (i, c) in json.char_indices() {
         if crate::term::is_unsafe(c) {
@@ -126,15 +128,7 @@ impl<F: Formatter> Formatter for SafeFormatter<F> {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if crate::term::is_unsafe(c) {
-                writer.write_all(&fragment.as_bytes()[start..i])?;
-                write_unicode_escape(writer, c)?;
-                start = i + c.len_utf8();
-            }
-        }
-        writer.write_all(&fragment.as_bytes()[start..])
+        write_json_escaped(writer, fragment)
     }
 
     // Everything else is delegated so pretty and compact layouts stay as serde_json makes them.

@@ -34,17 +34,7 @@ fn settles_exactly_once(extra: &[&str]) {
         .collect();
     let input = env.write("ids.txt", ids_file(&ids));
     let out = run(env
-        .batch(&[
-            input.to_str().unwrap(),
-            "--out",
-            "out.jsonl",
-            "--failures",
-            "failures.jsonl",
-            "--summary-json",
-            "summary.json",
-            "--concurrency",
-            "200",
-        ])
+        .batch_to_files(&input, &["--concurrency", "200"])
         .args(["--retries", "4", "--max-retry-wait", "2s"])
         .args(extra));
     let code = out.status.code();

@@ -22,17 +22,7 @@ fn reruns_after_kill_9_produce_every_id_exactly_once() {
         }
     }
     let input = env.write("ids.txt", ids_file(&ids));
-    let args = [
-        input.to_str().unwrap(),
-        "--out",
-        "out.jsonl",
-        "--failures",
-        "failures.jsonl",
-        "--summary-json",
-        "summary.json",
-        "--concurrency",
-        "40",
-    ];
+    let args = ["--concurrency", "40"];
 
     // Kill at several points, watched on the API's request counter (which only grows, across
     // runs) rather than by the clock: at the first request (claims and first lookups), then
@@ -40,7 +30,7 @@ fn reruns_after_kill_9_produce_every_id_exactly_once() {
     // runs left. Every threshold is below the total, so no run can have finished first.
     for threshold in [1u64, 300, 800, 1_400, 2_000, 2_600] {
         let mut child = env
-            .batch(&args)
+            .batch_to_files(&input, &args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,7 +60,7 @@ fn reruns_after_kill_9_produce_every_id_exactly_once() {
     );
 
     let started = Instant::now();
-    let out = run(&mut env.batch(&args));
+    let out = run(&mut env.batch_to_files(&input, &args));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(started.elapsed() < Duration::from_secs(60));
     // The kills landed mid-run: what the killed runs settled was kept and not fetched again.

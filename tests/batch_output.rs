@@ -35,17 +35,10 @@ fn jsonl_failures_and_summary_validate_against_the_committed_schemas() {
     let mut ids: Vec<String> = (1..=200).map(|n| n.to_string()).collect();
     ids.extend(["99999", "no-such-user"].map(String::from));
     let input = env.write("ids.txt", ids_file(&ids));
-    let out = run(env
-        .batch(&[
-            input.to_str().unwrap(),
-            "--out",
-            "out.jsonl",
-            "--failures",
-            "failures.jsonl",
-            "--summary-json",
-            "summary.json",
-        ])
-        .args(["--retries", "1", "--max-retry-wait", "10ms"]));
+    let out =
+        run(env
+            .batch_to_files(&input, &[])
+            .args(["--retries", "1", "--max-retry-wait", "10ms"]));
     // With 30 % of answers 500 and one retry, some ids fail: exit 1.
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let found = check_lines(&env.path("out.jsonl"), &schema("batch-record.schema.json"));

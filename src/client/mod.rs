@@ -291,31 +291,36 @@ impl Client {
         if !status.is_success() {
             return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
         }
-        let max = self.config.max_body;
-        if let Some(len) = response.content_length()
-            && len > max
-        {
-            return Err(self.too_large());
-        }
-        let mut body =
-            // The declared length is the server's claim: trust it for the first 64 KiB only.
-            Vec::with_capacity(response.content_length().unwrap_or(1024).min(max).min(64 * 1024) as usize);
+        let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| self.classify(&e, body.len()))?
         {
-            if (body.len() + chunk.len()) as u64 > max {
-                return Err(self.too_large());
-            }
-            body.extend_from_slice(&chunk);
+            self.append_capped(&mut body, &chunk)?;
         }
-        Record::from_body(&body).map_err(|e| {
-            AttemptFailure::fatal(
-                ErrorKind::BadBody,
-                format!("the response is not valid JSON ({e})"),
-            )
-        })
+        parse_record(&body)
+    }
+
+    /// The buffer for a body of `declared` length, refused at once if that is over
+    /// `--max-body`. The declared length is the server's claim: it sizes the first 64 KiB only.
+    fn body_buffer(&self, declared: Option<u64>) -> Result<Vec<u8>, AttemptFailure> {
+        let max = self.config.max_body;
+        if declared.is_some_and(|len| len > max) {
+            return Err(self.too_large());
+        }
+        Ok(Vec::with_capacity(
+            declared.unwrap_or(1024).min(max).min(64 * 1024) as usize,
+        ))
+    }
+
+    /// Appends a chunk unless that would take the body over `--max-body`.
+    fn append_capped(&self, body: &mut Vec<u8>, chunk: &[u8]) -> Result<(), AttemptFailure> {
+        if (body.len() + chunk.len()) as u64 > self.config.max_body {
+            return Err(self.too_large());
+        }
+        body.extend_from_slice(chunk);
+        Ok(())
     }
 
     /// One attempt over the direct HTTP/2 connection.
@@ -359,17 +364,12 @@ impl Client {
         if !status.is_success() {
             return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
         }
-        let max = self.config.max_body;
         let length = response
             .headers()
             .get(reqwest::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|len| len > max) {
-            return Err(self.too_large());
-        }
-        // The declared length is the server's claim: trust it for the first 64 KiB only.
-        let mut body = Vec::with_capacity(length.unwrap_or(1024).min(max).min(64 * 1024) as usize);
+        let mut body = self.body_buffer(length)?;
         let mut incoming = response.into_body();
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| {
@@ -383,18 +383,10 @@ impl Client {
                 )
             })?;
             if let Ok(chunk) = frame.into_data() {
-                if (body.len() + chunk.len()) as u64 > max {
-                    return Err(self.too_large());
-                }
-                body.extend_from_slice(&chunk);
+                self.append_capped(&mut body, &chunk)?;
             }
         }
-        Record::from_body(&body).map(H2Answer::Record).map_err(|e| {
-            AttemptFailure::fatal(
-                ErrorKind::BadBody,
-                format!("the response is not valid JSON ({e})"),
-            )
-        })
+        parse_record(&body).map(H2Answer::Record)
     }
 
     fn timed_out(&self) -> AttemptFailure {
@@ -514,6 +506,15 @@ fn redirect_policy() -> reqwest::redirect::Policy {
         } else {
             attempt.follow()
         }
+    })
+}
+
+fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
+    Record::from_body(body).map_err(|e| {
+        AttemptFailure::fatal(
+            ErrorKind::BadBody,
+            format!("the response is not valid JSON ({e})"),
+        )
     })
 }
 

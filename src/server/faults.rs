@@ -103,13 +103,15 @@ impl FromStr for FaultRate {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (name, rate) = s.split_once('=').unwrap_or((s, "1"));
         let fault = name.parse()?;
-        let rate: f64 = rate
-            .parse()
-            .ok()
-            .filter(|r: &f64| (0.0..=1.0).contains(r))
+        let rate = parse_share(rate)
             .ok_or_else(|| format!("fault rate '{rate}' must be a number from 0 to 1"))?;
         Ok(FaultRate { fault, rate })
     }
+}
+
+/// A share of requests: a number from 0 to 1.
+fn parse_share(text: &str) -> Option<f64> {
+    text.parse().ok().filter(|r: &f64| (0.0..=1.0).contains(r))
 }
 
 /// Per-request settings read from the query string; each overrides the server's default.
@@ -138,10 +140,7 @@ impl RequestParams {
                 "fault" => p.fault = Some(value.parse()?),
                 "fault_rate" => {
                     p.fault_rate = Some(
-                        value
-                            .parse()
-                            .ok()
-                            .filter(|r: &f64| (0.0..=1.0).contains(r))
+                        parse_share(&value)
                             .ok_or(format!("fault_rate={value}: not a number from 0 to 1"))?,
                     )
                 }

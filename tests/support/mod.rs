@@ -75,6 +75,23 @@ impl Env {
         cmd
     }
 
+    /// `userfetch batch INPUT` writing `out.jsonl`, `failures.jsonl` and `summary.json` in
+    /// this env's directory, with `extra` arguments after them.
+    pub fn batch_to_files(&self, input: &Path, extra: &[&str]) -> Command {
+        let input = input.to_str().expect("utf-8 temp path");
+        let mut args = vec![
+            input,
+            "--out",
+            "out.jsonl",
+            "--failures",
+            "failures.jsonl",
+            "--summary-json",
+            "summary.json",
+        ];
+        args.extend_from_slice(extra);
+        self.batch(&args)
+    }
+
     pub fn user_requests(&self) -> u64 {
         self.server.stats().snapshot().user_requests
     }
