@@ -88,6 +88,30 @@ fn settles_exactly_once(extra: &[&str]) {
     assert!(text.contains("p99"), "{text}");
 }
 
+/// Only 429 and 503 ask for a slower pace: a run where a third of the answers are 500s retries
+/// them but never cuts its window.
+#[test]
+fn plain_server_errors_are_retried_without_throttling() {
+    let env = Env::with(ServerConfig {
+        faults: vec!["500=0.3".parse().unwrap()],
+        ..ServerConfig::default()
+    });
+    let ids: Vec<String> = (1..=300).map(|n| n.to_string()).collect();
+    let input = env.write("ids.txt", ids_file(&ids));
+    let out = run(env.batch_to_files(&input, &["--concurrency", "50"]).args([
+        "--retries",
+        "8",
+        "--max-retry-wait",
+        "10ms",
+    ]));
+    let s = summary(&env.path("summary.json"));
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{k} in {s}"));
+    assert!(n("retries") > 0, "the faults did not happen: {s}");
+    assert_eq!(n("throttled_answers"), 0, "{s}");
+    assert_eq!(n("throttle_events"), 0, "{s}");
+    assert_eq!(n("found"), 300, "{}: {s}", stderr(&out));
+}
+
 /// The direct HTTP/2 transport handles what reqwest handles: redirects (through reqwest),
 /// cut-off bodies (retried), oversize bodies and timeouts (classified).
 #[test]

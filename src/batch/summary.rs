@@ -183,7 +183,7 @@ impl Summary {
             ));
         }
         text.push_str(&format!(
-            "\n  throttled {} times ({} answers were 429 or 5xx)",
+            "\n  throttled {} times ({} answers were 429 or 503)",
             self.throttle_events, self.throttled_answers
         ));
         if c.duplicates > 0 || c.invalid_lines > 0 {

@@ -1,12 +1,15 @@
 //! Politeness: a fixed rate limit (governor) and an adaptive window of requests on the wire.
 //!
-//! The window follows TCP's congestion control (AIMD): every answer that is not a 429 or 5xx
-//! widens it by `1/window` (one slot per window's worth of good answers), and a 429 or 5xx
+//! The window follows TCP's congestion control (AIMD): every attempt the API did not push back
+//! on widens it by `1/window` (one slot per window's worth of good answers), and a 429 or 503
 //! halves what is on the wire, at most once per cool-down so one burst of refusals counts as
 //! one signal. It limits attempts on the wire, not lookups: a lookup sleeping out a
 //! `Retry-After` holds no slot, so it neither blocks the others nor hides from the limit when
 //! it tries again. The `--rate` limit itself stays fixed: it is the user's promise to the API,
-//! and the window bounds the rate below it whenever the API pushes back.
+//! and the window bounds the rate below it whenever the API pushes back (with a fixed answer
+//! time, requests per second = window / answer time, so halving the window halves the rate).
+//! Only 429 and 503 are push-back: a 500 or a broken connection says nothing about the pace,
+//! and cutting on it would slow a whole run down for one bad record.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
-use crate::client::{AttemptGate, ErrorKind};
+use crate::client::{AttemptEnd, AttemptGate};
 
 /// How long after one cut the window stays deaf to further refusals: long enough for the
 /// requests already on the wire to come back, short enough to react to a real overload.
@@ -167,8 +170,8 @@ impl AttemptGate for Arc<Throttle> {
         slot
     }
 
-    fn attempted(&self, slot: Slot, result: Result<(), ErrorKind>) {
-        let refused = matches!(result, Err(ErrorKind::RateLimited | ErrorKind::ServerError));
+    fn attempted(&self, slot: Slot, ended: AttemptEnd) {
+        let refused = ended == AttemptEnd::PushedBack;
         let mut w = self.lock();
         let before = w.size.floor();
         if refused {
@@ -229,8 +232,8 @@ impl AttemptGate for Timed<'_> {
         slot
     }
 
-    fn attempted(&self, slot: Slot, result: Result<(), ErrorKind>) {
-        self.throttle.attempted(slot, result);
+    fn attempted(&self, slot: Slot, ended: AttemptEnd) {
+        self.throttle.attempted(slot, ended);
     }
 }
 
@@ -271,19 +274,19 @@ mod tests {
             on_wire.push(t.admit().await);
         }
         let slot = t.admit().await;
-        t.attempted(slot, Err(ErrorKind::RateLimited));
+        t.attempted(slot, AttemptEnd::PushedBack);
         assert_eq!(t.stats().window, 32);
         drop(on_wire);
         // A second refusal from the same burst is not a second signal.
         let slot = t.admit().await;
-        t.attempted(slot, Err(ErrorKind::ServerError));
+        t.attempted(slot, AttemptEnd::PushedBack);
         assert_eq!(t.stats().window, 32);
         assert_eq!(t.stats().refusals, 2);
         assert_eq!(t.stats().cuts, 1);
         // Additive increase: about one slot per window's worth of good answers.
         for _ in 0..33 {
             let slot = t.admit().await;
-            t.attempted(slot, Ok(()));
+            t.attempted(slot, AttemptEnd::Answered);
         }
         assert_eq!(t.stats().window, 33);
         assert_eq!(t.stats().attempts, 98);
@@ -297,7 +300,7 @@ mod tests {
             on_wire.push(t.admit().await);
         }
         let slot = t.admit().await;
-        t.attempted(slot, Err(ErrorKind::ServerError));
+        t.attempted(slot, AttemptEnd::PushedBack);
         assert_eq!(t.stats().window, 5);
     }
 
@@ -313,7 +316,7 @@ mod tests {
         let slot = timed.admit().await;
         // Well under the 300 ms spent queued, however slow the machine.
         assert!(timed.since_admitted() < Duration::from_millis(300));
-        timed.attempted(slot, Ok(()));
+        timed.attempted(slot, AttemptEnd::Answered);
         assert_eq!(t.stats().attempts, 2);
     }
 

@@ -90,7 +90,19 @@ pub trait AttemptGate: Sync {
     /// Waits until another attempt may start.
     fn admit(&self) -> impl std::future::Future<Output = Self::Permit> + Send;
     /// Told once the attempt's answer (or error) is in.
-    fn attempted(&self, permit: Self::Permit, result: Result<(), ErrorKind>);
+    fn attempted(&self, permit: Self::Permit, ended: AttemptEnd);
+}
+
+/// How one attempt ended, as far as pacing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// A usable answer: a record, or a 404.
+    Answered,
+    /// The API asked for less: 429 Too Many Requests or 503 Service Unavailable.
+    PushedBack,
+    /// Anything else (other 5xx, timeouts, broken connections, bad bodies): a fault of this
+    /// request or the network, not a statement about the pace.
+    Failed,
 }
 
 /// Lets every attempt through at once.
@@ -99,7 +111,7 @@ pub struct Ungated;
 impl AttemptGate for Ungated {
     type Permit = ();
     async fn admit(&self) {}
-    fn attempted(&self, (): (), _: Result<(), ErrorKind>) {}
+    fn attempted(&self, (): (), _: AttemptEnd) {}
 }
 
 /// What the direct HTTP/2 path got: a record, or a redirect for reqwest to follow.
@@ -114,6 +126,8 @@ struct AttemptFailure {
     detail: String,
     retryable: bool,
     retry_after: Option<Duration>,
+    /// 429 or 503: the API's own request to slow down.
+    pushed_back: bool,
 }
 
 impl AttemptFailure {
@@ -123,6 +137,7 @@ impl AttemptFailure {
             detail: detail.into(),
             retryable: false,
             retry_after: None,
+            pushed_back: false,
         }
     }
 
@@ -222,7 +237,13 @@ impl Client {
             attempt += 1;
             let permit = gate.admit().await;
             let result = self.attempt(&url).await;
-            gate.attempted(permit, result.as_ref().map(drop).map_err(|f| f.kind));
+            let ended = match &result {
+                Ok(_) => AttemptEnd::Answered,
+                Err(f) if f.kind == ErrorKind::NotFound => AttemptEnd::Answered,
+                Err(f) if f.pushed_back => AttemptEnd::PushedBack,
+                Err(_) => AttemptEnd::Failed,
+            };
+            gate.attempted(permit, ended);
             let failure = match result {
                 Ok(record) => {
                     return Ok(Fetched {
@@ -532,6 +553,7 @@ fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> Atte
         }
         StatusCode::TOO_MANY_REQUESTS => AttemptFailure {
             retry_after,
+            pushed_back: true,
             ..AttemptFailure::transient(
                 ErrorKind::RateLimited,
                 format!("rate limited: server answered {shown}"),
@@ -539,6 +561,7 @@ fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> Atte
         },
         s if s.is_server_error() => AttemptFailure {
             retry_after,
+            pushed_back: s == StatusCode::SERVICE_UNAVAILABLE,
             ..AttemptFailure::transient(ErrorKind::ServerError, format!("server answered {shown}"))
         },
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AttemptFailure::fatal(
