@@ -5,7 +5,9 @@
 //! HTTP/2's concurrent-stream limit (hyper's default of 200 silently queues the rest, which
 //! turned a 1 s benchmark into 50 s). axum still does the routing.
 
+mod delay;
 mod faults;
+mod socket;
 mod users;
 
 use std::convert::Infallible;
@@ -118,6 +120,7 @@ struct State {
     stats: Arc<Stats>,
     counter: FaultCounter,
     bodies: users::Bodies,
+    delays: delay::Delays,
 }
 
 /// A running demo API. Dropping it leaves the server running until its runtime stops; call
@@ -234,6 +237,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
         stats: stats.clone(),
         counter: FaultCounter::default(),
         bodies,
+        delays: delay::Delays::start(),
     });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(listener, state, shutdown.clone()));
@@ -271,7 +275,7 @@ async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationTok
         let service =
             hyper::service::service_fn(move |req| handle(state.clone(), router.clone(), req));
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(socket::Unvectored(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -345,7 +349,7 @@ async fn handle(
                 .unwrap_or(state.config.jitter)
                 .mul_f64(fastrand::f64());
         if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
+            state.delays.sleep(latency).await;
         }
         if fault.is_some() {
             state.stats.faults.fetch_add(1, Ordering::Relaxed);
