@@ -198,51 +198,155 @@ impl Mix {
     }
 }
 
+/// Everything random about one user, drawn in one fixed order: the struct and the direct
+/// JSON writer both start from here, so they cannot disagree on what user 42 is.
+struct Draws {
+    id: u64,
+    first: &'static str,
+    last: &'static str,
+    domain: &'static str,
+    /// Micro-degrees, as drawn: what the formatted coordinates are rounded from.
+    lat_e6: u64,
+    lng_e6: u64,
+    street: &'static str,
+    suite: u64,
+    city: &'static str,
+    zipcode: (u64, u64),
+    phone: (u64, u64, u64),
+    tld: &'static str,
+    company: (&'static str, &'static str),
+    phrase: (&'static str, &'static str, &'static str),
+    bs: (&'static str, &'static str, &'static str),
+}
+
+impl Draws {
+    fn new(id: u64) -> Draws {
+        let mut r = Mix(id);
+        Draws {
+            id,
+            first: r.pick(FIRST),
+            last: r.pick(LAST),
+            domain: r.pick(DOMAINS),
+            lat_e6: r.below(180_000_000),
+            lng_e6: r.below(360_000_000),
+            street: r.pick(STREETS),
+            suite: 100 + r.below(900),
+            city: r.pick(CITIES),
+            zipcode: (r.below(100_000), r.below(10_000)),
+            phone: (200 + r.below(800), r.below(1000), r.below(10_000)),
+            tld: r.pick(&["org", "net", "com", "info", "io"]),
+            company: (r.pick(COMPANY), r.pick(COMPANY)),
+            phrase: (r.pick(PHRASE_A), r.pick(PHRASE_B), r.pick(PHRASE_C)),
+            bs: (r.pick(BS_A), r.pick(BS_B), r.pick(BS_C)),
+        }
+    }
+
+    fn lat(&self) -> f64 {
+        self.lat_e6 as f64 / 1e6 - 90.0
+    }
+
+    fn lng(&self) -> f64 {
+        self.lng_e6 as f64 / 1e6 - 180.0
+    }
+
+    fn username(&self) -> String {
+        format!("{}.{}{}", self.first, self.last, self.id % 1000)
+    }
+}
+
 pub fn user(id: u64) -> User {
-    let mut r = Mix(id);
-    let first = r.pick(FIRST);
-    let last = r.pick(LAST);
-    let username = format!("{first}.{last}{}", id % 1000);
-    let domain = r.pick(DOMAINS);
-    let lat = r.below(180_000_000) as f64 / 1e6 - 90.0;
-    let lng = r.below(360_000_000) as f64 / 1e6 - 180.0;
+    let d = Draws::new(id);
+    let username = d.username();
     User {
         id,
-        name: format!("{first} {last}"),
-        email: format!("{}@{domain}", username.to_lowercase()),
+        name: format!("{} {}", d.first, d.last),
+        email: format!("{}@{}", username.to_lowercase(), d.domain),
         username,
         address: Address {
-            street: r.pick(STREETS),
-            suite: format!("Apt. {}", 100 + r.below(900)),
-            city: r.pick(CITIES),
-            zipcode: format!("{:05}-{:04}", r.below(100_000), r.below(10_000)),
+            street: d.street,
+            suite: format!("Apt. {}", d.suite),
+            city: d.city,
+            zipcode: format!("{:05}-{:04}", d.zipcode.0, d.zipcode.1),
             geo: Geo {
-                lat: format!("{lat:.4}"),
-                lng: format!("{lng:.4}"),
+                lat: format!("{:.4}", d.lat()),
+                lng: format!("{:.4}", d.lng()),
             },
         },
-        phone: format!(
-            "1-{:03}-{:03}-{:04}",
-            200 + r.below(800),
-            r.below(1000),
-            r.below(10_000)
-        ),
-        website: format!(
-            "{}.{}",
-            last.to_lowercase(),
-            r.pick(&["org", "net", "com", "info", "io"])
-        ),
+        phone: format!("1-{:03}-{:03}-{:04}", d.phone.0, d.phone.1, d.phone.2),
+        website: format!("{}.{}", d.last.to_lowercase(), d.tld),
         company: Company {
-            name: format!("{}-{}", r.pick(COMPANY), r.pick(COMPANY)),
-            catch_phrase: format!(
-                "{} {} {}",
-                r.pick(PHRASE_A),
-                r.pick(PHRASE_B),
-                r.pick(PHRASE_C)
-            ),
-            bs: format!("{} {} {}", r.pick(BS_A), r.pick(BS_B), r.pick(BS_C)),
+            name: format!("{}-{}", d.company.0, d.company.1),
+            catch_phrase: format!("{} {} {}", d.phrase.0, d.phrase.1, d.phrase.2),
+            bs: format!("{} {} {}", d.bs.0, d.bs.1, d.bs.2),
         },
     }
+}
+
+/// `serde_json::to_vec(&user(id))`, byte for byte, written straight into one buffer.
+///
+/// Why by hand: a batch of distinct ids makes the demo API render every user once, and the
+/// struct's dozen `format!` strings plus the exact float formatting cost about as much CPU as
+/// serving the answer; a benchmark of the client must not measure the server's string
+/// building. The table strings are plain ASCII and need no JSON escaping (checked in tests).
+pub fn render(id: u64) -> Vec<u8> {
+    use std::io::Write;
+    let d = Draws::new(id);
+    let mut out = Vec::with_capacity(560);
+    let lower = |s: &str| s.to_ascii_lowercase();
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        r#"{{"id":{id},"name":"{first} {last}","username":"{first}.{last}{n}","email":"{lfirst}.{llast}{n}@{domain}","address":{{"street":"{street}","suite":"Apt. {suite}","city":"{city}","zipcode":"{z0:05}-{z1:04}","geo":{{"lat":""#,
+        first = d.first,
+        last = d.last,
+        n = d.id % 1000,
+        lfirst = lower(d.first),
+        llast = lower(d.last),
+        domain = d.domain,
+        street = d.street,
+        suite = d.suite,
+        city = d.city,
+        z0 = d.zipcode.0,
+        z1 = d.zipcode.1,
+    );
+    write_degrees(&mut out, d.lat_e6, 90, d.lat());
+    out.extend_from_slice(br#"","lng":""#);
+    write_degrees(&mut out, d.lng_e6, 180, d.lng());
+    let _ = write!(
+        out,
+        r#""}}}},"phone":"1-{p0:03}-{p1:03}-{p2:04}","website":"{llast}.{tld}","company":{{"name":"{c0}-{c1}","catchPhrase":"{a} {b} {c}","bs":"{x} {y} {z}"}}}}"#,
+        p0 = d.phone.0,
+        p1 = d.phone.1,
+        p2 = d.phone.2,
+        llast = lower(d.last),
+        tld = d.tld,
+        c0 = d.company.0,
+        c1 = d.company.1,
+        a = d.phrase.0,
+        b = d.phrase.1,
+        c = d.phrase.2,
+        x = d.bs.0,
+        y = d.bs.1,
+        z = d.bs.2,
+    );
+    out
+}
+
+/// `format!("{:.4}", micro / 1e6 - offset)` without the float: the value is rounded from
+/// its micro-degrees. An exact half (the last two digits 50) is where the float's own
+/// rounding error decides the direction, so that one case is left to the float formatter.
+fn write_degrees(out: &mut Vec<u8>, micro: u64, offset: u64, float: f64) {
+    use std::io::Write;
+    let signed = micro as i64 - (offset * 1_000_000) as i64;
+    let magnitude = signed.unsigned_abs();
+    if magnitude % 100 == 50 {
+        let _ = write!(out, "{float:.4}");
+        return;
+    }
+    let rounded = (magnitude + 50) / 100;
+    // A value just below zero keeps its sign even when it rounds to 0.0000, as floats do.
+    let sign = if signed < 0 { "-" } else { "" };
+    let _ = write!(out, "{sign}{}.{:04}", rounded / 10_000, rounded % 10_000);
 }
 
 /// Each user's JSON, rendered once on first request. Building a user costs a dozen small
@@ -265,7 +369,7 @@ impl Bodies {
 
     /// The JSON body of user `id` (1-based).
     pub fn get(&self, id: u64) -> bytes::Bytes {
-        let render = || bytes::Bytes::from(serde_json::to_vec(&user(id)).unwrap_or_default());
+        let render = || bytes::Bytes::from(render(id));
         match usize::try_from(id.wrapping_sub(1))
             .ok()
             .and_then(|i| self.slots.get(i))
@@ -294,6 +398,52 @@ mod tests {
         let a = serde_json::to_string(&user(42)).unwrap();
         assert_eq!(a, serde_json::to_string(&user(42)).unwrap());
         assert_ne!(a, serde_json::to_string(&user(43)).unwrap());
+    }
+
+    #[test]
+    fn the_direct_writer_matches_serde_byte_for_byte() {
+        // Every table entry turns up within the first 30,000 ids; then a spread of larger ones.
+        let large = (0..2_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1);
+        for id in (0..=30_000).chain(large).chain([u64::MAX]) {
+            let want = serde_json::to_vec(&user(id)).unwrap();
+            assert_eq!(
+                String::from_utf8(render(id)).unwrap(),
+                String::from_utf8(want).unwrap(),
+                "user {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn coordinates_round_like_the_float_formatter() {
+        for micro in [
+            0,
+            1,
+            49,
+            50,
+            51,
+            99,
+            100,
+            149,
+            150,
+            89_999_950,
+            89_999_999,
+            90_000_000,
+            90_000_001,
+            90_000_049,
+            90_000_050,
+            90_000_051,
+            179_999_999,
+        ] {
+            let mut out = Vec::new();
+            let float = micro as f64 / 1e6 - 90.0;
+            write_degrees(&mut out, micro, 90, float);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{float:.4}"),
+                "{micro}"
+            );
+        }
     }
 
     #[test]
