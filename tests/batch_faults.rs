@@ -112,6 +112,41 @@ fn plain_server_errors_are_retried_without_throttling() {
     assert_eq!(n("found"), 300, "{}: {s}", stderr(&out));
 }
 
+/// userfetch on `env`'s cache with another `--api` (the demo API's template plus a query).
+fn with_api(env: &Env, api: &str, global: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"));
+    cmd.current_dir(env.dir.path())
+        .arg("--api")
+        .arg(api)
+        .arg("--cache")
+        .arg(env.path("cache.sqlite3"))
+        .args(global);
+    cmd
+}
+
+/// A redirected attempt is one attempt but two requests at the server; the summary's
+/// `requests` is what the API saw, over either transport.
+#[test]
+fn requests_count_the_redirects_followed() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=20));
+    let base = env.server.url_template();
+    for transport in [&[][..], &["--http2"][..]] {
+        let before = env.user_requests();
+        let out = run(with_api(&env, &format!("{base}?fault=redirect"), transport)
+            .arg("batch")
+            .arg(&input)
+            .args(["--out", "out.jsonl", "--summary-json", "summary.json"])
+            .args(["--fresh", "--max-age", "0s"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let s = summary(&env.path("summary.json"));
+        let seen = env.user_requests() - before;
+        assert_eq!(seen, 40, "{transport:?}: each id asked, then redirected");
+        assert_eq!(s["requests"], seen, "{transport:?}: {s}");
+        assert_eq!(s["retries"], 0, "{transport:?}: {s}");
+    }
+}
+
 /// The direct HTTP/2 transport handles what reqwest handles: redirects (through reqwest),
 /// cut-off bodies (retried), oversize bodies and timeouts (classified).
 #[test]
@@ -120,13 +155,8 @@ fn http2_transport_classifies_like_the_http1_one() {
     let input = env.write("ids.txt", "1\n2\n");
     let base = env.server.url_template();
     let case = |query: &str, extra: &[&str]| {
-        let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"))
-            .current_dir(env.dir.path())
-            .arg("--api")
-            .arg(format!("{base}?{query}"))
-            .arg("--cache")
-            .arg(env.path("cache.sqlite3"))
-            .args(["--http2", "--max-retry-wait", "10ms"])
+        let out = run(with_api(&env, &format!("{base}?{query}"), &["--http2"])
+            .args(["--max-retry-wait", "10ms"])
             .args(extra)
             .arg("batch")
             .arg(&input)

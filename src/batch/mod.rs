@@ -812,7 +812,7 @@ impl<'a> Pipeline<'a> {
             } else {
                 0.0
             },
-            requests: t.attempts,
+            requests: t.attempts + self.ctx.client.redirects_followed(),
             retries: self.retries,
             latency_ms: Summary::latency(&self.latencies),
             throttled_answers: t.refusals,

@@ -156,17 +156,20 @@ pub struct Client {
     auth: Option<HeaderValue>,
     /// Direct HTTP/2 for `--http2` with an `http://` API (see [`h2`]).
     h2: Option<std::sync::Arc<h2::H2>>,
+    /// Redirects followed: each is one more request at the server within the same attempt.
+    redirects: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
+        let redirects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
-            .redirect(redirect_policy());
+            .redirect(redirect_policy(redirects.clone()));
         // Prior knowledge is for cleartext (h2c) only; over TLS, ALPN lets the server choose,
         // so an https API that speaks only HTTP/1.1 still works with --http2.
         if config.http2 && config.template.origin().scheme() == "http" {
@@ -205,7 +208,14 @@ impl Client {
             config: std::sync::Arc::new(config),
             auth,
             h2,
+            redirects,
         })
+    }
+
+    /// Requests made to follow redirects, over the client's life. An attempt that is
+    /// redirected is one attempt but two requests (or more) at the server.
+    pub fn redirects_followed(&self) -> u64 {
+        self.redirects.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -290,6 +300,8 @@ impl Client {
                     )
                 })?;
             let same_origin = target.origin() == self.config.template.origin().origin();
+            self.redirects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let follow = Box::pin(self.attempt_reqwest(target.as_str(), same_origin));
             return match tokio::time::timeout_at(deadline, follow).await {
                 Ok(result) => result,
@@ -516,8 +528,10 @@ impl Client {
 /// Follows at most five redirects (a loop must not eat the timeout), and never from https to
 /// http: reqwest drops `Authorization` when the host or port changes, but not when only the
 /// scheme does, which would send the token in clear text.
-fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
+fn redirect_policy(
+    followed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
         let downgrade = attempt.previous().iter().any(|u| u.scheme() == "https")
             && attempt.url().scheme() != "https";
         if downgrade {
@@ -525,6 +539,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
         } else if attempt.previous().len() > 5 {
             attempt.error("too many redirects")
         } else {
+            followed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             attempt.follow()
         }
     })
