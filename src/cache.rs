@@ -482,14 +482,14 @@ enum BatchCommand {
         job: BatchJob,
         namespace: String,
         outcomes: Vec<Outcome>,
-        ack: Answer<()>,
+        ack: Answer<Vec<Outcome>>,
     },
 }
 
 enum BatchReply {
     Open(Answer<BatchJob>, Result<BatchJob, rusqlite::Error>),
     Claim(Answer<Vec<Claim>>, Result<Vec<Claim>, rusqlite::Error>),
-    Settle(Answer<()>, Result<(), rusqlite::Error>),
+    Settle(Answer<Vec<Outcome>>, Result<Vec<Outcome>, rusqlite::Error>),
 }
 
 impl BatchReply {
@@ -550,10 +550,10 @@ fn run_batch_command(
             outcomes,
             ack,
         } => {
-            let result = outcomes.into_iter().try_for_each(|o| {
-                settle(tx, job, &namespace, &o.id, o.line, o.settled, now, claimed)
+            let result = outcomes.iter().try_for_each(|o| {
+                settle(tx, job, &namespace, &o.id, o.line, &o.settled, now, claimed)
             });
-            BatchReply::Settle(ack, result)
+            BatchReply::Settle(ack, result.map(|()| outcomes))
         }
     }
 }
@@ -693,7 +693,7 @@ fn settle(
     namespace: &str,
     id: &str,
     line: u64,
-    settled: Settled,
+    settled: &Settled,
     now: i64,
     claimed: &mut Claimed,
 ) -> Result<(), rusqlite::Error> {
@@ -714,8 +714,8 @@ fn settle(
             line,
             STATE_NOT_FOUND,
             Some("not_found"),
-            Some(&message),
-            attempts,
+            Some(message),
+            *attempts,
         ),
         Settled::Failed {
             kind,
@@ -728,8 +728,8 @@ fn settle(
             line,
             STATE_FAILED,
             Some(kind),
-            Some(&message),
-            attempts,
+            Some(message),
+            *attempts,
         ),
     }
 }
@@ -772,14 +772,15 @@ impl Cache {
         .await
     }
 
-    /// Stores the outcomes of ids claimed for fetching; returns once they are committed.
-    /// Many at a time: each message wakes the cache thread, which costs more than the insert.
+    /// Stores the outcomes of ids claimed for fetching; once they are committed, hands them
+    /// back (records and all, for whoever writes them out next). Many at a time: each message
+    /// wakes the cache thread, which costs more than the insert.
     pub async fn batch_settle(
         &self,
         job: BatchJob,
         namespace: &str,
         outcomes: Vec<Outcome>,
-    ) -> Result<(), CacheError> {
+    ) -> Result<Vec<Outcome>, CacheError> {
         self.batch_call(|ack| BatchCommand::Settle {
             job,
             namespace: namespace.to_owned(),

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 use support::*;
 use userfetch::batch::output::flatten;
+use userfetch::server::ServerConfig;
 
 fn schema(name: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -141,4 +142,51 @@ fn csv_round_trips_through_a_csv_reader() {
         hostile += usize::from(row.iter().any(|c| c.contains('\u{1b}')));
     }
     assert!(hostile > 0, "no hostile record was in the sample");
+}
+
+/// A first run writes `--out` as answers are committed; a rerun rebuilds it from the store.
+/// Answers that come back out of order (random latency per request), ids the API doesn't
+/// know, duplicates and comments must not make the two differ by a byte.
+#[test]
+fn the_output_written_during_a_run_is_the_one_the_store_rebuilds() {
+    let env = Env::with(ServerConfig {
+        jitter: std::time::Duration::from_millis(40),
+        ..ServerConfig::default()
+    });
+    let mut ids: Vec<String> = (1..=1_500).map(|n| n.to_string()).collect();
+    ids.extend([
+        "# a comment".into(),
+        "77".into(),
+        "99999".into(),
+        "".into(),
+        "3".into(),
+    ]);
+    let input = env.write("ids.txt", ids_file(&ids));
+    let first = run(env
+        .batch_to_files(&input, &["--concurrency", "300"])
+        .arg("-vv"));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let streamed = std::fs::read(env.path("out.jsonl")).unwrap();
+    assert!(
+        !stderr(&first).contains("rebuilt from the store"),
+        "the first run should have streamed: {}",
+        stderr(&first)
+    );
+
+    let again = run(env.batch_to_files(&input, &[]).arg("-vv"));
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("rebuilt from the store"),
+        "a rerun has every id done earlier: {}",
+        stderr(&again)
+    );
+    let rebuilt = std::fs::read(env.path("out.jsonl")).unwrap();
+    assert_eq!(env.user_requests(), 1_501, "the rerun fetched again");
+    assert!(
+        streamed == rebuilt,
+        "the streamed output differs from the rebuilt one"
+    );
+    let found = jsonl_ids(&env.path("out.jsonl"));
+    let want: Vec<String> = (1..=1_500).map(|n| n.to_string()).collect();
+    assert_eq!(found, want, "every known id once, in input order");
 }

@@ -18,6 +18,7 @@
 pub mod input;
 pub mod output;
 pub mod progress;
+mod streamed;
 pub mod summary;
 pub mod throttle;
 
@@ -46,6 +47,7 @@ use input::{Chunk, Source};
 use output::AtomicFile;
 pub use output::Format;
 use progress::Progress;
+use streamed::Output;
 use summary::{Counts, FileReport, Histogram, Status, Summary};
 use throttle::{Rate, Throttle};
 
@@ -373,8 +375,9 @@ fn commit(ctx: &Arc<Ctx>, answers: Vec<(cache::Outcome, Tally)>) -> CommitFuture
     })
 }
 
-type CommitFuture =
-    std::pin::Pin<Box<dyn Future<Output = (Vec<Tally>, anyhow::Result<()>)> + Send>>;
+type CommitFuture = std::pin::Pin<
+    Box<dyn Future<Output = (Vec<Tally>, anyhow::Result<Vec<cache::Outcome>>)> + Send>,
+>;
 
 /// The lookups in flight. On the default single-threaded runtime they are polled in place:
 /// a spawned task per id would only add scheduling work (and copy each future once more) with
@@ -482,6 +485,10 @@ impl<'a> Pipeline<'a> {
         summary_json: Option<AtomicFile>,
     ) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
+        let mut out = match self.config.format {
+            Format::Jsonl => Output::stream(out)?,
+            Format::Csv => Output::rebuilt(out),
+        };
         let mut interrupts = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
         let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
         let (tx, mut rx) = mpsc::channel(8);
@@ -565,9 +572,9 @@ impl<'a> Pipeline<'a> {
                             self.handled += u64::from(claim != Claim::Fetch);
                             match claim {
                                 // Counted when claimed: an id left unfinished is still an id of the input.
-                                Claim::Fetch => { self.counts.ids += 1; ready.push_back((line, id)) }
-                                Claim::Cached => { self.counts.ids += 1; self.counts.cached += 1 }
-                                Claim::DoneEarlier => { self.counts.ids += 1; self.counts.done_earlier += 1 }
+                                Claim::Fetch => { self.counts.ids += 1; out.expect(line); ready.push_back((line, id)) }
+                                Claim::Cached => { self.counts.ids += 1; self.counts.cached += 1; out.settled_elsewhere() }
+                                Claim::DoneEarlier => { self.counts.ids += 1; self.counts.done_earlier += 1; out.settled_elsewhere() }
                                 Claim::Duplicate => self.counts.duplicates += 1,
                             }
                         }
@@ -592,7 +599,10 @@ impl<'a> Pipeline<'a> {
                 Some((tallies, stored)) = committing.next(), if !committing.is_empty() => {
                     committing_len = 0;
                     match stored {
-                        Ok(()) => tallies.into_iter().for_each(|t| self.count(t)),
+                        Ok(outcomes) => {
+                            tallies.into_iter().for_each(|t| self.count(t));
+                            out.committed(outcomes);
+                        }
                         Err(e) => {
                             self.counts.unfinished += tallies.len() as u64;
                             fatal.get_or_insert(e);
@@ -761,7 +771,7 @@ impl<'a> Pipeline<'a> {
 
     async fn write_outputs(
         &self,
-        out: AtomicFile,
+        out: Output,
         failures: Option<AtomicFile>,
     ) -> anyhow::Result<(Option<FileReport>, Option<FileReport>)> {
         self.ctx.cache.flush().await?;
@@ -769,10 +779,11 @@ impl<'a> Pipeline<'a> {
         let job = self.ctx.job.job;
         let namespace = self.ctx.namespace.clone();
         let format = self.config.format;
+        let out_path = self.config.out.display().to_string();
         tokio::task::spawn_blocking(move || {
             let reader = BatchReader::open(&path)?;
-            let out_path = out.path().display().to_string();
-            let records = output::write_found(&reader, job, &namespace, format, out)?;
+            let records =
+                out.finish(|file| output::write_found(&reader, job, &namespace, format, file))?;
             let failures = match failures {
                 Some(f) => {
                     let path = f.path().display().to_string();

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -88,7 +88,7 @@ impl AtomicFile {
         &self.path
     }
 
-    fn writer(&mut self) -> anyhow::Result<BufWriter<File>> {
+    pub(super) fn writer(&mut self) -> anyhow::Result<BufWriter<File>> {
         let file = self
             .file
             .take()
@@ -108,7 +108,7 @@ impl AtomicFile {
     /// Puts the written content in place. No fsync: the store is what must survive a crash
     /// (SQLite commits it), and the file is derived from it, so after a power cut a rerun
     /// rebuilds it; syncing 100 MB of output would cost more than the whole fetch.
-    fn commit(mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
+    pub(super) fn commit(mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
         let shown = self.path.display().to_string();
         writer
             .into_inner()
@@ -117,6 +117,22 @@ impl AtomicFile {
         std::fs::rename(&self.tmp, &self.path)
             .with_context(|| format!("cannot put {shown} in place"))?;
         self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl AtomicFile {
+    /// Empties what `writer` wrote so far and takes the file back, to be written anew.
+    pub(super) fn restart(&mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
+        let shown = self.path.display().to_string();
+        let mut file = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {shown}"))?;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .with_context(|| format!("cannot write {shown}"))?;
+        self.file = Some(file);
         Ok(())
     }
 }
