@@ -24,9 +24,12 @@ pub(super) enum H2Error {
     Send(hyper::Error),
 }
 
-/// A request refused before it was sent (the connection closed or sent GOAWAY first) is
-/// sent again at once on a fresh connection: the server never saw it, so it is no attempt.
-/// Bounded, so a server that closes every connection still ends in an error.
+/// A request the server never processed is sent again at once on a fresh connection, and is
+/// no attempt: one refused before it left (the connection had closed), and one the server
+/// turned away with a graceful GOAWAY whose last stream id is below it (RFC 9113 §6.8: such
+/// requests "can be safely retried"). Servers that recycle connections every N requests
+/// (nginx's `keepalive_requests`, 1,000 by default) do this to every stream in flight at
+/// that moment. Bounded, so a server that closes every connection still ends in an error.
 const RESENDS: u32 = 3;
 
 /// How often an idle or busy connection is pinged, and how long the answer may take. Without
@@ -120,12 +123,13 @@ impl H2 {
             match sender.send_request(copy(&request)).await {
                 Ok(response) => return Ok(response),
                 Err(e) => {
+                    let unprocessed = e.is_canceled() || turned_away(&e);
                     // A closed sender or a request that never left means the connection is
                     // gone, not just this stream: stop handing it out.
-                    if e.is_canceled() || sender.is_closed() {
+                    if unprocessed || sender.is_closed() {
                         self.forget(generation).await;
                     }
-                    if e.is_canceled() && resends < RESENDS {
+                    if unprocessed && resends < RESENDS {
                         resends += 1;
                         tracing::debug!(
                             "HTTP/2 request refused before it was sent ({e}); resending"
@@ -137,6 +141,23 @@ impl H2 {
             }
         }
     }
+}
+
+/// Whether the server said, with a graceful GOAWAY (NO_ERROR), that it never processed this
+/// stream: h2 fails the streams above the GOAWAY's last stream id, and any opened after it,
+/// with that frame. A GOAWAY with an error code also fails streams the server may have
+/// processed, so only NO_ERROR counts. (A server that closes the connection before finishing
+/// the streams it kept makes those fail the same way; they are GETs, so asking again is safe,
+/// but the server then counts one request more than the attempts.)
+fn turned_away(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The request again, for a resend: hyper takes the request by value, and the body is empty.
@@ -156,9 +177,13 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A cleartext HTTP/2 server that answers one request per connection and then drops the
-    /// connection without a word; returns its port and how many connections it accepted.
-    async fn one_request_per_connection() -> (u16, Arc<AtomicU32>) {
+    /// A listener on a free port whose every connection goes to `serve` (with how many came
+    /// before it); returns the port and how many connections it accepted.
+    async fn accepting<F, Fut>(serve: F) -> (u16, Arc<AtomicU32>)
+    where
+        F: Fn(tokio::net::TcpStream, u32) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicU32::new(0));
@@ -166,32 +191,46 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let answered = Arc::new(tokio::sync::Notify::new());
-                    let notify = answered.clone();
-                    let service = hyper::service::service_fn(move |_req| {
-                        notify.notify_one();
-                        async {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(Bytes::from_static(b"{}")),
-                            ))
-                        }
-                    });
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::select! {
-                        _ = conn => {}
-                        () = async {
-                            answered.notified().await;
-                            // Time for the answer to leave before the connection is dropped.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        } => {}
-                    }
-                });
+                let nth = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream, nth));
             }
         });
         (port, accepted)
+    }
+
+    /// hyper's HTTP/2 server answering `{}` to everything; `on_request` hears each request.
+    fn answer_json(
+        stream: tokio::net::TcpStream,
+        on_request: impl Fn() + Clone + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), hyper::Error>> {
+        let service = hyper::service::service_fn(move |_req| {
+            on_request();
+            async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"{}"),
+                )))
+            }
+        });
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+    }
+
+    /// A cleartext HTTP/2 server that answers one request per connection and then drops the
+    /// connection without a word.
+    async fn one_request_per_connection() -> (u16, Arc<AtomicU32>) {
+        accepting(|stream, _| async move {
+            let answered = Arc::new(tokio::sync::Notify::new());
+            let notify = answered.clone();
+            tokio::select! {
+                _ = answer_json(stream, move || notify.notify_one()) => {}
+                () = async {
+                    answered.notified().await;
+                    // Time for the answer to leave before the connection is dropped.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                } => {}
+            }
+        })
+        .await
     }
 
     fn request(port: u16) -> hyper::Request<Empty<Bytes>> {
@@ -224,6 +263,69 @@ mod tests {
         }
         assert!(h2.send(request(port)).await.is_ok());
         assert!(accepted.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// The first connection gets a hand-written HTTP/2 server: it waits for three requests,
+    /// answers the first, and sends GOAWAY(last stream 1, NO_ERROR): streams 3 and 5 were not
+    /// processed. Later connections are served by hyper. Returns the port and how many
+    /// connections were accepted.
+    async fn recycles_after_one_request() -> (u16, Arc<AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        accepting(|mut stream, nth| async move {
+            if nth > 0 {
+                let _ = answer_json(stream, || {}).await;
+                return;
+            }
+            let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+                let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+                f.extend([kind, flags]);
+                f.extend(stream.to_be_bytes());
+                f.extend(payload);
+                f
+            };
+            let mut preface = [0u8; 24];
+            stream.read_exact(&mut preface).await.unwrap();
+            stream.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
+            let mut requests = 0;
+            while requests < 3 {
+                let mut head = [0u8; 9];
+                stream.read_exact(&mut head).await.unwrap();
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                stream.read_exact(&mut payload).await.unwrap();
+                match head[3] {
+                    1 => requests += 1, // HEADERS
+                    4 if head[4] & 1 == 0 => stream.write_all(&frame(4, 1, 0, &[])).await.unwrap(),
+                    _ => {}
+                }
+            }
+            let mut reply = frame(1, 4, 1, &[0x88]); // HEADERS :status 200, END_HEADERS
+            reply.extend(frame(0, 1, 1, b"{}")); // DATA, END_STREAM
+            reply.extend(frame(7, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0])); // GOAWAY 1 NO_ERROR
+            stream.write_all(&reply).await.unwrap();
+            // Open a while longer, as a server finishing its last stream would be.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn requests_turned_away_by_a_graceful_goaway_go_again_on_a_new_connection() {
+        let (port, accepted) = recycles_after_one_request().await;
+        let h2 = H2::new("127.0.0.1".into(), port, Duration::from_secs(5));
+        let (a, b, c) = tokio::join!(
+            h2.send(request(port)),
+            h2.send(request(port)),
+            h2.send(request(port))
+        );
+        for (i, answer) in [a, b, c].into_iter().enumerate() {
+            match answer {
+                Ok(response) => assert_eq!(response.status(), 200, "request {i}"),
+                Err(H2Error::Send(e)) => panic!("request {i} failed: {e}"),
+                Err(H2Error::Connect(e)) => panic!("request {i}: {e}"),
+            }
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "one new connection");
     }
 
     #[test]
