@@ -424,6 +424,9 @@ const STATE_FAILED: i64 = 3;
 pub struct BatchJob {
     pub job: i64,
     pub run: i64,
+    /// Whether earlier runs left found ids (after `--fresh`, never): then the output holds
+    /// records this run may never see, and must be rebuilt from the store.
+    pub earlier_found: bool,
 }
 
 /// What to do with an id read from the input.
@@ -574,7 +577,16 @@ fn open_job(
     if fresh {
         tx.execute("DELETE FROM batch_outcomes WHERE job = ?1", params![job])?;
     }
-    Ok(BatchJob { job, run })
+    let earlier_found = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM batch_outcomes WHERE job = ?1 AND state = ?2)",
+        params![job, STATE_FOUND],
+        |row| row.get(0),
+    )?;
+    Ok(BatchJob {
+        job,
+        run,
+        earlier_found,
+    })
 }
 
 /// Ids claimed by a run of a job and not yet settled. They live here, on the cache thread,
@@ -1104,6 +1116,8 @@ mod tests {
         let cache = Cache::open(&path).unwrap();
         let run2 = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
         assert_eq!((run2.job, run2.run), (run1.job, run1.run + 1));
+        assert!(!run1.earlier_found);
+        assert!(run2.earlier_found, "run 1 found a");
         let claims = cache
             .batch_claim(run2, "api", hour, lines(&["a", "b", "c", "a"]))
             .await
@@ -1184,6 +1198,7 @@ mod tests {
             .await
             .unwrap();
         let again = cache.batch_open("api", "k", true).await.unwrap();
+        assert!(!again.earlier_found, "--fresh forgot what run 1 found");
         let claims = cache
             .batch_claim(again, "api", Duration::ZERO, lines(&["a"]))
             .await

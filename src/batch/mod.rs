@@ -485,9 +485,14 @@ impl<'a> Pipeline<'a> {
         summary_json: Option<AtomicFile>,
     ) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
+        // Streamed only when every found record will pass through this run: CSV needs all
+        // columns first, and earlier runs' records are only in the store.
         let mut out = match self.config.format {
+            Format::Csv => Output::rebuilt(out, "CSV needs every record's columns first"),
+            Format::Jsonl if self.ctx.job.earlier_found => {
+                Output::rebuilt(out, "earlier runs found records this run will not see")
+            }
             Format::Jsonl => Output::stream(out)?,
-            Format::Csv => Output::rebuilt(out),
         };
         let mut interrupts = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
         let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;

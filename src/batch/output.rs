@@ -122,13 +122,11 @@ impl AtomicFile {
 }
 
 impl AtomicFile {
-    /// Empties what `writer` wrote so far and takes the file back, to be written anew.
+    /// Empties what `writer` wrote so far and takes the file back, to be written anew. What
+    /// the writer still buffers is dropped unwritten: it may be what failed to write.
     pub(super) fn restart(&mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
         let shown = self.path.display().to_string();
-        let mut file = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write {shown}"))?;
+        let (mut file, _unwritten) = writer.into_parts();
         file.set_len(0)
             .and_then(|()| file.rewind())
             .with_context(|| format!("cannot write {shown}"))?;

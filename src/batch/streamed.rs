@@ -29,7 +29,10 @@ use crate::record::Record;
 /// stream gives up rather than grow with one slow id.
 const MAX_HELD: usize = 8192;
 
-type Written = anyhow::Result<(AtomicFile, BufWriter<File>, u64)>;
+/// What the writer thread hands back: the file and its writer in every case (so a failed
+/// stream can still be rebuilt from the store), and how many records it wrote or why it
+/// stopped.
+type Written = (AtomicFile, BufWriter<File>, anyhow::Result<u64>);
 
 /// How `--out` is being produced.
 pub struct Output(State);
@@ -65,6 +68,7 @@ struct Writer {
 impl Writer {
     fn start(mut out: AtomicFile) -> anyhow::Result<Writer> {
         let mut w = out.writer()?;
+        let shown = out.path().display().to_string();
         // Unbounded: the queue holds records only while the disk is slower than the network,
         // and the writer appends to the page cache at gigabytes a second.
         let (tx, rx) = mpsc::channel::<Vec<Record>>();
@@ -72,14 +76,30 @@ impl Writer {
             .name("userfetch-output".into())
             .spawn(move || -> Written {
                 let mut count = 0u64;
+                let mut failed = None;
                 for batch in rx {
+                    // After a failure the queue is still drained, so senders never wait on it.
+                    if failed.is_some() {
+                        continue;
+                    }
                     for record in batch {
-                        w.write_all(record.as_json().as_bytes())?;
-                        w.write_all(b"\n")?;
+                        let line = w
+                            .write_all(record.as_json().as_bytes())
+                            .and_then(|()| w.write_all(b"\n"));
+                        if let Err(e) = line {
+                            failed = Some(
+                                anyhow::Error::new(e).context(format!("cannot write {shown}")),
+                            );
+                            break;
+                        }
                         count += 1;
                     }
                 }
-                Ok((out, w, count))
+                let result = match failed {
+                    Some(e) => Err(e),
+                    None => Ok(count),
+                };
+                (out, w, result)
             })
             .context("cannot start the output writer thread")?;
         Ok(Writer {
@@ -96,10 +116,10 @@ impl Writer {
     }
 
     /// Waits for everything sent to be written; the file, its writer and the count.
-    fn end(mut self) -> Written {
+    fn end(mut self) -> anyhow::Result<Written> {
         self.tx = None;
         match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(written)) => written,
+            Some(Ok(written)) => Ok(written),
             Some(Err(_)) => anyhow::bail!("the output writer thread panicked"),
             None => anyhow::bail!("internal: output writer ended twice"),
         }
@@ -130,8 +150,9 @@ impl Output {
         })))
     }
 
-    /// Rebuilds `out` from the store at the end (CSV needs every record's columns first).
-    pub fn rebuilt(out: AtomicFile) -> Output {
+    /// Rebuilds `out` from the store at the end; `why` goes to the debug log.
+    pub fn rebuilt(out: AtomicFile, why: &str) -> Output {
+        tracing::debug!("output: to be rebuilt from the store at the end ({why})");
         Output(State::Rebuilt(out))
     }
 
@@ -145,7 +166,7 @@ impl Output {
     /// An id was settled without being fetched (an earlier run's outcome, the cache): its
     /// record is not in hand, so the output has to come from the store.
     pub fn settled_elsewhere(&mut self) {
-        self.abandon();
+        self.abandon("an id was settled by an earlier run or from the cache");
     }
 
     /// Outcomes just committed: the records whose turn has come are written.
@@ -171,14 +192,14 @@ impl Output {
             s.writer.send(ready);
         }
         if s.held.len() > s.max_held {
-            self.abandon();
+            self.abandon("too many records held back behind a slow one");
         }
     }
 
-    fn abandon(&mut self) {
+    fn abandon(&mut self, why: &str) {
         self.0 = match std::mem::replace(&mut self.0, State::Moving) {
             State::Streamed(s) => {
-                tracing::debug!("output: to be rebuilt from the store instead of streamed");
+                tracing::debug!("output: to be rebuilt from the store at the end ({why})");
                 State::Abandoned(s.writer)
             }
             other => other,
@@ -200,9 +221,19 @@ impl Output {
                     .filter_map(|line| s.held.remove(&line).flatten())
                     .collect();
                 s.writer.send(rest);
-                let (file, w, count) = s.writer.end()?;
-                file.commit(w)?;
-                Ok(count)
+                let (mut file, w, written) = s.writer.end()?;
+                match written {
+                    Ok(count) => {
+                        file.commit(w)?;
+                        Ok(count)
+                    }
+                    Err(e) => {
+                        // The store has every record: one more try, the slow way.
+                        tracing::warn!("{e:#}; writing the output again from the cache file");
+                        file.restart(w)?;
+                        rebuild(file)
+                    }
+                }
             }
             State::Abandoned(writer) => {
                 let (mut file, w, _) = writer.end()?;

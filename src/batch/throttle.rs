@@ -1,15 +1,15 @@
 //! Politeness: a fixed rate limit (governor) and an adaptive window of requests on the wire.
 //!
-//! The window follows TCP's congestion control (AIMD): every attempt the API did not push back
-//! on widens it by `1/window` (one slot per window's worth of good answers), and a 429 or 503
-//! halves what is on the wire, at most once per cool-down so one burst of refusals counts as
-//! one signal. It limits attempts on the wire, not lookups: a lookup sleeping out a
-//! `Retry-After` holds no slot, so it neither blocks the others nor hides from the limit when
-//! it tries again. The `--rate` limit itself stays fixed: it is the user's promise to the API,
-//! and the window bounds the rate below it whenever the API pushes back (with a fixed answer
-//! time, requests per second = window / answer time, so halving the window halves the rate).
-//! Only 429 and 503 are push-back: a 500 or a broken connection says nothing about the pace,
-//! and cutting on it would slow a whole run down for one bad record.
+//! The window follows TCP's congestion control (AIMD): every answer widens it by `1/window`
+//! (one slot per window's worth of good answers), and a 429 or 503 halves what is on the
+//! wire, at most once per cool-down so one burst of refusals counts as one signal. It limits
+//! attempts on the wire, not lookups: a lookup sleeping out a `Retry-After` holds no slot, so
+//! it neither blocks the others nor hides from the limit when it tries again. The `--rate`
+//! limit itself stays fixed: it is the user's promise to the API, and the window bounds the
+//! rate below it whenever the API pushes back (with a fixed answer time, requests per second
+//! = window / answer time, so halving the window halves the rate). Only 429 and 503 are
+//! push-back: a 500 or a broken connection says nothing about the pace, and cutting on it
+//! would slow a whole run down for one bad record; it does not widen the window either.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,9 +186,11 @@ impl AttemptGate for Arc<Throttle> {
                 w.last_cut = Some(now);
                 w.cuts += 1;
             }
-        } else {
+        } else if ended == AttemptEnd::Answered {
             w.size = (w.size + 1.0 / w.size).min(w.max);
         }
+        // A failed attempt (a 500, a timeout) neither widens nor cuts: it says nothing about
+        // the pace, but growing on it would reward a gateway's 502s as if they were answers.
         let grew = w.size.floor() > before;
         drop(w);
         drop(slot);
@@ -290,6 +292,13 @@ mod tests {
         }
         assert_eq!(t.stats().window, 33);
         assert_eq!(t.stats().attempts, 98);
+        // Failures (500s, timeouts) leave it where it is.
+        for _ in 0..100 {
+            let slot = t.admit().await;
+            t.attempted(slot, AttemptEnd::Failed);
+        }
+        assert_eq!(t.stats().window, 33);
+        assert_eq!(t.stats().cuts, 1);
     }
 
     #[tokio::test]

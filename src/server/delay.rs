@@ -27,11 +27,13 @@ struct Shared {
     changed: Condvar,
 }
 
-#[derive(Default)]
 struct Queue {
     due: BinaryHeap<Reverse<Due>>,
     next: u64,
     closed: bool,
+    /// Size at which sleepers that went away (their request dropped) are swept out, so
+    /// abandoned waits do not pile up until their deadlines.
+    sweep_at: usize,
 }
 
 struct Due {
@@ -40,6 +42,19 @@ struct Due {
     seq: u64,
     wake: oneshot::Sender<()>,
 }
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue {
+            due: BinaryHeap::new(),
+            next: 0,
+            closed: false,
+            sweep_at: MIN_SWEEP,
+        }
+    }
+}
+
+const MIN_SWEEP: usize = 1024;
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
@@ -85,7 +100,11 @@ impl Delays {
 
     /// Waits `delay`, measured from now.
     pub async fn sleep(&self, delay: Duration) {
-        let at = Instant::now() + delay;
+        // A latency beyond the clock's range (`?latency=500000000000y`) waits on tokio's
+        // timer, which saturates, instead of overflowing.
+        let Some(at) = Instant::now().checked_add(delay) else {
+            return tokio::time::sleep(delay).await;
+        };
         let (wake, woken) = oneshot::channel();
         if self.enqueue(at, wake) && woken.await.is_ok() {
             return;
@@ -99,6 +118,10 @@ impl Delays {
         let mut q = self.shared.lock();
         if q.closed {
             return false;
+        }
+        if q.due.len() >= q.sweep_at {
+            q.due.retain(|Reverse(d)| !d.wake.is_closed());
+            q.sweep_at = (2 * q.due.len()).max(MIN_SWEEP);
         }
         let seq = q.next;
         q.next += 1;
@@ -183,6 +206,30 @@ mod tests {
         let order = order.lock().unwrap().clone();
         assert_eq!(order.last(), Some(&0), "{order:?}");
         assert_eq!(order[2], 2, "{order:?}");
+    }
+
+    #[tokio::test]
+    async fn sleepers_that_went_away_are_swept_out() {
+        let delays = Delays::start();
+        for _ in 0..3 * MIN_SWEEP {
+            // Polled once (so it is queued), then dropped, as a cancelled request would be.
+            let sleep = delays.sleep(Duration::from_secs(3600));
+            tokio::pin!(sleep);
+            let _ = futures::poll!(sleep.as_mut());
+        }
+        let left = delays.shared.lock().due.len();
+        assert!(left <= MIN_SWEEP, "{left} abandoned sleepers kept");
+    }
+
+    #[tokio::test]
+    async fn a_latency_beyond_the_clock_does_not_panic() {
+        let delays = Delays::start();
+        let sleep = delays.sleep(Duration::MAX);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), sleep)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
