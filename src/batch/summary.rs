@@ -129,7 +129,7 @@ pub struct Summary {
     /// Lookup latency for ids fetched from the API, from the first attempt's admission past the
     /// concurrency window and rate limit to the answer (retries included), when there were any.
     pub latency_ms: Option<LatencyMs>,
-    /// 429 and 5xx answers.
+    /// 429 and 503 answers: the API asking for a slower pace.
     pub throttled_answers: u64,
     /// Times the adaptive throttle halved the requests in flight.
     pub throttle_events: u64,
