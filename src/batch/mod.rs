@@ -577,7 +577,7 @@ impl<'a> Pipeline<'a> {
                             self.handled += u64::from(claim != Claim::Fetch);
                             match claim {
                                 // Counted when claimed: an id left unfinished is still an id of the input.
-                                Claim::Fetch => { self.counts.ids += 1; out.expect(line); ready.push_back((line, id)) }
+                                Claim::Fetch => { self.counts.ids += 1; out.claimed(line); ready.push_back((line, id)) }
                                 Claim::Cached => { self.counts.ids += 1; self.counts.cached += 1; out.settled_elsewhere() }
                                 Claim::DoneEarlier => { self.counts.ids += 1; self.counts.done_earlier += 1; out.settled_elsewhere() }
                                 Claim::Duplicate => self.counts.duplicates += 1,

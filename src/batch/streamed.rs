@@ -157,7 +157,7 @@ impl Output {
     }
 
     /// An id at `line` was claimed for fetching: its record, if any, goes out in this order.
-    pub fn expect(&mut self, line: u64) {
+    pub fn claimed(&mut self, line: u64) {
         if let State::Streamed(s) = &mut self.0 {
             s.expected.push_back(line);
         }
@@ -287,7 +287,7 @@ mod tests {
         let (path, out) = file(&dir);
         let mut out = Output::stream(out).unwrap();
         for line in [2, 3, 5, 8, 9] {
-            out.expect(line);
+            out.claimed(line);
         }
         out.committed(vec![found(5, 50), missing(9)]);
         out.committed(vec![found(8, 80)]);
@@ -305,7 +305,7 @@ mod tests {
         let (path, out) = file(&dir);
         let mut out = Output::stream(out).unwrap();
         for line in 1..=3 {
-            out.expect(line);
+            out.claimed(line);
         }
         // Line 1 was cancelled: what came back behind it is still written, in order.
         out.committed(vec![found(3, 3), found(2, 2)]);
@@ -321,7 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, out) = file(&dir);
         let mut out = Output::stream(out).unwrap();
-        out.expect(1);
+        out.claimed(1);
         out.committed(vec![found(1, 1)]);
         out.settled_elsewhere();
         out.committed(vec![found(2, 2)]);
@@ -343,7 +343,7 @@ mod tests {
         let (_, out) = file(&dir);
         let mut out = Output::stream_holding(out, 2).unwrap();
         for line in 1..=4 {
-            out.expect(line);
+            out.claimed(line);
         }
         out.committed(vec![found(2, 2), found(3, 3)]);
         assert!(matches!(out.0, State::Streamed(_)));
@@ -357,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (path, out) = file(&dir);
         let mut out = Output::stream(out).unwrap();
-        out.expect(1);
+        out.claimed(1);
         out.committed(vec![found(1, 1)]);
         drop(out);
         assert!(!path.exists());
