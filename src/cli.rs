@@ -175,8 +175,8 @@ pub struct BatchArgs {
     pub out: PathBuf,
 
     /// Output format: one JSON object per line, or CSV with flattened columns (address.city).
-    #[arg(long, value_enum, default_value_t = crate::batch::Format::Jsonl)]
-    pub format: crate::batch::Format,
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    pub format: Format,
 
     /// Where not-found and failed ids go, one JSON object per line.
     #[arg(long, value_name = "FILE")]
@@ -256,6 +256,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     text.parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|_| format!("'{text}' is not a size like 512KiB or 2MB"))
+}
+
+/// How found records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One compact JSON object per line, exactly as the API sent it.
+    Jsonl,
+    /// One row per record; nested fields become dotted columns (`address.city`).
+    Csv,
 }
 
 #[cfg(test)]

@@ -11,9 +11,7 @@ use crate::cli::GetArgs;
 use crate::engine::Engine;
 use crate::exit::{ExitCode, usage};
 use crate::id::UserId;
-
-/// Longest piece of a rejected id quoted back in an error message.
-const QUOTE_LIMIT: usize = 40;
+use crate::term::quote;
 
 pub async fn run(
     engine: &Engine,
@@ -99,17 +97,6 @@ pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
         .collect()
 }
 
-/// An id as it can be shown in an error: escaped (it may hold control characters) and cut short
-/// (it may be 10 KB).
-pub fn quote(text: &str) -> String {
-    let cut: String = text.chars().take(QUOTE_LIMIT).collect();
-    let mut quoted = format!("{cut:?}");
-    if cut.len() < text.len() {
-        quoted.push('…');
-    }
-    quoted
-}
-
 fn spinner(total: usize) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -126,14 +113,6 @@ fn spinner(total: usize) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quotes_are_escaped_and_short() {
-        assert_eq!(quote("a\u{1b}b"), "\"a\\u{1b}b\"");
-        let long = "x".repeat(10_000);
-        let q = quote(&long);
-        assert!(q.len() < 60 && q.ends_with('…'), "{q}");
-    }
 
     #[test]
     fn the_first_bad_id_is_named_with_its_position() {

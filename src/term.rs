@@ -9,6 +9,20 @@
 
 use std::borrow::Cow;
 
+/// Longest piece of a rejected input quoted back in an error message.
+const QUOTE_LIMIT: usize = 40;
+
+/// An input (an id, a line) as it can be shown in an error: escaped (it may hold control characters) and cut short
+/// (it may be 10 KB).
+pub fn quote(text: &str) -> String {
+    let cut: String = text.chars().take(QUOTE_LIMIT).collect();
+    let mut quoted = format!("{cut:?}");
+    if cut.len() < text.len() {
+        quoted.push('…');
+    }
+    quoted
+}
+
 /// What replaces each unsafe character: visible, so the user sees that something was there.
 pub const REPLACEMENT: char = '\u{FFFD}';
 
@@ -38,6 +52,14 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_are_escaped_and_short() {
+        assert_eq!(quote("a\u{1b}b"), "\"a\\u{1b}b\"");
+        let long = "x".repeat(10_000);
+        let q = quote(&long);
+        assert!(q.len() < 60 && q.ends_with('…'), "{q}");
+    }
 
     #[test]
     fn plain_text_is_borrowed_unchanged() {

@@ -202,7 +202,7 @@ pub fn classify(raw: &str) -> Line {
     }
     match UserId::parse(text) {
         Ok(id) => Line::Id(id),
-        Err(e) => Line::Invalid(format!("invalid id {}: {e}", crate::get::quote(text))),
+        Err(e) => Line::Invalid(format!("invalid id {}: {e}", crate::term::quote(text))),
     }
 }
 

@@ -43,9 +43,9 @@ use crate::exit::{ExitCode, usage};
 use crate::id::UserId;
 use crate::session::Session;
 
+pub use crate::cli::Format;
 use input::{Chunk, Source};
 use output::AtomicFile;
-pub use output::Format;
 use progress::Progress;
 use streamed::Output;
 use summary::{Counts, FileReport, Histogram, Status, Summary};

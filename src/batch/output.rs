@@ -15,17 +15,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cache::{BatchReader, FailureRow};
+use crate::cli::Format;
 use crate::exit::usage;
-
-/// How found records are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// One compact JSON object per line, exactly as the API sent it.
-    Jsonl,
-    /// One row per record; nested fields become dotted columns (`address.city`).
-    Csv,
-}
 
 /// A file that appears complete or not at all. The temporary file is created up front, so an
 /// unwritable destination is found before anything is fetched; it is removed unless committed.

@@ -551,7 +551,7 @@ fn submit(app: &mut App) -> Vec<Effect> {
         Err(e) => {
             app.notice = Some(format!(
                 "not looked up: {} ({e})",
-                sanitize(&crate::get::quote(&text))
+                sanitize(&crate::term::quote(&text))
             ));
             return Vec::new();
         }
