@@ -2,9 +2,10 @@
 //!
 //! Why: rebuilding the output from the store after the last answer reads every record back
 //! (0.35 s of one core for 200,000 records, 20–28 ms after the last wave of a 10,000-id run,
-//! when the run is otherwise done). A run with nothing settled by earlier runs has every
-//! found record in hand as its commit returns, so it writes them then, on a thread of their
-//! own, holding back only those that came back ahead of an earlier line.
+//! when the run is otherwise done). A run whose job has no found ids from earlier runs (a
+//! first run, or `--fresh`) has every found record in hand as its commit returns, so it writes
+//! them then, on a thread of their own, holding back only those that came back ahead of an
+//! earlier line.
 //!
 //! The file is the same one the store would rebuild: every found id of the job, once, by
 //! input line. The moment that could stop being true by this route (an id settled by an
