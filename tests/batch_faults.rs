@@ -112,18 +112,6 @@ fn plain_server_errors_are_retried_without_throttling() {
     assert_eq!(n("found"), 300, "{}: {s}", stderr(&out));
 }
 
-/// userfetch on `env`'s cache with another `--api` (the demo API's template plus a query).
-fn with_api(env: &Env, api: &str, global: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"));
-    cmd.current_dir(env.dir.path())
-        .arg("--api")
-        .arg(api)
-        .arg("--cache")
-        .arg(env.path("cache.sqlite3"))
-        .args(global);
-    cmd
-}
-
 /// A redirected attempt is one attempt but two requests at the server; the summary's
 /// `requests` is what the API saw, over either transport.
 #[test]
@@ -133,7 +121,8 @@ fn requests_count_the_redirects_followed() {
     let base = env.server.url_template();
     for transport in [&[][..], &["--http2"][..]] {
         let before = env.user_requests();
-        let out = run(with_api(&env, &format!("{base}?fault=redirect"), transport)
+        let out = run(env
+            .with_api(&format!("{base}?fault=redirect"), transport)
             .arg("batch")
             .arg(&input)
             .args(["--out", "out.jsonl", "--summary-json", "summary.json"])
@@ -155,7 +144,8 @@ fn http2_transport_classifies_like_the_http1_one() {
     let input = env.write("ids.txt", "1\n2\n");
     let base = env.server.url_template();
     let case = |query: &str, extra: &[&str]| {
-        let out = run(with_api(&env, &format!("{base}?{query}"), &["--http2"])
+        let out = run(env
+            .with_api(&format!("{base}?{query}"), &["--http2"])
             .args(["--max-retry-wait", "10ms"])
             .args(extra)
             .arg("batch")

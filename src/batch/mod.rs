@@ -786,14 +786,18 @@ impl<'a> Pipeline<'a> {
         let format = self.config.format;
         let out_path = self.config.out.display().to_string();
         tokio::task::spawn_blocking(move || {
-            let reader = BatchReader::open(&path)?;
-            let records =
-                out.finish(|file| output::write_found(&reader, job, &namespace, format, file))?;
+            // Opened only by what reads the store: a streamed --out without --failures never does.
+            let records = out.finish(|file| {
+                output::write_found(&BatchReader::open(&path)?, job, &namespace, format, file)
+            })?;
             let failures = match failures {
                 Some(f) => {
-                    let path = f.path().display().to_string();
-                    let records = output::write_failures(&reader, job, f)?;
-                    Some(FileReport { path, records })
+                    let shown = f.path().display().to_string();
+                    let records = output::write_failures(&BatchReader::open(&path)?, job, f)?;
+                    Some(FileReport {
+                        path: shown,
+                        records,
+                    })
                 }
                 None => None,
             };

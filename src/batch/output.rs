@@ -146,8 +146,7 @@ pub fn write_found(
     let mut w = out.writer()?;
     let count = match format {
         Format::Jsonl => reader.each_found(job, namespace, |_, body| {
-            w.write_all(body.as_bytes())?;
-            w.write_all(b"\n")?;
+            write_jsonl(&mut w, body)?;
             Ok(())
         }),
         Format::Csv => write_csv(reader, job, namespace, &mut w),
@@ -155,6 +154,13 @@ pub fn write_found(
     .with_context(|| format!("cannot write {shown}"))?;
     out.commit(w)?;
     Ok(count)
+}
+
+/// One record as one JSONL line: the one way both routes to `--out` (streamed as the run
+/// goes, rebuilt from the store) write it, so they cannot differ.
+pub(super) fn write_jsonl(w: &mut impl Write, json: &str) -> std::io::Result<()> {
+    w.write_all(json.as_bytes())?;
+    w.write_all(b"\n")
 }
 
 /// Two passes over the store: the first collects the columns (the union of every record's

@@ -16,13 +16,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
 
-use super::output::AtomicFile;
+use super::output::{AtomicFile, write_jsonl};
 use crate::cache::{Outcome, Settled};
 use crate::record::Record;
 
@@ -84,10 +84,7 @@ impl Writer {
                         continue;
                     }
                     for record in batch {
-                        let line = w
-                            .write_all(record.as_json().as_bytes())
-                            .and_then(|()| w.write_all(b"\n"));
-                        if let Err(e) = line {
+                        if let Err(e) = write_jsonl(&mut w, record.as_json()) {
                             failed = Some(
                                 anyhow::Error::new(e).context(format!("cannot write {shown}")),
                             );
@@ -250,6 +247,7 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn found(line: u64, id: u32) -> Outcome {
         Outcome {

@@ -56,6 +56,14 @@ impl Env {
 
     /// `userfetch batch` against this env's API and cache, with `args` after it.
     pub fn batch(&self, args: &[&str]) -> Command {
+        let mut cmd = self.with_api(&self.server.url_template(), &[]);
+        cmd.arg("batch").args(args);
+        cmd
+    }
+
+    /// userfetch on this env's cache with `api` (the demo API's template, plus a query, say)
+    /// and `global` options; the subcommand is the caller's.
+    pub fn with_api(&self, api: &str, global: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_userfetch"));
         // Settings from the developer's shell (USERFETCH_HTTP2, USERFETCH_MAX_AGE, …) would
         // change what the tests exercise: every one of them is removed, not just the token.
@@ -67,11 +75,10 @@ impl Env {
         cmd.current_dir(self.dir.path())
             .env_remove("NO_COLOR")
             .arg("--api")
-            .arg(self.server.url_template())
+            .arg(api)
             .arg("--cache")
             .arg(self.path("cache.sqlite3"))
-            .arg("batch")
-            .args(args);
+            .args(global);
         cmd
     }
 
