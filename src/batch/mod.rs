@@ -61,6 +61,10 @@ const MAX_CONCURRENCY: u32 = 100_000;
 /// Claims requested ahead of need: some being answered while others are consumed.
 const CLAIMS_AHEAD: usize = 4;
 
+/// How long no answer must arrive before waiting answers are committed: longer than the gaps
+/// inside a wave of answers, short next to any latency worth batching for.
+const ANSWERS_PAUSED: Duration = Duration::from_micros(500);
+
 /// Invalid lines reported one by one; past this only the count is kept (a wrong file would
 /// otherwise bury the terminal).
 const MAX_WARNINGS: u64 = 20;
@@ -510,12 +514,16 @@ impl<'a> Pipeline<'a> {
         let mut ready: VecDeque<(u64, UserId)> = VecDeque::new();
         let mut claims: FuturesOrdered<ClaimFuture> = FuturesOrdered::new();
         let mut tasks = Lookups::new();
-        // Answers waiting to be stored: they go in one message as soon as the previous one is
-        // committed, so the busier the run, the larger (and cheaper per id) each commit.
+        // Answers waiting to be stored: they go in one message once the previous one is
+        // committed and the answers pause, so the busier the run, the larger (and cheaper per
+        // id) each commit.
         let mut uncommitted: Vec<(cache::Outcome, Tally)> = Vec::new();
         let mut committing: FuturesUnordered<CommitFuture> = FuturesUnordered::new();
         let mut committing_len = 0usize;
         let max_uncommitted = 2 * concurrency.max(1024);
+        let commit_at = concurrency.max(256);
+        let mut quiet = false;
+        let mut last_answer = tokio::time::Instant::now();
         let mut input_done = false;
         let mut input_error: Option<input::InputError> = None;
         let mut fatal: Option<anyhow::Error> = None;
@@ -535,10 +543,18 @@ impl<'a> Pipeline<'a> {
                 }
             }
             let taking = stop == Stop::Running && !input_done;
-            if committing.is_empty() && !uncommitted.is_empty() {
+            // The cache thread is woken once the answers pause (or a wave's worth waits, or
+            // nothing is left in flight), not mid-burst: on a busy core its commit would
+            // otherwise run between answers and hold back the next wave's requests.
+            if committing.is_empty()
+                && !uncommitted.is_empty()
+                && (quiet || tasks.is_empty() || uncommitted.len() >= commit_at)
+            {
                 committing_len = uncommitted.len();
                 committing.push(commit(&self.ctx, std::mem::take(&mut uncommitted)));
             }
+            quiet = false;
+            let await_quiet = committing.is_empty() && !uncommitted.is_empty();
             if !taking && tasks.is_empty() && claims.is_empty() && committing.is_empty() {
                 break;
             }
@@ -550,6 +566,10 @@ impl<'a> Pipeline<'a> {
                 _ => None,
             };
             tokio::select! {
+                // In order: every branch above the lookups is ready only now and then, so the
+                // lookups, polled next to last, are never starved; the pause is polled last so
+                // it only fires when nothing else is ready.
+                biased;
                 chunk = rx.recv(), if want_input => match chunk {
                     Some(Chunk::Ids(ids)) => claims.push_back(self.claim(ids)),
                     Some(Chunk::Invalid { line, problem }) => {
@@ -590,17 +610,6 @@ impl<'a> Pipeline<'a> {
                         cancel.cancel();
                     }
                 },
-                Some(joined) = tasks.next(), if !tasks.is_empty() => match joined {
-                    Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
-                        let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
-                        uncommitted.push((outcome, Tally { kind, latency, retries }));
-                    }
-                    Ok(Answer::Cancelled) => self.counts.unfinished += 1,
-                    Err(e) => {
-                        fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
-                        self.counts.unfinished += 1;
-                    }
-                },
                 Some((tallies, stored)) = committing.next(), if !committing.is_empty() => {
                     committing_len = 0;
                     match stored {
@@ -628,6 +637,19 @@ impl<'a> Pipeline<'a> {
                 _ = tick.tick() => {
                     self.progress.update(self.handled, tasks.len(), self.counts.failed);
                 }
+                Some(joined) = tasks.next(), if !tasks.is_empty() => match joined {
+                    Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
+                        last_answer = tokio::time::Instant::now();
+                        let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
+                        uncommitted.push((outcome, Tally { kind, latency, retries }));
+                    }
+                    Ok(Answer::Cancelled) => self.counts.unfinished += 1,
+                    Err(e) => {
+                        fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
+                        self.counts.unfinished += 1;
+                    }
+                },
+                () = tokio::time::sleep_until(last_answer + ANSWERS_PAUSED), if await_quiet => quiet = true,
             }
             if (input_error.is_some() || reader_died) && stop == Stop::Running {
                 // Like a first Ctrl-C: what is in flight finishes and is kept for the rerun.
