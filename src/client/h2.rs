@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
 
 /// Why a request never got an answer.
 pub(super) enum H2Error {
@@ -38,15 +37,20 @@ const RESENDS: u32 = 3;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection's request handle and its generation.
+type Current = (u64, SendRequest<Empty<Bytes>>);
+
 pub(super) struct H2 {
     host: String,
     port: u16,
     connect_timeout: Duration,
-    /// The one connection and its generation; replaced when it closes. A tokio mutex so that
-    /// thousands of first requests wait for one handshake instead of each opening a
-    /// connection. The generation lets a failed request drop the connection it used without
-    /// dropping a newer one another request already opened.
-    sender: Mutex<Option<(u64, SendRequest<Empty<Bytes>>)>>,
+    /// The one connection and its generation; replaced when it closes. The generation lets a
+    /// failed request drop the connection it used without dropping a newer one another
+    /// request already opened. Held only to copy or replace the handle, never across an await.
+    current: std::sync::Mutex<Option<Current>>,
+    /// Held while a connection is opened, so that thousands of first requests wait for one
+    /// handshake instead of each opening a connection.
+    connecting: tokio::sync::Mutex<()>,
     generation: std::sync::atomic::AtomicU64,
 }
 
@@ -56,17 +60,42 @@ impl H2 {
             host,
             port,
             connect_timeout,
-            sender: Mutex::new(None),
+            current: std::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    async fn sender(&self) -> Result<(u64, SendRequest<Empty<Bytes>>), H2Error> {
-        let mut slot = self.sender.lock().await;
-        if let Some((generation, sender)) = slot.as_ref().filter(|(_, s)| !s.is_closed()) {
-            return Ok((*generation, sender.clone()));
+    async fn sender(&self) -> Result<Current, H2Error> {
+        match self.open_sender() {
+            Some(current) => Ok(current),
+            // Boxed: opening a connection is rare, and its state would otherwise be part of
+            // (and copied with) every request's future.
+            None => Box::pin(self.connect()).await,
         }
-        *slot = None;
+    }
+
+    fn open_sender(&self) -> Option<Current> {
+        self.slot()
+            .as_ref()
+            .filter(|(_, s)| !s.is_closed())
+            .map(|(generation, sender)| (*generation, sender.clone()))
+    }
+
+    /// A panic elsewhere while the lock was held cannot leave the slot half-written (it is
+    /// only ever replaced whole), so a poisoned lock is still good.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn connect(&self) -> Result<Current, H2Error> {
+        let _connecting = self.connecting.lock().await;
+        // Another request may have opened one while this one waited.
+        if let Some(current) = self.open_sender() {
+            return Ok(current);
+        }
         let connect = TcpStream::connect((self.host.as_str(), self.port));
         let stream = tokio::time::timeout(self.connect_timeout, connect)
             .await
@@ -100,14 +129,14 @@ impl H2 {
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *slot = Some((generation, sender.clone()));
+        *self.slot() = Some((generation, sender.clone()));
         Ok((generation, sender))
     }
 
     /// Drops the connection of `generation` if it is still the current one, so the next
     /// request opens a new connection instead of failing on a broken one.
-    async fn forget(&self, generation: u64) {
-        let mut slot = self.sender.lock().await;
+    fn forget(&self, generation: u64) {
+        let mut slot = self.slot();
         if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
             *slot = None;
         }
@@ -127,7 +156,7 @@ impl H2 {
                     // A closed sender or a request that never left means the connection is
                     // gone, not just this stream: stop handing it out.
                     if unprocessed || sender.is_closed() {
-                        self.forget(generation).await;
+                        self.forget(generation);
                     }
                     if unprocessed && resends < RESENDS {
                         resends += 1;
@@ -263,6 +292,23 @@ mod tests {
         }
         assert!(h2.send(request(port)).await.is_ok());
         assert!(accepted.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[tokio::test]
+    async fn requests_sent_together_before_any_connection_share_one() {
+        let (port, accepted) =
+            accepting(|stream, _| async move { answer_json(stream, || {}).await.unwrap() }).await;
+        let h2 = Arc::new(H2::new("127.0.0.1".into(), port, Duration::from_secs(5)));
+        let sends: Vec<_> = (0..200)
+            .map(|_| {
+                let h2 = h2.clone();
+                tokio::spawn(async move { h2.send(request(port)).await.is_ok() })
+            })
+            .collect();
+        for send in sends {
+            assert!(send.await.unwrap(), "a request failed");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one handshake for all");
     }
 
     /// The first connection gets a hand-written HTTP/2 server: it waits for three requests,
