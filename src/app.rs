@@ -1,5 +1,6 @@
 //! From parsed arguments to an exit code: logging, the runtime, dispatch, error reporting.
 
+use crate::console::{note, say};
 use std::io::IsTerminal;
 
 use anyhow::Context;
@@ -22,14 +23,22 @@ pub fn main(cli: Cli) -> ExitCode {
     let runtime = match build_runtime(cli.global.threads) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("userfetch: cannot start the async runtime: {e}");
+            note!("userfetch: cannot start the async runtime: {e}");
             return ExitCode::Failure;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader took what it wanted (`| head -1`); nothing went wrong.
+        Err(error)
+            if error
+                .chain()
+                .any(|e| e.is::<crate::console::StdoutClosed>()) =>
+        {
+            ExitCode::Success
+        }
         Err(error) => {
-            eprintln!("userfetch: {error:#}");
+            note!("userfetch: {error:#}");
             exit::code_for(&error)
         }
     }
@@ -104,7 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn start_session(opts: &GlobalOpts) -> anyhow::Result<Session> {
     let session = Session::start(opts).await?;
     if let Some(line) = session.announce() {
-        eprintln!("{line}");
+        note!("{line}");
     }
     Ok(session)
 }
@@ -128,8 +137,8 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| exit::usage(format!("cannot listen on {}:{}: {e}", args.bind, args.port)))?;
     // The template on stdout, alone on its line, so scripts can capture it.
-    println!("{}", handle.url_template());
-    eprintln!(
+    say!("{}", handle.url_template())?;
+    note!(
         "userfetch: demo API serving users 1..={} at {} (Ctrl-C stops it)",
         args.users,
         handle.base_url()
@@ -138,7 +147,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    eprintln!("userfetch: stopping the demo API");
+    note!("userfetch: stopping the demo API");
     handle.shutdown().await;
     Ok(ExitCode::Success)
 }

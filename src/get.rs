@@ -1,5 +1,6 @@
 //! `userfetch get ID...`: concurrent lookups, one JSON line per record on stdout.
 
+use crate::console::note;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ pub async fn run(
             biased;
             () = interrupt.cancelled() => {
                 spinner.finish_and_clear();
-                eprintln!("userfetch: interrupted");
+                note!("userfetch: interrupted");
                 return Ok(ExitCode::Interrupted);
             }
             next = results.next() => next,
@@ -65,7 +66,7 @@ pub async fn run(
             }
             Err(error) => {
                 failed = true;
-                spinner.suspend(|| eprintln!("userfetch: user {id}: {error}"));
+                spinner.suspend(|| note!("userfetch: user {id}: {error}"));
             }
         }
     }

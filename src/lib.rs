@@ -8,7 +8,8 @@
 //! - Front ends: [`get`] (one-shot lookups), [`tui`] (the interactive screen), and the demo
 //!   API in [`server`].
 //! - [`record`] holds a record as checked JSON text; [`term`] makes untrusted text safe for
-//!   a terminal.
+//!   a terminal; [`console`] writes lines to stdout and stderr without panicking on a closed
+//!   pipe.
 //! - [`cli`] defines the command line, [`session`] turns it into a working engine, [`app`]
 //!   runs it and maps errors to the codes in [`exit`].
 //! - [`batch`] fetches whole id lists (files or stdin) politely and resumably.
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod demo;
 pub mod engine;
 pub mod exit;

@@ -210,3 +210,31 @@ fn a_run_over_other_ids_keeps_what_earlier_runs_found() {
     let all: std::collections::HashSet<String> = found.into_iter().collect();
     assert_eq!(all, (1..=400).map(|n| n.to_string()).collect());
 }
+
+#[test]
+fn a_closed_stderr_loses_nothing_and_keeps_the_exit_code() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=50));
+    let out = env
+        .batch_to_files(&ids, &[])
+        .stderr(closed_pipe())
+        .output()
+        .unwrap();
+    // The summary cannot be written; the run is still a success, not a panic (101).
+    assert_eq!(out.status.code(), Some(0));
+    let found = jsonl_ids(&env.path("out.jsonl"));
+    assert_eq!(once_each(&found, "out.jsonl").len(), 50);
+}
+
+#[test]
+fn a_dry_run_into_a_closed_pipe_ends_quietly() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=50));
+    let out = env
+        .batch(&[ids.to_str().unwrap(), "--out", "out.jsonl", "--dry-run"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "the reader left; nothing to report");
+}

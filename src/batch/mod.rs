@@ -22,6 +22,7 @@ mod streamed;
 pub mod summary;
 pub mod throttle;
 
+use crate::console::{note, say};
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -256,7 +257,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     if let Some(line) = session.announce()
         && std::io::stderr().is_terminal()
     {
-        eprintln!("{line}");
+        note!("{line}");
     }
     let result = match session.engine.cache().cloned() {
         None => Err(anyhow::anyhow!("internal: batch started without a cache")),
@@ -699,7 +700,7 @@ impl<'a> Pipeline<'a> {
         let summary = self.summary(status, started.elapsed(), out_report, failures_report);
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
-            eprintln!("{}", summary.render());
+            note!("{}", summary.render());
         }
         if let Some(file) = summary_json {
             summary.write_json(file)?;
@@ -868,7 +869,7 @@ impl<'a> Pipeline<'a> {
 /// The third Ctrl-C. Everything settled so far is committed, and the output files are either
 /// the previous ones or complete new ones; a rerun rebuilds them.
 fn quit_now() -> ! {
-    eprintln!("userfetch: quitting at once; run the same command again to finish");
+    note!("userfetch: quitting at once; run the same command again to finish");
     std::process::exit(ExitCode::Interrupted as i32);
 }
 
@@ -932,7 +933,7 @@ async fn dry_run(
                 input::Line::Invalid(problem) => {
                     report.invalid += 1;
                     if report.invalid <= MAX_WARNINGS {
-                        eprintln!("userfetch: {name}:{line}: skipped: {problem}");
+                        note!("userfetch: {name}:{line}: skipped: {problem}");
                     }
                 }
                 input::Line::Id(id) => {
@@ -958,7 +959,7 @@ async fn dry_run(
         Ok(report)
     })
     .await??;
-    println!(
+    say!(
         "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} duplicates, {} invalid lines)",
         report.to_fetch,
         report.ids,
@@ -966,8 +967,8 @@ async fn dry_run(
         report.done,
         report.duplicates,
         report.invalid
-    );
-    println!(
+    )?;
+    say!(
         "  records to {} ({:?}){}",
         config.out.display(),
         config.format,
@@ -976,9 +977,9 @@ async fn dry_run(
             .as_ref()
             .map(|f| format!(", failures to {}", f.display()))
             .unwrap_or_default()
-    );
+    )?;
     let client = session.engine.client().config();
-    println!(
+    say!(
         "  concurrency {}, rate {}, up to {} attempts per id, timeout {} per attempt",
         config.concurrency,
         config
@@ -987,11 +988,11 @@ async fn dry_run(
             .unwrap_or_else(|| "unlimited".to_owned()),
         client.retry.max_attempts(),
         humantime::format_duration(client.timeout)
-    );
+    )?;
     if !report.urls.is_empty() {
-        println!("  first URLs:");
+        say!("  first URLs:")?;
         for url in &report.urls {
-            println!("    {url}");
+            say!("    {url}")?;
         }
     }
     Ok(ExitCode::Success)

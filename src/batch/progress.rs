@@ -5,6 +5,7 @@
 //! which lifts the bar, prints the line above it and redraws, so no half-drawn bar is left
 //! behind (indicatif #474).
 
+use crate::console::note;
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -57,9 +58,9 @@ impl Progress {
     /// A line for the user, above the bar (or plainly on stderr when there is no bar).
     pub fn warn(&self, line: &str) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            note!("{line}");
         } else {
-            self.bar.suspend(|| eprintln!("{line}"));
+            self.bar.suspend(|| note!("{line}"));
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod timeline;
 
+use crate::console::{note, say};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
@@ -262,7 +263,7 @@ async fn ticker(start: Instant, ticks: Arc<Mutex<Vec<Duration>>>, stop: Cancella
 
 /// `userfetch demo`.
 pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    eprintln!(
+    note!(
         "userfetch: running the session sync and async against a demo API with {} latency…",
         humantime::format_duration(args.latency)
     );
@@ -284,24 +285,24 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
             .map(|r| (r.label.clone(), r.measures()))
             .collect();
         let json = serde_json::json!({ "report": report, "measures": measures });
-        println!("{json}");
+        say!("{json}")?;
         return Ok(ExitCode::Success);
     }
     let width = crossterm::terminal::size()
         .map(|(w, _)| w as usize)
         .unwrap_or(100)
         .clamp(40, 160);
-    println!("{title}\n");
-    println!("{}", timeline::table(&report.typing));
-    println!(
+    say!("{title}\n")?;
+    say!("{}", timeline::table(&report.typing))?;
+    say!(
         "{}",
         timeline::render_text(&report.typing, width.saturating_sub(14))
-    );
-    println!("{}", many_summary(&report));
-    println!(
+    )?;
+    say!("{}", many_summary(&report))?;
+    say!(
         "{}",
         timeline::render_text(&report.many, width.saturating_sub(14))
-    );
+    )?;
     Ok(ExitCode::Success)
 }
 

@@ -1,0 +1,43 @@
+//! Lines for the process's stdout and stderr that never panic.
+//!
+//! `println!` and `eprintln!` panic when the write fails, which is what a closed pipe does
+//! (`userfetch batch ids.txt 2>&1 | head -1`): a batch whose work is already committed would
+//! end in a panic and exit 101 instead of its documented code. Messages on stderr are dropped
+//! when stderr is gone (there is nowhere left to say anything); a closed stdout ends the
+//! command quietly, as the reader asked for no more.
+
+use std::fmt;
+use std::io::{self, Write};
+
+/// The reader of stdout went away (`| head -1`): the end of the output, not a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed by its reader")]
+pub struct StdoutClosed;
+
+/// One line on stderr; lost if stderr cannot take it.
+pub fn write_note(args: fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr().lock(), "{args}");
+}
+
+/// One line on stdout. A closed stdout is [`StdoutClosed`], which the caller passes up to end
+/// the command; other write errors say what failed.
+pub fn write_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{args}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+/// `eprintln!` that drops the line instead of panicking when stderr is closed.
+macro_rules! note {
+    ($($arg:tt)*) => { $crate::console::write_note(format_args!($($arg)*)) };
+}
+
+/// `println!` that returns an error instead of panicking; a closed stdout is [`StdoutClosed`].
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::console::write_line(format_args!($($arg)*)) };
+}
+
+pub(crate) use {note, say};
