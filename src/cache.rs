@@ -72,6 +72,10 @@ enum Command {
     Flush {
         reply: oneshot::Sender<()>,
     },
+    /// Commit what is queued before it, close the file, end the thread.
+    Close {
+        reply: oneshot::Sender<()>,
+    },
     /// Batch progress: see the `batch store` section below.
     Batch(BatchCommand),
 }
@@ -199,6 +203,14 @@ impl Cache {
         rx.await.map_err(|_| CacheError::Gone)
     }
 
+    /// Commits everything queued before this call and closes the file. Handles still around
+    /// afterwards get [`CacheError::Gone`].
+    pub async fn close(&self) -> Result<(), CacheError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Close { reply })?;
+        rx.await.map_err(|_| CacheError::Gone)
+    }
+
     fn send(&self, command: Command) -> Result<(), CacheError> {
         self.tx.send(command).map_err(|_| CacheError::Gone)
     }
@@ -251,19 +263,37 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
     let mut batch = Vec::with_capacity(64);
     let mut claimed = Claimed::default();
     while let Ok(first) = rx.recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Close { reply } => close = Some(reply),
+                command => {
+                    batch.push(command);
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
             }
         }
-        if let Err(e) = run_batch(&mut conn, &mut batch, &mut claimed) {
+        if !batch.is_empty()
+            && let Err(e) = run_batch(&mut conn, &mut batch, &mut claimed)
+        {
             tracing::warn!("cache {}: {e}", path.display());
         }
         // Commands the failed transaction never reached are dropped, which answers each of
         // them with an error instead of leaving its caller waiting for the next command.
         batch.clear();
+        if let Some(reply) = close {
+            // Closing copies the WAL into the database file and removes it: the file is then
+            // complete on its own (a copy of it alone has every record), and the next open
+            // has no log to replay. A process that exits without this loses nothing either.
+            if let Err((_, e)) = conn.close() {
+                tracing::warn!("closing the cache {}: {e}", path.display());
+            }
+            let _ = reply.send(());
+            return;
+        }
     }
 }
 
@@ -324,7 +354,10 @@ fn run_batch(
                             .map(drop);
                         replies.push(Reply::Put(ack, result));
                     }
-                    Command::Flush { reply } => replies.push(Reply::Flush(reply)),
+                    // `serve` keeps Close for itself; answered like a flush if one got here.
+                    Command::Flush { reply } | Command::Close { reply } => {
+                        replies.push(Reply::Flush(reply))
+                    }
                     Command::Batch(command) => {
                         replies.push(Reply::Batch(run_batch_command(&tx, command, now, claimed)));
                     }
@@ -1040,6 +1073,31 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn a_closed_cache_is_one_complete_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path).unwrap();
+        let other = cache.clone();
+        for n in 0..500 {
+            cache.put("a", &n.to_string(), record(n)).unwrap();
+        }
+        cache.close().await.unwrap();
+        assert!(
+            !dir.path().join("c.sqlite3-wal").exists(),
+            "the log is folded into the file"
+        );
+        assert!(matches!(other.flush().await, Err(CacheError::Gone)));
+        // The file alone, as a user would copy it, holds every record.
+        let copy = tempfile::tempdir().unwrap();
+        std::fs::copy(&path, copy.path().join("c.sqlite3")).unwrap();
+        let again = Cache::open(&copy.path().join("c.sqlite3")).unwrap();
+        for n in ["0", "250", "499"] {
+            let found = again.get("a", n, Duration::from_secs(60));
+            assert!(found.await.unwrap().is_some(), "record {n}");
+        }
     }
 
     #[test]

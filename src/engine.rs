@@ -128,4 +128,13 @@ impl Engine {
             tracing::warn!("flushing the cache failed: {e}");
         }
     }
+
+    /// Stores every record queued so far and closes the cache file.
+    pub async fn close(&self) {
+        if let Some(cache) = &self.cache
+            && let Err(e) = cache.close().await
+        {
+            tracing::warn!("closing the cache failed: {e}");
+        }
+    }
 }

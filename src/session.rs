@@ -97,9 +97,9 @@ impl Session {
         })
     }
 
-    /// Flushes the cache and stops the embedded server.
+    /// Closes the cache (everything queued is stored first) and stops the embedded server.
     pub async fn close(self) {
-        self.engine.flush().await;
+        self.engine.close().await;
         if let Some(server) = self.embedded {
             server.shutdown().await;
         }

@@ -58,8 +58,8 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
         // The screen is restored here, before anything is printed or waited for.
     };
     // Waiting for the embedded server's graceful stop would hold up `q` by up to a second
-    // while connections are open; the process is ending, so only the cache is flushed.
-    session.engine.flush().await;
+    // while connections are open; the process is ending, so only the cache is closed.
+    session.engine.close().await;
     match outcome? {
         run::Exit::Quit => Ok(ExitCode::Success),
         run::Exit::Interrupted => Ok(ExitCode::Interrupted),
