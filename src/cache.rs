@@ -312,10 +312,7 @@ fn run_batch(
             let mut get = tx.prepare_cached(
                 "SELECT body, fetched_ms FROM records WHERE namespace = ?1 AND id = ?2",
             )?;
-            let mut put = tx.prepare_cached(
-                "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
-            )?;
+            let mut put = tx.prepare_cached(PUT_RECORD)?;
             let now = now_ms();
             for command in batch.drain(..) {
                 match command {
@@ -586,8 +583,11 @@ fn run_batch_command(
             outcomes,
             ack,
         } => {
-            let result = outcomes.iter().try_for_each(|o| {
-                settle(tx, job, &namespace, &o.id, o.line, &o.settled, now, claimed)
+            let result = Writes::prepare(tx).and_then(|mut writes| {
+                outcomes.iter().try_for_each(|o| {
+                    claimed.of(job).remove(o.id.as_str());
+                    writes.settle(job, &namespace, o, now)
+                })
             });
             BatchReply::Settle(ack, result.map(|()| outcomes))
         }
@@ -663,6 +663,7 @@ fn claim(
     )?;
     let mut touch =
         tx.prepare_cached("UPDATE batch_outcomes SET run = ?3 WHERE job = ?1 AND id = ?2")?;
+    let mut put_outcome = tx.prepare_cached(PUT_OUTCOME)?;
     let claimed = claimed.of(job);
     let mut claims = Vec::with_capacity(ids.len());
     for (line, id) in ids {
@@ -687,7 +688,8 @@ fn claim(
                     None => false,
                 };
                 if cached {
-                    store_outcome(tx, job, id, *line, STATE_FOUND, None, None, 0)?;
+                    let found = Stored::found(job, *line);
+                    store_outcome(&mut put_outcome, id, &found)?;
                     Claim::Cached
                 } else {
                     claimed.insert(id.as_str().into());
@@ -700,82 +702,109 @@ fn claim(
     Ok(claims)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn store_outcome(
-    tx: &rusqlite::Transaction<'_>,
+const PUT_RECORD: &str = "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms";
+
+const PUT_OUTCOME: &str =
+    "INSERT INTO batch_outcomes (job, id, line, run, state, kind, message, attempts)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (job, id) DO UPDATE SET line = excluded.line, run = excluded.run,
+         state = excluded.state, kind = excluded.kind, message = excluded.message,
+         attempts = excluded.attempts";
+
+/// One `batch_outcomes` row, as written.
+struct Stored<'a> {
     job: BatchJob,
-    id: &str,
     line: u64,
     state: i64,
-    kind: Option<&str>,
-    message: Option<&str>,
+    kind: Option<&'a str>,
+    message: Option<&'a str>,
     attempts: u32,
+}
+
+impl Stored<'_> {
+    fn found(job: BatchJob, line: u64) -> Self {
+        Stored {
+            job,
+            line,
+            state: STATE_FOUND,
+            kind: None,
+            message: None,
+            attempts: 0,
+        }
+    }
+}
+
+fn store_outcome(
+    put: &mut rusqlite::CachedStatement<'_>,
+    id: &str,
+    row: &Stored<'_>,
 ) -> Result<(), rusqlite::Error> {
-    let mut put = tx.prepare_cached(
-        "INSERT INTO batch_outcomes (job, id, line, run, state, kind, message, attempts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (job, id) DO UPDATE SET line = excluded.line, run = excluded.run,
-             state = excluded.state, kind = excluded.kind, message = excluded.message,
-             attempts = excluded.attempts",
-    )?;
     put.execute(params![
-        job.job,
+        row.job.job,
         id,
-        line as i64,
-        job.run,
-        state,
-        kind,
-        message,
-        attempts
+        row.line as i64,
+        row.job.run,
+        row.state,
+        row.kind,
+        row.message,
+        row.attempts
     ])
     .map(drop)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn settle(
-    tx: &rusqlite::Transaction<'_>,
-    job: BatchJob,
-    namespace: &str,
-    id: &str,
-    line: u64,
-    settled: &Settled,
-    now: i64,
-    claimed: &mut Claimed,
-) -> Result<(), rusqlite::Error> {
-    claimed.of(job).remove(id);
-    match settled {
-        Settled::Found(record) => {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
-            )?;
-            put.execute(params![namespace, id, record.as_json(), now])?;
-            store_outcome(tx, job, id, line, STATE_FOUND, None, None, 0)
-        }
-        Settled::NotFound { message, attempts } => store_outcome(
-            tx,
-            job,
-            id,
-            line,
-            STATE_NOT_FOUND,
-            Some("not_found"),
-            Some(message),
-            *attempts,
-        ),
-        Settled::Failed {
-            kind,
-            message,
-            attempts,
-        } => store_outcome(
-            tx,
-            job,
-            id,
-            line,
-            STATE_FAILED,
-            Some(kind),
-            Some(message),
-            *attempts,
-        ),
+/// The writes that settle ids, prepared once per batch of outcomes: taking a statement from
+/// rusqlite's cache hashes its whole SQL text (and again when it goes back), which per id
+/// cost more than binding it.
+struct Writes<'tx> {
+    record: rusqlite::CachedStatement<'tx>,
+    outcome: rusqlite::CachedStatement<'tx>,
+}
+
+impl<'tx> Writes<'tx> {
+    fn prepare(tx: &'tx rusqlite::Transaction<'_>) -> Result<Self, rusqlite::Error> {
+        Ok(Writes {
+            record: tx.prepare_cached(PUT_RECORD)?,
+            outcome: tx.prepare_cached(PUT_OUTCOME)?,
+        })
+    }
+
+    fn settle(
+        &mut self,
+        job: BatchJob,
+        namespace: &str,
+        outcome: &Outcome,
+        now: i64,
+    ) -> Result<(), rusqlite::Error> {
+        let (id, line) = (outcome.id.as_str(), outcome.line);
+        let row = match &outcome.settled {
+            Settled::Found(record) => {
+                self.record
+                    .execute(params![namespace, id, record.as_json(), now])?;
+                Stored::found(job, line)
+            }
+            Settled::NotFound { message, attempts } => Stored {
+                job,
+                line,
+                state: STATE_NOT_FOUND,
+                kind: Some("not_found"),
+                message: Some(message),
+                attempts: *attempts,
+            },
+            Settled::Failed {
+                kind,
+                message,
+                attempts,
+            } => Stored {
+                job,
+                line,
+                state: STATE_FAILED,
+                kind: Some(kind),
+                message: Some(message),
+                attempts: *attempts,
+            },
+        };
+        store_outcome(&mut self.outcome, id, &row)
     }
 }
 
