@@ -66,6 +66,11 @@ const CLAIMS_AHEAD: usize = 4;
 /// inside a wave of answers, short next to any latency worth batching for.
 const ANSWERS_PAUSED: Duration = Duration::from_micros(500);
 
+/// Answers committed at once even while they keep coming. A wave's worth (the concurrency)
+/// when that is small; bounded so that a burst of 10,000 answers is stored while it lands,
+/// not in one commit after the last of them.
+const COMMIT_AT_MOST: usize = 1024;
+
 /// Invalid lines reported one by one; past this only the count is kept (a wrong file would
 /// otherwise bury the terminal).
 const MAX_WARNINGS: u64 = 20;
@@ -522,7 +527,7 @@ impl<'a> Pipeline<'a> {
         let mut committing: FuturesUnordered<CommitFuture> = FuturesUnordered::new();
         let mut committing_len = 0usize;
         let max_uncommitted = 2 * concurrency.max(1024);
-        let commit_at = concurrency.max(256);
+        let commit_at = concurrency.clamp(256, COMMIT_AT_MOST);
         let mut quiet = false;
         let mut last_answer = tokio::time::Instant::now();
         let mut input_done = false;
