@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -285,9 +286,15 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
         // them with an error instead of leaving its caller waiting for the next command.
         batch.clear();
         if let Some(reply) = close {
-            // Closing copies the WAL into the database file and removes it: the file is then
-            // complete on its own (a copy of it alone has every record), and the next open
-            // has no log to replay. A process that exits without this loses nothing either.
+            // Without a checkpoint: folding the WAL into the file here (and waiting for its
+            // fsync) took 5-10 ms at the end of every command, against 1-2 ms for the next
+            // open to read the log back. Committed data is safe in the WAL either way; a copy
+            // of the cache must take the -wal file with it, as with any SQLite database in
+            // WAL mode. Closing, rather than exiting under the thread, means the process never
+            // ends while SQLite is writing.
+            if let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
+                tracing::debug!("cache {}: closing with a checkpoint: {e}", path.display());
+            }
             if let Err((_, e)) = conn.close() {
                 tracing::warn!("closing the cache {}: {e}", path.display());
             }
@@ -1105,7 +1112,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_closed_cache_is_one_complete_file() {
+    async fn closing_stores_what_is_queued_and_ends_the_thread() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sqlite3");
         let cache = Cache::open(&path).unwrap();
@@ -1114,15 +1121,8 @@ mod tests {
             cache.put("a", &n.to_string(), record(n)).unwrap();
         }
         cache.close().await.unwrap();
-        assert!(
-            !dir.path().join("c.sqlite3-wal").exists(),
-            "the log is folded into the file"
-        );
         assert!(matches!(other.flush().await, Err(CacheError::Gone)));
-        // The file alone, as a user would copy it, holds every record.
-        let copy = tempfile::tempdir().unwrap();
-        std::fs::copy(&path, copy.path().join("c.sqlite3")).unwrap();
-        let again = Cache::open(&copy.path().join("c.sqlite3")).unwrap();
+        let again = Cache::open(&path).unwrap();
         for n in ["0", "250", "499"] {
             let found = again.get("a", n, Duration::from_secs(60));
             assert!(found.await.unwrap().is_some(), "record {n}");
