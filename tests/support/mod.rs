@@ -181,8 +181,13 @@ pub fn summary(path: &Path) -> serde_json::Value {
 pub fn closed_pipe() -> std::process::Stdio {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe() writes.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: `fds` has room for the two descriptors pipe2() writes. Close-on-exec, so no
+    // child another test spawns meanwhile inherits the read end and keeps the pipe open.
+    assert_eq!(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+        0,
+        "pipe2"
+    );
     // SAFETY: both descriptors were just created and are owned here alone.
     let (read, write) = unsafe {
         (
