@@ -20,6 +20,9 @@ use crate::record::Record;
 /// Most requests run in one transaction; bounds how long a reader waits behind writes.
 const MAX_BATCH: usize = 4096;
 
+/// What the WAL file is cut back to when a checkpoint lets it start over.
+const WAL_SIZE_LIMIT: i64 = 8 << 20;
+
 #[derive(Debug, Error)]
 pub enum CacheError {
     #[error("cannot create the cache directory {}: {source}", path.display())]
@@ -237,6 +240,11 @@ fn open_connection(path: &Path) -> Result<Connection, CacheError> {
     // WAL + NORMAL survives a killed process (what resumable batches need); only a power
     // cut can lose the last commits, and a cache can refetch those.
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(corrupt)?;
+    // The log is reused, not shrunk, after each checkpoint: one large transaction (`--fresh`
+    // forgetting a million outcomes) would otherwise leave a WAL of that size next to the
+    // file for good. Above the ~4 MB the automatic checkpoint lets it reach in normal use.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(corrupt)?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS records (
@@ -1127,6 +1135,39 @@ mod tests {
             let found = again.get("a", n, Duration::from_secs(60));
             assert!(found.await.unwrap().is_some(), "record {n}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_log_shrinks_back_after_a_large_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let wal = dir.path().join("c.sqlite3-wal");
+        let cache = Cache::open(&path).unwrap();
+        let job = cache.batch_open("a", "/out.jsonl", false).await.unwrap();
+        let pad = "x".repeat(4000);
+        let big: Vec<Outcome> = (0..4000)
+            .map(|n| Outcome {
+                id: n.to_string(),
+                line: n + 1,
+                settled: Settled::Found(
+                    Record::from_body(format!(r#"{{"id":{n},"pad":"{pad}"}}"#).as_bytes()).unwrap(),
+                ),
+            })
+            .collect();
+        // One settlement is one transaction: ~16 MB of log.
+        cache.batch_settle(job, "a", big).await.unwrap();
+        let peak = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            peak > 2 * WAL_SIZE_LIMIT as u64,
+            "the WAL held {peak} bytes"
+        );
+        // That commit was checkpointed; the next one starts the log over and cuts it back.
+        cache.put_durable("a", "last", record(1)).await.unwrap();
+        let after = std::fs::metadata(&wal).unwrap().len();
+        assert!(
+            after <= WAL_SIZE_LIMIT as u64,
+            "the WAL still holds {after} bytes"
+        );
     }
 
     #[test]
