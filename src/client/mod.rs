@@ -6,6 +6,8 @@ mod h2;
 mod retry;
 mod url;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
@@ -152,17 +154,17 @@ impl AttemptFailure {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    config: std::sync::Arc<ClientConfig>,
+    config: Arc<ClientConfig>,
     auth: Option<HeaderValue>,
     /// Direct HTTP/2 for `--http2` with an `http://` API (see [`h2`]).
-    h2: Option<std::sync::Arc<h2::H2>>,
+    h2: Option<Arc<h2::H2>>,
     /// Redirects followed: each is one more request at the server within the same attempt.
-    redirects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    redirects: Arc<AtomicU64>,
 }
 
 impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
-        let redirects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let redirects = Arc::new(AtomicU64::new(0));
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
@@ -194,7 +196,7 @@ impl Client {
         };
         let origin = config.template.origin();
         let h2 = match (config.http2, origin.scheme(), origin.host_str()) {
-            (true, "http", Some(host)) => Some(std::sync::Arc::new(h2::H2::new(
+            (true, "http", Some(host)) => Some(Arc::new(h2::H2::new(
                 host.trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_owned(),
@@ -205,7 +207,7 @@ impl Client {
         };
         Ok(Client {
             http,
-            config: std::sync::Arc::new(config),
+            config: Arc::new(config),
             auth,
             h2,
             redirects,
@@ -215,7 +217,7 @@ impl Client {
     /// Requests made to follow redirects, over the client's life. An attempt that is
     /// redirected is one attempt but two requests (or more) at the server.
     pub fn redirects_followed(&self) -> u64 {
-        self.redirects.load(std::sync::atomic::Ordering::Relaxed)
+        self.redirects.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -300,8 +302,7 @@ impl Client {
                     )
                 })?;
             let same_origin = target.origin() == self.config.template.origin().origin();
-            self.redirects
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.redirects.fetch_add(1, Ordering::Relaxed);
             let follow = Box::pin(self.attempt_reqwest(target.as_str(), same_origin));
             return match tokio::time::timeout_at(deadline, follow).await {
                 Ok(result) => result,
@@ -528,9 +529,7 @@ impl Client {
 /// Follows at most five redirects (a loop must not eat the timeout), and never from https to
 /// http: reqwest drops `Authorization` when the host or port changes, but not when only the
 /// scheme does, which would send the token in clear text.
-fn redirect_policy(
-    followed: std::sync::Arc<std::sync::atomic::AtomicU64>,
-) -> reqwest::redirect::Policy {
+fn redirect_policy(followed: Arc<AtomicU64>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         let downgrade = attempt.previous().iter().any(|u| u.scheme() == "https")
             && attempt.url().scheme() != "https";
@@ -539,7 +538,7 @@ fn redirect_policy(
         } else if attempt.previous().len() > 5 {
             attempt.error("too many redirects")
         } else {
-            followed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            followed.fetch_add(1, Ordering::Relaxed);
             attempt.follow()
         }
     })
