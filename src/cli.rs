@@ -60,6 +60,10 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_MAX_RETRY_WAIT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub max_retry_wait: Duration,
 
+    /// Stop retrying a lookup once the next attempt would start this long after its first.
+    #[arg(long, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub retry_max_time: Duration,
+
     /// Largest response body accepted (e.g. 512KiB, 2MB).
     #[arg(long, global = true, env = "USERFETCH_MAX_BODY", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_body: u64,

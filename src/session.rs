@@ -58,6 +58,7 @@ impl Session {
             retry: RetryPolicy {
                 retries: opts.retries,
                 max_wait: opts.max_retry_wait,
+                max_time: opts.retry_max_time,
                 ..RetryPolicy::default()
             },
             max_body: opts.max_body,

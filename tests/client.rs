@@ -133,6 +133,22 @@ async fn retry_after_is_capped_by_max_retry_wait() {
 }
 
 #[tokio::test]
+async fn retries_stop_once_the_next_would_start_past_the_time_limit() {
+    let api = TestApi::start();
+    // Every answer is a 429 asking for a 1 s wait; ten retries are allowed, 1.5 s is not
+    // enough for a third attempt.
+    let mut config = api.config("fault=429&retry_after=1s", 10);
+    config.retry.max_time = Duration::from_millis(1500);
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!((err.kind, err.attempts), (ErrorKind::RateLimited, 2));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not retried") && msg.contains("--retry-max-time"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
 async fn a_slow_answer_times_out_and_is_retried() {
     let api = TestApi::start();
     let mut config = api.config("latency=3s", 1);

@@ -245,9 +245,12 @@ impl Client {
         let policy = &self.config.retry;
         let max_attempts = policy.max_attempts();
         let mut attempt = 0;
+        // Counted from the first attempt's start, not from when it began waiting its turn.
+        let mut first_started = None;
         loop {
             attempt += 1;
             let permit = gate.admit().await;
+            let started = *first_started.get_or_insert_with(Instant::now);
             let result = self.attempt(&url).await;
             let ended = match &result {
                 Ok(_) => AttemptEnd::Answered,
@@ -270,6 +273,14 @@ impl Client {
                 return Err(error);
             }
             let delay = policy.delay(attempt, failure.retry_after, fastrand::f64());
+            if !policy.in_time(started.elapsed(), delay) {
+                let why = format!(
+                    "{} (not retried: the next attempt would start more than {} after the first; raise it with --retry-max-time)",
+                    error.detail(),
+                    humantime::format_duration(policy.max_time)
+                );
+                return Err(FetchError::new(error.kind, attempt, why));
+            }
             tracing::debug!(%id, attempt, ?delay, %error, "retrying");
             on_retry(&RetryNotice {
                 failed_attempt: attempt,

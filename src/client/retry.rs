@@ -5,7 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
-/// Exponential backoff with full jitter, bounded in attempts and in any single wait.
+/// Exponential backoff with full jitter, bounded in attempts, in any single wait, and in the
+/// time a lookup may keep retrying.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; `0` means one attempt only.
@@ -15,6 +16,9 @@ pub struct RetryPolicy {
     /// The longest the program will ever sleep between two attempts, whatever the backoff
     /// or the server's `Retry-After` says.
     pub max_wait: Duration,
+    /// No retry starts later than this after the lookup's first attempt started. Attempts
+    /// alone do not bound a lookup's time once `--retries` is raised for a flaky API.
+    pub max_time: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -23,6 +27,7 @@ impl Default for RetryPolicy {
             retries: 3,
             base: Duration::from_millis(200),
             max_wait: Duration::from_secs(30),
+            max_time: Duration::from_secs(120),
         }
     }
 }
@@ -46,6 +51,12 @@ impl RetryPolicy {
         let ceiling = self.base.saturating_mul(1u32 << exp).min(self.max_wait);
         ceiling.mul_f64(unit.clamp(0.0, 1.0))
     }
+
+    /// Whether a retry after waiting `delay` still starts within `max_time` of the first
+    /// attempt, `elapsed` ago.
+    pub fn in_time(&self, elapsed: Duration, delay: Duration) -> bool {
+        elapsed.saturating_add(delay) <= self.max_time
+    }
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3). A date in
@@ -68,6 +79,7 @@ mod tests {
             retries: 5,
             base: Duration::from_millis(100),
             max_wait: Duration::from_secs(1),
+            max_time: Duration::from_secs(10),
         }
     }
 
@@ -103,6 +115,20 @@ mod tests {
             p.delay(1, Some(Duration::from_secs(3600)), 0.0),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn a_retry_must_start_within_the_time_limit() {
+        let p = policy();
+        let s = Duration::from_secs;
+        assert!(p.in_time(s(0), s(1)));
+        assert!(
+            p.in_time(s(9), s(1)),
+            "starting exactly at the limit is in time"
+        );
+        assert!(!p.in_time(s(9), s(2)));
+        assert!(!p.in_time(s(11), Duration::ZERO));
+        assert!(!p.in_time(Duration::MAX, s(1)), "no overflow");
     }
 
     #[test]

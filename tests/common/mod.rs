@@ -64,6 +64,7 @@ impl TestApi {
                 retries,
                 base: Duration::from_millis(10),
                 max_wait: Duration::from_secs(5),
+                max_time: Duration::from_secs(60),
             },
             timeout: Duration::from_secs(5),
             ..ClientConfig::new(UrlTemplate::parse(&self.template(query)).expect("template"))
