@@ -17,8 +17,8 @@ use crate::term::sanitize;
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
-/// Below this width the header lines get two rows each.
-const NARROW: u16 = 80;
+/// Most rows one of the three header lines may take on a narrow terminal.
+const INFO_ROWS: u16 = 3;
 /// Width of a loading bar, and of the block that sweeps across it.
 const BAR: usize = 12;
 const BLOCK: usize = 3;
@@ -57,13 +57,22 @@ pub fn view(app: &App, frame: &mut Frame) {
     let p = Palette {
         on: app.config.color,
     };
-    // On a narrow terminal the status and meter lines wrap onto a second line each rather
-    // than lose their ends.
-    let info = if frame.area().width < NARROW { 2 } else { 1 };
+    // A header line too long for the terminal wraps onto the rows it needs rather than lose
+    // its end (the status line is ~110 columns once lookups have latencies).
+    let wrap = Wrap { trim: true };
+    let width = frame.area().width;
+    let header_text = Paragraph::new(header_line(app, &p)).wrap(wrap);
+    let status_text = Paragraph::new(status_line(app)).wrap(wrap);
+    let meter_text = Paragraph::new(meter_line(app, &p)).wrap(wrap);
+    let rows = |text: &Paragraph| {
+        u16::try_from(text.line_count(width))
+            .unwrap_or(INFO_ROWS)
+            .clamp(1, INFO_ROWS)
+    };
     let [header, status, meter, prompt, notice, body, footer] = Layout::vertical([
-        Constraint::Length(info),
-        Constraint::Length(info),
-        Constraint::Length(info),
+        Constraint::Length(rows(&header_text)),
+        Constraint::Length(rows(&status_text)),
+        Constraint::Length(rows(&meter_text)),
         Constraint::Length(3),
         Constraint::Length(1),
         Constraint::Min(3),
@@ -71,10 +80,9 @@ pub fn view(app: &App, frame: &mut Frame) {
     ])
     .areas(frame.area());
 
-    let wrap = Wrap { trim: true };
-    frame.render_widget(Paragraph::new(header_line(app, &p)).wrap(wrap), header);
-    frame.render_widget(Paragraph::new(status_line(app)).wrap(wrap), status);
-    frame.render_widget(Paragraph::new(meter_line(app, &p)).wrap(wrap), meter);
+    frame.render_widget(header_text, header);
+    frame.render_widget(status_text, status);
+    frame.render_widget(meter_text, meter);
     draw_prompt(app, frame, prompt, &p);
     if let Some(text) = &app.notice {
         frame.render_widget(
@@ -179,9 +187,20 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     };
     let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
-    // Keep the cursor in view when the line is longer than the box.
+    // Keep the cursor in view when the line is longer than the box: drop characters from
+    // the front until what precedes the cursor fits. Counted in terminal columns, as shown
+    // (a CJK character takes two).
     let room = (inner.width as usize).saturating_sub(PROMPT.len() + 1);
-    let skip = app.cursor.saturating_sub(room);
+    let columns = |c: char| Span::raw(sanitize(c.encode_utf8(&mut [0; 4])).into_owned()).width();
+    let before: Vec<char> = app.input.chars().take(app.cursor).collect();
+    let (mut skip, mut used) = (before.len(), 0);
+    for &c in before.iter().rev() {
+        if used + columns(c) > room {
+            break;
+        }
+        used += columns(c);
+        skip -= 1;
+    }
     // Typed text is the user's own, but a pasted bidi override would still reorder the line.
     let typed: String = app.input.chars().skip(skip).collect();
     let shown = sanitize(&typed).into_owned();
@@ -193,9 +212,9 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
         .block(block),
         area,
     );
-    let x = inner.x + (PROMPT.len() + app.cursor - skip) as u16;
-    if x < inner.x + inner.width {
-        frame.set_cursor_position(Position::new(x, inner.y));
+    let x = inner.x as usize + PROMPT.len() + used;
+    if x < (inner.x + inner.width) as usize {
+        frame.set_cursor_position(Position::new(x as u16, inner.y));
     }
 }
 
@@ -465,12 +484,7 @@ mod tests {
         }
 
         fn submit(app: &mut App, id: &str) {
-            for c in id.chars() {
-                update(
-                    app,
-                    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
-                );
-            }
+            type_text(app, id);
             update(
                 app,
                 Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
@@ -638,8 +652,8 @@ mod tests {
             insta::assert_snapshot!(render(&app, 110, 14));
         }
 
-        #[test]
-        fn narrow_terminal() {
+        /// Two lookups typed: "3" still loading, "4" found after 500 ms.
+        fn one_loading_one_found() -> App {
             let mut app = app();
             submit(&mut app, "3");
             submit(&mut app, "4");
@@ -651,7 +665,89 @@ mod tests {
                     outcome: found(4, Source::Api),
                 },
             );
+            app
+        }
+
+        #[test]
+        fn narrow_terminal() {
+            let app = one_loading_one_found();
             insta::assert_snapshot!(render(&app, 48, 24));
+        }
+
+        /// Where the terminal's cursor ends up, as (column, row).
+        fn cursor(app: &App, width: u16) -> (u16, u16) {
+            let mut terminal = Terminal::new(TestBackend::new(width, 24)).unwrap();
+            terminal.draw(|f| view(app, f)).unwrap();
+            let at = terminal.get_cursor_position().unwrap();
+            (at.x, at.y)
+        }
+
+        fn type_text(app: &mut App, text: &str) {
+            for c in text.chars() {
+                update(
+                    app,
+                    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
+                );
+            }
+        }
+
+        #[test]
+        fn the_cursor_follows_wide_characters() {
+            let mut app = app();
+            let (start, row) = cursor(&app, 80);
+            type_text(&mut app, "日本語");
+            assert_eq!(
+                cursor(&app, 80),
+                (start + 6, row),
+                "three characters, six columns"
+            );
+            update(
+                &mut app,
+                Msg::Key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE)),
+            );
+            assert_eq!(cursor(&app, 80), (start + 4, row));
+        }
+
+        #[test]
+        fn a_long_line_scrolls_to_keep_the_cursor_inside_the_box() {
+            let mut app = app();
+            type_text(&mut app, &format!("{}本", "語".repeat(39)));
+            let (x, _) = cursor(&app, 40);
+            // The box's right border is column 39; the cursor sits on the last free column.
+            assert_eq!(x, 38);
+            // 38 columns inside the box: the prompt's 15, the cursor's 1, and 11 characters.
+            let screen = render(&app, 40, 24);
+            let prompt = screen.lines().find(|l| l.contains(super::super::PROMPT));
+            assert_eq!(
+                prompt.map(|l| l.matches('語').count()),
+                Some(10),
+                "{screen}"
+            );
+            assert!(
+                prompt.is_some_and(|l| l.contains('本')),
+                "the last typed is shown"
+            );
+        }
+
+        #[test]
+        fn the_whole_status_line_shows_at_every_common_width() {
+            let app = one_loading_one_found();
+            for width in [60, 80, 100, 115, 140] {
+                let screen = render(&app, width, 24);
+                // Wrapping breaks lines at spaces; joined back, the parts read whole.
+                let joined = screen.replace('\n', " ");
+                for part in [
+                    "clock ticks 1",
+                    "p95 412 ms",
+                    "cache hits 0",
+                    "key→screen 2 ms",
+                ] {
+                    assert!(
+                        joined.contains(part),
+                        "{part} at {width} columns:\n{screen}"
+                    );
+                }
+            }
         }
 
         #[test]
