@@ -39,11 +39,11 @@ pub struct GlobalOpts {
     pub api: Option<String>,
 
     /// Limit for one whole attempt (connect, headers and body).
-    #[arg(long, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_limit, value_name = "DURATION")]
     pub timeout: Duration,
 
     /// Limit for opening a connection.
-    #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit, value_name = "DURATION")]
     pub connect_timeout: Duration,
 
     /// Retries after a failed attempt (connection errors, timeouts, 5xx, 429). 404 is never retried.
@@ -249,10 +249,29 @@ pub struct ServeArgs {
     pub retry_after: Duration,
 }
 
+/// The longest duration accepted: beyond any real use, and far enough inside the clock's
+/// range that "now + this" cannot overflow (`500000000000y` used to panic there).
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// `500ms`, `2s`, `1m`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m ({e})"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m ({e})"))?;
+    if duration > LONGEST {
+        return Err(format!("'{text}' is longer than the 100 years accepted"));
+    }
+    Ok(duration)
+}
+
+/// A time limit: as [`parse_duration`], but above zero, which would fail every attempt
+/// before it began.
+pub fn parse_limit(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!(
+            "'{text}' would fail every attempt at once; give a limit above zero"
+        )),
+        limit => Ok(limit),
+    }
 }
 
 /// `1048576`, `512KiB`, `2MB`.

@@ -117,6 +117,25 @@ fn bad_templates_and_option_values_exit_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("'soon' is not a duration"));
+    // Past the clock's range, "now + timeout" used to panic (exit 101).
+    userfetch(&dir)
+        .args(["get", "1", "--timeout", "500000000000y"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--timeout").and(predicate::str::contains(
+                "'500000000000y' is longer than the 100 years accepted",
+            )),
+        );
+    userfetch(&dir)
+        .args(["get", "1", "--connect-timeout", "0s"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--connect-timeout").and(predicate::str::contains(
+                "'0s' would fail every attempt at once",
+            )),
+        );
     userfetch(&dir)
         .args(["get", "1", "--max-body", "lots"])
         .assert()
