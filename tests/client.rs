@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestApi, id};
-use userfetch::client::{Client, ErrorKind, FetchError, Fetched};
+use userfetch::client::{Client, ClientConfig, ErrorKind, FetchError, Fetched, UrlTemplate};
 
 async fn fetch(client: &Client, user: &str) -> Result<Fetched, FetchError> {
     client.fetch(&id(user), &mut |_| {}).await
@@ -329,4 +329,24 @@ async fn cleartext_http2_carries_many_lookups() {
     let results = futures::future::join_all(lookups).await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(api.stats().user_requests, 200);
+}
+
+#[tokio::test]
+async fn both_transports_ask_for_the_same_resource_for_an_untidy_template() {
+    let api = TestApi::start();
+    // A stray space, a dot segment, and a space in the query.
+    let untidy = format!(
+        " {} ",
+        api.template("a=b c").replace("/users/", "/./users/")
+    );
+    for http2 in [false, true] {
+        let config = ClientConfig {
+            http2,
+            ..ClientConfig::new(UrlTemplate::parse(&untidy).unwrap())
+        };
+        let got = fetch(&Client::new(config).unwrap(), "1").await;
+        assert!(got.is_ok(), "http2={http2}: {got:?}");
+    }
+    let paths: Vec<String> = api.log().into_iter().map(|r| r.path_and_query).collect();
+    assert_eq!(paths, ["/users/1?a=b%20c", "/users/1?a=b%20c"]);
 }

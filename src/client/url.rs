@@ -59,7 +59,16 @@ impl UrlTemplate {
         if !probe.username().is_empty() || probe.password().is_some() {
             return Err(TemplateError::Credentials);
         }
-        if !probe.path().contains(MARKER) {
+        // The URL is built from its parsed, normalised form (spaces trimmed or escaped, dot
+        // segments resolved), as reqwest would send it: the direct HTTP/2 path sends the text
+        // as it is, and both must ask for the same resource.
+        let Some((prefix, suffix)) = probe.as_str().split_once(MARKER) else {
+            return Err(TemplateError::Invalid(
+                template.to_owned(),
+                "a '..' segment after {id} removes it from the path".to_owned(),
+            ));
+        };
+        if !probe.path().contains(MARKER) || suffix.contains(MARKER) {
             return Err(TemplateError::NotInPath(template.to_owned()));
         }
         let mut origin = probe.clone();
@@ -137,6 +146,26 @@ mod tests {
             assert_eq!(parsed.query(), None, "{raw}");
             assert_eq!(parsed.fragment(), None, "{raw}");
         }
+    }
+
+    #[test]
+    fn urls_are_built_from_the_normalised_template() {
+        for (template, want) in [
+            (" http://h/users/{id} ", "http://h/users/7"),
+            ("http://h/./users/{id}", "http://h/users/7"),
+            ("http://h/a/../users/{id}", "http://h/users/7"),
+            ("HTTP://H:80/users/{id}?a=b c", "http://h/users/7?a=b%20c"),
+        ] {
+            let t = UrlTemplate::parse(template).unwrap();
+            assert_eq!(t.url_for(&id("7")), want, "{template}");
+            assert_eq!(t.as_str(), template, "the template is still shown as given");
+        }
+    }
+
+    #[test]
+    fn a_dot_segment_that_swallows_the_id_is_named() {
+        let err = UrlTemplate::parse("http://h/users/{id}/../2").unwrap_err();
+        assert!(err.to_string().contains("'..' segment"), "{err}");
     }
 
     #[test]
