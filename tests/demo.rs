@@ -64,6 +64,36 @@ async fn many_lookups_add_up_in_sync_and_overlap_in_async_on_one_thread() {
     assert_eq!(asynchronous.threads, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_are_counted_with_the_main_thread_on_a_multi_threaded_runtime() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let report = demo::measure(&opts(), Duration::from_millis(300), 1)
+        .await
+        .unwrap();
+    // Two workers, plus the thread whose block_on runs the interface; sync adds its helper.
+    let threads: Vec<usize> = report.typing.iter().map(|r| r.threads).collect();
+    assert_eq!(threads, [4, 3]);
+}
+
+#[test]
+fn lookups_that_fail_are_an_error_not_a_comparison() {
+    let out = std::process::Command::cargo_bin("userfetch")
+        .unwrap()
+        .args(["demo", "--latency", "600ms", "--lookups", "1"])
+        .args(["--timeout", "200ms", "--retries", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 of 1 lookups in sync mode got no user")
+            && stderr.contains("no complete answer within 200ms")
+            && stderr.contains("give --timeout more than"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no table of misleading numbers");
+}
+
 #[test]
 fn the_command_writes_svg_html_and_json() {
     let dir = tempfile::tempdir().unwrap();

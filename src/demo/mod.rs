@@ -175,6 +175,28 @@ async fn session_run(
     ended?;
     let total = start.elapsed();
 
+    // Timings of lookups that failed would compare waiting for errors, not for answers.
+    let unanswered: Vec<&str> = app
+        .rows
+        .iter()
+        .filter_map(|row| match &row.status {
+            Status::Found { .. } => None,
+            Status::Failed { message, .. } => Some(message.as_str()),
+            Status::NotFound { .. } => Some("not found"),
+            Status::Cancelled { .. } => Some("cancelled"),
+            Status::Pending { .. } => Some("still waiting when the script ended"),
+        })
+        .collect();
+    if let Some(first) = unanswered.first() {
+        anyhow::bail!(
+            "{} of {} lookups in {} mode got no user, so there is nothing fair to compare: {first}. \
+             The demo API answers each lookup after --latency; give --timeout more than that",
+            unanswered.len(),
+            app.rows.len(),
+            mode.label().to_lowercase(),
+        );
+    }
+
     let since = |t: Instant| t.saturating_duration_since(start);
     let lookups = app
         .rows
@@ -209,13 +231,18 @@ async fn session_run(
 }
 
 /// OS threads that ran the interface and its lookups. Async: the runtime's own threads (one by
-/// default, the interface's). Sync: those plus the one helper thread the blocking call waits
-/// on, since a thread cannot drive the I/O it is blocked on.
+/// default, the interface's; with `--threads N`, N workers plus the main thread, where
+/// `block_on` runs the interface). Sync: those plus the one helper thread the blocking call
+/// waits on, since a thread cannot drive the I/O it is blocked on.
 fn threads_used(mode: Mode) -> usize {
-    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let runtime = tokio::runtime::Handle::current();
+    let threads = match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => 1,
+        _ => runtime.metrics().num_workers() + 1,
+    };
     match mode {
-        Mode::Async => workers,
-        Mode::Sync => workers + 1,
+        Mode::Async => threads,
+        Mode::Sync => threads + 1,
     }
 }
 
