@@ -13,12 +13,31 @@ use serde_json::value::RawValue;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record(Box<str>);
 
+/// How deep arrays and objects may nest: what serde_json accepts when it builds a tree (it
+/// refuses the 128th level), which showing a record field by field (`--pretty`, the UI's
+/// detail pane) does.
+pub const MAX_DEPTH: usize = 127;
+
+/// Why a body is not a record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("the response is not valid JSON ({0})")]
+    NotJson(#[from] serde_json::Error),
+    #[error("the response nests arrays or objects deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
 impl Record {
-    /// Checks that `body` is one JSON value and keeps it compact. A body that spans lines
-    /// (pretty-printed by the API) is re-serialised so it stays one JSONL line.
-    pub fn from_body(body: &[u8]) -> Result<Record, serde_json::Error> {
+    /// Checks that `body` is one JSON value, nested no deeper than [`MAX_DEPTH`], and keeps
+    /// it compact. A body that spans lines (pretty-printed by the API) is re-serialised so it
+    /// stays one JSONL line.
+    pub fn from_body(body: &[u8]) -> Result<Record, RecordError> {
+        // Checking a raw value does not build a tree, so it has no depth limit of its own.
         let raw: &RawValue = serde_json::from_slice(body)?;
         let text = raw.get();
+        if nests_deeper_than(text, MAX_DEPTH) {
+            return Err(RecordError::TooDeep);
+        }
         if text.bytes().any(|b| b == b'\n' || b == b'\r') {
             return Ok(Record(compact(text).into()));
         }
@@ -53,8 +72,10 @@ impl Record {
             // where they are keeps the document valid.
             return write_json_escaped(out, &self.0);
         }
-        let as_value: serde_json::Value =
-            serde_json::from_str(&self.0).map_err(io::Error::other)?;
+        // A record cached before nesting was limited may be too deep for a tree: shown compact.
+        let Ok(as_value) = serde_json::from_str::<serde_json::Value>(&self.0) else {
+            return write_json_escaped(out, &self.0);
+        };
         // Keep the io::ErrorKind (BrokenPipe above all) visible to the caller.
         let io_error = |e: serde_json::Error| match e.io_error_kind() {
             Some(kind) => io::Error::from(kind),
@@ -89,6 +110,40 @@ fn compact(json: &str) -> String {
         }
     }
     out
+}
+
+/// Whether valid JSON `json` opens more than `limit` arrays or objects inside each other.
+fn nests_deeper_than(json: &str, limit: usize) -> bool {
+    // Fewer openings than the limit cannot nest past it; this count (which vectorises) is all
+    // a typical record costs.
+    let openings = json.bytes().filter(|&b| b == b'[' || b == b'{').count();
+    if openings <= limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Writes `json` with each unsafe character as a `\uXXXX` escape. Used on whole documents and
@@ -172,6 +227,31 @@ mod tests {
     fn keeps_compact_json_as_sent() {
         let r = Record::from_body(br#"{"id":1,"name":"Leanne"}"#).unwrap();
         assert_eq!(r.as_json(), r#"{"id":1,"name":"Leanne"}"#);
+    }
+
+    fn nested(depth: usize) -> String {
+        format!(
+            r#"{{"a":{}"x{{[\"]"{}}}"#,
+            "[".repeat(depth - 1),
+            "]".repeat(depth - 1)
+        )
+    }
+
+    #[test]
+    fn nesting_is_limited_to_what_can_be_shown_field_by_field() {
+        // Brackets inside strings (escaped quotes too) are text, not nesting.
+        let deepest = Record::from_body(nested(MAX_DEPTH).as_bytes()).unwrap();
+        let mut pretty = Vec::new();
+        deepest.write_escaped(&mut pretty, true).unwrap();
+        assert_ne!(deepest.to_value(), serde_json::Value::Null);
+        let err = Record::from_body(nested(MAX_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(matches!(err, RecordError::TooDeep), "{err}");
+        assert!(err.to_string().contains("deeper than 127 levels"), "{err}");
+        // One stored before the limit existed is still written, compact.
+        let old = Record::from_trusted(nested(MAX_DEPTH + 1));
+        let mut out = Vec::new();
+        old.write_escaped(&mut out, true).unwrap();
+        assert_eq!(out, old.as_json().as_bytes());
     }
 
     #[test]

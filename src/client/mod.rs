@@ -556,12 +556,7 @@ fn redirect_policy(followed: Arc<AtomicU64>) -> reqwest::redirect::Policy {
 }
 
 fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
-    Record::from_body(body).map_err(|e| {
-        AttemptFailure::fatal(
-            ErrorKind::BadBody,
-            format!("the response is not valid JSON ({e})"),
-        )
-    })
+    Record::from_body(body).map_err(|e| AttemptFailure::fatal(ErrorKind::BadBody, e.to_string()))
 }
 
 fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> AttemptFailure {
