@@ -31,7 +31,9 @@ pub struct Session {
 impl Session {
     /// Validates the options, starts the embedded API if no `--api` was given, opens the cache.
     pub async fn start(opts: &GlobalOpts) -> anyhow::Result<Session> {
-        let (template, namespace, embedded) = match &opts.api {
+        // `USERFETCH_API=` (set but empty) reads as unset, as such variables usually do.
+        let api = opts.api.as_deref().filter(|api| !api.trim().is_empty());
+        let (template, namespace, embedded) = match api {
             Some(api) => {
                 let template = UrlTemplate::parse(api)?;
                 let namespace = template.as_str().to_owned();

@@ -308,6 +308,13 @@ fn without_api_the_embedded_demo_api_answers() {
         .get_output()
         .clone();
     assert_eq!(json_lines(&out.stdout).len(), 3);
+    // Set but empty reads as unset.
+    userfetch(&dir)
+        .env("USERFETCH_API", "")
+        .args(["get", "1"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("using the embedded demo API"));
 }
 
 #[test]
