@@ -350,3 +350,62 @@ async fn both_transports_ask_for_the_same_resource_for_an_untidy_template() {
     let paths: Vec<String> = api.log().into_iter().map(|r| r.path_and_query).collect();
     assert_eq!(paths, ["/users/1?a=b%20c", "/users/1?a=b%20c"]);
 }
+
+/// A bare HTTP/1.1 server answering every request with `head` (status line and headers);
+/// returns its port and how many requests it has read.
+fn answering_server(head: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.read(&mut [0; 4096]);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(
+                stream,
+                "{head}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, seen)
+}
+
+fn client_for(port: u16) -> Client {
+    let template = format!("http://127.0.0.1:{port}/users/{{id}}");
+    let mut config = ClientConfig::new(UrlTemplate::parse(&template).unwrap());
+    config.retry.retries = 0;
+    Client::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_redirect_target_is_the_host_named() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let (port, _) = answering_server(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{dead_port}/users/1"
+    ));
+    let err = fetch(&client_for(port), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{dead_port}")), "{msg}");
+}
+
+#[tokio::test]
+async fn a_redirect_loop_ends_after_five_redirects() {
+    let (port, seen) = answering_server("HTTP/1.1 302 Found\r\nLocation: /again".into());
+    let err = fetch(&client_for(port), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
+    assert!(err.to_string().contains("more than 5 times"), "{err}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn only_redirecting_statuses_are_followed() {
+    let (port, seen) = answering_server("HTTP/1.1 300 Multiple Choices\r\nLocation: /a".into());
+    let err = fetch(&client_for(port), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

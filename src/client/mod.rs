@@ -116,10 +116,21 @@ impl AttemptGate for Ungated {
     fn attempted(&self, (): (), _: AttemptEnd) {}
 }
 
-/// What the direct HTTP/2 path got: a record, or a redirect for reqwest to follow.
-enum H2Answer {
+/// What one request got: a record, or where the API sent it instead.
+enum Hop {
     Record(Record),
     Redirect(String),
+}
+
+/// Redirects followed within one attempt: a loop must not eat the timeout.
+const MAX_REDIRECTS: usize = 5;
+
+/// Where a redirect points, for the statuses that redirect a GET (as browsers and reqwest
+/// follow them). Other 3xx answers (300, 304, a 3xx without Location) are failures.
+fn redirect_location(status: StatusCode, headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let redirects = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+    let location = headers.get(reqwest::header::LOCATION)?.to_str().ok()?;
+    redirects.then(|| location.to_owned())
 }
 
 /// Why one attempt failed, and whether another could succeed.
@@ -171,7 +182,8 @@ impl Client {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
-            .redirect(redirect_policy(redirects.clone()));
+            // Followed by `attempt_following`, the same way for both transports.
+            .redirect(reqwest::redirect::Policy::none());
         // Prior knowledge is for cleartext (h2c) only; over TLS, ALPN lets the server choose,
         // so an https API that speaks only HTTP/1.1 still works with --http2.
         if config.http2 && config.template.origin().scheme() == "http" {
@@ -293,46 +305,68 @@ impl Client {
     }
 
     async fn attempt(&self, url: &str) -> Result<Record, AttemptFailure> {
-        if let Some(h2) = &self.h2 {
-            // One deadline for the whole attempt, redirect included.
-            let deadline = tokio::time::Instant::now() + self.config.timeout;
-            let location = match tokio::time::timeout_at(deadline, self.attempt_h2(h2, url)).await {
-                Ok(Ok(H2Answer::Record(record))) => return Ok(record),
-                Ok(Ok(H2Answer::Redirect(location))) => location,
-                Ok(Err(failure)) => return Err(failure),
-                Err(_) => return Err(self.timed_out()),
-            };
-            // reqwest follows the redirect from its target on (the original URL is not asked
-            // again), with the token only if the target is still the API's own origin.
-            let target = ::url::Url::parse(url)
-                .and_then(|base| base.join(&location))
-                .map_err(|e| {
-                    AttemptFailure::fatal(
-                        ErrorKind::Rejected,
-                        format!("the API redirected to an invalid location ({e})"),
-                    )
-                })?;
-            let same_origin = target.origin() == self.config.template.origin().origin();
-            self.redirects.fetch_add(1, Ordering::Relaxed);
-            let follow = Box::pin(self.attempt_reqwest(target.as_str(), same_origin));
-            return match tokio::time::timeout_at(deadline, follow).await {
-                Ok(result) => result,
-                Err(_) => Err(self.timed_out()),
-            };
+        // One deadline for the whole attempt, redirects included.
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        match tokio::time::timeout_at(deadline, self.attempt_following(url)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timed_out()),
         }
-        // Boxed so that its large future is not part of every attempt's state (the direct
-        // HTTP/2 path rarely needs it, and each lookup's future is moved when it is spawned).
-        Box::pin(self.attempt_reqwest(url, true)).await
+    }
+
+    /// Redirects are followed here, not inside reqwest, so that both transports follow the
+    /// same ones the same way, and an error names the host that failed (a reqwest error
+    /// after a redirect carries the original URL).
+    async fn attempt_following(&self, url: &str) -> Result<Record, AttemptFailure> {
+        let first = match &self.h2 {
+            Some(h2) => self.attempt_h2(h2, url).await?,
+            // Boxed so that its large future is not part of every attempt's state (the direct
+            // HTTP/2 path rarely needs it, and each lookup's future is moved when it is spawned).
+            None => Box::pin(self.attempt_reqwest(url, true)).await?,
+        };
+        let mut location = match first {
+            Hop::Record(record) => return Ok(record),
+            Hop::Redirect(location) => location,
+        };
+        let invalid = |e: ::url::ParseError| {
+            AttemptFailure::fatal(
+                ErrorKind::Rejected,
+                format!("the API redirected to an invalid location ({e})"),
+            )
+        };
+        let mut current = ::url::Url::parse(url).map_err(invalid)?;
+        for _ in 0..MAX_REDIRECTS {
+            let target = current.join(&location).map_err(invalid)?;
+            if current.scheme() == "https" && target.scheme() != "https" {
+                return Err(AttemptFailure::fatal(
+                    ErrorKind::Rejected,
+                    "the API redirected from https to http; not following it",
+                ));
+            }
+            // The token goes to the API's own origin only.
+            let with_token = target.origin() == self.config.template.origin().origin();
+            self.redirects.fetch_add(1, Ordering::Relaxed);
+            match Box::pin(self.attempt_reqwest(target.as_str(), with_token)).await? {
+                Hop::Record(record) => return Ok(record),
+                Hop::Redirect(next) => (current, location) = (target, next),
+            }
+        }
+        Err(AttemptFailure::fatal(
+            ErrorKind::Rejected,
+            format!("the API redirected more than {MAX_REDIRECTS} times in a row"),
+        ))
     }
 
     /// `with_token`: whether `url` may see the token (false for another origin).
-    async fn attempt_reqwest(&self, url: &str, with_token: bool) -> Result<Record, AttemptFailure> {
+    async fn attempt_reqwest(&self, url: &str, with_token: bool) -> Result<Hop, AttemptFailure> {
         let mut request = self.http.get(url);
         if let Some(auth) = self.auth.as_ref().filter(|_| with_token) {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         let mut response = request.send().await.map_err(|e| self.classify(&e, 0))?;
         let status = response.status();
+        if let Some(location) = redirect_location(status, response.headers()) {
+            return Ok(Hop::Redirect(location));
+        }
         if !status.is_success() {
             return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
         }
@@ -344,7 +378,7 @@ impl Client {
         {
             self.append_capped(&mut body, &chunk)?;
         }
-        parse_record(&body)
+        parse_record(&body).map(Hop::Record)
     }
 
     /// The buffer for a body of `declared` length, refused at once if that is over
@@ -368,8 +402,8 @@ impl Client {
         Ok(())
     }
 
-    /// One attempt over the direct HTTP/2 connection.
-    async fn attempt_h2(&self, h2: &h2::H2, url: &str) -> Result<H2Answer, AttemptFailure> {
+    /// One request over the direct HTTP/2 connection.
+    async fn attempt_h2(&self, h2: &h2::H2, url: &str) -> Result<Hop, AttemptFailure> {
         use http_body_util::BodyExt;
         let mut request = hyper::Request::get(url).header(
             reqwest::header::USER_AGENT,
@@ -398,13 +432,8 @@ impl Client {
             }
         })?;
         let status = response.status();
-        if status.is_redirection()
-            && let Some(location) = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-        {
-            return Ok(H2Answer::Redirect(location.to_owned()));
+        if let Some(location) = redirect_location(status, response.headers()) {
+            return Ok(Hop::Redirect(location));
         }
         if !status.is_success() {
             return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
@@ -431,7 +460,7 @@ impl Client {
                 self.append_capped(&mut body, &chunk)?;
             }
         }
-        parse_record(&body).map(H2Answer::Record)
+        parse_record(&body).map(Hop::Record)
     }
 
     fn timed_out(&self) -> AttemptFailure {
@@ -455,14 +484,15 @@ impl Client {
     }
 
     fn classify(&self, e: &reqwest::Error, body_so_far: usize) -> AttemptFailure {
+        // The host that failed, which after a redirect is not the API's own.
+        let host = e.url().map_or_else(|| self.host(), host_port);
         // A connect timeout is both a timeout and a connect error; it is the connect limit
         // that the user would raise.
         if e.is_connect() && e.is_timeout() {
             return AttemptFailure::transient(
                 ErrorKind::Connection,
                 format!(
-                    "cannot connect to {} within {} (raise it with --connect-timeout)",
-                    self.host(),
+                    "cannot connect to {host} within {} (raise it with --connect-timeout)",
                     humantime::format_duration(self.config.connect_timeout)
                 ),
             );
@@ -491,7 +521,6 @@ impl Client {
                 ),
             );
         }
-        let host = self.host();
         if e.is_connect() {
             return AttemptFailure::transient(
                 ErrorKind::Connection,
@@ -528,31 +557,17 @@ impl Client {
     }
 
     fn host(&self) -> String {
-        let origin = self.config.template.origin();
-        format!(
-            "{}:{}",
-            origin.host_str().unwrap_or("?"),
-            origin.port_or_known_default().unwrap_or(0)
-        )
+        host_port(self.config.template.origin())
     }
 }
 
-/// Follows at most five redirects (a loop must not eat the timeout), and never from https to
-/// http: reqwest drops `Authorization` when the host or port changes, but not when only the
-/// scheme does, which would send the token in clear text.
-fn redirect_policy(followed: Arc<AtomicU64>) -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(move |attempt| {
-        let downgrade = attempt.previous().iter().any(|u| u.scheme() == "https")
-            && attempt.url().scheme() != "https";
-        if downgrade {
-            attempt.error("the API redirected from https to http; not following it")
-        } else if attempt.previous().len() > 5 {
-            attempt.error("too many redirects")
-        } else {
-            followed.fetch_add(1, Ordering::Relaxed);
-            attempt.follow()
-        }
-    })
+/// `host:port`, as error messages name a server.
+fn host_port(url: &::url::Url) -> String {
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("?"),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
