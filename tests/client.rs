@@ -409,3 +409,22 @@ async fn only_redirecting_statuses_are_followed() {
     assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn over_http2_a_server_that_speaks_only_http1_is_named_as_such() {
+    let (port, _) = answering_server("HTTP/1.1 400 Bad Request".into());
+    let template = format!("http://127.0.0.1:{port}/users/{{id}}");
+    let mut config = ClientConfig::new(UrlTemplate::parse(&template).unwrap());
+    config.retry.retries = 0;
+    config.http2 = true;
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+    assert!(err.to_string().contains("leave out --http2"), "{err}");
+    // A stream the server resets proves it speaks HTTP/2: no such hint then.
+    let api = TestApi::start();
+    let mut config = api.config("fault=close", 0);
+    config.http2 = true;
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+    assert!(!err.to_string().contains("--http2"), "{err}");
+}

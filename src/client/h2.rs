@@ -52,6 +52,8 @@ pub(super) struct H2 {
     /// handshake instead of each opening a connection.
     connecting: tokio::sync::Mutex<()>,
     generation: std::sync::atomic::AtomicU64,
+    /// Whether any request has had an answer over HTTP/2 from this server.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 impl H2 {
@@ -63,7 +65,14 @@ impl H2 {
             current: std::sync::Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             generation: std::sync::atomic::AtomicU64::new(0),
+            answered: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// False until a response comes: a server that only speaks HTTP/1.1 fails every request
+    /// sent this way, and never answers one.
+    pub(super) fn has_answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn sender(&self) -> Result<Current, H2Error> {
@@ -150,7 +159,11 @@ impl H2 {
         loop {
             let (generation, mut sender) = self.sender().await?;
             match sender.send_request(copy(&request)).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    self.answered
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(response);
+                }
                 Err(e) => {
                     let unprocessed = e.is_canceled() || turned_away(&e);
                     // A closed sender or a request that never left means the connection is
@@ -172,6 +185,23 @@ impl H2 {
     }
 }
 
+/// Whether the failure was a frame the server sent (a reset or a GOAWAY): proof that it
+/// speaks HTTP/2, whatever else went wrong.
+pub(super) fn sent_by_server(e: &hyper::Error) -> bool {
+    h2_error(e).is_some_and(h2::Error::is_remote)
+}
+
+fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return Some(h2);
+        }
+        source = err.source();
+    }
+    None
+}
+
 /// Whether the server said, with a graceful GOAWAY (NO_ERROR), that it never processed this
 /// stream: h2 fails the streams above the GOAWAY's last stream id, and any opened after it,
 /// with that frame. A GOAWAY with an error code also fails streams the server may have
@@ -179,14 +209,9 @@ impl H2 {
 /// the streams it kept makes those fail the same way; they are GETs, so asking again is safe,
 /// but the server then counts one request more than the attempts.)
 fn turned_away(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
-        }
-        source = err.source();
-    }
-    false
+    h2_error(e).is_some_and(|h2| {
+        h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
+    })
 }
 
 /// The request again, for a resend: hyper takes the request by value, and the body is empty.

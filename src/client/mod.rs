@@ -425,8 +425,13 @@ impl Client {
                 h2::H2Error::Send(e) => AttemptFailure::transient(
                     ErrorKind::Connection,
                     format!(
-                        "the connection to {host} failed before an answer came ({})",
-                        innermost(&e)
+                        "the connection to {host} failed before an answer came ({}){}",
+                        innermost(&e),
+                        if h2.has_answered() || h2::sent_by_server(&e) {
+                            ""
+                        } else {
+                            "; if the API does not speak cleartext HTTP/2, leave out --http2"
+                        }
                     ),
                 ),
             }
