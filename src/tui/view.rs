@@ -260,13 +260,24 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
                 p.fg(Color::Yellow),
             ));
         }
-        Status::Pending { .. } => {
+        Status::Pending { retry } => {
+            // The limit is per attempt, so the clock beside it restarts with each retry.
+            let in_attempt = match retry {
+                Some(r) => app.now.saturating_duration_since(r.until),
+                None => waited,
+            };
             spans.push(Span::styled(bar(waited), p.fg(Color::Cyan)));
             spans.push(Span::raw(format!(
                 " {} / {}",
-                seconds(waited),
+                seconds(in_attempt),
                 seconds(app.config.timeout)
             )));
+            if let Some(r) = retry {
+                spans.push(Span::raw(format!(
+                    " (attempt {}/{})",
+                    r.next_attempt, r.max_attempts
+                )));
+            }
             if row.mode == Mode::Sync {
                 spans.push(Span::styled(" sync", p.fg(Color::Red)));
             }
@@ -567,6 +578,29 @@ mod tests {
                 );
             }
             insta::assert_snapshot!(render(&app, 110, 20));
+        }
+
+        #[test]
+        fn a_retry_in_progress_counts_its_own_time_against_the_limit() {
+            let mut app = app();
+            submit(&mut app, "1");
+            advance(&mut app, 9000);
+            update(
+                &mut app,
+                Msg::Retrying {
+                    req: ReqId(0),
+                    notice: RetryNotice {
+                        failed_attempt: 1,
+                        max_attempts: 4,
+                        delay: Duration::from_millis(2000),
+                        error: FetchError::new(ErrorKind::Timeout, 1, "no complete answer"),
+                    },
+                },
+            );
+            // The wait is over and the second attempt has run for 1.5 s, 12.5 s in all.
+            advance(&mut app, 3500);
+            let screen = render(&app, 110, 20);
+            assert!(screen.contains(" 1.5 s / 10.0 s (attempt 2/4)"), "{screen}");
         }
 
         #[test]
