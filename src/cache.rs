@@ -124,8 +124,19 @@ impl Cache {
                 path: path.to_owned(),
                 source,
             })?;
+        // Someone else's file (`--cache ids.txt`) is refused before anything about it changes.
+        if !looks_like_sqlite(&file) {
+            return Err(CacheError::Corrupt {
+                path: path.to_owned(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
+                    Some("file is not a database".into()),
+                ),
+            });
+        }
         // A file made by something else (or an older version) may be readable by others;
-        // records can be personal data, so tighten it rather than trust it.
+        // records can be personal data, so tighten it rather than trust it. Before SQLite
+        // opens it: its -wal and -shm files are created with the database file's mode.
         if let Ok(meta) = file.metadata()
             && meta.permissions().mode() & 0o077 != 0
         {
@@ -224,6 +235,18 @@ impl Cache {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+/// An empty file (new) or one that starts with SQLite's header. Anything else is left alone;
+/// SQLite itself would say the same when first reading it, but only after the chmod above.
+fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    match file.read(&mut header) {
+        Ok(0) => true,
+        Ok(n) => b"SQLite format 3\0".starts_with(&header[..n]),
+        Err(_) => true, // let SQLite report it
     }
 }
 
@@ -910,19 +933,18 @@ pub struct BatchReader {
 
 impl BatchReader {
     pub fn open(path: &Path) -> Result<BatchReader, CacheError> {
+        // The run that calls this has just used the file, so a failure here is the file
+        // going away or the disk failing, not a bad file given by the user (exit 1, not 2).
+        let failed = |source| CacheError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|source| CacheError::Corrupt {
-            path: path.to_owned(),
-            source,
-        })?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|source| CacheError::Corrupt {
-                path: path.to_owned(),
-                source,
-            })?;
+        .map_err(failed)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(failed)?;
         Ok(BatchReader {
             conn,
             path: path.to_owned(),
@@ -1189,6 +1211,20 @@ mod tests {
         let _cache = Cache::open(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids.txt");
+        std::fs::write(&path, b"1\n2\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Cache::open(&path),
+            Err(CacheError::Corrupt { .. })
+        ));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]
