@@ -107,7 +107,7 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
         &[good, "--out", "out.jsonl", "--rate", "0/s"],
         "--rate '0/s' must be more than zero",
     );
-    // Values that used to overflow a Duration or an Instant and panic.
+    // Values that used to overflow a Duration or an Instant and panic; a grace beyond a day.
     refused(
         &env,
         &[good, "--out", "out.jsonl", "--rate", "1e-20"],
@@ -115,10 +115,35 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
     );
     refused(
         &env,
-        &[good, "--out", "out.jsonl", "--grace", "500000years"],
-        "--grace 500000years is longer than 1day",
+        &[good, "--out", "out.jsonl", "--grace", "2days"],
+        "--grace 2days is longer than 1day",
     );
     refused(&env, &[good, "--out", good], "is the input file");
+    // No output may replace the ids being read or the store of the run's progress.
+    for option in ["--failures", "--summary-json"] {
+        refused(
+            &env,
+            &[good, "--out", "out.jsonl", option, good],
+            &format!("{option} {good} is the input file"),
+        );
+    }
+    for cache in ["cache.sqlite3", "./cache.sqlite3-wal"] {
+        refused(
+            &env,
+            &[good, "--out", cache],
+            &format!("--out {cache} is the cache file"),
+        );
+    }
+    refused(
+        &env,
+        &[good, "--out", "newdir/"],
+        "--out newdir/ is a directory",
+    );
+    refused(
+        &env,
+        &[good, "--out", "/dev/null"],
+        "--out /dev/null is not a regular file",
+    );
     refused(&env, &[good, "--out", "-"], "--out must be a file");
     refused(
         &env,
@@ -164,6 +189,24 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
     );
     let out = run(env.batch(&[good, "--out", "out.jsonl"]).arg("--no-cache"));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn a_linked_output_is_written_through_the_link_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let ids = env.write("ids.txt", "1\n2\n");
+    std::fs::create_dir(env.path("data")).unwrap();
+    let real = env.write("data/real.jsonl", "");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("data/real.jsonl", env.path("out.jsonl")).unwrap();
+    let out = run(&mut env.batch(&[ids.to_str().unwrap(), "--out", "out.jsonl"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let link = std::fs::symlink_metadata(env.path("out.jsonl")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link is kept");
+    assert_eq!(std::fs::read_to_string(&real).unwrap().lines().count(), 2);
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a private output stays private");
 }
 
 #[test]

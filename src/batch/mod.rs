@@ -154,13 +154,30 @@ impl Config {
                 }
             }
         }
-        if let Source::File(input) = &source
-            && same_file(input, &args.out)
-        {
-            return Err(usage(format!(
-                "--out {} is the input file; choose another output path",
-                args.out.display()
-            )));
+        // Each output replaces its file whole: never the ids being read, never the store
+        // the run's progress lives in.
+        let cache = global.cache.clone().or_else(Cache::default_path);
+        for (option, path) in &outputs {
+            let clash = |what: &str| {
+                usage(format!(
+                    "{option} {} is {what}; choose another path",
+                    path.display()
+                ))
+            };
+            if let Source::File(input) = &source
+                && same_output(input, path)
+            {
+                return Err(clash("the input file"));
+            }
+            if let Some(cache) = &cache
+                && ["", "-wal", "-shm", "-journal"].iter().any(|suffix| {
+                    let mut file = cache.clone().into_os_string();
+                    file.push(suffix);
+                    same_output(Path::new(&file), path)
+                })
+            {
+                return Err(clash("the cache file (or one of its companions)"));
+            }
         }
         if args.grace > MAX_GRACE {
             return Err(usage(format!(

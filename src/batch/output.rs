@@ -21,7 +21,10 @@ use crate::exit::usage;
 /// A file that appears complete or not at all. The temporary file is created up front, so an
 /// unwritable destination is found before anything is fetched; it is removed unless committed.
 pub struct AtomicFile {
+    /// As the user gave it, for messages.
     path: PathBuf,
+    /// What is replaced: `path`, or the file a link at `path` points to.
+    target: PathBuf,
     tmp: PathBuf,
     file: Option<File>,
 }
@@ -30,13 +33,26 @@ impl AtomicFile {
     /// `what` names the option in messages (`--out`).
     pub fn create(path: &Path, what: &str) -> anyhow::Result<AtomicFile> {
         let shown = path.display();
-        if path.is_dir() {
+        // `file_name()` ignores a trailing slash; `out/` names a directory, existing or not.
+        if path.is_dir() || path.as_os_str().as_encoded_bytes().ends_with(b"/") {
             return Err(usage(format!("{what} {shown} is a directory")));
         }
-        let name = path
+        // The file is replaced by renaming a new one over it, so a link is followed to the
+        // file it points to (replacing the link would leave that file stale), and anything
+        // that is not a regular file (/dev/null, a pipe) is refused: renaming over it would
+        // replace the device itself.
+        let target =
+            resolve_links(path).map_err(|e| usage(format!("cannot follow {what} {shown}: {e}")))?;
+        let existing = std::fs::metadata(&target).ok();
+        if existing.as_ref().is_some_and(|m| !m.is_file()) {
+            return Err(usage(format!(
+                "{what} {shown} is not a regular file; the output is written whole and renamed into place, which needs one"
+            )));
+        }
+        let name = target
             .file_name()
             .ok_or_else(|| usage(format!("{what} {shown} does not name a file")))?;
-        let dir = match path.parent() {
+        let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
@@ -68,8 +84,14 @@ impl AtomicFile {
         }
         file.set_len(0)
             .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        // The new version keeps the old one's permissions (a file made private stays so).
+        if let Some(meta) = existing {
+            file.set_permissions(meta.permissions())
+                .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        }
         Ok(AtomicFile {
             path: path.to_owned(),
+            target,
             tmp,
             file: Some(file),
         })
@@ -105,11 +127,30 @@ impl AtomicFile {
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("cannot write {shown}"))?;
-        std::fs::rename(&self.tmp, &self.path)
+        std::fs::rename(&self.tmp, &self.target)
             .with_context(|| format!("cannot put {shown} in place"))?;
         self.tmp = PathBuf::new();
         Ok(())
     }
+}
+
+/// `path` with symbolic links followed, including one whose target does not exist yet.
+fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = path.to_owned();
+    // Bounded like the kernel's own limit on links in a chain.
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&path)?;
+                path = match path.parent() {
+                    Some(dir) => dir.join(link),
+                    None => link,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 impl AtomicFile {
@@ -190,7 +231,10 @@ fn write_csv(
         .map(|(i, c)| (c.as_str(), i))
         .collect();
     let mut csv = csv::Writer::from_writer(w);
-    csv.write_record(&columns)?;
+    // No record, no columns: an empty file, not a header of one nameless column.
+    if !columns.is_empty() {
+        csv.write_record(&columns)?;
+    }
     let mut row = vec![String::new(); columns.len()];
     let count = reader.each_found(job, namespace, |id, body| {
         row.iter_mut().for_each(String::clear);
