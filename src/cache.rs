@@ -699,8 +699,10 @@ fn claim(
         // Strictly younger than the limit, so `--max-age 0` always fetches.
         "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3",
     )?;
-    let mut touch =
-        tx.prepare_cached("UPDATE batch_outcomes SET run = ?3 WHERE job = ?1 AND id = ?2")?;
+    // The line too: the output is in input order, and the input may have changed since.
+    let mut touch = tx.prepare_cached(
+        "UPDATE batch_outcomes SET run = ?3, line = ?4 WHERE job = ?1 AND id = ?2",
+    )?;
     let mut put_outcome = tx.prepare_cached(PUT_OUTCOME)?;
     let claimed = claimed.of(job);
     let mut claims = Vec::with_capacity(ids.len());
@@ -716,7 +718,7 @@ fn claim(
             Some((run, _)) if run == job.run => Claim::Duplicate,
             Some((_, STATE_FOUND | STATE_NOT_FOUND)) => {
                 // Marked as seen by this run, so a second copy further down counts as a duplicate.
-                touch.execute(params![job.job, id, job.run])?;
+                touch.execute(params![job.job, id, job.run, *line as i64])?;
                 Claim::DoneEarlier
             }
             // New, or failed in an earlier run (worth another try).

@@ -211,6 +211,31 @@ fn a_run_over_other_ids_keeps_what_earlier_runs_found() {
     assert_eq!(all, (1..=400).map(|n| n.to_string()).collect());
 }
 
+/// Ids added in front of those an earlier run found still come out in the new file's order.
+#[test]
+fn the_output_follows_the_latest_input_order() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(5..=7));
+    let out = run(&mut env.batch_to_files(&ids, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.write("ids.txt", ids_file([1, 2, 3, 5, 6, 7]));
+    let out = run(&mut env.batch_to_files(&ids, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        jsonl_ids(&env.path("out.jsonl")),
+        ["1", "2", "3", "5", "6", "7"]
+    );
+}
+
+#[test]
+fn csv_with_no_record_is_an_empty_file() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file([99_998, 99_999]));
+    let out = run(&mut env.batch_to_files(&ids, &["--format", "csv"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(env.path("out.jsonl")).unwrap(), b"");
+}
+
 #[test]
 fn a_closed_stderr_loses_nothing_and_keeps_the_exit_code() {
     let env = Env::new();
