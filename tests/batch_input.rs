@@ -264,11 +264,10 @@ fn invalid_lines_are_named_and_skipped_and_the_rest_is_fetched() {
     assert!(!text.contains('\u{1b}'), "{text:?}");
 }
 
-#[test]
-fn reads_ids_from_stdin() {
-    let env = Env::new();
+/// Runs the batch with `args`, writing `input` to its stdin.
+fn with_stdin(env: &Env, args: &[&str], input: &str) -> std::process::Output {
     let mut child = env
-        .batch(&["-", "--out", "out.jsonl"])
+        .batch(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -278,12 +277,43 @@ fn reads_ids_from_stdin() {
         .stdin
         .take()
         .unwrap()
-        .write_all(ids_file(1..=300).as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn reads_ids_from_stdin() {
+    let env = Env::new();
+    let out = with_stdin(&env, &["-", "--out", "out.jsonl"], &ids_file(1..=300));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let want: Vec<String> = (1..=300).map(|n| n.to_string()).collect();
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), want);
+}
+
+/// A path to something that can be read only once (a pipe, `<(…)`) is streamed like stdin,
+/// not counted in a first pass that would leave nothing for the second.
+#[test]
+fn a_pipe_given_by_path_is_read_once() {
+    let env = Env::new();
+    let out = with_stdin(
+        &env,
+        &["/dev/stdin", "--out", "out.jsonl"],
+        &ids_file(1..=20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 20);
+}
+
+/// Windows editors begin UTF-8 files with a byte-order mark and end lines with CRLF.
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_id() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", "\u{feff}1\r\n2\r\n");
+    let out = run(&mut env.batch_to_files(&ids, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), ["1", "2"]);
+    assert_eq!(std::fs::read(env.path("failures.jsonl")).unwrap(), b"");
 }
 
 #[test]

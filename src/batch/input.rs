@@ -3,7 +3,8 @@
 //! Memory stays bounded whatever the input size: lines are read one at a time with a length
 //! cap, and ids travel to the pipeline in small chunks over a bounded channel. A regular file
 //! is read twice: a first pass counts the ids (the progress bar's total) and finds unreadable
-//! lines before anything is fetched, so a wrong file fails at once with nothing written.
+//! lines before anything is fetched, so a wrong file fails at once with nothing written. Any
+//! other file (a named pipe, `<(…)`) can be read only once, and is streamed like stdin.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -35,6 +36,15 @@ impl Source {
             None => Source::Stdin,
             Some(p) if p.as_os_str() == "-" => Source::Stdin,
             Some(p) => Source::File(p.to_owned()),
+        }
+    }
+
+    /// Whether the input can be read twice: a regular file (or one whose kind cannot be
+    /// told, which opening it will report).
+    pub fn rereadable(&self) -> bool {
+        match self {
+            Source::File(path) => std::fs::metadata(path).map_or(true, |m| m.is_file()),
+            Source::Stdin => false,
         }
     }
 
@@ -165,6 +175,10 @@ impl<R: Read> Lines<R> {
         }
         self.line += 1;
         let mut bytes = &self.buf[..];
+        // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the id.
+        if self.line == 1 {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
         bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         if bytes.len() > MAX_LINE_BYTES {

@@ -248,7 +248,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     let config = Config::from_args(global, args)?;
     // The whole file is checked before anything else starts, so a wrong file costs nothing.
     let scan = match &config.source {
-        Source::File(_) => {
+        source if source.rereadable() => {
             let (source, strict) = (config.source.clone(), config.strict);
             Some(
                 tokio::task::spawn_blocking(move || input::scan(&source, strict))
@@ -256,7 +256,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                     .map_err(|e| usage(e.to_string()))?,
             )
         }
-        Source::Stdin => None,
+        _ => None,
     };
     let lines = input::open(&config.source).map_err(|e| usage(e.to_string()))?;
     let out = AtomicFile::create(&config.out, "--out")?;
@@ -991,9 +991,12 @@ async fn dry_run(
         report.invalid
     )?;
     say!(
-        "  records to {} ({:?}){}",
+        "  records to {} ({}){}",
         config.out.display(),
-        config.format,
+        match config.format {
+            Format::Jsonl => "JSONL",
+            Format::Csv => "CSV",
+        },
         config
             .failures
             .as_ref()
