@@ -236,6 +236,29 @@ fn csv_with_no_record_is_an_empty_file() {
     assert_eq!(std::fs::read(env.path("out.jsonl")).unwrap(), b"");
 }
 
+/// The output cannot be put in place at the end (here a directory took its name meanwhile):
+/// the summary is still printed and written, and the run fails with the reason.
+#[test]
+fn a_failed_final_write_still_reports_the_run() {
+    let env = Env::with_latency(std::time::Duration::from_millis(500));
+    let ids = env.write("ids.txt", ids_file(1..=4));
+    let mut child = env
+        .batch_to_files(&ids, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(env.wait_for_requests(1, &mut child), "the run ended early");
+    std::fs::create_dir(env.path("out.jsonl")).unwrap();
+    std::fs::write(env.path("out.jsonl/keep"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("batch done in"), "the summary: {text}");
+    assert!(text.contains("cannot put out.jsonl in place"), "{text}");
+    assert_eq!(summary(&env.path("summary.json"))["found"], 4);
+}
+
 #[test]
 fn a_closed_stderr_loses_nothing_and_keeps_the_exit_code() {
     let env = Env::new();

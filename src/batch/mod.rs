@@ -692,6 +692,7 @@ impl<'a> Pipeline<'a> {
         // Output files are only replaced when the input was readable: after an input error
         // the previous files stay as they were.
         let fetched = started.elapsed();
+        let mut write_error = None;
         let (out_report, failures_report) = match (&fatal, status) {
             (None, Status::Complete | Status::Interrupted) => {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
@@ -699,7 +700,12 @@ impl<'a> Pipeline<'a> {
                 tokio::pin!(writing);
                 loop {
                     tokio::select! {
-                        written = &mut writing => break written?,
+                        // A failed write (a full disk) still leaves the run's summary to tell;
+                        // the error follows it.
+                        written = &mut writing => break written.unwrap_or_else(|e| {
+                            write_error = Some(e);
+                            (None, None)
+                        }),
                         Some(()) = interrupts.recv() => {}
                         Some(()) = terminate.recv() => {}
                     }
@@ -727,7 +733,7 @@ impl<'a> Pipeline<'a> {
         if let Some(file) = summary_json {
             summary.write_json(file)?;
         }
-        if let Some(e) = fatal {
+        if let Some(e) = fatal.or(write_error) {
             return Err(e);
         }
         if let Some(e) = input_error {
