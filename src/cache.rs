@@ -695,10 +695,7 @@ fn claim(
 ) -> Result<Vec<Claim>, rusqlite::Error> {
     let mut existing =
         tx.prepare_cached("SELECT run, state FROM batch_outcomes WHERE job = ?1 AND id = ?2")?;
-    let mut fresh = tx.prepare_cached(
-        // Strictly younger than the limit, so `--max-age 0` always fetches.
-        "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3",
-    )?;
+    let mut fresh = tx.prepare_cached(FRESH_RECORD)?;
     // The line too: the output is in input order, and the input may have changed since.
     let mut touch = tx.prepare_cached(
         "UPDATE batch_outcomes SET run = ?3, line = ?4 WHERE job = ?1 AND id = ?2",
@@ -741,6 +738,10 @@ fn claim(
     }
     Ok(claims)
 }
+
+/// Strictly younger than the limit, so `--max-age 0` always fetches.
+const FRESH_RECORD: &str =
+    "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3";
 
 const PUT_RECORD: &str = "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms";
@@ -983,6 +984,27 @@ impl BatchReader {
             .optional()
             .map_err(|e| self.sqlite(e))?;
         Ok(matches!(state, Some(STATE_FOUND | STATE_NOT_FOUND)))
+    }
+
+    /// Whether a record of `id` younger than `max_age` is stored: what a run would take from
+    /// the cache instead of fetching (the same test as claiming does).
+    pub fn is_cached(
+        &self,
+        namespace: &str,
+        id: &str,
+        max_age: Duration,
+    ) -> Result<bool, CacheError> {
+        if max_age.is_zero() {
+            return Ok(false);
+        }
+        let oldest =
+            now_ms().saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+        let mut stmt = self
+            .conn
+            .prepare_cached(FRESH_RECORD)
+            .map_err(|e| self.sqlite(e))?;
+        stmt.exists(params![namespace, id, oldest])
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Every found record of the job, in input order. `each` gets the id and the JSON text.

@@ -383,6 +383,34 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     assert!(!env.path("out.jsonl").exists());
 }
 
+/// Ids another job (or `get`) cached recently would not be fetched, and the count says so.
+#[test]
+fn dry_run_counts_what_the_cache_would_answer() {
+    let env = Env::new();
+    let other = env.write("other.txt", ids_file(1..=3));
+    let out = run(&mut env.batch(&[other.to_str().unwrap(), "--out", "other.jsonl"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ids = env.write("ids.txt", ids_file(1..=5));
+    let dry = |extra: &[&str]| {
+        let mut args = vec![ids.to_str().unwrap(), "--out", "out.jsonl", "--dry-run"];
+        args.extend_from_slice(extra);
+        let out = run(&mut env.batch(&args));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = dry(&[]);
+    assert!(
+        text.contains("2 of 5 ids in") && text.contains("3 fresh in the cache"),
+        "{text}"
+    );
+    // --fresh refetches everything, cached or not.
+    let text = dry(&["--fresh"]);
+    assert!(
+        text.contains("5 of 5 ids in") && text.contains("0 fresh in the cache"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_rerun_fetches_nothing_and_fresh_fetches_everything_again() {
     let env = Env::new();

@@ -281,9 +281,18 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     {
         note!("{line}");
     }
+    // Starting over means fetching again, not replaying records cached by the run being
+    // discarded.
+    let max_age = if config.fresh {
+        Duration::ZERO
+    } else {
+        global.max_age
+    };
     let result = match session.engine.cache().cloned() {
         None => Err(anyhow::anyhow!("internal: batch started without a cache")),
-        Some(cache) if config.dry_run => dry_run(&config, &session, &cache, &key, lines).await,
+        Some(cache) if config.dry_run => {
+            dry_run(&config, &session, &cache, &key, max_age, lines).await
+        }
         Some(cache) => {
             let namespace: Arc<str> = session.engine.namespace().into();
             let job = cache.batch_open(&namespace, &key, config.fresh).await?;
@@ -294,13 +303,6 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                 namespace,
                 throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
             });
-            // Starting over means fetching again, not replaying records cached by the run
-            // being discarded.
-            let max_age = if config.fresh {
-                Duration::ZERO
-            } else {
-                global.max_age
-            };
             Pipeline::new(&config, ctx, max_age, scan)
                 .run(lines, out, failures, summary_json)
                 .await
@@ -934,6 +936,7 @@ async fn dry_run(
     session: &Session,
     cache: &Cache,
     key: &str,
+    max_age: Duration,
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
 ) -> anyhow::Result<ExitCode> {
     let path = cache.path().to_owned();
@@ -972,6 +975,8 @@ async fn dry_run(
                         && reader.is_done(job, id.as_str())?
                     {
                         report.done += 1;
+                    } else if reader.is_cached(&namespace, id.as_str(), max_age)? {
+                        report.cached += 1;
                     } else {
                         report.to_fetch += 1;
                         if report.urls.len() < DRY_RUN_URLS {
@@ -988,11 +993,12 @@ async fn dry_run(
     })
     .await??;
     say!(
-        "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} duplicates, {} invalid lines)",
+        "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} fresh in the cache, {} duplicates, {} invalid lines)",
         report.to_fetch,
         report.ids,
         config.source.name(),
         report.done,
+        report.cached,
         report.duplicates,
         report.invalid
     )?;
@@ -1067,6 +1073,8 @@ struct DryRun {
     ids: u64,
     to_fetch: u64,
     done: u64,
+    /// Would be taken from the cache (a record younger than `--max-age`).
+    cached: u64,
     duplicates: u64,
     invalid: u64,
     urls: Vec<String>,
