@@ -372,11 +372,17 @@ fn answering_server(head: String) -> (u16, std::sync::Arc<std::sync::atomic::Ato
     (port, seen)
 }
 
-fn client_for(port: u16) -> Client {
+/// Settings for a server on `port` of this machine: no retries, fast backoff.
+fn config_for(port: u16) -> ClientConfig {
     let template = format!("http://127.0.0.1:{port}/users/{{id}}");
     let mut config = ClientConfig::new(UrlTemplate::parse(&template).unwrap());
     config.retry.retries = 0;
-    Client::new(config).unwrap()
+    config.retry.base = Duration::from_millis(5);
+    config
+}
+
+fn client_for(port: u16) -> Client {
+    Client::new(config_for(port)).unwrap()
 }
 
 #[tokio::test]
@@ -413,9 +419,7 @@ async fn only_redirecting_statuses_are_followed() {
 #[tokio::test]
 async fn over_http2_a_server_that_speaks_only_http1_is_named_as_such() {
     let (port, _) = answering_server("HTTP/1.1 400 Bad Request".into());
-    let template = format!("http://127.0.0.1:{port}/users/{{id}}");
-    let mut config = ClientConfig::new(UrlTemplate::parse(&template).unwrap());
-    config.retry.retries = 0;
+    let mut config = config_for(port);
     config.http2 = true;
     let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Connection, "{err}");
@@ -427,4 +431,14 @@ async fn over_http2_a_server_that_speaks_only_http1_is_named_as_such() {
     let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Connection, "{err}");
     assert!(!err.to_string().contains("--http2"), "{err}");
+}
+
+#[tokio::test]
+async fn a_408_from_the_server_is_retried() {
+    let (port, seen) = answering_server("HTTP/1.1 408 Request Timeout".into());
+    let mut config = config_for(port);
+    config.retry.retries = 2;
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!((err.kind, err.attempts), (ErrorKind::Timeout, 3), "{err}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

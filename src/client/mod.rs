@@ -604,6 +604,11 @@ fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> Atte
             pushed_back: s == StatusCode::SERVICE_UNAVAILABLE,
             ..AttemptFailure::transient(ErrorKind::ServerError, format!("server answered {shown}"))
         },
+        // The server gave up waiting for the request: asking again may well work.
+        StatusCode::REQUEST_TIMEOUT => AttemptFailure {
+            retry_after,
+            ..AttemptFailure::transient(ErrorKind::Timeout, format!("server answered {shown}"))
+        },
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AttemptFailure::fatal(
             ErrorKind::Rejected,
             format!("server answered {shown}; check USERFETCH_TOKEN"),

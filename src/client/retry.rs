@@ -63,8 +63,9 @@ impl RetryPolicy {
 /// the past means "now". Anything else is ignored rather than trusted.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many seconds to count is still "wait a long time" (capped by the caller).
+        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
@@ -149,6 +150,11 @@ mod tests {
         let now = httpdate::parse_http_date("Wed, 25 Nov 2026 12:00:00 GMT").unwrap();
         assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999", now),
+            Some(Duration::MAX),
+            "past u64: as long as can be, for the cap to cut"
+        );
         assert_eq!(
             parse_retry_after("Wed, 25 Nov 2026 12:00:05 GMT", now),
             Some(Duration::from_secs(5))
