@@ -294,13 +294,38 @@ fn now_ms() -> i64 {
 fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
     let mut batch = Vec::with_capacity(64);
     let mut claimed = Claimed::default();
-    while let Ok(first) = rx.recv() {
+    // Whether discarded jobs may have rows left to delete (`sweep`); looked for whenever
+    // nothing else is queued.
+    let mut sweeping = true;
+    loop {
+        let first = match rx.try_recv() {
+            Ok(command) => command,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                if sweeping {
+                    sweeping = sweep(&mut conn).unwrap_or_else(|e| {
+                        tracing::debug!("cache {}: deleting old outcomes: {e}", path.display());
+                        false
+                    });
+                    continue;
+                }
+                match rx.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                }
+            }
+        };
         let mut close = None;
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Close { reply } => close = Some(reply),
                 command => {
+                    // A fresh start discards a job: there is sweeping to do again.
+                    sweeping |= matches!(
+                        command,
+                        Command::Batch(BatchCommand::Open { fresh: true, .. })
+                    );
                     batch.push(command);
                     if batch.len() < MAX_BATCH {
                         next = rx.try_recv().ok();
@@ -480,6 +505,9 @@ CREATE TABLE IF NOT EXISTS batch_outcomes (
     attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batch_discarded (
+    job INTEGER PRIMARY KEY
+);
 ";
 
 const STATE_FOUND: i64 = 1;
@@ -638,16 +666,50 @@ fn open_job(
     key: &str,
     fresh: bool,
 ) -> Result<BatchJob, rusqlite::Error> {
-    let (job, run) = tx.query_row(
-        "INSERT INTO batch_jobs (namespace, key, runs) VALUES (?1, ?2, 1)
-         ON CONFLICT (namespace, key) DO UPDATE SET runs = runs + 1
-         RETURNING job, runs",
-        params![namespace, key],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
-    if fresh {
-        tx.execute("DELETE FROM batch_outcomes WHERE job = ?1", params![job])?;
-    }
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT job FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
+            params![namespace, key],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let (job, run) = match existing {
+        Some(job) if !fresh => {
+            let run = tx.query_row(
+                "UPDATE batch_jobs SET runs = runs + 1 WHERE job = ?1 RETURNING runs",
+                params![job],
+                |row| row.get(0),
+            )?;
+            (job, run)
+        }
+        discarded => {
+            // Starting over is a new job under the same key. The old job's outcomes are
+            // deleted later, a few at a time while the cache is idle (`sweep`): deleting
+            // them here held up the run's start, for millions of ids in one huge transaction.
+            if let Some(old) = discarded {
+                tx.execute("DELETE FROM batch_jobs WHERE job = ?1", params![old])?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO batch_discarded (job) VALUES (?1)",
+                    params![old],
+                )?;
+            }
+            // Above every id still in use, outcomes of discarded jobs included: SQLite would
+            // reuse a deleted job's id, and with it that job's leftover rows.
+            let job = tx.query_row(
+                "SELECT 1 + max(
+                     (SELECT ifnull(max(job), 0) FROM batch_jobs),
+                     (SELECT ifnull(max(job), 0) FROM batch_discarded),
+                     (SELECT ifnull(max(job), 0) FROM batch_outcomes))",
+                [],
+                |row| row.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO batch_jobs (job, namespace, key, runs) VALUES (?1, ?2, ?3, 1)",
+                params![job, namespace, key],
+            )?;
+            (job, 1)
+        }
+    };
     let earlier_found = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM batch_outcomes WHERE job = ?1 AND state = ?2)",
         params![job, STATE_FOUND],
@@ -658,6 +720,33 @@ fn open_job(
         run,
         earlier_found,
     })
+}
+
+/// Outcomes of discarded jobs deleted per transaction: small enough that a command arriving
+/// meanwhile waits a fraction of a millisecond.
+const SWEEP_ROWS: i64 = 256;
+
+/// Deletes some outcomes of a discarded job; false once there is nothing left to delete.
+fn sweep(conn: &mut Connection) -> Result<bool, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let Some(job) = tx
+        .query_row("SELECT job FROM batch_discarded LIMIT 1", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .optional()?
+    else {
+        return Ok(false);
+    };
+    let deleted = tx.execute(
+        "DELETE FROM batch_outcomes WHERE job = ?1 AND id IN
+             (SELECT id FROM batch_outcomes WHERE job = ?1 LIMIT ?2)",
+        params![job, SWEEP_ROWS],
+    )?;
+    if deleted == 0 {
+        tx.execute("DELETE FROM batch_discarded WHERE job = ?1", params![job])?;
+    }
+    tx.commit()?;
+    Ok(true)
 }
 
 /// Ids claimed by a run of a job and not yet settled. They live here, on the cache thread,
@@ -1370,6 +1459,42 @@ mod tests {
         );
         assert!(reader.is_done(run1.job, "a").unwrap());
         assert!(!reader.is_done(run1.job, "b").unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_start_is_a_new_job_whose_old_rows_are_swept_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path).unwrap();
+        let run1 = cache.batch_open("api", "k", false).await.unwrap();
+        let many: Vec<Outcome> = (1..=3000).map(|n| found(&n.to_string(), n)).collect();
+        cache.batch_settle(run1, "api", many).await.unwrap();
+        let other = cache.batch_open("api", "other", false).await.unwrap();
+        let again = cache.batch_open("api", "k", true).await.unwrap();
+        assert_ne!(again.job, run1.job);
+        assert_ne!(again.job, other.job);
+        assert_eq!(again.run, 1);
+        // A job opened while the old rows are still there never takes the old job's id.
+        let third = cache.batch_open("api", "third", false).await.unwrap();
+        assert!(![run1.job, other.job, again.job].contains(&third.job));
+        let db = Connection::open(&path).unwrap();
+        let left = || -> i64 {
+            db.query_row(
+                "SELECT count(*) FROM batch_outcomes WHERE job = ?1",
+                [run1.job],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while left() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(left(), 0, "the discarded job's outcomes are deleted");
+        let discarded: i64 = db
+            .query_row("SELECT count(*) FROM batch_discarded", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(discarded, 0);
     }
 
     #[tokio::test]
