@@ -124,6 +124,13 @@ impl Cache {
                 path: path.to_owned(),
                 source,
             })?;
+        // Reading a pipe would wait forever, and /dev/null reads as a new, empty file.
+        if file.metadata().is_ok_and(|m| !m.is_file()) {
+            return Err(CacheError::Open {
+                path: path.to_owned(),
+                source: std::io::Error::other("not a regular file"),
+            });
+        }
         // Someone else's file (`--cache ids.txt`) is refused before anything about it changes.
         if !looks_like_sqlite(&file) {
             return Err(CacheError::Corrupt {
@@ -1096,20 +1103,25 @@ impl BatchReader {
             .map_err(|e| self.sqlite(e))
     }
 
-    /// Every found record of the job, in input order. `each` gets the id and the JSON text.
+    /// Every found record of the job, in input order: ids only earlier runs saw first (in the
+    /// order they were last seen), then the last run's in its input's order. Line numbers of
+    /// different inputs cannot be compared, so the run comes first. `each` gets the id and
+    /// the JSON text.
     pub fn each_found(
         &self,
         job: i64,
         namespace: &str,
         mut each: impl FnMut(&str, &str) -> anyhow::Result<()>,
     ) -> anyhow::Result<u64> {
-        // Ids first, sorted by line, then each body by key: the sort then handles a few bytes
+        // Ids first, sorted, then each body by key: the sort then handles a few bytes
         // per id rather than whole records (SQLite sorts in a bounded buffer and spills to a
         // temporary file, so memory stays flat for any job size), and no index on the line has
         // to be kept up to date while the run writes.
         let mut ids = self
             .conn
-            .prepare("SELECT id FROM batch_outcomes WHERE job = ?1 AND state = ?2 ORDER BY line")
+            .prepare(
+                "SELECT id FROM batch_outcomes WHERE job = ?1 AND state = ?2 ORDER BY run, line",
+            )
             .map_err(|e| self.sqlite(e))?;
         let mut body = self
             .conn
@@ -1152,7 +1164,7 @@ impl BatchReader {
             .prepare(
                 "SELECT id, state, kind, message, attempts FROM batch_outcomes
                  WHERE job = ?1 AND state IN (?2, ?3)
-                 ORDER BY line",
+                 ORDER BY run, line",
             )
             .map_err(|e| self.sqlite(e))?;
         let mut rows = stmt
@@ -1324,6 +1336,18 @@ mod tests {
         let _cache = Cache::open(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_device_or_a_pipe_is_not_a_cache() {
+        let err = Cache::open(Path::new("/dev/null")).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let err = Cache::open(&fifo).err().unwrap();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -139,6 +139,18 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
         &[good, "--out", "newdir/"],
         "--out newdir/ is a directory",
     );
+    // Outputs are written through links, so links are followed when comparing, dangling
+    // ones too: this one would replace the cache's log once it exists.
+    std::os::unix::fs::symlink("cache.sqlite3-wal", env.path("w")).unwrap();
+    refused(&env, &[good, "--out", "w"], "--out w is the cache file");
+    std::os::unix::fs::symlink("newdir/", env.path("d")).unwrap();
+    refused(&env, &[good, "--out", "d"], "--out d links to a directory");
+    // The test's stdout is a pipe.
+    refused(
+        &env,
+        &[good, "--out", "/dev/stdout"],
+        "--out /dev/stdout is not a regular file",
+    );
     refused(
         &env,
         &[good, "--out", "/dev/null"],

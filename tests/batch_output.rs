@@ -225,6 +225,14 @@ fn the_output_follows_the_latest_input_order() {
         jsonl_ids(&env.path("out.jsonl")),
         ["1", "2", "3", "5", "6", "7"]
     );
+    // Ids this input no longer holds come first, as they were, then this input's.
+    env.write("ids.txt", ids_file([9, 8, 3]));
+    let out = run(&mut env.batch_to_files(&ids, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        jsonl_ids(&env.path("out.jsonl")),
+        ["1", "2", "5", "6", "7", "9", "8", "3"]
+    );
 }
 
 #[test]

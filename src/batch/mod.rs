@@ -156,7 +156,12 @@ impl Config {
         }
         // Each output replaces its file whole: never the ids being read, never the store
         // the run's progress lives in.
-        let cache = global.cache.clone().or_else(Cache::default_path);
+        // SQLite keeps -wal and -shm beside the file a link points to.
+        let cache = global
+            .cache
+            .as_deref()
+            .map(linked)
+            .or_else(Cache::default_path);
         for (option, path) in &outputs {
             let clash = |what: &str| {
                 usage(format!(
@@ -216,6 +221,12 @@ fn same_output(a: &Path, b: &Path) -> bool {
     if a == b || same_file(a, b) {
         return true;
     }
+    // Outputs are written through links, dangling ones too (see `AtomicFile::create`).
+    let (a, b) = (linked(a), linked(b));
+    let (a, b) = (a.as_path(), b.as_path());
+    if a == b {
+        return true;
+    }
     match (resolve_output(a, ""), resolve_output(b, "")) {
         (Ok(a), Ok(b)) => a == b,
         // An unresolvable path is refused when its file is created, with a clearer message.
@@ -238,10 +249,18 @@ fn resolve_output(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
     Ok(dir.join(name))
 }
 
+/// The file a path names once links are followed; the path itself if they cannot be.
+fn linked(path: &Path) -> PathBuf {
+    output::resolve_links(path).unwrap_or_else(|_| path.to_owned())
+}
+
 /// Which job a run belongs to: the output file, as an absolute path. Rerunning "the same
 /// command" means writing the same file; where the ids come from (a file, a pipe) may change.
 fn job_key(out: &Path) -> anyhow::Result<String> {
-    Ok(resolve_output(out, "--out")?.to_string_lossy().into_owned())
+    // Through links, as the file is written: a link and its target are one job.
+    Ok(resolve_output(&linked(out), "--out")?
+        .to_string_lossy()
+        .into_owned())
 }
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {

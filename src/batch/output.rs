@@ -34,20 +34,25 @@ impl AtomicFile {
     pub fn create(path: &Path, what: &str) -> anyhow::Result<AtomicFile> {
         let shown = path.display();
         // `file_name()` ignores a trailing slash; `out/` names a directory, existing or not.
-        if path.is_dir() || path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        let names_dir = |p: &Path| p.as_os_str().as_encoded_bytes().ends_with(b"/");
+        if path.is_dir() || names_dir(path) {
             return Err(usage(format!("{what} {shown} is a directory")));
         }
-        // The file is replaced by renaming a new one over it, so a link is followed to the
-        // file it points to (replacing the link would leave that file stale), and anything
-        // that is not a regular file (/dev/null, a pipe) is refused: renaming over it would
-        // replace the device itself.
-        let target =
-            resolve_links(path).map_err(|e| usage(format!("cannot follow {what} {shown}: {e}")))?;
-        let existing = std::fs::metadata(&target).ok();
+        // The file is replaced by renaming a new one over it, so anything that is not a
+        // regular file (/dev/null, a pipe, /dev/stdout) is refused: renaming over it would
+        // replace the device itself. Asked of the kernel, which follows every kind of link.
+        let existing = std::fs::metadata(path).ok();
         if existing.as_ref().is_some_and(|m| !m.is_file()) {
             return Err(usage(format!(
                 "{what} {shown} is not a regular file; the output is written whole and renamed into place, which needs one"
             )));
+        }
+        // A link is followed to the file it points to: replacing the link would leave that
+        // file stale.
+        let target =
+            resolve_links(path).map_err(|e| usage(format!("cannot follow {what} {shown}: {e}")))?;
+        if names_dir(&target) {
+            return Err(usage(format!("{what} {shown} links to a directory")));
         }
         let name = target
             .file_name()
@@ -135,7 +140,7 @@ impl AtomicFile {
 }
 
 /// `path` with symbolic links followed, including one whose target does not exist yet.
-fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+pub(super) fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     let mut path = path.to_owned();
     // Bounded like the kernel's own limit on links in a chain.
     for _ in 0..40 {
