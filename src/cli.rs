@@ -46,7 +46,7 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit, value_name = "DURATION")]
     pub connect_timeout: Duration,
 
-    /// Retries after a failed attempt (connection errors, timeouts, 5xx, 429). 404 is never retried.
+    /// Retries after a failed attempt (connection errors, timeouts, 408, 5xx, 429). 404 is never retried.
     #[arg(
         long,
         global = true,
@@ -60,7 +60,8 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_MAX_RETRY_WAIT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub max_retry_wait: Duration,
 
-    /// Stop retrying a lookup once the next attempt would start this long after its first.
+    /// Stop retrying a lookup once the next attempt would start this long after its first
+    /// (waiting for --rate can still delay it).
     #[arg(long, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     pub retry_max_time: Duration,
 

@@ -143,7 +143,7 @@ async fn retries_stop_once_the_next_would_start_past_the_time_limit() {
     assert_eq!((err.kind, err.attempts), (ErrorKind::RateLimited, 2));
     let msg = err.to_string();
     assert!(
-        msg.contains("not retried") && msg.contains("--retry-max-time"),
+        msg.starts_with("retries stopped at --retry-max-time (1s 500ms): rate limited"),
         "{msg}"
     );
 }
@@ -406,6 +406,18 @@ async fn a_redirect_loop_ends_after_five_redirects() {
     assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
     assert!(err.to_string().contains("more than 5 times"), "{err}");
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_scheme_is_refused_not_retried() {
+    let (port, seen) =
+        answering_server("HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/users/1".into());
+    let mut config = config_for(port);
+    config.retry.retries = 2;
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!((err.kind, err.attempts), (ErrorKind::Rejected, 1), "{err}");
+    assert!(err.to_string().contains("ftp: URL"), "{err}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ pub enum ErrorKind {
     RateLimited,
     /// The API answered 5xx on every attempt.
     ServerError,
-    /// No complete answer within `--timeout`.
+    /// No complete answer within `--timeout`, or the server gave up waiting (408).
     Timeout,
     /// Could not connect, or the connection broke before a response came.
     Connection,

@@ -286,10 +286,11 @@ impl Client {
             }
             let delay = policy.delay(attempt, failure.retry_after, fastrand::f64());
             if !policy.in_time(started.elapsed(), delay) {
+                // Reads on with the attempt count: "…: server answered 429 after 2 attempts".
                 let why = format!(
-                    "{} (not retried: the next attempt would start more than {} after the first; raise it with --retry-max-time)",
-                    error.detail(),
-                    humantime::format_duration(policy.max_time)
+                    "retries stopped at --retry-max-time ({}): {}",
+                    humantime::format_duration(policy.max_time),
+                    error.detail()
                 );
                 return Err(FetchError::new(error.kind, attempt, why));
             }
@@ -336,13 +337,23 @@ impl Client {
         let mut current = ::url::Url::parse(url).map_err(invalid)?;
         for _ in 0..MAX_REDIRECTS {
             let target = current.join(&location).map_err(invalid)?;
+            if !matches!(target.scheme(), "http" | "https") {
+                return Err(AttemptFailure::fatal(
+                    ErrorKind::Rejected,
+                    format!(
+                        "the API redirected to a {}: URL; only http and https are followed",
+                        target.scheme()
+                    ),
+                ));
+            }
             if current.scheme() == "https" && target.scheme() != "https" {
                 return Err(AttemptFailure::fatal(
                     ErrorKind::Rejected,
                     "the API redirected from https to http; not following it",
                 ));
             }
-            // The token goes to the API's own origin only.
+            // The token is the API's credential: another host (a CDN, a login page) must not
+            // see it.
             let with_token = target.origin() == self.config.template.origin().origin();
             self.redirects.fetch_add(1, Ordering::Relaxed);
             match Box::pin(self.attempt_reqwest(target.as_str(), with_token)).await? {
@@ -509,12 +520,6 @@ impl Client {
                     "no complete answer within {} (raise it with --timeout)",
                     humantime::format_duration(self.config.timeout)
                 ),
-            );
-        }
-        if e.is_redirect() {
-            return AttemptFailure::fatal(
-                ErrorKind::Rejected,
-                format!("a redirect was not followed ({})", root_cause(e)),
             );
         }
         if e.is_body() || e.is_decode() {

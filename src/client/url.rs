@@ -95,7 +95,8 @@ impl UrlTemplate {
     }
 
     /// The template as the user gave it; also the cache's namespace, so records from two APIs
-    /// never mix.
+    /// never mix. Not the normalised form: caches and batch jobs made before URLs were
+    /// normalised are keyed by this text.
     pub fn as_str(&self) -> &str {
         &self.template
     }

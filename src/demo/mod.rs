@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DemoArgs, GlobalOpts};
-use crate::exit::ExitCode;
+use crate::exit::{ExitCode, usage};
 use crate::server::{self, ServerConfig};
 use crate::session::Session;
 use crate::tui::app::{App, Config, Mode, Status};
@@ -53,6 +53,14 @@ pub async fn measure(
     latency: Duration,
     lookups: usize,
 ) -> anyhow::Result<Report> {
+    // The demo API answers after exactly `latency`: any shorter limit fails every lookup.
+    if opts.timeout <= latency {
+        return Err(usage(format!(
+            "--timeout {} is not longer than --latency {}: every lookup would time out",
+            humantime::format_duration(opts.timeout),
+            humantime::format_duration(latency)
+        )));
+    }
     let api = tokio::task::spawn_blocking(move || {
         server::start_in_thread(ServerConfig {
             latency,
@@ -175,26 +183,8 @@ async fn session_run(
     ended?;
     let total = start.elapsed();
 
-    // Timings of lookups that failed would compare waiting for errors, not for answers.
-    let unanswered: Vec<&str> = app
-        .rows
-        .iter()
-        .filter_map(|row| match &row.status {
-            Status::Found { .. } => None,
-            Status::Failed { message, .. } => Some(message.as_str()),
-            Status::NotFound { .. } => Some("not found"),
-            Status::Cancelled { .. } => Some("cancelled"),
-            Status::Pending { .. } => Some("still waiting when the script ended"),
-        })
-        .collect();
-    if let Some(first) = unanswered.first() {
-        anyhow::bail!(
-            "{} of {} lookups in {} mode got no user, so there is nothing fair to compare: {first}. \
-             The demo API answers each lookup after --latency; give --timeout more than that",
-            unanswered.len(),
-            app.rows.len(),
-            mode.label().to_lowercase(),
-        );
+    if let Some(why) = no_user(&app, mode) {
+        anyhow::bail!(why);
     }
 
     let since = |t: Instant| t.saturating_duration_since(start);
@@ -228,6 +218,29 @@ async fn session_run(
         ticks,
         lookups,
     })
+}
+
+/// Why the run cannot be compared, if a lookup ended without its user: timings of lookups
+/// that failed would compare waiting for errors, not for answers. (One still pending when
+/// the script ended is left out of the picture, as before: a slow machine, not a failure.)
+fn no_user(app: &App, mode: Mode) -> Option<String> {
+    let unanswered: Vec<&str> = app
+        .rows
+        .iter()
+        .filter_map(|row| match &row.status {
+            Status::Found { .. } | Status::Pending { .. } => None,
+            Status::Failed { message, .. } => Some(message.as_str()),
+            Status::NotFound { .. } => Some("not found"),
+            Status::Cancelled { .. } => Some("cancelled"),
+        })
+        .collect();
+    let first = unanswered.first()?;
+    Some(format!(
+        "{} of {} lookups in {} mode got no user, so there is nothing fair to compare: {first}",
+        unanswered.len(),
+        app.rows.len(),
+        mode.label().to_lowercase(),
+    ))
 }
 
 /// OS threads that ran the interface and its lookups. Async: the runtime's own threads (one by
@@ -388,4 +401,57 @@ fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{ErrorKind, FetchError};
+    use crate::engine::{Found, Source};
+    use crate::record::Record;
+    use crate::tui::app::{Msg, ReqId, update};
+
+    /// A session with three lookups typed; `ended[i]` is how the i-th ended, if it did.
+    fn session(ended: [Option<crate::engine::Outcome>; 3]) -> App {
+        let mut app = App::new(Config::default(), Instant::now());
+        for (i, outcome) in ended.into_iter().enumerate() {
+            for key in [KeyCode::Char('1'), KeyCode::Enter] {
+                update(&mut app, Msg::Key(press(key)));
+            }
+            if let Some(outcome) = outcome {
+                let req = ReqId(i as u64);
+                update(&mut app, Msg::Done { req, outcome });
+            }
+        }
+        app
+    }
+
+    fn found() -> Option<crate::engine::Outcome> {
+        Some(Ok(Found {
+            record: Record::from_body(br#"{"id":1}"#).unwrap(),
+            source: Source::Api,
+            attempts: 1,
+            latency: Duration::from_millis(5),
+        }))
+    }
+
+    #[test]
+    fn a_lookup_without_its_user_makes_the_run_incomparable() {
+        assert_eq!(
+            no_user(&session([found(), found(), None]), Mode::Sync),
+            None
+        );
+        let timed_out = Some(Err(FetchError::new(
+            ErrorKind::Timeout,
+            1,
+            "no answer in 1s",
+        )));
+        let why = no_user(&session([found(), timed_out, None]), Mode::Async);
+        assert_eq!(
+            why.as_deref(),
+            Some(
+                "1 of 3 lookups in async mode got no user, so there is nothing fair to compare: no answer in 1s"
+            )
+        );
+    }
 }
