@@ -1476,10 +1476,10 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        // Input order: "z" came from line 2 of the third run's input.
+        // By the run that last saw each id, then by line: "z" came from the third run's input.
         assert_eq!(
             (n, order),
-            (3, vec!["a".to_owned(), "z".into(), "c".into()])
+            (3, vec!["a".to_owned(), "c".into(), "z".into()])
         );
         assert!(reader.is_done(run1.job, "a").unwrap());
         assert!(!reader.is_done(run1.job, "b").unwrap());

@@ -243,7 +243,10 @@ mod tests {
         let deepest = Record::from_body(nested(MAX_DEPTH).as_bytes()).unwrap();
         let mut pretty = Vec::new();
         deepest.write_escaped(&mut pretty, true).unwrap();
-        assert!(pretty.contains(&b'\n'), "indented, not the compact fallback");
+        assert!(
+            pretty.contains(&b'\n'),
+            "indented, not the compact fallback"
+        );
         assert_ne!(deepest.to_value(), serde_json::Value::Null);
         let err = Record::from_body(nested(MAX_DEPTH + 1).as_bytes()).unwrap_err();
         assert!(matches!(err, RecordError::TooDeep), "{err}");
