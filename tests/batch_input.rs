@@ -143,6 +143,12 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
     // ones too: this one would replace the cache's log once it exists.
     std::os::unix::fs::symlink("cache.sqlite3-wal", env.path("w")).unwrap();
     refused(&env, &[good, "--out", "w"], "--out w is the cache file");
+    std::fs::hard_link(good, env.path("hard.txt")).unwrap();
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--failures", "hard.txt"],
+        "--failures hard.txt is the input file",
+    );
     std::os::unix::fs::symlink("newdir/", env.path("d")).unwrap();
     refused(&env, &[good, "--out", "d"], "--out d links to a directory");
     // The test's stdout is a pipe.
