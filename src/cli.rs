@@ -31,6 +31,56 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// Global options that only the commands which fetch use. They are global so that they work
+/// before or after any subcommand, which also makes clap accept them after `serve`.
+const FETCHING_ONLY: [&str; 11] = [
+    "api",
+    "timeout",
+    "connect_timeout",
+    "retries",
+    "max_retry_wait",
+    "retry_max_time",
+    "max_body",
+    "cache",
+    "no_cache",
+    "max_age",
+    "http2",
+];
+
+impl Cli {
+    /// Parses the process's arguments, exiting with a usage error (exit 2) as clap does.
+    pub fn parse_checked() -> Cli {
+        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Parser::try_parse_from`], refusing a fetching option given to `serve` on the
+    /// command line: it would be silently ignored (an environment variable is fine: it is
+    /// meant for every command).
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        if let Some(("serve", serve)) = matches.subcommand()
+            && let Some(id) = FETCHING_ONLY
+                .iter()
+                .find(|id| serve.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        {
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--{} is for the commands that fetch; serve does not use it",
+                    id.replace('_', "-")
+                ),
+            ));
+        }
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut command))
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct GlobalOpts {
     /// API URL template with exactly one {id}, e.g. 'https://api.example.com/users/{id}'.
@@ -99,6 +149,7 @@ pub enum Command {
     /// Look up users by id and print each as one line of JSON.
     Get(GetArgs),
     /// Run the demo API: deterministic fake users, with latency and fault injection.
+    #[command(after_help = "Of the global options, only --threads and -v apply to serve.")]
     Serve(ServeArgs),
     /// Open the interactive lookup screen (what runs with no subcommand).
     Ui(UiArgs),
@@ -294,6 +345,28 @@ pub enum Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serve_refuses_options_it_would_ignore() {
+        for args in [
+            &["userfetch", "serve", "--retries", "3"][..],
+            &["userfetch", "--retries", "3", "serve"],
+        ] {
+            let err = Cli::try_parse_checked(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+            assert!(
+                err.to_string()
+                    .contains("--retries is for the commands that fetch"),
+                "{err}"
+            );
+        }
+        let err = Cli::try_parse_checked(["userfetch", "serve", "--no-cache"]).unwrap_err();
+        assert!(err.to_string().contains("--no-cache is for"), "{err}");
+        let serve = Cli::try_parse_checked(["userfetch", "serve", "--threads", "2", "-v"]).unwrap();
+        assert_eq!(serve.global.threads, 2);
+        let get = Cli::try_parse_checked(["userfetch", "get", "1", "--retries", "3"]).unwrap();
+        assert_eq!(get.global.retries, 3);
+    }
 
     #[test]
     fn the_cli_definition_is_consistent() {

@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    userfetch::app::main(userfetch::cli::Cli::parse()).into()
+    userfetch::app::main(userfetch::cli::Cli::parse_checked()).into()
 }
