@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::cache::{BatchReader, FailureRow};
 use crate::cli::Format;
+use crate::console::note;
 use crate::exit::usage;
 
 /// A file that appears complete or not at all. The temporary file is created up front, so an
@@ -241,15 +242,33 @@ fn write_csv(
         csv.write_record(&columns)?;
     }
     let mut row = vec![String::new(); columns.len()];
+    let mut filled = vec![false; columns.len()];
+    let mut clashed = false;
     let count = reader.each_found(job, namespace, |id, body| {
         row.iter_mut().for_each(String::clear);
+        filled.iter_mut().for_each(|f| *f = false);
         cells.clear();
         flatten(&parse(id, body)?, &mut String::new(), &mut cells);
         for (name, value) in cells.drain(..) {
             // Every name was seen in the first pass, unless the store changed in between.
-            if let Some(&i) = index.get(name.as_str()) {
-                row[i] = value;
+            let Some(&i) = index.get(name.as_str()) else {
+                continue;
+            };
+            // `{"a.b": 1, "a": {"b": 2}}` has two fields named `a.b` once flattened; a cell
+            // holds one, and losing the other silently would be worse than saying so.
+            if filled[i] {
+                if !clashed {
+                    note!(
+                        "userfetch: record {}: two fields flatten to the CSV column {}; the CSV keeps the first (JSONL keeps both; later clashes are not reported)",
+                        crate::term::quote(id),
+                        crate::term::quote(&name)
+                    );
+                    clashed = true;
+                }
+                continue;
             }
+            row[i] = value;
+            filled[i] = true;
         }
         csv.write_record(&row)?;
         Ok(())
@@ -355,6 +374,29 @@ mod tests {
         let mut out = Vec::new();
         flatten(&Value::from(3), &mut String::new(), &mut out);
         assert_eq!(out, vec![("value".to_owned(), "3".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn fields_that_flatten_to_one_column_keep_the_first() {
+        use crate::cache::{Cache, Outcome, Settled};
+        use crate::record::Record;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path).unwrap();
+        let job = cache.batch_open("api", "k", false).await.unwrap();
+        let record = Record::from_body(br#"{"a.b":1,"a":{"b":2},"c":3}"#).unwrap();
+        let outcome = Outcome {
+            id: "1".into(),
+            line: 1,
+            settled: Settled::Found(record),
+        };
+        cache.batch_settle(job, "api", vec![outcome]).await.unwrap();
+        cache.close().await.unwrap();
+        let reader = BatchReader::open(&path).unwrap();
+        let out = dir.path().join("out.csv");
+        let file = AtomicFile::create(&out, "--out").unwrap();
+        write_found(&reader, job.job, "api", Format::Csv, file).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "a.b,c\n1,3\n");
     }
 
     #[test]
