@@ -454,3 +454,30 @@ async fn a_408_from_the_server_is_retried() {
     assert_eq!((err.kind, err.attempts), (ErrorKind::Timeout, 3), "{err}");
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn a_401_says_what_became_of_the_token() {
+    let (denying, _) = answering_server("HTTP/1.1 401 Unauthorized".into());
+    let message = |port: u16, token: Option<&str>| {
+        let mut config = config_for(port);
+        config.token = token.map(str::to_owned);
+        async move {
+            let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
+            err.to_string()
+        }
+    };
+    let msg = message(denying, Some("t0ken")).await;
+    assert!(msg.ends_with("; check USERFETCH_TOKEN"), "{msg}");
+    let msg = message(denying, None).await;
+    assert!(
+        msg.contains("if the API needs a token, set USERFETCH_TOKEN"),
+        "{msg}"
+    );
+    // Sent on to another origin, which never sees the token.
+    let (redirecting, _) = answering_server(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{denying}/users/1"
+    ));
+    let msg = message(redirecting, Some("t0ken")).await;
+    assert!(msg.contains("after a redirect to another host"), "{msg}");
+}

@@ -379,7 +379,12 @@ impl Client {
             return Ok(Hop::Redirect(location));
         }
         if !status.is_success() {
-            return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
+            let token = self.token_use(with_token);
+            return Err(status_failure(
+                status,
+                response.headers().get(RETRY_AFTER),
+                token,
+            ));
         }
         let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
@@ -452,7 +457,12 @@ impl Client {
             return Ok(Hop::Redirect(location));
         }
         if !status.is_success() {
-            return Err(status_failure(status, response.headers().get(RETRY_AFTER)));
+            let token = self.token_use(true);
+            return Err(status_failure(
+                status,
+                response.headers().get(RETRY_AFTER),
+                token,
+            ));
         }
         let length = response
             .headers()
@@ -477,6 +487,15 @@ impl Client {
             }
         }
         parse_record(&body).map(Hop::Record)
+    }
+
+    /// What became of the token on a request that `may_see` it or not.
+    fn token_use(&self, may_see: bool) -> Token {
+        match (&self.auth, may_see) {
+            (None, _) => Token::NotSet,
+            (Some(_), true) => Token::Sent,
+            (Some(_), false) => Token::Withheld,
+        }
     }
 
     fn timed_out(&self) -> AttemptFailure {
@@ -584,7 +603,20 @@ fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
     Record::from_body(body).map_err(|e| AttemptFailure::fatal(ErrorKind::BadBody, e.to_string()))
 }
 
-fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> AttemptFailure {
+/// Whether a request carried `USERFETCH_TOKEN`, for what a 401 or 403 suggests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Sent,
+    NotSet,
+    /// Set, but not sent: the request went to another origin after a redirect.
+    Withheld,
+}
+
+fn status_failure(
+    status: StatusCode,
+    retry_after: Option<&HeaderValue>,
+    token: Token,
+) -> AttemptFailure {
     let shown = match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
@@ -616,7 +648,17 @@ fn status_failure(status: StatusCode, retry_after: Option<&HeaderValue>) -> Atte
         },
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AttemptFailure::fatal(
             ErrorKind::Rejected,
-            format!("server answered {shown}; check USERFETCH_TOKEN"),
+            match token {
+                Token::Sent => format!("server answered {shown}; check USERFETCH_TOKEN"),
+                Token::NotSet => {
+                    format!(
+                        "server answered {shown}; if the API needs a token, set USERFETCH_TOKEN"
+                    )
+                }
+                Token::Withheld => format!(
+                    "server answered {shown} after a redirect to another host, which USERFETCH_TOKEN is never sent to"
+                ),
+            },
         ),
         _ => AttemptFailure::fatal(ErrorKind::Rejected, format!("server answered {shown}")),
     }
