@@ -262,9 +262,18 @@ fn a_failed_final_write_still_reports_the_run() {
     let out = child.wait_with_output().unwrap();
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("batch done in"), "the summary: {text}");
+    assert!(
+        text.contains("batch done, but its output could not be written, in"),
+        "the summary: {text}"
+    );
     assert!(text.contains("cannot put out.jsonl in place"), "{text}");
-    assert_eq!(summary(&env.path("summary.json"))["found"], 4);
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(
+        (s["found"].as_u64(), s["status"].as_str()),
+        (Some(4), Some("output_error"))
+    );
+    let validator = schema("batch-summary.schema.json");
+    assert!(validator.is_valid(&s), "{s}");
 }
 
 #[test]

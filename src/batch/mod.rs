@@ -749,6 +749,10 @@ impl<'a> Pipeline<'a> {
             fetched,
             started.elapsed() - fetched
         );
+        let status = match write_error {
+            Some(_) => Status::OutputError,
+            None => status,
+        };
         let summary = self.summary(status, started.elapsed(), out_report, failures_report);
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {

@@ -79,6 +79,9 @@ pub enum Status {
     Interrupted,
     /// Stopped by a problem in the input (stdin, found mid-stream); a rerun continues.
     InputError,
+    /// Every outcome is stored, but an output file could not be put in place (a full disk);
+    /// a rerun writes it from the store.
+    OutputError,
 }
 
 /// Counts for this run. `found + not_found + failed + cached + done_earlier` are the distinct
@@ -154,6 +157,7 @@ impl Summary {
             Status::Complete => "done",
             Status::Interrupted => "interrupted",
             Status::InputError => "stopped by an input error",
+            Status::OutputError => "done, but its output could not be written,",
         };
         let mut text = format!(
             "userfetch: batch {head} in {}: {} ids: {} found, {} not found, {} failed, {} skipped ({} cached, {} done in an earlier run)",
