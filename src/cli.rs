@@ -124,7 +124,7 @@ pub struct GlobalOpts {
     pub cache: Option<PathBuf>,
 
     /// Neither read nor write the cache.
-    #[arg(long, global = true, env = "USERFETCH_NO_CACHE")]
+    #[arg(long, global = true, env = "USERFETCH_NO_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_cache: bool,
 
     /// How old a cached record may be and still be used.
@@ -132,7 +132,7 @@ pub struct GlobalOpts {
     pub max_age: Duration,
 
     /// Speak cleartext HTTP/2 (h2c) to the API: one connection carries every request.
-    #[arg(long, global = true, env = "USERFETCH_HTTP2")]
+    #[arg(long, global = true, env = "USERFETCH_HTTP2", value_parser = clap::builder::FalseyValueParser::new())]
     pub http2: bool,
 
     /// Worker threads for the async runtime. 1 runs everything on one thread: concurrent, not parallel.

@@ -154,6 +154,18 @@ fn options_fall_back_to_environment_variables() {
         .assert()
         .code(1)
         .stderr("userfetch: user 8: server answered 500 Internal Server Error after 2 attempts\n");
+    // On/off options read the usual spellings: 1 is on, empty is off.
+    let cache = dir.path().join("cache.sqlite3");
+    for (value, used) in [("1", false), ("yes", false), ("", true), ("0", true)] {
+        let _ = std::fs::remove_file(&cache);
+        userfetch(&dir)
+            .env("USERFETCH_API", api.template(""))
+            .env("USERFETCH_NO_CACHE", value)
+            .args(["get", "8"])
+            .assert()
+            .success();
+        assert_eq!(cache.exists(), used, "USERFETCH_NO_CACHE={value:?}");
+    }
 }
 
 #[test]
