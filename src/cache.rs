@@ -271,9 +271,10 @@ fn open_connection(path: &Path) -> Result<Connection, CacheError> {
     // cut can lose the last commits, and a cache can refetch those.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(corrupt)?;
-    // The log is reused, not shrunk, after each checkpoint: one large transaction (`--fresh`
-    // forgetting a million outcomes) would otherwise leave a WAL of that size next to the
-    // file for good. Above the ~4 MB the automatic checkpoint lets it reach in normal use.
+    // The log is reused, not shrunk, after each checkpoint: one large transaction (a batch
+    // committing thousands of big records at once) would otherwise leave a WAL of that size
+    // next to the file for good. Above the ~4 MB the automatic checkpoint lets it reach in
+    // normal use.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(corrupt)?;
     conn.execute_batch(
@@ -305,22 +306,35 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
     // nothing else is queued.
     let mut sweeping = true;
     loop {
-        let first = match rx.try_recv() {
-            Ok(command) => command,
-            Err(mpsc::TryRecvError::Disconnected) => break,
-            Err(mpsc::TryRecvError::Empty) => {
-                if sweeping {
-                    sweeping = sweep(&mut conn).unwrap_or_else(|e| {
-                        tracing::debug!("cache {}: deleting old outcomes: {e}", path.display());
-                        false
-                    });
+        let next = if sweeping {
+            // A pause between sweeps, so another process sharing the file (whose busy handler
+            // retries only every few milliseconds) gets the write lock too, and this process's
+            // own commands find the thread free.
+            match rx.recv_timeout(SWEEP_PAUSE) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    sweeping = match sweep(&mut conn) {
+                        Ok(more) => more,
+                        // Another process is writing: try again after the next pause.
+                        Err(e)
+                            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+                        {
+                            true
+                        }
+                        // Left for the next process that opens the file.
+                        Err(e) => {
+                            tracing::debug!("cache {}: deleting old outcomes: {e}", path.display());
+                            false
+                        }
+                    };
                     continue;
                 }
-                match rx.recv() {
-                    Ok(command) => command,
-                    Err(_) => break,
-                }
+                other => other.ok(),
             }
+        } else {
+            rx.recv().ok()
+        };
+        let Some(first) = next else {
+            break;
         };
         let mut close = None;
         let mut next = Some(first);
@@ -733,8 +747,19 @@ fn open_job(
 /// meanwhile waits a fraction of a millisecond.
 const SWEEP_ROWS: i64 = 256;
 
+/// How long the cache thread waits for a command before sweeping the next rows.
+const SWEEP_PAUSE: Duration = Duration::from_millis(2);
+
 /// Deletes some outcomes of a discarded job; false once there is nothing left to delete.
 fn sweep(conn: &mut Connection) -> Result<bool, rusqlite::Error> {
+    // Looked for without the write lock first: nearly always there is nothing to sweep, and
+    // every process opening the cache asks.
+    let any: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM batch_discarded)", [], |row| {
+        row.get(0)
+    })?;
+    if !any {
+        return Ok(false);
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let Some(job) = tx
         .query_row("SELECT job FROM batch_discarded LIMIT 1", [], |row| {
@@ -1501,20 +1526,34 @@ mod tests {
         // A job opened while the old rows are still there never takes the old job's id.
         let third = cache.batch_open("api", "third", false).await.unwrap();
         assert!(![run1.job, other.job, again.job].contains(&third.job));
+        // Live jobs' rows, which the sweep must leave alone.
+        for job in [other, again] {
+            let kept: Vec<Outcome> = (1..=300).map(|n| found(&n.to_string(), n)).collect();
+            cache.batch_settle(job, "api", kept).await.unwrap();
+        }
         let db = Connection::open(&path).unwrap();
-        let left = || -> i64 {
+        let rows = |job: i64| -> i64 {
             db.query_row(
                 "SELECT count(*) FROM batch_outcomes WHERE job = ?1",
-                [run1.job],
+                [job],
                 |row| row.get(0),
             )
             .unwrap()
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while left() > 0 && std::time::Instant::now() < deadline {
+        while rows(run1.job) > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(left(), 0, "the discarded job's outcomes are deleted");
+        assert_eq!(
+            rows(run1.job),
+            0,
+            "the discarded job's outcomes are deleted"
+        );
+        assert_eq!(
+            (rows(other.job), rows(again.job)),
+            (300, 300),
+            "live jobs keep theirs"
+        );
         let discarded: i64 = db
             .query_row("SELECT count(*) FROM batch_discarded", [], |row| row.get(0))
             .unwrap();

@@ -347,6 +347,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_global_option_is_either_for_fetching_or_for_serve_too() {
+        let command = <Cli as clap::CommandFactory>::command();
+        let globals: Vec<&str> = command
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .map(|a| a.get_id().as_str())
+            .collect();
+        for id in &globals {
+            assert!(
+                FETCHING_ONLY.contains(id) || ["threads", "verbose"].contains(id),
+                "--{id}: add it to FETCHING_ONLY unless serve uses it"
+            );
+        }
+        assert_eq!(globals.len(), FETCHING_ONLY.len() + 2, "{globals:?}");
+    }
+
+    #[test]
     fn serve_refuses_options_it_would_ignore() {
         for args in [
             &["userfetch", "serve", "--retries", "3"][..],

@@ -479,5 +479,5 @@ async fn a_401_says_what_became_of_the_token() {
         "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{denying}/users/1"
     ));
     let msg = message(redirecting, Some("t0ken")).await;
-    assert!(msg.contains("after a redirect to another host"), "{msg}");
+    assert!(msg.contains("after a redirect to another origin"), "{msg}");
 }

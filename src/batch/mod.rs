@@ -749,9 +749,10 @@ impl<'a> Pipeline<'a> {
             fetched,
             started.elapsed() - fetched
         );
-        let status = match write_error {
-            Some(_) => Status::OutputError,
-            None => status,
+        // An interrupted run stays "interrupted": a rerun is what it needs either way.
+        let status = match (&write_error, status) {
+            (Some(_), Status::Complete) => Status::OutputError,
+            _ => status,
         };
         let summary = self.summary(status, started.elapsed(), out_report, failures_report);
         // An input that fails before its first id (empty stdin) gets its one error line only.

@@ -79,8 +79,8 @@ pub enum Status {
     Interrupted,
     /// Stopped by a problem in the input (stdin, found mid-stream); a rerun continues.
     InputError,
-    /// Every outcome is stored, but an output file could not be put in place (a full disk);
-    /// a rerun writes it from the store.
+    /// The run finished (every id has its outcome, stored), but an output file could not be
+    /// put in place (a full disk); a rerun writes it from the store.
     OutputError,
 }
 

@@ -492,9 +492,10 @@ impl Client {
     /// What became of the token on a request that `may_see` it or not.
     fn token_use(&self, may_see: bool) -> Token {
         match (&self.auth, may_see) {
-            (None, _) => Token::NotSet,
+            // Another origin would not get the token even if one were set.
+            (_, false) => Token::Withheld,
+            (None, true) => Token::NotSet,
             (Some(_), true) => Token::Sent,
-            (Some(_), false) => Token::Withheld,
         }
     }
 
@@ -608,7 +609,7 @@ fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
 enum Token {
     Sent,
     NotSet,
-    /// Set, but not sent: the request went to another origin after a redirect.
+    /// Never sent there: the request went to another origin after a redirect.
     Withheld,
 }
 
@@ -656,7 +657,7 @@ fn status_failure(
                     )
                 }
                 Token::Withheld => format!(
-                    "server answered {shown} after a redirect to another host, which USERFETCH_TOKEN is never sent to"
+                    "server answered {shown} after a redirect to another origin (host, port or scheme), which USERFETCH_TOKEN is never sent to"
                 ),
             },
         ),
