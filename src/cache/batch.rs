@@ -1,513 +1,23 @@
-//! The SQLite cache: records by (API, id) with the time they were fetched.
+//! The batch store: what makes `userfetch batch` resumable and exactly-once.
 //!
-//! One dedicated OS thread owns the connection, so SQLite never blocks the async runtime's
-//! thread. Requests reach it over a channel; whatever has queued up while it worked is run in
-//! one transaction, which turns a thousand small inserts into one commit.
+//! A job is one output file for one API. Each distinct input id is claimed before it is fetched
+//! and gets one row once it is settled (found, not found, failed); a found id's body lives in
+//! `records`, written in the same transaction. Claiming happens on the cache thread, the one
+//! thread that owns the file, in input order, so the table (plus the small set of ids in
+//! flight) is the duplicate filter: no set of all ids has to fit in memory, and no race lets an
+//! id through twice. Output files are rebuilt from these rows, which is why a process killed at
+//! any instant loses nothing and repeats nothing.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
-use thiserror::Error;
 use tokio::sync::oneshot;
 
+use super::{Cache, CacheError, Command, clone_error, now_ms};
 use crate::record::Record;
 
-/// Most requests run in one transaction; bounds how long a reader waits behind writes.
-const MAX_BATCH: usize = 4096;
-
-/// What the WAL file is cut back to when a checkpoint lets it start over.
-const WAL_SIZE_LIMIT: i64 = 8 << 20;
-
-#[derive(Debug, Error)]
-pub enum CacheError {
-    #[error("cannot create the cache directory {}: {source}", path.display())]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot open the cache file {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the cache file {} is not a usable SQLite database ({source}); move it aside, or run with --no-cache or --cache PATH",
-        path.display()
-    )]
-    Corrupt {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("cache {}: {source}", path.display())]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("the cache stopped working (its thread ended)")]
-    Gone,
-}
-
-/// A record found in the cache.
-#[derive(Debug, Clone)]
-pub struct Cached {
-    pub record: Record,
-    pub age: Duration,
-}
-
-enum Command {
-    Get {
-        namespace: String,
-        id: String,
-        max_age: Duration,
-        reply: oneshot::Sender<Result<Option<Cached>, rusqlite::Error>>,
-    },
-    Put {
-        namespace: String,
-        id: String,
-        record: Record,
-        /// Told once the record is committed; `None` when the caller doesn't need to wait.
-        ack: Option<oneshot::Sender<Result<(), rusqlite::Error>>>,
-    },
-    Flush {
-        reply: oneshot::Sender<()>,
-    },
-    /// Commit what is queued before it, close the file, end the thread.
-    Close {
-        reply: oneshot::Sender<()>,
-    },
-    /// Batch progress: see the `batch store` section below.
-    Batch(BatchCommand),
-}
-
-/// A handle to the cache; cheap to clone. The thread ends once every handle is dropped and
-/// the queue is drained.
-#[derive(Clone)]
-pub struct Cache {
-    tx: mpsc::Sender<Command>,
-    path: PathBuf,
-}
-
-impl Cache {
-    /// The default location: `$XDG_CACHE_HOME/userfetch/cache.sqlite3`.
-    pub fn default_path() -> Option<PathBuf> {
-        dirs::cache_dir().map(|d| d.join("userfetch").join("cache.sqlite3"))
-    }
-
-    /// Opens (or creates, mode 0600) the cache file and starts its thread. Blocking: call it
-    /// before the runtime starts or from `spawn_blocking`.
-    pub fn open(path: &Path) -> Result<Cache, CacheError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| CacheError::Dir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-        }
-        // Created here rather than by SQLite so the mode is 0600 from the first instant;
-        // SQLite gives its -wal and -shm files the database file's mode.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| CacheError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        // Reading a pipe would wait forever, and /dev/null reads as a new, empty file.
-        if file.metadata().is_ok_and(|m| !m.is_file()) {
-            return Err(CacheError::Open {
-                path: path.to_owned(),
-                source: std::io::Error::other("not a regular file"),
-            });
-        }
-        // Someone else's file (`--cache ids.txt`) is refused before anything about it changes.
-        if !looks_like_sqlite(&file) {
-            return Err(CacheError::Corrupt {
-                path: path.to_owned(),
-                source: rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
-                    Some("file is not a database".into()),
-                ),
-            });
-        }
-        // A file made by something else (or an older version) may be readable by others;
-        // records can be personal data, so tighten it rather than trust it. Before SQLite
-        // opens it: its -wal and -shm files are created with the database file's mode.
-        if let Ok(meta) = file.metadata()
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
-        }
-        drop(file);
-        let conn = open_connection(path)?;
-        let (tx, rx) = mpsc::channel();
-        let thread_path = path.to_owned();
-        std::thread::Builder::new()
-            .name("userfetch-cache".into())
-            .spawn(move || serve(conn, rx, &thread_path))
-            .map_err(|source| CacheError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(Cache {
-            tx,
-            path: path.to_owned(),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A record for `id` fetched no longer than `max_age` ago.
-    pub async fn get(
-        &self,
-        namespace: &str,
-        id: &str,
-        max_age: Duration,
-    ) -> Result<Option<Cached>, CacheError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Get {
-            namespace: namespace.to_owned(),
-            id: id.to_owned(),
-            max_age,
-            reply,
-        })?;
-        rx.await
-            .map_err(|_| CacheError::Gone)?
-            .map_err(|source| self.sqlite(source))
-    }
-
-    /// Queues a record for storing and returns at once.
-    pub fn put(&self, namespace: &str, id: &str, record: Record) -> Result<(), CacheError> {
-        self.send(Command::Put {
-            namespace: namespace.to_owned(),
-            id: id.to_owned(),
-            record,
-            ack: None,
-        })
-    }
-
-    /// Stores a record and waits until it is committed.
-    pub async fn put_durable(
-        &self,
-        namespace: &str,
-        id: &str,
-        record: Record,
-    ) -> Result<(), CacheError> {
-        let (ack, rx) = oneshot::channel();
-        self.send(Command::Put {
-            namespace: namespace.to_owned(),
-            id: id.to_owned(),
-            record,
-            ack: Some(ack),
-        })?;
-        rx.await
-            .map_err(|_| CacheError::Gone)?
-            .map_err(|source| self.sqlite(source))
-    }
-
-    /// Waits until everything queued before this call is committed.
-    pub async fn flush(&self) -> Result<(), CacheError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Flush { reply })?;
-        rx.await.map_err(|_| CacheError::Gone)
-    }
-
-    /// Commits everything queued before this call and closes the file. Handles still around
-    /// afterwards get [`CacheError::Gone`].
-    pub async fn close(&self) -> Result<(), CacheError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Close { reply })?;
-        rx.await.map_err(|_| CacheError::Gone)
-    }
-
-    fn send(&self, command: Command) -> Result<(), CacheError> {
-        self.tx.send(command).map_err(|_| CacheError::Gone)
-    }
-
-    fn sqlite(&self, source: rusqlite::Error) -> CacheError {
-        CacheError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
-    }
-}
-
-/// An empty file (new) or one that starts with SQLite's header. Anything else is left alone;
-/// SQLite itself would say the same when first reading it, but only after the chmod above.
-fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
-    use std::io::Read;
-    let mut header = [0u8; 16];
-    match file.read(&mut header) {
-        Ok(0) => true,
-        Ok(n) => b"SQLite format 3\0".starts_with(&header[..n]),
-        Err(_) => true, // let SQLite report it
-    }
-}
-
-fn open_connection(path: &Path) -> Result<Connection, CacheError> {
-    let corrupt = |source| CacheError::Corrupt {
-        path: path.to_owned(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(corrupt)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(corrupt)?;
-    // The first statement that reads the file is where a non-database shows itself.
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(corrupt)?;
-    // WAL + NORMAL survives a killed process (what resumable batches need); only a power
-    // cut can lose the last commits, and a cache can refetch those.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(corrupt)?;
-    // The log is reused, not shrunk, after each checkpoint: one large transaction (a batch
-    // committing thousands of big records at once) would otherwise leave a WAL of that size
-    // next to the file for good. Above the ~4 MB the automatic checkpoint lets it reach in
-    // normal use.
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-        .map_err(corrupt)?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS records (
-             namespace  TEXT NOT NULL,
-             id         TEXT NOT NULL,
-             body       TEXT NOT NULL,
-             fetched_ms INTEGER NOT NULL,
-             PRIMARY KEY (namespace, id)
-         ) WITHOUT ROWID;",
-    )
-    .map_err(corrupt)?;
-    conn.execute_batch(BATCH_SCHEMA).map_err(corrupt)?;
-    Ok(conn)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// The cache thread: take whatever is queued, run it in one transaction, answer, repeat.
-fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
-    let mut batch = Vec::with_capacity(64);
-    let mut claimed = Claimed::default();
-    // Whether discarded jobs may have rows left to delete (`sweep`); looked for whenever
-    // nothing else is queued.
-    let mut sweeping = true;
-    loop {
-        let next = if sweeping {
-            // A pause between sweeps, so another process sharing the file (whose busy handler
-            // retries only every few milliseconds) gets the write lock too, and this process's
-            // own commands find the thread free.
-            match rx.recv_timeout(SWEEP_PAUSE) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    sweeping = match sweep(&mut conn) {
-                        Ok(more) => more,
-                        // Another process is writing: try again after the next pause.
-                        Err(e)
-                            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
-                        {
-                            true
-                        }
-                        // Left for the next process that opens the file.
-                        Err(e) => {
-                            tracing::debug!("cache {}: deleting old outcomes: {e}", path.display());
-                            false
-                        }
-                    };
-                    continue;
-                }
-                other => other.ok(),
-            }
-        } else {
-            rx.recv().ok()
-        };
-        let Some(first) = next else {
-            break;
-        };
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
-            match command {
-                Command::Close { reply } => close = Some(reply),
-                command => {
-                    // A fresh start discards a job: there is sweeping to do again.
-                    sweeping |= matches!(
-                        command,
-                        Command::Batch(BatchCommand::Open { fresh: true, .. })
-                    );
-                    batch.push(command);
-                    if batch.len() < MAX_BATCH {
-                        next = rx.try_recv().ok();
-                    }
-                }
-            }
-        }
-        if !batch.is_empty()
-            && let Err(e) = run_batch(&mut conn, &mut batch, &mut claimed)
-        {
-            tracing::warn!("cache {}: {e}", path.display());
-        }
-        // Commands the failed transaction never reached are dropped, which answers each of
-        // them with an error instead of leaving its caller waiting for the next command.
-        batch.clear();
-        if let Some(reply) = close {
-            // Without a checkpoint: folding the WAL into the file here (and waiting for its
-            // fsync) took 5-10 ms at the end of every command, against 1-2 ms for the next
-            // open to read the log back. Committed data is safe in the WAL either way; a copy
-            // of the cache must take the -wal file with it, as with any SQLite database in
-            // WAL mode. Closing, rather than exiting under the thread, means the process never
-            // ends while SQLite is writing.
-            if let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
-                tracing::debug!("cache {}: closing with a checkpoint: {e}", path.display());
-            }
-            if let Err((_, e)) = conn.close() {
-                tracing::warn!("closing the cache {}: {e}", path.display());
-            }
-            let _ = reply.send(());
-            return;
-        }
-    }
-}
-
-fn run_batch(
-    conn: &mut Connection,
-    batch: &mut Vec<Command>,
-    claimed: &mut Claimed,
-) -> Result<(), rusqlite::Error> {
-    let mut replies = Vec::with_capacity(batch.len());
-    let outcome = (|| {
-        // Immediate: take the write lock up front. A deferred transaction that reads and then
-        // writes fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when another process
-        // (a second userfetch) committed in between.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut get = tx.prepare_cached(
-                "SELECT body, fetched_ms FROM records WHERE namespace = ?1 AND id = ?2",
-            )?;
-            let mut put = tx.prepare_cached(PUT_RECORD)?;
-            let now = now_ms();
-            for command in batch.drain(..) {
-                match command {
-                    Command::Get {
-                        namespace,
-                        id,
-                        max_age,
-                        reply,
-                    } => {
-                        let row = get
-                            .query_row(params![namespace, id], |row| {
-                                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                            })
-                            .optional();
-                        let found = row.map(|row| {
-                            row.and_then(|(body, fetched)| {
-                                let age = Duration::from_millis(
-                                    now.saturating_sub(fetched).max(0) as u64
-                                );
-                                (age <= max_age).then(|| Cached {
-                                    record: Record::from_trusted(body),
-                                    age,
-                                })
-                            })
-                        });
-                        replies.push(Reply::Get(reply, found));
-                    }
-                    Command::Put {
-                        namespace,
-                        id,
-                        record,
-                        ack,
-                    } => {
-                        let result = put
-                            .execute(params![namespace, id, record.as_json(), now])
-                            .map(drop);
-                        replies.push(Reply::Put(ack, result));
-                    }
-                    // `serve` keeps Close for itself; answered like a flush if one got here.
-                    Command::Flush { reply } | Command::Close { reply } => {
-                        replies.push(Reply::Flush(reply))
-                    }
-                    Command::Batch(command) => {
-                        replies.push(Reply::Batch(run_batch_command(&tx, command, now, claimed)));
-                    }
-                }
-            }
-        }
-        tx.commit()
-    })();
-    // Answers go out only after the commit, so "stored" always means "on disk".
-    for reply in replies {
-        match reply {
-            Reply::Get(tx, found) => {
-                let _ = tx.send(found);
-            }
-            Reply::Put(Some(ack), result) => {
-                let _ = ack.send(match (&outcome, result) {
-                    (Err(e), _) => Err(clone_error(e)),
-                    (Ok(()), r) => r,
-                });
-            }
-            Reply::Put(None, Err(e)) => tracing::warn!("cache: storing a record failed: {e}"),
-            Reply::Put(None, Ok(())) => {}
-            Reply::Flush(tx) => {
-                let _ = tx.send(());
-            }
-            Reply::Batch(reply) => reply.send(&outcome),
-        }
-    }
-    outcome
-}
-
-enum Reply {
-    Get(
-        oneshot::Sender<Result<Option<Cached>, rusqlite::Error>>,
-        Result<Option<Cached>, rusqlite::Error>,
-    ),
-    Put(
-        Option<oneshot::Sender<Result<(), rusqlite::Error>>>,
-        Result<(), rusqlite::Error>,
-    ),
-    Flush(oneshot::Sender<()>),
-    Batch(BatchReply),
-}
-
-/// rusqlite errors aren't `Clone`; a failed commit is reported to every waiting writer.
-fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
-    match e {
-        rusqlite::Error::SqliteFailure(code, msg) => {
-            rusqlite::Error::SqliteFailure(*code, msg.clone())
-        }
-        other => rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        ),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Batch store: what makes `userfetch batch` resumable and exactly-once.
-//
-// A job is one output file for one API. Each distinct input id is claimed before it is fetched
-// and gets one row once it is settled (found, not found, failed); a found id's body lives in
-// `records`, written in the same transaction. Claiming happens here, on the one thread that
-// owns the file, in input order, so the table (plus the small set of ids in flight) is the
-// duplicate filter: no set of all ids has to fit in memory, and no race lets an id through
-// twice. Output files are rebuilt from
-// these rows, which is why a process killed at any instant loses nothing and repeats nothing.
-
-const BATCH_SCHEMA: &str = "
+pub(super) const BATCH_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batch_jobs (
     job       INTEGER PRIMARY KEY,
     namespace TEXT NOT NULL,
@@ -584,7 +94,7 @@ pub struct Outcome {
 
 type Answer<T> = oneshot::Sender<Result<T, rusqlite::Error>>;
 
-enum BatchCommand {
+pub(super) enum BatchCommand {
     Open {
         namespace: String,
         key: String,
@@ -606,7 +116,7 @@ enum BatchCommand {
     },
 }
 
-enum BatchReply {
+pub(super) enum BatchReply {
     Open(Answer<BatchJob>, Result<BatchJob, rusqlite::Error>),
     Claim(Answer<Vec<Claim>>, Result<Vec<Claim>, rusqlite::Error>),
     Settle(Answer<Vec<Outcome>>, Result<Vec<Outcome>, rusqlite::Error>),
@@ -614,7 +124,7 @@ enum BatchReply {
 
 impl BatchReply {
     /// Nothing in a transaction holds if its commit failed, so then every waiter hears that.
-    fn send(self, commit: &Result<(), rusqlite::Error>) {
+    pub(super) fn send(self, commit: &Result<(), rusqlite::Error>) {
         fn after<T>(
             commit: &Result<(), rusqlite::Error>,
             r: Result<T, rusqlite::Error>,
@@ -638,7 +148,7 @@ impl BatchReply {
     }
 }
 
-fn run_batch_command(
+pub(super) fn run_batch_command(
     tx: &rusqlite::Transaction<'_>,
     command: BatchCommand,
     now: i64,
@@ -748,10 +258,10 @@ fn open_job(
 const SWEEP_ROWS: i64 = 256;
 
 /// How long the cache thread waits for a command before sweeping the next rows.
-const SWEEP_PAUSE: Duration = Duration::from_millis(2);
+pub(super) const SWEEP_PAUSE: Duration = Duration::from_millis(2);
 
 /// Deletes some outcomes of a discarded job; false once there is nothing left to delete.
-fn sweep(conn: &mut Connection) -> Result<bool, rusqlite::Error> {
+pub(super) fn sweep(conn: &mut Connection) -> Result<bool, rusqlite::Error> {
     // Looked for without the write lock first: nearly always there is nothing to sweep, and
     // every process opening the cache asks.
     let any: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM batch_discarded)", [], |row| {
@@ -787,7 +297,7 @@ fn sweep(conn: &mut Connection) -> Result<bool, rusqlite::Error> {
 /// Bounded by what is in flight. A killed run loses the set, which is right: nothing of those
 /// ids was stored, so the rerun fetches them.
 #[derive(Default)]
-struct Claimed {
+pub(super) struct Claimed {
     job: i64,
     run: i64,
     ids: std::collections::HashSet<Box<str>>,
@@ -864,7 +374,7 @@ fn claim(
 const FRESH_RECORD: &str =
     "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3";
 
-const PUT_RECORD: &str = "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
+pub(super) const PUT_RECORD: &str = "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms";
 
 const PUT_OUTCOME: &str =
@@ -1216,193 +726,9 @@ impl BatchReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn record(n: u32) -> Record {
         Record::from_body(format!(r#"{{"id":{n}}}"#).as_bytes()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn stores_and_finds_records_per_namespace() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(&dir.path().join("c.sqlite3")).unwrap();
-        cache.put_durable("api-a", "1", record(1)).await.unwrap();
-        let hit = cache
-            .get("api-a", "1", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(hit.record.as_json(), r#"{"id":1}"#);
-        assert!(
-            cache
-                .get("api-b", "1", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            cache
-                .get("api-a", "2", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
-    async fn old_records_are_not_fresh() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(&dir.path().join("c.sqlite3")).unwrap();
-        cache.put_durable("a", "1", record(1)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(
-            cache
-                .get("a", "1", Duration::from_millis(5))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            cache
-                .get("a", "1", Duration::from_secs(5))
-                .await
-                .unwrap()
-                .is_some()
-        );
-    }
-
-    #[tokio::test]
-    async fn queued_puts_survive_a_reopen_after_flush() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite3");
-        let cache = Cache::open(&path).unwrap();
-        for n in 0..500 {
-            cache.put("a", &n.to_string(), record(n)).unwrap();
-        }
-        cache.flush().await.unwrap();
-        drop(cache);
-        let again = Cache::open(&path).unwrap();
-        assert!(
-            again
-                .get("a", "499", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_some()
-        );
-    }
-
-    #[tokio::test]
-    async fn closing_stores_what_is_queued_and_ends_the_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite3");
-        let cache = Cache::open(&path).unwrap();
-        let other = cache.clone();
-        for n in 0..500 {
-            cache.put("a", &n.to_string(), record(n)).unwrap();
-        }
-        cache.close().await.unwrap();
-        assert!(matches!(other.flush().await, Err(CacheError::Gone)));
-        let again = Cache::open(&path).unwrap();
-        for n in ["0", "250", "499"] {
-            let found = again.get("a", n, Duration::from_secs(60));
-            assert!(found.await.unwrap().is_some(), "record {n}");
-        }
-    }
-
-    #[tokio::test]
-    async fn the_log_shrinks_back_after_a_large_transaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite3");
-        let wal = dir.path().join("c.sqlite3-wal");
-        let cache = Cache::open(&path).unwrap();
-        let job = cache.batch_open("a", "/out.jsonl", false).await.unwrap();
-        let pad = "x".repeat(4000);
-        let big: Vec<Outcome> = (0..4000)
-            .map(|n| Outcome {
-                id: n.to_string(),
-                line: n + 1,
-                settled: Settled::Found(
-                    Record::from_body(format!(r#"{{"id":{n},"pad":"{pad}"}}"#).as_bytes()).unwrap(),
-                ),
-            })
-            .collect();
-        // One settlement is one transaction: ~16 MB of log.
-        cache.batch_settle(job, "a", big).await.unwrap();
-        let peak = std::fs::metadata(&wal).unwrap().len();
-        assert!(
-            peak > 2 * WAL_SIZE_LIMIT as u64,
-            "the WAL held {peak} bytes"
-        );
-        // That commit was checkpointed; the next one starts the log over and cuts it back.
-        cache.put_durable("a", "last", record(1)).await.unwrap();
-        let after = std::fs::metadata(&wal).unwrap().len();
-        assert!(
-            after <= WAL_SIZE_LIMIT as u64,
-            "the WAL still holds {after} bytes"
-        );
-    }
-
-    #[test]
-    fn file_and_directory_are_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested").join("c.sqlite3");
-        let _cache = Cache::open(&path).unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&path), 0o600);
-        assert_eq!(mode(path.parent().unwrap()), 0o700);
-    }
-
-    #[test]
-    fn an_existing_world_readable_file_is_made_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite3");
-        std::fs::write(&path, b"").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let _cache = Cache::open(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-    }
-
-    #[test]
-    fn a_device_or_a_pipe_is_not_a_cache() {
-        let err = Cache::open(Path::new("/dev/null")).err().unwrap();
-        assert!(err.to_string().contains("not a regular file"), "{err}");
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        assert!(made.unwrap().success(), "mkfifo");
-        let err = Cache::open(&fifo).err().unwrap();
-        assert!(err.to_string().contains("not a regular file"), "{err}");
-    }
-
-    #[test]
-    fn a_file_that_is_not_sqlite_keeps_its_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ids.txt");
-        std::fs::write(&path, b"1\n2\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            Cache::open(&path),
-            Err(CacheError::Corrupt { .. })
-        ));
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644);
-    }
-
-    #[test]
-    fn a_file_that_is_not_sqlite_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.sqlite3");
-        std::fs::write(&path, vec![b'z'; 8192]).unwrap();
-        let err = Cache::open(&path).err().unwrap();
-        let msg = err.to_string();
-        assert!(matches!(err, CacheError::Corrupt { .. }), "{msg}");
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            vec![b'z'; 8192],
-            "the file must be left as it was"
-        );
     }
 
     fn lines(ids: &[&str]) -> Vec<(u64, String)> {
