@@ -244,10 +244,9 @@ fn csv_with_no_record_is_an_empty_file() {
     assert_eq!(std::fs::read(env.path("out.jsonl")).unwrap(), b"");
 }
 
-/// The output cannot be put in place at the end (here a directory took its name meanwhile):
-/// the summary is still printed and written, and the run fails with the reason.
-#[test]
-fn a_failed_final_write_still_reports_the_run() {
+/// Runs 4 ids slowly and, once the run is under way, puts a directory where `blocked` (one
+/// of its output files) must go: that file cannot be put in place at the end.
+fn run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
     let env = Env::with_latency(std::time::Duration::from_millis(500));
     let ids = env.write("ids.txt", ids_file(1..=4));
     let mut child = env
@@ -257,9 +256,17 @@ fn a_failed_final_write_still_reports_the_run() {
         .spawn()
         .unwrap();
     assert!(env.wait_for_requests(1, &mut child), "the run ended early");
-    std::fs::create_dir(env.path("out.jsonl")).unwrap();
-    std::fs::write(env.path("out.jsonl/keep"), "").unwrap();
+    std::fs::create_dir(env.path(blocked)).unwrap();
+    std::fs::write(env.path(blocked).join("keep"), "").unwrap();
     let out = child.wait_with_output().unwrap();
+    (env, out)
+}
+
+/// The output cannot be put in place at the end: the summary is still printed and written,
+/// and the run fails with the reason.
+#[test]
+fn a_failed_final_write_still_reports_the_run() {
+    let (env, out) = run_with_output_blocked("out.jsonl");
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
@@ -274,6 +281,23 @@ fn a_failed_final_write_still_reports_the_run() {
     );
     let validator = schema("batch-summary.schema.json");
     assert!(validator.is_valid(&s), "{s}");
+}
+
+/// `--out` in place, `--failures` not: the summary still names what was written.
+#[test]
+fn a_failed_failures_file_keeps_the_report_of_the_output() {
+    let (env, out) = run_with_output_blocked("failures.jsonl");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cannot put failures.jsonl in place"),
+        "{text}"
+    );
+    assert!(text.contains("4 found records in out.jsonl"), "{text}");
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 4);
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["out"]["records"], 4, "{s}");
+    assert_eq!(s["failures"], serde_json::Value::Null, "{s}");
 }
 
 #[test]

@@ -426,6 +426,13 @@ fn commit(ctx: &Arc<Ctx>, answers: Vec<(cache::Outcome, Tally)>) -> CommitFuture
     })
 }
 
+/// What `write_outputs` put in place (`--out`, `--failures`), and why not the rest.
+type Written = (
+    Option<FileReport>,
+    Option<FileReport>,
+    Option<anyhow::Error>,
+);
+
 type CommitFuture = std::pin::Pin<
     Box<dyn Future<Output = (Vec<Tally>, anyhow::Result<Vec<cache::Outcome>>)> + Send>,
 >;
@@ -716,8 +723,7 @@ impl<'a> Pipeline<'a> {
         // Output files are only replaced when the input was readable: after an input error
         // the previous files stay as they were.
         let fetched = started.elapsed();
-        let mut write_error = None;
-        let (out_report, failures_report) = match (&fatal, status) {
+        let (out_report, failures_report, write_error) = match (&fatal, status) {
             (None, Status::Complete | Status::Interrupted) => {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
                 let writing = self.write_outputs(out, failures);
@@ -726,10 +732,7 @@ impl<'a> Pipeline<'a> {
                     tokio::select! {
                         // A failed write (a full disk) still leaves the run's summary to tell;
                         // the error follows it.
-                        written = &mut writing => break written.unwrap_or_else(|e| {
-                            write_error = Some(e);
-                            (None, None)
-                        }),
+                        written = &mut writing => break written,
                         Some(()) = interrupts.recv() => {}
                         Some(()) = terminate.recv() => {}
                     }
@@ -742,7 +745,7 @@ impl<'a> Pipeline<'a> {
                     );
                 }
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
         tracing::info!(
             "lookups took {:?}, writing the output {:?}",
@@ -854,42 +857,50 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    async fn write_outputs(
-        &self,
-        out: Output,
-        failures: Option<AtomicFile>,
-    ) -> anyhow::Result<(Option<FileReport>, Option<FileReport>)> {
-        self.ctx.cache.flush().await?;
+    /// The reports of the files put in place, and why the rest could not be: `--out` may be
+    /// in place when `--failures` fails, and the summary should still name it.
+    async fn write_outputs(&self, out: Output, failures: Option<AtomicFile>) -> Written {
+        if let Err(e) = self.ctx.cache.flush().await {
+            return (None, None, Some(e.into()));
+        }
         let path = self.ctx.cache.path().to_owned();
         let job = self.ctx.job.job;
         let namespace = self.ctx.namespace.clone();
         let format = self.config.format;
         let out_path = self.config.out.display().to_string();
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || -> Written {
             // Opened only by what reads the store: a streamed --out without --failures never does.
-            let records = out.finish(|file| {
+            let records = match out.finish(|file| {
                 output::write_found(&BatchReader::open(&path)?, job, &namespace, format, file)
-            })?;
-            let failures = match failures {
-                Some(f) => {
-                    let shown = f.path().display().to_string();
-                    let records = output::write_failures(&BatchReader::open(&path)?, job, f)?;
+            }) {
+                Ok(records) => records,
+                Err(e) => return (None, None, Some(e)),
+            };
+            let out = Some(FileReport {
+                path: out_path,
+                records,
+            });
+            let Some(f) = failures else {
+                return (out, None, None);
+            };
+            let shown = f.path().display().to_string();
+            match BatchReader::open(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|reader| output::write_failures(&reader, job, f))
+            {
+                Ok(records) => (
+                    out,
                     Some(FileReport {
                         path: shown,
                         records,
-                    })
-                }
-                None => None,
-            };
-            Ok((
-                Some(FileReport {
-                    path: out_path,
-                    records,
-                }),
-                failures,
-            ))
+                    }),
+                    None,
+                ),
+                Err(e) => (out, None, Some(e)),
+            }
         })
-        .await?
+        .await;
+        written.unwrap_or_else(|e| (None, None, Some(e.into())))
     }
 
     fn summary(
