@@ -247,7 +247,8 @@ fn csv_with_no_record_is_an_empty_file() {
 /// Runs 4 ids slowly and, once the run is under way, puts a directory where `blocked` (one
 /// of its output files) must go: that file cannot be put in place at the end.
 fn run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
-    let env = Env::with_latency(std::time::Duration::from_millis(500));
+    // A second to put the directory in place: generous on a loaded machine.
+    let env = Env::with_latency(std::time::Duration::from_secs(1));
     let ids = env.write("ids.txt", ids_file(1..=4));
     let mut child = env
         .batch_to_files(&ids, &[])
