@@ -135,15 +135,16 @@ async fn retry_after_is_capped_by_max_retry_wait() {
 #[tokio::test]
 async fn retries_stop_once_the_next_would_start_past_the_time_limit() {
     let api = TestApi::start();
-    // Every answer is a 429 asking for a 1 s wait; ten retries are allowed, 1.5 s is not
-    // enough for a third attempt.
-    let mut config = api.config("fault=429&retry_after=1s", 10);
-    config.retry.max_time = Duration::from_millis(1500);
+    // Every answer is a 429 asking for a 2 s wait; ten retries are allowed. The second
+    // attempt starts at ~2 s (within 3 s, even a second late); a third could not start
+    // before ~4 s.
+    let mut config = api.config("fault=429&retry_after=2s", 10);
+    config.retry.max_time = Duration::from_secs(3);
     let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
     assert_eq!((err.kind, err.attempts), (ErrorKind::RateLimited, 2));
     let msg = err.to_string();
     assert!(
-        msg.starts_with("retries stopped at --retry-max-time (1s 500ms): rate limited"),
+        msg.starts_with("retries stopped at --retry-max-time (3s): rate limited"),
         "{msg}"
     );
 }
