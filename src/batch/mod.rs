@@ -155,8 +155,8 @@ impl Config {
             }
         }
         // Each output replaces its file whole: never the ids being read, never the store
-        // the run's progress lives in.
-        // SQLite keeps -wal and -shm beside the file a link points to.
+        // the run's progress lives in. Through links: SQLite keeps -wal and -shm beside the
+        // file a link points to.
         let cache = global
             .cache
             .as_deref()

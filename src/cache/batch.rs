@@ -168,10 +168,7 @@ pub(super) fn run_batch_command(
             ids,
             reply,
         } => {
-            // `None`: no record is young enough (`--max-age 0`, `--fresh`), so none is looked up.
-            let oldest = (!max_age.is_zero()).then(|| {
-                now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX))
-            });
+            let oldest = oldest_fresh_ms(now, max_age);
             BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids, claimed))
         }
         BatchCommand::Settle {
@@ -368,6 +365,13 @@ fn claim(
         claims.push(claim);
     }
     Ok(claims)
+}
+
+/// The fetch time a record must be younger than to count as fresh at `now`; `None` when none
+/// can be (`--max-age 0`, `--fresh`), so none is looked up.
+fn oldest_fresh_ms(now: i64, max_age: Duration) -> Option<i64> {
+    (!max_age.is_zero())
+        .then(|| now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)))
 }
 
 /// Strictly younger than the limit, so `--max-age 0` always fetches.
@@ -625,11 +629,9 @@ impl BatchReader {
         id: &str,
         max_age: Duration,
     ) -> Result<bool, CacheError> {
-        if max_age.is_zero() {
+        let Some(oldest) = oldest_fresh_ms(now_ms(), max_age) else {
             return Ok(false);
-        }
-        let oldest =
-            now_ms().saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+        };
         let mut stmt = self
             .conn
             .prepare_cached(FRESH_RECORD)

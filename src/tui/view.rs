@@ -195,10 +195,11 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     let before: Vec<char> = app.input.chars().take(app.cursor).collect();
     let (mut skip, mut used) = (before.len(), 0);
     for &c in before.iter().rev() {
-        if used + columns(c) > room {
+        let width = columns(c);
+        if used + width > room {
             break;
         }
-        used += columns(c);
+        used += width;
         skip -= 1;
     }
     // Typed text is the user's own, but a pasted bidi override would still reorder the line.
