@@ -985,6 +985,7 @@ async fn dry_run(
     let template = session.engine.client().config().template.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
         let reader = BatchReader::open(&path)?;
+        reader.snapshot()?;
         let job = if fresh {
             None
         } else {

@@ -596,6 +596,13 @@ impl BatchReader {
         }
     }
 
+    /// Makes every read that follows see one snapshot, in one read transaction. Without it
+    /// each read opens and closes a transaction of its own, with the file locks and WAL
+    /// checks that takes: a dry run of 10 million ids spent 15 s in the kernel on them.
+    pub fn snapshot(&self) -> Result<(), CacheError> {
+        self.conn.execute_batch("BEGIN").map_err(|e| self.sqlite(e))
+    }
+
     /// The job for `key`, if a run of it ever started.
     pub fn find_job(&self, namespace: &str, key: &str) -> Result<Option<i64>, CacheError> {
         self.conn
