@@ -307,6 +307,18 @@ fn resize_relays_the_screen_and_sigterm_restores_the_terminal() {
 }
 
 #[test]
+fn a_sigint_from_outside_restores_the_terminal() {
+    let mut pty = Pty::spawn(&["--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.session
+        .get_process_mut()
+        .kill(expectrl::process::unix::Signal::SIGINT)
+        .expect("send SIGINT");
+    pty.wait_exit(Duration::from_secs(5));
+    assert!(leaves_the_alternate_screen(&pty.raw));
+}
+
+#[test]
 fn without_a_terminal_it_points_to_the_script_friendly_commands() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_userfetch"))
         .args(["--no-cache"])
