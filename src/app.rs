@@ -96,12 +96,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Serve(args)) => serve(&args).await,
         Some(Command::Batch(args)) => crate::batch::run(&cli.global, &args).await,
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "userfetch",
-                &mut std::io::stdout(),
-            );
+            // Generated into memory first: clap_complete panics when its write fails (a
+            // reader that stopped early, a full disk).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "userfetch", &mut script);
+            crate::console::write_bytes(&script)?;
             Ok(ExitCode::Success)
         }
         Some(Command::Ui(args)) => crate::tui::main(&cli.global, &args).await,

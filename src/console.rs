@@ -23,7 +23,17 @@ pub fn write_note(args: fmt::Arguments<'_>) {
 /// the command; other write errors say what failed.
 pub fn write_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
-    match writeln!(out, "{args}").and_then(|()| out.flush()) {
+    stdout_result(writeln!(out, "{args}").and_then(|()| out.flush()))
+}
+
+/// Bytes on stdout, with the same errors as [`write_line`].
+pub fn write_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    stdout_result(out.write_all(bytes).and_then(|()| out.flush()))
+}
+
+fn stdout_result(written: io::Result<()>) -> anyhow::Result<()> {
+    match written {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
         Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),

@@ -1,6 +1,7 @@
 //! The `userfetch` binary end to end: output, error lines and exit codes.
 
 mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -401,6 +402,21 @@ fn completions_are_generated() {
         .assert()
         .success()
         .stdout(predicate::str::contains("userfetch"));
+}
+
+#[test]
+fn completions_into_a_closed_pipe_end_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = userfetch(&dir)
+            .args(["completions", shell])
+            .stdout(support::closed_pipe())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {stderr}");
+        assert_eq!(stderr, "", "{shell}: the reader left; nothing to report");
+    }
 }
 
 #[test]
