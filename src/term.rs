@@ -27,11 +27,16 @@ pub fn quote(text: &str) -> String {
 pub const REPLACEMENT: char = '\u{FFFD}';
 
 /// True for characters that must never reach a terminal raw: C0 controls (ESC, BEL, CR, …),
-/// DEL, C1 controls (including the 8-bit CSI U+009B), and the bidi embedding, override and
-/// isolate controls.
+/// DEL, C1 controls (including the 8-bit CSI U+009B), the bidi embedding, override and
+/// isolate controls, and the line and paragraph separators (U+2028/9), which the screen's
+/// layout counts as no width while terminals draw them, leaving an earlier record's
+/// characters on screen.
 pub fn is_unsafe(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}')
+        || matches!(
+            c,
+            '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{2028}' | '\u{2029}'
+        )
         || ('\u{202A}'..='\u{202E}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
@@ -71,12 +76,13 @@ mod tests {
 
     #[test]
     fn escape_sequences_c1_and_bidi_are_replaced() {
-        let hostile = "a\u{1b}]0;PWNED\u{7}\u{1b}[2Jb\u{9b}31mc\u{202e}d\u{2066}e\u{7f}f\r\n";
+        let hostile =
+            "a\u{1b}]0;PWNED\u{7}\u{1b}[2Jb\u{9b}31mc\u{202e}d\u{2066}e\u{7f}f\r\n\u{2028}\u{2029}";
         let clean = sanitize(hostile);
         assert!(!clean.chars().any(is_unsafe), "{clean:?}");
         assert_eq!(
             clean,
-            "a\u{fffd}]0;PWNED\u{fffd}\u{fffd}[2Jb\u{fffd}31mc\u{fffd}d\u{fffd}e\u{fffd}f\u{fffd}\u{fffd}"
+            "a\u{fffd}]0;PWNED\u{fffd}\u{fffd}[2Jb\u{fffd}31mc\u{fffd}d\u{fffd}e\u{fffd}f\u{fffd}\u{fffd}\u{fffd}\u{fffd}"
         );
     }
 }
