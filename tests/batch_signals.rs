@@ -187,3 +187,69 @@ fn second_ctrl_c_cancels_lookups_in_flight() {
     // Nothing was found, and the output says so rather than being absent or partial.
     assert_eq!(std::fs::read_to_string(env.path("out.jsonl")).unwrap(), "");
 }
+
+/// A finished job whose rerun spends its time rewriting the CSV from the store: the window in
+/// which these tests send their signals. Returns the env, the rerun's arguments (global
+/// options first) and the CSV the first run wrote.
+fn job_with_a_long_write() -> (Env, Vec<String>, String) {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=10_000));
+    let batch = [
+        "batch",
+        input.to_str().unwrap(),
+        "--out",
+        "out.csv",
+        "--format",
+        "csv",
+        "--summary-json",
+        "summary.json",
+    ];
+    let mut args: Vec<String> = batch.iter().map(|s| s.to_string()).collect();
+    let out = run(env.with_api(&env.server.url_template(), &[]).args(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let csv = std::fs::read_to_string(env.path("out.csv")).unwrap();
+    // -vv says when the write begins.
+    args.insert(0, "-vv".to_owned());
+    (env, args, csv)
+}
+
+fn start(env: &Env, args: &[String]) -> Child {
+    env.with_api(&env.server.url_template(), &[])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_while_the_output_is_written_finishes_it_and_exits_130() {
+    let (env, args, csv) = job_with_a_long_write();
+    let mut child = start(&env, &args);
+    let (_, rest) = wait_for_line(&mut child, "writing the outputs");
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(30));
+    let text = rest.join().unwrap();
+    assert!(text.contains("Ctrl-C again to quit at once"), "{text}");
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["status"], "interrupted", "{s:#}");
+    // Nothing was left to fetch, so the output is whole.
+    assert_eq!(std::fs::read_to_string(env.path("out.csv")).unwrap(), csv);
+}
+
+#[test]
+fn a_second_ctrl_c_while_the_output_is_written_quits_at_once() {
+    let (env, args, csv) = job_with_a_long_write();
+    let mut child = start(&env, &args);
+    let (_, rest) = wait_for_line(&mut child, "writing the outputs");
+    send(&child, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(20));
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(30));
+    let text = rest.join().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("quitting at once"), "{text}");
+    // The earlier output stays as it was: the new one was never put in place.
+    assert_eq!(std::fs::read_to_string(env.path("out.csv")).unwrap(), csv);
+}

@@ -713,7 +713,7 @@ impl<'a> Pipeline<'a> {
         self.counts.unfinished += ready.len() as u64;
         self.progress.finish();
 
-        let status = if input_error.is_some() || reader_died {
+        let mut status = if input_error.is_some() || reader_died {
             Status::InputError
         } else if signals > 0 {
             Status::Interrupted
@@ -726,9 +726,11 @@ impl<'a> Pipeline<'a> {
         let (out_report, failures_report, write_error) = match (&fatal, status) {
             (None, Status::Complete | Status::Interrupted) => {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
+                tracing::debug!("writing the outputs");
                 let writing = self.write_outputs(out, failures);
                 tokio::pin!(writing);
-                loop {
+                let mut while_writing = 0u32;
+                let written = loop {
                     tokio::select! {
                         // A failed write (a full disk) still leaves the run's summary to tell;
                         // the error follows it.
@@ -737,13 +739,21 @@ impl<'a> Pipeline<'a> {
                         Some(()) = terminate.recv() => {}
                     }
                     signals += 1;
-                    if signals >= 3 {
+                    while_writing += 1;
+                    // The message promises that the next Ctrl-C quits, whatever came before.
+                    if signals >= 3 || while_writing >= 2 {
                         quit_now();
                     }
                     self.progress.warn(
                         "userfetch: writing the output from what is done; Ctrl-C again to quit at once",
                     );
+                };
+                // Asked to stop, even if there was nothing left to stop: exit 130 as for
+                // any Ctrl-C, and the summary says so.
+                if while_writing > 0 {
+                    status = Status::Interrupted;
                 }
+                written
             }
             _ => (None, None, None),
         };
