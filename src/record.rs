@@ -25,6 +25,10 @@ pub enum RecordError {
     NotJson(#[from] serde_json::Error),
     #[error("the response nests arrays or objects deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    #[error(
+        "the response holds a lone UTF-16 surrogate escape (\\uD800 to \\uDFFF unpaired), which is no character"
+    )]
+    LoneSurrogate,
 }
 
 impl Record {
@@ -37,6 +41,14 @@ impl Record {
         let text = raw.get();
         if nests_deeper_than(text, MAX_DEPTH) {
             return Err(RecordError::TooDeep);
+        }
+        // The raw check reads `\uD800` without pairing it: a lone surrogate is no character
+        // at all, so the record could never be shown or flattened into CSV. Building a tree
+        // pairs them; only a body that may hold one pays for it.
+        // The text passed the raw check and the depth limit, so decoding its strings is all
+        // that can fail here.
+        if may_hold_a_surrogate(text) && serde_json::from_str::<serde_json::Value>(text).is_err() {
+            return Err(RecordError::LoneSurrogate);
         }
         if text.bytes().any(|b| b == b'\n' || b == b'\r') {
             return Ok(Record(compact(text).into()));
@@ -113,6 +125,18 @@ fn compact(json: &str) -> String {
 }
 
 /// Whether valid JSON `json` opens more than `limit` arrays or objects inside each other.
+/// Whether `json` has an escape in U+D800..=U+DFFF (`\ud83d`), or text that looks like one.
+fn may_hold_a_surrogate(json: &str) -> bool {
+    // Most records have no escape at all; `contains` on bytes is a memchr.
+    json.as_bytes().contains(&b'\\')
+        && json.as_bytes().windows(4).any(|w| {
+            w[0] == b'\\'
+                && w[1] == b'u'
+                && matches!(w[2], b'd' | b'D')
+                && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+        })
+}
+
 fn nests_deeper_than(json: &str, limit: usize) -> bool {
     // Fewer openings than the limit cannot nest past it; this count (which vectorises) is all
     // a typical record costs.
@@ -275,6 +299,39 @@ mod tests {
         let mut out = Vec::new();
         r.write_escaped(&mut out, false).unwrap();
         assert_eq!(out, r.as_json().as_bytes());
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_and_pairs_kept() {
+        for lone in [
+            r#"{"a":"\ud800x"}"#,
+            r#"{"a":"x\uDC00"}"#,
+            r#"["\udbff\u0041"]"#,
+        ] {
+            let err = Record::from_body(lone.as_bytes()).unwrap_err();
+            assert!(err.to_string().contains("surrogate"), "{lone}: {err}");
+        }
+        let pair = r#"{"a":"\ud83d\ude00","b":"\\ud800"}"#;
+        let r = Record::from_body(pair.as_bytes()).unwrap();
+        assert_eq!(r.as_json(), pair);
+        assert_eq!(r.to_value()["a"], "\u{1f600}");
+    }
+
+    #[test]
+    fn numbers_keep_their_text_when_shown_field_by_field() {
+        let body = r#"{"big":123456789012345678901234567890,"h":1e5,"huge":1e400,"f":0.10}"#;
+        let r = Record::from_body(body.as_bytes()).unwrap();
+        let mut pretty = Vec::new();
+        r.write_escaped(&mut pretty, true).unwrap();
+        let pretty = String::from_utf8(pretty).unwrap();
+        // Each value exactly (serde_json writes an exponent with its sign).
+        for number in ["123456789012345678901234567890", "1e+5", "1e+400", "0.10"] {
+            assert!(
+                pretty.contains(&format!(": {number}")),
+                "{number}: {pretty}"
+            );
+        }
+        assert_eq!(r.to_value()["huge"].to_string(), "1e+400");
     }
 
     #[test]

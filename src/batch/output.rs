@@ -376,6 +376,22 @@ mod tests {
         assert_eq!(out, vec![("value".to_owned(), "3".to_owned())]);
     }
 
+    #[test]
+    fn numbers_keep_their_value_in_cells() {
+        // As a float, the first became 1.2345678901234568e29 and the last failed to parse.
+        let v: Value = serde_json::from_str(
+            r#"{"big":123456789012345678901234567890,"f":0.10,"e":1e5,"huge":1e400}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        flatten(&v, &mut String::new(), &mut out);
+        let cells: Vec<&str> = out.iter().map(|(_, cell)| cell.as_str()).collect();
+        assert_eq!(
+            cells,
+            ["123456789012345678901234567890", "0.10", "1e+5", "1e+400"]
+        );
+    }
+
     #[tokio::test]
     async fn fields_that_flatten_to_one_column_keep_the_first() {
         use crate::cache::{Cache, Outcome, Settled};
