@@ -216,7 +216,8 @@ pub struct DemoArgs {
         One id per line; blank lines and lines starting with '#' are skipped; each distinct id is \
         fetched once. Every outcome is stored in the cache file before it counts, and the output \
         files are rebuilt from there: after Ctrl-C, a crash or kill -9, run the same command again \
-        and it fetches only what is missing. A rerun also retries ids that failed.\n\n\
+        and it fetches only what is missing (after --fresh, without it: repeating --fresh would \
+        start over again). A rerun also retries ids that failed.\n\n\
         Ctrl-C once: stop taking new ids, let lookups in flight finish (see --grace), write the \
         output. Twice: cancel what is in flight, write what is done.",
     after_help = "Exit codes: 0 every id found or not found, 1 some failed, 2 bad usage or input, 130 interrupted."

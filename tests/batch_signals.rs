@@ -253,3 +253,74 @@ fn a_second_ctrl_c_while_the_output_is_written_quits_at_once() {
     // The earlier output stays as it was: the new one was never put in place.
     assert_eq!(std::fs::read_to_string(env.path("out.csv")).unwrap(), csv);
 }
+
+#[test]
+fn an_interrupted_fresh_run_is_finished_without_fresh_and_takes_nothing_older() {
+    let env = Env::with_latency(Duration::from_millis(300));
+    let ids: Vec<u32> = (1..=60).collect();
+    let input = env.write("ids.txt", ids_file(&ids));
+    let args = [
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--summary-json",
+        "summary.json",
+    ];
+    // Every id fetched and cached once.
+    let out = run(env.batch(&args).args(["--concurrency", "60"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = env.user_requests();
+    assert_eq!(before, 60);
+
+    // Starting over, interrupted part way.
+    let mut child = env
+        .batch(&args)
+        .args(["--fresh", "--concurrency", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_requests(&env, &mut child);
+    while env.user_requests() == before {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("run the same command again without --fresh to finish"),
+        "{text}"
+    );
+    let refetched = summary(&env.path("summary.json"))["found"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        refetched < 60,
+        "the interrupt came too late to test anything"
+    );
+
+    // Finished without --fresh: what the start-over had not reached is fetched again, not
+    // taken from the records cached before it.
+    let dry = run(env.batch(&args).arg("--dry-run"));
+    assert!(
+        stderr(&dry).is_empty() && String::from_utf8_lossy(&dry.stdout).contains(&format!(
+            "dry run: {} of 60 ids in {} would be fetched ({refetched} done in an earlier run, 0 fresh in the cache",
+            60 - refetched,
+            input.display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    let requests = env.user_requests();
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["cached"], 0, "{s:#}");
+    assert_eq!(s["done_earlier"].as_u64().unwrap(), refetched, "{s:#}");
+    assert_eq!(s["found"].as_u64().unwrap(), 60 - refetched, "{s:#}");
+    assert_eq!(env.user_requests() - requests, 60 - refetched);
+    let all: Vec<String> = ids.iter().map(|n| n.to_string()).collect();
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), all);
+}

@@ -640,8 +640,9 @@ impl<'a> Pipeline<'a> {
                         reader_died = true;
                         let why = join_reader(reader.take()).await;
                         fatal.get_or_insert(anyhow::anyhow!(
-                            "reading {} stopped before its end ({why}); run the same command again to continue",
-                            self.config.source.name()
+                            "reading {} stopped before its end ({why}); {} to continue",
+                            self.config.source.name(),
+                            rerun_hint(self.config.fresh)
                         ));
                     }
                 },
@@ -742,7 +743,7 @@ impl<'a> Pipeline<'a> {
                     while_writing += 1;
                     // The message promises that the next Ctrl-C quits, whatever came before.
                     if signals >= 3 || while_writing >= 2 {
-                        quit_now();
+                        quit_now(self.config.fresh);
                     }
                     self.progress.warn(
                         "userfetch: writing the output from what is done; Ctrl-C again to quit at once",
@@ -770,7 +771,7 @@ impl<'a> Pipeline<'a> {
         let summary = self.summary(status, started.elapsed(), out_report, failures_report);
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
-            note!("{}", summary.render());
+            note!("{}", summary.render(rerun_hint(self.config.fresh)));
         }
         if let Some(file) = summary_json {
             summary.write_json(file)?;
@@ -849,7 +850,7 @@ impl<'a> Pipeline<'a> {
                 cancel.cancel();
                 Stop::Aborting
             }
-            _ => quit_now(),
+            _ => quit_now(self.config.fresh),
         }
     }
 
@@ -944,10 +945,23 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// How to finish an interrupted run. Repeated as it was, a `--fresh` run would start over
+/// once more; without the flag, the job it started is continued.
+fn rerun_hint(fresh: bool) -> &'static str {
+    if fresh {
+        "run the same command again without --fresh"
+    } else {
+        "run the same command again"
+    }
+}
+
 /// The third Ctrl-C. Everything settled so far is committed, and the output files are either
 /// the previous ones or complete new ones; a rerun rebuilds them.
-fn quit_now() -> ! {
-    note!("userfetch: quitting at once; run the same command again to finish");
+fn quit_now(fresh: bool) -> ! {
+    note!(
+        "userfetch: quitting at once; {} to finish",
+        rerun_hint(fresh)
+    );
     std::process::exit(ExitCode::Interrupted as i32);
 }
 
@@ -996,10 +1010,11 @@ async fn dry_run(
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
         let reader = BatchReader::open(&path)?;
         reader.snapshot()?;
-        let job = if fresh {
-            None
-        } else {
-            reader.find_job(&namespace, &key)?
+        let (job, fresh_ms) = match fresh {
+            true => (None, None),
+            false => reader
+                .find_job(&namespace, &key)?
+                .map_or((None, None), |(job, fresh_ms)| (Some(job), fresh_ms)),
         };
         let mut lines = lines;
         let mut seen = Seen::new()?;
@@ -1024,7 +1039,7 @@ async fn dry_run(
                         && reader.is_done(job, id.as_str())?
                     {
                         report.done += 1;
-                    } else if reader.is_cached(&namespace, id.as_str(), max_age)? {
+                    } else if reader.is_cached(&namespace, id.as_str(), max_age, fresh_ms)? {
                         report.cached += 1;
                     } else {
                         report.to_fetch += 1;

@@ -151,7 +151,8 @@ impl Summary {
     }
 
     /// The human summary: a few lines for stderr.
-    pub fn render(&self) -> String {
+    /// `rerun` says how to finish what is left unfinished.
+    pub fn render(&self, rerun: &str) -> String {
         let c = &self.counts;
         let head = match self.status {
             Status::Complete => "done",
@@ -172,7 +173,7 @@ impl Summary {
         );
         if c.unfinished > 0 {
             text.push_str(&format!(
-                ", {} unfinished (run the same command again to finish)",
+                ", {} unfinished ({rerun} to finish)",
                 c.unfinished
             ));
         }

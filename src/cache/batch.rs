@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     namespace TEXT NOT NULL,
     key       TEXT NOT NULL,
     runs      INTEGER NOT NULL,
+    fresh_ms  INTEGER,
     UNIQUE (namespace, key)
 );
 CREATE TABLE IF NOT EXISTS batch_outcomes (
@@ -41,6 +42,23 @@ CREATE TABLE IF NOT EXISTS batch_discarded (
 );
 ";
 
+/// Files made before `--fresh` was remembered lack `batch_jobs.fresh_ms`; adding a column is
+/// cheap and older versions of userfetch ignore it.
+pub(super) fn add_missing_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let has_fresh = || {
+        conn.prepare("SELECT fresh_ms FROM batch_jobs LIMIT 0")
+            .is_ok()
+    };
+    if has_fresh() {
+        return Ok(());
+    }
+    match conn.execute_batch("ALTER TABLE batch_jobs ADD COLUMN fresh_ms INTEGER") {
+        // Another process opening the file may have added it first.
+        Err(_) if has_fresh() => Ok(()),
+        other => other,
+    }
+}
+
 const STATE_FOUND: i64 = 1;
 const STATE_NOT_FOUND: i64 = 2;
 const STATE_FAILED: i64 = 3;
@@ -54,6 +72,9 @@ pub struct BatchJob {
     /// Whether earlier runs left found ids (after `--fresh`, never): then the output holds
     /// records this run may never see, and must be rebuilt from the store.
     pub earlier_found: bool,
+    /// When `--fresh` started this job over (ms since the epoch): a run that continues it
+    /// takes no record fetched before then from the cache, or the start-over would be lost.
+    pub fresh_ms: Option<i64>,
 }
 
 /// What to do with an id read from the input.
@@ -160,7 +181,7 @@ pub(super) fn run_batch_command(
             key,
             fresh,
             reply,
-        } => BatchReply::Open(reply, open_job(tx, &namespace, &key, fresh)),
+        } => BatchReply::Open(reply, open_job(tx, &namespace, &key, fresh, now)),
         BatchCommand::Claim {
             job,
             namespace,
@@ -168,7 +189,7 @@ pub(super) fn run_batch_command(
             ids,
             reply,
         } => {
-            let oldest = oldest_fresh_ms(now, max_age);
+            let oldest = oldest_fresh_ms(now, max_age, job.fresh_ms);
             BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids, claimed))
         }
         BatchCommand::Settle {
@@ -193,6 +214,7 @@ fn open_job(
     namespace: &str,
     key: &str,
     fresh: bool,
+    now: i64,
 ) -> Result<BatchJob, rusqlite::Error> {
     let existing: Option<i64> = tx
         .query_row(
@@ -201,14 +223,14 @@ fn open_job(
             |row| row.get(0),
         )
         .optional()?;
-    let (job, run) = match existing {
+    let (job, run, fresh_ms) = match existing {
         Some(job) if !fresh => {
-            let run = tx.query_row(
-                "UPDATE batch_jobs SET runs = runs + 1 WHERE job = ?1 RETURNING runs",
+            let (run, fresh_ms) = tx.query_row(
+                "UPDATE batch_jobs SET runs = runs + 1 WHERE job = ?1 RETURNING runs, fresh_ms",
                 params![job],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
-            (job, run)
+            (job, run, fresh_ms)
         }
         discarded => {
             // Starting over is a new job under the same key. The old job's outcomes are
@@ -231,11 +253,13 @@ fn open_job(
                 [],
                 |row| row.get(0),
             )?;
+            let fresh_ms = fresh.then_some(now);
             tx.execute(
-                "INSERT INTO batch_jobs (job, namespace, key, runs) VALUES (?1, ?2, ?3, 1)",
-                params![job, namespace, key],
+                "INSERT INTO batch_jobs (job, namespace, key, runs, fresh_ms)
+                 VALUES (?1, ?2, ?3, 1, ?4)",
+                params![job, namespace, key, fresh_ms],
             )?;
-            (job, 1)
+            (job, 1, fresh_ms)
         }
     };
     let earlier_found = tx.query_row(
@@ -247,6 +271,7 @@ fn open_job(
         job,
         run,
         earlier_found,
+        fresh_ms,
     })
 }
 
@@ -367,11 +392,13 @@ fn claim(
     Ok(claims)
 }
 
-/// The fetch time a record must be younger than to count as fresh at `now`; `None` when none
-/// can be (`--max-age 0`, `--fresh`), so none is looked up.
-fn oldest_fresh_ms(now: i64, max_age: Duration) -> Option<i64> {
-    (!max_age.is_zero())
-        .then(|| now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)))
+/// The fetch time a record must be younger than to count as fresh at `now`: within `max_age`,
+/// and not before `fresh_ms` (when `--fresh` started the job over). `None` when none can be
+/// (`--max-age 0`, a `--fresh` run), so none is looked up.
+fn oldest_fresh_ms(now: i64, max_age: Duration, fresh_ms: Option<i64>) -> Option<i64> {
+    let by_age = (!max_age.is_zero())
+        .then(|| now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)))?;
+    Some(fresh_ms.map_or(by_age, |start| by_age.max(start.saturating_sub(1))))
 }
 
 /// Strictly younger than the limit, so `--max-age 0` always fetches.
@@ -603,13 +630,18 @@ impl BatchReader {
         self.conn.execute_batch("BEGIN").map_err(|e| self.sqlite(e))
     }
 
-    /// The job for `key`, if a run of it ever started.
-    pub fn find_job(&self, namespace: &str, key: &str) -> Result<Option<i64>, CacheError> {
+    /// The job for `key`, if a run of it ever started, and when `--fresh` last started it
+    /// over (see [`BatchJob::fresh_ms`]).
+    pub fn find_job(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<(i64, Option<i64>)>, CacheError> {
         self.conn
             .query_row(
-                "SELECT job FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
+                "SELECT job, fresh_ms FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
                 params![namespace, key],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(|e| self.sqlite(e))
@@ -628,15 +660,17 @@ impl BatchReader {
         Ok(matches!(state, Some(STATE_FOUND | STATE_NOT_FOUND)))
     }
 
-    /// Whether a record of `id` younger than `max_age` is stored: what a run would take from
-    /// the cache instead of fetching (the same test as claiming does).
+    /// Whether a record of `id` younger than `max_age` (and fetched since `fresh_ms`, when
+    /// `--fresh` started the job over then) is stored: what a run would take from the cache
+    /// instead of fetching (the same test as claiming does).
     pub fn is_cached(
         &self,
         namespace: &str,
         id: &str,
         max_age: Duration,
+        fresh_ms: Option<i64>,
     ) -> Result<bool, CacheError> {
-        let Some(oldest) = oldest_fresh_ms(now_ms(), max_age) else {
+        let Some(oldest) = oldest_fresh_ms(now_ms(), max_age, fresh_ms) else {
             return Ok(false);
         };
         let mut stmt = self
@@ -915,5 +949,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claims, [Claim::Fetch]);
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_fresh_was_remembered_gains_the_column_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE batch_jobs (
+                     job INTEGER PRIMARY KEY, namespace TEXT NOT NULL, key TEXT NOT NULL,
+                     runs INTEGER NOT NULL, UNIQUE (namespace, key));
+                 INSERT INTO batch_jobs VALUES (7, 'api', 'k', 2);",
+            )
+            .unwrap();
+        }
+        let cache = Cache::open(&path).unwrap();
+        let job = cache.batch_open("api", "k", false).await.unwrap();
+        assert_eq!((job.job, job.run, job.fresh_ms), (7, 3, None));
+        let fresh = cache.batch_open("api", "k", true).await.unwrap();
+        assert!(fresh.fresh_ms.is_some());
+        // A second process opening the same file finds the column already there.
+        drop(Cache::open(&path).unwrap());
     }
 }

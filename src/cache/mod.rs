@@ -20,8 +20,8 @@ use crate::record::Record;
 mod batch;
 
 use batch::{
-    BATCH_SCHEMA, BatchCommand, BatchReply, Claimed, PUT_RECORD, SWEEP_PAUSE, run_batch_command,
-    sweep,
+    BATCH_SCHEMA, BatchCommand, BatchReply, Claimed, PUT_RECORD, SWEEP_PAUSE, add_missing_columns,
+    run_batch_command, sweep,
 };
 pub use batch::{BatchJob, BatchReader, Claim, FailureRow, Outcome, Settled};
 
@@ -296,6 +296,7 @@ fn open_connection(path: &Path) -> Result<Connection, CacheError> {
     )
     .map_err(corrupt)?;
     conn.execute_batch(BATCH_SCHEMA).map_err(corrupt)?;
+    add_missing_columns(&conn).map_err(corrupt)?;
     Ok(conn)
 }
 
