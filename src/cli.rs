@@ -76,6 +76,15 @@ impl Cli {
                 ),
             ));
         }
+        // demo measures against an API it starts itself, with its own --latency.
+        if let Some(("demo", demo)) = matches.subcommand()
+            && demo.value_source("api") == Some(clap::parser::ValueSource::CommandLine)
+        {
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--api: demo always runs against its own embedded demo API (set its delay with --latency); get, batch and the screen take --api",
+            ));
+        }
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut command))
     }
@@ -218,8 +227,8 @@ pub struct DemoArgs {
         files are rebuilt from there: after Ctrl-C, a crash or kill -9, run the same command again \
         and it fetches only what is missing (after --fresh, without it: repeating --fresh would \
         start over again). A rerun also retries ids that failed.\n\n\
-        Ctrl-C once: stop taking new ids, let lookups in flight finish (see --grace), write the \
-        output. Twice: cancel what is in flight, write what is done.",
+        Ctrl-C once: stop taking new ids, let requests on the wire finish (see --grace), write \
+        the output. Twice: cancel what is in flight, write what is done.",
     after_help = "Exit codes: 0 every id found or not found, 1 some failed, 2 bad usage or input, 130 interrupted."
 )]
 pub struct BatchArgs {
@@ -243,7 +252,7 @@ pub struct BatchArgs {
     #[arg(long, short = 'c', value_name = "N")]
     pub concurrency: Option<String>,
 
-    /// Most requests per second, retries included, e.g. 50, 50/s, 3000/min; at least one a day
+    /// Most requests per second, retries included, e.g. 50, 50/s, 3000/min, 100/h, 1/day
     /// [default: no limit].
     #[arg(long, value_name = "R/s")]
     pub rate: Option<String>,
@@ -264,7 +273,7 @@ pub struct BatchArgs {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
-    /// After the first Ctrl-C, how long lookups in flight may take to finish (at most 1 day).
+    /// After the first Ctrl-C, how long requests on the wire may take to finish (at most 1 day).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub grace: Duration,
 }
@@ -384,6 +393,22 @@ mod tests {
         assert_eq!(serve.global.threads, 2);
         let get = Cli::try_parse_checked(["userfetch", "get", "1", "--retries", "3"]).unwrap();
         assert_eq!(get.global.retries, 3);
+    }
+
+    #[test]
+    fn demo_refuses_an_api_it_would_not_use() {
+        for args in [
+            &["userfetch", "demo", "--api", "http://h/users/{id}"][..],
+            &["userfetch", "--api", "http://h/users/{id}", "demo"],
+        ] {
+            let err = Cli::try_parse_checked(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+            assert!(
+                err.to_string().contains("its own embedded demo API"),
+                "{err}"
+            );
+        }
+        assert!(Cli::try_parse_checked(["userfetch", "demo", "--retries", "3"]).is_ok());
     }
 
     #[test]

@@ -8,6 +8,26 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set while the interactive screen is drawn on the terminal stderr also goes to.
+static SCREEN_ON_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Says whether the screen is up on stderr's terminal, where log lines would land in the
+/// middle of it.
+pub fn screen_on_stderr(up: bool) {
+    SCREEN_ON_STDERR.store(up, Ordering::Relaxed);
+}
+
+/// Where log lines go: stderr, except while the screen covers it (dropped then; `-v` is
+/// refused with the screen unless stderr goes elsewhere).
+pub fn log_writer() -> Box<dyn Write> {
+    if SCREEN_ON_STDERR.load(Ordering::Relaxed) {
+        Box::new(io::sink())
+    } else {
+        Box::new(io::stderr())
+    }
+}
 
 /// The reader of stdout went away (`| head -1`): the end of the output, not a failure.
 #[derive(Debug, thiserror::Error)]

@@ -163,6 +163,30 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
         "--out /dev/null is not a regular file",
     );
     refused(&env, &[good, "--out", "-"], "--out must be a file");
+    for option in ["--failures", "--summary-json"] {
+        refused(
+            &env,
+            &[good, "--out", "out.jsonl", option, "-"],
+            &format!("{option} must be a file"),
+        );
+    }
+    refused(
+        &env,
+        &[
+            good,
+            "--out",
+            "out.jsonl",
+            "--dry-run",
+            "--summary-json",
+            "s.json",
+        ],
+        "--dry-run makes none",
+    );
+    refused(
+        &env,
+        &[good, "--out", "out.jsonl", "--rate", "inf"],
+        "is not a rate like",
+    );
     refused(
         &env,
         &[good, "--out", "out.jsonl", "--failures", "out.jsonl"],

@@ -303,7 +303,7 @@ fn an_interrupted_fresh_run_is_finished_without_fresh_and_takes_nothing_older() 
 
     // Finished without --fresh: what the start-over had not reached is fetched again, not
     // taken from the records cached before it.
-    let dry = run(env.batch(&args).arg("--dry-run"));
+    let dry = run(&mut env.batch(&[&args[..3], &["--dry-run"]].concat()));
     assert!(
         stderr(&dry).is_empty() && String::from_utf8_lossy(&dry.stdout).contains(&format!(
             "dry run: {} of 60 ids in {} would be fetched ({refetched} done in an earlier run, 0 fresh in the cache",
@@ -322,5 +322,54 @@ fn an_interrupted_fresh_run_is_finished_without_fresh_and_takes_nothing_older() 
     assert_eq!(s["found"].as_u64().unwrap(), 60 - refetched, "{s:#}");
     assert_eq!(env.user_requests() - requests, 60 - refetched);
     let all: Vec<String> = ids.iter().map(|n| n.to_string()).collect();
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), all);
+}
+
+#[test]
+fn ctrl_c_leaves_lookups_that_sent_no_request_yet_at_once() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=20));
+    let args = [
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--summary-json",
+        "summary.json",
+    ];
+    // One request a minute: the first goes at once, every other lookup waits for its turn.
+    let mut child = env
+        .batch(&args)
+        .args(["--rate", "1/min", "--grace", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_requests(&env, &mut child);
+    std::thread::sleep(Duration::from_millis(300));
+    send(&child, libc::SIGINT);
+    // Not the 60 s grace period: nothing was on the wire.
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("letting 0 requests in flight finish"),
+        "{text}"
+    );
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(
+        (s["found"].as_u64(), s["requests"].as_u64()),
+        (Some(1), Some(1)),
+        "{s:#}"
+    );
+    assert_adds_up(&s);
+
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(
+        (s["found"].as_u64(), s["done_earlier"].as_u64()),
+        (Some(19), Some(1))
+    );
+    let all: Vec<String> = (1..=20).map(|n: u32| n.to_string()).collect();
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), all);
 }

@@ -307,6 +307,22 @@ fn resize_relays_the_screen_and_sigterm_restores_the_terminal() {
 }
 
 #[test]
+fn verbose_logging_onto_the_screen_is_refused() {
+    let mut pty = Pty::spawn(&["-v", "--no-cache"]);
+    pty.wait_exit(Duration::from_secs(10));
+    assert!(
+        pty.screen()
+            .contains("-v writes its log to stderr, which the screen covers"),
+        "{}",
+        pty.screen()
+    );
+    assert!(
+        !leaves_the_alternate_screen(&pty.raw),
+        "the screen was never drawn"
+    );
+}
+
+#[test]
 fn a_sigint_from_outside_restores_the_terminal() {
     let mut pty = Pty::spawn(&["--no-cache"]);
     pty.wait_for("the prompt", |s| s.contains("Enter user id:"));

@@ -135,6 +135,22 @@ impl Config {
                 "--out must be a file: it is rebuilt from the store when the run ends, which a pipe cannot be",
             ));
         }
+        // Read as a path, '-' would make a file named '-' where stdout was meant.
+        for (option, path) in [
+            ("--failures", &args.failures),
+            ("--summary-json", &args.summary_json),
+        ] {
+            if path.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+                return Err(usage(format!(
+                    "{option} must be a file: outputs are written whole and renamed into place, not to stdout"
+                )));
+            }
+        }
+        if args.dry_run && args.summary_json.is_some() {
+            return Err(usage(
+                "--summary-json reports a run, and --dry-run makes none: leave one of them out",
+            ));
+        }
         let outputs: Vec<(&str, &Path)> = [
             Some(("--out", args.out.as_path())),
             args.failures.as_deref().map(|p| ("--failures", p)),
@@ -293,7 +309,6 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     let summary_json = config
         .summary_json
         .as_deref()
-        .filter(|_| !config.dry_run)
         .map(|p| AtomicFile::create(p, "--summary-json"))
         .transpose()?;
 
@@ -372,13 +387,19 @@ enum Outcome {
     Failed,
 }
 
-async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, cancel: CancellationToken) -> Answer {
+/// `stopping` is the first Ctrl-C, `cancel` the second (or the grace period's end).
+async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping) -> Answer {
     let mut retries = 0u32;
     let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
     let gate = throttle::Timed::new(&ctx.throttle);
     let fetched = tokio::select! {
+        // The lookup first, so that an attempt that has just ended is seen as ended below.
+        biased;
         fetched = ctx.client.fetch_gated(&id, &mut on_retry, &gate) => fetched,
-        () = cancel.cancelled() => return Answer::Cancelled,
+        () = stop.cancel.cancelled() => return Answer::Cancelled,
+        // Only requests on the wire get the grace period: a lookup still waiting for its turn
+        // (the window, --rate) or sleeping before a retry is left for the next run at once.
+        () = gate.between_attempts_after(&stop.draining) => return Answer::Cancelled,
     };
     let latency = gate.since_admitted();
     let (kind, settled) = match fetched {
@@ -492,6 +513,15 @@ type ClaimFuture = std::pin::Pin<
     >,
 >;
 
+/// What lookups are told when the run stops.
+#[derive(Clone)]
+struct Stopping {
+    /// Stop between attempts (the first Ctrl-C, an input error).
+    draining: CancellationToken,
+    /// Stop at once (a second Ctrl-C, the grace period over, a fatal error).
+    cancel: CancellationToken,
+}
+
 /// Whether Ctrl-C (or SIGTERM) has been pressed, and how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -565,6 +595,11 @@ impl<'a> Pipeline<'a> {
 
         let concurrency = self.config.concurrency as usize;
         let cancel = CancellationToken::new();
+        // A child, so that cancelling everything also ends what waits between attempts.
+        let stopping = Stopping {
+            draining: cancel.child_token(),
+            cancel: cancel.clone(),
+        };
         let mut ready: VecDeque<(u64, UserId)> = VecDeque::new();
         let mut claims: FuturesOrdered<ClaimFuture> = FuturesOrdered::new();
         let mut tasks = Lookups::new();
@@ -593,7 +628,7 @@ impl<'a> Pipeline<'a> {
                     && uncommitted.len() + committing_len < max_uncommitted
                     && let Some((line, id)) = ready.pop_front()
                 {
-                    tasks.push(lookup(self.ctx.clone(), line, id, cancel.clone()));
+                    tasks.push(lookup(self.ctx.clone(), line, id, stopping.clone()));
                 }
             }
             let taking = stop == Stop::Running && !input_done;
@@ -680,8 +715,8 @@ impl<'a> Pipeline<'a> {
                         }
                     }
                 }
-                Some(()) = interrupts.recv() => { signals += 1; stop = self.on_signal(signals, stop, &cancel, tasks.len()); }
-                Some(()) = terminate.recv() => { signals += 1; stop = self.on_signal(signals, stop, &cancel, tasks.len()); }
+                Some(()) = interrupts.recv() => { signals += 1; stop = self.on_signal(signals, stop, &stopping, tasks.len()); }
+                Some(()) = terminate.recv() => { signals += 1; stop = self.on_signal(signals, stop, &stopping, tasks.len()); }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.progress.warn(&format!(
                         "userfetch: grace period over; cancelling {} lookups in flight", tasks.len()
@@ -708,7 +743,7 @@ impl<'a> Pipeline<'a> {
             }
             if (input_error.is_some() || reader_died) && stop == Stop::Running {
                 // Like a first Ctrl-C: what is in flight finishes and is kept for the rerun.
-                stop = self.draining();
+                stop = self.draining(&stopping);
             }
         }
         self.counts.unfinished += ready.len() as u64;
@@ -816,8 +851,9 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// The first stop: lookups in flight get the grace period to finish.
-    fn draining(&self) -> Stop {
+    /// The first stop: requests on the wire get the grace period to finish.
+    fn draining(&self, stopping: &Stopping) -> Stop {
+        stopping.draining.cancel();
         let now = tokio::time::Instant::now();
         // --grace is bounded, but the clock's range is the platform's: never panic over it.
         let far = Duration::from_secs(365 * 24 * 60 * 60);
@@ -828,26 +864,22 @@ impl<'a> Pipeline<'a> {
         Stop::Draining(at)
     }
 
-    fn on_signal(
-        &self,
-        signals: u32,
-        stop: Stop,
-        cancel: &CancellationToken,
-        in_flight: usize,
-    ) -> Stop {
+    fn on_signal(&self, signals: u32, stop: Stop, stopping: &Stopping, in_flight: usize) -> Stop {
         match (signals, stop) {
             (1, Stop::Running) => {
+                let on_wire = self.ctx.throttle.sending();
+                let waiting = in_flight.saturating_sub(on_wire);
                 self.progress.warn(&format!(
-                    "userfetch: stopping: letting {in_flight} lookups in flight finish (up to {}); Ctrl-C again to cancel them",
+                    "userfetch: stopping: letting {on_wire} requests in flight finish (up to {}), leaving {waiting} lookups that had not sent theirs for the next run; Ctrl-C again to cancel",
                     humantime::format_duration(self.config.grace)
                 ));
-                self.draining()
+                self.draining(stopping)
             }
             (1 | 2, _) => {
                 self.progress.warn(&format!(
                     "userfetch: cancelling {in_flight} lookups in flight; writing what is done (Ctrl-C again to quit at once)"
                 ));
-                cancel.cancel();
+                stopping.cancel.cancel();
                 Stop::Aborting
             }
             _ => quit_now(self.config.fresh),
@@ -1085,7 +1117,7 @@ async fn dry_run(
         config.concurrency,
         config
             .rate
-            .map(|r| format!("{}/s", r.0))
+            .map(|r| r.to_string())
             .unwrap_or_else(|| "unlimited".to_owned()),
         client.retry.max_attempts(),
         humantime::format_duration(client.timeout)

@@ -12,12 +12,14 @@
 //! would slow a whole run down for one bad record; it does not widen the window either.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{AttemptEnd, AttemptGate};
 
@@ -31,6 +33,8 @@ pub struct Throttle {
     rate: Option<DefaultDirectRateLimiter>,
     attempts: AtomicU64,
     refusals: AtomicU64,
+    /// Requests on the wire: admitted past the window and the rate limit, not yet ended.
+    sending: AtomicUsize,
 }
 
 struct Window {
@@ -46,15 +50,21 @@ struct Window {
 pub struct Rate(pub f64);
 
 impl Rate {
-    /// `100`, `100/s`, `6000/min`, `0.5/s`.
+    /// `100`, `100/s`, `6000/min`, `0.5/s`, `10/h`, `1/day`.
     pub fn parse(text: &str) -> Result<Rate, String> {
         let bad = || format!("--rate '{text}' is not a rate like 100, 100/s or 6000/min");
         let (number, per) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
-        let n: f64 = number.trim().parse().map_err(|_| bad())?;
+        let n: f64 = number
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite())
+            .ok_or_else(bad)?;
         let seconds = match per.trim() {
             "s" | "sec" | "second" => 1.0,
             "m" | "min" | "minute" => 60.0,
             "h" | "hour" => 3600.0,
+            "d" | "day" => 86_400.0,
             _ => return Err(bad()),
         };
         let per_second = n / seconds;
@@ -74,11 +84,28 @@ impl Rate {
         Ok(Rate(per_second))
     }
 
+    /// Per unit of time that shows at least one (0.5/s is 30/min), to three decimals.
+    fn per_shown_unit(self) -> (f64, &'static str) {
+        let (n, unit) = [(1.0, "s"), (60.0, "min"), (3600.0, "h")]
+            .into_iter()
+            .map(|(seconds, unit)| (self.0 * seconds, unit))
+            .find(|(n, _)| *n >= 1.0)
+            .unwrap_or((self.0 * 86_400.0, "day"));
+        ((n * 1000.0).round() / 1000.0, unit)
+    }
+
     fn quota(self) -> Option<Quota> {
         // A burst of a twentieth of a second's worth keeps the pacing smooth without making
         // high rates pay for a timer wake-up per request.
         let burst = NonZeroU32::new((self.0 / 20.0).ceil().clamp(1.0, 1e6) as u32)?;
         Quota::with_period(Duration::from_secs_f64(1.0 / self.0)).map(|q| q.allow_burst(burst))
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, unit) = self.per_shown_unit();
+        write!(f, "{n}/{unit}")
     }
 }
 
@@ -109,7 +136,13 @@ impl Throttle {
             rate: rate.and_then(Rate::quota).map(RateLimiter::direct),
             attempts: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
+            sending: AtomicUsize::new(0),
         }
+    }
+
+    /// Requests on the wire now.
+    pub fn sending(&self) -> usize {
+        self.sending.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> ThrottleStats {
@@ -136,11 +169,18 @@ impl Throttle {
 }
 
 /// A slot on the wire; given back on drop, so a cancelled attempt frees its slot too.
-pub struct Slot(Arc<Throttle>);
+pub struct Slot {
+    throttle: Arc<Throttle>,
+    /// Past the rate limit too: its request is being sent.
+    sending: bool,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.release();
+        if self.sending {
+            self.throttle.sending.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.throttle.release();
     }
 }
 
@@ -162,11 +202,16 @@ impl AttemptGate for Arc<Throttle> {
             }
             opened.await;
         }
-        let slot = Slot(self.clone());
+        let mut slot = Slot {
+            throttle: self.clone(),
+            sending: false,
+        };
         if let Some(rate) = &self.rate {
             rate.until_ready().await;
         }
         self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.sending.fetch_add(1, Ordering::Relaxed);
+        slot.sending = true;
         slot
     }
 
@@ -206,6 +251,8 @@ impl AttemptGate for Arc<Throttle> {
 pub struct Timed<'a> {
     throttle: &'a Arc<Throttle>,
     admitted: std::sync::OnceLock<std::time::Instant>,
+    /// An attempt was admitted and has not ended.
+    on_wire: AtomicBool,
 }
 
 impl<'a> Timed<'a> {
@@ -213,7 +260,26 @@ impl<'a> Timed<'a> {
         Timed {
             throttle,
             admitted: std::sync::OnceLock::new(),
+            on_wire: AtomicBool::new(false),
         }
+    }
+
+    /// Ends once `stop` is cancelled while no attempt of this lookup is on the wire: before
+    /// its first is admitted, or between attempts.
+    ///
+    /// Raced in a `select!` against the lookup itself, in the same task: while an attempt is
+    /// on the wire this returns `Pending` without a waker of its own, and is polled again
+    /// whenever the task wakes for the attempt, the end of which always wakes it.
+    pub async fn between_attempts_after(&self, stop: &CancellationToken) {
+        stop.cancelled().await;
+        std::future::poll_fn(|_| {
+            if self.on_wire.load(Ordering::Relaxed) {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
     }
 
     /// Time since the first attempt was admitted; zero if none was.
@@ -231,10 +297,12 @@ impl AttemptGate for Timed<'_> {
         let slot = self.throttle.admit().await;
         // Only the first admission sets it: retries are part of the lookup's latency.
         let _ = self.admitted.set(std::time::Instant::now());
+        self.on_wire.store(true, Ordering::Relaxed);
         slot
     }
 
     fn attempted(&self, slot: Slot, ended: AttemptEnd) {
+        self.on_wire.store(false, Ordering::Relaxed);
         self.throttle.attempted(slot, ended);
     }
 }
@@ -242,6 +310,17 @@ impl AttemptGate for Timed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_are_shown_in_a_unit_that_reads_well() {
+        let shown = |text: &str| Rate::parse(text).unwrap().to_string();
+        assert_eq!(shown("50"), "50/s");
+        assert_eq!(shown("100/min"), "1.667/s");
+        assert_eq!(shown("30/min"), "30/min");
+        assert_eq!(shown("0.5/s"), "30/min");
+        assert_eq!(shown("1/h"), "1/h");
+        assert_eq!(shown("1/day"), "1/day");
+    }
 
     #[test]
     fn reads_rates_as_people_write_them() {
@@ -259,10 +338,13 @@ mod tests {
                 .unwrap_err()
                 .contains("less than one request a day")
         );
-        assert!(Rate::parse("1/day").is_err());
+        assert_eq!(Rate::parse("1/day"), Ok(Rate(1.0 / 86_400.0)));
+        assert_eq!(Rate::parse("2/d"), Ok(Rate(2.0 / 86_400.0)));
         assert!(Rate::parse("1/h").is_ok());
-        assert!(Rate::parse("inf").is_err());
-        assert!(Rate::parse("NaN").is_err());
+        for bad in ["inf", "NaN", "-inf/s"] {
+            let err = Rate::parse(bad).unwrap_err();
+            assert!(err.contains("is not a rate like"), "{bad}: {err}");
+        }
         for ok in ["1/h", "1e9", "0.0001"] {
             Rate::parse(ok).unwrap().quota().unwrap();
         }

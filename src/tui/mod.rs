@@ -26,6 +26,11 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
              in scripts and pipes use 'userfetch get ID...' or 'userfetch batch'",
         ));
     }
+    if opts.verbose > 0 && std::io::stderr().is_terminal() {
+        return Err(exit::usage(
+            "-v writes its log to stderr, which the screen covers: send it to a file (2>userfetch.log)",
+        ));
+    }
     let session = Session::start(opts).await?;
     let api = match &session.embedded {
         Some(server) => format!("embedded demo API at {}", server.base_url()),
@@ -100,6 +105,7 @@ impl Screen {
     fn open() -> anyhow::Result<Screen> {
         let terminal = ratatui::try_init()
             .map_err(|e| anyhow::Error::new(e).context("cannot set up the terminal"))?;
+        crate::console::screen_on_stderr(std::io::stderr().is_terminal());
         Ok(Screen { terminal })
     }
 }
@@ -107,5 +113,6 @@ impl Screen {
 impl Drop for Screen {
     fn drop(&mut self) {
         ratatui::restore();
+        crate::console::screen_on_stderr(false);
     }
 }
