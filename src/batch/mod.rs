@@ -1064,10 +1064,13 @@ async fn dry_run(
                     }
                 }
                 input::Line::Id(id) => {
-                    report.ids += 1;
+                    // Distinct ids, as the run's summary counts them.
                     if !seen.insert(id.as_str())? {
                         report.duplicates += 1;
-                    } else if let Some(job) = job
+                        continue;
+                    }
+                    report.ids += 1;
+                    if let Some(job) = job
                         && reader.is_done(job, id.as_str())?
                     {
                         report.done += 1;
