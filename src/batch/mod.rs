@@ -543,6 +543,8 @@ struct Pipeline<'a> {
     latencies: Histogram,
     retries: u64,
     warnings: u64,
+    /// Lines with a valid id in the input, when it was counted before the run.
+    id_lines: Option<u64>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -556,7 +558,8 @@ impl<'a> Pipeline<'a> {
             config,
             ctx,
             max_age,
-            progress: Progress::new(scan.map(|s| s.ids)),
+            progress: Progress::new(scan.as_ref().map(|s| s.ids)),
+            id_lines: scan.map(|s| s.ids),
             counts: Counts::default(),
             handled: 0,
             latencies: Histogram::default(),
@@ -960,6 +963,11 @@ impl<'a> Pipeline<'a> {
         Summary {
             status,
             counts: c.clone(),
+            // Every line read was claimed (claims in flight are awaited before the run
+            // ends), as an id or as a duplicate.
+            not_read: self
+                .id_lines
+                .map(|lines| lines.saturating_sub(c.ids + c.duplicates)),
             elapsed_s: (secs * 1000.0).round() / 1000.0,
             ids_per_s: if secs > 0.0 {
                 (settled as f64 / secs).round()

@@ -123,6 +123,9 @@ pub struct Summary {
     pub status: Status,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Lines with a valid id the run never reached (it stopped early); `None` when the input
+    /// was streamed and not counted ahead.
+    pub not_read: Option<u64>,
     pub elapsed_s: f64,
     /// Ids settled per second (cache hits and earlier runs included).
     pub ids_per_s: f64,
@@ -171,11 +174,13 @@ impl Summary {
             c.cached,
             c.done_earlier,
         );
-        if c.unfinished > 0 {
-            text.push_str(&format!(
-                ", {} unfinished ({rerun} to finish)",
-                c.unfinished
-            ));
+        let not_read = self.not_read.unwrap_or(0);
+        if c.unfinished > 0 || not_read > 0 {
+            text.push_str(&format!(", {} unfinished", c.unfinished));
+            if not_read > 0 {
+                text.push_str(&format!(" and {not_read} lines of ids not read yet"));
+            }
+            text.push_str(&format!(" ({rerun} to finish)"));
         }
         text.push_str(&format!(
             "\n  {:.0} ids/s; {} requests, {} retries",
