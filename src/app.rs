@@ -38,7 +38,7 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::Success
         }
         Err(error) => {
-            note!("userfetch: {error:#}");
+            note!("userfetch: {}", describe(&error));
             exit::code_for(&error)
         }
     }
@@ -149,4 +149,58 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     note!("userfetch: stopping the demo API");
     handle.shutdown().await;
     Ok(ExitCode::Success)
+}
+
+/// The error and its causes on one line, like `{:#}`, leaving out a cause that adds nothing:
+/// our messages often name their cause already, and SQLite's errors repeat themselves after
+/// their code ("file is not a database: Error code 26: file is not a database").
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        let said = |part: &str| text.contains(part);
+        let last = part.rsplit(": ").next().unwrap_or(&part);
+        if said(&part) || said(last) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_said_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = std::io::Error::from_raw_os_error(21);
+        let error = anyhow::Error::new(crate::cache::CacheError::Open {
+            path: dir.path().to_owned(),
+            source: io,
+        });
+        let text = describe(&error);
+        assert_eq!(text.matches("Is a directory").count(), 1, "{text}");
+        // A cause that says something new is kept, after its context.
+        let error = anyhow::anyhow!("disk on fire").context("cannot write out.jsonl");
+        assert_eq!(describe(&error), "cannot write out.jsonl: disk on fire");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_named_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids.txt");
+        std::fs::write(&path, "1\n2\n3\n".repeat(200)).unwrap();
+        let Err(error) = crate::cache::Cache::open(&path) else {
+            panic!("a text file opened as a cache");
+        };
+        let error = anyhow::Error::new(error);
+        let text = describe(&error);
+        assert_eq!(text.matches("not a database").count(), 1, "{text}");
+        assert!(text.contains("move it aside"), "{text}");
+    }
 }
