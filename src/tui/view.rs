@@ -10,6 +10,7 @@ use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::{App, GAP_WINDOW, Mode, Row, Status};
 use crate::engine::Source;
@@ -17,6 +18,8 @@ use crate::term::sanitize;
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
+/// The id column of the lookup rows, in terminal columns.
+const ID_COLUMNS: usize = 8;
 /// Most rows one of the three header lines may take on a narrow terminal.
 const INFO_ROWS: u16 = 3;
 /// Width of a loading bar, and of the block that sweeps across it.
@@ -69,14 +72,30 @@ pub fn view(app: &App, frame: &mut Frame) {
             .unwrap_or(INFO_ROWS)
             .clamp(1, INFO_ROWS)
     };
+    // Rows are handed out by what matters most, so a small terminal keeps the prompt and the
+    // first header line, then the rows, the key help and so on; the rows take what is left.
+    let mut spare = frame.area().height;
+    let mut take = |want: u16| {
+        let got = want.min(spare);
+        spare -= got;
+        got
+    };
+    let prompt_rows = take(3);
+    let header_first = take(1);
+    let body_least = take(3);
+    let footer_rows = take(1);
+    let notice_rows = take(1);
+    let status_rows = take(rows(&status_text));
+    let meter_rows = take(rows(&meter_text));
+    let header_rows = header_first + take(rows(&header_text) - 1);
     let [header, status, meter, prompt, notice, body, footer] = Layout::vertical([
-        Constraint::Length(rows(&header_text)),
-        Constraint::Length(rows(&status_text)),
-        Constraint::Length(rows(&meter_text)),
-        Constraint::Length(3),
-        Constraint::Length(1),
-        Constraint::Min(3),
-        Constraint::Length(1),
+        Constraint::Length(header_rows),
+        Constraint::Length(status_rows),
+        Constraint::Length(meter_rows),
+        Constraint::Length(prompt_rows),
+        Constraint::Length(notice_rows),
+        Constraint::Min(body_least),
+        Constraint::Length(footer_rows),
     ])
     .areas(frame.area());
 
@@ -98,12 +117,34 @@ pub fn view(app: &App, frame: &mut Frame) {
     draw_rows(app, frame, list, &p);
     draw_detail(app, frame, detail);
     frame.render_widget(
-        Paragraph::new(
-            "Enter look up · ↑↓ history · Tab/⇧Tab select · Esc cancel · F2 sync/async · q quit",
-        )
-        .style(p.fg(Color::DarkGray)),
+        Paragraph::new(key_help(footer.width)).style(p.fg(Color::DarkGray)),
         footer,
     );
+}
+
+/// The keys, most needed first, as many whole ones as fit in `width` columns.
+fn key_help(width: u16) -> String {
+    const KEYS: [&str; 6] = [
+        "q quit",
+        "Enter look up",
+        "Esc cancel",
+        "F2 sync/async",
+        "↑↓ history",
+        "Tab/⇧Tab select",
+    ];
+    let mut help = String::new();
+    for key in KEYS {
+        let wanted = if help.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{help} · {key}")
+        };
+        if UnicodeWidthStr::width(wanted.as_str()) > usize::from(width) {
+            break;
+        }
+        help = wanted;
+    }
+    help
 }
 
 fn header_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
@@ -220,7 +261,9 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
 }
 
 fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
-    let title = format!(" lookups → {} ", sanitize(&app.config.api));
+    // Cut with a mark rather than by the border: a URL cut short silently shows a wrong port.
+    let room = usize::from(area.width.saturating_sub(2)).saturating_sub(" lookups →  ".len());
+    let title = format!(" lookups → {} ", fit(&sanitize(&app.config.api), room));
     let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -244,7 +287,10 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
     let marker = if selected { "›" } else { " " };
     let mut spans = vec![
         Span::raw(format!("{marker} ")),
-        Span::styled(format!("{:<8} ", cut(&row.id, 8)), p.bold()),
+        Span::styled(
+            format!("{} ", pad(&fit(&row.id, ID_COLUMNS), ID_COLUMNS)),
+            p.bold(),
+        ),
     ];
     let waited = app.now.saturating_duration_since(row.started);
     match &row.status {
@@ -308,11 +354,9 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
                 p.fg(Color::DarkGray),
             ));
         }
-        Status::Failed { kind, message, .. } => {
-            spans.push(Span::styled(
-                format!("! {kind}: {message}"),
-                p.fg(Color::Red),
-            ));
+        // The message says what happened in words; the kind (`rate_limited`) is for scripts.
+        Status::Failed { message, .. } => {
+            spans.push(Span::styled(format!("! {message}"), p.fg(Color::Red)));
         }
         Status::Cancelled { after } => {
             spans.push(Span::styled(
@@ -332,7 +376,7 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
 fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
     let row = app.selected_row();
     let title = match row {
-        Some(r) => format!(" user {} ", cut(&r.id, 20)),
+        Some(r) => format!(" user {} ", fit(&r.id, 20)),
         None => " details ".to_owned(),
     };
     let block = Block::default().borders(Borders::ALL).title(title);
@@ -380,13 +424,31 @@ fn bar(waited: Duration) -> String {
     s
 }
 
-fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+/// `text` in at most `columns` terminal columns, ending in `…` when cut.
+fn fit(text: &str, columns: usize) -> String {
+    if UnicodeWidthStr::width(text) <= columns {
         return text.to_owned();
     }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
-    s.push('…');
-    s
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w + 1 > columns {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    if columns > 0 {
+        out.push('…');
+    }
+    out
+}
+
+/// `text` padded with spaces to `columns` terminal columns.
+fn pad(text: &str, columns: usize) -> String {
+    let missing = columns.saturating_sub(UnicodeWidthStr::width(text));
+    format!("{text}{}", " ".repeat(missing))
 }
 
 fn millis(d: Duration) -> String {
@@ -429,7 +491,11 @@ mod tests {
             wall_clock(UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3661)),
             "01:01:01"
         );
-        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abcd", 4), "abcd");
+        // Counted in columns: each of these takes two.
+        assert_eq!(fit("漢字漢字漢", 8), "漢字漢…");
+        assert_eq!(pad("漢字", 6), "漢字  ");
     }
 
     mod screens {
@@ -724,6 +790,54 @@ mod tests {
                     Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
                 );
             }
+        }
+
+        #[test]
+        fn a_small_terminal_keeps_the_prompt_and_its_cursor() {
+            let app = one_loading_one_found();
+            for (width, height) in [(40, 12), (30, 8), (60, 6), (80, 4)] {
+                let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+                terminal.draw(|f| view(&app, f)).unwrap();
+                let screen = render(&app, width, height);
+                let prompt_row = screen
+                    .lines()
+                    .position(|l| l.contains(super::super::PROMPT))
+                    .unwrap_or_else(|| panic!("no prompt at {width}x{height}:\n{screen}"));
+                let at = terminal.get_cursor_position().unwrap();
+                assert_eq!(
+                    usize::from(at.y),
+                    prompt_row,
+                    "cursor off the prompt at {width}x{height}:\n{screen}"
+                );
+                assert!(at.x < width - 1, "cursor on the border at {width}x{height}");
+            }
+        }
+
+        #[test]
+        fn rows_line_up_whatever_the_width_of_their_ids() {
+            let mut app = app();
+            submit(&mut app, "漢字漢字漢字漢字漢");
+            submit(&mut app, "1");
+            let screen = render(&app, 100, 24);
+            // One cell per symbol in the rendered text (a wide character's second cell is a
+            // blank of its own), so characters before the bar are columns.
+            let bar_column = |id: &str| {
+                let line = screen.lines().find(|l| l.contains(id)).unwrap();
+                line[..line.find('[').unwrap()].chars().count()
+            };
+            assert_eq!(bar_column("漢 字 漢 …"), bar_column("│› 1 "), "{screen}");
+        }
+
+        #[test]
+        fn a_long_api_url_is_cut_with_a_mark_not_by_the_border() {
+            let mut app = app();
+            app.config.api = "http://127.0.0.1:43645/a/rather/long/path/users/{id}".into();
+            let screen = render(&app, 60, 24);
+            let title = screen.lines().find(|l| l.contains("lookups →")).unwrap();
+            assert!(
+                title.contains("http://127.0.0.1:43645/a/rather/long/path/u…"),
+                "{title}"
+            );
         }
 
         #[test]
