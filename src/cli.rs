@@ -62,7 +62,9 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let mut command = <Cli as clap::CommandFactory>::command();
-        let matches = command.try_get_matches_from_mut(args)?;
+        let matches = command
+            .try_get_matches_from_mut(args)
+            .map_err(|e| name_the_variable(e, &command))?;
         if let Some(("serve", serve)) = matches.subcommand()
             && let Some(id) = FETCHING_ONLY
                 .iter()
@@ -90,6 +92,45 @@ impl Cli {
     }
 }
 
+/// clap reports a bad value from the environment as if it were typed (`invalid value 'abc'
+/// for '--timeout'`), which sends people looking at a command line that has no --timeout.
+/// Names the variable when the bad value is the one it holds.
+fn name_the_variable(error: clap::Error, command: &clap::Command) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let text = |kind| match error.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let (Some(arg), Some(value)) = (
+        text(ContextKind::InvalidArg),
+        text(ContextKind::InvalidValue),
+    ) else {
+        return error;
+    };
+    let long = arg.split_whitespace().next().unwrap_or_default();
+    let from_env = command
+        .get_arguments()
+        .filter(|a| a.get_long().is_some_and(|l| format!("--{l}") == long))
+        .find_map(|a| a.get_env())
+        .filter(|var| std::env::var_os(var).is_some_and(|v| v.to_string_lossy() == value));
+    match from_env {
+        Some(var) => {
+            let mut command = command.clone();
+            let why = error.to_string();
+            let why = why
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
+            command.error(
+                error.kind(),
+                format!("{why} (the value comes from {})", var.to_string_lossy()),
+            )
+        }
+        None => error,
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct GlobalOpts {
     /// API URL template with exactly one {id}, e.g. 'https://api.example.com/users/{id}'.
@@ -105,12 +146,14 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit, value_name = "DURATION")]
     pub connect_timeout: Duration,
 
-    /// Retries after a failed attempt (connection errors, timeouts, 408, 5xx, 429). 404 is never retried.
+    /// Retries after a failed attempt (connection errors, timeouts, 408, 5xx, 429), at most
+    /// 1000 (--retry-max-time bounds the time). 404 is never retried.
     #[arg(
         long,
         global = true,
         env = "USERFETCH_RETRIES",
         default_value_t = 3,
+        value_parser = clap::value_parser!(u32).range(0..=1000),
         value_name = "N"
     )]
     pub retries: u32,
@@ -338,9 +381,15 @@ pub fn parse_limit(text: &str) -> Result<Duration, String> {
 
 /// `1048576`, `512KiB`, `2MB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    text.parse::<bytesize::ByteSize>()
+    let bytes = text
+        .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
-        .map_err(|_| format!("'{text}' is not a size like 512KiB or 2MB"))
+        .map_err(|_| format!("'{text}' is not a size like 512KiB or 2MB"))?;
+    // No body fits in nothing: every lookup would fail.
+    if bytes == 0 {
+        return Err(format!("'{text}' leaves no room for any body"));
+    }
+    Ok(bytes)
 }
 
 /// How found records are written.
@@ -437,5 +486,11 @@ mod tests {
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("huge").is_err());
+        assert!(parse_size("0").unwrap_err().contains("no room"));
+        assert!(parse_size("0KiB").is_err());
+        assert!(Cli::try_parse_checked(["userfetch", "--retries", "1000", "get", "1"]).is_ok());
+        assert!(
+            Cli::try_parse_checked(["userfetch", "--retries", "4294967295", "get", "1"]).is_err()
+        );
     }
 }

@@ -405,6 +405,28 @@ fn completions_are_generated() {
 }
 
 #[test]
+fn a_bad_value_from_the_environment_names_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .env("USERFETCH_TIMEOUT", "abc")
+        .args(["get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'abc'"), "{stderr}");
+    assert!(stderr.contains("USERFETCH_TIMEOUT"), "{stderr}");
+    // Typed on the command line, it is not blamed on the variable.
+    let out = userfetch(&dir)
+        .args(["--timeout", "abc", "get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("USERFETCH_TIMEOUT"), "{stderr}");
+}
+
+#[test]
 fn completions_into_a_closed_pipe_end_quietly() {
     let dir = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {

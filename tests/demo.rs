@@ -93,6 +93,36 @@ fn a_timeout_no_longer_than_the_latency_is_refused() {
 }
 
 #[test]
+fn an_unwritable_picture_path_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for (option, path) in [
+        ("--svg", dir.path().join("missing").join("t.svg")),
+        ("--html", dir.path().to_owned()),
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::cargo_bin("userfetch")
+            .unwrap()
+            .args([
+                "--no-cache",
+                "demo",
+                "--latency",
+                "5s",
+                "--timeout",
+                "10s",
+                option,
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(option), "{stderr}");
+        // Not after a demo of two 5 s lookups.
+        assert!(started.elapsed() < Duration::from_secs(5), "{stderr}");
+    }
+}
+
+#[test]
 fn the_command_writes_svg_html_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let (svg, html) = (dir.path().join("t.svg"), dir.path().join("t.html"));

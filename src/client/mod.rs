@@ -440,8 +440,10 @@ impl Client {
                 ),
                 h2::H2Error::Send(e) => AttemptFailure::transient(
                     ErrorKind::Connection,
+                    // The hint inside the brackets, so the attempt count that follows
+                    // ("… after 4 attempts") does not read as part of it.
                     format!(
-                        "the connection to {host} failed before an answer came ({}){}",
+                        "the connection to {host} failed before an answer came ({}{})",
                         innermost(&e),
                         if h2.has_answered() || h2::sent_by_server(&e) {
                             ""

@@ -303,6 +303,14 @@ async fn ticker(start: Instant, ticks: Arc<Mutex<Vec<Duration>>>, stop: Cancella
 
 /// `userfetch demo`.
 pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    // Opened before the run, so a path that cannot be written fails at once (exit 2), not
+    // after it; like the batch outputs, each appears whole or not at all.
+    let open = |path: &Option<std::path::PathBuf>, what| {
+        path.as_deref()
+            .map(|p| crate::batch::output::AtomicFile::create(p, what))
+            .transpose()
+    };
+    let (svg, html) = (open(&args.svg, "--svg")?, open(&args.html, "--html")?);
     note!(
         "userfetch: running the session sync and async against a demo API with {} latency…",
         humantime::format_duration(args.latency)
@@ -313,11 +321,11 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         humantime::format_duration(args.latency),
         args.lookups
     );
-    if let Some(path) = &args.svg {
-        write_file(path, &timeline::render_svg(&all_runs(&report)))?;
+    if let Some(file) = svg {
+        file.write_all(timeline::render_svg(&all_runs(&report)).as_bytes())?;
     }
-    if let Some(path) = &args.html {
-        write_file(path, &timeline::render_html(&all_runs(&report), &title))?;
+    if let Some(file) = html {
+        file.write_all(timeline::render_html(&all_runs(&report), &title).as_bytes())?;
     }
     if args.json {
         let measures: Vec<_> = all_runs(&report)
@@ -393,14 +401,6 @@ fn many_summary(report: &Report) -> String {
     }
     out.push_str("async overlaps the waits on one thread: concurrent, not parallel.\n");
     out
-}
-
-fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    // Written beside the target and renamed, so a failed write never leaves half a picture.
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
