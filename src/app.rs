@@ -153,7 +153,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// The error and its causes on one line, like `{:#}`, leaving out a cause that adds nothing:
 /// our messages often name their cause already, and SQLite's errors repeat themselves after
-/// their code ("file is not a database: Error code 26: file is not a database").
+/// their code ("file is not a database: Error code 26: file is not a database"). Made safe
+/// for a terminal: messages quote what they were given (a URL, a file name), which may hold
+/// escape sequences.
 fn describe(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
@@ -168,7 +170,7 @@ fn describe(error: &anyhow::Error) -> String {
         }
         text.push_str(&part);
     }
-    text
+    crate::term::sanitize(&text).into_owned()
 }
 
 #[cfg(test)]
@@ -188,6 +190,14 @@ mod tests {
         // A cause that says something new is kept, after its context.
         let error = anyhow::anyhow!("disk on fire").context("cannot write out.jsonl");
         assert_eq!(describe(&error), "cannot write out.jsonl: disk on fire");
+    }
+
+    #[test]
+    fn what_an_error_quotes_cannot_drive_the_terminal() {
+        let error = anyhow::anyhow!("cannot open the ids file /tmp/a\u{1b}[2Jb");
+        let text = describe(&error);
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(text.contains("/tmp/a\u{fffd}[2Jb"), "{text:?}");
     }
 
     #[test]

@@ -258,6 +258,9 @@ impl Meter {
 }
 
 /// The whole state of the screen.
+/// Lines the detail pane moves per PgDn/PgUp.
+const DETAIL_STEP: usize = 5;
+
 #[derive(Debug, Clone)]
 pub struct App {
     pub config: Config,
@@ -275,6 +278,11 @@ pub struct App {
     draft: String,
     pub rows: Vec<Row>,
     pub selected: Option<usize>,
+    /// Lines of the selected record scrolled past in the detail pane (PgDn/PgUp).
+    pub detail_scroll: usize,
+    /// How far the detail pane can scroll, as the last frame drew it: only the view knows
+    /// the pane's size and how the record wraps in it.
+    pub detail_scroll_max: std::cell::Cell<usize>,
     /// A message about the last thing typed (an invalid id), sanitized.
     pub notice: Option<String>,
     pub stats: Stats,
@@ -305,6 +313,8 @@ impl App {
             draft: String::new(),
             rows: Vec::new(),
             selected: None,
+            detail_scroll: 0,
+            detail_scroll_max: std::cell::Cell::new(0),
             notice: None,
             stats: Stats::default(),
             health: None,
@@ -468,6 +478,17 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             select(app, -1);
             Vec::new()
         }
+        KeyCode::PageDown => {
+            app.detail_scroll = app
+                .detail_scroll
+                .saturating_add(DETAIL_STEP)
+                .min(app.detail_scroll_max.get());
+            Vec::new()
+        }
+        KeyCode::PageUp => {
+            app.detail_scroll = app.detail_scroll.saturating_sub(DETAIL_STEP);
+            Vec::new()
+        }
         KeyCode::Esc => cancel_selected(app),
         KeyCode::F(2) => {
             app.mode = match app.mode {
@@ -533,6 +554,7 @@ fn select(app: &mut App, step: isize) {
         None => last,
         Some(i) => i.saturating_add_signed(step).min(last),
     });
+    app.detail_scroll = 0;
 }
 
 fn submit(app: &mut App) -> Vec<Effect> {
@@ -567,6 +589,7 @@ fn submit(app: &mut App) -> Vec<Effect> {
         status: Status::Pending { retry: None },
     });
     app.selected = Some(app.rows.len() - 1);
+    app.detail_scroll = 0;
     app.stats.in_flight += 1;
     if app.mode == Mode::Sync {
         app.frozen_on = Some(req);

@@ -124,13 +124,14 @@ pub fn view(app: &App, frame: &mut Frame) {
 
 /// The keys, most needed first, as many whole ones as fit in `width` columns.
 fn key_help(width: u16) -> String {
-    const KEYS: [&str; 6] = [
+    const KEYS: [&str; 7] = [
         "q quit",
         "Enter look up",
         "Esc cancel",
         "F2 sync/async",
         "↑↓ history",
         "Tab/⇧Tab select",
+        "PgUp/PgDn details",
     ];
     let mut help = String::new();
     for key in KEYS {
@@ -375,34 +376,40 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
 
 fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
     let row = app.selected_row();
-    let title = match row {
+    let mut title = match row {
         Some(r) => format!(" user {} ", fit(&r.id, 20)),
         None => " details ".to_owned(),
     };
-    let block = Block::default().borders(Borders::ALL).title(title);
     let lines: Vec<Line> = match row.map(|r| &r.status) {
         None => vec![Line::raw(
             "Type an id (1–10000 exist in the demo API) and press Enter.",
         )],
         Some(Status::Found { detail, .. }) => {
-            let room = block.inner(area).height as usize;
-            detail
-                .iter()
-                .take(room)
-                .map(|l| Line::raw(l.as_str()))
-                .collect()
+            detail.iter().map(|l| Line::raw(l.as_str())).collect()
         }
         Some(Status::Pending { .. }) => vec![Line::raw("waiting for the API…")],
         Some(Status::NotFound { .. }) => vec![Line::raw("The API has no user with this id.")],
         Some(Status::Failed { message, .. }) => vec![Line::raw(message.as_str())],
         Some(Status::Cancelled { .. }) => vec![Line::raw("Cancelled; any late answer is dropped.")],
     };
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        area,
-    );
+    let text = Paragraph::new(lines).wrap(Wrap { trim: false });
+    // Counted as drawn (long values wrap), so the scroll stops at the record's end and the
+    // title says which rows show.
+    let room = usize::from(area.height.saturating_sub(2));
+    let total = text.line_count(area.width.saturating_sub(2));
+    app.detail_scroll_max.set(total.saturating_sub(room));
+    let first = app.detail_scroll.min(total.saturating_sub(room));
+    if total > room && room > 0 {
+        title.push_str(&format!(
+            "rows {}–{} of {}, PgUp/PgDn ",
+            first + 1,
+            first + room,
+            total
+        ));
+    }
+    let block = Block::default().borders(Borders::ALL).title(title);
+    let scroll = u16::try_from(first).unwrap_or(u16::MAX);
+    frame.render_widget(text.block(block).scroll((scroll, 0)), area);
 }
 
 /// An indeterminate bar: a block sweeping back and forth, its position taken from the time
@@ -692,6 +699,58 @@ mod tests {
             );
             app.prepare_frame();
             insta::assert_snapshot!(render(&app, 110, 26));
+        }
+
+        #[test]
+        fn page_keys_scroll_a_long_record_and_stop_at_its_end() {
+            let mut app = app();
+            submit(&mut app, "7");
+            submit(&mut app, "8");
+            for (req, id) in [(0, 7), (1, 8)] {
+                update(
+                    &mut app,
+                    Msg::Done {
+                        req: ReqId(req),
+                        outcome: found(id, Source::Api),
+                    },
+                );
+            }
+            // Drawn on the app itself, not a copy: the frame tells it how far it can scroll.
+            let draw = |app: &mut App| {
+                app.prepare_frame();
+                let mut terminal = Terminal::new(TestBackend::new(110, 26)).unwrap();
+                terminal.draw(|f| view(app, f)).unwrap();
+                render(app, 110, 26)
+            };
+            let page = |app: &mut App, code| {
+                update(app, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+                draw(app)
+            };
+            let top = draw(&mut app);
+            assert!(
+                top.contains("│id: 8") && top.contains("rows 1–16 of 21"),
+                "{top}"
+            );
+            let down = page(&mut app, KeyCode::PageDown);
+            assert!(
+                !down.contains("│id: 8") && down.contains("rows 6–21 of 21"),
+                "{down}"
+            );
+            // Further down there is nothing more: the last rows stay in view.
+            let end = page(&mut app, KeyCode::PageDown);
+            assert!(
+                end.contains("rows 6–21 of 21") && end.contains("tags:"),
+                "{end}"
+            );
+            let up = page(&mut app, KeyCode::PageUp);
+            assert!(up.contains("rows 1–16 of 21"), "{up}");
+            // Another record starts at its top.
+            page(&mut app, KeyCode::PageDown);
+            let other = page(&mut app, KeyCode::BackTab);
+            assert!(
+                other.contains("│id: 7") && other.contains("rows 1–16"),
+                "{other}"
+            );
         }
 
         #[test]
