@@ -307,6 +307,23 @@ fn resize_relays_the_screen_and_sigterm_restores_the_terminal() {
 }
 
 #[test]
+fn a_paste_looks_up_each_line_even_one_starting_with_q() {
+    let mut pty = Pty::spawn(&["--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    assert!(
+        pty.raw.windows(8).any(|w| w == b"\x1b[?2004h"),
+        "bracketed paste was not asked for"
+    );
+    pty.send("\x1b[200~7\rquinn\r\x1b[201~");
+    pty.wait_for("both pasted ids as rows", |s| {
+        row(s, "7").is_some() && row(s, "quinn").is_some()
+    });
+    assert!(pty.alive(), "the q of the pasted id quit the screen");
+    pty.send("q");
+    pty.wait_exit(Duration::from_secs(5));
+}
+
+#[test]
 fn verbose_logging_onto_the_screen_is_refused() {
     let mut pty = Pty::spawn(&["-v", "--no-cache"]);
     pty.wait_exit(Duration::from_secs(10));

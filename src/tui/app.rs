@@ -65,6 +65,9 @@ impl Default for Config {
 #[derive(Debug, Clone)]
 pub enum Msg {
     Key(KeyEvent),
+    /// Text pasted into the terminal (bracketed paste): typed into the prompt, each line
+    /// ending submitted. Nothing in it is a command, so an id starting with q does not quit.
+    Paste(String),
     /// The engine is waiting before another attempt.
     Retrying {
         req: ReqId,
@@ -362,6 +365,17 @@ impl App {
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     match msg {
         Msg::Key(key) => on_key(app, key),
+        Msg::Paste(text) => {
+            let mut effects = Vec::new();
+            for c in text.chars() {
+                match c {
+                    '\r' | '\n' => effects.extend(submit(app)),
+                    c if !c.is_control() => type_char(app, c),
+                    _ => {}
+                }
+            }
+            effects
+        }
         Msg::Retrying { req, notice } => {
             let now = app.now;
             if let Some(row) = app.row_mut(req)
@@ -410,6 +424,13 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     }
 }
 
+fn type_char(app: &mut App, c: char) {
+    let at = byte_index(&app.input, app.cursor);
+    app.input.insert(at, c);
+    app.cursor += 1;
+    app.notice = None;
+}
+
 fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     // Terminals that report releases would otherwise type every character twice.
     if key.kind == KeyEventKind::Release {
@@ -429,10 +450,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
         }
         KeyCode::Char('q') if app.input.is_empty() && !ctrl => quit(app),
         KeyCode::Char(c) if !ctrl => {
-            let at = byte_index(&app.input, app.cursor);
-            app.input.insert(at, c);
-            app.cursor += 1;
-            app.notice = None;
+            type_char(app, c);
             Vec::new()
         }
         KeyCode::Backspace if app.cursor > 0 => {
@@ -774,6 +792,23 @@ mod tests {
         assert_eq!(app.selected, Some(0));
         assert_eq!(app.stats.in_flight, 1);
         assert!(app.animating());
+    }
+
+    #[test]
+    fn pasted_lines_are_looked_up_and_nothing_in_them_is_a_command() {
+        let mut app = app();
+        let effects = update(&mut app, Msg::Paste("1\nquinn\r\n\u{1b}2".into()));
+        let ids: Vec<String> = effects
+            .iter()
+            .map(|e| match e {
+                Effect::Lookup { id, .. } => id.as_str().to_owned(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, ["1", "quinn"]);
+        assert!(!app.quit, "a pasted q is text");
+        // The last line waits for Enter; the escape character was not typed.
+        assert_eq!(app.input, "2");
     }
 
     #[test]

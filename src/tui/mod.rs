@@ -105,6 +105,9 @@ impl Screen {
     fn open() -> anyhow::Result<Screen> {
         let terminal = ratatui::try_init()
             .map_err(|e| anyhow::Error::new(e).context("cannot set up the terminal"))?;
+        // Pasted text arrives as one event, not as keys: a pasted id starting with q would
+        // otherwise quit. A terminal without bracketed paste ignores the request.
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableBracketedPaste);
         crate::console::screen_on_stderr(std::io::stderr().is_terminal());
         Ok(Screen { terminal })
     }
@@ -112,6 +115,7 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableBracketedPaste);
         ratatui::restore();
         crate::console::screen_on_stderr(false);
     }

@@ -247,8 +247,9 @@ impl LoopState {
         B: Backend,
         B::Error: Send + Sync + 'static,
     {
-        let key = match event {
-            TermEvent::Key(key) if key.kind != KeyEventKind::Release => key,
+        let msg = match event {
+            TermEvent::Key(key) if key.kind != KeyEventKind::Release => Msg::Key(key),
+            TermEvent::Paste(text) => Msg::Paste(text),
             TermEvent::Resize(..) => {
                 self.dirty = true;
                 return Ok(None);
@@ -258,7 +259,7 @@ impl LoopState {
         let now = Instant::now();
         self.oldest_input.get_or_insert(now);
         app.now = now;
-        let effects = update(app, Msg::Key(key));
+        let effects = update(app, msg);
         self.dirty = true;
         let mut log = log;
         for effect in effects {
