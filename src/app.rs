@@ -160,9 +160,10 @@ fn describe(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let part = cause.to_string();
-        let said = |part: &str| text.contains(part);
-        let last = part.rsplit(": ").next().unwrap_or(&part);
-        if said(&part) || said(last) {
+        // Whole, or as the text after its code ("Error code 26: file is not a database");
+        // a short tail ("80") could match by chance.
+        let tail = part.rsplit_once(": ").map_or("", |(_, tail)| tail);
+        if part.is_empty() || text.contains(&part) || (tail.len() >= 12 && text.contains(tail)) {
             continue;
         }
         if !text.is_empty() {
@@ -190,6 +191,8 @@ mod tests {
         // A cause that says something new is kept, after its context.
         let error = anyhow::anyhow!("disk on fire").context("cannot write out.jsonl");
         assert_eq!(describe(&error), "cannot write out.jsonl: disk on fire");
+        let error = anyhow::anyhow!("port: 80").context("cannot reach h:8080");
+        assert_eq!(describe(&error), "cannot reach h:8080: port: 80");
     }
 
     #[test]

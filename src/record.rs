@@ -26,6 +26,10 @@ pub enum RecordError {
     #[error("the response nests arrays or objects deeper than {MAX_DEPTH} levels")]
     TooDeep,
     #[error(
+        "the response uses the key \"$serde_json::private::Number\", which the JSON library userfetch shows records with reads as a number"
+    )]
+    ReservedKey,
+    #[error(
         "the response holds a lone UTF-16 surrogate escape (\\uD800 to \\uDFFF unpaired), which is no character"
     )]
     LoneSurrogate,
@@ -45,8 +49,13 @@ impl Record {
         // The raw check reads `\uD800` without pairing it: a lone surrogate is no character
         // at all, so the record could never be shown or flattened into CSV. Building a tree
         // pairs them; only a body that may hold one pays for it.
-        // The text passed the raw check and the depth limit, so decoding its strings is all
-        // that can fail here.
+        // serde_json (with arbitrary_precision, which keeps numbers exact) takes an object
+        // with this first key for a number: such a record could not be shown or flattened.
+        if text.contains(r#""$serde_json::private::Number""#) {
+            return Err(RecordError::ReservedKey);
+        }
+        // The text passed the raw check, the depth limit and the key above, so decoding its
+        // strings is all that can fail here.
         if may_hold_a_surrogate(text) && serde_json::from_str::<serde_json::Value>(text).is_err() {
             return Err(RecordError::LoneSurrogate);
         }
@@ -77,7 +86,8 @@ impl Record {
     /// nothing raw reaches the screen.
     ///
     /// The compact form is the stored text byte for byte, escapes aside; `pretty` goes through
-    /// a JSON tree, which writes numbers in serde_json's canonical form (`1E2` as `100.0`).
+    /// a JSON tree, which keeps each number's value and writes an exponent with its sign
+    /// (`1E2` as `1E+2`).
     pub fn write_escaped(&self, out: &mut impl Write, pretty: bool) -> io::Result<()> {
         if !pretty {
             // Unsafe characters can only stand inside strings in valid JSON, so escaping them
@@ -315,6 +325,17 @@ mod tests {
         let r = Record::from_body(pair.as_bytes()).unwrap();
         assert_eq!(r.as_json(), pair);
         assert_eq!(r.to_value()["a"], "\u{1f600}");
+    }
+
+    #[test]
+    fn the_key_serde_json_reads_as_a_number_is_refused() {
+        for body in [
+            r#"{"$serde_json::private::Number":"x"}"#,
+            r#"{"a":{"$serde_json::private::Number":"123"}}"#,
+        ] {
+            let err = Record::from_body(body.as_bytes()).unwrap_err();
+            assert!(matches!(err, RecordError::ReservedKey), "{body}: {err}");
+        }
     }
 
     #[test]

@@ -249,7 +249,10 @@ fn ctrl_c_while_the_output_is_written_finishes_it_and_exits_130() {
 
 #[test]
 fn a_second_ctrl_c_while_the_output_is_written_quits_at_once() {
+    use std::os::unix::fs::MetadataExt;
     let (env, args, csv) = job_with_a_long_write();
+    let inode = || std::fs::metadata(env.path("out.csv")).unwrap().ino();
+    let before = inode();
     let mut child = start(&env, &args);
     let (_, rest) = wait_for_line(&mut child, "writing the outputs");
     send(&child, libc::SIGINT);
@@ -259,7 +262,9 @@ fn a_second_ctrl_c_while_the_output_is_written_quits_at_once() {
     let text = rest.join().unwrap();
     assert_eq!(out.status.code(), Some(130), "{text}");
     assert!(text.contains("quitting at once"), "{text}");
-    // The earlier output stays as it was: the new one was never put in place.
+    // The earlier output stays as it was: the new one (which would have the same text) was
+    // never renamed into place.
+    assert_eq!(inode(), before, "the output was replaced");
     assert_eq!(std::fs::read_to_string(env.path("out.csv")).unwrap(), csv);
 }
 
@@ -383,4 +388,53 @@ fn ctrl_c_leaves_lookups_that_sent_no_request_yet_at_once() {
     );
     let all: Vec<String> = (1..=20).map(|n: u32| n.to_string()).collect();
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), all);
+}
+
+#[test]
+fn after_ctrl_c_no_retry_starts_even_one_with_no_wait() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=50));
+    // Every answer is a 500 and retries do not wait (--max-retry-wait 0): each retry may
+    // start the moment the answer is in, with no wait in which the stop could be noticed.
+    let api = format!("{}?fault=500&latency=20ms", env.server.url_template());
+    let mut child = env
+        .with_api(
+            &api,
+            &[
+                "--retries",
+                "1000",
+                "--retry-max-time",
+                "10m",
+                "--max-retry-wait",
+                "0s",
+            ],
+        )
+        .args([
+            "batch",
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--concurrency",
+            "5",
+            "--grace",
+            "60s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_requests(&env, &mut child);
+    std::thread::sleep(Duration::from_millis(300));
+    send(&child, libc::SIGINT);
+    let at_signal = env.user_requests();
+    // Not the 60 s grace period of retries.
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    // At most the requests on the wire at the signal were answered; none was started after.
+    assert!(
+        env.user_requests() <= at_signal + 5,
+        "{} requests after the signal:\n{text}",
+        env.user_requests() - at_signal
+    );
 }

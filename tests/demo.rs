@@ -120,6 +120,18 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
         // Not after a demo of two 5 s lookups.
         assert!(started.elapsed() < Duration::from_secs(5), "{stderr}");
     }
+    let same = dir.path().join("t.svg");
+    let out = std::process::Command::cargo_bin("userfetch")
+        .unwrap()
+        .args(["--no-cache", "demo", "--svg"])
+        .arg(&same)
+        .arg("--html")
+        .arg(&same)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("same file"), "{stderr}");
 }
 
 #[test]

@@ -391,7 +391,7 @@ enum Outcome {
 async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping) -> Answer {
     let mut retries = 0u32;
     let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
-    let gate = throttle::Timed::new(&ctx.throttle);
+    let gate = throttle::Timed::new(&ctx.throttle, &stop.draining);
     let fetched = tokio::select! {
         // The lookup first, so that an attempt that has just ended is seen as ended below.
         biased;
@@ -399,7 +399,7 @@ async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping) -> Answer 
         () = stop.cancel.cancelled() => return Answer::Cancelled,
         // Only requests on the wire get the grace period: a lookup still waiting for its turn
         // (the window, --rate) or sleeping before a retry is left for the next run at once.
-        () = gate.between_attempts_after(&stop.draining) => return Answer::Cancelled,
+        () = gate.between_attempts() => return Answer::Cancelled,
     };
     let latency = gate.since_admitted();
     let (kind, settled) = match fetched {

@@ -250,28 +250,32 @@ impl AttemptGate for Arc<Throttle> {
 /// batch's own pacing, not the API's answer time.
 pub struct Timed<'a> {
     throttle: &'a Arc<Throttle>,
+    /// Cancelled when the batch stops taking new work: no attempt starts after that.
+    stopping: &'a CancellationToken,
     admitted: std::sync::OnceLock<std::time::Instant>,
     /// An attempt was admitted and has not ended.
     on_wire: AtomicBool,
 }
 
 impl<'a> Timed<'a> {
-    pub fn new(throttle: &'a Arc<Throttle>) -> Self {
+    pub fn new(throttle: &'a Arc<Throttle>, stopping: &'a CancellationToken) -> Self {
         Timed {
             throttle,
+            stopping,
             admitted: std::sync::OnceLock::new(),
             on_wire: AtomicBool::new(false),
         }
     }
 
-    /// Ends once `stop` is cancelled while no attempt of this lookup is on the wire: before
-    /// its first is admitted, or between attempts.
+    /// Ends once the batch stops while no attempt of this lookup is on the wire: before its
+    /// first is admitted, or between attempts (a retry's wait). The gate's `closed` keeps a
+    /// retry whose wait is over at once from starting.
     ///
     /// Raced in a `select!` against the lookup itself, in the same task: while an attempt is
     /// on the wire this returns `Pending` without a waker of its own, and is polled again
     /// whenever the task wakes for the attempt, the end of which always wakes it.
-    pub async fn between_attempts_after(&self, stop: &CancellationToken) {
-        stop.cancelled().await;
+    pub async fn between_attempts(&self) {
+        self.stopping.cancelled().await;
         std::future::poll_fn(|_| {
             if self.on_wire.load(Ordering::Relaxed) {
                 Poll::Pending
@@ -304,6 +308,10 @@ impl AttemptGate for Timed<'_> {
     fn attempted(&self, slot: Slot, ended: AttemptEnd) {
         self.on_wire.store(false, Ordering::Relaxed);
         self.throttle.attempted(slot, ended);
+    }
+
+    fn closed(&self) -> bool {
+        self.stopping.is_cancelled()
     }
 }
 
@@ -399,7 +407,8 @@ mod tests {
     async fn latency_starts_when_the_first_attempt_is_admitted() {
         let t = Arc::new(Throttle::new(1, None));
         let held = t.admit().await;
-        let timed = Timed::new(&t);
+        let running = CancellationToken::new();
+        let timed = Timed::new(&t, &running);
         let waiting = tokio::time::timeout(Duration::from_millis(300), timed.admit()).await;
         assert!(waiting.is_err(), "admitted through a full window");
         assert_eq!(timed.since_admitted(), Duration::ZERO);

@@ -93,6 +93,11 @@ pub trait AttemptGate: Sync {
     fn admit(&self) -> impl std::future::Future<Output = Self::Permit> + Send;
     /// Told once the attempt's answer (or error) is in.
     fn attempted(&self, permit: Self::Permit, ended: AttemptEnd);
+    /// True once no further attempt may start (a batch stopping): the lookup ends as
+    /// cancelled instead. Asked before each attempt.
+    fn closed(&self) -> bool {
+        false
+    }
 }
 
 /// How one attempt ended, as far as pacing is concerned.
@@ -260,6 +265,9 @@ impl Client {
         // Counted from the first attempt's start, not from when it began waiting its turn.
         let mut first_started = None;
         loop {
+            if gate.closed() {
+                return Err(FetchError::cancelled(attempt));
+            }
             attempt += 1;
             let permit = gate.admit().await;
             let started = *first_started.get_or_insert_with(Instant::now);

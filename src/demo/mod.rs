@@ -310,6 +310,11 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
             .map(|p| crate::batch::output::AtomicFile::create(p, what))
             .transpose()
     };
+    if args.svg.is_some() && args.svg == args.html {
+        return Err(usage(
+            "--svg and --html name the same file; each picture needs its own",
+        ));
+    }
     let (svg, html) = (open(&args.svg, "--svg")?, open(&args.html, "--html")?);
     note!(
         "userfetch: running the session sync and async against a demo API with {} latency…",

@@ -369,7 +369,8 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             let mut effects = Vec::new();
             for c in text.chars() {
                 match c {
-                    '\r' | '\n' => effects.extend(submit(app)),
+                    // A row copied from a spreadsheet holds one id per cell.
+                    '\r' | '\n' | '\t' => effects.extend(submit(app)),
                     c if !c.is_control() => type_char(app, c),
                     _ => {}
                 }
@@ -504,7 +505,11 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::PageUp => {
-            app.detail_scroll = app.detail_scroll.saturating_sub(DETAIL_STEP);
+            // From where the pane stands: a taller terminal may have lowered the maximum.
+            app.detail_scroll = app
+                .detail_scroll
+                .min(app.detail_scroll_max.get())
+                .saturating_sub(DETAIL_STEP);
             Vec::new()
         }
         KeyCode::Esc => cancel_selected(app),
@@ -797,7 +802,7 @@ mod tests {
     #[test]
     fn pasted_lines_are_looked_up_and_nothing_in_them_is_a_command() {
         let mut app = app();
-        let effects = update(&mut app, Msg::Paste("1\nquinn\r\n\u{1b}2".into()));
+        let effects = update(&mut app, Msg::Paste("1\nquinn\r\n\u{1b}2\t3".into()));
         let ids: Vec<String> = effects
             .iter()
             .map(|e| match e {
@@ -805,10 +810,10 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(ids, ["1", "quinn"]);
+        assert_eq!(ids, ["1", "quinn", "2"]);
         assert!(!app.quit, "a pasted q is text");
         // The last line waits for Enter; the escape character was not typed.
-        assert_eq!(app.input, "2");
+        assert_eq!(app.input, "3");
     }
 
     #[test]

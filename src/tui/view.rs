@@ -263,7 +263,8 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
 
 fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     // Cut with a mark rather than by the border: a URL cut short silently shows a wrong port.
-    let room = usize::from(area.width.saturating_sub(2)).saturating_sub(" lookups →  ".len());
+    let room = usize::from(area.width.saturating_sub(2))
+        .saturating_sub(UnicodeWidthStr::width(" lookups →  "));
     let title = format!(" lookups → {} ", fit(&sanitize(&app.config.api), room));
     let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
@@ -894,7 +895,7 @@ mod tests {
             let screen = render(&app, 60, 24);
             let title = screen.lines().find(|l| l.contains("lookups →")).unwrap();
             assert!(
-                title.contains("http://127.0.0.1:43645/a/rather/long/path/u…"),
+                title.contains("http://127.0.0.1:43645/a/rather/long/path/use… ┐"),
                 "{title}"
             );
         }
