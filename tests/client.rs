@@ -373,6 +373,56 @@ fn answering_server(head: String) -> (u16, std::sync::Arc<std::sync::atomic::Ato
     (port, seen)
 }
 
+/// An HTTP/1.1 server that keeps connections open and answers every request with `head`
+/// and a short body; counts the connections it accepted.
+fn keep_alive_server(head: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    // Read one request head, then answer it.
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let body = "nothing here ".repeat(2000);
+                    let _ = write!(
+                        stream,
+                        "{head}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+        }
+    });
+    (port, connections)
+}
+
+#[tokio::test]
+async fn not_found_answers_leave_the_connection_open_for_the_next_request() {
+    let (port, connections) = keep_alive_server("HTTP/1.1 404 Not Found");
+    let client = client_for(port);
+    for id in ["1", "2", "3"] {
+        let err = fetch(&client, id).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// Settings for a server on `port` of this machine: no retries, fast backoff.
 fn config_for(port: u16) -> ClientConfig {
     let template = format!("http://127.0.0.1:{port}/users/{{id}}");

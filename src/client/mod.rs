@@ -384,15 +384,14 @@ impl Client {
         let mut response = request.send().await.map_err(|e| self.classify(&e, 0))?;
         let status = response.status();
         if let Some(location) = redirect_location(status, response.headers()) {
+            drain(&mut response).await;
             return Ok(Hop::Redirect(location));
         }
         if !status.is_success() {
             let token = self.token_use(with_token);
-            return Err(status_failure(
-                status,
-                response.headers().get(RETRY_AFTER),
-                token,
-            ));
+            let failure = status_failure(status, response.headers().get(RETRY_AFTER), token);
+            drain(&mut response).await;
+            return Err(failure);
         }
         let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
@@ -608,6 +607,20 @@ fn host_port(url: &::url::Url) -> String {
         url.host_str().unwrap_or("?"),
         url.port_or_known_default().unwrap_or(0)
     )
+}
+
+/// Reads a body nobody needs (a 404's, a redirect's) to its end, so that the HTTP/1.1
+/// connection goes back to the pool: dropped unread, it is closed, and a batch of mostly
+/// unknown ids opened a connection per id. A body over 64 KiB is not worth the wait; errors
+/// only cost the connection. The attempt's deadline still bounds the wait.
+async fn drain(response: &mut reqwest::Response) {
+    let mut read = 0;
+    while read <= 64 * 1024 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
