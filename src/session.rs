@@ -35,7 +35,15 @@ impl Session {
         let api = opts.api.as_deref().filter(|api| !api.trim().is_empty());
         let (template, namespace, embedded) = match api {
             Some(api) => {
-                let template = UrlTemplate::parse(api)?;
+                let template = UrlTemplate::parse(api).map_err(|e| {
+                    // Set in the environment, the value is not on the command line to look at.
+                    let error = anyhow::Error::new(e);
+                    if std::env::var("USERFETCH_API").is_ok_and(|v| v == api) {
+                        error.context("in USERFETCH_API")
+                    } else {
+                        error
+                    }
+                })?;
                 let namespace = template.as_str().to_owned();
                 (template, namespace, None)
             }

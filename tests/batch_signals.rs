@@ -366,7 +366,7 @@ fn ctrl_c_leaves_lookups_that_sent_no_request_yet_at_once() {
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{text}");
     assert!(
-        text.contains("letting 0 requests in flight finish"),
+        text.contains("letting 0 requests on the wire finish"),
         "{text}"
     );
     let s = summary(&env.path("summary.json"));

@@ -416,6 +416,14 @@ fn a_bad_value_from_the_environment_names_its_variable() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("'abc'"), "{stderr}");
     assert!(stderr.contains("USERFETCH_TIMEOUT"), "{stderr}");
+    let out = userfetch(&dir)
+        .env("USERFETCH_API", "http://x")
+        .args(["get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("in USERFETCH_API: "), "{stderr}");
     // Typed on the command line, it is not blamed on the variable.
     let out = userfetch(&dir)
         .args(["--timeout", "abc", "get", "1"])

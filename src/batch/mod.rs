@@ -90,6 +90,8 @@ struct Config {
     format: Format,
     concurrency: u32,
     rate: Option<Rate>,
+    /// `--rate` as given, for the dry run to show back.
+    rate_text: Option<String>,
     fresh: bool,
     dry_run: bool,
     strict: bool,
@@ -214,6 +216,7 @@ impl Config {
             format: args.format,
             concurrency,
             rate,
+            rate_text: args.rate.as_ref().map(|r| r.trim().to_owned()),
             fresh: args.fresh,
             dry_run: args.dry_run,
             strict: args.strict,
@@ -873,8 +876,10 @@ impl<'a> Pipeline<'a> {
                 let on_wire = self.ctx.throttle.sending();
                 let waiting = in_flight.saturating_sub(on_wire);
                 self.progress.warn(&format!(
-                    "userfetch: stopping: letting {on_wire} requests in flight finish (up to {}), leaving {waiting} lookups that had not sent theirs for the next run; Ctrl-C again to cancel",
-                    humantime::format_duration(self.config.grace)
+                    "userfetch: stopping: letting {} on the wire finish (up to {}), leaving {} waiting for their turn or a retry to the next run; Ctrl-C again to cancel",
+                    count(on_wire, "request", "requests"),
+                    humantime::format_duration(self.config.grace),
+                    count(waiting, "lookup", "lookups"),
                 ));
                 self.draining(stopping)
             }
@@ -983,6 +988,11 @@ impl<'a> Pipeline<'a> {
             failures,
         }
     }
+}
+
+/// "1 request", "2 requests".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// How to finish an interrupted run. Repeated as it was, a `--fresh` run would start over
@@ -1126,10 +1136,12 @@ async fn dry_run(
     say!(
         "  concurrency {}, rate {}, up to {} attempts per id, timeout {} per attempt",
         config.concurrency,
-        config
-            .rate
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "unlimited".to_owned()),
+        // As given (100/h), with the per-second figure it comes to when that reads differently.
+        match (&config.rate_text, config.rate) {
+            (Some(text), Some(rate)) if rate.to_string() != *text => format!("{text} ({rate})"),
+            (Some(text), _) => text.clone(),
+            _ => "unlimited".to_owned(),
+        },
         client.retry.max_attempts(),
         humantime::format_duration(client.timeout)
     )?;

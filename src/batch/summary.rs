@@ -11,6 +11,10 @@ use super::output::AtomicFile;
 pub struct Histogram {
     counts: Vec<u64>,
     total: u64,
+    /// The extremes seen, in µs: a bucket's middle can lie outside them (a 3 s API reported
+    /// as 2,982 ms), and a percentile never should.
+    least: u64,
+    most: u64,
 }
 
 const SUB_BITS: u32 = 5;
@@ -21,6 +25,8 @@ impl Default for Histogram {
         Histogram {
             counts: vec![0; (64 * SUB) as usize],
             total: 0,
+            least: u64::MAX,
+            most: 0,
         }
     }
 }
@@ -30,6 +36,8 @@ impl Histogram {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.counts[bucket(us)] += 1;
         self.total += 1;
+        self.least = self.least.min(us);
+        self.most = self.most.max(us);
     }
 
     /// The latency below which `q` (0..=1) of the samples fall, to the bucket's precision.
@@ -42,7 +50,8 @@ impl Histogram {
         for (i, &n) in self.counts.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return Some(Duration::from_micros(bucket_middle(i)));
+                let us = bucket_middle(i).clamp(self.least, self.most);
+                return Some(Duration::from_micros(us));
             }
         }
         None
@@ -273,5 +282,15 @@ mod tests {
         assert!((p(0.95) - 95.0).abs() < 3.0, "{}", p(0.95));
         assert!((p(0.99) - 99.0).abs() < 3.0, "{}", p(0.99));
         assert!(Histogram::default().quantile(0.5).is_none());
+    }
+
+    #[test]
+    fn quantiles_stay_within_what_was_seen() {
+        let mut h = Histogram::default();
+        h.record(Duration::from_millis(3006));
+        assert_eq!(h.quantile(0.5), Some(Duration::from_millis(3006)));
+        h.record(Duration::from_millis(3010));
+        let p99 = h.quantile(0.99).unwrap();
+        assert!(p99 >= Duration::from_millis(3006) && p99 <= Duration::from_millis(3010));
     }
 }

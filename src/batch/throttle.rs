@@ -52,7 +52,9 @@ pub struct Rate(pub f64);
 impl Rate {
     /// `100`, `100/s`, `6000/min`, `0.5/s`, `10/h`, `1/day`.
     pub fn parse(text: &str) -> Result<Rate, String> {
-        let bad = || format!("--rate '{text}' is not a rate like 100, 100/s or 6000/min");
+        let bad = || {
+            format!("--rate '{text}' is not a rate like 100, 100/s, 6000/min, 500/h or 1000/day")
+        };
         let (number, per) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
         let n: f64 = number
             .trim()

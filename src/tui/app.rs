@@ -261,9 +261,6 @@ impl Meter {
 }
 
 /// The whole state of the screen.
-/// Lines the detail pane moves per PgDn/PgUp.
-const DETAIL_STEP: usize = 5;
-
 #[derive(Debug, Clone)]
 pub struct App {
     pub config: Config,
@@ -283,9 +280,10 @@ pub struct App {
     pub selected: Option<usize>,
     /// Lines of the selected record scrolled past in the detail pane (PgDn/PgUp).
     pub detail_scroll: usize,
-    /// How far the detail pane can scroll, as the last frame drew it: only the view knows
-    /// the pane's size and how the record wraps in it.
+    /// How far the detail pane can scroll, and how many rows it shows, as the last frame
+    /// drew it: only the view knows the pane's size and how the record wraps in it.
     pub detail_scroll_max: std::cell::Cell<usize>,
+    pub detail_rows: std::cell::Cell<usize>,
     /// A message about the last thing typed (an invalid id), sanitized.
     pub notice: Option<String>,
     pub stats: Stats,
@@ -318,6 +316,7 @@ impl App {
             selected: None,
             detail_scroll: 0,
             detail_scroll_max: std::cell::Cell::new(0),
+            detail_rows: std::cell::Cell::new(0),
             notice: None,
             stats: Stats::default(),
             health: None,
@@ -425,6 +424,10 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     }
 }
 
+fn detail_page(app: &App) -> usize {
+    app.detail_rows.get().saturating_sub(1).max(1)
+}
+
 fn type_char(app: &mut App, c: char) {
     let at = byte_index(&app.input, app.cursor);
     app.input.insert(at, c);
@@ -497,10 +500,11 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             select(app, -1);
             Vec::new()
         }
+        // A page less one row, so the row at the edge stays in view and none is skipped.
         KeyCode::PageDown => {
             app.detail_scroll = app
                 .detail_scroll
-                .saturating_add(DETAIL_STEP)
+                .saturating_add(detail_page(app))
                 .min(app.detail_scroll_max.get());
             Vec::new()
         }
@@ -509,7 +513,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             app.detail_scroll = app
                 .detail_scroll
                 .min(app.detail_scroll_max.get())
-                .saturating_sub(DETAIL_STEP);
+                .saturating_sub(detail_page(app));
             Vec::new()
         }
         KeyCode::Esc => cancel_selected(app),

@@ -18,6 +18,8 @@ use crate::term::sanitize;
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
+/// Rows the two panes keep on the smallest terminal: a row of content in each.
+const BODY_LEAST: u16 = 6;
 /// The id column of the lookup rows, in terminal columns.
 const ID_COLUMNS: usize = 8;
 /// Most rows one of the three header lines may take on a narrow terminal.
@@ -64,16 +66,19 @@ pub fn view(app: &App, frame: &mut Frame) {
     // its end (the status line is ~110 columns once lookups have latencies).
     let wrap = Wrap { trim: true };
     let width = frame.area().width;
-    let header_text = Paragraph::new(header_line(app, &p)).wrap(wrap);
-    let status_text = Paragraph::new(status_line(app)).wrap(wrap);
-    let meter_text = Paragraph::new(meter_line(app, &p)).wrap(wrap);
-    let rows = |text: &Paragraph| {
-        u16::try_from(text.line_count(width))
+    let lines = [
+        header_line(app, &p),
+        Line::from(status_line(app)),
+        meter_line(app, &p),
+    ];
+    let wanted = lines.clone().map(|line| {
+        u16::try_from(Paragraph::new(line).wrap(wrap).line_count(width))
             .unwrap_or(INFO_ROWS)
             .clamp(1, INFO_ROWS)
-    };
-    // Rows are handed out by what matters most, so a small terminal keeps the prompt and the
-    // first header line, then the rows, the key help and so on; the rows take what is left.
+    });
+    // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
+    // first header line and some rows of each pane, then the key help, one row of each
+    // header line, their wrapped rest, and last the notice row; the panes take what is left.
     let mut spare = frame.area().height;
     let mut take = |want: u16| {
         let got = want.min(spare);
@@ -82,12 +87,27 @@ pub fn view(app: &App, frame: &mut Frame) {
     };
     let prompt_rows = take(3);
     let header_first = take(1);
-    let body_least = take(3);
+    let body_least = take(BODY_LEAST);
     let footer_rows = take(1);
+    let mut got = [header_first, take(1), take(1)];
+    for (got, wanted) in got.iter_mut().zip(wanted) {
+        if *got > 0 {
+            *got += take(wanted - 1);
+        }
+    }
     let notice_rows = take(1);
-    let status_rows = take(rows(&status_text));
-    let meter_rows = take(rows(&meter_text));
-    let header_rows = header_first + take(rows(&header_text) - 1);
+    // A line given fewer rows than it wraps onto is cut at the edge instead: wrapped, its
+    // first rows would show and the rest, the figures, be lost mid-line.
+    let [header_text, status_text, meter_text] = {
+        let mut texts = lines.map(Paragraph::new);
+        for (text, (got, wanted)) in texts.iter_mut().zip(got.iter().zip(wanted)) {
+            if *got >= wanted {
+                *text = std::mem::take(text).wrap(wrap);
+            }
+        }
+        texts
+    };
+    let [header_rows, status_rows, meter_rows] = got;
     let [header, status, meter, prompt, notice, body, footer] = Layout::vertical([
         Constraint::Length(header_rows),
         Constraint::Length(status_rows),
@@ -399,6 +419,7 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
     let room = usize::from(area.height.saturating_sub(2));
     let total = text.line_count(area.width.saturating_sub(2));
     app.detail_scroll_max.set(total.saturating_sub(room));
+    app.detail_rows.set(room);
     let first = app.detail_scroll.min(total.saturating_sub(room));
     if total > room && room > 0 {
         title.push_str(&format!(
@@ -871,6 +892,57 @@ mod tests {
                 );
                 assert!(at.x < width - 1, "cursor on the border at {width}x{height}");
             }
+        }
+
+        #[test]
+        fn a_mid_size_terminal_still_shows_lookups() {
+            let app = one_loading_one_found();
+            for (width, height) in [(40, 12), (50, 14), (60, 16)] {
+                let screen = render(&app, width, height);
+                assert!(
+                    screen.contains("✓"),
+                    "no lookup row at {width}x{height}:\n{screen}"
+                );
+                // Header lines short of rows are cut at the edge, not wrapped into fragments.
+                assert!(
+                    screen
+                        .lines()
+                        .next()
+                        .is_some_and(|l| l.starts_with("userfetch ASYNC")),
+                    "{screen}"
+                );
+            }
+        }
+
+        #[test]
+        fn page_down_in_a_short_pane_skips_no_row() {
+            let mut app = one_loading_one_found();
+            app.selected = Some(1);
+            let mut shown = std::collections::BTreeSet::new();
+            for _ in 0..30 {
+                app.prepare_frame();
+                let mut terminal = Terminal::new(TestBackend::new(60, 20)).unwrap();
+                terminal.draw(|f| view(&app, f)).unwrap();
+                let screen = render(&app, 60, 20);
+                let title = screen
+                    .lines()
+                    .find(|l| l.contains("┌ user"))
+                    .unwrap()
+                    .to_owned();
+                let rows = title.split("rows ").nth(1).unwrap();
+                let (first, rest) = rows.split_once('–').unwrap();
+                let (last, _) = rest.split_once(" of").unwrap();
+                shown.extend(first.parse::<usize>().unwrap()..=last.parse::<usize>().unwrap());
+                update(
+                    &mut app,
+                    Msg::Key(KeyEvent::new(KeyCode::PageDown, KeyModifiers::NONE)),
+                );
+            }
+            let total: usize = render(&app, 60, 20)
+                .lines()
+                .find_map(|l| l.split(" of ").nth(1)?.split(',').next()?.parse().ok())
+                .unwrap();
+            assert_eq!(shown, (1..=total).collect(), "rows never shown");
         }
 
         #[test]
