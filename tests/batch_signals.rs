@@ -265,6 +265,12 @@ fn a_second_ctrl_c_while_the_output_is_written_quits_at_once() {
     // The earlier output stays as it was: the new one (which would have the same text) was
     // never renamed into place.
     assert_eq!(inode(), before, "the output was replaced");
+    let left: Vec<String> = env
+        .files()
+        .into_iter()
+        .filter(|f| f.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "half-written files left: {left:?}");
     assert_eq!(std::fs::read_to_string(env.path("out.csv")).unwrap(), csv);
 }
 

@@ -1005,9 +1005,11 @@ fn rerun_hint(fresh: bool) -> &'static str {
     }
 }
 
-/// The third Ctrl-C. Everything settled so far is committed, and the output files are either
-/// the previous ones or complete new ones; a rerun rebuilds them.
+/// Ctrl-C once too often (the third, or the second while writing). Everything settled so far is
+/// committed; the output files are the previous ones or complete new ones, and the half-written
+/// ones are removed. A rerun rebuilds them.
 fn quit_now(fresh: bool) -> ! {
+    output::remove_partials();
     note!(
         "userfetch: quitting at once; {} to finish",
         rerun_hint(fresh)

@@ -88,6 +88,8 @@ impl AtomicFile {
                 return Err(usage(format!("cannot lock {what} {shown}: {e}")));
             }
         }
+        // Ours from here on (the lock is held), so ours to remove if the process quits at once.
+        partials().push(tmp.clone());
         file.set_len(0)
             .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
         // The new version keeps the old one's permissions (a file made private stays so).
@@ -135,6 +137,7 @@ impl AtomicFile {
             .with_context(|| format!("cannot write {shown}"))?;
         std::fs::rename(&self.tmp, &self.target)
             .with_context(|| format!("cannot put {shown} in place"))?;
+        forget_partial(&self.tmp);
         self.tmp = PathBuf::new();
         Ok(())
     }
@@ -177,7 +180,30 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.tmp);
+            forget_partial(&self.tmp);
         }
+    }
+}
+
+/// Temporary files this process is writing: [`remove_partials`] deletes them when it quits
+/// at once, since `std::process::exit` runs no destructor.
+static PARTIALS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn partials() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    PARTIALS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn forget_partial(tmp: &Path) {
+    partials().retain(|p| p != tmp);
+}
+
+/// Deletes the temporary files of outputs not yet in place; the outputs keep their last
+/// complete version. For a process about to exit without unwinding.
+pub fn remove_partials() {
+    for tmp in partials().drain(..) {
+        let _ = std::fs::remove_file(tmp);
     }
 }
 
