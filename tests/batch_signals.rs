@@ -444,3 +444,44 @@ fn after_ctrl_c_no_retry_starts_even_one_with_no_wait() {
         env.user_requests() - at_signal
     );
 }
+
+#[test]
+fn ctrl_c_before_fetching_exits_130_and_leaves_no_partial_file() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=20));
+    let args = [input.to_str().unwrap(), "--out", "out.jsonl"];
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let requests = env.user_requests();
+    // Another process holds the cache file: the next run waits to open it, after it has
+    // created its output's temporary file.
+    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    holder
+        .execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; CREATE TABLE held (x);")
+        .unwrap();
+    let child = env
+        .batch(&args)
+        .arg("--fresh")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = env.path(".out.jsonl.userfetch-partial");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !partial.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the run never got as far as its output"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    drop(holder);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("before any id was fetched"), "{text}");
+    assert!(!partial.exists(), "the temporary file was left");
+    assert_eq!(env.user_requests(), requests, "{text}");
+}

@@ -285,8 +285,115 @@ fn job_key(out: &Path) -> anyhow::Result<String> {
         .into_owned())
 }
 
+/// Ctrl-C and SIGTERM, watched from the start of a run that fetches: before the watch, the
+/// signal would kill the process with the outputs' temporary files left behind.
+struct Signals {
+    interrupts: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn watch() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            interrupts: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
+        })
+    }
+
+    /// The next Ctrl-C or SIGTERM.
+    async fn recv(&mut self) {
+        tokio::select! {
+            Some(()) = self.interrupts.recv() => {}
+            Some(()) = self.terminate.recv() => {}
+            else => std::future::pending().await,
+        }
+    }
+}
+
+const STOPPED_BEFORE_FETCHING: &str =
+    "userfetch: batch interrupted before any id was fetched; nothing was changed";
+
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(global, args)?;
+    // A dry run changes nothing, so Ctrl-C may simply end it.
+    let mut signals = match config.dry_run {
+        true => None,
+        false => Some(Signals::watch()?),
+    };
+    let prepare = prepare(&config, global);
+    let prepared = match signals.as_mut() {
+        Some(signals) => tokio::select! {
+            prepared = prepare => prepared?,
+            () = signals.recv() => {
+                note!("{STOPPED_BEFORE_FETCHING}");
+                return Ok(ExitCode::Interrupted);
+            }
+        },
+        None => prepare.await?,
+    };
+    let Prepared {
+        scan,
+        lines,
+        out,
+        failures,
+        summary_json,
+        key,
+        session,
+    } = prepared;
+    // Starting over means fetching again, not replaying records cached by the run being
+    // discarded.
+    let max_age = if config.fresh {
+        Duration::ZERO
+    } else {
+        global.max_age
+    };
+    let result = match (session.engine.cache().cloned(), signals) {
+        (None, _) => Err(anyhow::anyhow!("internal: batch started without a cache")),
+        (Some(cache), None) => dry_run(&config, &session, &cache, &key, max_age, lines).await,
+        (Some(cache), Some(mut signals)) => {
+            let namespace: Arc<str> = session.engine.namespace().into();
+            // Opening the job may wait for another process's lock on the file.
+            let job = tokio::select! {
+                job = cache.batch_open(&namespace, &key, config.fresh) => job.map_err(Into::into),
+                () = signals.recv() => {
+                    note!("{STOPPED_BEFORE_FETCHING}");
+                    session.close().await;
+                    return Ok(ExitCode::Interrupted);
+                }
+            };
+            match job {
+                Err(e) => Err(e),
+                Ok(job) => {
+                    let ctx = Arc::new(Ctx {
+                        client: session.engine.client().clone(),
+                        cache,
+                        job,
+                        namespace,
+                        throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
+                    });
+                    Pipeline::new(&config, ctx, max_age, scan)
+                        .run(lines, out, failures, summary_json, signals)
+                        .await
+                }
+            }
+        }
+    };
+    session.close().await;
+    result
+}
+
+/// What a run needs before it takes its first id.
+struct Prepared {
+    scan: Option<input::Scan>,
+    lines: input::Lines<Box<dyn std::io::Read + Send>>,
+    out: AtomicFile,
+    failures: Option<AtomicFile>,
+    summary_json: Option<AtomicFile>,
+    key: String,
+    session: Session,
+}
+
+async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepared> {
     // The whole file is checked before anything else starts, so a wrong file costs nothing.
     let scan = match &config.source {
         source if source.rereadable() => {
@@ -321,35 +428,15 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     {
         note!("{line}");
     }
-    // Starting over means fetching again, not replaying records cached by the run being
-    // discarded.
-    let max_age = if config.fresh {
-        Duration::ZERO
-    } else {
-        global.max_age
-    };
-    let result = match session.engine.cache().cloned() {
-        None => Err(anyhow::anyhow!("internal: batch started without a cache")),
-        Some(cache) if config.dry_run => {
-            dry_run(&config, &session, &cache, &key, max_age, lines).await
-        }
-        Some(cache) => {
-            let namespace: Arc<str> = session.engine.namespace().into();
-            let job = cache.batch_open(&namespace, &key, config.fresh).await?;
-            let ctx = Arc::new(Ctx {
-                client: session.engine.client().clone(),
-                cache,
-                job,
-                namespace,
-                throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
-            });
-            Pipeline::new(&config, ctx, max_age, scan)
-                .run(lines, out, failures, summary_json)
-                .await
-        }
-    };
-    session.close().await;
-    result
+    Ok(Prepared {
+        scan,
+        lines,
+        out,
+        failures,
+        summary_json,
+        key,
+        session,
+    })
 }
 
 /// What every lookup task shares.
@@ -577,6 +664,7 @@ impl<'a> Pipeline<'a> {
         out: AtomicFile,
         failures: Option<AtomicFile>,
         summary_json: Option<AtomicFile>,
+        mut signals: Signals,
     ) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         // Streamed only when every found record will pass through this run: CSV needs all
@@ -588,8 +676,6 @@ impl<'a> Pipeline<'a> {
             }
             Format::Jsonl => Output::stream(out)?,
         };
-        let mut interrupts = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
         let (tx, mut rx) = mpsc::channel(8);
         let mut reader = Some(
             input::spawn_reader(lines, self.config.strict, tx)
@@ -623,7 +709,7 @@ impl<'a> Pipeline<'a> {
         let mut input_error: Option<input::InputError> = None;
         let mut fatal: Option<anyhow::Error> = None;
         let mut stop = Stop::Running;
-        let mut signals = 0u32;
+        let mut received = 0u32;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -721,8 +807,7 @@ impl<'a> Pipeline<'a> {
                         }
                     }
                 }
-                Some(()) = interrupts.recv() => { signals += 1; stop = self.on_signal(signals, stop, &stopping, tasks.len()); }
-                Some(()) = terminate.recv() => { signals += 1; stop = self.on_signal(signals, stop, &stopping, tasks.len()); }
+                () = signals.recv() => { received += 1; stop = self.on_signal(received, stop, &stopping, tasks.len()); }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.progress.warn(&format!(
                         "userfetch: grace period over; cancelling {} lookups in flight", tasks.len()
@@ -757,7 +842,7 @@ impl<'a> Pipeline<'a> {
 
         let mut status = if input_error.is_some() || reader_died {
             Status::InputError
-        } else if signals > 0 {
+        } else if received > 0 {
             Status::Interrupted
         } else {
             Status::Complete
@@ -777,13 +862,12 @@ impl<'a> Pipeline<'a> {
                         // A failed write (a full disk) still leaves the run's summary to tell;
                         // the error follows it.
                         written = &mut writing => break written,
-                        Some(()) = interrupts.recv() => {}
-                        Some(()) = terminate.recv() => {}
+                        () = signals.recv() => {}
                     }
-                    signals += 1;
+                    received += 1;
                     while_writing += 1;
                     // The message promises that the next Ctrl-C quits, whatever came before.
-                    if signals >= 3 || while_writing >= 2 {
+                    if received >= 3 || while_writing >= 2 {
                         quit_now(self.config.fresh);
                     }
                     self.progress.warn(
