@@ -310,8 +310,8 @@ impl Signals {
     }
 }
 
-const STOPPED_BEFORE_FETCHING: &str =
-    "userfetch: batch interrupted before any id was fetched; nothing was changed";
+/// Not "nothing changed": a `--fresh` job may already have been started over.
+const STOPPED_BEFORE_FETCHING: &str = "userfetch: batch interrupted before any id was fetched";
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(global, args)?;
