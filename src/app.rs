@@ -3,7 +3,6 @@
 use crate::console::{note, say};
 use std::io::IsTerminal;
 
-use anyhow::Context;
 use clap::CommandFactory;
 use tokio_util::sync::CancellationToken;
 
@@ -129,9 +128,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Handlers go in before the URL is printed: a script that reads the URL and at once
     // sends SIGINT must stop the server, not kill it.
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut signals = crate::signals::Signals::watch()?;
     let handle = server::start(config)
         .await
         .map_err(|e| exit::usage(format!("cannot listen on {}:{}: {e}", args.bind, args.port)))?;
@@ -142,10 +139,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         args.users,
         handle.base_url()
     );
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    signals.recv().await;
     note!("userfetch: stopping the demo API");
     handle.shutdown().await;
     Ok(ExitCode::Success)

@@ -28,5 +28,6 @@ pub mod id;
 pub mod record;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod term;
 pub mod tui;

@@ -29,10 +29,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::signals::Signals;
 use anyhow::Context;
 use futures::StreamExt;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -285,41 +285,15 @@ fn job_key(out: &Path) -> anyhow::Result<String> {
         .into_owned())
 }
 
-/// Ctrl-C and SIGTERM, watched from the start of a run that fetches: before the watch, the
-/// signal would kill the process with the outputs' temporary files left behind.
-struct Signals {
-    interrupts: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn watch() -> anyhow::Result<Signals> {
-        Ok(Signals {
-            interrupts: signal(SignalKind::interrupt()).context("cannot watch for Ctrl-C")?,
-            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
-        })
-    }
-
-    /// The next Ctrl-C or SIGTERM.
-    async fn recv(&mut self) {
-        tokio::select! {
-            Some(()) = self.interrupts.recv() => {}
-            Some(()) = self.terminate.recv() => {}
-            else => std::future::pending().await,
-        }
-    }
-}
-
 /// Not "nothing changed": a `--fresh` job may already have been started over.
 const STOPPED_BEFORE_FETCHING: &str = "userfetch: batch interrupted before any id was fetched";
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
     let config = Config::from_args(global, args)?;
-    // A dry run changes nothing, so Ctrl-C may simply end it.
-    let mut signals = match config.dry_run {
-        true => None,
-        false => Some(Signals::watch()?),
-    };
+    // Watched from the start of a run that fetches: before the watch, a signal would kill
+    // the process with the outputs' temporary files left behind. A dry run changes nothing,
+    // so Ctrl-C may simply end it.
+    let mut signals = (!config.dry_run).then(Signals::watch).transpose()?;
     let prepare = prepare(&config, global);
     let prepared = match signals.as_mut() {
         Some(signals) => tokio::select! {
@@ -1146,12 +1120,12 @@ async fn dry_run(
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
         let reader = BatchReader::open(&path)?;
         reader.snapshot()?;
-        let (job, fresh_ms) = match fresh {
-            true => (None, None),
-            false => reader
-                .find_job(&namespace, &key)?
-                .map_or((None, None), |(job, fresh_ms)| (Some(job), fresh_ms)),
+        let found = if fresh {
+            None
+        } else {
+            reader.find_job(&namespace, &key)?
         };
+        let (job, fresh_ms) = found.map_or((None, None), |(job, fresh_ms)| (Some(job), fresh_ms));
         let mut lines = lines;
         let mut seen = Seen::new()?;
         let mut report = DryRun::default();

@@ -14,7 +14,7 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::{App, GAP_WINDOW, Mode, Row, Status};
 use crate::engine::Source;
-use crate::term::sanitize;
+use crate::term::{REPLACEMENT, is_unsafe, sanitize};
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
@@ -253,7 +253,11 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     // the front until what precedes the cursor fits. Counted in terminal columns, as shown
     // (a CJK character takes two).
     let room = (inner.width as usize).saturating_sub(PROMPT.len() + 1);
-    let columns = |c: char| Span::raw(sanitize(c.encode_utf8(&mut [0; 4])).into_owned()).width();
+    // As shown: an unsafe character is drawn as the replacement mark.
+    let columns = |c: char| {
+        let shown = if is_unsafe(c) { REPLACEMENT } else { c };
+        UnicodeWidthChar::width(shown).unwrap_or(0)
+    };
     let before: Vec<char> = app.input.chars().take(app.cursor).collect();
     let (mut skip, mut used) = (before.len(), 0);
     for &c in before.iter().rev() {
