@@ -55,16 +55,27 @@ impl Cli {
 
     /// [`Parser::try_parse_from`], refusing a fetching option given to `serve` on the
     /// command line: it would be silently ignored (an environment variable is fine: it is
-    /// meant for every command).
+    /// meant for every command, and serve does not even read a bad value in one).
     pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let mut command = <Cli as clap::CommandFactory>::command();
-        let matches = command
-            .try_get_matches_from_mut(args)
-            .map_err(|e| name_the_variable(e, &command))?;
+        let unbuilt = command.clone();
+        let matches = match command.try_get_matches_from_mut(args.iter().cloned()) {
+            Ok(matches) => matches,
+            Err(e) => match serve_ignoring_fetch_variables(unbuilt, &args) {
+                // serve uses none of the fetching options, so a bad value in one of their
+                // variables (exported for the other commands) is no reason to refuse it.
+                Some((serve_command, matches)) => {
+                    command = serve_command;
+                    matches
+                }
+                None => return Err(name_the_variable(e, &command)),
+            },
+        };
         if let Some(("serve", serve)) = matches.subcommand()
             && let Some(id) = FETCHING_ONLY
                 .iter()
@@ -90,6 +101,19 @@ impl Cli {
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut command))
     }
+}
+
+/// The parse of `args` with the fetching options' environment variables left unread, when
+/// that parses and runs `serve`.
+fn serve_ignoring_fetch_variables(
+    unbuilt: clap::Command,
+    args: &[std::ffi::OsString],
+) -> Option<(clap::Command, clap::ArgMatches)> {
+    let mut command = FETCHING_ONLY
+        .iter()
+        .fold(unbuilt, |command, id| command.mut_arg(id, |a| a.env(None)));
+    let matches = command.try_get_matches_from_mut(args).ok()?;
+    (matches.subcommand_name() == Some("serve")).then_some((command, matches))
 }
 
 /// clap reports a bad value from the environment as if it were typed (`invalid value 'abc'

@@ -435,6 +435,40 @@ fn a_bad_value_from_the_environment_names_its_variable() {
 }
 
 #[test]
+fn serve_ignores_bad_values_in_the_fetching_variables() {
+    let mut server = Command::cargo_bin("userfetch")
+        .unwrap()
+        .env("USERFETCH_TIMEOUT", "abc")
+        .env("USERFETCH_RETRIES", "many")
+        .args(["serve", "--port", "0", "--users", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status();
+    let out = server.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(line.ends_with("/users/{id}\n"), "{line:?} {stderr}");
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+    // A fetching option typed after serve is still refused, bad variables or not.
+    Command::cargo_bin("userfetch")
+        .unwrap()
+        .env("USERFETCH_TIMEOUT", "abc")
+        .args(["serve", "--retries", "3"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "--retries is for the commands that fetch",
+        ));
+}
+
+#[test]
 fn completions_into_a_closed_pipe_end_quietly() {
     let dir = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {
