@@ -330,20 +330,22 @@ fn without_api_the_embedded_demo_api_answers() {
         .stderr(predicate::str::contains("using the embedded demo API"));
 }
 
-#[test]
-fn serve_and_get_work_from_two_processes() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::cargo_bin("userfetch")
-        .unwrap()
-        .args(["serve", "--port", "0", "--users", "50"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+/// Spawns `serve` and reads the first line it prints (the URL template, once it listens).
+fn start_serving(mut serve: Command, stderr: Stdio) -> (std::process::Child, String) {
+    let mut server = serve.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    (server, line)
+}
+
+#[test]
+fn serve_and_get_work_from_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Command::cargo_bin("userfetch").unwrap();
+    serve.args(["serve", "--port", "0", "--users", "50"]);
+    let (mut server, line) = start_serving(serve, Stdio::null());
     let template = line.trim().to_owned();
     assert!(
         template.starts_with("http://127.0.0.1:") && template.ends_with("/users/{id}"),
@@ -436,19 +438,12 @@ fn a_bad_value_from_the_environment_names_its_variable() {
 
 #[test]
 fn serve_ignores_bad_values_in_the_fetching_variables() {
-    let mut server = Command::cargo_bin("userfetch")
-        .unwrap()
+    let mut serve = Command::cargo_bin("userfetch").unwrap();
+    serve
         .env("USERFETCH_TIMEOUT", "abc")
         .env("USERFETCH_RETRIES", "many")
-        .args(["serve", "--port", "0", "--users", "5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        .args(["serve", "--port", "0", "--users", "5"]);
+    let (server, line) = start_serving(serve, Stdio::piped());
     let _ = Command::new("kill")
         .args(["-INT", &server.id().to_string()])
         .status();
