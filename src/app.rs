@@ -3,7 +3,6 @@
 use crate::console::{note, say};
 use std::io::IsTerminal;
 
-use clap::CommandFactory;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, GlobalOpts, ServeArgs};
@@ -98,7 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Generated into memory first: clap_complete panics when its write fails (a
             // reader that stopped early, a full disk).
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "userfetch", &mut script);
+            clap_complete::generate(shell, &mut crate::cli::command(), "userfetch", &mut script);
             crate::console::write_bytes(&script)?;
             Ok(ExitCode::Success)
         }

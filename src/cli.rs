@@ -62,8 +62,8 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-        let mut command = <Cli as clap::CommandFactory>::command();
-        let unbuilt = command.clone();
+        let unbuilt = <Cli as clap::CommandFactory>::command();
+        let mut command = shown(unbuilt.clone());
         let matches = match command.try_get_matches_from_mut(args.iter().cloned()) {
             Ok(matches) => matches,
             Err(e) => match serve_ignoring_fetch_variables(unbuilt, &args) {
@@ -109,11 +109,29 @@ fn serve_ignoring_fetch_variables(
     unbuilt: clap::Command,
     args: &[std::ffi::OsString],
 ) -> Option<(clap::Command, clap::ArgMatches)> {
-    let mut command = FETCHING_ONLY
+    let command = FETCHING_ONLY
         .iter()
         .fold(unbuilt, |command, id| command.mut_arg(id, |a| a.env(None)));
+    let mut command = shown(command);
     let matches = command.try_get_matches_from_mut(args).ok()?;
     (matches.subcommand_name() == Some("serve")).then_some((command, matches))
+}
+
+/// The command line as parsed, and as its help and completions show it.
+pub fn command() -> clap::Command {
+    shown(<Cli as clap::CommandFactory>::command())
+}
+
+/// `command` with the fetching options hidden from serve's help and completions. clap copies
+/// each global option into every subcommand that lacks one of that name when it builds them,
+/// so serve is given hidden copies first; they parse (and are refused) the same.
+fn shown(command: clap::Command) -> clap::Command {
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| FETCHING_ONLY.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect();
+    command.mut_subcommand("serve", |serve| serve.args(hidden))
 }
 
 /// clap reports a bad value from the environment as if it were typed (`invalid value 'abc'
@@ -462,6 +480,23 @@ mod tests {
         }
         let err = Cli::try_parse_checked(["userfetch", "serve", "--no-cache"]).unwrap_err();
         assert!(err.to_string().contains("--no-cache is for"), "{err}");
+        let mut help = Vec::new();
+        let mut built = command();
+        built.build();
+        built
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .write_long_help(&mut help)
+            .unwrap();
+        let help = String::from_utf8(help).unwrap();
+        assert!(
+            help.contains("--latency") && help.contains("--threads"),
+            "{help}"
+        );
+        for id in FETCHING_ONLY {
+            let long = format!("--{} ", id.replace('_', "-"));
+            assert!(!help.contains(&long), "serve's help lists {long}: {help}");
+        }
         let serve = Cli::try_parse_checked(["userfetch", "serve", "--threads", "2", "-v"]).unwrap();
         assert_eq!(serve.global.threads, 2);
         let get = Cli::try_parse_checked(["userfetch", "get", "1", "--retries", "3"]).unwrap();
@@ -486,8 +521,7 @@ mod tests {
 
     #[test]
     fn the_cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
