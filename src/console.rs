@@ -6,6 +6,7 @@
 //! when stderr is gone (there is nowhere left to say anything); a closed stdout ends the
 //! command quietly, as the reader asked for no more.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,16 +35,24 @@ pub fn log_writer() -> Box<dyn Write> {
 #[error("stdout was closed by its reader")]
 pub struct StdoutClosed;
 
-/// One line on stderr; lost if stderr cannot take it.
+/// One line on stderr, made safe for a terminal; lost if stderr cannot take it.
 pub fn write_note(args: fmt::Arguments<'_>) {
-    let _ = writeln!(io::stderr().lock(), "{args}");
+    let _ = writeln!(io::stderr().lock(), "{}", safe(args));
 }
 
-/// One line on stdout. A closed stdout is [`StdoutClosed`], which the caller passes up to end
-/// the command; other write errors say what failed.
+/// One line on stdout, made safe for a terminal. A closed stdout is [`StdoutClosed`], which
+/// the caller passes up to end the command; other write errors say what failed.
 pub fn write_line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
-    stdout_result(writeln!(out, "{args}").and_then(|()| out.flush()))
+    stdout_result(writeln!(out, "{}", safe(args)).and_then(|()| out.flush()))
+}
+
+/// Lines quote paths, URLs and ids as given, any of which can hold an escape sequence.
+fn safe(args: fmt::Arguments<'_>) -> Cow<'static, str> {
+    match args.as_str() {
+        Some(text) => crate::term::sanitize_message(text),
+        None => Cow::Owned(crate::term::sanitize_message(&args.to_string()).into_owned()),
+    }
 }
 
 /// Bytes on stdout, with the same errors as [`write_line`].

@@ -54,6 +54,21 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// [`sanitize`] for whole messages: line breaks and tabs are kept, as the message's own layout.
+/// Every line userfetch itself prints goes through it, since a message may quote a file name
+/// or a URL, which can hold an escape sequence as well as any API's text can.
+pub fn sanitize_message(text: &str) -> Cow<'_, str> {
+    let unsafe_here = |c: char| c != '\n' && c != '\t' && is_unsafe(c);
+    if !text.chars().any(unsafe_here) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| if unsafe_here(c) { REPLACEMENT } else { c })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +87,16 @@ mod tests {
             sanitize("Leanne Graham, Gwenborough"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn messages_keep_their_line_breaks_and_tabs_only() {
+        let text = "in\u{1b}[31mX\u{1b}]0;T\u{7}.txt:2:\tskipped\r\nnext line\n";
+        assert_eq!(
+            sanitize_message(text),
+            "in\u{fffd}[31mX\u{fffd}]0;T\u{fffd}.txt:2:\tskipped\u{fffd}\nnext line\n"
+        );
+        assert!(matches!(sanitize_message("a\tb\nc"), Cow::Borrowed(_)));
     }
 
     #[test]

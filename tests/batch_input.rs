@@ -490,3 +490,33 @@ fn a_run_that_fails_before_fetching_leaves_no_summary_file() {
     assert!(left.is_empty(), "left {left:?}");
     assert_eq!(env.user_requests(), 0);
 }
+
+/// File names are text the user did not necessarily choose (a download, an archive's
+/// contents): an escape sequence in one must not reach the terminal through a message.
+#[test]
+fn escape_sequences_in_file_names_never_reach_the_terminal() {
+    let env = Env::new();
+    let input = env.write("in\u{1b}[31mX\u{1b}]0;T\u{7}.txt", "1\n..\n");
+    let input = input.to_str().unwrap();
+    let out_name = "out\u{1b}[32mY.jsonl";
+    let failures = "f\u{9b}2J.jsonl";
+    let ran = run(&mut env.batch(&[input, "--out", out_name, "--failures", failures]));
+    let text = stderr(&ran);
+    assert_eq!(ran.status.code(), Some(0), "{text:?}");
+    assert!(
+        text.contains("X\u{fffd}]0;T\u{fffd}.txt:2: skipped"),
+        "{text:?}"
+    );
+    assert!(text.contains("out\u{fffd}[32mY.jsonl"), "{text:?}");
+    let dry = run(&mut env.batch(&[input, "--out", out_name, "--dry-run"]));
+    let shown = String::from_utf8_lossy(&dry.stdout);
+    assert!(shown.contains("out\u{fffd}[32mY.jsonl"), "{shown:?}");
+    for printed in [text.as_str(), &shown, &stderr(&dry)] {
+        assert!(
+            !printed.chars().any(|c| c.is_control() && c != '\n'),
+            "{printed:?}"
+        );
+    }
+    // The files themselves have the names they were given.
+    assert_eq!(jsonl_ids(&env.path(out_name)), ["1"]);
+}
