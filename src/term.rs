@@ -44,12 +44,16 @@ pub fn is_unsafe(c: char) -> bool {
 /// Replaces every unsafe character with [`REPLACEMENT`]. Borrowed when nothing needed to change,
 /// which is the common case.
 pub fn sanitize(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unsafe) {
+    replace_where(text, is_unsafe)
+}
+
+fn replace_where(text: &str, replace: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&replace) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(
         text.chars()
-            .map(|c| if is_unsafe(c) { REPLACEMENT } else { c })
+            .map(|c| if replace(c) { REPLACEMENT } else { c })
             .collect(),
     )
 }
@@ -58,15 +62,7 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
 /// Every line userfetch itself prints goes through it, since a message may quote a file name
 /// or a URL, which can hold an escape sequence as well as any API's text can.
 pub fn sanitize_message(text: &str) -> Cow<'_, str> {
-    let unsafe_here = |c: char| c != '\n' && c != '\t' && is_unsafe(c);
-    if !text.chars().any(unsafe_here) {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(
-        text.chars()
-            .map(|c| if unsafe_here(c) { REPLACEMENT } else { c })
-            .collect(),
-    )
+    replace_where(text, |c| c != '\n' && c != '\t' && is_unsafe(c))
 }
 
 #[cfg(test)]
