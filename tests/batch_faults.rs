@@ -179,3 +179,38 @@ fn http2_transport_classifies_like_the_http1_one() {
     assert_eq!((code, found), (Some(1), 0));
     assert!(failures.contains(r#""error":"timeout""#), "{failures}");
 }
+
+/// Without `--failures`, a run that ends "8 failed" still says which ids and why.
+#[test]
+fn without_a_failures_file_the_first_failed_ids_are_named() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=8));
+    let api = format!("{}?fault=500", env.server.url_template());
+    let out = run(env
+        .with_api(&api, &["--retries", "1", "--max-retry-wait", "10ms"])
+        .arg("batch")
+        .arg(&input)
+        .args(["--out", "out.jsonl"]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for id in 1..=5 {
+        assert!(
+            text.contains(&format!(
+                "userfetch: user {id}: server answered 500 Internal Server Error after 2 attempts\n"
+            )),
+            "{text}"
+        );
+    }
+    assert!(!text.contains("user 6:"), "{text}");
+    assert!(
+        text.contains("3 more failed; --failures FILE lists"),
+        "{text}"
+    );
+    // With the file, the ids are there instead.
+    let listed = run(env
+        .with_api(&api, &["--retries", "0"])
+        .arg("batch")
+        .arg(&input)
+        .args(["--out", "out.jsonl", "--failures", "failures.jsonl"]));
+    assert!(!stderr(&listed).contains("user 1:"), "{}", stderr(&listed));
+}

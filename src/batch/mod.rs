@@ -59,6 +59,9 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 /// Beyond this, more concurrency only costs memory; one HTTP/2 connection carries it all.
 const MAX_CONCURRENCY: u32 = 100_000;
 
+/// Failed ids shown on stderr when there is no `--failures` file to list them.
+const FAILED_SHOWN: u32 = 5;
+
 /// Files a run keeps open besides its sockets: the cache file's connections and their logs,
 /// the input and the outputs, the runtime's own descriptors, with room to spare.
 const FILES_BESIDES_SOCKETS: u64 = 64;
@@ -907,6 +910,9 @@ impl<'a> Pipeline<'a> {
             _ => status,
         };
         let summary = self.summary(status, started.elapsed(), out_report, failures_report);
+        if fatal.is_none() && self.config.failures.is_none() && self.counts.failed > 0 {
+            self.show_first_failed().await;
+        }
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
             note!("{}", summary.render(rerun_hint(self.config.fresh)));
@@ -1003,6 +1009,41 @@ impl<'a> Pipeline<'a> {
                 "userfetch: more invalid lines are skipped without a message (the summary counts them)",
             );
         }
+    }
+
+    /// Without `--failures`, which ids failed and why would be said nowhere: the first few are
+    /// shown, and where the rest can be found.
+    async fn show_first_failed(&self) {
+        let path = self.ctx.cache.path().to_owned();
+        let job = self.ctx.job.job;
+        let read = tokio::task::spawn_blocking(move || {
+            BatchReader::open(&path)?.first_failed(job, FAILED_SHOWN)
+        })
+        .await;
+        let rows = match read {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return tracing::debug!("cannot read the failed ids back: {e:#}"),
+            Err(e) => return tracing::debug!("cannot read the failed ids back: {e}"),
+        };
+        for row in &rows {
+            let attempts = match row.attempts {
+                1 => "1 attempt".to_owned(),
+                n => format!("{n} attempts"),
+            };
+            self.progress.warn(&format!(
+                "userfetch: user {}: {} after {attempts}",
+                row.id, row.message
+            ));
+        }
+        let more = self.counts.failed.saturating_sub(rows.len() as u64);
+        let rest = if more > 0 {
+            format!("{more} more failed; ")
+        } else {
+            String::new()
+        };
+        self.progress.warn(&format!(
+            "userfetch: {rest}--failures FILE lists every failed and not-found id with its error"
+        ));
     }
 
     /// The reports of the files put in place, and why the rest could not be: `--out` may be

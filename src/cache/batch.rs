@@ -735,6 +735,27 @@ impl BatchReader {
     pub fn each_failure(
         &self,
         job: i64,
+        each: impl FnMut(FailureRow) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        self.failure_rows(job, STATE_NOT_FOUND, -1, each)
+    }
+
+    /// The first `n` failed ids of the job (not-found ones left out), in input order.
+    pub fn first_failed(&self, job: i64, n: u32) -> anyhow::Result<Vec<FailureRow>> {
+        let mut rows = Vec::new();
+        self.failure_rows(job, STATE_FAILED, n.into(), |row| {
+            rows.push(row);
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Failed rows, and those in state `also`, up to `limit` (-1: all).
+    fn failure_rows(
+        &self,
+        job: i64,
+        also: i64,
+        limit: i64,
         mut each: impl FnMut(FailureRow) -> anyhow::Result<()>,
     ) -> anyhow::Result<u64> {
         let mut stmt = self
@@ -742,11 +763,11 @@ impl BatchReader {
             .prepare(
                 "SELECT id, state, kind, message, attempts FROM batch_outcomes
                  WHERE job = ?1 AND state IN (?2, ?3)
-                 ORDER BY run, line",
+                 ORDER BY run, line LIMIT ?4",
             )
             .map_err(|e| self.sqlite(e))?;
         let mut rows = stmt
-            .query(params![job, STATE_NOT_FOUND, STATE_FAILED])
+            .query(params![job, also, STATE_FAILED, limit])
             .map_err(|e| self.sqlite(e))?;
         let mut count = 0;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
