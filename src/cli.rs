@@ -31,6 +31,9 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// More worker threads than any machine userfetch runs on has cores, by far.
+const MAX_THREADS: i64 = 1024;
+
 /// Global options that only the commands which fetch use. They are global so that they work
 /// before or after any subcommand, which also makes clap accept them after `serve`.
 const FETCHING_ONLY: [&str; 11] = [
@@ -63,19 +66,40 @@ impl Cli {
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let unbuilt = <Cli as clap::CommandFactory>::command();
-        let mut command = shown(unbuilt.clone());
-        let matches = match command.try_get_matches_from_mut(args.iter().cloned()) {
-            Ok(matches) => matches,
-            Err(e) => match serve_ignoring_fetch_variables(unbuilt, &args) {
-                // serve uses none of the fetching options, so a bad value in one of their
-                // variables (exported for the other commands) is no reason to refuse it.
-                Some((serve_command, matches)) => {
-                    command = serve_command;
-                    matches
-                }
-                None => return Err(name_the_variable(e, &command)),
-            },
+        // Variables whose value clap refused, with that error; read no more while the rest of
+        // the line is parsed again.
+        let mut unread: Vec<(clap::Id, clap::Error)> = Vec::new();
+        let (mut command, matches) = loop {
+            let mut command = shown(
+                unread
+                    .iter()
+                    .fold(unbuilt.clone(), |c, (id, _)| c.mut_arg(id, |a| a.env(None))),
+            );
+            match command.try_get_matches_from_mut(args.iter().cloned()) {
+                Ok(matches) => break (command, matches),
+                Err(e) => match from_variable(&e, &command) {
+                    Some((id, named)) if !unread.iter().any(|(seen, _)| *seen == id) => {
+                        unread.push((id, named));
+                    }
+                    Some((_, named)) => return Err(named),
+                    None => return Err(e),
+                },
+            }
         };
+        // A bad value in a variable is no matter when the option is typed (the command line
+        // wins), or when serve runs, which uses none of the fetching options.
+        let (run, options) = matches.subcommand().unwrap_or(("", &matches));
+        let typed = |id: &clap::Id| {
+            [&matches, options].iter().any(|m| {
+                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+        };
+        if let Some((_, error)) = unread
+            .into_iter()
+            .find(|(id, _)| !(typed(id) || run == "serve" && FETCHING_ONLY.contains(&id.as_str())))
+        {
+            return Err(error);
+        }
         if let Some(("serve", serve)) = matches.subcommand()
             && let Some(id) = FETCHING_ONLY
                 .iter()
@@ -103,26 +127,13 @@ impl Cli {
     }
 }
 
-/// The parse of `args` with the fetching options' environment variables left unread, when
-/// that parses and runs `serve`.
-fn serve_ignoring_fetch_variables(
-    unbuilt: clap::Command,
-    args: &[std::ffi::OsString],
-) -> Option<(clap::Command, clap::ArgMatches)> {
-    let command = FETCHING_ONLY
-        .iter()
-        .fold(unbuilt, |command, id| command.mut_arg(id, |a| a.env(None)));
-    let mut command = shown(command);
-    let matches = command.try_get_matches_from_mut(args).ok()?;
-    (matches.subcommand_name() == Some("serve")).then_some((command, matches))
-}
-
 /// The command line as parsed, and as its help and completions show it.
 pub fn command() -> clap::Command {
     shown(<Cli as clap::CommandFactory>::command())
 }
 
-/// `command` with the fetching options hidden from serve's help and completions. clap copies
+/// `command` with the fetching options hidden from serve's help and completions, and --api
+/// from demo's (each refuses them). clap copies
 /// each global option into every subcommand that lacks one of that name when it builds them,
 /// so serve is given hidden copies first; they parse (and are refused) the same.
 fn shown(command: clap::Command) -> clap::Command {
@@ -131,46 +142,41 @@ fn shown(command: clap::Command) -> clap::Command {
         .filter(|a| FETCHING_ONLY.contains(&a.get_id().as_str()))
         .map(|a| a.clone().hide(true))
         .collect();
-    command.mut_subcommand("serve", |serve| serve.args(hidden))
+    let api = hidden.iter().find(|a| a.get_id() == "api").cloned();
+    command
+        .mut_subcommand("serve", |serve| serve.args(hidden))
+        .mut_subcommand("demo", |demo| demo.args(api))
 }
 
 /// clap reports a bad value from the environment as if it were typed (`invalid value 'abc'
 /// for '--timeout'`), which sends people looking at a command line that has no --timeout.
-/// Names the variable when the bad value is the one it holds.
-fn name_the_variable(error: clap::Error, command: &clap::Command) -> clap::Error {
+/// When the bad value is the one a variable holds: the option's id and the error naming the
+/// variable.
+fn from_variable(error: &clap::Error, command: &clap::Command) -> Option<(clap::Id, clap::Error)> {
     use clap::error::{ContextKind, ContextValue};
     let text = |kind| match error.get(kind) {
         Some(ContextValue::String(s)) => Some(s.clone()),
         _ => None,
     };
-    let (Some(arg), Some(value)) = (
-        text(ContextKind::InvalidArg),
-        text(ContextKind::InvalidValue),
-    ) else {
-        return error;
-    };
+    let arg = text(ContextKind::InvalidArg)?;
+    let value = text(ContextKind::InvalidValue)?;
     let long = arg.split_whitespace().next().unwrap_or_default();
-    let from_env = command
+    let (id, var) = command
         .get_arguments()
         .filter(|a| a.get_long().is_some_and(|l| format!("--{l}") == long))
-        .find_map(|a| a.get_env())
-        .filter(|var| std::env::var_os(var).is_some_and(|v| v.to_string_lossy() == value));
-    match from_env {
-        Some(var) => {
-            let mut command = command.clone();
-            let why = error.to_string();
-            let why = why
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: ");
-            command.error(
-                error.kind(),
-                format!("{why} (the value comes from {})", var.to_string_lossy()),
-            )
-        }
-        None => error,
-    }
+        .find_map(|a| Some((a.get_id().clone(), a.get_env()?)))
+        .filter(|(_, var)| std::env::var_os(var).is_some_and(|v| v.to_string_lossy() == value))?;
+    let why = error.to_string();
+    let why = why
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let named = command.clone().error(
+        error.kind(),
+        format!("{why} (the value comes from {})", var.to_string_lossy()),
+    );
+    Some((id, named))
 }
 
 #[derive(Debug, Args, Clone)]
@@ -205,7 +211,7 @@ pub struct GlobalOpts {
     pub max_retry_wait: Duration,
 
     /// Stop retrying a lookup once the next attempt would start this long after its first
-    /// (waiting for --rate can still delay it).
+    /// (in batch, waiting for --rate can still delay it).
     #[arg(long, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     pub retry_max_time: Duration,
 
@@ -229,8 +235,10 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_HTTP2", value_parser = clap::builder::FalseyValueParser::new())]
     pub http2: bool,
 
-    /// Worker threads for the async runtime. 1 runs everything on one thread: concurrent, not parallel.
-    #[arg(long, global = true, env = "USERFETCH_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    /// Worker threads for the async runtime, at most 1024. 1 runs everything on one thread:
+    /// concurrent, not parallel.
+    // Bounded: past a few thousand the system refuses to start them, and the runtime aborts.
+    #[arg(long, global = true, env = "USERFETCH_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS), value_name = "N")]
     pub threads: u16,
 
     /// More log output on stderr (-v info, -vv debug, -vvv debug for every library).
@@ -497,6 +505,15 @@ mod tests {
             let long = format!("--{} ", id.replace('_', "-"));
             assert!(!help.contains(&long), "serve's help lists {long}: {help}");
         }
+        let mut demo_help = Vec::new();
+        built
+            .find_subcommand_mut("demo")
+            .unwrap()
+            .write_long_help(&mut demo_help)
+            .unwrap();
+        let demo_help = String::from_utf8(demo_help).unwrap();
+        assert!(!demo_help.contains("--api "), "{demo_help}");
+        assert!(demo_help.contains("--timeout "), "{demo_help}");
         let serve = Cli::try_parse_checked(["userfetch", "serve", "--threads", "2", "-v"]).unwrap();
         assert_eq!(serve.global.threads, 2);
         let get = Cli::try_parse_checked(["userfetch", "get", "1", "--retries", "3"]).unwrap();
@@ -550,5 +567,9 @@ mod tests {
         assert!(
             Cli::try_parse_checked(["userfetch", "--retries", "4294967295", "get", "1"]).is_err()
         );
+        assert!(Cli::try_parse_checked(["userfetch", "--threads", "1024", "get", "1"]).is_ok());
+        let err =
+            Cli::try_parse_checked(["userfetch", "--threads", "20000", "get", "1"]).unwrap_err();
+        assert!(err.to_string().contains("1..=1024"), "{err}");
     }
 }

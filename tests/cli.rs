@@ -200,6 +200,13 @@ fn the_token_is_sent_but_never_shown() {
         .filter(|r| r.authorization.as_deref() == Some(&format!("Bearer {token}")))
         .count();
     assert!(sent >= 3, "the token reached the API {sent} times");
+    // A token that cannot be a header is the user's to fix: exit 2, as for any bad setting.
+    userfetch(&dir)
+        .env("USERFETCH_TOKEN", "a\nb")
+        .args(["get", "1", "--api", &api.template("")])
+        .assert()
+        .code(2)
+        .stderr("userfetch: USERFETCH_TOKEN contains characters not allowed in an HTTP header\n");
 }
 
 #[test]
@@ -434,6 +441,36 @@ fn a_bad_value_from_the_environment_names_its_variable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("USERFETCH_TIMEOUT"), "{stderr}");
+}
+
+#[test]
+fn a_typed_option_wins_over_a_bad_value_in_its_variable() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let with_bad_variables = || {
+        let mut cmd = userfetch(&dir);
+        cmd.env("USERFETCH_API", api.template(""))
+            .env("USERFETCH_TIMEOUT", "abc")
+            .env("USERFETCH_RETRIES", "x");
+        cmd
+    };
+    for typed in [
+        &["get", "8", "--timeout", "5s", "--retries", "0"][..],
+        &["--timeout", "5s", "get", "8", "--retries", "0"],
+    ] {
+        let out = with_bad_variables().args(typed).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{typed:?}: {out:?}");
+        assert_eq!(json_lines(&out.stdout)[0]["id"], 8);
+    }
+    // Typing one of them leaves the other to be named.
+    with_bad_variables()
+        .args(["get", "8", "--timeout", "5s"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "invalid value 'x' for '--retries <N>'",
+        ))
+        .stderr(predicate::str::contains("comes from USERFETCH_RETRIES"));
 }
 
 #[test]

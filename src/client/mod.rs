@@ -201,8 +201,8 @@ impl Client {
             Some(token) => {
                 let mut value =
                     HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                        anyhow::anyhow!(
-                            "USERFETCH_TOKEN contains characters not allowed in an HTTP header"
+                        crate::exit::usage(
+                            "USERFETCH_TOKEN contains characters not allowed in an HTTP header",
                         )
                     })?;
                 // Keeps the value out of Debug output, and so out of any log line.
