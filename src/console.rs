@@ -69,6 +69,12 @@ fn stdout_result(written: io::Result<()>) -> anyhow::Result<()> {
     }
 }
 
+/// "1 request", "2 requests": a number and its noun, for messages.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `eprintln!` that drops the line instead of panicking when stderr is closed.
 macro_rules! note {
     ($($arg:tt)*) => { $crate::console::write_note(format_args!($($arg)*)) };

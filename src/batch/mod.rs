@@ -22,7 +22,7 @@ mod streamed;
 pub mod summary;
 pub mod throttle;
 
-use crate::console::{note, say};
+use crate::console::{count, note, say};
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -826,7 +826,8 @@ impl<'a> Pipeline<'a> {
                 () = signals.recv() => { received += 1; stop = self.on_signal(received, stop, &stopping, tasks.len()); }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.progress.warn(&format!(
-                        "userfetch: grace period over; cancelling {} lookups in flight", tasks.len()
+                        "userfetch: grace period over; cancelling {} in flight",
+                        count(tasks.len() as u64, "lookup", "lookups")
                     ));
                     stop = Stop::Aborting;
                     cancel.cancel();
@@ -980,15 +981,16 @@ impl<'a> Pipeline<'a> {
                 let waiting = in_flight.saturating_sub(on_wire);
                 self.progress.warn(&format!(
                     "userfetch: stopping: letting {} on the wire finish (up to {}), leaving {} waiting for their turn or a retry to the next run; Ctrl-C again to cancel",
-                    count(on_wire, "request", "requests"),
+                    count(on_wire as u64, "request", "requests"),
                     humantime::format_duration(self.config.grace),
-                    count(waiting, "lookup", "lookups"),
+                    count(waiting as u64, "lookup", "lookups"),
                 ));
                 self.draining(stopping)
             }
             (1 | 2, _) => {
                 self.progress.warn(&format!(
-                    "userfetch: cancelling {in_flight} lookups in flight; writing what is done (Ctrl-C again to quit at once)"
+                    "userfetch: cancelling {} in flight; writing what is done (Ctrl-C again to quit at once)",
+                    count(in_flight as u64, "lookup", "lookups")
                 ));
                 stopping.cancel.cancel();
                 Stop::Aborting
@@ -1026,13 +1028,11 @@ impl<'a> Pipeline<'a> {
             Err(e) => return tracing::debug!("cannot read the failed ids back: {e}"),
         };
         for row in &rows {
-            let attempts = match row.attempts {
-                1 => "1 attempt".to_owned(),
-                n => format!("{n} attempts"),
-            };
             self.progress.warn(&format!(
-                "userfetch: user {}: {} after {attempts}",
-                row.id, row.message
+                "userfetch: user {}: {} after {}",
+                row.id,
+                row.message,
+                count(row.attempts, "attempt", "attempts")
             ));
         }
         let more = self.counts.failed.saturating_sub(rows.len() as u64);
@@ -1126,11 +1126,6 @@ impl<'a> Pipeline<'a> {
             failures,
         }
     }
-}
-
-/// "1 request", "2 requests".
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// How to finish an interrupted run. Repeated as it was, a `--fresh` run would start over
@@ -1274,7 +1269,7 @@ async fn dry_run(
     )?;
     let client = session.engine.client().config();
     say!(
-        "  concurrency {}, rate {}, up to {} attempts per id, timeout {} per attempt",
+        "  concurrency {}, rate {}, up to {} per id, timeout {} per attempt",
         config.concurrency,
         // As given (100/h), with the per-second figure it comes to when that reads differently.
         match (&config.rate_text, config.rate) {
@@ -1282,7 +1277,7 @@ async fn dry_run(
             (Some(text), _) => text.clone(),
             _ => "unlimited".to_owned(),
         },
-        client.retry.max_attempts(),
+        count(client.retry.max_attempts(), "attempt", "attempts"),
         humantime::format_duration(client.timeout)
     )?;
     if !report.urls.is_empty() {

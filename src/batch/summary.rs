@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::output::AtomicFile;
+use crate::console::count;
 
 /// Latencies in logarithmic buckets: 32 per power of two (about 3 % wide), so memory is a few
 /// kilobytes whether a run has ten ids or ten million.
@@ -192,8 +193,10 @@ impl Summary {
             text.push_str(&format!(" ({rerun} to finish)"));
         }
         text.push_str(&format!(
-            "\n  {:.0} ids/s; {} requests, {} retries",
-            self.ids_per_s, self.requests, self.retries
+            "\n  {:.0} ids/s; {}, {}",
+            self.ids_per_s,
+            count(self.requests, "request", "requests"),
+            count(self.retries, "retry", "retries")
         ));
         if let Some(l) = &self.latency_ms {
             text.push_str(&format!(
@@ -202,21 +205,31 @@ impl Summary {
             ));
         }
         text.push_str(&format!(
-            "\n  throttled {} times ({} answers were 429 or 503)",
-            self.throttle_events, self.throttled_answers
+            "\n  throttled {} ({} 429 or 503)",
+            count(self.throttle_events, "time", "times"),
+            count(self.throttled_answers, "answer was", "answers were")
         ));
         if c.duplicates > 0 || c.invalid_lines > 0 {
             text.push_str(&format!(
-                "; {} duplicate ids and {} invalid lines skipped",
-                c.duplicates, c.invalid_lines
+                "; {} and {} skipped",
+                count(c.duplicates, "duplicate id", "duplicate ids"),
+                count(c.invalid_lines, "invalid line", "invalid lines")
             ));
         }
-        for (what, report) in [
-            ("found records", &self.out),
-            ("not-found and failed ids", &self.failures),
+        for (one, many, report) in [
+            ("found record", "found records", &self.out),
+            (
+                "not-found or failed id",
+                "not-found and failed ids",
+                &self.failures,
+            ),
         ] {
             if let Some(r) = report {
-                text.push_str(&format!("\n  {} {what} in {}", r.records, r.path));
+                text.push_str(&format!(
+                    "\n  {} in {}",
+                    count(r.records, one, many),
+                    r.path
+                ));
             }
         }
         text
@@ -282,6 +295,56 @@ mod tests {
         assert!((p(0.95) - 95.0).abs() < 3.0, "{}", p(0.95));
         assert!((p(0.99) - 99.0).abs() < 3.0, "{}", p(0.99));
         assert!(Histogram::default().quantile(0.5).is_none());
+    }
+
+    #[test]
+    fn one_of_a_thing_reads_singular() {
+        let one = |n: u64| Summary {
+            status: Status::Complete,
+            counts: Counts {
+                ids: n,
+                found: n,
+                duplicates: n,
+                invalid_lines: n,
+                ..Counts::default()
+            },
+            not_read: None,
+            elapsed_s: 1.0,
+            ids_per_s: n as f64,
+            requests: n,
+            retries: n,
+            latency_ms: None,
+            throttled_answers: n,
+            throttle_events: n,
+            out: Some(FileReport {
+                path: "out.jsonl".into(),
+                records: n,
+            }),
+            failures: Some(FileReport {
+                path: "f.jsonl".into(),
+                records: n,
+            }),
+        };
+        let text = one(1).render("rerun");
+        for part in [
+            "1 request, 1 retry",
+            "throttled 1 time (1 answer was 429 or 503)",
+            "1 duplicate id and 1 invalid line skipped",
+            "1 found record in out.jsonl",
+            "1 not-found or failed id in f.jsonl",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        let text = one(2).render("rerun");
+        for part in [
+            "2 requests, 2 retries",
+            "throttled 2 times (2 answers were 429 or 503)",
+            "2 duplicate ids and 2 invalid lines skipped",
+            "2 found records in out.jsonl",
+            "2 not-found and failed ids in f.jsonl",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
     }
 
     #[test]

@@ -322,9 +322,9 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
     );
     let report = measure(opts, args.latency, args.lookups.into()).await?;
     let title = format!(
-        "userfetch demo: one lookup of {} while typing, then {} lookups",
+        "userfetch demo: one lookup of {} while typing, then {}",
         humantime::format_duration(args.latency),
-        args.lookups
+        crate::console::count(args.lookups, "lookup", "lookups")
     );
     if let Some(file) = svg {
         file.write_all(timeline::render_svg(&all_runs(&report)).as_bytes())?;
@@ -392,8 +392,8 @@ pub fn busy_time(run: &Run) -> Duration {
 
 fn many_summary(report: &Report) -> String {
     let mut out = format!(
-        "{} lookups of {} each, first submit to last answer:\n",
-        report.lookups,
+        "{} of {} each, first submit to last answer:\n",
+        crate::console::count(report.lookups as u64, "lookup", "lookups"),
         humantime::format_duration(report.latency)
     );
     for run in &report.many {
@@ -404,7 +404,16 @@ fn many_summary(report: &Report) -> String {
             run.threads
         ));
     }
-    out.push_str("async overlaps the waits on one thread: concurrent, not parallel.\n");
+    // With --threads N the async run has worker threads too; the overlap is the point either way.
+    let one_thread = report
+        .many
+        .iter()
+        .any(|run| run.label == "async" && run.threads == 1);
+    out.push_str(if one_thread {
+        "async overlaps the waits on one thread: concurrent, not parallel.\n"
+    } else {
+        "async overlaps the waits: the lookups wait together, not one after another.\n"
+    });
     out
 }
 
