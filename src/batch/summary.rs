@@ -325,25 +325,25 @@ mod tests {
                 records: n,
             }),
         };
-        let text = one(1).render("rerun");
-        for part in [
+        let singular = [
             "1 request, 1 retry",
             "throttled 1 time (1 answer was 429 or 503)",
             "1 duplicate id and 1 invalid line skipped",
             "1 found record in out.jsonl",
             "1 not-found or failed id in f.jsonl",
-        ] {
-            assert!(text.contains(part), "{part}: {text}");
-        }
-        let text = one(2).render("rerun");
-        for part in [
+        ];
+        let plural = [
             "2 requests, 2 retries",
             "throttled 2 times (2 answers were 429 or 503)",
             "2 duplicate ids and 2 invalid lines skipped",
             "2 found records in out.jsonl",
             "2 not-found and failed ids in f.jsonl",
-        ] {
-            assert!(text.contains(part), "{part}: {text}");
+        ];
+        for (n, parts) in [(1, singular), (2, plural)] {
+            let text = one(n).render("rerun");
+            for part in parts {
+                assert!(text.contains(part), "{part}: {text}");
+            }
         }
     }
 
