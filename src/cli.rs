@@ -20,7 +20,7 @@ use crate::server::FaultRate;
     long_about = "Fetch user data from an HTTP API without freezing the interface.\n\n\
         With no subcommand, opens the interactive lookup screen. Without --api, every command \
         talks to a demo API started inside the process, so it works offline.",
-    after_help = "Exit codes: 0 all found, 1 some lookups failed or were not found, 2 bad usage or input, 130 interrupted.\n\
+    after_help = "Exit codes: 0 all found, 1 some lookups failed or were not found (batch: only failed ones count), 2 bad usage or input, 130 interrupted.\n\
         Environment: USERFETCH_TOKEN is sent as 'Authorization: Bearer' to the API's own host; it is never printed or logged."
 )]
 pub struct Cli {
