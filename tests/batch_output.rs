@@ -328,3 +328,32 @@ fn a_dry_run_into_a_closed_pipe_ends_quietly() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "the reader left; nothing to report");
 }
+
+/// An `--out` collects what every run into it found: a run over another input says how many
+/// of the output's records are not from its input; the same input again says nothing.
+#[test]
+fn a_run_over_another_input_says_what_earlier_runs_left_in_the_output() {
+    let env = Env::new();
+    let first = env.write("ids.txt", ids_file(1..=21));
+    let second = env.write("ids2.txt", ids_file(100..=105));
+    let into_out = |input: &std::path::Path| {
+        run(&mut env.batch(&[input.to_str().unwrap(), "--out", "out.jsonl"]))
+    };
+    assert_eq!(into_out(&first).status.code(), Some(0));
+    let again = into_out(&first);
+    assert!(
+        !stderr(&again).contains("earlier runs"),
+        "{}",
+        stderr(&again)
+    );
+    let other = into_out(&second);
+    let text = stderr(&other);
+    assert_eq!(other.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "out.jsonl also holds 21 records that earlier runs into it found for ids not in this input"
+        ),
+        "{text}"
+    );
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 27);
+}

@@ -914,6 +914,11 @@ impl<'a> Pipeline<'a> {
         if fatal.is_none() && self.config.failures.is_none() && self.counts.failed > 0 {
             self.show_first_failed().await;
         }
+        if let (Status::Complete, Some(out)) = (status, &summary.out)
+            && self.ctx.job.earlier_found
+        {
+            self.say_what_earlier_runs_left(&out.path).await;
+        }
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
             note!("{}", summary.render(rerun_hint(self.config.fresh)));
@@ -1010,6 +1015,26 @@ impl<'a> Pipeline<'a> {
             self.progress.warn(
                 "userfetch: more invalid lines are skipped without a message (the summary counts them)",
             );
+        }
+    }
+
+    /// The output of an `--out` collects what every run into it found, so a run over a
+    /// different input writes the earlier input's records too: said, as it surprises.
+    async fn say_what_earlier_runs_left(&self, out: &str) {
+        let path = self.ctx.cache.path().to_owned();
+        let job = self.ctx.job;
+        let read = tokio::task::spawn_blocking(move || {
+            BatchReader::open(&path)?.found_before(job.job, job.run)
+        })
+        .await;
+        match read {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => self.progress.warn(&format!(
+                "userfetch: {out} also holds {} that earlier runs into it found for ids not in this input (--fresh starts the output over)",
+                count(n, "record", "records")
+            )),
+            Ok(Err(e)) => tracing::debug!("cannot count earlier runs' records: {e}"),
+            Err(e) => tracing::debug!("cannot count earlier runs' records: {e}"),
         }
     }
 

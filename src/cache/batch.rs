@@ -647,6 +647,19 @@ impl BatchReader {
             .map_err(|e| self.sqlite(e))
     }
 
+    /// Found ids of the job that no run since `run` has seen: after a run that read its whole
+    /// input, the records its output holds for ids not in that input.
+    pub fn found_before(&self, job: i64, run: i64) -> Result<u64, CacheError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM batch_outcomes WHERE job = ?1 AND state = ?2 AND run < ?3",
+                params![job, STATE_FOUND, run],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n.unsigned_abs())
+            .map_err(|e| self.sqlite(e))
+    }
+
     /// Whether an earlier run settled `id` for good (found or not found).
     pub fn is_done(&self, job: i64, id: &str) -> Result<bool, CacheError> {
         let mut stmt = self
