@@ -133,9 +133,9 @@ pub fn command() -> clap::Command {
 }
 
 /// `command` with the fetching options hidden from serve's help and completions, and --api
-/// from demo's (each refuses them). clap copies
-/// each global option into every subcommand that lacks one of that name when it builds them,
-/// so serve is given hidden copies first; they parse (and are refused) the same.
+/// from demo's (each refuses them). clap copies each global option into every subcommand that
+/// lacks one of that name when it builds them, so those two are given hidden copies first;
+/// they parse (and are refused) the same.
 fn shown(command: clap::Command) -> clap::Command {
     let hidden: Vec<clap::Arg> = command
         .get_arguments()
