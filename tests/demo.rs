@@ -120,6 +120,22 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
         // Not after a demo of two 5 s lookups.
         assert!(started.elapsed() < Duration::from_secs(5), "{stderr}");
     }
+    for option in ["--svg", "--html"] {
+        let out = std::process::Command::cargo_bin("userfetch")
+            .unwrap()
+            .current_dir(dir.path())
+            .args(["--no-cache", "demo", "--latency", "5s", "--timeout", "10s"])
+            .args([option, "-"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{option} must be a file")),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("-").exists());
+    }
     let same = dir.path().join("t.svg");
     let out = std::process::Command::cargo_bin("userfetch")
         .unwrap()

@@ -310,6 +310,13 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
             .map(|p| crate::batch::output::AtomicFile::create(p, what))
             .transpose()
     };
+    for (option, path) in [("--svg", &args.svg), ("--html", &args.html)] {
+        if path.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+            return Err(usage(format!(
+                "{option} must be a file: the picture is written whole and renamed into place, not to stdout"
+            )));
+        }
+    }
     if args.svg.is_some() && args.svg == args.html {
         return Err(usage(
             "--svg and --html name the same file; each picture needs its own",
