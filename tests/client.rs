@@ -284,6 +284,25 @@ async fn hostile_ids_stay_one_encoded_path_segment() {
 }
 
 #[tokio::test]
+async fn https_to_a_plain_http_server_says_so() {
+    let api = TestApi::start();
+    let template = format!("https://127.0.0.1:{}/users/{{id}}", api.port());
+    let mut config = ClientConfig::new(UrlTemplate::parse(&template).unwrap());
+    config.retry.retries = 0;
+    let err = Client::new(config)
+        .unwrap()
+        .fetch(&id("1"), &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+    assert!(
+        err.to_string()
+            .contains("the server does not seem to speak TLS: is the API http://?"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn connection_refused_is_a_connection_error() {
     // Port 1 on loopback: nothing listens there, and no test can bind it by chance.
     let port = 1;

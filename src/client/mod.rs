@@ -561,9 +561,17 @@ impl Client {
             );
         }
         if e.is_connect() {
+            let cause = root_cause(e);
+            // rustls' words for a handshake answered with something that is not TLS: most often
+            // a plain-HTTP server behind an https:// template.
+            let hint = if cause.contains("InvalidContentType") {
+                "; the server does not seem to speak TLS: is the API http://?"
+            } else {
+                ""
+            };
             return AttemptFailure::transient(
                 ErrorKind::Connection,
-                format!("cannot connect to {host} ({})", root_cause(e)),
+                format!("cannot connect to {host} ({cause}){hint}"),
             );
         }
         AttemptFailure::transient(
