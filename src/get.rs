@@ -33,22 +33,28 @@ pub async fn run(
         .buffered(args.concurrency as usize);
 
     let mut failed = false;
+    // After Ctrl-C the rest of the results still come (the lookups cancelled, each at once):
+    // records that had arrived behind a slower id are printed, the ids left undone named.
+    let mut interrupted = false;
+    let mut not_done: Vec<UserId> = Vec::new();
     let stdout = std::io::stdout();
     loop {
         let next = tokio::select! {
             // Interrupt first: the same Ctrl-C also cancels every lookup, and an unbiased
             // select could pick up a "cancelled" result first and exit 1 instead of 130.
             biased;
-            () = interrupt.cancelled() => {
-                spinner.finish_and_clear();
-                note!("userfetch: interrupted");
-                return Ok(ExitCode::Interrupted);
+            () = interrupt.cancelled(), if !interrupted => {
+                interrupted = true;
+                continue;
             }
             next = results.next() => next,
         };
         let Some((id, outcome)) = next else { break };
         spinner.inc(1);
         match outcome {
+            Err(error) if interrupted && error.kind == crate::client::ErrorKind::Cancelled => {
+                not_done.push(id);
+            }
             Ok(found) => {
                 let written = spinner.suspend(|| {
                     let mut out = stdout.lock();
@@ -71,7 +77,32 @@ pub async fn run(
         }
     }
     spinner.finish_and_clear();
+    if interrupted {
+        note!("userfetch: interrupted{}", undone(&not_done));
+        return Ok(ExitCode::Interrupted);
+    }
     Ok(exit_code(failed))
+}
+
+/// "; 2 ids not looked up: 7, 9", the first few of them.
+fn undone(ids: &[UserId]) -> String {
+    const SHOWN: usize = 10;
+    if ids.is_empty() {
+        return String::new();
+    }
+    let mut listed = ids
+        .iter()
+        .take(SHOWN)
+        .map(UserId::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        listed.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    format!(
+        "; {} not looked up: {listed}",
+        crate::console::count(ids.len() as u64, "id", "ids")
+    )
 }
 
 fn exit_code(failed: bool) -> ExitCode {

@@ -375,6 +375,25 @@ fn serve_and_get_work_from_two_processes() {
     );
 }
 
+/// Waits until the API has seen `requests` lookups (so they are really in flight), then
+/// sends `child` SIGINT and waits for it.
+fn interrupt_once_requested(
+    api: &TestApi,
+    requests: u64,
+    child: std::process::Child,
+) -> std::process::Output {
+    for _ in 0..200 {
+        if api.stats().user_requests >= requests {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn ctrl_c_exits_130() {
     let api = TestApi::start();
@@ -385,22 +404,48 @@ fn ctrl_c_exits_130() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the request is really in flight, then interrupt.
-    for _ in 0..200 {
-        if api.stats().user_requests > 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
+    let out = interrupt_once_requested(&api, 1, child);
     assert_eq!(out.status.code(), Some(130));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "userfetch: interrupted\n"
+        "userfetch: interrupted; 1 id not looked up: 1\n"
     );
+}
+
+#[test]
+fn ctrl_c_prints_what_arrived_and_names_what_did_not() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let template = api.template("latency=30s");
+    // Id 2 is cached, so its record is ready at once, held behind id 1 (30 s at the API).
+    let namespace = userfetch::client::UrlTemplate::parse(&template)
+        .unwrap()
+        .as_str()
+        .to_owned();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let cache = userfetch::cache::Cache::open(&dir.path().join("cache.sqlite3")).unwrap();
+        let record = userfetch::record::Record::from_body(br#"{"id":2,"name":"cached"}"#);
+        cache
+            .put_durable(&namespace, "2", record.unwrap())
+            .await
+            .unwrap();
+        cache.close().await.unwrap();
+    });
+    let child = userfetch(&dir)
+        .args(["get", "1", "2", "3", "--api", &template])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = interrupt_once_requested(&api, 2, child);
+    assert_eq!(out.status.code(), Some(130));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "userfetch: interrupted; 2 ids not looked up: 1, 3\n"
+    );
+    let printed = json_lines(&out.stdout);
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    assert_eq!(printed[0]["name"], "cached");
 }
 
 #[test]
