@@ -214,3 +214,36 @@ fn without_a_failures_file_the_first_failed_ids_are_named() {
         .args(["--out", "out.jsonl", "--failures", "failures.jsonl"]));
     assert!(!stderr(&listed).contains("user 1:"), "{}", stderr(&listed));
 }
+
+/// A wrong --api (or an API that is down) stops the run after the first lookups, instead of
+/// taking every id through its retries; what was not tried is left for a rerun.
+#[test]
+fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=3000));
+    // Port 1 on loopback: nothing listens there.
+    let out = run(env
+        .with_api(
+            "http://127.0.0.1:1/users/{id}",
+            &["--retries", "1", "--max-retry-wait", "10ms"],
+        )
+        .arg("batch")
+        .arg(&input)
+        .args(["--out", "out.jsonl", "--summary-json", "summary.json"]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("stopping: the first 20 lookups could not connect and nothing was answered"),
+        "{text}"
+    );
+    let s = summary(&env.path("summary.json"));
+    assert!(schema("batch-summary.schema.json").is_valid(&s), "{s}");
+    assert_eq!(s["status"], "unreachable", "{s}");
+    assert_eq!(s["found"], 0, "{s}");
+    // Lookups that failed while the stop was decided settle too; the rest is left undone.
+    let n = |key: &str| s[key].as_u64().unwrap();
+    assert!((20..100).contains(&n("failed")), "{s}");
+    assert_eq!(n("failed") + n("unfinished") + n("not_read"), 3000, "{s}");
+    // Far fewer than 3,000 ids went through their attempts.
+    assert!(n("requests") < 1000, "{s}");
+}

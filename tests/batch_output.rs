@@ -11,14 +11,6 @@ use support::*;
 use userfetch::batch::output::flatten;
 use userfetch::server::ServerConfig;
 
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("schema")
-        .join(name);
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn check_lines(path: &Path, validator: &jsonschema::Validator) -> usize {
     let text = std::fs::read_to_string(path).unwrap();
     for (i, line) in text.lines().enumerate() {

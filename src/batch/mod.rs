@@ -59,6 +59,11 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 /// Beyond this, more concurrency only costs memory; one HTTP/2 connection carries it all.
 const MAX_CONCURRENCY: u32 = 100_000;
 
+/// Lookups in a row that could not connect, with nothing answered yet, after which a run
+/// stops: a wrong --api or an API that is down would otherwise take every id of a
+/// million-line input through its retries, one connection refused after another.
+const UNREACHABLE_STOP: u32 = 20;
+
 /// Failed ids shown on stderr when there is no `--failures` file to list them.
 const FAILED_SHOWN: u32 = 5;
 
@@ -651,6 +656,10 @@ struct Pipeline<'a> {
     warnings: u64,
     /// Lines with a valid id in the input, when it was counted before the run.
     id_lines: Option<u64>,
+    /// Whether the API has answered anything yet (a record, a 404, any status).
+    reached: bool,
+    /// Lookups that could not connect, while nothing has been answered.
+    unreachable: u32,
 }
 
 impl<'a> Pipeline<'a> {
@@ -671,6 +680,26 @@ impl<'a> Pipeline<'a> {
             latencies: Histogram::default(),
             retries: 0,
             warnings: 0,
+            reached: false,
+            unreachable: 0,
+        }
+    }
+
+    /// Counts a lookup's end towards "the API cannot be reached": true when this one makes
+    /// [`UNREACHABLE_STOP`] connection failures in a row with nothing ever answered.
+    fn gives_up_on_reaching(&mut self, settled: &Settled) -> bool {
+        match settled {
+            Settled::Failed { kind, .. } if *kind == ErrorKind::Connection.as_str() => {
+                if self.reached {
+                    return false;
+                }
+                self.unreachable += 1;
+                self.unreachable == UNREACHABLE_STOP
+            }
+            _ => {
+                self.reached = true;
+                false
+            }
         }
     }
 
@@ -838,6 +867,15 @@ impl<'a> Pipeline<'a> {
                 Some(joined) = tasks.next(), if !tasks.is_empty() => match joined {
                     Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
                         last_answer = tokio::time::Instant::now();
+                        if self.gives_up_on_reaching(&settled) && stop == Stop::Running {
+                            if let Settled::Failed { message, .. } = &settled {
+                                self.progress.warn(&format!(
+                                    "userfetch: stopping: the first {UNREACHABLE_STOP} lookups could not connect and nothing was answered ({message}); the ids not tried are left for a rerun once the API can be reached"
+                                ));
+                            }
+                            stop = Stop::Aborting;
+                            cancel.cancel();
+                        }
                         let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
                         uncommitted.push((outcome, Tally { kind, latency, retries }));
                     }
@@ -859,6 +897,8 @@ impl<'a> Pipeline<'a> {
 
         let mut status = if input_error.is_some() || reader_died {
             Status::InputError
+        } else if self.unreachable >= UNREACHABLE_STOP {
+            Status::Unreachable
         } else if received > 0 {
             Status::Interrupted
         } else {
@@ -868,7 +908,7 @@ impl<'a> Pipeline<'a> {
         // the previous files stay as they were.
         let fetched = started.elapsed();
         let (out_report, failures_report, write_error) = match (&fatal, status) {
-            (None, Status::Complete | Status::Interrupted) => {
+            (None, Status::Complete | Status::Interrupted | Status::Unreachable) => {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
                 tracing::debug!("writing the outputs");
                 let writing = self.write_outputs(out, failures);

@@ -89,6 +89,9 @@ pub enum Status {
     Interrupted,
     /// Stopped by a problem in the input (stdin, found mid-stream); a rerun continues.
     InputError,
+    /// Stopped because the API could not be reached: the first lookups all failed to connect
+    /// and nothing was answered; a rerun continues.
+    Unreachable,
     /// The run finished (every id has its outcome, stored), but an output file could not be
     /// put in place (a full disk); a rerun writes it from the store.
     OutputError,
@@ -171,6 +174,7 @@ impl Summary {
             Status::Complete => "done",
             Status::Interrupted => "interrupted",
             Status::InputError => "stopped by an input error",
+            Status::Unreachable => "stopped, the API unreachable,",
             Status::OutputError => "done, but its output could not be written,",
         };
         let mut text = format!(
