@@ -598,8 +598,9 @@ fn submit(app: &mut App) -> Vec<Effect> {
     let id = match UserId::parse(&text) {
         Ok(id) => id,
         Err(e) => {
+            // Why first: the row is cut at the screen's edge, and a quoted id can be long.
             app.notice = Some(format!(
-                "not looked up: {} ({e})",
+                "not looked up: {e}: {}",
                 sanitize(&crate::term::quote(&text))
             ));
             return Vec::new();
@@ -829,6 +830,14 @@ mod tests {
         assert!(app.rows.is_empty());
         let notice = app.notice.clone().unwrap();
         assert!(notice.contains("not looked up"), "{notice}");
+        // The reason comes before the (possibly long) id, so a narrow row keeps it.
+        type_text(&mut app, &"x".repeat(300));
+        update(&mut app, key(KeyCode::Enter));
+        let notice = app.notice.clone().unwrap();
+        assert!(
+            notice.starts_with("not looked up: the id is 300 bytes long; the limit is 256: \"xxx"),
+            "{notice}"
+        );
     }
 
     #[test]
