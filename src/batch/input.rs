@@ -92,6 +92,8 @@ pub enum InputError {
         "{name}:{line}: the line is not valid UTF-8; is this a text file with one id per line?"
     )]
     NotUtf8 { name: String, line: u64 },
+    #[error("{0} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")]
+    Utf16(String),
     #[error(
         "{name}:{line}: the line is longer than 1 MiB; is this a text file with one id per line?"
     )]
@@ -188,6 +190,11 @@ impl<R: Read> Lines<R> {
             });
         }
         let Ok(text) = std::str::from_utf8(bytes) else {
+            // Windows tools ("Unicode" in Notepad, PowerShell's redirection) write UTF-16.
+            if self.line == 1 && (bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF"))
+            {
+                return Err(InputError::Utf16(self.name.clone()));
+            }
             return Err(InputError::NotUtf8 {
                 name: self.name.clone(),
                 line: self.line,
@@ -376,6 +383,18 @@ mod tests {
             err.to_string(),
             "ids.txt:3: the line is not valid UTF-8; is this a text file with one id per line?"
         );
+    }
+
+    #[test]
+    fn utf16_is_named_as_such() {
+        // "1\n2\n" as PowerShell's `>` writes it: UTF-16LE with a byte-order mark.
+        let err = read_all(b"\xFF\xFE1\x00\n\x002\x00\n\x00").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ids.txt is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+        );
+        let err = read_all(b"\xFE\xFF\x001\x00\n").unwrap_err();
+        assert!(matches!(err, InputError::Utf16(_)), "{err}");
     }
 
     #[test]
