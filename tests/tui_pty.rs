@@ -278,6 +278,33 @@ fn hostile_records_never_reach_the_terminal_raw() {
 }
 
 #[test]
+fn a_signal_ends_a_frozen_sync_lookup_at_once() {
+    let api = demo_api();
+    let template = format!("{}?latency=30s", api.url_template());
+    let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.send("5\r");
+    pty.wait_for("the frozen label", |s| s.contains("UI frozen"));
+    let asked = Instant::now();
+    while api.stats().snapshot().user_requests == 0 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "the lookup never left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pty.session
+        .get_process_mut()
+        .kill(expectrl::process::unix::Signal::SIGTERM)
+        .expect("send SIGTERM");
+    // The API answers after 30 s; the screen must not wait for it.
+    let took = pty.wait_exit(Duration::from_secs(25));
+    assert!(took < Duration::from_secs(15), "quit only after {took:?}");
+    assert!(leaves_the_alternate_screen(&pty.raw));
+    api.shutdown_blocking();
+}
+
+#[test]
 fn resize_relays_the_screen_and_sigterm_restores_the_terminal() {
     let api = demo_api();
     let template = format!("{}?latency=2s", api.url_template());

@@ -90,13 +90,44 @@ impl Blocking {
         let id = id.clone();
         let cancel = cancel.clone();
         runtime.spawn(async move {
+            // The interface's own signal watch cannot run while it waits here; this runtime's
+            // can. A signal ends the wait, and the interface, free again, reads the same
+            // signal as Ctrl-C and quits. (The Ctrl-C key is input, and waits like every key.)
+            let stopped = cancel.child_token();
+            watch_signals(stopped.clone());
             // Retry notices would only arrive after the wait is over; the outcome says it all.
-            let outcome = engine.lookup(&id, &cancel, &mut |_| {}).await;
+            let outcome = engine.lookup(&id, &stopped, &mut |_| {}).await;
+            // Ends the watch too.
+            stopped.cancel();
             let _ = tx.send(outcome);
         });
         rx.recv()
             .unwrap_or_else(|_| Err(crate::client::FetchError::cancelled(0)))
     }
+}
+
+/// Cancels `token` on SIGINT, SIGTERM or SIGHUP, the signals the interface quits on, until
+/// it is cancelled otherwise. A signal that cannot be watched is left to the interface.
+fn watch_signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut watched: Vec<_> = [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ]
+    .into_iter()
+    .filter_map(|kind| signal(kind).ok())
+    .collect();
+    if watched.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let any = futures::future::select_all(watched.iter_mut().map(|s| Box::pin(s.recv())));
+        tokio::select! {
+            _ = any => token.cancel(),
+            () = token.cancelled() => {}
+        }
+    });
 }
 
 impl Drop for Blocking {
