@@ -71,27 +71,30 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
     }
 }
 
+/// The signals the screen quits on, as on Ctrl-C.
+const QUIT_SIGNALS: [tokio::signal::unix::SignalKind; 3] = [
+    tokio::signal::unix::SignalKind::interrupt(),
+    tokio::signal::unix::SignalKind::terminate(),
+    tokio::signal::unix::SignalKind::hangup(),
+];
+
 /// SIGINT from outside (`kill -INT`, `timeout -s INT`; in raw mode the keyboard's Ctrl-C is a
 /// key, not a signal), SIGTERM and SIGHUP (the terminal window closing) read as Ctrl-C, so the
 /// loop ends through its one exit path and the terminal is restored rather than left raw.
 fn terminate_as_ctrl_c() -> impl futures::Stream<Item = std::io::Result<crossterm::event::Event>> {
     use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-    use tokio::signal::unix::{SignalKind, signal};
-    let signals = [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ]
-    .into_iter()
-    .filter_map(|kind| signal(kind).ok())
-    .map(|s| {
-        futures::stream::unfold(s, |mut s| async move {
-            s.recv().await?;
-            let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-            Some((Ok(Event::Key(ctrl_c)), s))
-        })
-        .boxed()
-    });
+    use tokio::signal::unix::signal;
+    let signals = QUIT_SIGNALS
+        .into_iter()
+        .filter_map(|kind| signal(kind).ok())
+        .map(|s| {
+            futures::stream::unfold(s, |mut s| async move {
+                s.recv().await?;
+                let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+                Some((Ok(Event::Key(ctrl_c)), s))
+            })
+            .boxed()
+        });
     futures::stream::select_all(signals)
 }
 

@@ -106,18 +106,13 @@ impl Blocking {
     }
 }
 
-/// Cancels `token` on SIGINT, SIGTERM or SIGHUP, the signals the interface quits on, until
+/// Cancels `token` on any of the signals the interface quits on, until
 /// it is cancelled otherwise. A signal that cannot be watched is left to the interface.
 fn watch_signals(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut watched: Vec<_> = [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ]
-    .into_iter()
-    .filter_map(|kind| signal(kind).ok())
-    .collect();
+    let mut watched: Vec<_> = super::QUIT_SIGNALS
+        .into_iter()
+        .filter_map(|kind| tokio::signal::unix::signal(kind).ok())
+        .collect();
     if watched.is_empty() {
         return;
     }
