@@ -105,8 +105,9 @@ impl Cli {
                 .iter()
                 .find(|id| serve.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
         {
-            return Err(command.error(
-                clap::error::ErrorKind::ArgumentConflict,
+            return Err(subcommand_error(
+                &mut command,
+                "serve",
                 format!(
                     "--{} is for the commands that fetch; serve does not use it",
                     id.replace('_', "-")
@@ -117,13 +118,28 @@ impl Cli {
         if let Some(("demo", demo)) = matches.subcommand()
             && demo.value_source("api") == Some(clap::parser::ValueSource::CommandLine)
         {
-            return Err(command.error(
-                clap::error::ErrorKind::ArgumentConflict,
+            return Err(subcommand_error(
+                &mut command,
+                "demo",
                 "--api: demo always runs against its own embedded demo API (set its delay with --latency); get, batch and the screen take --api",
             ));
         }
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut command))
+    }
+}
+
+/// A conflict found after parsing, shown with the subcommand's usage line (as clap shows its
+/// own errors), not the top-level one.
+fn subcommand_error(
+    command: &mut clap::Command,
+    name: &str,
+    message: impl std::fmt::Display,
+) -> clap::Error {
+    let kind = clap::error::ErrorKind::ArgumentConflict;
+    match command.find_subcommand_mut(name) {
+        Some(sub) => sub.error(kind, message),
+        None => command.error(kind, message),
     }
 }
 
@@ -485,6 +501,7 @@ mod tests {
                     .contains("--retries is for the commands that fetch"),
                 "{err}"
             );
+            assert!(err.to_string().contains("Usage: userfetch serve "), "{err}");
         }
         let err = Cli::try_parse_checked(["userfetch", "serve", "--no-cache"]).unwrap_err();
         assert!(err.to_string().contains("--no-cache is for"), "{err}");
