@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use support::*;
 use userfetch::server::ServerConfig;
@@ -24,7 +25,7 @@ fn settles_exactly_once(extra: &[&str]) {
             .iter()
             .map(|f| f.parse().unwrap())
             .collect(),
-        retry_after: std::time::Duration::from_secs(1),
+        retry_after: Duration::from_secs(1),
         ..ServerConfig::default()
     });
     // 4,900 users that exist and 100 that don't (the demo API knows 1..=10,000).
@@ -233,7 +234,7 @@ fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("stopping: the first 20 lookups could not connect and nothing was answered"),
+        text.contains("stopping: 20 lookups in a row failed at the connection"),
         "{text}"
     );
     let s = summary(&env.path("summary.json"));
@@ -246,4 +247,42 @@ fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
     assert_eq!(n("failed") + n("unfinished") + n("not_read"), 3000, "{s}");
     // Far fewer than 3,000 ids went through their attempts.
     assert!(n("requests") < 1000, "{s}");
+}
+
+/// The same when the API goes down in the middle of a run: what was answered before does
+/// not keep the run going through every remaining id.
+#[test]
+fn a_run_stops_when_the_api_goes_down_midway() {
+    let env = Env::new();
+    let api = userfetch::server::start_in_thread(ServerConfig {
+        latency: Duration::from_millis(20),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let input = env.write("ids.txt", ids_file(1..=5000));
+    let child = env
+        .with_api(
+            &api.url_template(),
+            &["--retries", "1", "--max-retry-wait", "10ms"],
+        )
+        .arg("batch")
+        .arg(&input)
+        .args(["--out", "out.jsonl", "--summary-json", "summary.json"])
+        .args(["--concurrency", "8"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.stats().snapshot().user_requests < 100 {
+        assert!(Instant::now() < deadline, "the run never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    api.shutdown_blocking();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["status"], "unreachable", "{s}");
+    assert!(s["found"].as_u64().unwrap() >= 90, "{s}");
+    assert!(s["failed"].as_u64().unwrap() < 100, "{s}");
 }

@@ -59,9 +59,10 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 /// Beyond this, more concurrency only costs memory; one HTTP/2 connection carries it all.
 const MAX_CONCURRENCY: u32 = 100_000;
 
-/// Lookups in a row that could not connect, with nothing answered yet, after which a run
-/// stops: a wrong --api or an API that is down would otherwise take every id of a
-/// million-line input through its retries, one connection refused after another.
+/// Lookups in a row whose every attempt failed at the connection, after which a run stops:
+/// a wrong --api, or an API that went down, would otherwise take every id of a million-line
+/// input through its retries, one connection refused after another. Any other outcome in
+/// between (a record, a 404, a 500) starts the count again, so a flaky API is not stopped.
 const UNREACHABLE_STOP: u32 = 20;
 
 /// Failed ids shown on stderr when there is no `--failures` file to list them.
@@ -656,9 +657,7 @@ struct Pipeline<'a> {
     warnings: u64,
     /// Lines with a valid id in the input, when it was counted before the run.
     id_lines: Option<u64>,
-    /// Whether the API has answered anything yet (a record, a 404, any status).
-    reached: bool,
-    /// Lookups that could not connect, while nothing has been answered.
+    /// Lookups in a row whose attempts all failed at the connection.
     unreachable: u32,
 }
 
@@ -680,24 +679,20 @@ impl<'a> Pipeline<'a> {
             latencies: Histogram::default(),
             retries: 0,
             warnings: 0,
-            reached: false,
             unreachable: 0,
         }
     }
 
     /// Counts a lookup's end towards "the API cannot be reached": true when this one makes
-    /// [`UNREACHABLE_STOP`] connection failures in a row with nothing ever answered.
+    /// [`UNREACHABLE_STOP`] lookups in a row that failed at the connection.
     fn gives_up_on_reaching(&mut self, settled: &Settled) -> bool {
         match settled {
             Settled::Failed { kind, .. } if *kind == ErrorKind::Connection.as_str() => {
-                if self.reached {
-                    return false;
-                }
                 self.unreachable += 1;
                 self.unreachable == UNREACHABLE_STOP
             }
             _ => {
-                self.reached = true;
+                self.unreachable = 0;
                 false
             }
         }
@@ -870,7 +865,7 @@ impl<'a> Pipeline<'a> {
                         if self.gives_up_on_reaching(&settled) && stop == Stop::Running {
                             if let Settled::Failed { message, .. } = &settled {
                                 self.progress.warn(&format!(
-                                    "userfetch: stopping: the first {UNREACHABLE_STOP} lookups could not connect and nothing was answered ({message}); the ids not tried are left for a rerun once the API can be reached"
+                                    "userfetch: stopping: {UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message}); the ids not done are left for a rerun once the API can be reached"
                                 ));
                             }
                             stop = Stop::Aborting;

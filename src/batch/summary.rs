@@ -89,8 +89,8 @@ pub enum Status {
     Interrupted,
     /// Stopped by a problem in the input (stdin, found mid-stream); a rerun continues.
     InputError,
-    /// Stopped because the API could not be reached: the first lookups all failed to connect
-    /// and nothing was answered; a rerun continues.
+    /// Stopped because the API could not be reached: many lookups in a row failed at the
+    /// connection, each after all its attempts; a rerun continues.
     Unreachable,
     /// The run finished (every id has its outcome, stored), but an output file could not be
     /// put in place (a full disk); a rerun writes it from the store.
