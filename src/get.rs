@@ -30,7 +30,9 @@ pub async fn run(
                 (id, outcome)
             }
         })
-        .buffered(args.concurrency as usize);
+        .buffered(
+            crate::open_files::fit(args.concurrency, engine.client().config().http2) as usize,
+        );
 
     let mut failed = false;
     // After Ctrl-C the rest of the results still come (the lookups cancelled, each at once):

@@ -12,7 +12,8 @@
 //!   pipe.
 //! - [`cli`] defines the command line, [`session`] turns it into a working engine, [`app`]
 //!   runs it and maps errors to the codes in [`exit`].
-//! - [`batch`] fetches whole id lists (files or stdin) politely and resumably.
+//! - [`batch`] fetches whole id lists (files or stdin) politely and resumably; [`open_files`]
+//!   bounds the lookups in flight by the open-file limit.
 
 pub mod app;
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod exit;
 pub mod get;
 pub mod id;
+pub mod open_files;
 pub mod record;
 pub mod server;
 pub mod session;

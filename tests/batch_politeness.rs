@@ -71,29 +71,15 @@ fn several_runtime_threads_give_the_same_result() {
 /// must not turn into "Too many open files" failures blamed on the API.
 #[test]
 fn concurrency_beyond_the_open_file_limit_is_lowered_to_fit() {
-    use std::os::unix::process::CommandExt;
     let env = Env::with_latency(Duration::from_millis(300));
     let input = env.write("ids.txt", ids_file(1..=600));
     let mut cmd = env.batch_to_files(&input, &["--concurrency", "500"]);
-    // SAFETY: setrlimit is async-signal-safe, and nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 200,
-                rlim_max: 200,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    limit_open_files(&mut cmd, 200);
     let out = run(&mut cmd);
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("the open-file limit is 200: running 136 at a time"),
+        text.contains("the open-file limit is 200: running 168 at a time"),
         "{text}"
     );
     assert_eq!(summary(&env.path("summary.json"))["found"], 600);

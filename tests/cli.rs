@@ -448,6 +448,33 @@ fn ctrl_c_prints_what_arrived_and_names_what_did_not() {
     assert_eq!(printed[0]["name"], "cached");
 }
 
+/// As in batch: more lookups over HTTP/1.1 than the open-file limit allows are not turned
+/// into "Too many open files" failures.
+#[test]
+fn get_fits_its_concurrency_to_the_open_file_limit() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (1..=300).map(|n| n.to_string()).collect();
+    let mut cmd = userfetch(&dir);
+    cmd.args([
+        "get",
+        "--concurrency",
+        "1000",
+        "--api",
+        &api.template("latency=300ms"),
+    ])
+    .args(&ids);
+    support::limit_open_files(&mut cmd, 100);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the open-file limit is 100: running 68 at a time"),
+        "{stderr}"
+    );
+    assert_eq!(json_lines(&out.stdout).len(), 300);
+}
+
 #[test]
 fn completions_are_generated() {
     let dir = tempfile::tempdir().unwrap();

@@ -68,39 +68,6 @@ const UNREACHABLE_STOP: u32 = 20;
 /// Failed ids shown on stderr when there is no `--failures` file to list them.
 const FAILED_SHOWN: u32 = 5;
 
-/// Files a run keeps open besides its sockets: the cache file's connections and their logs,
-/// the input and the outputs, the runtime's own descriptors, with room to spare.
-const FILES_BESIDES_SOCKETS: u64 = 64;
-
-/// The process's open-file limit (already raised as far as allowed), if it has one.
-fn open_file_limit() -> Option<u64> {
-    rlimit::getrlimit(rlimit::Resource::NOFILE)
-        .ok()
-        .map(|(soft, _)| soft)
-        .filter(|&soft| soft != rlimit::INFINITY)
-}
-
-/// Over HTTP/1.1 each lookup in flight holds a socket. More of them than the open-file limit
-/// allows fail with "Too many open files", which would be counted (and retried) as the API
-/// failing, and leave no descriptor to write the outputs with: the concurrency is lowered to
-/// fit, and the user told.
-fn within_open_files(concurrency: u32, limit: Option<u64>) -> u32 {
-    let Some(limit) = limit else {
-        return concurrency;
-    };
-    let room = limit.saturating_sub(FILES_BESIDES_SOCKETS).max(1);
-    if u64::from(concurrency) <= room {
-        return concurrency;
-    }
-    let fitted = u32::try_from(room).unwrap_or(concurrency);
-    note!(
-        "userfetch: --concurrency {concurrency} needs a socket per lookup over HTTP/1.1, and the \
-         open-file limit is {limit}: running {fitted} at a time (raise the limit with ulimit -n, \
-         or pass --http2 if the API speaks it)"
-    );
-    fitted
-}
-
 /// Claims requested ahead of need: some being answered while others are consumed.
 const CLAIMS_AHEAD: usize = 4;
 
@@ -163,11 +130,7 @@ impl Config {
                 })?,
         };
         // Over HTTP/2 (asked for, or the embedded API) every lookup shares one connection.
-        let concurrency = if global.http2 || global.api.is_none() {
-            concurrency
-        } else {
-            within_open_files(concurrency, open_file_limit())
-        };
+        let concurrency = crate::open_files::fit(concurrency, global.http2 || global.api.is_none());
         let rate = args
             .rate
             .as_deref()

@@ -1,0 +1,58 @@
+//! How many lookups can be in flight within the process's open-file limit.
+
+use crate::console::note;
+
+/// Files a command keeps open besides its sockets: the cache file's connections and their
+/// logs, the input and the outputs, the runtime's own descriptors (about 15 measured), with
+/// room to spare.
+const FILES_BESIDES_SOCKETS: u64 = 32;
+
+/// `concurrency` lowered to what the open-file limit allows, with a line saying so. Over
+/// HTTP/1.1 each lookup in flight holds a socket; more of them than the limit allows fail
+/// with "Too many open files", which would be counted (and retried) as the API failing, and
+/// leave no descriptor for the cache or the outputs. Over HTTP/2 they share one connection.
+pub fn fit(concurrency: u32, over_http2: bool) -> u32 {
+    if over_http2 {
+        return concurrency;
+    }
+    let fitted = within(concurrency, limit());
+    if fitted < concurrency {
+        note!(
+            "userfetch: --concurrency {concurrency} needs a socket per lookup over HTTP/1.1, and \
+             the open-file limit is {}: running {fitted} at a time (raise the limit with ulimit \
+             -n, or pass --http2 if the API speaks it)",
+            limit().unwrap_or_default()
+        );
+    }
+    fitted
+}
+
+/// The process's open-file limit (raised at start as far as allowed), if it has one.
+fn limit() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+        .filter(|&soft| soft != rlimit::INFINITY)
+}
+
+fn within(concurrency: u32, limit: Option<u64>) -> u32 {
+    let Some(limit) = limit else {
+        return concurrency;
+    };
+    let room = limit.saturating_sub(FILES_BESIDES_SOCKETS).max(1);
+    u32::try_from(room).map_or(concurrency, |room| concurrency.min(room))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_room_left_besides_the_run_own_files_bounds_the_lookups() {
+        assert_eq!(within(1000, Some(256)), 224);
+        assert_eq!(within(100, Some(256)), 100);
+        assert_eq!(within(1000, Some(10)), 1);
+        assert_eq!(within(1000, None), 1000);
+        assert_eq!(within(7, Some(u64::MAX)), 7);
+    }
+}
