@@ -349,3 +349,31 @@ fn a_run_over_another_input_says_what_earlier_runs_left_in_the_output() {
     );
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 27);
 }
+
+/// A run whose job is new replaces the `--out` an earlier run against another API wrote:
+/// said before it starts, not discovered afterwards.
+#[test]
+fn replacing_an_output_no_run_of_this_job_wrote_is_said_up_front() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=5));
+    let into_out = |query: &str| {
+        let api = format!("{}{query}", env.server.url_template());
+        run(env
+            .with_api(&api, &[])
+            .arg("batch")
+            .arg(&input)
+            .args(["--out", "out.jsonl"]))
+    };
+    let says =
+        "out.jsonl exists, and no earlier run of this command (this --api and --out) wrote it";
+    let first = into_out("");
+    assert!(!stderr(&first).contains(says), "{}", stderr(&first));
+    let again = into_out("");
+    assert!(!stderr(&again).contains(says), "{}", stderr(&again));
+    let other = into_out("?x=1");
+    assert_eq!(other.status.code(), Some(0));
+    assert!(stderr(&other).contains(says), "{}", stderr(&other));
+    // Its own output next time: nothing to say.
+    let continued = into_out("?x=1");
+    assert!(!stderr(&continued).contains(says), "{}", stderr(&continued));
+}

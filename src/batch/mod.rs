@@ -349,6 +349,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
             match job {
                 Err(e) => Err(e),
                 Ok(job) => {
+                    warn_of_replacing(&config.out, job);
                     let ctx = Arc::new(Ctx {
                         client: session.engine.client().clone(),
                         cache,
@@ -365,6 +366,20 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     };
     session.close().await;
     result
+}
+
+/// A new job's output replaces whatever file is at `--out`: said up front, since a file an
+/// earlier run wrote against another `--api` (or one made by hand) looks like this run's to
+/// continue, and its records would be gone without a word at the end.
+fn warn_of_replacing(out: &Path, job: BatchJob) {
+    let is_new = job.run == 1 && job.fresh_ms.is_none();
+    if is_new && std::fs::metadata(out).is_ok_and(|m| m.len() > 0) {
+        note!(
+            "userfetch: {} exists, and no earlier run of this command (this --api and --out) \
+             wrote it: this run replaces it with its own records",
+            out.display()
+        );
+    }
 }
 
 /// What a run needs before it takes its first id.
