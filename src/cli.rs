@@ -94,10 +94,11 @@ impl Cli {
                 m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
             })
         };
-        if let Some((_, error)) = unread
-            .into_iter()
-            .find(|(id, _)| !(typed(id) || run == "serve" && FETCHING_ONLY.contains(&id.as_str())))
-        {
+        if let Some((_, error)) = unread.into_iter().find(|(id, _)| {
+            !(typed(id)
+                || run == "completions"
+                || run == "serve" && FETCHING_ONLY.contains(&id.as_str()))
+        }) {
             return Err(error);
         }
         if let Some(("serve", serve)) = matches.subcommand()

@@ -520,3 +520,18 @@ fn escape_sequences_in_file_names_never_reach_the_terminal() {
     // The files themselves have the names they were given.
     assert_eq!(jsonl_ids(&env.path(out_name)), ["1"]);
 }
+
+#[test]
+fn no_cache_from_the_environment_is_named_when_refused() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n");
+    let out = run(env
+        .batch(&[input.to_str().unwrap(), "--out", "out.jsonl"])
+        .env("USERFETCH_NO_CACHE", "1"));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("cannot run with --no-cache (USERFETCH_NO_CACHE is set)"),
+        "{text}"
+    );
+}

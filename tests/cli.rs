@@ -534,6 +534,12 @@ fn a_typed_option_wins_over_a_bad_value_in_its_variable() {
         assert_eq!(out.status.code(), Some(0), "{typed:?}: {out:?}");
         assert_eq!(json_lines(&out.stdout)[0]["id"], 8);
     }
+    // completions use no option: no variable stops them.
+    with_bad_variables()
+        .env("USERFETCH_THREADS", "0")
+        .args(["completions", "bash"])
+        .assert()
+        .success();
     // Typing one of them leaves the other to be named.
     with_bad_variables()
         .args(["get", "8", "--timeout", "5s"])

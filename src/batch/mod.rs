@@ -111,10 +111,16 @@ struct Config {
 impl Config {
     fn from_args(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<Config> {
         if global.no_cache {
-            return Err(usage(
-                "batch keeps its progress in the cache file, so it cannot run with --no-cache \
-                 (--fresh starts over and fetches every id again)",
-            ));
+            // Set in the environment, it is not on the command line to look at.
+            let from = if std::env::var_os("USERFETCH_NO_CACHE").is_some() {
+                " (USERFETCH_NO_CACHE is set)"
+            } else {
+                ""
+            };
+            return Err(usage(format!(
+                "batch keeps its progress in the cache file, so it cannot run with --no-cache{from} \
+                 (--fresh starts over and fetches every id again)"
+            )));
         }
         let concurrency = match &args.concurrency {
             None => DEFAULT_CONCURRENCY,
