@@ -20,6 +20,8 @@ pub async fn run(
     args: &GetArgs,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
+    // Before the spinner starts: a lowered concurrency is said on a line of its own.
+    let concurrency = crate::open_files::fit(args.concurrency, engine.client().config().http2);
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
     let mut results = futures::stream::iter(ids)
@@ -30,9 +32,7 @@ pub async fn run(
                 (id, outcome)
             }
         })
-        .buffered(
-            crate::open_files::fit(args.concurrency, engine.client().config().http2) as usize,
-        );
+        .buffered(concurrency as usize);
 
     let mut failed = false;
     // After Ctrl-C the rest of the results still come (the lookups cancelled, each at once):

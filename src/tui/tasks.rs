@@ -106,8 +106,8 @@ impl Blocking {
     }
 }
 
-/// Cancels `token` on any of the signals the interface quits on, until
-/// it is cancelled otherwise. A signal that cannot be watched is left to the interface.
+/// Cancels `token` on any of the signals the interface quits on, until it is cancelled
+/// otherwise. A signal that cannot be watched is left to the interface.
 fn watch_signals(token: CancellationToken) {
     let mut watched: Vec<_> = super::QUIT_SIGNALS
         .into_iter()
