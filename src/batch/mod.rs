@@ -643,6 +643,9 @@ struct Pipeline<'a> {
     id_lines: Option<u64>,
     /// Lookups in a row whose attempts all failed at the connection.
     unreachable: u32,
+    /// Whether the run stopped for that: an answer landing afterwards resets the count, not
+    /// the reason the run ended.
+    gave_up: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -664,6 +667,7 @@ impl<'a> Pipeline<'a> {
             retries: 0,
             warnings: 0,
             unreachable: 0,
+            gave_up: false,
         }
     }
 
@@ -852,6 +856,7 @@ impl<'a> Pipeline<'a> {
                                     "userfetch: stopping: {UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message}); the ids not done are left for a rerun once the API can be reached"
                                 ));
                             }
+                            self.gave_up = true;
                             stop = Stop::Aborting;
                             cancel.cancel();
                         }
@@ -876,7 +881,7 @@ impl<'a> Pipeline<'a> {
 
         let mut status = if input_error.is_some() || reader_died {
             Status::InputError
-        } else if self.unreachable >= UNREACHABLE_STOP {
+        } else if self.gave_up {
             Status::Unreachable
         } else if received > 0 {
             Status::Interrupted
