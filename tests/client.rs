@@ -70,6 +70,28 @@ async fn messages_say_what_happened_and_how_often() {
     assert!(err.to_string().contains("--max-body"), "{err}");
 }
 
+/// A 503 without Retry-After asks for a slower pace without saying how slow: the retry waits
+/// at least half the backoff, never next to nothing.
+#[tokio::test]
+async fn a_push_back_without_retry_after_waits_half_the_backoff_at_least() {
+    let api = TestApi::start();
+    let mut config = api.config("fault=503&fault_times=1", 1);
+    config.retry.base = Duration::from_millis(400);
+    let client = Client::new(config).unwrap();
+    let lookups = (1..=6).map(|n| {
+        let client = &client;
+        async move {
+            let started = Instant::now();
+            let got = fetch(client, &n.to_string()).await.unwrap();
+            assert_eq!(got.attempts, 2);
+            started.elapsed()
+        }
+    });
+    for took in futures::future::join_all(lookups).await {
+        assert!(took >= Duration::from_millis(200), "retried after {took:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_transient_fault_is_retried_until_it_succeeds() {
     let api = TestApi::start();

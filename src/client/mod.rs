@@ -292,7 +292,11 @@ impl Client {
             if !failure.retryable || attempt >= max_attempts {
                 return Err(error);
             }
-            let delay = policy.delay(attempt, failure.retry_after, fastrand::f64());
+            let delay = if failure.pushed_back {
+                policy.delay_pushed_back(attempt, failure.retry_after, fastrand::f64())
+            } else {
+                policy.delay(attempt, failure.retry_after, fastrand::f64())
+            };
             if !policy.in_time(started.elapsed(), delay) {
                 // Reads on with the attempt count: "…: server answered 429 after 2 attempts".
                 let why = format!(

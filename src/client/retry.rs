@@ -52,6 +52,22 @@ impl RetryPolicy {
         ceiling.mul_f64(unit.clamp(0.0, 1.0))
     }
 
+    /// [`RetryPolicy::delay`] after an answer asking for a slower pace (429, 503) that does not
+    /// say for how long (no `Retry-After`, or one that cannot be read): at least half the
+    /// backoff ("equal jitter"), so a server already shedding load is not asked again at once.
+    pub fn delay_pushed_back(
+        &self,
+        failed: u32,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Duration {
+        if retry_after.is_some() {
+            return self.delay(failed, retry_after, unit);
+        }
+        let ceiling = self.delay(failed, None, 1.0);
+        ceiling / 2 + ceiling.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+    }
+
     /// Whether a retry after waiting `delay` still starts within `max_time` of the first
     /// attempt, `elapsed` ago.
     pub fn in_time(&self, elapsed: Duration, delay: Duration) -> bool {
@@ -103,6 +119,20 @@ mod tests {
         let p = policy();
         assert_eq!(p.delay(3, None, 0.0), Duration::ZERO);
         assert!(p.delay(3, None, 0.99) > Duration::from_millis(390));
+    }
+
+    #[test]
+    fn pushed_back_without_retry_after_waits_at_least_half_the_backoff() {
+        let p = policy();
+        assert_eq!(p.delay_pushed_back(1, None, 0.0), Duration::from_millis(50));
+        assert_eq!(
+            p.delay_pushed_back(3, None, 0.0),
+            Duration::from_millis(200)
+        );
+        assert!(p.delay_pushed_back(3, None, 0.99) > Duration::from_millis(390));
+        assert!(p.delay_pushed_back(40, None, 1.0) <= p.max_wait);
+        let asked = Some(Duration::from_millis(700));
+        assert_eq!(p.delay_pushed_back(1, asked, 0.0), p.delay(1, asked, 0.0));
     }
 
     #[test]
