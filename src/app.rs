@@ -133,9 +133,12 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| exit::usage(format!("cannot listen on {}:{}: {e}", args.bind, args.port)))?;
     // The template on stdout, alone on its line, so scripts can capture it.
     say!("{}", handle.url_template())?;
+    let users = match args.users {
+        0 => "no users (every id answers 404)".to_owned(),
+        n => format!("users 1..={n}"),
+    };
     note!(
-        "userfetch: demo API serving users 1..={} at {} (Ctrl-C stops it)",
-        args.users,
+        "userfetch: demo API serving {users} at {} (Ctrl-C stops it)",
         handle.base_url()
     );
     signals.recv().await;
