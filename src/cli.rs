@@ -16,6 +16,7 @@ use crate::server::FaultRate;
 #[command(
     name = "userfetch",
     version,
+    propagate_version = true,
     about = "Fetch user data from an HTTP API without freezing the interface",
     long_about = "Fetch user data from an HTTP API without freezing the interface.\n\n\
         With no subcommand, opens the interactive lookup screen. Without --api, every command \
@@ -557,6 +558,14 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         command().debug_assert();
+        for sub in ["get", "serve", "batch", "demo", "ui", "completions"] {
+            let err = Cli::try_parse_checked(["userfetch", sub, "--version"]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::DisplayVersion,
+                "{sub}: {err}"
+            );
+        }
     }
 
     #[test]

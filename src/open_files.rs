@@ -18,9 +18,9 @@ pub fn fit(concurrency: u32, over_http2: bool) -> u32 {
     let fitted = within(concurrency, limit());
     if fitted < concurrency {
         note!(
-            "userfetch: --concurrency {concurrency} needs a socket per lookup over HTTP/1.1, and \
-             the open-file limit is {}: running {fitted} at a time (raise the limit with ulimit \
-             -n, or pass --http2 if the API speaks it)",
+            "userfetch: {concurrency} lookups at a time (--concurrency) need a socket each over \
+             HTTP/1.1, and the open-file limit is {}: running {fitted} at a time (raise the limit \
+             with ulimit -n, or pass --http2 if the API speaks it)",
             limit().unwrap_or_default()
         );
     }
