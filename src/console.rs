@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Set while the interactive screen is drawn on the terminal stderr also goes to.
 static SCREEN_ON_STDERR: AtomicBool = AtomicBool::new(false);
@@ -20,13 +21,56 @@ pub fn screen_on_stderr(up: bool) {
     SCREEN_ON_STDERR.store(up, Ordering::Relaxed);
 }
 
-/// Where log lines go: stderr, except while the screen covers it (dropped then; `-v` is
-/// refused with the screen unless stderr goes elsewhere).
+/// The progress bar or spinner drawn on stderr, if any: log lines are written above it.
+static PROGRESS: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// Says which bar is drawn on stderr now (`None` once it is gone), so that log lines lift it
+/// instead of being written over it.
+pub fn progress_on_stderr(bar: Option<indicatif::ProgressBar>) {
+    *PROGRESS.lock().unwrap_or_else(PoisonError::into_inner) = bar;
+}
+
+/// Where log lines go: stderr, above the progress bar if one is drawn, except while the
+/// screen covers it (dropped then; `-v` is refused with the screen unless stderr goes
+/// elsewhere).
 pub fn log_writer() -> Box<dyn Write> {
     if SCREEN_ON_STDERR.load(Ordering::Relaxed) {
         Box::new(io::sink())
     } else {
-        Box::new(io::stderr())
+        Box::new(AboveProgress(Vec::new()))
+    }
+}
+
+/// One log event, held until it is complete and then written with the bar lifted: written
+/// straight to stderr, it landed after the bar's last frame, which stayed on screen.
+struct AboveProgress(Vec<u8>);
+
+impl Write for AboveProgress {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for AboveProgress {
+    fn drop(&mut self) {
+        let text = std::mem::take(&mut self.0);
+        let write = || {
+            let _ = io::stderr().lock().write_all(&text);
+        };
+        // Cloned out of the lock: the bar takes its own while it is lifted.
+        let bar = PROGRESS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
     }
 }
 

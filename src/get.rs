@@ -79,6 +79,7 @@ pub async fn run(
         }
     }
     spinner.finish_and_clear();
+    crate::console::progress_on_stderr(None);
     if interrupted {
         note!("userfetch: interrupted{}", undone(&not_done));
         return Ok(ExitCode::Interrupted);
@@ -141,6 +142,7 @@ fn spinner(total: usize) -> ProgressBar {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(80));
+    crate::console::progress_on_stderr(Some(bar.clone()));
     bar
 }
 

@@ -401,3 +401,48 @@ fn without_a_terminal_it_points_to_the_script_friendly_commands() {
     assert!(stderr.contains("userfetch get"), "{stderr}");
     assert!(stderr.contains("terminal"), "{stderr}");
 }
+
+/// `-v` log lines while batch's progress bar is drawn: each lifts the bar, so no frame of it
+/// is left behind in what scrolled up.
+#[test]
+fn log_lines_are_written_above_the_batch_progress_bar() {
+    let api = demo_api();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, (1..=40).map(|n| format!("{n}\n")).collect::<String>()).unwrap();
+    let template = format!(
+        "{}?latency=50ms&fault=503&fault_rate=0.3",
+        api.url_template()
+    );
+    let cache = dir.path().join("c.sqlite3");
+    let out = dir.path().join("out.jsonl");
+    let mut pty = Pty::spawn(&[
+        "-vv",
+        "--api",
+        &template,
+        "--cache",
+        cache.to_str().unwrap(),
+        "--retries",
+        "10",
+        "--max-retry-wait",
+        "10ms",
+        "batch",
+        ids.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--concurrency",
+        "2",
+    ]);
+    pty.wait_exit(Duration::from_secs(60));
+    let screen = pty.screen();
+    assert!(
+        screen.contains("retrying"),
+        "no log line to check:\n{screen}"
+    );
+    let frames: Vec<&str> = screen.lines().filter(|l| l.contains(" ETA ")).collect();
+    assert!(
+        frames.is_empty(),
+        "bar frames left on screen: {frames:#?}\n{screen}"
+    );
+    api.shutdown_blocking();
+}

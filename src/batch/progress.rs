@@ -37,6 +37,7 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         bar.set_style(style);
+        crate::console::progress_on_stderr(Some(bar.clone()));
         Progress { bar }
     }
 
@@ -66,5 +67,6 @@ impl Progress {
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+        crate::console::progress_on_stderr(None);
     }
 }
