@@ -370,6 +370,16 @@ fn replacing_an_output_no_run_of_this_job_wrote_is_said_up_front() {
     assert!(!stderr(&first).contains(says), "{}", stderr(&first));
     let again = into_out("");
     assert!(!stderr(&again).contains(says), "{}", stderr(&again));
+    // A dry run says it too.
+    let api = format!("{}?x=1", env.server.url_template());
+    let dry = run(env.with_api(&api, &[]).arg("batch").arg(&input).args([
+        "--out",
+        "out.jsonl",
+        "--dry-run",
+    ]));
+    let shown = String::from_utf8_lossy(&dry.stdout);
+    assert!(shown.contains(says), "{shown}");
+    assert!(shown.contains("the run would replace it"), "{shown}");
     let other = into_out("?x=1");
     assert_eq!(other.status.code(), Some(0));
     assert!(stderr(&other).contains(says), "{}", stderr(&other));

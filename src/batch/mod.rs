@@ -1252,7 +1252,10 @@ async fn dry_run(
         let (job, fresh_ms) = found.map_or((None, None), |(job, fresh_ms)| (Some(job), fresh_ms));
         let mut lines = lines;
         let mut seen = Seen::new()?;
-        let mut report = DryRun::default();
+        let mut report = DryRun {
+            new_job: !fresh && job.is_none(),
+            ..DryRun::default()
+        };
         while let Some((line, kind)) = lines.next_line().map_err(|e| usage(e.to_string()))? {
             match kind {
                 input::Line::Nothing => {}
@@ -1316,6 +1319,12 @@ async fn dry_run(
             .map(|f| format!(", failures to {}", f.display()))
             .unwrap_or_default()
     )?;
+    if report.new_job && std::fs::metadata(&config.out).is_ok_and(|m| m.len() > 0) {
+        say!(
+            "  {} exists, and no earlier run of this command (this --api and --out) wrote it: the run would replace it",
+            config.out.display()
+        )?;
+    }
     let client = session.engine.client().config();
     say!(
         "  concurrency {}, rate {}, up to {} per id, timeout {} per attempt",
@@ -1381,6 +1390,8 @@ struct DryRun {
     duplicates: u64,
     invalid: u64,
     urls: Vec<String>,
+    /// No run of this command is recorded: the run would start a job of its own.
+    new_job: bool,
 }
 
 #[cfg(test)]
