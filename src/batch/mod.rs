@@ -1009,7 +1009,7 @@ impl<'a> Pipeline<'a> {
                 let on_wire = self.ctx.throttle.sending();
                 let waiting = in_flight.saturating_sub(on_wire);
                 self.progress.warn(&format!(
-                    "userfetch: stopping: letting {} on the wire finish (up to {}), leaving {} waiting for their turn or a retry to the next run; Ctrl-C again to cancel",
+                    "userfetch: stopping: letting {} on the wire finish (up to {}); {} waiting for their turn or a retry, and the ids not started yet, are left to the next run; Ctrl-C again to cancel",
                     count(on_wire as u64, "request", "requests"),
                     humantime::format_duration(self.config.grace),
                     count(waiting as u64, "lookup", "lookups"),
