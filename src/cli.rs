@@ -507,15 +507,7 @@ mod tests {
         }
         let err = Cli::try_parse_checked(["userfetch", "serve", "--no-cache"]).unwrap_err();
         assert!(err.to_string().contains("--no-cache is for"), "{err}");
-        let mut help = Vec::new();
-        let mut built = command();
-        built.build();
-        built
-            .find_subcommand_mut("serve")
-            .unwrap()
-            .write_long_help(&mut help)
-            .unwrap();
-        let help = String::from_utf8(help).unwrap();
+        let help = long_help_of("serve");
         assert!(
             help.contains("--latency") && help.contains("--threads"),
             "{help}"
@@ -524,15 +516,6 @@ mod tests {
             let long = format!("--{} ", id.replace('_', "-"));
             assert!(!help.contains(&long), "serve's help lists {long}: {help}");
         }
-        let mut demo_help = Vec::new();
-        built
-            .find_subcommand_mut("demo")
-            .unwrap()
-            .write_long_help(&mut demo_help)
-            .unwrap();
-        let demo_help = String::from_utf8(demo_help).unwrap();
-        assert!(!demo_help.contains("--api "), "{demo_help}");
-        assert!(demo_help.contains("--timeout "), "{demo_help}");
         let serve = Cli::try_parse_checked(["userfetch", "serve", "--threads", "2", "-v"]).unwrap();
         assert_eq!(serve.global.threads, 2);
         let get = Cli::try_parse_checked(["userfetch", "get", "1", "--retries", "3"]).unwrap();
@@ -553,6 +536,22 @@ mod tests {
             );
         }
         assert!(Cli::try_parse_checked(["userfetch", "demo", "--retries", "3"]).is_ok());
+        let help = long_help_of("demo");
+        assert!(!help.contains("--api "), "{help}");
+        assert!(help.contains("--timeout "), "{help}");
+    }
+
+    /// A subcommand's `--help`, as the program shows it.
+    fn long_help_of(name: &str) -> String {
+        let mut built = command();
+        built.build();
+        let mut help = Vec::new();
+        built
+            .find_subcommand_mut(name)
+            .unwrap()
+            .write_long_help(&mut help)
+            .unwrap();
+        String::from_utf8(help).unwrap()
     }
 
     #[test]

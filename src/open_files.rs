@@ -15,13 +15,14 @@ pub fn fit(concurrency: u32, over_http2: bool) -> u32 {
     if over_http2 {
         return concurrency;
     }
-    let fitted = within(concurrency, limit());
+    let limit = limit();
+    let fitted = within(concurrency, limit);
     if fitted < concurrency {
         note!(
             "userfetch: {concurrency} lookups at a time (--concurrency) need a socket each over \
              HTTP/1.1, and the open-file limit is {}: running {fitted} at a time (raise the limit \
              with ulimit -n, or pass --http2 if the API speaks it)",
-            limit().unwrap_or_default()
+            limit.unwrap_or_default()
         );
     }
     fitted

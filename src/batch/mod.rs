@@ -355,7 +355,10 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
             match job {
                 Err(e) => Err(e),
                 Ok(job) => {
-                    warn_of_replacing(&config.out, job);
+                    let new_job = job.run == 1 && job.fresh_ms.is_none();
+                    if let Some(why) = replacing_a_foreign_out(&config.out, new_job) {
+                        note!("userfetch: {why}: this run replaces it with its own records");
+                    }
                     let ctx = Arc::new(Ctx {
                         client: session.engine.client().clone(),
                         cache,
@@ -374,18 +377,17 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     result
 }
 
-/// A new job's output replaces whatever file is at `--out`: said up front, since a file an
-/// earlier run wrote against another `--api` (or one made by hand) looks like this run's to
-/// continue, and its records would be gone without a word at the end.
-fn warn_of_replacing(out: &Path, job: BatchJob) {
-    let is_new = job.run == 1 && job.fresh_ms.is_none();
-    if is_new && std::fs::metadata(out).is_ok_and(|m| m.len() > 0) {
-        note!(
-            "userfetch: {} exists, and no earlier run of this command (this --api and --out) \
-             wrote it: this run replaces it with its own records",
+/// A new job's output replaces whatever file is at `--out`: said up front (by the run and
+/// by the dry run), since a file an earlier run wrote against another `--api` (or one made by
+/// hand) looks like this run's to continue, and its records would be gone without a word at
+/// the end. `None` when there is nothing to say.
+fn replacing_a_foreign_out(out: &Path, new_job: bool) -> Option<String> {
+    (new_job && std::fs::metadata(out).is_ok_and(|m| m.len() > 0)).then(|| {
+        format!(
+            "{} exists, and no earlier run of this command (this --api and --out) wrote it",
             out.display()
-        );
-    }
+        )
+    })
 }
 
 /// What a run needs before it takes its first id.
@@ -1045,36 +1047,48 @@ impl<'a> Pipeline<'a> {
     /// The output of an `--out` collects what every run into it found, so a run over a
     /// different input writes the earlier input's records too: said, as it surprises.
     async fn say_what_earlier_runs_left(&self, out: &str) {
-        let path = self.ctx.cache.path().to_owned();
         let job = self.ctx.job;
-        let read = tokio::task::spawn_blocking(move || {
-            BatchReader::open(&path)?.found_before(job.job, job.run)
-        })
-        .await;
-        match read {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => self.progress.warn(&format!(
+        let earlier = self
+            .read_back(move |reader| Ok(reader.found_before(job.job, job.run)?))
+            .await;
+        if let Some(n) = earlier.filter(|&n| n > 0) {
+            self.progress.warn(&format!(
                 "userfetch: {out} also holds {} that earlier runs into it found for ids not in this input (--fresh starts the output over)",
                 count(n, "record", "records")
-            )),
-            Ok(Err(e)) => tracing::debug!("cannot count earlier runs' records: {e}"),
-            Err(e) => tracing::debug!("cannot count earlier runs' records: {e}"),
+            ));
+        }
+    }
+
+    /// A read of the store for a message after the run, off the runtime. A message is not worth
+    /// failing the run over: when the read fails, it is logged and `None`.
+    async fn read_back<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&BatchReader) -> anyhow::Result<T> + Send + 'static,
+    ) -> Option<T> {
+        let path = self.ctx.cache.path().to_owned();
+        let read = tokio::task::spawn_blocking(move || read(&BatchReader::open(&path)?)).await;
+        match read {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::debug!("cannot read the cache file back: {e:#}");
+                None
+            }
+            Err(e) => {
+                tracing::debug!("cannot read the cache file back: {e}");
+                None
+            }
         }
     }
 
     /// Without `--failures`, which ids failed and why would be said nowhere: the first few are
     /// shown, and where the rest can be found.
     async fn show_first_failed(&self) {
-        let path = self.ctx.cache.path().to_owned();
         let job = self.ctx.job.job;
-        let read = tokio::task::spawn_blocking(move || {
-            BatchReader::open(&path)?.first_failed(job, FAILED_SHOWN)
-        })
-        .await;
-        let rows = match read {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => return tracing::debug!("cannot read the failed ids back: {e:#}"),
-            Err(e) => return tracing::debug!("cannot read the failed ids back: {e}"),
+        let Some(rows) = self
+            .read_back(move |reader| reader.first_failed(job, FAILED_SHOWN))
+            .await
+        else {
+            return;
         };
         for row in &rows {
             self.progress.warn(&format!(
@@ -1319,11 +1333,8 @@ async fn dry_run(
             .map(|f| format!(", failures to {}", f.display()))
             .unwrap_or_default()
     )?;
-    if report.new_job && std::fs::metadata(&config.out).is_ok_and(|m| m.len() > 0) {
-        say!(
-            "  {} exists, and no earlier run of this command (this --api and --out) wrote it: the run would replace it",
-            config.out.display()
-        )?;
+    if let Some(why) = replacing_a_foreign_out(&config.out, report.new_job) {
+        say!("  {why}: the run would replace it")?;
     }
     let client = session.engine.client().config();
     say!(
