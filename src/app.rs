@@ -97,7 +97,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Generated into memory first: clap_complete panics when its write fails (a
             // reader that stopped early, a full disk).
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut crate::cli::command(), "userfetch", &mut script);
+            let mut command = crate::cli::for_completions();
+            clap_complete::generate(shell, &mut command, "userfetch", &mut script);
             crate::console::write_bytes(&script)?;
             Ok(ExitCode::Success)
         }

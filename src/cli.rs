@@ -145,9 +145,30 @@ fn subcommand_error(
     }
 }
 
-/// The command line as parsed, and as its help and completions show it.
+/// The command line as parsed, and as its help shows it.
 pub fn command() -> clap::Command {
     shown(<Cli as clap::CommandFactory>::command())
+}
+
+/// The command line for completion scripts. Hiding is not enough there: some of
+/// clap_complete's generators (fish, zsh, bash) list hidden options too, and would offer
+/// serve the fetching options and demo --api, which they refuse. So here those options are
+/// not global: the commands that take them get their own copies, serve and demo none.
+pub fn for_completions() -> clap::Command {
+    let unbuilt = <Cli as clap::CommandFactory>::command();
+    let fetching: Vec<clap::Arg> = unbuilt
+        .get_arguments()
+        .filter(|a| FETCHING_ONLY.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().global(false))
+        .collect();
+    let but_api = fetching.iter().filter(|a| a.get_id() != "api").cloned();
+    FETCHING_ONLY
+        .iter()
+        .fold(unbuilt, |c, id| c.mut_arg(id, |a| a.global(false)))
+        .mut_subcommand("get", |s| s.args(fetching.clone()))
+        .mut_subcommand("batch", |s| s.args(fetching.clone()))
+        .mut_subcommand("ui", |s| s.args(fetching.clone()))
+        .mut_subcommand("demo", |s| s.args(but_api))
 }
 
 /// `command` with the fetching options hidden from serve's help and completions, and --api
@@ -557,6 +578,7 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         command().debug_assert();
+        for_completions().debug_assert();
         for sub in ["get", "serve", "batch", "demo", "ui", "completions"] {
             let err = Cli::try_parse_checked(["userfetch", sub, "--version"]).unwrap_err();
             assert_eq!(

@@ -485,6 +485,62 @@ fn completions_are_generated() {
         .stdout(predicate::str::contains("userfetch"));
 }
 
+/// The long options a fish completion script offers after `userfetch SUBCOMMAND`.
+fn fish_offers(script: &str, subcommand: &str) -> Vec<String> {
+    let condition = format!("\"__fish_userfetch_using_subcommand {subcommand}\"");
+    script
+        .lines()
+        .filter(|line| line.contains(&condition))
+        .filter_map(|line| line.split(" -l ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn completions_offer_each_command_only_the_options_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fish = userfetch(&dir)
+        .args(["completions", "fish"])
+        .output()
+        .unwrap();
+    let fish = String::from_utf8(fish.stdout).unwrap();
+    let serve = fish_offers(&fish, "serve");
+    assert!(serve.contains(&"latency".to_owned()), "{serve:?}");
+    for refused in ["api", "timeout", "retries", "cache", "http2"] {
+        assert!(
+            !serve.contains(&refused.to_owned()),
+            "serve offers --{refused}: {serve:?}"
+        );
+    }
+    let demo = fish_offers(&fish, "demo");
+    assert!(!demo.contains(&"api".to_owned()), "{demo:?}");
+    assert!(demo.contains(&"timeout".to_owned()), "{demo:?}");
+    for fetching in ["get", "batch", "ui"] {
+        let offered = fish_offers(&fish, fetching);
+        for option in ["api", "timeout", "http2", "threads"] {
+            assert!(
+                offered.contains(&option.to_owned()),
+                "{fetching}: {offered:?}"
+            );
+        }
+    }
+
+    let bash = userfetch(&dir)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let bash = String::from_utf8(bash.stdout).unwrap();
+    let serve_opts = bash
+        .split("userfetch__subcmd__serve)")
+        .nth(1)
+        .and_then(|rest| rest.lines().find(|l| l.trim_start().starts_with("opts=")))
+        .unwrap();
+    assert!(serve_opts.contains("--latency"), "{serve_opts}");
+    assert!(!serve_opts.contains("--api"), "{serve_opts}");
+    assert!(!serve_opts.contains("--timeout"), "{serve_opts}");
+}
+
 #[test]
 fn a_bad_value_from_the_environment_names_its_variable() {
     let dir = tempfile::tempdir().unwrap();
