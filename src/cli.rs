@@ -66,7 +66,7 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-        let unbuilt = <Cli as clap::CommandFactory>::command();
+        let unbuilt = empty_variables_unset(<Cli as clap::CommandFactory>::command());
         // Variables whose value clap refused, with that error; read no more while the rest of
         // the line is parsed again.
         let mut unread: Vec<(clap::Id, clap::Error)> = Vec::new();
@@ -129,6 +129,23 @@ impl Cli {
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut command))
     }
+}
+
+/// An empty variable counts as unset, the way `USERFETCH_CACHE= userfetch …` is written to
+/// clear one; clap would read it as an empty value, which most options refuse.
+fn empty_variables_unset(command: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty())
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    empty
+        .iter()
+        .fold(command, |c, id| c.mut_arg(id, |a| a.env(None)))
 }
 
 /// A conflict found after parsing, shown with the subcommand's usage line (as clap shows its
@@ -263,7 +280,7 @@ pub struct GlobalOpts {
     pub cache: Option<PathBuf>,
 
     /// Neither read nor write the cache.
-    #[arg(long, global = true, env = "USERFETCH_NO_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "USERFETCH_NO_CACHE", value_parser = parse_switch)]
     pub no_cache: bool,
 
     /// How old a cached record may be and still be used.
@@ -271,7 +288,7 @@ pub struct GlobalOpts {
     pub max_age: Duration,
 
     /// Speak cleartext HTTP/2 (h2c) to the API: one connection carries every request.
-    #[arg(long, global = true, env = "USERFETCH_HTTP2", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "USERFETCH_HTTP2", value_parser = parse_switch)]
     pub http2: bool,
 
     /// Worker threads for the async runtime, at most 1024. 1 runs everything on one thread:
@@ -465,6 +482,20 @@ pub fn parse_limit(text: &str) -> Result<Duration, String> {
             "'{text}' would fail every attempt at once; give a limit above zero"
         )),
         limit => Ok(limit),
+    }
+}
+
+/// An on/off variable such as `USERFETCH_HTTP2`: `1`, `true`, `yes`, `on` or `0`, `false`,
+/// `no`, `off` (any case), and empty for off, as an unset variable. clap's
+/// `FalseyValueParser` reads every other word as on, so a typo (`USERFETCH_HTTP2=ture`) or a
+/// `maybe` switched the option on silently; its `BoolishValueParser` refuses the empty value.
+pub fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        _ => Err(format!(
+            "'{text}' is neither on (1, true, yes, on) nor off (0, false, no, off, empty)"
+        )),
     }
 }
 

@@ -608,6 +608,48 @@ fn a_typed_option_wins_over_a_bad_value_in_its_variable() {
 }
 
 #[test]
+fn an_empty_variable_counts_as_unset_and_a_switch_is_on_or_off() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let with_variables = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::cargo_bin("userfetch").unwrap();
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("XDG_CACHE_HOME", dir.path())
+            .env("USERFETCH_API", api.template(""))
+            .envs(vars.iter().copied())
+            .args(["get", "8"])
+            .stdin(Stdio::null());
+        cmd
+    };
+    let empty = [
+        ("USERFETCH_CACHE", ""),
+        ("USERFETCH_TIMEOUT", ""),
+        ("USERFETCH_NO_CACHE", ""),
+        ("USERFETCH_HTTP2", ""),
+    ];
+    let out = with_variables(&empty).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json_lines(&out.stdout)[0]["id"], 8);
+    // The default cache, used: USERFETCH_NO_CACHE= is off.
+    assert!(dir.path().join("userfetch/cache.sqlite3").is_file());
+
+    for on in ["1", "true", "ON", "yes"] {
+        let out = with_variables(&[("USERFETCH_HTTP2", on)]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{on}: {out:?}");
+    }
+    with_variables(&[("USERFETCH_HTTP2", "maybe")])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("'maybe' is neither on"))
+        .stderr(predicate::str::contains("comes from USERFETCH_HTTP2"));
+    with_variables(&[("USERFETCH_NO_CACHE", "nope")])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("comes from USERFETCH_NO_CACHE"));
+}
+
+#[test]
 fn serve_ignores_bad_values_in_the_fetching_variables() {
     let mut serve = Command::cargo_bin("userfetch").unwrap();
     serve
