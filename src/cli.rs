@@ -377,7 +377,8 @@ pub struct DemoArgs {
         and it fetches only what is missing (after --fresh, without it: repeating --fresh would \
         start over again). A rerun also retries ids that failed.\n\n\
         Ctrl-C once: stop taking new ids, let requests on the wire finish (see --grace), write \
-        the output. Twice: cancel what is in flight, write what is done.",
+        the output. Twice: cancel what is in flight, write what is done. SIGTERM and SIGHUP \
+        count as Ctrl-C (SIGHUP not under nohup).",
     after_help = "Exit codes: 0 every id found or not found, 1 some failed, 2 bad usage or input, 130 interrupted."
 )]
 pub struct BatchArgs {

@@ -1,4 +1,4 @@
-//! Ctrl-C and SIGTERM: the first drains and writes what is done, a second cancels what is in
+//! Ctrl-C, SIGTERM and SIGHUP: the first drains and writes what is done, a second cancels what is in
 //! flight; both exit 130 with a summary, and the same command then finishes the job.
 
 mod support;
@@ -153,6 +153,46 @@ fn first_ctrl_c_drains_writes_and_exits_130_and_a_rerun_completes() {
 #[test]
 fn sigterm_drains_like_ctrl_c() {
     interrupt_then_rerun(libc::SIGTERM);
+}
+
+#[test]
+fn sighup_drains_like_ctrl_c() {
+    interrupt_then_rerun(libc::SIGHUP);
+}
+
+#[test]
+fn under_nohup_a_hangup_does_not_stop_the_run() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::with_latency(Duration::from_millis(300));
+    let input = env.write("ids.txt", ids_file(1..=60));
+    let mut batch = env.batch(&[
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--concurrency",
+        "20",
+    ]);
+    // SAFETY: between fork and exec, signal(2) only sets this process's disposition; it is
+    // async-signal-safe and allocates nothing. This is what `nohup` does before its exec.
+    unsafe {
+        batch.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = batch
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_requests(&env, &mut child);
+    send(&child, libc::SIGHUP);
+    let out = wait_with_deadline(child, Duration::from_secs(30));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("stopping"), "{text}");
+    let all: Vec<String> = (1..=60).map(|n: u32| n.to_string()).collect();
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), all);
 }
 
 #[test]
