@@ -1,0 +1,200 @@
+//! `--dry-run`: the input and the settings checked, and what a run would fetch counted,
+//! with nothing fetched or stored.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cache::{BatchReader, Cache};
+use crate::console::{count, note, say};
+use crate::exit::{ExitCode, usage};
+use crate::session::Session;
+
+use super::config::Config;
+use super::input;
+use super::{Format, MAX_WARNINGS, replacing_a_foreign_out};
+
+/// Ids shown with their URL by `--dry-run`.
+const DRY_RUN_URLS: usize = 5;
+
+/// `--dry-run`: read the input, say how many ids a real run would fetch and where.
+pub(super) async fn dry_run(
+    config: &Config,
+    session: &Session,
+    cache: &Cache,
+    key: &str,
+    max_age: Duration,
+    lines: input::Lines<Box<dyn std::io::Read + Send>>,
+) -> anyhow::Result<ExitCode> {
+    let path = cache.path().to_owned();
+    let namespace = session.engine.namespace().to_owned();
+    let key = key.to_owned();
+    let (fresh, strict) = (config.fresh, config.strict);
+    let name = config.source.name();
+    let template = session.engine.client().config().template.clone();
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
+        let reader = BatchReader::open(&path)?;
+        reader.snapshot()?;
+        let found = if fresh {
+            None
+        } else {
+            reader.find_job(&namespace, &key)?
+        };
+        let (job, fresh_ms) = found.map_or((None, None), |(job, fresh_ms)| (Some(job), fresh_ms));
+        let mut lines = lines;
+        let mut seen = Seen::new()?;
+        let mut report = DryRun {
+            new_job: !fresh && job.is_none(),
+            ..DryRun::default()
+        };
+        while let Some((line, kind)) = lines.next_line().map_err(|e| usage(e.to_string()))? {
+            match kind {
+                input::Line::Nothing => {}
+                input::Line::Invalid(problem) if strict => {
+                    return Err(usage(format!("{name}:{line}: {problem}")));
+                }
+                input::Line::Invalid(problem) => {
+                    report.invalid += 1;
+                    if report.invalid <= MAX_WARNINGS {
+                        note!("userfetch: {name}:{line}: skipped: {problem}");
+                    }
+                }
+                input::Line::Id(id) => {
+                    // Distinct ids, as the run's summary counts them.
+                    if !seen.insert(id.as_str())? {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    report.ids += 1;
+                    if let Some(job) = job
+                        && reader.is_done(job, id.as_str())?
+                    {
+                        report.done += 1;
+                    } else if reader.is_cached(&namespace, id.as_str(), max_age, fresh_ms)? {
+                        report.cached += 1;
+                    } else {
+                        report.to_fetch += 1;
+                        if report.urls.len() < DRY_RUN_URLS {
+                            report.urls.push(template.url_for(&id));
+                        }
+                    }
+                }
+            }
+        }
+        if report.ids == 0 {
+            return Err(usage(input::InputError::Empty(name).to_string()));
+        }
+        Ok(report)
+    })
+    .await??;
+    say!(
+        "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} fresh in the cache, {} duplicates, {} invalid lines)",
+        report.to_fetch,
+        report.ids,
+        config.source.name(),
+        report.done,
+        report.cached,
+        report.duplicates,
+        report.invalid
+    )?;
+    say!(
+        "  records to {} ({}){}",
+        config.out.display(),
+        match config.format {
+            Format::Jsonl => "JSONL",
+            Format::Csv => "CSV",
+        },
+        config
+            .failures
+            .as_ref()
+            .map(|f| format!(", failures to {}", f.display()))
+            .unwrap_or_default()
+    )?;
+    if let Some(why) = replacing_a_foreign_out(&config.out, report.new_job) {
+        say!("  {why}: the run would replace it")?;
+    }
+    let client = session.engine.client().config();
+    say!(
+        "  concurrency {}, rate {}, up to {} per id, timeout {} per attempt",
+        config.concurrency,
+        // As given (100/h), with the per-second figure it comes to when that reads differently.
+        match (&config.rate_text, config.rate) {
+            (Some(text), Some(rate)) if rate.to_string() != *text => format!("{text} ({rate})"),
+            (Some(text), _) => text.clone(),
+            _ => "unlimited".to_owned(),
+        },
+        count(client.retry.max_attempts(), "attempt", "attempts"),
+        humantime::format_duration(client.timeout)
+    )?;
+    if !report.urls.is_empty() {
+        say!("  first URLs:")?;
+        for url in &report.urls {
+            say!("    {url}")?;
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+/// The ids a dry run has seen, to count duplicates. Dry runs write nothing to the store, so
+/// the remembering happens in a private temporary SQLite database: it spills to disk, where a
+/// set in memory would grow with the input (tens of megabytes per million ids).
+struct Seen {
+    db: rusqlite::Connection,
+}
+
+impl Seen {
+    fn new() -> anyhow::Result<Seen> {
+        // An empty name is SQLite's private temporary database, removed when closed.
+        let db = rusqlite::Connection::open("")
+            .context("cannot open a temporary database to find duplicate ids")?;
+        db.execute_batch(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             CREATE TABLE seen (id TEXT PRIMARY KEY) WITHOUT ROWID;
+             BEGIN;",
+        )
+        .context("cannot set up the temporary database to find duplicate ids")?;
+        Ok(Seen { db })
+    }
+
+    /// True the first time `id` is seen.
+    fn insert(&mut self, id: &str) -> anyhow::Result<bool> {
+        let added = self
+            .db
+            .prepare_cached("INSERT OR IGNORE INTO seen (id) VALUES (?1)")
+            .and_then(|mut insert| insert.execute([id]))
+            .with_context(|| format!("cannot remember id {id} in the temporary database"))?;
+        Ok(added == 1)
+    }
+}
+
+#[derive(Default)]
+struct DryRun {
+    ids: u64,
+    to_fetch: u64,
+    done: u64,
+    /// Would be taken from the cache (a record younger than `--max-age`).
+    cached: u64,
+    duplicates: u64,
+    invalid: u64,
+    urls: Vec<String>,
+    /// No run of this command is recorded: the run would start a job of its own.
+    new_job: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_knows_every_id_it_has_seen() {
+        let mut seen = Seen::new().unwrap();
+        for n in 0..50_000u32 {
+            assert!(seen.insert(&n.to_string()).unwrap());
+        }
+        for n in (0..50_000u32).step_by(997) {
+            assert!(!seen.insert(&n.to_string()).unwrap(), "{n}");
+        }
+        assert!(seen.insert("new").unwrap());
+    }
+}
