@@ -240,6 +240,12 @@ fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
     let s = summary(&env.path("summary.json"));
     assert!(schema("batch-summary.schema.json").is_valid(&s), "{s}");
     assert_eq!(s["status"], "unreachable", "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("20 lookups in a row failed at the connection")),
+        "{s}"
+    );
     assert_eq!(s["found"], 0, "{s}");
     // Lookups that failed while the stop was decided settle too; the rest is left undone.
     let n = |key: &str| s[key].as_u64().unwrap();

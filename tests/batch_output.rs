@@ -62,6 +62,9 @@ fn jsonl_failures_and_summary_validate_against_the_committed_schemas() {
     if let Err(e) = schema("batch-summary.schema.json").validate(&summary) {
         panic!("{e}\n{summary:#}");
     }
+    // A run that ends with failed ids is complete: nothing stopped it.
+    assert_eq!(summary["status"], "complete", "{summary:#}");
+    assert_eq!(summary["reason"], serde_json::Value::Null, "{summary:#}");
 }
 
 #[test]
@@ -272,6 +275,12 @@ fn a_failed_final_write_still_reports_the_run() {
         (s["found"].as_u64(), s["status"].as_str()),
         (Some(4), Some("output_error"))
     );
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot put out.jsonl in place")),
+        "{s}"
+    );
     let validator = schema("batch-summary.schema.json");
     assert!(validator.is_valid(&s), "{s}");
 }
@@ -386,4 +395,42 @@ fn replacing_an_output_no_run_of_this_job_wrote_is_said_up_front() {
     // Its own output next time: nothing to say.
     let continued = into_out("?x=1");
     assert!(!stderr(&continued).contains(says), "{}", stderr(&continued));
+}
+
+/// The cache file refuses a write mid-run (a full disk, say; here a trigger that raises an
+/// error for one id): the run stops, the summary says it stopped on an error and why, and
+/// what was stored before stays for a rerun.
+#[test]
+fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
+    let env = Env::new();
+    let first = env.write("first.txt", ids_file(1..=3));
+    assert_eq!(
+        run(&mut env.batch_to_files(&first, &[])).status.code(),
+        Some(0)
+    );
+    let cache = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    cache
+        .execute_batch(
+            "CREATE TRIGGER refuse_30 BEFORE INSERT ON batch_outcomes WHEN NEW.id = '30'
+             BEGIN SELECT RAISE(ABORT, 'no room left (test)'); END;",
+        )
+        .unwrap();
+    drop(cache);
+
+    let ids = env.write("ids.txt", ids_file(1..=200));
+    let out = run(&mut env.batch_to_files(&ids, &["--concurrency", "4"]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no room left (test)"), "{text}");
+    assert!(text.contains("batch stopped by an error"), "{text}");
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["status"], "error", "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no room left (test)"),
+        "{s}"
+    );
+    assert!(schema("batch-summary.schema.json").is_valid(&s), "{s}");
 }

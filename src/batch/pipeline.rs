@@ -247,9 +247,9 @@ pub(super) struct Pipeline<'a> {
     id_lines: Option<u64>,
     /// Lookups in a row whose attempts all failed at the connection.
     unreachable: u32,
-    /// Whether the run stopped for that: an answer landing afterwards resets the count, not
-    /// the reason the run ended.
-    gave_up: bool,
+    /// Why the run stopped for that, once it did: an answer landing afterwards resets the
+    /// count, not the reason the run ended.
+    gave_up: Option<String>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -271,7 +271,7 @@ impl<'a> Pipeline<'a> {
             retries: 0,
             warnings: 0,
             unreachable: 0,
-            gave_up: false,
+            gave_up: None,
         }
     }
 
@@ -455,12 +455,14 @@ impl<'a> Pipeline<'a> {
                     Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
                         last_answer = tokio::time::Instant::now();
                         if self.gives_up_on_reaching(&settled) && stop == Stop::Running {
-                            if let Settled::Failed { message, .. } = &settled {
-                                self.progress.warn(&format!(
-                                    "userfetch: stopping: {UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message}); the ids not done are left for a rerun once the API can be reached"
-                                ));
-                            }
-                            self.gave_up = true;
+                            let why = match &settled {
+                                Settled::Failed { message, .. } => format!("{UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message})"),
+                                _ => format!("{UNREACHABLE_STOP} lookups in a row failed at the connection"),
+                            };
+                            self.progress.warn(&format!(
+                                "userfetch: stopping: {why}; the ids not done are left for a rerun once the API can be reached"
+                            ));
+                            self.gave_up = Some(why);
                             stop = Stop::Aborting;
                             cancel.cancel();
                         }
@@ -485,7 +487,9 @@ impl<'a> Pipeline<'a> {
 
         let mut status = if input_error.is_some() || reader_died {
             Status::InputError
-        } else if self.gave_up {
+        } else if fatal.is_some() {
+            Status::Error
+        } else if self.gave_up.is_some() {
             Status::Unreachable
         } else if received > 0 {
             Status::Interrupted
@@ -538,7 +542,19 @@ impl<'a> Pipeline<'a> {
             (Some(_), Status::Complete) => Status::OutputError,
             _ => status,
         };
-        let summary = self.summary(status, started.elapsed(), out_report, failures_report);
+        let reason = fatal
+            .as_ref()
+            .or(write_error.as_ref())
+            .map(|e| format!("{e:#}"))
+            .or_else(|| input_error.as_ref().map(ToString::to_string))
+            .or_else(|| self.gave_up.clone());
+        let summary = self.summary(
+            status,
+            reason,
+            started.elapsed(),
+            out_report,
+            failures_report,
+        );
         if fatal.is_none() && self.config.failures.is_none() && self.counts.failed > 0 {
             self.show_first_failed().await;
         }
@@ -760,6 +776,7 @@ impl<'a> Pipeline<'a> {
     fn summary(
         &self,
         status: Status,
+        reason: Option<String>,
         elapsed: Duration,
         out: Option<FileReport>,
         failures: Option<FileReport>,
@@ -770,6 +787,7 @@ impl<'a> Pipeline<'a> {
         let secs = elapsed.as_secs_f64();
         Summary {
             status,
+            reason,
             counts: c.clone(),
             // Every line read was claimed (claims in flight are awaited before the run
             // ends), as an id or as a duplicate.

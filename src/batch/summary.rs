@@ -95,6 +95,9 @@ pub enum Status {
     /// The run finished (every id has its outcome, stored), but an output file could not be
     /// put in place (a full disk); a rerun writes it from the store.
     OutputError,
+    /// Stopped by an error of its own: the cache file refused a write or a read (a full disk,
+    /// a broken file). What was committed before stays; a rerun continues once it is fixed.
+    Error,
 }
 
 /// Counts for this run. `found + not_found + failed + cached + done_earlier` are the distinct
@@ -134,6 +137,9 @@ pub struct FileReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub status: Status,
+    /// Why a run did not complete, or why its output could not be written, in the words
+    /// stderr uses; `None` for a complete run and a plain interruption.
+    pub reason: Option<String>,
     #[serde(flatten)]
     pub counts: Counts,
     /// Lines with a valid id the run never reached (it stopped early); `None` when the input
@@ -176,6 +182,7 @@ impl Summary {
             Status::InputError => "stopped by an input error",
             Status::Unreachable => "stopped, the API unreachable,",
             Status::OutputError => "done, but its output could not be written,",
+            Status::Error => "stopped by an error",
         };
         let mut text = format!(
             "userfetch: batch {head} in {}: {} ids: {} found, {} not found, {} failed, {} skipped ({} cached, {} done in an earlier run)",
@@ -305,6 +312,7 @@ mod tests {
     fn one_of_a_thing_reads_singular() {
         let one = |n: u64| Summary {
             status: Status::Complete,
+            reason: None,
             counts: Counts {
                 ids: n,
                 found: n,
