@@ -237,6 +237,37 @@ fn second_ctrl_c_cancels_lookups_in_flight() {
     assert_eq!(std::fs::read_to_string(env.path("out.jsonl")).unwrap(), "");
 }
 
+#[test]
+fn with_no_grace_the_first_ctrl_c_cancels_and_says_so() {
+    let env = Env::with_latency(Duration::from_secs(60));
+    let input = env.write("ids.txt", ids_file(1..=30));
+    let mut child = env
+        .batch(&[
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--grace",
+            "0s",
+            "--concurrency",
+            "10",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_requests(&env, &mut child);
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("stopping: --grace is 0s: cancelling"),
+        "{text}"
+    );
+    assert!(!text.contains("up to 0s"), "{text}");
+    assert_eq!(std::fs::read_to_string(env.path("out.jsonl")).unwrap(), "");
+}
+
 /// A finished job whose rerun spends its time rewriting the CSV from the store: the window in
 /// which these tests send their signals. Returns the env, the rerun's arguments (global
 /// options first) and the CSV the first run wrote.

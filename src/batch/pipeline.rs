@@ -625,6 +625,14 @@ impl<'a> Pipeline<'a> {
 
     fn on_signal(&self, signals: u32, stop: Stop, stopping: &Stopping, in_flight: usize) -> Stop {
         match (signals, stop) {
+            // No time to let anything finish (the deadline passes at once and cancels).
+            (1, Stop::Running) if self.config.grace.is_zero() => {
+                self.progress.warn(&format!(
+                    "userfetch: stopping: --grace is 0s: cancelling {} in flight; they and the ids not started yet are left to the next run",
+                    count(in_flight as u64, "lookup", "lookups"),
+                ));
+                self.draining(stopping)
+            }
             (1, Stop::Running) => {
                 let on_wire = self.ctx.throttle.sending();
                 let waiting = in_flight.saturating_sub(on_wire);
