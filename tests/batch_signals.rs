@@ -15,6 +15,20 @@ fn send(child: &Child, signal: i32) {
     assert_eq!(rc, 0, "kill failed");
 }
 
+/// Starts a batch whose stderr the test reads (stdout is not looked at).
+trait SpawnWatched {
+    fn spawn_watched(&mut self) -> Child;
+}
+
+impl SpawnWatched for std::process::Command {
+    fn spawn_watched(&mut self) -> Child {
+        self.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn userfetch")
+    }
+}
+
 /// Waits until the batch has sent requests, which it does only after its signal handlers are
 /// in place (before that, SIGINT would simply end the process).
 fn wait_for_requests(env: &Env, child: &mut Child) {
@@ -92,12 +106,7 @@ fn interrupt_then_rerun(signal: i32) {
         "--concurrency",
         "20",
     ];
-    let mut child = env
-        .batch(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.batch(&args).spawn_watched();
     wait_for_requests(&env, &mut child);
     std::thread::sleep(Duration::from_millis(400));
     send(&child, signal);
@@ -180,11 +189,7 @@ fn under_nohup_a_hangup_does_not_stop_the_run() {
             Ok(())
         });
     }
-    let mut child = batch
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = batch.spawn_watched();
     wait_for_requests(&env, &mut child);
     send(&child, libc::SIGHUP);
     let out = wait_with_deadline(child, Duration::from_secs(30));
@@ -212,10 +217,7 @@ fn second_ctrl_c_cancels_lookups_in_flight() {
             "--summary-json",
             "summary.json",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_watched();
     wait_for_requests(&env, &mut child);
     send(&child, libc::SIGINT);
     // The second Ctrl-C only means "cancel" once the first was taken in.
@@ -251,10 +253,7 @@ fn with_no_grace_the_first_ctrl_c_cancels_and_says_so() {
             "--concurrency",
             "10",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_watched();
     wait_for_requests(&env, &mut child);
     send(&child, libc::SIGINT);
     let out = wait_with_deadline(child, Duration::from_secs(20));
@@ -367,10 +366,7 @@ fn an_interrupted_fresh_run_is_finished_without_fresh_and_takes_nothing_older() 
     let mut child = env
         .batch(&args)
         .args(["--fresh", "--concurrency", "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_watched();
     wait_for_requests(&env, &mut child);
     while env.user_requests() == before {
         std::thread::sleep(Duration::from_millis(10));
@@ -431,10 +427,7 @@ fn ctrl_c_leaves_lookups_that_sent_no_request_yet_at_once() {
     let mut child = env
         .batch(&args)
         .args(["--rate", "1/min", "--grace", "60s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_watched();
     wait_for_requests(&env, &mut child);
     std::thread::sleep(Duration::from_millis(300));
     send(&child, libc::SIGINT);
@@ -496,10 +489,7 @@ fn after_ctrl_c_no_retry_starts_even_one_with_no_wait() {
             "--grace",
             "60s",
         ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_watched();
     wait_for_requests(&env, &mut child);
     std::thread::sleep(Duration::from_millis(300));
     send(&child, libc::SIGINT);
@@ -530,13 +520,7 @@ fn ctrl_c_before_fetching_exits_130_and_leaves_no_partial_file() {
     holder
         .execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; CREATE TABLE held (x);")
         .unwrap();
-    let child = env
-        .batch(&args)
-        .arg("--fresh")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.batch(&args).arg("--fresh").spawn_watched();
     let partial = env.path(".out.jsonl.userfetch-partial");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !partial.exists() {
