@@ -70,7 +70,8 @@ enum Answer {
         retries: u32,
     },
     /// Cancelled by a second Ctrl-C or the end of the grace period: left for the next run.
-    Cancelled,
+    /// Its retries so far count, as its requests do.
+    Cancelled { retries: u32 },
 }
 
 /// What the summary needs of one answer once it is committed.
@@ -95,24 +96,25 @@ async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping) -> Answer 
     let fetched = tokio::select! {
         // The lookup first, so that an attempt that has just ended is seen as ended below.
         biased;
-        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &gate) => fetched,
-        () = stop.cancel.cancelled() => return Answer::Cancelled,
+        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &gate) => Some(fetched),
+        () = stop.cancel.cancelled() => None,
         // Only requests on the wire get the grace period: a lookup still waiting for its turn
         // (the window, --rate) or sleeping before a retry is left for the next run at once.
-        () = gate.between_attempts() => return Answer::Cancelled,
+        () = gate.between_attempts() => None,
     };
     let latency = gate.since_admitted();
     let (kind, settled) = match fetched {
-        Ok(f) => (Outcome::Found, Settled::Found(f.record)),
-        Err(e) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
-        Err(e) if e.kind == ErrorKind::NotFound => (
+        None => return Answer::Cancelled { retries },
+        Some(Ok(f)) => (Outcome::Found, Settled::Found(f.record)),
+        Some(Err(e)) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled { retries },
+        Some(Err(e)) if e.kind == ErrorKind::NotFound => (
             Outcome::NotFound,
             Settled::NotFound {
                 message: e.detail().to_owned(),
                 attempts: e.attempts,
             },
         ),
-        Err(e) => (
+        Some(Err(e)) => (
             Outcome::Failed,
             Settled::Failed {
                 kind: e.kind.as_str(),
@@ -469,7 +471,10 @@ impl<'a> Pipeline<'a> {
                         let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
                         uncommitted.push((outcome, Tally { kind, latency, retries }));
                     }
-                    Ok(Answer::Cancelled) => self.counts.unfinished += 1,
+                    Ok(Answer::Cancelled { retries }) => {
+                        self.counts.unfinished += 1;
+                        self.retries += u64::from(retries);
+                    }
                     Err(e) => {
                         fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
                         self.counts.unfinished += 1;
