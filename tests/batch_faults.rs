@@ -214,6 +214,23 @@ fn without_a_failures_file_the_first_failed_ids_are_named() {
         .arg(&input)
         .args(["--out", "out.jsonl", "--failures", "failures.jsonl"]));
     assert!(!stderr(&listed).contains("user 1:"), "{}", stderr(&listed));
+    // A later run of the job over other ids names its own failures, not earlier runs'.
+    let other = env.write("other.txt", ids_file(20..=21));
+    let later = run(env
+        .with_api(&api, &["--retries", "0"])
+        .arg("batch")
+        .arg(&other)
+        .args(["--out", "out.jsonl"]));
+    let text = stderr(&later);
+    assert!(
+        text.contains("userfetch: user 20: server answered 500"),
+        "{text}"
+    );
+    assert!(
+        text.contains("userfetch: user 21: server answered 500"),
+        "{text}"
+    );
+    assert!(!text.contains("user 1:"), "{text}");
 }
 
 /// A wrong --api (or an API that is down) stops the run after the first lookups, instead of

@@ -714,7 +714,7 @@ impl<'a> Pipeline<'a> {
     /// Without `--failures`, which ids failed and why would be said nowhere: the first few are
     /// shown, and where the rest can be found.
     async fn show_first_failed(&self) {
-        let job = self.ctx.job.job;
+        let job = self.ctx.job;
         let Some(rows) = self
             .read_back(move |reader| reader.first_failed(job, FAILED_SHOWN))
             .await

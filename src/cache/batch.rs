@@ -750,24 +750,27 @@ impl BatchReader {
         job: i64,
         each: impl FnMut(FailureRow) -> anyhow::Result<()>,
     ) -> anyhow::Result<u64> {
-        self.failure_rows(job, STATE_NOT_FOUND, -1, each)
+        self.failure_rows(job, STATE_NOT_FOUND, None, -1, each)
     }
 
     /// The first `n` failed ids of the job (not-found ones left out), in input order.
-    pub fn first_failed(&self, job: i64, n: u32) -> anyhow::Result<Vec<FailureRow>> {
+    /// The first `n` ids that failed in `run` of `job`, in input order: a job's earlier runs
+    /// may have failed ids this run's input no longer holds.
+    pub fn first_failed(&self, job: BatchJob, n: u32) -> anyhow::Result<Vec<FailureRow>> {
         let mut rows = Vec::new();
-        self.failure_rows(job, STATE_FAILED, n.into(), |row| {
+        self.failure_rows(job.job, STATE_FAILED, Some(job.run), n.into(), |row| {
             rows.push(row);
             Ok(())
         })?;
         Ok(rows)
     }
 
-    /// Failed rows, and those in state `also`, up to `limit` (-1: all).
+    /// Failed rows, and those in state `also`, of one run or all, up to `limit` (-1: all).
     fn failure_rows(
         &self,
         job: i64,
         also: i64,
+        run: Option<i64>,
         limit: i64,
         mut each: impl FnMut(FailureRow) -> anyhow::Result<()>,
     ) -> anyhow::Result<u64> {
@@ -775,12 +778,12 @@ impl BatchReader {
             .conn
             .prepare(
                 "SELECT id, state, kind, message, attempts FROM batch_outcomes
-                 WHERE job = ?1 AND state IN (?2, ?3)
+                 WHERE job = ?1 AND state IN (?2, ?3) AND (?5 IS NULL OR run = ?5)
                  ORDER BY run, line LIMIT ?4",
             )
             .map_err(|e| self.sqlite(e))?;
         let mut rows = stmt
-            .query(params![job, also, STATE_FAILED, limit])
+            .query(params![job, also, STATE_FAILED, limit, run])
             .map_err(|e| self.sqlite(e))?;
         let mut count = 0;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
