@@ -475,9 +475,13 @@ impl<'a> Pipeline<'a> {
                         self.counts.unfinished += 1;
                         self.retries += u64::from(retries);
                     }
+                    // A panic in a lookup is a bug: stop as on any other error of our own,
+                    // rather than fetch the rest of the input into a run that ends in error.
                     Err(e) => {
                         fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
                         self.counts.unfinished += 1;
+                        stop = Stop::Aborting;
+                        cancel.cancel();
                     }
                 },
                 () = tokio::time::sleep_until(last_answer + ANSWERS_PAUSED), if await_quiet => quiet = true,
