@@ -25,7 +25,12 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::Failure;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Work the command no longer waits for may still be running on the blocking pool (the
+    // check of a huge input that Ctrl-C cut short): dropping the runtime would wait for it,
+    // and the process would hang with its handlers still swallowing Ctrl-C.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         // The reader took what it wanted (`| head -1`); nothing went wrong.
         Err(error)

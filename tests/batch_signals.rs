@@ -540,3 +540,29 @@ fn ctrl_c_before_fetching_exits_130_and_leaves_no_partial_file() {
     assert!(!partial.exists(), "the temporary file was left");
     assert_eq!(env.user_requests(), requests, "{text}");
 }
+
+/// Ctrl-C while a long input is still being checked (before any id is claimed) ends the
+/// process then, not once the check has read the whole file.
+#[test]
+fn ctrl_c_during_the_input_check_ends_the_run_at_once() {
+    let env = Env::new();
+    // Millions of lines: checking them takes seconds, far more in a debug build.
+    let input = env.write("ids.txt", "1\n".repeat(16_000_000));
+    let mut child = env
+        .batch(&[input.to_str().unwrap(), "--out", "out.jsonl"])
+        .arg("-vv")
+        .spawn_watched();
+    let (text, rest) = wait_for_line(&mut child, "checking every line of");
+    let sent = Instant::now();
+    send(&child, libc::SIGINT);
+    let out = child.wait_with_output().expect("wait");
+    let waited = sent.elapsed();
+    let text = text + &rest.join().expect("stderr reader");
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("before any id was fetched"), "{text}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "took {waited:?} after Ctrl-C"
+    );
+    assert_eq!(env.user_requests(), 0);
+}

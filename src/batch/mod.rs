@@ -160,6 +160,7 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
     let scan = match &config.source {
         source if source.rereadable() => {
             let (source, strict) = (config.source.clone(), config.strict);
+            tracing::debug!("checking every line of {} first", source.name());
             Some(
                 tokio::task::spawn_blocking(move || input::scan(&source, strict))
                     .await?
