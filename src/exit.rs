@@ -31,10 +31,20 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
 }
 
+/// Context on an error that ended a run already stopped by Ctrl-C (an output that could not
+/// be written on the way out): the error is reported, and the exit code stays 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// Errors that mean "fix your input or setup" exit with 2; everything else with 1. A cache
 /// that cannot be opened is setup the user can fix (another path, --no-cache); a cache that
 /// fails while working is not, so it is a failure like any other.
 pub fn code_for(error: &anyhow::Error) -> ExitCode {
+    // Context, so asked of the error itself: a link of `chain()` shows context as its text.
+    if error.downcast_ref::<Interrupted>().is_some() {
+        return ExitCode::Interrupted;
+    }
     let fixable = error.chain().any(|e| {
         e.is::<UsageError>()
             || e.is::<TemplateError>()
@@ -72,5 +82,9 @@ mod tests {
         );
         assert_eq!(code_for(&usage("bad id")), ExitCode::Usage);
         assert_eq!(code_for(&anyhow::anyhow!("boom")), ExitCode::Failure);
+        assert_eq!(
+            code_for(&usage("disk full").context(Interrupted).context("writing")),
+            ExitCode::Interrupted
+        );
     }
 }

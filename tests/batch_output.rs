@@ -242,7 +242,12 @@ fn csv_with_no_record_is_an_empty_file() {
 /// Runs 4 ids slowly and, once the run is under way, puts a directory where `blocked` (one
 /// of its output files) must go: that file cannot be put in place at the end.
 fn run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
-    // A second to put the directory in place: generous on a loaded machine.
+    run_with_outputs_blocked(&[blocked], false)
+}
+
+/// The same with several files blocked, and then Ctrl-C if `interrupt`.
+fn run_with_outputs_blocked(blocked: &[&str], interrupt: bool) -> (Env, std::process::Output) {
+    // A second to put the directories in place: generous on a loaded machine.
     let env = Env::with_latency(std::time::Duration::from_secs(1));
     let ids = env.write("ids.txt", ids_file(1..=4));
     let mut child = env
@@ -252,10 +257,38 @@ fn run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
         .spawn()
         .unwrap();
     assert!(env.wait_for_requests(1, &mut child), "the run ended early");
-    std::fs::create_dir(env.path(blocked)).unwrap();
-    std::fs::write(env.path(blocked).join("keep"), "").unwrap();
+    for name in blocked {
+        std::fs::create_dir(env.path(name)).unwrap();
+        std::fs::write(env.path(name).join("keep"), "").unwrap();
+    }
+    if interrupt {
+        let pid = i32::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    }
     let out = child.wait_with_output().unwrap();
     (env, out)
+}
+
+/// The summary file cannot be written either: both failures are said, the output's first.
+#[test]
+fn a_failed_summary_file_does_not_hide_the_failed_output() {
+    let (_env, out) = run_with_outputs_blocked(&["out.jsonl", "summary.json"], false);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("cannot put out.jsonl in place"), "{text}");
+    assert!(text.contains("cannot put summary.json in place"), "{text}");
+}
+
+/// Ctrl-C, then the output cannot be put in place: the error is said, and the exit code is
+/// still the interruption's.
+#[test]
+fn an_interrupted_run_whose_output_fails_still_exits_130() {
+    let (env, out) = run_with_outputs_blocked(&["out.jsonl"], true);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(text.contains("cannot put out.jsonl in place"), "{text}");
+    assert_eq!(summary(&env.path("summary.json"))["status"], "interrupted");
 }
 
 /// The output cannot be put in place at the end: the summary is still printed and written,

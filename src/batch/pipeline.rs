@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{self, BatchJob, BatchReader, Cache, Claim, Settled};
 use crate::client::{Client, ErrorKind};
 use crate::console::{count, note};
-use crate::exit::{ExitCode, usage};
+use crate::exit::{ExitCode, Interrupted, usage};
 use crate::id::UserId;
 use crate::signals::Signals;
 
@@ -576,14 +576,25 @@ impl<'a> Pipeline<'a> {
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
             note!("{}", summary.render(rerun_hint(self.config.fresh)));
         }
-        if let Some(file) = summary_json {
-            summary.write_json(file)?;
-        }
-        if let Some(e) = fatal.or(write_error) {
-            return Err(e);
-        }
-        if let Some(e) = input_error {
-            return Err(usage(e.to_string()));
+        let summary_error = summary_json.and_then(|file| summary.write_json(file).err());
+        let error = fatal
+            .or(write_error)
+            .or_else(|| input_error.map(|e| usage(e.to_string())));
+        let error = match (error, summary_error) {
+            (Some(e), Some(unwritten)) => {
+                // Said too, not lost behind the error that ended the run.
+                note!("userfetch: {unwritten:#}");
+                Some(e)
+            }
+            (e, unwritten) => e.or(unwritten),
+        };
+        if let Some(e) = error {
+            // Reported either way; an interrupted run still exits 130, which is what a
+            // script asks about.
+            return Err(match status {
+                Status::Interrupted => e.context(Interrupted),
+                _ => e,
+            });
         }
         Ok(match status {
             Status::Interrupted => ExitCode::Interrupted,
