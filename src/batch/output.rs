@@ -244,6 +244,10 @@ fn write_csv(
     namespace: &str,
     w: &mut BufWriter<File>,
 ) -> anyhow::Result<u64> {
+    // Both passes read one snapshot: another process sharing the cache (a `get`, a batch
+    // against the same API) may rewrite a record between them, and a field the first pass
+    // never saw would have no column in the second.
+    reader.snapshot()?;
     let mut columns: Vec<String> = Vec::new();
     let mut known: HashSet<String> = HashSet::new();
     let mut cells = Vec::new();
@@ -276,7 +280,7 @@ fn write_csv(
         cells.clear();
         flatten(&parse(id, body)?, &mut String::new(), &mut cells);
         for (name, value) in cells.drain(..) {
-            // Every name was seen in the first pass, unless the store changed in between.
+            // Every name was seen in the first pass: the store cannot change in between.
             let Some(&i) = index.get(name.as_str()) else {
                 continue;
             };
