@@ -466,4 +466,16 @@ fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
         "{s}"
     );
     assert!(schema("batch-summary.schema.json").is_valid(&s), "{s}");
+
+    // What the failed run counted as found is exactly what it stored: the refused write
+    // took the rest of its transaction's outcomes with it, and the rerun fetches those.
+    let found = s["found"].as_u64().unwrap();
+    let cache = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    cache.execute_batch("DROP TRIGGER refuse_30").unwrap();
+    drop(cache);
+    let out = run(&mut env.batch_to_files(&ids, &["--concurrency", "4"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rerun = summary(&env.path("summary.json"));
+    assert_eq!(rerun["done_earlier"].as_u64(), Some(3 + found), "{rerun}");
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 200);
 }

@@ -144,6 +144,14 @@ pub(super) enum BatchReply {
 }
 
 impl BatchReply {
+    pub(super) fn failed(&self) -> bool {
+        match self {
+            BatchReply::Open(_, r) => r.is_err(),
+            BatchReply::Claim(_, r) => r.is_err(),
+            BatchReply::Settle(_, r) => r.is_err(),
+        }
+    }
+
     /// Nothing in a transaction holds if its commit failed, so then every waiter hears that.
     pub(super) fn send(self, commit: &Result<(), rusqlite::Error>) {
         fn after<T>(

@@ -448,8 +448,17 @@ fn run_batch(
                     Command::Flush { reply } | Command::Close { reply } => {
                         replies.push(Reply::Flush(reply))
                     }
+                    // A command that fails part way (one outcome of many refused) leaves
+                    // none of its writes: its caller hears an error and counts none of them
+                    // stored, and the commands around it still commit.
                     Command::Batch(command) => {
-                        replies.push(Reply::Batch(run_batch_command(&tx, command, now, claimed)));
+                        tx.execute_batch("SAVEPOINT command")?;
+                        let reply = run_batch_command(&tx, command, now, claimed);
+                        if reply.failed() {
+                            tx.execute_batch("ROLLBACK TO command")?;
+                        }
+                        tx.execute_batch("RELEASE command")?;
+                        replies.push(Reply::Batch(reply));
                     }
                 }
             }
