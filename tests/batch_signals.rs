@@ -510,9 +510,16 @@ fn after_ctrl_c_no_retry_starts_even_one_with_no_wait() {
 fn ctrl_c_before_fetching_exits_130_and_leaves_no_partial_file() {
     let env = Env::new();
     let input = env.write("ids.txt", ids_file(1..=20));
-    let args = [input.to_str().unwrap(), "--out", "out.jsonl"];
+    let args = [
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--summary-json",
+        "summary.json",
+    ];
     let out = run(&mut env.batch(&args));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(summary(&env.path("summary.json"))["status"], "complete");
     let requests = env.user_requests();
     // Another process holds the cache file: the next run waits to open it, after it has
     // created its output's temporary file.
@@ -539,6 +546,13 @@ fn ctrl_c_before_fetching_exits_130_and_leaves_no_partial_file() {
     assert!(text.contains("before any id was fetched"), "{text}");
     assert!(!partial.exists(), "the temporary file was left");
     assert_eq!(env.user_requests(), requests, "{text}");
+    // The earlier run's summary is replaced by this one's, not left to be read as current.
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(
+        (s["status"].as_str(), s["ids"].as_u64()),
+        (Some("interrupted"), Some(0))
+    );
+    assert!(schema("batch-summary.schema.json").is_valid(&s), "{s}");
 }
 
 /// Ctrl-C while a long input is still being checked (before any id is claimed) ends the
@@ -550,7 +564,7 @@ fn ctrl_c_during_the_input_check_ends_the_run_at_once() {
     let input = env.write("ids.txt", "1\n".repeat(16_000_000));
     let mut child = env
         .batch(&[input.to_str().unwrap(), "--out", "out.jsonl"])
-        .arg("-vv")
+        .args(["--summary-json", "summary.json", "-vv"])
         .spawn_watched();
     let (text, rest) = wait_for_line(&mut child, "checking every line of");
     let sent = Instant::now();
@@ -565,4 +579,5 @@ fn ctrl_c_during_the_input_check_ends_the_run_at_once() {
         "took {waited:?} after Ctrl-C"
     );
     assert_eq!(env.user_requests(), 0);
+    assert_eq!(summary(&env.path("summary.json"))["status"], "interrupted");
 }

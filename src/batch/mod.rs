@@ -36,12 +36,14 @@ use std::time::Duration;
 
 use crate::cli::{BatchArgs, GlobalOpts};
 use crate::console::note;
-use crate::exit::{ExitCode, usage};
+use crate::exit::{ExitCode, Interrupted, usage};
 use crate::session::Session;
 use crate::signals::Signals;
 
 pub use crate::cli::Format;
+use anyhow::Context;
 use output::AtomicFile;
+use summary::{Status, Summary};
 use throttle::Throttle;
 
 use config::{Config, job_key};
@@ -65,14 +67,19 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     // the process with the outputs' temporary files left behind. A dry run changes nothing,
     // so Ctrl-C may simply end it.
     let mut signals = (!config.dry_run).then(Signals::watch).transpose()?;
+    // Created first, so an unwritable path is found before an hour of fetching, and a run
+    // stopped before its first id still replaces an earlier run's summary. Like the
+    // outputs, it appears complete at the end or not at all.
+    let summary_json = config
+        .summary_json
+        .as_deref()
+        .map(|p| AtomicFile::create(p, "--summary-json"))
+        .transpose()?;
     let prepare = prepare(&config, global);
     let prepared = match signals.as_mut() {
         Some(signals) => tokio::select! {
             prepared = prepare => prepared?,
-            () = signals.recv() => {
-                note!("{STOPPED_BEFORE_FETCHING}");
-                return Ok(ExitCode::Interrupted);
-            }
+            () = signals.recv() => return stopped_before_fetching(summary_json),
         },
         None => prepare.await?,
     };
@@ -81,7 +88,6 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         lines,
         out,
         failures,
-        summary_json,
         key,
         session,
     } = prepared;
@@ -101,9 +107,8 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
             let job = tokio::select! {
                 job = cache.batch_open(&namespace, &key, config.fresh) => job.map_err(Into::into),
                 () = signals.recv() => {
-                    note!("{STOPPED_BEFORE_FETCHING}");
                     session.close().await;
-                    return Ok(ExitCode::Interrupted);
+                    return stopped_before_fetching(summary_json);
                 }
             };
             match job {
@@ -131,6 +136,18 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     result
 }
 
+/// Stopped before the first id was claimed: nothing to count, but the summary file says the
+/// run was interrupted rather than keep what an earlier run wrote there.
+fn stopped_before_fetching(summary_json: Option<AtomicFile>) -> anyhow::Result<ExitCode> {
+    note!("{STOPPED_BEFORE_FETCHING}");
+    if let Some(file) = summary_json {
+        Summary::nothing_done(Status::Interrupted)
+            .write_json(file)
+            .context(Interrupted)?;
+    }
+    Ok(ExitCode::Interrupted)
+}
+
 /// A new job's output replaces whatever file is at `--out`: said up front (by the run and
 /// by the dry run), since a file an earlier run wrote against another `--api` (or one made by
 /// hand) looks like this run's to continue, and its records would be gone without a word at
@@ -150,7 +167,6 @@ struct Prepared {
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
     out: AtomicFile,
     failures: Option<AtomicFile>,
-    summary_json: Option<AtomicFile>,
     key: String,
     session: Session,
 }
@@ -177,13 +193,6 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
         .map(|p| AtomicFile::create(p, "--failures"))
         .transpose()?;
     let key = job_key(&config.out)?;
-    // Created now, so an unwritable path is found before an hour of fetching rather than
-    // after; like the outputs, it appears complete at the end or not at all.
-    let summary_json = config
-        .summary_json
-        .as_deref()
-        .map(|p| AtomicFile::create(p, "--summary-json"))
-        .transpose()?;
 
     let session = Session::start(global).await?;
     if let Some(line) = session.announce()
@@ -196,7 +205,6 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
         lines,
         out,
         failures,
-        summary_json,
         key,
         session,
     })

@@ -163,6 +163,25 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A run that ended before it claimed any id.
+    pub fn nothing_done(status: Status) -> Summary {
+        Summary {
+            status,
+            reason: None,
+            counts: Counts::default(),
+            not_read: None,
+            elapsed_s: 0.0,
+            ids_per_s: 0.0,
+            requests: 0,
+            retries: 0,
+            latency_ms: None,
+            throttled_answers: 0,
+            throttle_events: 0,
+            out: None,
+            failures: None,
+        }
+    }
+
     pub fn latency(h: &Histogram) -> Option<LatencyMs> {
         let ms = |q| h.quantile(q).map(|d| round2(d.as_secs_f64() * 1000.0));
         Some(LatencyMs {
