@@ -56,6 +56,12 @@ pub enum CacheError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error(
+        "the cache file {} is locked by another process (waited {}); try again once it is done, or use --cache PATH",
+        path.display(),
+        humantime::format_duration(*waited)
+    )]
+    Busy { path: PathBuf, waited: Duration },
     #[error("the cache stopped working (its thread ended)")]
     Gone,
 }
@@ -265,7 +271,39 @@ fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
     }
 }
 
+/// How long opening waits out other processes setting up or writing the same file.
+const OPEN_BUSY_FOR: Duration = Duration::from_secs(5);
+
+/// [`set_up_connection`], again while the file is busy. Processes starting at once on a new
+/// file race to switch it to WAL and create the tables, and SQLite answers the loser
+/// SQLITE_BUSY at once rather than wait (a writer whose snapshot went stale could otherwise
+/// deadlock); both steps are idempotent, so trying again is safe.
 fn open_connection(path: &Path) -> Result<Connection, CacheError> {
+    let started = std::time::Instant::now();
+    loop {
+        match set_up_connection(path) {
+            Err(CacheError::Corrupt { source, .. }) if is_busy(&source) => {
+                if started.elapsed() >= OPEN_BUSY_FOR {
+                    return Err(CacheError::Busy {
+                        path: path.to_owned(),
+                        waited: OPEN_BUSY_FOR,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(fastrand::u64(2..=20)));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+fn set_up_connection(path: &Path) -> Result<Connection, CacheError> {
     let corrupt = |source| CacheError::Corrupt {
         path: path.to_owned(),
         source,
@@ -521,6 +559,27 @@ mod tests {
 
     fn record(n: u32) -> Record {
         Record::from_body(format!(r#"{{"id":{n}}}"#).as_bytes()).unwrap()
+    }
+
+    /// Several processes starting at once on a cache file that does not exist yet (parallel
+    /// jobs on a fresh machine): each must get a working cache, none a "locked" refusal.
+    #[test]
+    fn many_opening_a_new_file_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..40 {
+            let path = dir.path().join(format!("c{round}.sqlite3"));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || open_connection(&path).map(drop))
+                })
+                .collect();
+            for handle in opened {
+                if let Err(e) = handle.join().unwrap() {
+                    panic!("round {round}: {e}");
+                }
+            }
+        }
     }
 
     #[tokio::test]
