@@ -479,3 +479,32 @@ fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
     assert_eq!(rerun["done_earlier"].as_u64(), Some(3 + found), "{rerun}");
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 200);
 }
+
+/// Another process holds the cache's write lock past the busy timeout (a `sqlite3` shell
+/// left in a transaction): the run stops and says the file is locked, not that the cache
+/// "stopped working".
+#[test]
+fn a_cache_locked_by_another_process_is_named_as_locked() {
+    let env = Env::with_latency(std::time::Duration::from_secs(1));
+    let ids = env.write("ids.txt", ids_file(1..=4));
+    let mut child = env
+        .batch_to_files(&ids, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(env.wait_for_requests(1, &mut child), "the run ended early");
+    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    holder
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(holder);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is locked by another process"), "{text}");
+    assert!(!text.contains("thread ended"), "{text}");
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["status"], "error", "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("locked"), "{s}");
+}

@@ -137,6 +137,18 @@ pub(super) enum BatchCommand {
     },
 }
 
+impl BatchCommand {
+    /// Answers a command that never ran with why.
+    pub(super) fn refuse(self, e: &rusqlite::Error) {
+        // A caller that has gone away needs no answer.
+        match self {
+            BatchCommand::Open { reply, .. } => drop(reply.send(Err(clone_error(e)))),
+            BatchCommand::Claim { reply, .. } => drop(reply.send(Err(clone_error(e)))),
+            BatchCommand::Settle { ack, .. } => drop(ack.send(Err(clone_error(e)))),
+        }
+    }
+}
+
 pub(super) enum BatchReply {
     Open(Answer<BatchJob>, Result<BatchJob, rusqlite::Error>),
     Claim(Answer<Vec<Claim>>, Result<Vec<Claim>, rusqlite::Error>),
@@ -608,16 +620,13 @@ impl BatchReader {
     pub fn open(path: &Path) -> Result<BatchReader, CacheError> {
         // The run that calls this has just used the file, so a failure here is the file
         // going away or the disk failing, not a bad file given by the user (exit 1, not 2).
-        let failed = |source| CacheError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
+        let failed = |source| super::sqlite_error(path, source);
         let conn = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(failed)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(failed)?;
+        conn.busy_timeout(super::BUSY_FOR).map_err(failed)?;
         Ok(BatchReader {
             conn,
             path: path.to_owned(),
@@ -625,10 +634,7 @@ impl BatchReader {
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> CacheError {
-        CacheError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        super::sqlite_error(&self.path, source)
     }
 
     /// Makes every read that follows see one snapshot, in one read transaction. Without it

@@ -252,10 +252,7 @@ impl Cache {
     }
 
     fn sqlite(&self, source: rusqlite::Error) -> CacheError {
-        CacheError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sqlite_error(&self.path, source)
     }
 }
 
@@ -271,8 +268,9 @@ fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
     }
 }
 
-/// How long opening waits out other processes setting up or writing the same file.
-const OPEN_BUSY_FOR: Duration = Duration::from_secs(5);
+/// How long a statement waits for another process's lock on the file, and opening for other
+/// processes setting the same file up.
+const BUSY_FOR: Duration = Duration::from_secs(5);
 
 /// [`set_up_connection`], again while the file is busy. Processes starting at once on a new
 /// file race to switch it to WAL and create the tables, and SQLite answers the loser
@@ -283,15 +281,30 @@ fn open_connection(path: &Path) -> Result<Connection, CacheError> {
     loop {
         match set_up_connection(path) {
             Err(CacheError::Corrupt { source, .. }) if is_busy(&source) => {
-                if started.elapsed() >= OPEN_BUSY_FOR {
+                if started.elapsed() >= BUSY_FOR {
                     return Err(CacheError::Busy {
                         path: path.to_owned(),
-                        waited: OPEN_BUSY_FOR,
+                        waited: BUSY_FOR,
                     });
                 }
                 std::thread::sleep(Duration::from_millis(fastrand::u64(2..=20)));
             }
             other => return other,
+        }
+    }
+}
+
+/// A locked file is named as such: "database is locked" alone reads like a fault in it.
+pub(super) fn sqlite_error(path: &Path, source: rusqlite::Error) -> CacheError {
+    if is_busy(&source) {
+        CacheError::Busy {
+            path: path.to_owned(),
+            waited: BUSY_FOR,
+        }
+    } else {
+        CacheError::Sqlite {
+            path: path.to_owned(),
+            source,
         }
     }
 }
@@ -309,7 +322,7 @@ fn set_up_connection(path: &Path) -> Result<Connection, CacheError> {
         source,
     };
     let conn = Connection::open(path).map_err(corrupt)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(corrupt)?;
+    conn.busy_timeout(BUSY_FOR).map_err(corrupt)?;
     // The first statement that reads the file is where a non-database shows itself.
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(corrupt)?;
@@ -434,11 +447,19 @@ fn run_batch(
     claimed: &mut Claimed,
 ) -> Result<(), rusqlite::Error> {
     let mut replies = Vec::with_capacity(batch.len());
+    // Immediate: take the write lock up front. A deferred transaction that reads and then
+    // writes fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when another process
+    // (a second userfetch) committed in between.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        // Another process held the write lock past the busy timeout: every waiting caller
+        // hears that, rather than that the cache thread is gone.
+        Err(e) => {
+            batch.drain(..).for_each(|command| refuse(command, &e));
+            return Err(e);
+        }
+    };
     let outcome = (|| {
-        // Immediate: take the write lock up front. A deferred transaction that reads and then
-        // writes fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when another process
-        // (a second userfetch) committed in between.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut get = tx.prepare_cached(
                 "SELECT body, fetched_ms FROM records WHERE namespace = ?1 AND id = ?2",
@@ -524,6 +545,23 @@ fn run_batch(
         }
     }
     outcome
+}
+
+/// Answers a command that never ran with why.
+fn refuse(command: Command, e: &rusqlite::Error) {
+    match command {
+        Command::Get { reply, .. } => {
+            let _ = reply.send(Err(clone_error(e)));
+        }
+        Command::Put { ack: Some(ack), .. } => {
+            let _ = ack.send(Err(clone_error(e)));
+        }
+        Command::Put { ack: None, .. } => tracing::warn!("cache: storing a record failed: {e}"),
+        Command::Flush { reply } | Command::Close { reply } => {
+            let _ = reply.send(());
+        }
+        Command::Batch(command) => command.refuse(e),
+    }
 }
 
 enum Reply {
