@@ -239,15 +239,9 @@ fn csv_with_no_record_is_an_empty_file() {
     assert_eq!(std::fs::read(env.path("out.jsonl")).unwrap(), b"");
 }
 
-/// Runs 4 ids slowly and, once the run is under way, puts a directory where `blocked` (one
-/// of its output files) must go: that file cannot be put in place at the end.
-fn run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
-    run_with_outputs_blocked(&[blocked], false)
-}
-
-/// The same with several files blocked, and then Ctrl-C if `interrupt`.
-fn run_with_outputs_blocked(blocked: &[&str], interrupt: bool) -> (Env, std::process::Output) {
-    // A second to put the directories in place: generous on a loaded machine.
+/// A run of 4 ids whose answers take a second (generous time to change something around
+/// it on a loaded machine), once its first request has reached the API.
+fn start_slow_run() -> (Env, std::process::Child) {
     let env = Env::with_latency(std::time::Duration::from_secs(1));
     let ids = env.write("ids.txt", ids_file(1..=4));
     let mut child = env
@@ -257,6 +251,18 @@ fn run_with_outputs_blocked(blocked: &[&str], interrupt: bool) -> (Env, std::pro
         .spawn()
         .unwrap();
     assert!(env.wait_for_requests(1, &mut child), "the run ended early");
+    (env, child)
+}
+
+/// Runs 4 ids slowly and, once the run is under way, puts a directory where `blocked` (one
+/// of its output files) must go: that file cannot be put in place at the end.
+fn run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
+    run_with_outputs_blocked(&[blocked], false)
+}
+
+/// The same with several files blocked, and then Ctrl-C if `interrupt`.
+fn run_with_outputs_blocked(blocked: &[&str], interrupt: bool) -> (Env, std::process::Output) {
+    let (env, child) = start_slow_run();
     for name in blocked {
         std::fs::create_dir(env.path(name)).unwrap();
         std::fs::write(env.path(name).join("keep"), "").unwrap();
@@ -485,15 +491,7 @@ fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
 /// "stopped working".
 #[test]
 fn a_cache_locked_by_another_process_is_named_as_locked() {
-    let env = Env::with_latency(std::time::Duration::from_secs(1));
-    let ids = env.write("ids.txt", ids_file(1..=4));
-    let mut child = env
-        .batch_to_files(&ids, &[])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(env.wait_for_requests(1, &mut child), "the run ended early");
+    let (env, child) = start_slow_run();
     let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
     holder
         .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
