@@ -534,4 +534,14 @@ fn no_cache_from_the_environment_is_named_when_refused() {
         text.contains("cannot run with --no-cache (USERFETCH_NO_CACHE is set)"),
         "{text}"
     );
+    // Typed, with the variable off or unreadable: the flag is the cause, not the variable.
+    for value in ["0", "maybe"] {
+        let out = run(env
+            .batch(&[input.to_str().unwrap(), "--out", "out.jsonl", "--no-cache"])
+            .env("USERFETCH_NO_CACHE", value));
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(text.contains("cannot run with --no-cache ("), "{text}");
+        assert!(!text.contains("USERFETCH_NO_CACHE"), "{value}: {text}");
+    }
 }

@@ -43,8 +43,11 @@ pub(super) struct Config {
 impl Config {
     pub(super) fn from_args(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<Config> {
         if global.no_cache {
-            // Set in the environment, it is not on the command line to look at.
-            let from = if std::env::var_os("USERFETCH_NO_CACHE").is_some() {
+            // Turned on in the environment, it is not on the command line to look at. A
+            // variable that is off (or unread, when bad and the flag was typed) is no cause.
+            let from_variable = std::env::var("USERFETCH_NO_CACHE")
+                .is_ok_and(|value| crate::cli::parse_switch(&value) == Ok(true));
+            let from = if from_variable {
                 " (USERFETCH_NO_CACHE is set)"
             } else {
                 ""
