@@ -74,16 +74,17 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// Cancelled on the first Ctrl-C; front ends decide what that means for them.
-fn interrupt_token() -> CancellationToken {
+/// Cancelled on the first Ctrl-C (or SIGTERM, or SIGHUP when not under nohup); front ends
+/// decide what that means for them.
+fn interrupt_token() -> anyhow::Result<CancellationToken> {
     let token = CancellationToken::new();
     let trigger = token.clone();
+    let mut signals = crate::signals::Signals::watch()?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            trigger.cancel();
-        }
+        signals.recv().await;
+        trigger.cancel();
     });
-    token
+    Ok(token)
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -91,7 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Get(args)) => {
             let ids = crate::get::parse_ids(&args.ids)?;
             let session = start_session(&cli.global).await?;
-            let interrupt = interrupt_token();
+            let interrupt = interrupt_token()?;
             let code = crate::get::run(&session.engine, ids, &args, &interrupt).await;
             session.close().await;
             code

@@ -382,6 +382,16 @@ fn interrupt_once_requested(
     requests: u64,
     child: std::process::Child,
 ) -> std::process::Output {
+    signal_once_requested(api, requests, child, "-INT")
+}
+
+/// The same with another signal (`-TERM`, `-HUP`).
+fn signal_once_requested(
+    api: &TestApi,
+    requests: u64,
+    child: std::process::Child,
+    signal: &str,
+) -> std::process::Output {
     for _ in 0..200 {
         if api.stats().user_requests >= requests {
             break;
@@ -389,27 +399,29 @@ fn interrupt_once_requested(
         std::thread::sleep(Duration::from_millis(25));
     }
     let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status();
     child.wait_with_output().unwrap()
 }
 
 #[test]
-fn ctrl_c_exits_130() {
+fn ctrl_c_sigterm_and_sighup_exit_130() {
     let api = TestApi::start();
     let dir = tempfile::tempdir().unwrap();
-    let child = userfetch(&dir)
-        .args(["get", "1", "--api", &api.template("latency=30s")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = interrupt_once_requested(&api, 1, child);
-    assert_eq!(out.status.code(), Some(130));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "userfetch: interrupted; 1 id not looked up: 1\n"
-    );
+    for (n, signal) in ["-INT", "-TERM", "-HUP"].into_iter().enumerate() {
+        let child = userfetch(&dir)
+            .args(["get", "1", "--api", &api.template("latency=30s")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = signal_once_requested(&api, n as u64 + 1, child, signal);
+        assert_eq!(out.status.code(), Some(130), "{signal}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "userfetch: interrupted; 1 id not looked up: 1\n"
+        );
+    }
 }
 
 #[test]
