@@ -234,6 +234,18 @@ enum Stop {
     Aborting,
 }
 
+/// How fetching ended, for the end of the run to report.
+struct Ended {
+    /// An error of userfetch's own (the store, a lookup task, the input reader dying).
+    fatal: Option<anyhow::Error>,
+    /// The input broke off (stdin, found mid-stream).
+    input_error: Option<input::InputError>,
+    /// The input reader thread ended without saying the input was done.
+    reader_died: bool,
+    /// Ctrl-C (and SIGTERM, SIGHUP) taken so far.
+    received: u32,
+}
+
 pub(super) struct Pipeline<'a> {
     config: &'a Config,
     ctx: Arc<Ctx>,
@@ -310,6 +322,19 @@ impl<'a> Pipeline<'a> {
             }
             Format::Jsonl => Output::stream(out)?,
         };
+        let ended = self.fetch(lines, &mut out, &mut signals).await?;
+        self.finish(ended, started, out, failures, summary_json, signals)
+            .await
+    }
+
+    /// Reads, claims, looks up and stores until the input is done and nothing is in flight,
+    /// or until the run is stopped.
+    async fn fetch(
+        &mut self,
+        lines: input::Lines<Box<dyn std::io::Read + Send>>,
+        out: &mut Output,
+        signals: &mut Signals,
+    ) -> anyhow::Result<Ended> {
         let (tx, mut rx) = mpsc::channel(8);
         let mut reader = Some(
             input::spawn_reader(lines, self.config.strict, tx)
@@ -493,7 +518,31 @@ impl<'a> Pipeline<'a> {
         }
         self.counts.unfinished += ready.len() as u64;
         self.progress.finish();
+        Ok(Ended {
+            fatal,
+            input_error,
+            reader_died,
+            received,
+        })
+    }
 
+    /// Writes the outputs and the summary of a run that has stopped fetching, and tells how
+    /// it ended.
+    async fn finish(
+        self,
+        ended: Ended,
+        started: Instant,
+        out: Output,
+        failures: Option<AtomicFile>,
+        summary_json: Option<AtomicFile>,
+        mut signals: Signals,
+    ) -> anyhow::Result<ExitCode> {
+        let Ended {
+            fatal,
+            input_error,
+            reader_died,
+            mut received,
+        } = ended;
         let mut status = if input_error.is_some() || reader_died {
             Status::InputError
         } else if fatal.is_some() {
