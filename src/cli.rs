@@ -188,10 +188,10 @@ pub fn for_completions() -> clap::Command {
         .mut_subcommand("demo", |s| s.args(but_api))
 }
 
-/// `command` with the fetching options hidden from serve's help and completions, and --api
-/// from demo's (each refuses them). clap copies each global option into every subcommand that
-/// lacks one of that name when it builds them, so those two are given hidden copies first;
-/// they parse (and are refused) the same.
+/// `command` with the fetching options hidden from the help of serve (which refuses them)
+/// and completions (which ignores them), and --api from demo's (which refuses it). clap
+/// copies each global option into every subcommand that lacks one of that name when it
+/// builds them, so those are given hidden copies first; they parse the same.
 fn shown(command: clap::Command) -> clap::Command {
     let hidden: Vec<clap::Arg> = command
         .get_arguments()
@@ -200,6 +200,7 @@ fn shown(command: clap::Command) -> clap::Command {
         .collect();
     let api = hidden.iter().find(|a| a.get_id() == "api").cloned();
     command
+        .mut_subcommand("completions", |c| c.args(hidden.clone()))
         .mut_subcommand("serve", |serve| serve.args(hidden))
         .mut_subcommand("demo", |demo| demo.args(api))
 }
@@ -568,6 +569,15 @@ mod tests {
         for id in FETCHING_ONLY {
             let long = format!("--{} ", id.replace('_', "-"));
             assert!(!help.contains(&long), "serve's help lists {long}: {help}");
+        }
+        // completions takes them (and ignores them) but does not list them.
+        let help = long_help_of("completions");
+        for id in FETCHING_ONLY {
+            let long = format!("--{} ", id.replace('_', "-"));
+            assert!(
+                !help.contains(&long),
+                "completions' help lists {long}: {help}"
+            );
         }
         let serve = Cli::try_parse_checked(["userfetch", "serve", "--threads", "2", "-v"]).unwrap();
         assert_eq!(serve.global.threads, 2);
