@@ -446,3 +446,15 @@ fn log_lines_are_written_above_the_batch_progress_bar() {
     );
     api.shutdown_blocking();
 }
+
+/// More than a read's worth of keys at once (a terminal without bracketed paste, or typing
+/// ahead during a freeze): every key is taken, the last ones too, without waiting for
+/// another key to arrive.
+#[test]
+fn a_burst_of_keys_longer_than_one_read_is_taken_whole() {
+    let mut pty = Pty::spawn(&["--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    // 1,500 digits, Ctrl-U to clear them, then q on the empty line: quit.
+    pty.send(&format!("{}\x15q", "1".repeat(1500)));
+    pty.wait_exit(Duration::from_secs(10));
+}
