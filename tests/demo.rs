@@ -191,3 +191,42 @@ fn the_command_writes_svg_html_and_json() {
         html.starts_with("<!DOCTYPE html>") && !html.contains("src=") && !html.contains("href=")
     );
 }
+
+/// Ctrl-C (or SIGTERM) ends the demo at once with 130, in the sync run's freeze as in the
+/// async run, and leaves no half-written picture behind.
+#[test]
+fn a_signal_ends_the_demo_at_once() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // (signal, how long into the run): the sync lookup (2 s) is pending from 0.4 s on.
+    for (signal, after) in [("-INT", 1000), ("-TERM", 3500)] {
+        let mut child = std::process::Command::cargo_bin("userfetch")
+            .unwrap()
+            .current_dir(dir.path())
+            .args(["--no-cache", "demo", "--latency", "2s", "--svg", "t.svg"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        assert!(line.contains("running the session"), "{line}");
+        std::thread::sleep(Duration::from_millis(after));
+        let sent = std::time::Instant::now();
+        std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        let waited = sent.elapsed();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        assert_eq!(status.code(), Some(130), "{signal}: {rest}");
+        assert!(rest.contains("demo interrupted"), "{signal}: {rest}");
+        // Well under the 2 s lookup still pending or the ~20 s left of the run.
+        assert!(waited < Duration::from_secs(2), "{signal}: took {waited:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{signal}: left {left:?}");
+    }
+}

@@ -323,11 +323,22 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         ));
     }
     let (svg, html) = (open(&args.svg, "--svg")?, open(&args.html, "--html")?);
+    // Ctrl-C, SIGTERM or SIGHUP ends the demo: nothing it measured so far is worth keeping.
+    // A signal during a sync lookup first ends that lookup (the blocking wait watches them
+    // too), which lets this runtime run again and see it.
+    let mut signals = crate::signals::Signals::watch()?;
     note!(
         "userfetch: running the session sync and async against a demo API with {} latency…",
         humantime::format_duration(args.latency)
     );
-    let report = measure(opts, args.latency, args.lookups.into()).await?;
+    let report = tokio::select! {
+        biased;
+        () = signals.recv() => {
+            note!("userfetch: demo interrupted");
+            return Ok(ExitCode::Interrupted);
+        }
+        report = measure(opts, args.latency, args.lookups.into()) => report?,
+    };
     let title = format!(
         "userfetch demo: one lookup of {} while typing, then {}",
         humantime::format_duration(args.latency),
