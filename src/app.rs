@@ -123,6 +123,7 @@ async fn start_session(opts: &GlobalOpts) -> anyhow::Result<Session> {
 }
 
 async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::server::check_fault_shares(&args.faults).map_err(exit::usage)?;
     let config = ServerConfig {
         addr: std::net::SocketAddr::new(args.bind, args.port),
         users: args.users,

@@ -730,3 +730,22 @@ fn help_explains_every_option_with_its_default() {
         assert!(help.contains(expected), "missing {expected:?} in: {help}");
     }
 }
+
+#[test]
+fn serve_refuses_fault_shares_it_could_not_keep() {
+    for (faults, said) in [
+        (["500=0.5", "500=0.6"], "--fault 500 is given twice"),
+        (["500=0.6", "503=0.6"], "--fault shares add up to 1.2"),
+    ] {
+        assert_cmd::Command::cargo_bin("userfetch")
+            .unwrap()
+            .args([
+                "serve", "--port", "0", "--fault", faults[0], "--fault", faults[1],
+            ])
+            // Not refused, it would serve until killed.
+            .timeout(Duration::from_secs(10))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(said));
+    }
+}

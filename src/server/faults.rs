@@ -181,6 +181,28 @@ impl FaultCounter {
 
 /// Picks the fault for one request: the request's own wins; otherwise each server-wide fault
 /// gets its chance in turn. `unit` is a uniform random number in `[0, 1)`.
+/// Server-wide faults as `decide` reads them: each request meets at most one, so the shares
+/// must not add up past 1 (the later ones would be cut short, silently), and a kind given
+/// twice would have its shares summed.
+pub fn check_shares(faults: &[FaultRate]) -> Result<(), String> {
+    for (i, fr) in faults.iter().enumerate() {
+        if faults[..i].iter().any(|earlier| earlier.fault == fr.fault) {
+            return Err(format!(
+                "--fault {} is given twice; give each kind once, with its whole share",
+                fr.fault
+            ));
+        }
+    }
+    let total: f64 = faults.iter().map(|fr| fr.rate).sum();
+    if total > 1.0 + 1e-9 {
+        return Err(format!(
+            "--fault shares add up to {}, more than every request; each request meets at most one fault",
+            (total * 1000.0).round() / 1000.0
+        ));
+    }
+    Ok(())
+}
+
 pub fn decide(
     params: &RequestParams,
     server: &[FaultRate],
@@ -206,6 +228,21 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_of_one_kind_each_and_at_most_every_request() {
+        let faults =
+            |list: &[&str]| -> Vec<FaultRate> { list.iter().map(|f| f.parse().unwrap()).collect() };
+        assert_eq!(check_shares(&faults(&["500=0.5", "503=0.5"])), Ok(()));
+        assert_eq!(
+            check_shares(&faults(&["500=0.1", "503=0.2", "close=0.7"])),
+            Ok(())
+        );
+        let twice = check_shares(&faults(&["500=0.2", "500=0.3"])).unwrap_err();
+        assert!(twice.contains("--fault 500 is given twice"), "{twice}");
+        let over = check_shares(&faults(&["500=0.6", "503=0.6"])).unwrap_err();
+        assert!(over.contains("add up to 1.2"), "{over}");
+    }
 
     #[test]
     fn parses_fault_rates() {

@@ -31,7 +31,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-pub use faults::{Fault, FaultCounter, FaultRate, RequestParams};
+pub use faults::{
+    Fault, FaultCounter, FaultRate, RequestParams, check_shares as check_fault_shares,
+};
 
 /// How the demo API behaves.
 #[derive(Debug, Clone)]
