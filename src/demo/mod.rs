@@ -167,6 +167,7 @@ async fn session_run(
             timeout: opts.timeout,
             mode,
             api: "demo API".into(),
+            demo_users: Some(crate::server::ServerConfig::default().users),
             color: false,
         },
         start,

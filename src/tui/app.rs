@@ -46,6 +46,8 @@ pub struct Config {
     pub mode: Mode,
     /// Where lookups go, for the header.
     pub api: String,
+    /// Users the demo API serves (1..=n), when lookups go to one: the idle hint names them.
+    pub demo_users: Option<u64>,
     pub color: bool,
 }
 
@@ -56,6 +58,7 @@ impl Default for Config {
             timeout: Duration::from_secs(10),
             mode: Mode::Async,
             api: String::new(),
+            demo_users: None,
             color: false,
         }
     }

@@ -51,6 +51,10 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
             app::Mode::Async
         },
         api,
+        demo_users: session
+            .embedded
+            .as_ref()
+            .map(|_| crate::server::ServerConfig::default().users),
         color: std::env::var_os("NO_COLOR").is_none(),
     };
     let mut app = app::App::new(config, Instant::now());

@@ -406,9 +406,10 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
         None => " details ".to_owned(),
     };
     let lines: Vec<Line> = match row.map(|r| &r.status) {
-        None => vec![Line::raw(
-            "Type an id (1–10000 exist in the demo API) and press Enter.",
-        )],
+        None => vec![Line::raw(match app.config.demo_users {
+            Some(n) => format!("Type an id (1–{n} exist in the demo API) and press Enter."),
+            None => "Type an id and press Enter.".to_owned(),
+        })],
         Some(Status::Found { detail, .. }) => {
             detail.iter().map(|l| Line::raw(l.as_str())).collect()
         }
@@ -572,6 +573,7 @@ mod tests {
                     threads: 1,
                     timeout: Duration::from_secs(10),
                     api: "embedded demo API".into(),
+                    demo_users: Some(10_000),
                     ..Config::default()
                 },
                 t0,
@@ -644,6 +646,16 @@ mod tests {
         #[test]
         fn idle() {
             insta::assert_snapshot!(render(&app(), 100, 20));
+        }
+
+        #[test]
+        fn the_idle_hint_names_demo_users_only_for_the_demo_api() {
+            let mut other = app();
+            other.config.api = "https://api.example.com/users/{id}".into();
+            other.config.demo_users = None;
+            let screen = render(&other, 100, 20);
+            assert!(screen.contains("Type an id and press Enter."), "{screen}");
+            assert!(!screen.contains("demo API"), "{screen}");
         }
 
         #[test]
