@@ -132,7 +132,10 @@ fn typing(latency: Duration) -> Script {
     }
 }
 
-/// `n` ids submitted back to back, 10 ms per key.
+/// The scripted typist's pace when submitting ids back to back.
+const KEY_GAP: Duration = Duration::from_millis(10);
+
+/// `n` ids submitted back to back, [`KEY_GAP`] per key.
 fn many(latency: Duration, n: usize) -> Script {
     let mut at = Duration::from_millis(200);
     let mut keys = Vec::new();
@@ -144,7 +147,7 @@ fn many(latency: Duration, n: usize) -> Script {
             .chain([KeyCode::Enter])
         {
             keys.push((at, press(c)));
-            at += Duration::from_millis(10);
+            at += KEY_GAP;
         }
     }
     Script {
@@ -423,6 +426,24 @@ fn many_summary(report: &Report) -> String {
             run.threads
         ));
     }
+    let busy = |label: &str| {
+        report
+            .many
+            .iter()
+            .find(|run| run.label == label)
+            .map(busy_time)
+    };
+    // A wait shorter than typing the next id leaves nothing to overlap: both runs take as
+    // long as the typing, and "async overlaps the waits" would be read off equal numbers.
+    if let (Some(sync), Some(asynchronous)) = (busy("sync"), busy("async"))
+        && asynchronous.as_secs_f64() > 0.8 * sync.as_secs_f64()
+    {
+        out.push_str(&format!(
+            "the waits barely overlapped: typing each id ({} a key) took about as long as the API took to answer; a longer --latency shows the difference.\n",
+            humantime::format_duration(KEY_GAP)
+        ));
+        return out;
+    }
     // With --threads N the async run has worker threads too; the overlap is the point either way.
     let one_thread = report
         .many
@@ -443,6 +464,51 @@ mod tests {
     use crate::engine::{Found, Source};
     use crate::record::Record;
     use crate::tui::app::{Msg, ReqId, update};
+
+    /// A run of the "many" scenario whose lookups were in flight from `start` to `end` (ms).
+    fn many_run(label: &str, spans: &[(u64, u64)]) -> Run {
+        let ms = Duration::from_millis;
+        Run {
+            label: label.to_owned(),
+            threads: 1,
+            total: ms(10_000),
+            frame_interval: ms(16),
+            tick_interval: TICK,
+            frames: Vec::new(),
+            keys: Vec::new(),
+            ticks: Vec::new(),
+            lookups: spans
+                .iter()
+                .map(|&(start, end)| Span {
+                    start: ms(start),
+                    end: ms(end),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_summary_says_when_the_waits_had_nothing_to_overlap() {
+        let report = |sync: Vec<(u64, u64)>, asynchronous: Vec<(u64, u64)>| Report {
+            typing: Vec::new(),
+            many: vec![many_run("sync", &sync), many_run("async", &asynchronous)],
+            latency: Duration::from_millis(20),
+            lookups: 2,
+        };
+        // Waits shorter than typing the next id: the same time either way.
+        let short = many_summary(&report(vec![(0, 20), (40, 60)], vec![(0, 20), (40, 60)]));
+        assert!(short.contains("the waits barely overlapped"), "{short}");
+        assert!(!short.contains("async overlaps the waits"), "{short}");
+        // Long waits, typed faster than answered: async overlaps them.
+        let long = many_summary(&report(
+            vec![(0, 1000), (1000, 2000)],
+            vec![(0, 1000), (40, 1040)],
+        ));
+        assert!(
+            long.contains("async overlaps the waits on one thread"),
+            "{long}"
+        );
+    }
 
     /// A session with three lookups typed; `ended[i]` is how the i-th ended, if it did.
     fn session(ended: [Option<crate::engine::Outcome>; 3]) -> App {
