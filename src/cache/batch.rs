@@ -157,10 +157,14 @@ pub(super) enum BatchReply {
 
 impl BatchReply {
     pub(super) fn failed(&self) -> bool {
+        self.error().is_some()
+    }
+
+    pub(super) fn error(&self) -> Option<&rusqlite::Error> {
         match self {
-            BatchReply::Open(_, r) => r.is_err(),
-            BatchReply::Claim(_, r) => r.is_err(),
-            BatchReply::Settle(_, r) => r.is_err(),
+            BatchReply::Open(_, r) => r.as_ref().err(),
+            BatchReply::Claim(_, r) => r.as_ref().err(),
+            BatchReply::Settle(_, r) => r.as_ref().err(),
         }
     }
 

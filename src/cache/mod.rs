@@ -459,6 +459,8 @@ fn run_batch(
             return Err(e);
         }
     };
+    // Commands not reached when the transaction fails are answered with its error below.
+    let mut queue = std::mem::replace(batch, Vec::with_capacity(64)).into_iter();
     let outcome = (|| {
         {
             let mut get = tx.prepare_cached(
@@ -466,7 +468,7 @@ fn run_batch(
             )?;
             let mut put = tx.prepare_cached(PUT_RECORD)?;
             let now = now_ms();
-            for command in batch.drain(..) {
+            for command in queue.by_ref() {
                 match command {
                     Command::Get {
                         namespace,
@@ -511,19 +513,36 @@ fn run_batch(
                     // none of its writes: its caller hears an error and counts none of them
                     // stored, and the commands around it still commit.
                     Command::Batch(command) => {
-                        tx.execute_batch("SAVEPOINT command")?;
-                        let reply = run_batch_command(&tx, command, now, claimed);
-                        if reply.failed() {
-                            tx.execute_batch("ROLLBACK TO command")?;
+                        if let Err(e) = tx.execute_batch("SAVEPOINT command") {
+                            command.refuse(&e);
+                            return Err(e);
                         }
-                        tx.execute_batch("RELEASE command")?;
+                        let reply = run_batch_command(&tx, command, now, claimed);
+                        // Some errors (a full disk, I/O) make SQLite roll the whole
+                        // transaction back itself: nothing of it holds, and every caller
+                        // hears why.
+                        let lost = reply
+                            .error()
+                            .filter(|_| tx.is_autocommit())
+                            .map(clone_error);
+                        let ended = match lost {
+                            Some(e) => Err(e),
+                            None if reply.failed() => tx
+                                .execute_batch("ROLLBACK TO command")
+                                .and_then(|()| tx.execute_batch("RELEASE command")),
+                            None => tx.execute_batch("RELEASE command"),
+                        };
                         replies.push(Reply::Batch(reply));
+                        ended?;
                     }
                 }
             }
         }
         tx.commit()
     })();
+    if let Err(e) = &outcome {
+        queue.for_each(|command| refuse(command, e));
+    }
     // Answers go out only after the commit, so "stored" always means "on disk".
     for reply in replies {
         match reply {
