@@ -270,13 +270,9 @@ fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
     assert_eq!(n("failed") + n("unfinished") + n("not_read"), 3000, "{s}");
     // Far fewer than 3,000 ids went through their attempts.
     assert!(n("requests") < 1000, "{s}");
-    // Every request is a lookup's first attempt or one of its retries, cancelled lookups'
-    // retries included.
-    let first_attempts = n("requests") - n("retries");
-    assert!(
-        (n("failed")..=n("failed") + n("unfinished")).contains(&first_attempts),
-        "{s}"
-    );
+    // Each settled lookup sent its first attempt and its retries; lookups left unfinished
+    // may have sent some too.
+    assert!(n("requests") >= n("failed") + n("retries"), "{s}");
 }
 
 /// The same when the API goes down in the middle of a run: what was answered before does

@@ -29,6 +29,20 @@ impl SpawnWatched for std::process::Command {
     }
 }
 
+/// SIGHUP back to its default in the child, should the tests run under `nohup` (which
+/// would leave it ignored, and userfetch rightly unwatching it).
+fn hangup_not_ignored(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec, signal(2) only sets this process's disposition; it is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+}
+
 /// Waits until the batch has sent requests, which it does only after its signal handlers are
 /// in place (before that, SIGINT would simply end the process).
 fn wait_for_requests(env: &Env, child: &mut Child) {
@@ -106,7 +120,11 @@ fn interrupt_then_rerun(signal: i32) {
         "--concurrency",
         "20",
     ];
-    let mut child = env.batch(&args).spawn_watched();
+    let mut batch = env.batch(&args);
+    if signal == libc::SIGHUP {
+        hangup_not_ignored(&mut batch);
+    }
+    let mut child = batch.spawn_watched();
     wait_for_requests(&env, &mut child);
     std::thread::sleep(Duration::from_millis(400));
     send(&child, signal);
@@ -575,7 +593,7 @@ fn ctrl_c_during_the_input_check_ends_the_run_at_once() {
     assert_eq!(out.status.code(), Some(130), "{text}");
     assert!(text.contains("before any id was fetched"), "{text}");
     assert!(
-        waited < Duration::from_secs(2),
+        waited < Duration::from_secs(4),
         "took {waited:?} after Ctrl-C"
     );
     assert_eq!(env.user_requests(), 0);

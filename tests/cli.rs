@@ -409,12 +409,19 @@ fn ctrl_c_sigterm_and_sighup_exit_130() {
     let api = TestApi::start();
     let dir = tempfile::tempdir().unwrap();
     for (n, signal) in ["-INT", "-TERM", "-HUP"].into_iter().enumerate() {
-        let child = userfetch(&dir)
-            .args(["get", "1", "--api", &api.template("latency=30s")])
+        let mut get = userfetch(&dir);
+        get.args(["get", "1", "--api", &api.template("latency=30s")])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        // SIGHUP back to its default, should the tests run under nohup. SAFETY: between
+        // fork and exec, signal(2) only sets this process's disposition.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut get, || {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let child = get.spawn().unwrap();
         let out = signal_once_requested(&api, n as u64 + 1, child, signal);
         assert_eq!(out.status.code(), Some(130), "{signal}: {out:?}");
         assert_eq!(

@@ -70,8 +70,9 @@ enum Answer {
         retries: u32,
     },
     /// Cancelled by a second Ctrl-C or the end of the grace period: left for the next run.
-    /// Its retries so far count, as its requests do.
-    Cancelled { retries: u32 },
+    /// Its retries are not counted: a retry is noted before its backoff, so one cancelled
+    /// in that wait was never sent. Its requests are (the throttle counts those sent).
+    Cancelled,
 }
 
 /// What the summary needs of one answer once it is committed.
@@ -104,9 +105,9 @@ async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping) -> Answer 
     };
     let latency = gate.since_admitted();
     let (kind, settled) = match fetched {
-        None => return Answer::Cancelled { retries },
+        None => return Answer::Cancelled,
         Some(Ok(f)) => (Outcome::Found, Settled::Found(f.record)),
-        Some(Err(e)) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled { retries },
+        Some(Err(e)) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
         Some(Err(e)) if e.kind == ErrorKind::NotFound => (
             Outcome::NotFound,
             Settled::NotFound {
@@ -496,11 +497,9 @@ impl<'a> Pipeline<'a> {
                         let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
                         uncommitted.push((outcome, Tally { kind, latency, retries }));
                     }
-                    Ok(Answer::Cancelled { retries }) => {
-                        self.counts.unfinished += 1;
-                        self.retries += u64::from(retries);
-                    }
-                    // A panic in a lookup is a bug: stop as on any other error of our own,
+                    Ok(Answer::Cancelled) => self.counts.unfinished += 1,
+                    // A lookup task that panicked (a bug; caught here with --threads N, where
+                    // lookups are spawned tasks): stop as on any other error of our own,
                     // rather than fetch the rest of the input into a run that ends in error.
                     Err(e) => {
                         fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
@@ -694,13 +693,15 @@ impl<'a> Pipeline<'a> {
 
     fn on_signal(&self, signals: u32, stop: Stop, stopping: &Stopping, in_flight: usize) -> Stop {
         match (signals, stop) {
-            // No time to let anything finish (the deadline passes at once and cancels).
+            // No time to let anything finish: the first Ctrl-C cancels, and says so once.
             (1, Stop::Running) if self.config.grace.is_zero() => {
                 self.progress.warn(&format!(
                     "userfetch: stopping: --grace is 0s: cancelling {} in flight; they and the ids not started yet are left to the next run",
                     count(in_flight as u64, "lookup", "lookups"),
                 ));
-                self.draining(stopping)
+                stopping.draining.cancel();
+                stopping.cancel.cancel();
+                Stop::Aborting
             }
             (1, Stop::Running) => {
                 let on_wire = self.ctx.throttle.sending();

@@ -426,6 +426,12 @@ fn many_summary(report: &Report) -> String {
             run.threads
         ));
     }
+    if report.lookups < 2 {
+        out.push_str(
+            "one lookup has nothing to overlap with: --lookups 2 or more shows the difference.\n",
+        );
+        return out;
+    }
     let busy = |label: &str| {
         report
             .many
@@ -508,6 +514,12 @@ mod tests {
             long.contains("async overlaps the waits on one thread"),
             "{long}"
         );
+        // One lookup: nothing to overlap, whatever the latency.
+        let one = many_summary(&Report {
+            lookups: 1,
+            ..report(vec![(0, 1000)], vec![(0, 1000)])
+        });
+        assert!(one.contains("one lookup has nothing to overlap"), "{one}");
     }
 
     /// A session with three lookups typed; `ended[i]` is how the i-th ended, if it did.

@@ -179,8 +179,6 @@ impl FaultCounter {
     }
 }
 
-/// Picks the fault for one request: the request's own wins; otherwise each server-wide fault
-/// gets its chance in turn. `unit` is a uniform random number in `[0, 1)`.
 /// Server-wide faults as `decide` reads them: each request meets at most one, so the shares
 /// must not add up past 1 (the later ones would be cut short, silently), and a kind given
 /// twice would have its shares summed.
@@ -203,6 +201,8 @@ pub fn check_shares(faults: &[FaultRate]) -> Result<(), String> {
     Ok(())
 }
 
+/// Picks the fault for one request: the request's own wins; otherwise each server-wide fault
+/// gets its chance in turn. `unit` is a uniform random number in `[0, 1)`.
 pub fn decide(
     params: &RequestParams,
     server: &[FaultRate],

@@ -82,14 +82,22 @@ const QUIT_SIGNALS: [tokio::signal::unix::SignalKind; 3] = [
     tokio::signal::unix::SignalKind::hangup(),
 ];
 
+/// [`QUIT_SIGNALS`] but SIGHUP when the process started with it ignored (`nohup`): a handler
+/// would replace that ignore for good.
+fn quit_signals() -> impl Iterator<Item = tokio::signal::unix::SignalKind> {
+    let hangup_ignored = crate::signals::hangup_ignored();
+    QUIT_SIGNALS
+        .into_iter()
+        .filter(move |kind| !(hangup_ignored && *kind == tokio::signal::unix::SignalKind::hangup()))
+}
+
 /// SIGINT from outside (`kill -INT`, `timeout -s INT`; in raw mode the keyboard's Ctrl-C is a
 /// key, not a signal), SIGTERM and SIGHUP (the terminal window closing) read as Ctrl-C, so the
 /// loop ends through its one exit path and the terminal is restored rather than left raw.
 fn terminate_as_ctrl_c() -> impl futures::Stream<Item = std::io::Result<crossterm::event::Event>> {
     use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
     use tokio::signal::unix::signal;
-    let signals = QUIT_SIGNALS
-        .into_iter()
+    let signals = quit_signals()
         .filter_map(|kind| signal(kind).ok())
         .map(|s| {
             futures::stream::unfold(s, |mut s| async move {

@@ -109,8 +109,7 @@ impl Blocking {
 /// Cancels `token` on any of the signals the interface quits on, until it is cancelled
 /// otherwise. A signal that cannot be watched is left to the interface.
 fn watch_signals(token: CancellationToken) {
-    let mut watched: Vec<_> = super::QUIT_SIGNALS
-        .into_iter()
+    let mut watched: Vec<_> = super::quit_signals()
         .filter_map(|kind| tokio::signal::unix::signal(kind).ok())
         .collect();
     if watched.is_empty() {
