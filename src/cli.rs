@@ -490,7 +490,9 @@ pub fn parse_limit(text: &str) -> Result<Duration, String> {
 /// An on/off variable such as `USERFETCH_HTTP2`: `1`, `true`, `yes`, `on` or `0`, `false`,
 /// `no`, `off` (any case), and empty for off, as an unset variable. clap's
 /// `FalseyValueParser` reads every other word as on, so a typo (`USERFETCH_HTTP2=ture`) or a
-/// `maybe` switched the option on silently; its `BoolishValueParser` refuses the empty value.
+/// `maybe` switched the option on silently; its `BoolishValueParser` takes the same words but
+/// neither surrounding spaces nor an empty value (batch checks the variable with this too),
+/// and its refusal does not list them.
 pub fn parse_switch(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),

@@ -47,7 +47,7 @@ impl Signals {
 
 /// Whether SIGHUP is ignored, as `nohup` leaves it for the program it starts. Asked of the
 /// kernel: neither tokio nor signal-hook can tell an ignored signal from a default one.
-pub(crate) fn hangup_ignored() -> bool {
+fn hangup_ignored() -> bool {
     // SAFETY: with a null new action, sigaction(2) only writes the current disposition into
     // `current`, a plain C struct for which all zero bytes are a valid value.
     unsafe {

@@ -599,11 +599,13 @@ impl<'a> Pipeline<'a> {
             (Some(_), Status::Complete) => Status::OutputError,
             _ => status,
         };
-        let reason = fatal
+        let stopped_by_error = fatal.is_some();
+        let error = fatal
+            .or(write_error)
+            .or_else(|| input_error.map(|e| usage(e.to_string())));
+        let reason = error
             .as_ref()
-            .or(write_error.as_ref())
             .map(|e| format!("{e:#}"))
-            .or_else(|| input_error.as_ref().map(ToString::to_string))
             .or_else(|| self.gave_up.clone());
         let summary = self.summary(
             status,
@@ -612,7 +614,7 @@ impl<'a> Pipeline<'a> {
             out_report,
             failures_report,
         );
-        if fatal.is_none() && self.config.failures.is_none() && self.counts.failed > 0 {
+        if !stopped_by_error && self.config.failures.is_none() && self.counts.failed > 0 {
             self.show_first_failed().await;
         }
         if let (Status::Complete, Some(out)) = (status, &summary.out)
@@ -625,9 +627,6 @@ impl<'a> Pipeline<'a> {
             note!("{}", summary.render(rerun_hint(self.config.fresh)));
         }
         let summary_error = summary_json.and_then(|file| summary.write_json(file).err());
-        let error = fatal
-            .or(write_error)
-            .or_else(|| input_error.map(|e| usage(e.to_string())));
         let error = match (error, summary_error) {
             (Some(e), Some(unwritten)) => {
                 // Said too, not lost behind the error that ended the run.

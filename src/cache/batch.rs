@@ -156,10 +156,6 @@ pub(super) enum BatchReply {
 }
 
 impl BatchReply {
-    pub(super) fn failed(&self) -> bool {
-        self.error().is_some()
-    }
-
     pub(super) fn error(&self) -> Option<&rusqlite::Error> {
         match self {
             BatchReply::Open(_, r) => r.as_ref().err(),

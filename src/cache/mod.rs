@@ -447,6 +447,8 @@ fn run_batch(
     claimed: &mut Claimed,
 ) -> Result<(), rusqlite::Error> {
     let mut replies = Vec::with_capacity(batch.len());
+    // Commands not reached, when the transaction fails, are answered with its error.
+    let mut queue = std::mem::replace(batch, Vec::with_capacity(64)).into_iter();
     // Immediate: take the write lock up front. A deferred transaction that reads and then
     // writes fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when another process
     // (a second userfetch) committed in between.
@@ -455,12 +457,10 @@ fn run_batch(
         // Another process held the write lock past the busy timeout: every waiting caller
         // hears that, rather than that the cache thread is gone.
         Err(e) => {
-            batch.drain(..).for_each(|command| refuse(command, &e));
+            queue.for_each(|command| refuse(command, &e));
             return Err(e);
         }
     };
-    // Commands not reached when the transaction fails are answered with its error below.
-    let mut queue = std::mem::replace(batch, Vec::with_capacity(64)).into_iter();
     let outcome = (|| {
         {
             let mut get = tx.prepare_cached(
@@ -527,7 +527,7 @@ fn run_batch(
                             .map(clone_error);
                         let ended = match lost {
                             Some(e) => Err(e),
-                            None if reply.failed() => tx
+                            None if reply.error().is_some() => tx
                                 .execute_batch("ROLLBACK TO command")
                                 .and_then(|()| tx.execute_batch("RELEASE command")),
                             None => tx.execute_batch("RELEASE command"),

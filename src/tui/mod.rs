@@ -75,39 +75,22 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
     }
 }
 
-/// The signals the screen quits on, as on Ctrl-C.
-const QUIT_SIGNALS: [tokio::signal::unix::SignalKind; 3] = [
-    tokio::signal::unix::SignalKind::interrupt(),
-    tokio::signal::unix::SignalKind::terminate(),
-    tokio::signal::unix::SignalKind::hangup(),
-];
-
-/// [`QUIT_SIGNALS`] but SIGHUP when the process started with it ignored (`nohup`): a handler
-/// would replace that ignore for good.
-fn quit_signals() -> impl Iterator<Item = tokio::signal::unix::SignalKind> {
-    let hangup_ignored = crate::signals::hangup_ignored();
-    QUIT_SIGNALS
-        .into_iter()
-        .filter(move |kind| !(hangup_ignored && *kind == tokio::signal::unix::SignalKind::hangup()))
-}
-
 /// SIGINT from outside (`kill -INT`, `timeout -s INT`; in raw mode the keyboard's Ctrl-C is a
-/// key, not a signal), SIGTERM and SIGHUP (the terminal window closing) read as Ctrl-C, so the
+/// key, not a signal), SIGTERM and SIGHUP (the terminal window closing; not under nohup) read as Ctrl-C, so the
 /// loop ends through its one exit path and the terminal is restored rather than left raw.
 fn terminate_as_ctrl_c() -> impl futures::Stream<Item = std::io::Result<crossterm::event::Event>> {
     use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-    use tokio::signal::unix::signal;
-    let signals = quit_signals()
-        .filter_map(|kind| signal(kind).ok())
-        .map(|s| {
-            futures::stream::unfold(s, |mut s| async move {
-                s.recv().await?;
-                let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-                Some((Ok(Event::Key(ctrl_c)), s))
-            })
-            .boxed()
-        });
-    futures::stream::select_all(signals)
+    let ctrl_c = Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    // Signals that cannot be watched keep their default: they end the process.
+    futures::stream::unfold(crate::signals::Signals::watch().ok(), move |signals| {
+        let ctrl_c = ctrl_c.clone();
+        async move {
+            let mut signals = signals?;
+            signals.recv().await;
+            Some((Ok(ctrl_c), Some(signals)))
+        }
+    })
+    .boxed()
 }
 
 /// The terminal in raw mode on the alternate screen, restored when dropped, whichever way the

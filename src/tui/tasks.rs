@@ -107,18 +107,14 @@ impl Blocking {
 }
 
 /// Cancels `token` on any of the signals the interface quits on, until it is cancelled
-/// otherwise. A signal that cannot be watched is left to the interface.
+/// otherwise. Signals that cannot be watched are left to the interface.
 fn watch_signals(token: CancellationToken) {
-    let mut watched: Vec<_> = super::quit_signals()
-        .filter_map(|kind| tokio::signal::unix::signal(kind).ok())
-        .collect();
-    if watched.is_empty() {
+    let Ok(mut signals) = crate::signals::Signals::watch() else {
         return;
-    }
+    };
     tokio::spawn(async move {
-        let any = futures::future::select_all(watched.iter_mut().map(|s| Box::pin(s.recv())));
         tokio::select! {
-            _ = any => token.cancel(),
+            () = signals.recv() => token.cancel(),
             () = token.cancelled() => {}
         }
     });
