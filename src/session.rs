@@ -1,5 +1,6 @@
 //! Turning the global options into a working engine: which API, which client, which cache.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,6 +22,19 @@ const EMBEDDED_NAMESPACE: &str = "embedded-demo-api";
 /// a bad day, so the difference between blocking and not blocking is there to see.
 pub const EMBEDDED_LATENCY: Duration = Duration::from_millis(300);
 pub const EMBEDDED_JITTER: Duration = Duration::from_millis(400);
+
+/// The cache file the options name, `None` with `--no-cache`.
+pub fn cache_path(opts: &GlobalOpts) -> anyhow::Result<Option<PathBuf>> {
+    if opts.no_cache {
+        return Ok(None);
+    }
+    match &opts.cache {
+        Some(path) => Ok(Some(path.clone())),
+        None => Cache::default_path()
+            .context("no cache directory is known for this user; pass --cache PATH or --no-cache")
+            .map(Some),
+    }
+}
 
 /// A ready engine, and the embedded server when there is one (kept alive with the session).
 pub struct Session {
@@ -79,16 +93,9 @@ impl Session {
             ..ClientConfig::new(template)
         };
         let client = Client::new(config)?;
-        let cache = if opts.no_cache {
-            None
-        } else {
-            let path = match &opts.cache {
-                Some(path) => path.clone(),
-                None => Cache::default_path().context(
-                    "no cache directory is known for this user; pass --cache PATH or --no-cache",
-                )?,
-            };
-            Some(tokio::task::spawn_blocking(move || Cache::open(&path)).await??)
+        let cache = match cache_path(opts)? {
+            None => None,
+            Some(path) => Some(tokio::task::spawn_blocking(move || Cache::open(&path)).await??),
         };
         Ok(Session {
             engine: Engine::new(client, cache, opts.max_age, &namespace),

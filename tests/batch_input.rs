@@ -426,6 +426,24 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     assert!(!env.path("out.jsonl").exists());
 }
 
+/// A dry run writes nothing, a cache file included: with none yet, nothing is done or
+/// cached, and every id would be fetched.
+#[test]
+fn a_dry_run_creates_no_cache_file() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n2\n");
+    let out = run(&mut env.batch(&[input.to_str().unwrap(), "--out", "out.jsonl", "--dry-run"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("2 of 2 ids in"), "{text}");
+    let made: Vec<_> = std::fs::read_dir(env.path(""))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("cache.sqlite3"))
+        .collect();
+    assert!(made.is_empty(), "{made:?}");
+}
+
 /// Ids another job (or `get`) cached recently would not be fetched, and the count says so.
 #[test]
 fn dry_run_counts_what_the_cache_would_answer() {

@@ -21,24 +21,26 @@ const DRY_RUN_URLS: usize = 5;
 pub(super) async fn dry_run(
     config: &Config,
     session: &Session,
-    cache: &Cache,
+    cache: Option<&Cache>,
     key: &str,
     max_age: Duration,
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
 ) -> anyhow::Result<ExitCode> {
-    let path = cache.path().to_owned();
+    // No cache file yet: nothing is done or cached.
+    let path = cache.map(|cache| cache.path().to_owned());
     let namespace = session.engine.namespace().to_owned();
     let key = key.to_owned();
     let (fresh, strict) = (config.fresh, config.strict);
     let name = config.source.name();
     let template = session.engine.client().config().template.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
-        let reader = BatchReader::open(&path)?;
-        reader.snapshot()?;
-        let found = if fresh {
-            None
-        } else {
-            reader.find_job(&namespace, &key)?
+        let reader = path.as_deref().map(BatchReader::open).transpose()?;
+        if let Some(reader) = &reader {
+            reader.snapshot()?;
+        }
+        let found = match &reader {
+            Some(reader) if !fresh => reader.find_job(&namespace, &key)?,
+            _ => None,
         };
         let (job, fresh_ms) = found.map_or((None, None), |(job, fresh_ms)| (Some(job), fresh_ms));
         let mut lines = lines;
@@ -66,11 +68,19 @@ pub(super) async fn dry_run(
                         continue;
                     }
                     report.ids += 1;
-                    if let Some(job) = job
-                        && reader.is_done(job, id.as_str())?
-                    {
+                    let done = match (&reader, job) {
+                        (Some(reader), Some(job)) => reader.is_done(job, id.as_str())?,
+                        _ => false,
+                    };
+                    let cached = match &reader {
+                        Some(reader) if !done => {
+                            reader.is_cached(&namespace, id.as_str(), max_age, fresh_ms)?
+                        }
+                        _ => false,
+                    };
+                    if done {
                         report.done += 1;
-                    } else if reader.is_cached(&namespace, id.as_str(), max_age, fresh_ms)? {
+                    } else if cached {
                         report.cached += 1;
                     } else {
                         report.to_fetch += 1;

@@ -37,7 +37,7 @@ use std::time::Duration;
 use crate::cli::{BatchArgs, GlobalOpts};
 use crate::console::note;
 use crate::exit::{ExitCode, Interrupted, usage};
-use crate::session::Session;
+use crate::session::{self, Session};
 use crate::signals::Signals;
 
 pub use crate::cli::Format;
@@ -99,8 +99,8 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         global.max_age
     };
     let result = match (session.engine.cache().cloned(), signals) {
-        (None, _) => Err(anyhow::anyhow!("internal: batch started without a cache")),
-        (Some(cache), None) => dry_run(&config, &session, &cache, &key, max_age, lines).await,
+        (cache, None) => dry_run(&config, &session, cache.as_ref(), &key, max_age, lines).await,
+        (None, Some(_)) => Err(anyhow::anyhow!("internal: batch started without a cache")),
         (Some(cache), Some(mut signals)) => {
             let namespace: Arc<str> = session.engine.namespace().into();
             // Opening the job may wait for another process's lock on the file.
@@ -194,7 +194,19 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
         .transpose()?;
     let key = job_key(&config.out)?;
 
-    let session = Session::start(global).await?;
+    // A dry run writes nothing. Without a cache file there is nothing done or cached to
+    // count, so none is created.
+    let no_store_yet = config.dry_run
+        && session::cache_path(global)?.is_some_and(|path| matches!(path.try_exists(), Ok(false)));
+    let session = if no_store_yet {
+        Session::start(&GlobalOpts {
+            no_cache: true,
+            ..global.clone()
+        })
+        .await?
+    } else {
+        Session::start(global).await?
+    };
     if let Some(line) = session.announce()
         && std::io::stderr().is_terminal()
     {
