@@ -29,7 +29,7 @@ impl Signals {
     }
 
     /// The next Ctrl-C, SIGTERM or SIGHUP (a closed terminal or ssh session).
-    pub async fn recv(&mut self) {
+    pub async fn recv(&mut self) -> Received {
         let hangup = async {
             match self.hangup.as_mut() {
                 Some(hangup) => hangup.recv().await,
@@ -37,10 +37,30 @@ impl Signals {
             }
         };
         tokio::select! {
-            Some(()) = self.interrupts.recv() => {}
-            Some(()) = self.terminate.recv() => {}
-            Some(()) = hangup => {}
+            Some(()) = self.interrupts.recv() => Received::Interrupt,
+            Some(()) = self.terminate.recv() => Received::Terminate,
+            Some(()) = hangup => Received::Hangup,
             else => std::future::pending().await,
+        }
+    }
+}
+
+/// Which signal arrived: messages about stopping tell the way to stop harder, and a process
+/// stopped by SIGTERM (a service manager, say) has nobody at a keyboard to press Ctrl-C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl Received {
+    /// How to send another, for "… to cancel".
+    pub fn again(self) -> &'static str {
+        match self {
+            Received::Interrupt => "Ctrl-C again",
+            Received::Terminate => "SIGTERM again (or Ctrl-C)",
+            Received::Hangup => "SIGHUP again (or Ctrl-C)",
         }
     }
 }

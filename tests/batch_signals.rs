@@ -144,6 +144,14 @@ fn interrupt_then_rerun(signal: i32) {
     assert_eq!(env.user_requests(), first.len() as u64, "{text}");
     assert_eq!(s["requests"].as_u64().unwrap(), first.len() as u64);
     assert!(text.contains("stopping: letting"), "{text}");
+    // The way to cancel is the way the run was stopped: a SIGTERM from a service manager
+    // has nobody at a keyboard.
+    let again = match signal {
+        libc::SIGINT => "; Ctrl-C again to cancel",
+        libc::SIGTERM => "; SIGTERM again (or Ctrl-C) to cancel",
+        _ => "; SIGHUP again (or Ctrl-C) to cancel",
+    };
+    assert!(text.contains(again), "{text}");
     assert!(
         first.len() < ids.len(),
         "the interrupt came too late to test anything"

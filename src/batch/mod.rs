@@ -79,7 +79,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     let prepared = match signals.as_mut() {
         Some(signals) => tokio::select! {
             prepared = prepare => prepared?,
-            () = signals.recv() => return stopped_before_fetching(summary_json),
+            _ = signals.recv() => return stopped_before_fetching(summary_json),
         },
         None => prepare.await?,
     };
@@ -106,7 +106,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
             // Opening the job may wait for another process's lock on the file.
             let job = tokio::select! {
                 job = cache.batch_open(&namespace, &key, config.fresh) => job.map_err(Into::into),
-                () = signals.recv() => {
+                _ = signals.recv() => {
                     session.close().await;
                     return stopped_before_fetching(summary_json);
                 }

@@ -17,7 +17,7 @@ use crate::client::{Client, ErrorKind};
 use crate::console::{count, note};
 use crate::exit::{ExitCode, Interrupted, usage};
 use crate::id::UserId;
-use crate::signals::Signals;
+use crate::signals::{Received, Signals};
 
 use super::config::Config;
 use super::input::{self, Chunk};
@@ -467,7 +467,7 @@ impl<'a> Pipeline<'a> {
                         }
                     }
                 }
-                () = signals.recv() => { received += 1; stop = self.on_signal(received, stop, &stopping, tasks.len()); }
+                signal = signals.recv() => { received += 1; stop = self.on_signal(received, signal, stop, &stopping, tasks.len()); }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.progress.warn(&format!(
                         "userfetch: grace period over; cancelling {} in flight",
@@ -564,21 +564,22 @@ impl<'a> Pipeline<'a> {
                 tokio::pin!(writing);
                 let mut while_writing = 0u32;
                 let written = loop {
-                    tokio::select! {
+                    let signal = tokio::select! {
                         // A failed write (a full disk) still leaves the run's summary to tell;
                         // the error follows it.
                         written = &mut writing => break written,
-                        () = signals.recv() => {}
-                    }
+                        signal = signals.recv() => signal,
+                    };
                     received += 1;
                     while_writing += 1;
                     // The message promises that the next Ctrl-C quits, whatever came before.
                     if received >= 3 || while_writing >= 2 {
                         quit_now(self.config.fresh);
                     }
-                    self.progress.warn(
-                        "userfetch: writing the output from what is done; Ctrl-C again to quit at once",
-                    );
+                    self.progress.warn(&format!(
+                        "userfetch: writing the output from what is done; {} to quit at once",
+                        signal.again()
+                    ));
                 };
                 // Asked to stop, even if there was nothing left to stop: exit 130 as for
                 // any Ctrl-C, and the summary says so.
@@ -690,7 +691,14 @@ impl<'a> Pipeline<'a> {
         Stop::Draining(at)
     }
 
-    fn on_signal(&self, signals: u32, stop: Stop, stopping: &Stopping, in_flight: usize) -> Stop {
+    fn on_signal(
+        &self,
+        signals: u32,
+        signal: Received,
+        stop: Stop,
+        stopping: &Stopping,
+        in_flight: usize,
+    ) -> Stop {
         match (signals, stop) {
             // No time to let anything finish: the first Ctrl-C cancels, and says so once.
             (1, Stop::Running) if self.config.grace.is_zero() => {
@@ -706,17 +714,19 @@ impl<'a> Pipeline<'a> {
                 let on_wire = self.ctx.throttle.sending();
                 let waiting = in_flight.saturating_sub(on_wire);
                 self.progress.warn(&format!(
-                    "userfetch: stopping: letting {} on the wire finish (up to {}); {} waiting for their turn or a retry, and the ids not started yet, are left to the next run; Ctrl-C again to cancel",
+                    "userfetch: stopping: letting {} on the wire finish (up to {}); {} waiting for their turn or a retry, and the ids not started yet, are left to the next run; {} to cancel",
                     count(on_wire as u64, "request", "requests"),
                     humantime::format_duration(self.config.grace),
                     count(waiting as u64, "lookup", "lookups"),
+                    signal.again(),
                 ));
                 self.draining(stopping)
             }
             (1 | 2, _) => {
                 self.progress.warn(&format!(
-                    "userfetch: cancelling {} in flight; writing what is done (Ctrl-C again to quit at once)",
-                    count(in_flight as u64, "lookup", "lookups")
+                    "userfetch: cancelling {} in flight; writing what is done ({} to quit at once)",
+                    count(in_flight as u64, "lookup", "lookups"),
+                    signal.again(),
                 ));
                 stopping.cancel.cancel();
                 Stop::Aborting

@@ -337,7 +337,7 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
     );
     let report = tokio::select! {
         biased;
-        () = signals.recv() => {
+        _ = signals.recv() => {
             note!("userfetch: demo interrupted");
             return Ok(ExitCode::Interrupted);
         }

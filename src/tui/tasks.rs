@@ -114,7 +114,7 @@ fn watch_signals(token: CancellationToken) {
     };
     tokio::spawn(async move {
         tokio::select! {
-            () = signals.recv() => token.cancel(),
+            _ = signals.recv() => token.cancel(),
             () = token.cancelled() => {}
         }
     });
