@@ -485,25 +485,58 @@ fn a_rerun_fetches_nothing_and_fresh_fetches_everything_again() {
     }
 }
 
+/// A run that cannot start says so in its summary file, in place of whatever an earlier run
+/// left there: a script reading it never takes the last run's "complete" for this one's.
 #[test]
-fn a_run_that_fails_before_fetching_leaves_no_summary_file() {
+fn a_run_that_fails_before_fetching_says_so_in_its_summary() {
     let env = Env::new();
     env.write("ids.txt", "1\n2\n");
-    // The cache cannot be opened: found after the output files were set up.
-    std::fs::create_dir(env.path("cache.sqlite3")).unwrap();
-    let out = run(&mut env.batch(&[
+    let args = [
         "ids.txt",
         "--out",
         "out.jsonl",
         "--summary-json",
         "summary.json",
-    ]));
-    assert!(!out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cache"), "{}", stderr(&out));
+    ];
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(summary(&env.path("summary.json"))["status"], "complete");
+    let records = std::fs::read_to_string(env.path("out.jsonl")).unwrap();
+
+    // The input is gone: found after the summary file was set up.
+    std::fs::remove_file(env.path("ids.txt")).unwrap();
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["status"], "not_started", "{s:#}");
+    assert!(s["reason"].as_str().unwrap().contains("ids.txt"), "{s:#}");
+    assert_eq!(s["found"], 0, "{s:#}");
+    assert!(schema("batch-summary.schema.json").is_valid(&s), "{s}");
+    // The earlier output stays as it was, and nothing half-written is left beside it.
+    assert_eq!(
+        std::fs::read_to_string(env.path("out.jsonl")).unwrap(),
+        records
+    );
+    let partial: Vec<String> = env
+        .files()
+        .into_iter()
+        .filter(|f| f.contains("partial"))
+        .collect();
+    assert!(partial.is_empty(), "left {partial:?}");
+
+    // The cache cannot be opened: found after the output files were set up.
+    let env = Env::new();
+    env.write("ids.txt", "1\n2\n");
+    std::fs::create_dir(env.path("cache.sqlite3")).unwrap();
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["status"], "not_started", "{s:#}");
+    assert!(s["reason"].as_str().unwrap().contains("cache"), "{s:#}");
     let left: Vec<String> = env
         .files()
         .into_iter()
-        .filter(|f| f.contains("summary") || f.contains("out"))
+        .filter(|f| f.contains("out") || f.contains("partial"))
         .collect();
     assert!(left.is_empty(), "left {left:?}");
     assert_eq!(env.user_requests(), 0);

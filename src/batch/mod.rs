@@ -78,10 +78,14 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     let prepare = prepare(&config, global);
     let prepared = match signals.as_mut() {
         Some(signals) => tokio::select! {
-            prepared = prepare => prepared?,
+            prepared = prepare => prepared,
             _ = signals.recv() => return stopped_before_fetching(summary_json),
         },
-        None => prepare.await?,
+        None => prepare.await,
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => return Err(not_started(summary_json, e)),
     };
     let Prepared {
         scan,
@@ -112,7 +116,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                 }
             };
             match job {
-                Err(e) => Err(e),
+                Err(e) => Err(not_started(summary_json, e)),
                 Ok(job) => {
                     let new_job = job.run == 1 && job.fresh_ms.is_none();
                     if let Some(why) = replacing_a_foreign_out(&config.out, new_job) {
@@ -146,6 +150,22 @@ fn stopped_before_fetching(summary_json: Option<AtomicFile>) -> anyhow::Result<E
             .context(Interrupted)?;
     }
     Ok(ExitCode::Interrupted)
+}
+
+/// Could not start (a missing input, an unusable or locked cache file): the summary file
+/// says so, with the error, rather than keep what an earlier run wrote there.
+fn not_started(summary_json: Option<AtomicFile>, error: anyhow::Error) -> anyhow::Error {
+    if let Some(file) = summary_json {
+        let summary = Summary {
+            reason: Some(format!("{error:#}")),
+            ..Summary::nothing_done(Status::NotStarted)
+        };
+        if let Err(unwritten) = summary.write_json(file) {
+            // Said too, not lost behind the error that stopped the run.
+            note!("userfetch: {unwritten:#}");
+        }
+    }
+    error
 }
 
 /// A new job's output replaces whatever file is at `--out`: said up front (by the run and

@@ -98,6 +98,9 @@ pub enum Status {
     /// Stopped by an error of its own: the cache file refused a write or a read (a full disk,
     /// a broken file). What was committed before stays; a rerun continues once it is fixed.
     Error,
+    /// Never took an id: the input, an output or the cache file could not be used (exit 2),
+    /// or the cache file stayed locked by another process (exit 1). Nothing was fetched.
+    NotStarted,
 }
 
 /// Counts for this run. `found + not_found + failed + cached + done_earlier` are the distinct
@@ -202,6 +205,8 @@ impl Summary {
             Status::Unreachable => "stopped, the API unreachable,",
             Status::OutputError => "done, but its output could not be written,",
             Status::Error => "stopped by an error",
+            // Not rendered: the error line is all such a run says.
+            Status::NotStarted => "not started",
         };
         let mut text = format!(
             "userfetch: batch {head} in {}: {} ids: {} found, {} not found, {} failed, {} skipped ({} cached, {} done in an earlier run)",
