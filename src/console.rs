@@ -58,19 +58,30 @@ impl Write for AboveProgress {
 
 impl Drop for AboveProgress {
     fn drop(&mut self) {
-        let text = std::mem::take(&mut self.0);
-        let write = || {
-            let _ = io::stderr().lock().write_all(&text);
-        };
-        // Cloned out of the lock: the bar takes its own while it is lifted.
-        let bar = PROGRESS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        match bar {
-            Some(bar) => bar.suspend(write),
-            None => write(),
-        }
+        write_above_progress(&std::mem::take(&mut self.0));
+    }
+}
+
+fn write_above_progress(text: &[u8]) {
+    let write = || {
+        let _ = io::stderr().lock().write_all(text);
+    };
+    // Cloned out of the lock: the bar takes its own while it is lifted.
+    let bar = PROGRESS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// One line on stderr from a thread that does not draw the progress bar (the cache's),
+/// written above the bar if one is drawn; dropped while the screen covers stderr.
+pub fn note_above_progress(args: fmt::Arguments<'_>) {
+    if !SCREEN_ON_STDERR.load(Ordering::Relaxed) {
+        write_above_progress(format!("{}\n", safe(args)).as_bytes());
     }
 }
 

@@ -54,37 +54,6 @@ fn wait_for_requests(env: &Env, child: &mut Child) {
     }
 }
 
-/// Reads `child`'s stderr on a thread until a line contains `line`; the lines read so far
-/// and a handle that returns the rest of stderr.
-fn wait_for_line(child: &mut Child, line: &str) -> (String, std::thread::JoinHandle<String>) {
-    use std::io::BufRead;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let rest = std::thread::spawn(move || {
-        let mut text = String::new();
-        for l in std::io::BufReader::new(stderr).lines() {
-            let l = l.expect("stderr line");
-            let _ = tx.send(l.clone());
-            text.push_str(&l);
-            text.push('\n');
-        }
-        text
-    });
-    let mut seen = String::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(l) => {
-                seen.push_str(&l);
-                seen.push('\n');
-                if l.contains(line) {
-                    return (seen, rest);
-                }
-            }
-            Err(e) => panic!("no line with {line:?} on stderr ({e}); got:\n{seen}"),
-        }
-    }
-}
-
 fn wait_with_deadline(child: Child, limit: Duration) -> std::process::Output {
     let started = Instant::now();
     let out = child.wait_with_output().expect("wait");

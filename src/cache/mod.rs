@@ -8,7 +8,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -414,10 +414,48 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
                 }
             }
         }
-        if !batch.is_empty()
-            && let Err(e) = run_batch(&mut conn, &mut batch, &mut claimed)
-        {
-            tracing::warn!("cache {}: {e}", path.display());
+        // When another process holds the write lock past the busy timeout (a `sqlite3` shell
+        // left in a transaction), a batch run, perhaps hours in, waits for it rather than
+        // stop; `get` and the screen give up after the timeout, and so does a closing cache.
+        let mut waiting_since = None;
+        while !batch.is_empty() {
+            let patient = close.is_none() && batch.iter().any(|c| matches!(c, Command::Batch(_)));
+            match run_batch(&mut conn, &mut batch, &mut claimed, patient) {
+                // Left in `batch`: only a failed start of the transaction does that.
+                Err(e) if patient && is_busy(&e) && !batch.is_empty() => {
+                    if waiting_since.is_none() {
+                        crate::console::note_above_progress(format_args!(
+                            "userfetch: the cache file {} is locked by another process; waiting until it is free",
+                            path.display()
+                        ));
+                        waiting_since = Some(Instant::now());
+                    }
+                    // What is sent meanwhile waits too; closing ends the wait.
+                    while let Ok(command) = rx.try_recv() {
+                        match command {
+                            Command::Close { reply } => close = Some(reply),
+                            command => batch.push(command),
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cache {}: {e}", path.display());
+                    break;
+                }
+                Ok(()) => {
+                    if let Some(since) = waiting_since {
+                        crate::console::note_above_progress(format_args!(
+                            "userfetch: the cache file {} is free again after {}; going on",
+                            path.display(),
+                            // The first busy timeout passed before the wait was noticed.
+                            humantime::format_duration(Duration::from_secs(
+                                (since.elapsed() + BUSY_FOR).as_secs()
+                            ))
+                        ));
+                    }
+                    break;
+                }
+            }
         }
         // Commands the failed transaction never reached are dropped, which answers each of
         // them with an error instead of leaving its caller waiting for the next command.
@@ -441,19 +479,36 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
     }
 }
 
+/// Runs the queued commands in one transaction. When the write lock stays taken past the
+/// busy timeout and `patient`, the commands are left in `batch` for another try.
 fn run_batch(
     conn: &mut Connection,
     batch: &mut Vec<Command>,
     claimed: &mut Claimed,
+    patient: bool,
 ) -> Result<(), rusqlite::Error> {
     let mut replies = Vec::with_capacity(batch.len());
     // Commands not reached, when the transaction fails, are answered with its error.
     let mut queue = std::mem::replace(batch, Vec::with_capacity(64)).into_iter();
     // Immediate: take the write lock up front. A deferred transaction that reads and then
     // writes fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when another process
-    // (a second userfetch) committed in between.
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+    // (a second userfetch) committed in between. Lookups alone only read, which WAL lets
+    // them do while another process holds the write lock.
+    let reads_only = queue
+        .as_slice()
+        .iter()
+        .all(|c| matches!(c, Command::Get { .. } | Command::Flush { .. }));
+    let behavior = if reads_only {
+        rusqlite::TransactionBehavior::Deferred
+    } else {
+        rusqlite::TransactionBehavior::Immediate
+    };
+    let tx = match conn.transaction_with_behavior(behavior) {
         Ok(tx) => tx,
+        Err(e) if patient && is_busy(&e) => {
+            batch.extend(queue);
+            return Err(e);
+        }
         // Another process held the write lock past the busy timeout: every waiting caller
         // hears that, rather than that the cache thread is gone.
         Err(e) => {
@@ -664,6 +719,23 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// Another process holding the write lock (a `sqlite3` shell left in a transaction, a
+    /// batch committing) does not hold up a lookup: WAL lets readers read meanwhile.
+    #[tokio::test]
+    async fn lookups_read_while_another_process_holds_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path).unwrap();
+        cache.put_durable("a", "1", record(1)).await.unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE held (x);")
+            .unwrap();
+        let hit = cache.get("a", "1", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(hit.unwrap().record.as_json(), r#"{"id":1}"#);
+        holder.execute_batch("ROLLBACK").unwrap();
     }
 
     #[tokio::test]
