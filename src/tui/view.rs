@@ -18,8 +18,12 @@ use crate::term::{REPLACEMENT, is_unsafe, sanitize};
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
-/// Rows the two panes keep on the smallest terminal: a row of content in each.
-const BODY_LEAST: u16 = 6;
+/// Rows the two panes keep on a small terminal, side by side or stacked: within their
+/// borders, a few rows of content in each.
+const BODY_LEAST: [u16; 2] = [6, 8];
+/// Rows the panes get before the header lines' wrapped rest and the notice row do: a record's
+/// first fields are worth more than the end of a status line.
+const BODY_FIRST: [u16; 2] = [8, 12];
 /// The id column of the lookup rows, in terminal columns.
 const ID_COLUMNS: usize = 8;
 /// Most rows one of the three header lines may take on a narrow terminal.
@@ -78,7 +82,9 @@ pub fn view(app: &App, frame: &mut Frame) {
     });
     // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
     // first header line and some rows of each pane, then the key help, one row of each
-    // header line, their wrapped rest, and last the notice row; the panes take what is left.
+    // header line, the notice row (where a mistyped id is explained), a few more rows for the
+    // panes, and last the header lines' wrapped rest; the panes take what is left.
+    let stacked = usize::from(width < WIDE);
     let mut spare = frame.area().height;
     let mut take = |want: u16| {
         let got = want.min(spare);
@@ -87,15 +93,16 @@ pub fn view(app: &App, frame: &mut Frame) {
     };
     let prompt_rows = take(3);
     let header_first = take(1);
-    let body_least = take(BODY_LEAST);
+    let mut body_least = take(BODY_LEAST[stacked]);
     let footer_rows = take(1);
     let mut got = [header_first, take(1), take(1)];
+    let notice_rows = take(1);
+    body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     for (got, wanted) in got.iter_mut().zip(wanted) {
         if *got > 0 {
             *got += take(wanted - 1);
         }
     }
-    let notice_rows = take(1);
     // A line given fewer rows than it wraps onto is cut at the edge instead: wrapped, its
     // first rows would show and the rest, the figures, be lost mid-line.
     let [header_text, status_text, meter_text] = {
@@ -129,10 +136,11 @@ pub fn view(app: &App, frame: &mut Frame) {
             notice,
         );
     }
-    let [list, detail] = if body.width >= WIDE {
+    let [list, detail] = if stacked == 0 {
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body)
     } else {
-        Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body)
+        // Halves: a record has as many fields to show as a busy list has rows.
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body)
     };
     draw_rows(app, frame, list, &p);
     draw_detail(app, frame, detail);
@@ -144,14 +152,16 @@ pub fn view(app: &App, frame: &mut Frame) {
 
 /// The keys, most needed first, as many whole ones as fit in `width` columns.
 fn key_help(width: u16) -> String {
+    // Short enough for all but the history to fit in 80 columns: Tab is the only way to
+    // choose the row whose record shows.
     const KEYS: [&str; 7] = [
         "q quit",
-        "Enter look up",
+        "Enter fetch",
+        "Tab select",
+        "PgUp/Dn scroll",
         "Esc cancel",
         "F2 sync/async",
         "↑↓ history",
-        "Tab/⇧Tab select",
-        "PgUp/PgDn details",
     ];
     let mut help = String::new();
     for key in KEYS {
@@ -926,6 +936,28 @@ mod tests {
                         .next()
                         .is_some_and(|l| l.starts_with("userfetch ASYNC")),
                     "{screen}"
+                );
+            }
+        }
+
+        /// Common small terminals (a split tmux pane) show fields of the selected record,
+        /// not two borders with nothing between them.
+        #[test]
+        fn a_small_terminal_shows_some_of_the_selected_record() {
+            let mut app = one_loading_one_found();
+            app.selected = Some(1);
+            for (width, height) in [(80, 15), (60, 15), (50, 16), (40, 18)] {
+                let screen = render(&app, width, height);
+                let fields = screen
+                    .lines()
+                    .skip_while(|l| !l.starts_with("┌ user 4"))
+                    .skip(1)
+                    .take_while(|l| !l.starts_with('└'))
+                    .filter(|l| l.contains(": "))
+                    .count();
+                assert!(
+                    fields >= 2,
+                    "{fields} fields at {width}x{height}:\n{screen}"
                 );
             }
         }
