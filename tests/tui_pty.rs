@@ -25,12 +25,26 @@ struct Pty {
 impl Pty {
     fn spawn(args: &[&str]) -> Pty {
         let mut command = Command::new(env!("CARGO_BIN_EXE_userfetch"));
+        command.args(args);
+        Pty::spawn_command(command)
+    }
+
+    /// An interactive bash with job control, for what a shell does around the program
+    /// (Ctrl-Z, `fg`). Its prompt is `$ `.
+    fn shell() -> Pty {
+        let mut command = Command::new("bash");
         command
-            .args(args)
+            .args(["--norc", "--noprofile", "-i"])
+            .env("PS1", "$ ");
+        Pty::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Pty {
+        command
             .env("TERM", "xterm-256color")
             .env("NO_COLOR", "1")
             .env_remove("USERFETCH_API");
-        let mut session = OsSession::spawn(command).expect("spawn userfetch in a pty");
+        let mut session = OsSession::spawn(command).expect("spawn a program in a pty");
         session
             .get_process_mut()
             .set_window_size(COLS, ROWS)
@@ -376,6 +390,153 @@ fn a_sigint_from_outside_restores_the_terminal() {
         .expect("send SIGINT");
     pty.wait_exit(Duration::from_secs(5));
     assert!(leaves_the_alternate_screen(&pty.raw));
+}
+
+/// Starts the screen as a job of `pty`'s shell and waits for it.
+fn start_in_shell(pty: &mut Pty) {
+    pty.send(&format!(
+        "'{}' --no-cache\r",
+        env!("CARGO_BIN_EXE_userfetch")
+    ));
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+}
+
+/// After `fg`: the screen is drawn whole again (the shell's lines gone) and keys work
+/// without Enter, so `q` quits at once and the shell gets the terminal back.
+fn resumed_and_quits(pty: &mut Pty) {
+    pty.send("fg\r");
+    pty.wait_for("the whole screen again", |s| {
+        s.contains("Enter user id:") && !s.contains("Stopped")
+    });
+    pty.send("q");
+    pty.wait_for("the screen to close", |s| !s.contains("Enter user id:"));
+    pty.send("echo ended $?\r");
+    pty.wait_for("the shell", |s| s.contains("ended 0"));
+}
+
+/// In raw mode Ctrl-Z is a key, not the terminal's suspend: the screen hands the terminal
+/// back and stops, as a program in cooked mode would, and `fg` brings it back working.
+#[test]
+fn ctrl_z_hands_the_terminal_to_the_shell_and_fg_brings_the_screen_back() {
+    let mut pty = Pty::shell();
+    start_in_shell(&mut pty);
+    pty.send("\x1a");
+    let shell = pty.wait_for("the shell's job report", |s| s.contains("Stopped"));
+    assert!(!shell.contains("Enter user id:"), "{shell}");
+    assert!(leaves_the_alternate_screen(&pty.raw));
+    resumed_and_quits(&mut pty);
+}
+
+/// Stopped from outside (`kill -TSTP`), the screen has no say: the shell puts the terminal
+/// back in cooked mode and writes over the screen. Resumed, the screen sets raw mode again
+/// and redraws everything.
+#[test]
+fn stopped_from_outside_the_screen_recovers_on_fg() {
+    let mut pty = Pty::shell();
+    start_in_shell(&mut pty);
+    let shell_pid = pty.session.get_process().pid().as_raw();
+    let child = children_of(shell_pid);
+    assert_eq!(child.len(), 1, "{child:?}");
+    // SAFETY: kill(2) on a process this test started (through its shell).
+    assert_eq!(unsafe { libc::kill(child[0], libc::SIGTSTP) }, 0);
+    pty.wait_for("the shell's job report", |s| s.contains("Stopped"));
+    resumed_and_quits(&mut pty);
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid …; comm may hold spaces, so read after its ')'.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// The terminal going away (a closed window, a dropped ssh session) ends the screen like
+/// Ctrl-C: exit 130, not a crash while restoring a terminal that is no longer there.
+#[test]
+fn a_closed_terminal_ends_the_screen_with_130() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: ROWS,
+        ws_col: COLS,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty(3) writes two descriptors into the integers given and reads the size;
+    // name and terminal settings are null (none wanted).
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(opened, 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned here alone. Not
+    // inherited: a copy of the master in the child would keep the terminal open.
+    let (master, slave) = unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_userfetch"));
+    command
+        .arg("--no-cache")
+        .env("TERM", "xterm-256color")
+        .env_remove("USERFETCH_API")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    // SAFETY: only async-signal-safe calls between fork and exec: a new session, whose
+    // controlling terminal is the pty on stdin, and SIGHUP at its default (the tests may run
+    // under nohup).
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut reader = std::fs::File::from(master);
+    let mut seen = Vec::new();
+    let until = Instant::now() + PATIENCE;
+    while !String::from_utf8_lossy(&seen).contains("Enter user id") {
+        assert!(
+            Instant::now() < until,
+            "no screen: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut buf = [0u8; 4096];
+        let n = reader.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(reader);
+    let until = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < until,
+            "still running after its terminal closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
 }
 
 #[test]

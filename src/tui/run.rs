@@ -14,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{Event as TermEvent, KeyEventKind};
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
@@ -248,6 +248,23 @@ impl LoopState {
         B::Error: Send + Sync + 'static,
     {
         let msg = match event {
+            // Draws the whole screen again: after a stop and resume, or anything else that
+            // wrote on the terminal behind the screen's back.
+            TermEvent::Key(key)
+                if key.code == KeyCode::Char('l')
+                    && key.modifiers.contains(KeyModifiers::CONTROL) =>
+            {
+                // Not `Terminal::clear`, which asks the terminal where its cursor is: the answer
+                // comes in on stdin, where the event reader takes it. Cleared by hand, then a
+                // blank frame makes ratatui's idea of the screen match it, so the next frame
+                // writes every cell.
+                terminal
+                    .backend_mut()
+                    .clear_region(ratatui::backend::ClearType::All)?;
+                terminal.draw(|_| {})?;
+                self.dirty = true;
+                return Ok(None);
+            }
             TermEvent::Key(key) if key.kind != KeyEventKind::Release => Msg::Key(key),
             TermEvent::Paste(text) => Msg::Paste(text),
             TermEvent::Resize(..) => {
