@@ -426,6 +426,31 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     assert!(!env.path("out.jsonl").exists());
 }
 
+/// `batch --out ids.txt < ids.txt` would replace the ids being read with records: refused,
+/// as naming the input file is, for every output.
+#[test]
+fn an_output_that_is_the_file_on_stdin_is_refused() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", "1\n2\n");
+    for option in ["--out", "--failures", "--summary-json"] {
+        let mut args = vec!["-", "--out", "out.jsonl"];
+        if option == "--out" {
+            args[2] = "ids.txt";
+        } else {
+            args.extend([option, "ids.txt"]);
+        }
+        let out = run(env.batch(&args).stdin(std::fs::File::open(&ids).unwrap()));
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{option}: {text}");
+        assert!(
+            text.contains(&format!("{option} ids.txt is the file on stdin")),
+            "{option}: {text}"
+        );
+        assert_eq!(std::fs::read_to_string(&ids).unwrap(), "1\n2\n", "{option}");
+    }
+    assert_eq!(env.user_requests(), 0);
+}
+
 /// A dry run writes nothing, a cache file included: with none yet, nothing is done or
 /// cached, and every id would be fetched.
 #[test]

@@ -2,6 +2,7 @@
 //! work starts, and the output paths are resolved once, as the job key needs them.
 
 use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -132,6 +133,12 @@ impl Config {
             .as_deref()
             .map(linked)
             .or_else(Cache::default_path);
+        // `batch --out ids.txt < ids.txt`: the shell opened the input, so only the file on
+        // stdin itself can tell.
+        let stdin_file = match &source {
+            Source::Stdin => stdin_file(),
+            Source::File(_) => None,
+        };
         for (option, path) in &outputs {
             let clash = |what: &str| {
                 usage(format!(
@@ -143,6 +150,11 @@ impl Config {
                 && same_output(input, path)
             {
                 return Err(clash("the input file"));
+            }
+            if let Some(input) = &stdin_file
+                && std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == *input)
+            {
+                return Err(clash("the file on stdin, the input"));
             }
             if let Some(cache) = &cache
                 && ["", "-wal", "-shm", "-journal"].iter().any(|suffix| {
@@ -180,8 +192,15 @@ impl Config {
 
 /// Whether two existing paths are one file: by device and inode, which also sees through
 /// hard links (a path comparison cannot).
+/// The device and inode of stdin when it is a regular file (a `< ids.txt` redirect).
+fn stdin_file() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().ok()?);
+    let meta = stdin.metadata().ok()?;
+    meta.is_file().then(|| (meta.dev(), meta.ino()))
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
