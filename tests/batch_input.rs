@@ -70,6 +70,13 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
         &["comments.txt", "--out", "out.jsonl"],
         "comments.txt holds no ids",
     );
+    // Old Mac line ends: one line, and the one error says why it is no id.
+    env.write("cr.txt", "1\r2\r3\r");
+    refused(
+        &env,
+        &["cr.txt", "--out", "out.jsonl"],
+        "cr.txt holds no ids, only invalid lines, blank lines or comments; line 1: ",
+    );
     refused(
         &env,
         &[good, "--out", "no/such/dir/out.jsonl"],

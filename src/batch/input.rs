@@ -106,6 +106,16 @@ pub enum InputError {
     },
     #[error("{0} holds no ids (only blank lines, comments or invalid lines)")]
     Empty(String),
+    /// Checked ahead (a file): no line was reported yet, so the first bad one says what is
+    /// wrong (a file with CR line ends is one long line with control characters in it).
+    #[error(
+        "{name} holds no ids, only invalid lines, blank lines or comments; line {line}: {problem}"
+    )]
+    NoValid {
+        name: String,
+        line: u64,
+        problem: String,
+    },
 }
 
 /// One line of input, classified.
@@ -239,6 +249,7 @@ pub struct Scan {
 pub fn scan(source: &Source, strict: bool) -> Result<Scan, InputError> {
     let mut lines = Lines::new(source.open()?, source.name());
     let mut scan = Scan::default();
+    let mut first_invalid = None;
     while let Some((line, kind)) = lines.next_line()? {
         match kind {
             Line::Id(_) => scan.ids += 1,
@@ -250,13 +261,21 @@ pub fn scan(source: &Source, strict: bool) -> Result<Scan, InputError> {
                     problem,
                 });
             }
-            Line::Invalid(_) => scan.invalid += 1,
+            Line::Invalid(problem) => {
+                scan.invalid += 1;
+                first_invalid.get_or_insert((line, problem));
+            }
         }
     }
-    if scan.ids == 0 {
-        return Err(InputError::Empty(source.name()));
+    match first_invalid {
+        _ if scan.ids > 0 => Ok(scan),
+        Some((line, problem)) => Err(InputError::NoValid {
+            name: source.name(),
+            line,
+            problem,
+        }),
+        None => Err(InputError::Empty(source.name())),
     }
-    Ok(scan)
 }
 
 /// What the reader sends the pipeline.
