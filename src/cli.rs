@@ -451,10 +451,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0ms", value_parser = parse_duration, value_name = "DURATION")]
     pub jitter: Duration,
 
-    /// Inject a fault into a share of /users requests, as KIND=RATE (repeatable). Kinds: 500,
-    /// 503, 429, 429-date, close, truncate, malformed, oversize, drip, redirect,
-    /// redirect-other-host, hostile. Per request: ?fault=KIND[&fault_rate=R][&fault_times=N].
-    #[arg(long = "fault", value_name = "KIND=RATE")]
+    /// Inject a fault into a share of /users requests, as KIND=RATE, or KIND alone for every
+    /// request (repeatable). Kinds: 500, 503, 429, 429-date, close, truncate, malformed,
+    /// oversize, drip, redirect, redirect-other-host, hostile. Per request, in the query:
+    /// fault=KIND, fault_rate=R, fault_times=N, latency=D, jitter=D, retry_after=D.
+    #[arg(long = "fault", value_name = "KIND[=RATE]")]
     pub faults: Vec<FaultRate>,
 
     /// Retry-After sent with 429 answers.
@@ -498,7 +499,7 @@ pub fn parse_switch(text: &str) -> Result<bool, String> {
         "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
         "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
         _ => Err(format!(
-            "'{text}' is neither on (1, true, yes, on) nor off (0, false, no, off, empty)"
+            "'{text}' is neither on (1, true, yes, on, y, t) nor off (0, false, no, off, n, f, empty)"
         )),
     }
 }
