@@ -392,8 +392,9 @@ pub struct BatchArgs {
     pub out: PathBuf,
 
     /// Output format: one JSON object per line, or CSV with flattened columns (address.city).
-    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
-    pub format: Format,
+    /// Without it: csv when --out ends in .csv, jsonl otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// Where not-found and failed ids go, one JSON object per line.
     #[arg(long, value_name = "FILE")]

@@ -230,6 +230,39 @@ fn the_output_follows_the_latest_input_order() {
     );
 }
 
+/// `--out users.csv` alone writes CSV; a `--format` given says otherwise.
+#[test]
+fn the_format_follows_the_out_file_name_unless_given() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=3));
+    let ids = ids.to_str().unwrap();
+    for (out_name, format, csv) in [
+        ("users.csv", None, true),
+        ("USERS.CSV", None, true),
+        ("users.jsonl", None, false),
+        ("users.txt", None, false),
+        ("other.csv", Some("jsonl"), false),
+        ("other.jsonl", Some("csv"), true),
+    ] {
+        let mut args = vec![ids, "--out", out_name];
+        args.extend(format.iter().flat_map(|f| ["--format", f]));
+        let out = run(&mut env.batch(&args));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = std::fs::read_to_string(env.path(out_name)).unwrap();
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first.starts_with("id,"),
+            csv,
+            "{out_name} {format:?}: {first}"
+        );
+        assert_eq!(
+            first.starts_with('{'),
+            !csv,
+            "{out_name} {format:?}: {first}"
+        );
+    }
+}
+
 #[test]
 fn csv_with_no_record_is_an_empty_file() {
     let env = Env::new();

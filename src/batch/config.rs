@@ -177,7 +177,14 @@ impl Config {
             source,
             out: args.out.clone(),
             failures: args.failures.clone(),
-            format: args.format,
+            // `--out users.csv` alone meant JSONL in a file named .csv.
+            format: args.format.unwrap_or_else(|| {
+                let csv = args
+                    .out
+                    .extension()
+                    .is_some_and(|ext| ext.eq_ignore_ascii_case("csv"));
+                if csv { Format::Csv } else { Format::Jsonl }
+            }),
             concurrency,
             rate,
             rate_text: args.rate.as_ref().map(|r| r.trim().to_owned()),
