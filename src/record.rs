@@ -33,16 +33,31 @@ pub enum RecordError {
         "the response holds a lone UTF-16 surrogate escape (\\uD800 to \\uDFFF unpaired), which is no character"
     )]
     LoneSurrogate,
+    /// `null`, `[]`, `"text"`: valid JSON, but no user record (some APIs answer a missing
+    /// user with 200 and `null`).
+    #[error("the response is a JSON {0}, not an object (a record)")]
+    NotAnObject(&'static str),
 }
 
 impl Record {
-    /// Checks that `body` is one JSON value, nested no deeper than [`MAX_DEPTH`], and keeps
+    /// Checks that `body` is one JSON object, nested no deeper than [`MAX_DEPTH`], and keeps
     /// it compact. A body that spans lines (pretty-printed by the API) is re-serialised so it
     /// stays one JSONL line.
     pub fn from_body(body: &[u8]) -> Result<Record, RecordError> {
         // Checking a raw value does not build a tree, so it has no depth limit of its own.
         let raw: &RawValue = serde_json::from_slice(body)?;
         let text = raw.get();
+        let kind = match text.as_bytes().first() {
+            Some(b'{') => None,
+            Some(b'[') => Some("array"),
+            Some(b'"') => Some("string"),
+            Some(b'n') => Some("null"),
+            Some(b't' | b'f') => Some("boolean"),
+            _ => Some("number"),
+        };
+        if let Some(kind) = kind {
+            return Err(RecordError::NotAnObject(kind));
+        }
         if nests_deeper_than(text, MAX_DEPTH) {
             return Err(RecordError::TooDeep);
         }
@@ -316,7 +331,7 @@ mod tests {
         for lone in [
             r#"{"a":"\ud800x"}"#,
             r#"{"a":"x\uDC00"}"#,
-            r#"["\udbff\u0041"]"#,
+            r#"{"a":["\udbff\u0041"]}"#,
         ] {
             let err = Record::from_body(lone.as_bytes()).unwrap_err();
             assert!(err.to_string().contains("surrogate"), "{lone}: {err}");
@@ -325,6 +340,26 @@ mod tests {
         let r = Record::from_body(pair.as_bytes()).unwrap();
         assert_eq!(r.as_json(), pair);
         assert_eq!(r.to_value()["a"], "\u{1f600}");
+    }
+
+    /// `null` or a list for a user is no record: some APIs answer a missing user with 200.
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        for (body, kind) in [
+            ("null", "null"),
+            (" [1,2]", "array"),
+            ("\"text\"", "string"),
+            ("true", "boolean"),
+            ("-3", "number"),
+        ] {
+            let err = Record::from_body(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("the response is a JSON {kind}, not an object (a record)"),
+                "{body}"
+            );
+        }
+        assert!(Record::from_body(b" {} ").is_ok());
     }
 
     #[test]
