@@ -705,15 +705,52 @@ fn summary(value: &serde_json::Value) -> String {
     sanitize(&text).into_owned()
 }
 
+/// The most text the detail pane holds for one record, in characters. The pane wraps its
+/// text on every frame: a 1 MB value held each frame for ~100 ms, where the screen promises
+/// never to freeze. Nobody reads that much in a pane; `userfetch get` prints it whole.
+const DETAIL_CHARS: usize = 64 * 1024;
+/// The most of one line shown, so the fields after a long value still get their turn.
+const VALUE_CHARS: usize = 4 * 1024;
+
+/// Lines for the detail pane, within [`DETAIL_CHARS`].
+struct Detail {
+    lines: Vec<String>,
+    left: usize,
+    /// Lines past the budget, left out.
+    hidden: usize,
+}
+
+impl Detail {
+    fn push(&mut self, line: String) {
+        if self.left == 0 {
+            self.hidden += 1;
+            return;
+        }
+        let line = cut(line);
+        self.left = self.left.saturating_sub(line.chars().count());
+        self.lines.push(line);
+    }
+}
+
 /// The record as lines for the detail pane: one `key: value` per scalar, nested objects
 /// indented under their key. Sanitized here, once, where API text enters the screen.
 pub fn detail_lines(value: &serde_json::Value) -> Vec<String> {
-    let mut lines = Vec::new();
-    push_value(&mut lines, 0, None, value);
-    lines
+    let mut detail = Detail {
+        lines: Vec::new(),
+        left: DETAIL_CHARS,
+        hidden: 0,
+    };
+    push_value(&mut detail, 0, None, value);
+    if detail.hidden > 0 {
+        let hidden = detail.hidden;
+        detail.lines.push(format!(
+            "… {hidden} more lines not shown here; `userfetch get` prints the whole record"
+        ));
+    }
+    detail.lines
 }
 
-fn push_value(lines: &mut Vec<String>, depth: usize, key: Option<&str>, value: &serde_json::Value) {
+fn push_value(lines: &mut Detail, depth: usize, key: Option<&str>, value: &serde_json::Value) {
     use serde_json::Value;
     let indent = "  ".repeat(depth);
     let label = key
@@ -752,10 +789,58 @@ fn scalar(value: &serde_json::Value) -> String {
     }
 }
 
+/// `line` cut after [`VALUE_CHARS`] characters, saying how many more there were.
+fn cut(line: String) -> String {
+    match line.char_indices().nth(VALUE_CHARS) {
+        None => line,
+        Some((at, _)) => {
+            let more = line[at..].chars().count();
+            format!("{}… ({more} more characters)", &line[..at])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::Found;
+
+    /// A huge record (a 1 MB value, thousands of fields) gives the pane a bounded amount of
+    /// text, which says what it left out, so no frame waits for it to wrap.
+    #[test]
+    fn the_details_of_a_huge_record_are_bounded_and_say_so() {
+        let long =
+            serde_json::json!({"name": "big", "bio": "lorem ipsum ".repeat(90_000), "after": 1});
+        let lines = detail_lines(&long);
+        assert_eq!(lines[0], "name: big");
+        assert!(
+            lines[1].starts_with("bio: lorem ipsum"),
+            "{}",
+            &lines[1][..40]
+        );
+        assert!(
+            lines[1].ends_with(" more characters)"),
+            "{}",
+            &lines[1][lines[1].len() - 40..]
+        );
+        assert_eq!(lines[2], "after: 1");
+
+        let many: serde_json::Map<String, serde_json::Value> = (0..50_000)
+            .map(|n| (format!("field{n}"), serde_json::Value::from("x".repeat(20))))
+            .collect();
+        let lines = detail_lines(&serde_json::Value::Object(many));
+        let chars: usize = lines.iter().map(|l| l.chars().count()).sum();
+        assert!(chars < DETAIL_CHARS + VALUE_CHARS + 200, "{chars}");
+        let last = lines.last().unwrap();
+        assert!(last.contains("more lines not shown here"), "{last}");
+        let hidden: usize = last["… ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(hidden + lines.len() - 1, 50_000);
+    }
     use crate::record::Record;
 
     fn app() -> App {
