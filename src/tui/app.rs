@@ -455,6 +455,32 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             app.cursor = 0;
             Vec::new()
         }
+        // The line-editing keys of a shell prompt.
+        KeyCode::Char('a') if ctrl => {
+            app.cursor = 0;
+            Vec::new()
+        }
+        KeyCode::Char('e') if ctrl => {
+            app.cursor = app.input.chars().count();
+            Vec::new()
+        }
+        KeyCode::Char('w') if ctrl => {
+            let chars: Vec<char> = app.input.chars().collect();
+            let mut start = app.cursor;
+            while start > 0 && chars[start - 1].is_whitespace() {
+                start -= 1;
+            }
+            while start > 0 && !chars[start - 1].is_whitespace() {
+                start -= 1;
+            }
+            let (from, to) = (
+                byte_index(&app.input, start),
+                byte_index(&app.input, app.cursor),
+            );
+            app.input.drain(from..to);
+            app.cursor = start;
+            Vec::new()
+        }
         KeyCode::Char('q') if app.input.is_empty() && !ctrl => quit(app),
         KeyCode::Char(c) if !ctrl => {
             type_char(app, c);
@@ -805,42 +831,6 @@ mod tests {
     use super::*;
     use crate::engine::Found;
 
-    /// A huge record (a 1 MB value, thousands of fields) gives the pane a bounded amount of
-    /// text, which says what it left out, so no frame waits for it to wrap.
-    #[test]
-    fn the_details_of_a_huge_record_are_bounded_and_say_so() {
-        let long =
-            serde_json::json!({"name": "big", "bio": "lorem ipsum ".repeat(90_000), "after": 1});
-        let lines = detail_lines(&long);
-        assert_eq!(lines[0], "name: big");
-        assert!(
-            lines[1].starts_with("bio: lorem ipsum"),
-            "{}",
-            &lines[1][..40]
-        );
-        assert!(
-            lines[1].ends_with(" more characters)"),
-            "{}",
-            &lines[1][lines[1].len() - 40..]
-        );
-        assert_eq!(lines[2], "after: 1");
-
-        let many: serde_json::Map<String, serde_json::Value> = (0..50_000)
-            .map(|n| (format!("field{n}"), serde_json::Value::from("x".repeat(20))))
-            .collect();
-        let lines = detail_lines(&serde_json::Value::Object(many));
-        let chars: usize = lines.iter().map(|l| l.chars().count()).sum();
-        assert!(chars < DETAIL_CHARS + VALUE_CHARS + 200, "{chars}");
-        let last = lines.last().unwrap();
-        assert!(last.contains("more lines not shown here"), "{last}");
-        let hidden: usize = last["… ".len()..]
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(hidden + lines.len() - 1, 50_000);
-    }
     use crate::record::Record;
 
     fn app() -> App {
@@ -951,6 +941,61 @@ mod tests {
         type_text(&mut app, "é");
         update(&mut app, key(KeyCode::Backspace));
         assert_eq!(app.input, "4");
+    }
+
+    /// A huge record (a 1 MB value, thousands of fields) gives the pane a bounded amount of
+    /// text, which says what it left out, so no frame waits for it to wrap.
+    #[test]
+    fn the_details_of_a_huge_record_are_bounded_and_say_so() {
+        let long =
+            serde_json::json!({"name": "big", "bio": "lorem ipsum ".repeat(90_000), "after": 1});
+        let lines = detail_lines(&long);
+        assert_eq!(lines[0], "name: big");
+        assert!(
+            lines[1].starts_with("bio: lorem ipsum"),
+            "{}",
+            &lines[1][..40]
+        );
+        assert!(
+            lines[1].ends_with(" more characters)"),
+            "{}",
+            &lines[1][lines[1].len() - 40..]
+        );
+        assert_eq!(lines[2], "after: 1");
+
+        let many: serde_json::Map<String, serde_json::Value> = (0..50_000)
+            .map(|n| (format!("field{n}"), serde_json::Value::from("x".repeat(20))))
+            .collect();
+        let lines = detail_lines(&serde_json::Value::Object(many));
+        let chars: usize = lines.iter().map(|l| l.chars().count()).sum();
+        assert!(chars < DETAIL_CHARS + VALUE_CHARS + 200, "{chars}");
+        let last = lines.last().unwrap();
+        assert!(last.contains("more lines not shown here"), "{last}");
+        let hidden: usize = last["… ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(hidden + lines.len() - 1, 50_000);
+    }
+    #[test]
+    fn the_shell_prompt_keys_move_and_delete_words() {
+        let mut app = app();
+        type_text(&mut app, "12 345  67");
+        update(&mut app, ctrl('w'));
+        assert_eq!((app.input.as_str(), app.cursor), ("12 345  ", 8));
+        update(&mut app, ctrl('w'));
+        assert_eq!((app.input.as_str(), app.cursor), ("12 ", 3));
+        update(&mut app, ctrl('a'));
+        assert_eq!(app.cursor, 0);
+        update(&mut app, ctrl('w'));
+        assert_eq!((app.input.as_str(), app.cursor), ("12 ", 0));
+        update(&mut app, ctrl('e'));
+        assert_eq!(app.cursor, 3);
+        type_text(&mut app, "é9");
+        update(&mut app, ctrl('w'));
+        assert_eq!((app.input.as_str(), app.cursor), ("12 ", 3));
     }
 
     #[test]

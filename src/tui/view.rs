@@ -423,7 +423,28 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
         Some(Status::Found { detail, .. }) => {
             detail.iter().map(|l| Line::raw(l.as_str())).collect()
         }
-        Some(Status::Pending { .. }) => vec![Line::raw("waiting for the API…")],
+        Some(Status::Pending { retry: None }) => vec![Line::raw("waiting for the API…")],
+        // Whole here: the row has room for only the start of the reason.
+        Some(Status::Pending { retry: Some(r) }) => vec![
+            Line::raw(if r.until > app.now {
+                format!(
+                    "attempt {} of {} starts in {}",
+                    r.next_attempt,
+                    r.max_attempts,
+                    seconds(r.until - app.now)
+                )
+            } else {
+                format!(
+                    "waiting for the API: attempt {} of {}",
+                    r.next_attempt, r.max_attempts
+                )
+            }),
+            Line::raw(format!(
+                "attempt {} failed: {}",
+                r.next_attempt.saturating_sub(1),
+                r.reason
+            )),
+        ],
         Some(Status::NotFound { .. }) => vec![Line::raw("The API has no user with this id.")],
         Some(Status::Failed { message, .. }) => vec![Line::raw(message.as_str())],
         Some(Status::Cancelled { .. }) => vec![Line::raw("Cancelled; any late answer is dropped.")],
@@ -719,10 +740,25 @@ mod tests {
                     },
                 },
             );
+            // The row has room for the start of the reason only; the pane says it whole.
+            app.selected = Some(0);
+            let screen = render(&app, 110, 20);
+            assert!(
+                screen.contains("attempt 2 of 4 starts in 2.0 s"),
+                "{screen}"
+            );
+            assert!(
+                screen.contains("attempt 1 failed: no complete answer"),
+                "{screen}"
+            );
             // The wait is over and the second attempt has run for 1.5 s, 12.5 s in all.
             advance(&mut app, 3500);
             let screen = render(&app, 110, 20);
             assert!(screen.contains(" 1.5 s / 10.0 s (attempt 2/4)"), "{screen}");
+            assert!(
+                screen.contains("waiting for the API: attempt 2 of 4"),
+                "{screen}"
+            );
         }
 
         #[test]
