@@ -393,9 +393,9 @@ impl Client {
         }
         if !status.is_success() {
             let token = self.token_use(with_token);
-            let failure = status_failure(status, response.headers().get(RETRY_AFTER), token);
-            drain(&mut response).await;
-            return Err(failure);
+            let retry_after = response.headers().get(RETRY_AFTER).cloned();
+            let body = drain(&mut response).await;
+            return Err(status_failure(status, retry_after.as_ref(), token, &body));
         }
         let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
@@ -471,11 +471,21 @@ impl Client {
         }
         if !status.is_success() {
             let token = self.token_use(true);
-            return Err(status_failure(
-                status,
-                response.headers().get(RETRY_AFTER),
-                token,
-            ));
+            let retry_after = response.headers().get(RETRY_AFTER).cloned();
+            // The start of the error body only: the stream is reset when it is dropped.
+            let mut said = Vec::new();
+            let mut incoming = response.into_body();
+            while said.len() < SAID_BYTES {
+                match incoming.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(chunk) = frame.into_data() {
+                            said.extend_from_slice(&chunk);
+                        }
+                    }
+                    Some(Err(_)) | None => break,
+                }
+            }
+            return Err(status_failure(status, retry_after.as_ref(), token, &said));
         }
         let length = response
             .headers()
@@ -624,15 +634,51 @@ fn host_port(url: &::url::Url) -> String {
 /// Reads a body nobody needs (a 404's, a redirect's) to its end, so that the HTTP/1.1
 /// connection goes back to the pool: dropped unread, it is closed, and a batch of mostly
 /// unknown ids opened a connection per id. A body over 64 KiB is not worth the wait; errors
-/// only cost the connection. The attempt's deadline still bounds the wait.
-async fn drain(response: &mut reqwest::Response) {
+/// only cost the connection. The attempt's deadline still bounds the wait. Returns the
+/// body's first [`SAID_BYTES`], for an error's message.
+async fn drain(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut said = Vec::new();
     let mut read = 0;
     while read <= 64 * 1024 {
         match response.chunk().await {
-            Ok(Some(chunk)) => read += chunk.len(),
-            Ok(None) | Err(_) => return,
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                let room = SAID_BYTES.saturating_sub(said.len());
+                said.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            }
+            Ok(None) | Err(_) => break,
         }
     }
+    said
+}
+
+/// How much of an error answer's body is read for its message.
+const SAID_BYTES: usize = 1024;
+/// How much of it the message quotes, in characters.
+const SAID_CHARS: usize = 200;
+
+/// What an error answer's body says, as one short line: `unknown fault 'x'` tells more than
+/// `400 Bad Request`. Nothing for an empty body or an HTML page (markup, not a message).
+fn said(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    // An API's JSON error names its message; quoted as text, the braces and quotes say
+    // nothing. A body cut at SAID_BYTES is no whole JSON value and is quoted as it stands.
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|value| {
+            ["message", "error", "detail", "title"]
+                .iter()
+                .find_map(|key| value.get(key)?.as_str().map(str::to_owned))
+        });
+    let text = message.map_or(text, Into::into);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() || line.starts_with('<') {
+        return None;
+    }
+    Some(match line.char_indices().nth(SAID_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    })
 }
 
 fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
@@ -648,15 +694,20 @@ enum Token {
     Withheld,
 }
 
+/// `body`: the start of the answer's body, quoted in the message when it says something.
 fn status_failure(
     status: StatusCode,
     retry_after: Option<&HeaderValue>,
     token: Token,
+    body: &[u8],
 ) -> AttemptFailure {
-    let shown = match status.canonical_reason() {
+    let mut shown = match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
     };
+    if let Some(said) = said(body) {
+        shown = format!("{shown}, saying \"{said}\"");
+    }
     let retry_after = retry_after
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
@@ -712,4 +763,23 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn root_cause(e: &reqwest::Error) -> String {
     innermost(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_body_is_quoted_short_and_on_one_line() {
+        assert_eq!(said(b"  no such\n user \t"), Some("no such user".into()));
+        assert_eq!(
+            said(br#"{"error": "quota used up", "code": 7}"#),
+            Some("quota used up".into())
+        );
+        assert_eq!(said(br#"{"code": 7}"#), Some(r#"{"code": 7}"#.into()));
+        assert_eq!(said(b"<html><body>Bad Gateway</body></html>"), None);
+        assert_eq!(said(b" \n "), None);
+        let long = said("é".repeat(300).as_bytes()).unwrap();
+        assert_eq!(long, format!("{}…", "é".repeat(SAID_CHARS)));
+    }
 }
