@@ -297,6 +297,8 @@ pub struct App {
     pub meter: Meter,
     /// The sync-mode lookup holding the interface right now.
     pub frozen_on: Option<ReqId>,
+    /// When the last sync-mode freeze ended.
+    pub thawed_at: Option<Instant>,
     pub quit: bool,
     /// The quit came from Ctrl-C, which scripts and shells read as an interruption.
     pub interrupted: bool,
@@ -327,6 +329,7 @@ impl App {
             ticks: 0,
             meter: Meter::default(),
             frozen_on: None,
+            thawed_at: None,
             quit: false,
             interrupted: false,
             next_req: 0,
@@ -400,11 +403,21 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Froze(held) => {
             app.meter.last_freeze = Some(held);
             app.frozen_on = None;
+            app.thawed_at = Some(app.now);
             Vec::new()
         }
         Msg::Clock(wall) => {
             app.clock = Some(wall);
             app.ticks += 1;
+            Vec::new()
+        }
+        // A check that began before a sync freeze ended timed the freeze, not the API (the
+        // header read "API ok 3003 ms" after a 3 s freeze): the next one will tell.
+        Msg::Health(Ok(latency))
+            if app
+                .thawed_at
+                .is_some_and(|thawed| thawed + latency > app.now) =>
+        {
             Vec::new()
         }
         Msg::Health(result) => {
@@ -1213,6 +1226,16 @@ mod tests {
         update(&mut app, Msg::Froze(Duration::from_millis(650)));
         assert_eq!(app.frozen_on, None);
         assert_eq!(app.meter.last_freeze, Some(Duration::from_millis(650)));
+        // A health check timed across the freeze is dropped; the next one counts.
+        app.now += Duration::from_millis(5);
+        update(&mut app, Msg::Health(Ok(Duration::from_millis(655))));
+        assert!(app.health.is_none(), "{:?}", app.health);
+        app.now += Duration::from_secs(2);
+        update(&mut app, Msg::Health(Ok(Duration::from_millis(3))));
+        assert_eq!(
+            app.health.as_ref().map(|h| h.result.clone()),
+            Some(Ok(Duration::from_millis(3)))
+        );
         update(&mut app, key(KeyCode::F(2)));
         assert_eq!(app.mode, Mode::Async);
     }
