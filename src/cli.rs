@@ -37,6 +37,9 @@ const MAX_THREADS: i64 = 1024;
 
 /// Global options that only the commands which fetch use. They are global so that they work
 /// before or after any subcommand, which also makes clap accept them after `serve`.
+/// The fetching options demo refuses: it starts its own API and keeps no cache.
+const DEMO_REFUSES: [&str; 4] = ["api", "cache", "no_cache", "max_age"];
+
 const FETCHING_ONLY: [&str; 11] = [
     "api",
     "timeout",
@@ -116,15 +119,22 @@ impl Cli {
                 ),
             ));
         }
-        // demo measures against an API it starts itself, with its own --latency.
+        // demo measures against an API it starts itself, with its own --latency, and keeps
+        // no cache.
         if let Some(("demo", demo)) = matches.subcommand()
-            && demo.value_source("api") == Some(clap::parser::ValueSource::CommandLine)
+            && let Some(id) = DEMO_REFUSES
+                .iter()
+                .find(|id| demo.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
         {
-            return Err(subcommand_error(
-                &mut command,
-                "demo",
-                "--api: demo always runs against its own embedded demo API (set its delay with --latency); get, batch and the screen take --api",
-            ));
+            let why = if *id == "api" {
+                "--api: demo always runs against its own embedded demo API (set its delay with --latency); get, batch and the screen take --api".to_owned()
+            } else {
+                format!(
+                    "--{}: demo keeps no cache (cached answers would hide the waits it measures); get, batch and the screen use the cache",
+                    id.replace('_', "-")
+                )
+            };
+            return Err(subcommand_error(&mut command, "demo", why));
         }
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut command))
@@ -169,7 +179,7 @@ pub fn command() -> clap::Command {
 
 /// The command line for completion scripts. Hiding is not enough there: some of
 /// clap_complete's generators (fish, zsh, bash) list hidden options too, and would offer
-/// serve the fetching options and demo --api, which they refuse. So here those options are
+/// serve the fetching options and demo --api and the cache options, which they refuse. So here those options are
 /// not global: the commands that take them get their own copies, serve and demo none.
 pub fn for_completions() -> clap::Command {
     let unbuilt = <Cli as clap::CommandFactory>::command();
@@ -178,18 +188,21 @@ pub fn for_completions() -> clap::Command {
         .filter(|a| FETCHING_ONLY.contains(&a.get_id().as_str()))
         .map(|a| a.clone().global(false))
         .collect();
-    let but_api = fetching.iter().filter(|a| a.get_id() != "api").cloned();
+    let for_demo = fetching
+        .iter()
+        .filter(|a| !DEMO_REFUSES.contains(&a.get_id().as_str()))
+        .cloned();
     FETCHING_ONLY
         .iter()
         .fold(unbuilt, |c, id| c.mut_arg(id, |a| a.global(false)))
         .mut_subcommand("get", |s| s.args(fetching.clone()))
         .mut_subcommand("batch", |s| s.args(fetching.clone()))
         .mut_subcommand("ui", |s| s.args(fetching.clone()))
-        .mut_subcommand("demo", |s| s.args(but_api))
+        .mut_subcommand("demo", |s| s.args(for_demo))
 }
 
 /// `command` with the fetching options hidden from the help of serve (which refuses them)
-/// and completions (which ignores them), and --api from demo's (which refuses it). clap
+/// and completions (which ignores them), and those demo refuses from its help. clap
 /// copies each global option into every subcommand that lacks one of that name when it
 /// builds them, so those are given hidden copies first; they parse the same.
 fn shown(command: clap::Command) -> clap::Command {
@@ -198,11 +211,15 @@ fn shown(command: clap::Command) -> clap::Command {
         .filter(|a| FETCHING_ONLY.contains(&a.get_id().as_str()))
         .map(|a| a.clone().hide(true))
         .collect();
-    let api = hidden.iter().find(|a| a.get_id() == "api").cloned();
+    let for_demo: Vec<clap::Arg> = hidden
+        .iter()
+        .filter(|a| DEMO_REFUSES.contains(&a.get_id().as_str()))
+        .cloned()
+        .collect();
     command
         .mut_subcommand("completions", |c| c.args(hidden.clone()))
         .mut_subcommand("serve", |serve| serve.args(hidden))
-        .mut_subcommand("demo", |demo| demo.args(api))
+        .mut_subcommand("demo", |demo| demo.args(for_demo))
 }
 
 /// clap reports a bad value from the environment as if it were typed (`invalid value 'abc'
@@ -602,9 +619,23 @@ mod tests {
                 "{err}"
             );
         }
+        // Nor a cache it would not keep.
+        for args in [
+            &["userfetch", "demo", "--cache", "c.sqlite3"][..],
+            &["userfetch", "--no-cache", "demo"],
+            &["userfetch", "demo", "--max-age", "1h"],
+        ] {
+            let err = Cli::try_parse_checked(args).unwrap_err();
+            assert!(
+                err.to_string().contains("demo keeps no cache"),
+                "{args:?}: {err}"
+            );
+        }
         assert!(Cli::try_parse_checked(["userfetch", "demo", "--retries", "3"]).is_ok());
         let help = long_help_of("demo");
-        assert!(!help.contains("--api "), "{help}");
+        for hidden in ["--api ", "--cache ", "--no-cache ", "--max-age "] {
+            assert!(!help.contains(hidden), "{hidden}: {help}");
+        }
         assert!(help.contains("--timeout "), "{help}");
     }
 
