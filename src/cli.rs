@@ -196,7 +196,14 @@ pub fn for_completions() -> clap::Command {
         .iter()
         .fold(unbuilt, |c, id| c.mut_arg(id, |a| a.global(false)))
         .mut_subcommand("get", |s| s.args(fetching.clone()))
-        .mut_subcommand("batch", |s| s.args(fetching.clone()))
+        .mut_subcommand("batch", |s| {
+            s.args(
+                fetching
+                    .iter()
+                    .filter(|a| a.get_id() != "no_cache")
+                    .cloned(),
+            )
+        })
         .mut_subcommand("ui", |s| s.args(fetching.clone()))
         .mut_subcommand("demo", |s| s.args(for_demo))
 }
@@ -216,10 +223,17 @@ fn shown(command: clap::Command) -> clap::Command {
         .filter(|a| DEMO_REFUSES.contains(&a.get_id().as_str()))
         .cloned()
         .collect();
+    // batch keeps its progress in the cache and refuses --no-cache (with a reason).
+    let no_cache: Vec<clap::Arg> = hidden
+        .iter()
+        .filter(|a| a.get_id() == "no_cache")
+        .cloned()
+        .collect();
     command
         .mut_subcommand("completions", |c| c.args(hidden.clone()))
         .mut_subcommand("serve", |serve| serve.args(hidden))
         .mut_subcommand("demo", |demo| demo.args(for_demo))
+        .mut_subcommand("batch", |batch| batch.args(no_cache))
 }
 
 /// clap reports a bad value from the environment as if it were typed (`invalid value 'abc'
@@ -637,6 +651,14 @@ mod tests {
             assert!(!help.contains(hidden), "{hidden}: {help}");
         }
         assert!(help.contains("--timeout "), "{help}");
+    }
+
+    /// batch refuses --no-cache, with the reason: its help does not offer it.
+    #[test]
+    fn batch_does_not_offer_the_no_cache_it_refuses() {
+        let help = long_help_of("batch");
+        assert!(!help.contains("--no-cache"), "{help}");
+        assert!(help.contains("--cache "), "{help}");
     }
 
     /// A subcommand's `--help`, as the program shows it.
