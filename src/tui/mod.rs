@@ -128,14 +128,15 @@ fn is_ctrl(key: &KeyEvent, c: char) -> bool {
 }
 
 /// Ctrl-Z: in raw mode the key reaches the program instead of stopping it, so the program
-/// does what the terminal would have done, handing the terminal back first. SIGTSTP keeps its
-/// default action, which the kernel ignores in a process group no shell controls: there a
-/// stop could never be resumed, and the screen simply comes back.
+/// does what the terminal would have done, handing the terminal back first: SIGTSTP to the
+/// whole process group, so a wrapper (`time userfetch`, `make run`) stops too and the shell
+/// gets the terminal. SIGTSTP keeps its default action, which the kernel ignores in a process
+/// group no shell controls: there a stop could never be resumed, and the screen comes back.
 fn suspend() {
     leave();
-    // SAFETY: raise(3) only sends a signal to this thread; it touches no memory of ours.
+    // SAFETY: kill(2) with pid 0 signals this process's group; it touches no memory of ours.
     unsafe {
-        libc::raise(libc::SIGTSTP);
+        libc::kill(0, libc::SIGTSTP);
     }
     let _ = enter();
 }
