@@ -102,15 +102,7 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
         let started = std::time::Instant::now();
         let out = std::process::Command::cargo_bin("userfetch")
             .unwrap()
-            .args([
-                "--no-cache",
-                "demo",
-                "--latency",
-                "5s",
-                "--timeout",
-                "10s",
-                option,
-            ])
+            .args(["demo", "--latency", "5s", "--timeout", "10s", option])
             .arg(&path)
             .output()
             .unwrap();
@@ -124,7 +116,7 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
         let out = std::process::Command::cargo_bin("userfetch")
             .unwrap()
             .current_dir(dir.path())
-            .args(["--no-cache", "demo", "--latency", "5s", "--timeout", "10s"])
+            .args(["demo", "--latency", "5s", "--timeout", "10s"])
             .args([option, "-"])
             .output()
             .unwrap();
@@ -139,7 +131,7 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
     let same = dir.path().join("t.svg");
     let out = std::process::Command::cargo_bin("userfetch")
         .unwrap()
-        .args(["--no-cache", "demo", "--svg"])
+        .args(["demo", "--svg"])
         .arg(&same)
         .arg("--html")
         .arg(&same)
@@ -203,7 +195,7 @@ fn a_signal_ends_the_demo_at_once() {
         let mut child = std::process::Command::cargo_bin("userfetch")
             .unwrap()
             .current_dir(dir.path())
-            .args(["--no-cache", "demo", "--latency", "2s", "--svg", "t.svg"])
+            .args(["demo", "--latency", "2s", "--svg", "t.svg"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
