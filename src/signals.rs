@@ -59,8 +59,8 @@ impl Received {
     pub fn again(self) -> &'static str {
         match self {
             Received::Interrupt => "Ctrl-C again",
-            Received::Terminate => "SIGTERM again (or Ctrl-C)",
-            Received::Hangup => "SIGHUP again (or Ctrl-C)",
+            Received::Terminate => "SIGTERM or Ctrl-C again",
+            Received::Hangup => "SIGHUP or Ctrl-C again",
         }
     }
 }

@@ -519,6 +519,46 @@ fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 200);
 }
 
+/// Stopped for good (Ctrl-C twice) while another process holds the cache's lock, the run
+/// ends without waiting for the lock, leaving what it could not store for the next run.
+#[test]
+fn a_run_stopped_while_the_cache_is_locked_ends_without_the_lock() {
+    let (env, mut child) = start_slow_run();
+    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    holder
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
+        .unwrap();
+    let (seen, rest) = wait_for_line(&mut child, "is locked by another process");
+    let pid = i32::try_from(child.id()).unwrap();
+    for _ in 0..2 {
+        // SAFETY: kill(2) on the child we spawned and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("the run waited for the lock after Ctrl-C twice");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = seen + &rest.join().unwrap();
+    // Still held: the run did not wait for it.
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("is locked by another process (waited"),
+        "{text}"
+    );
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["found"], 0, "{s}");
+    assert_eq!(s["unfinished"], 4, "{s}");
+}
+
 /// Another process holds the cache's write lock past the busy timeout (a `sqlite3` shell
 /// left in a transaction): the run says the file is locked, waits for it rather than stop
 /// (it may be hours in), and goes on once the lock is released.

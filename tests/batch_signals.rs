@@ -117,8 +117,8 @@ fn interrupt_then_rerun(signal: i32) {
     // has nobody at a keyboard.
     let again = match signal {
         libc::SIGINT => "; Ctrl-C again to cancel",
-        libc::SIGTERM => "; SIGTERM again (or Ctrl-C) to cancel",
-        _ => "; SIGHUP again (or Ctrl-C) to cancel",
+        libc::SIGTERM => "; SIGTERM or Ctrl-C again to cancel",
+        _ => "; SIGHUP or Ctrl-C again to cancel",
     };
     assert!(text.contains(again), "{text}");
     assert!(

@@ -197,8 +197,6 @@ impl Config {
     }
 }
 
-/// Whether two existing paths are one file: by device and inode, which also sees through
-/// hard links (a path comparison cannot).
 /// The device and inode of stdin when it is a regular file (a `< ids.txt` redirect).
 fn stdin_file() -> Option<(u64, u64)> {
     use std::os::fd::AsFd;
@@ -207,6 +205,8 @@ fn stdin_file() -> Option<(u64, u64)> {
     meta.is_file().then(|| (meta.dev(), meta.ino()))
 }
 
+/// Whether two existing paths are one file: by device and inode, which also sees through
+/// hard links (a path comparison cannot).
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),

@@ -352,6 +352,9 @@ impl<'a> Pipeline<'a> {
             draining: cancel.child_token(),
             cancel: cancel.clone(),
         };
+        // Stopped for good (a second Ctrl-C, the grace period over), the run no longer waits
+        // for another process's lock on the cache file: it could not end otherwise.
+        self.ctx.cache.wait_for_locks_until(cancel.clone());
         let mut ready: VecDeque<(u64, UserId)> = VecDeque::new();
         let mut claims: FuturesOrdered<ClaimFuture> = FuturesOrdered::new();
         let mut tasks = Lookups::new();
@@ -542,9 +545,12 @@ impl<'a> Pipeline<'a> {
             reader_died,
             mut received,
         } = ended;
+        // An error after a stop was asked for (the last outcomes refused by a cache locked
+        // by another process) is said, but the run was interrupted, as with an output that
+        // cannot be written then: exit 130.
         let mut status = if input_error.is_some() || reader_died {
             Status::InputError
-        } else if fatal.is_some() {
+        } else if fatal.is_some() && received == 0 {
             Status::Error
         } else if self.gave_up.is_some() {
             Status::Unreachable

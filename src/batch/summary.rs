@@ -99,7 +99,8 @@ pub enum Status {
     /// a broken file). What was committed before stays; a rerun continues once it is fixed.
     Error,
     /// Never took an id: the input, an output or the cache file could not be used (exit 2),
-    /// or the cache file stayed locked by another process (exit 1). Nothing was fetched.
+    /// or another process held a new cache file while it was being set up (exit 1). Nothing
+    /// was fetched.
     NotStarted,
 }
 

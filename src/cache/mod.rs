@@ -104,7 +104,11 @@ enum Command {
 pub struct Cache {
     tx: mpsc::Sender<Command>,
     path: PathBuf,
+    /// Once cancelled, a batch stops waiting for another process's lock (see `serve`).
+    give_up: GiveUp,
 }
+
+type GiveUp = std::sync::Arc<std::sync::Mutex<Option<tokio_util::sync::CancellationToken>>>;
 
 impl Cache {
     /// The default location: `$XDG_CACHE_HOME/userfetch/cache.sqlite3`.
@@ -167,9 +171,11 @@ impl Cache {
         let conn = open_connection(path)?;
         let (tx, rx) = mpsc::channel();
         let thread_path = path.to_owned();
+        let give_up = GiveUp::default();
+        let thread_give_up = give_up.clone();
         std::thread::Builder::new()
             .name("userfetch-cache".into())
-            .spawn(move || serve(conn, rx, &thread_path))
+            .spawn(move || serve(conn, rx, &thread_path, &thread_give_up))
             .map_err(|source| CacheError::Open {
                 path: path.to_owned(),
                 source,
@@ -177,7 +183,18 @@ impl Cache {
         Ok(Cache {
             tx,
             path: path.to_owned(),
+            give_up,
         })
+    }
+
+    /// Batch commands wait for another process's write lock only until `token` is cancelled
+    /// (a run stopped for good): then they are refused, and what was not stored is left
+    /// for the next run.
+    pub fn wait_for_locks_until(&self, token: tokio_util::sync::CancellationToken) {
+        *self
+            .give_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token);
     }
 
     pub fn path(&self) -> &Path {
@@ -359,12 +376,22 @@ fn now_ms() -> i64 {
 }
 
 /// The cache thread: take whatever is queued, run it in one transaction, answer, repeat.
-fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
+fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up: &GiveUp) {
+    let given_up = || {
+        give_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|token| token.is_cancelled())
+    };
     let mut batch = Vec::with_capacity(64);
     let mut claimed = Claimed::default();
     // Whether discarded jobs may have rows left to delete (`sweep`); looked for whenever
     // nothing else is queued.
     let mut sweeping = true;
+    // Since when another process's lock has held up batch commands, so the wait is said
+    // once, and its end too.
+    let mut waiting_since: Option<Instant> = None;
     loop {
         let next = if sweeping {
             // A pause between sweeps, so another process sharing the file (whose busy handler
@@ -416,10 +443,11 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
         }
         // When another process holds the write lock past the busy timeout (a `sqlite3` shell
         // left in a transaction), a batch run, perhaps hours in, waits for it rather than
-        // stop; `get` and the screen give up after the timeout, and so does a closing cache.
-        let mut waiting_since = None;
+        // stop; `get` and the screen give up after the timeout, and so does a closing cache
+        // or a batch run stopped for good.
         while !batch.is_empty() {
-            let patient = close.is_none() && batch.iter().any(|c| matches!(c, Command::Batch(_)));
+            let batch_commands = batch.iter().any(|c| matches!(c, Command::Batch(_)));
+            let patient = close.is_none() && batch_commands && !given_up();
             match run_batch(&mut conn, &mut batch, &mut claimed, patient) {
                 // Left in `batch`: only a failed start of the transaction does that.
                 Err(e) if patient && is_busy(&e) && !batch.is_empty() => {
@@ -430,12 +458,16 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
                         ));
                         waiting_since = Some(Instant::now());
                     }
-                    // What is sent meanwhile waits too; closing ends the wait.
+                    // What is sent meanwhile waits too; closing, or the run stopping for
+                    // good, ends the wait: what waits is refused with the lock named.
                     while let Ok(command) = rx.try_recv() {
                         match command {
                             Command::Close { reply } => close = Some(reply),
                             command => batch.push(command),
                         }
+                    }
+                    if close.is_some() || given_up() {
+                        batch.drain(..).for_each(|command| refuse(command, &e));
                     }
                 }
                 Err(e) => {
@@ -443,7 +475,8 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path) {
                     break;
                 }
                 Ok(()) => {
-                    if let Some(since) = waiting_since {
+                    // Batch commands took the write lock: it is free again.
+                    if let Some(since) = waiting_since.take_if(|_| batch_commands) {
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is free again after {}; going on",
                             path.display(),
