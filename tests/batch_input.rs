@@ -476,6 +476,39 @@ fn a_dry_run_creates_no_cache_file() {
     assert!(made.is_empty(), "{made:?}");
 }
 
+/// Nor does it change an existing one: it only reads it.
+#[test]
+fn a_dry_run_leaves_an_existing_cache_file_as_it_was() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n2\n3\n");
+    let input = input.to_str().unwrap();
+    let out = run(&mut env.batch(&[input, "--out", "out.jsonl"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Outcomes of a job started over, which a cache opened for writing deletes while idle.
+    let cache = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    cache
+        .execute_batch(
+            "INSERT INTO batch_discarded (job) VALUES (999);
+             INSERT INTO batch_outcomes (job, id, line, run, state) VALUES (999, 'x', 1, 1, 1);",
+        )
+        .unwrap();
+    drop(cache);
+    // A missing log and an empty one hold the same: nothing.
+    let read = |suffix: &str| {
+        std::fs::read(env.path(&format!("cache.sqlite3{suffix}")))
+            .ok()
+            .filter(|bytes| !bytes.is_empty())
+    };
+    let (file, wal) = (read(""), read("-wal"));
+    let out = run(&mut env.batch(&[input, "--out", "out.jsonl", "--dry-run"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("0 of 3 ids in"), "{text}");
+    assert!(text.contains("3 done in an earlier run"), "{text}");
+    assert!(read("") == file, "the cache file changed");
+    assert!(read("-wal") == wal, "its log changed");
+}
+
 /// Ids another job (or `get`) cached recently would not be fetched, and the count says so.
 #[test]
 fn dry_run_counts_what_the_cache_would_answer() {

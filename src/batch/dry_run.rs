@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cache::{BatchReader, Cache};
+use crate::cache::BatchReader;
 use crate::console::{count, note, say};
 use crate::exit::{ExitCode, usage};
 use crate::session::Session;
@@ -21,13 +21,13 @@ const DRY_RUN_URLS: usize = 5;
 pub(super) async fn dry_run(
     config: &Config,
     session: &Session,
-    cache: Option<&Cache>,
+    store: Option<std::path::PathBuf>,
     key: &str,
     max_age: Duration,
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
 ) -> anyhow::Result<ExitCode> {
     // No cache file yet: nothing is done or cached.
-    let path = cache.map(|cache| cache.path().to_owned());
+    let path = store;
     let namespace = session.engine.namespace().to_owned();
     let key = key.to_owned();
     let (fresh, strict) = (config.fresh, config.strict);

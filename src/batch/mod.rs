@@ -103,7 +103,12 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         global.max_age
     };
     let result = match (session.engine.cache().cloned(), signals) {
-        (cache, None) => dry_run(&config, &session, cache.as_ref(), &key, max_age, lines).await,
+        (_, None) => {
+            // The same file a run would use; none yet means nothing is done or cached.
+            let store =
+                session::cache_path(global)?.filter(|path| !matches!(path.try_exists(), Ok(false)));
+            dry_run(&config, &session, store, &key, max_age, lines).await
+        }
         (None, Some(_)) => Err(anyhow::anyhow!("internal: batch started without a cache")),
         (Some(cache), Some(mut signals)) => {
             let namespace: Arc<str> = session.engine.namespace().into();
@@ -214,11 +219,9 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
         .transpose()?;
     let key = job_key(&config.out)?;
 
-    // A dry run writes nothing. Without a cache file there is nothing done or cached to
-    // count, so none is created.
-    let no_store_yet = config.dry_run
-        && session::cache_path(global)?.is_some_and(|path| matches!(path.try_exists(), Ok(false)));
-    let session = if no_store_yet {
+    // A dry run writes nothing: opening the cache for writing would set the file up, or
+    // tidy it while idle. It reads the file, if there is one, on its own (`dry_run`).
+    let session = if config.dry_run {
         Session::start(&GlobalOpts {
             no_cache: true,
             ..global.clone()
