@@ -509,6 +509,20 @@ fn a_dry_run_leaves_an_existing_cache_file_as_it_was() {
     assert!(read("-wal") == wal, "its log changed");
 }
 
+/// A cache file that is no database fails the dry run as it would fail the run: exit 2,
+/// the file named.
+#[test]
+fn a_dry_run_refuses_a_cache_file_that_is_no_database() {
+    let env = Env::new();
+    env.write("ids.txt", "1\n");
+    env.write("cache.sqlite3", "not a database\n");
+    refused(
+        &env,
+        &["ids.txt", "--out", "out.jsonl", "--dry-run"],
+        "is not a usable SQLite database",
+    );
+}
+
 /// Ids another job (or `get`) cached recently would not be fetched, and the count says so.
 #[test]
 fn dry_run_counts_what_the_cache_would_answer() {

@@ -1,11 +1,12 @@
 //! `--dry-run`: the input and the settings checked, and what a run would fetch counted,
 //! with nothing fetched or stored.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cache::BatchReader;
+use crate::cache::{BatchReader, CacheError};
 use crate::console::{count, note, say};
 use crate::exit::{ExitCode, usage};
 use crate::session::Session;
@@ -34,10 +35,7 @@ pub(super) async fn dry_run(
     let name = config.source.name();
     let template = session.engine.client().config().template.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
-        let reader = path.as_deref().map(BatchReader::open).transpose()?;
-        if let Some(reader) = &reader {
-            reader.snapshot()?;
-        }
+        let reader = path.as_deref().map(open_store).transpose()?;
         let found = match &reader {
             Some(reader) if !fresh => reader.find_job(&namespace, &key)?,
             _ => None,
@@ -143,6 +141,27 @@ pub(super) async fn dry_run(
         }
     }
     Ok(ExitCode::Success)
+}
+
+/// The cache file, read-only, in one snapshot. A file that is no usable store is refused as
+/// a real run refuses it (exit 2), not as a store failing mid-run.
+fn open_store(path: &Path) -> Result<BatchReader, CacheError> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(CacheError::Open {
+            path: path.to_owned(),
+            source: std::io::Error::other("not a regular file"),
+        });
+    }
+    BatchReader::open(path)
+        .and_then(|reader| {
+            reader.snapshot()?;
+            reader.check()?;
+            Ok(reader)
+        })
+        .map_err(|e| match e {
+            CacheError::Sqlite { path, source } => CacheError::Corrupt { path, source },
+            other => other,
+        })
 }
 
 /// The ids a dry run has seen, to count duplicates. Dry runs write nothing to the store, so

@@ -644,6 +644,13 @@ impl BatchReader {
         self.conn.execute_batch("BEGIN").map_err(|e| self.sqlite(e))
     }
 
+    /// Reads the file's schema: the first read, where a file that is no database says so.
+    pub fn check(&self) -> Result<(), CacheError> {
+        self.conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+            .map_err(|e| self.sqlite(e))
+    }
+
     /// The job for `key`, if a run of it ever started, and when `--fresh` last started it
     /// over (see [`BatchJob::fresh_ms`]).
     pub fn find_job(
