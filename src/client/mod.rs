@@ -472,19 +472,24 @@ impl Client {
         if !status.is_success() {
             let token = self.token_use(true);
             let retry_after = response.headers().get(RETRY_AFTER).cloned();
-            // The start of the error body only: the stream is reset when it is dropped.
+            // The start of the error body only (the stream is reset when it is dropped), and
+            // only what comes at once: a body that trickles must not turn a 503 and its
+            // Retry-After into a timeout.
             let mut said = Vec::new();
             let mut incoming = response.into_body();
-            while said.len() < SAID_BYTES {
-                match incoming.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(chunk) = frame.into_data() {
-                            said.extend_from_slice(&chunk);
+            let read = async {
+                while said.len() < SAID_BYTES {
+                    match incoming.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(chunk) = frame.into_data() {
+                                said.extend_from_slice(&chunk);
+                            }
                         }
+                        Some(Err(_)) | None => break,
                     }
-                    Some(Err(_)) | None => break,
                 }
-            }
+            };
+            let _ = tokio::time::timeout(SAID_WAIT, read).await;
             return Err(status_failure(status, retry_after.as_ref(), token, &said));
         }
         let length = response
@@ -656,6 +661,8 @@ async fn drain(response: &mut reqwest::Response) -> Vec<u8> {
 const SAID_BYTES: usize = 1024;
 /// How much of it the message quotes, in characters.
 const SAID_CHARS: usize = 200;
+/// How long an error body gets to arrive over HTTP/2, where nothing else needs it read.
+const SAID_WAIT: Duration = Duration::from_millis(200);
 
 /// What an error answer's body says, as one short line: `unknown fault 'x'` tells more than
 /// `400 Bad Request`. Nothing for an empty body or an HTML page (markup, not a message).
