@@ -464,31 +464,32 @@ fn children_of(pid: i32) -> Vec<i32> {
 fn a_closed_terminal_ends_the_screen_with_130() {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
-    let (mut master, mut slave) = (0, 0);
-    let size = libc::winsize {
-        ws_row: ROWS,
-        ws_col: COLS,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty(3) writes two descriptors into the integers given and reads the size;
-    // name and terminal settings are null (none wanted).
-    let opened = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(opened, 0, "{}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened by openpty and are owned here alone. Not
-    // inherited: a copy of the master in the child would keep the terminal open.
+    // Opened close-on-exec from the start: a copy of the master inherited by a program
+    // another test spawns meanwhile would keep the terminal open.
+    // SAFETY: posix_openpt, grantpt, unlockpt and ptsname_r on a descriptor owned here; the
+    // name is written into a buffer of the length given, and only read once they succeed.
     let (master, slave) = unsafe {
-        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
-        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0, "{}", std::io::Error::last_os_error());
+        let master = OwnedFd::from_raw_fd(master);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
+        assert_eq!(libc::grantpt(fd), 0);
+        assert_eq!(libc::unlockpt(fd), 0);
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(fd, name.as_mut_ptr(), name.len()), 0);
+        let slave = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        assert!(slave >= 0, "{}", std::io::Error::last_os_error());
+        let size = libc::winsize {
+            ws_row: ROWS,
+            ws_col: COLS,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        assert_eq!(libc::ioctl(fd, libc::TIOCSWINSZ, &size), 0);
+        (master, OwnedFd::from_raw_fd(slave))
     };
     let mut command = Command::new(env!("CARGO_BIN_EXE_userfetch"));
     command
@@ -520,6 +521,17 @@ fn a_closed_terminal_ends_the_screen_with_130() {
             "no screen: {:?}",
             String::from_utf8_lossy(&seen)
         );
+        // Waited for with a timeout, so a program that writes nothing fails the test
+        // instead of hanging it.
+        let mut ready = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&reader),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd owned here.
+        if unsafe { libc::poll(&mut ready, 1, 100) } <= 0 {
+            continue;
+        }
         let mut buf = [0u8; 4096];
         let n = reader.read(&mut buf).unwrap();
         seen.extend_from_slice(&buf[..n]);
