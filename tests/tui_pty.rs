@@ -392,10 +392,10 @@ fn a_sigint_from_outside_restores_the_terminal() {
     assert!(leaves_the_alternate_screen(&pty.raw));
 }
 
-/// Starts the screen as a job of `pty`'s shell and waits for it.
-fn start_in_shell(pty: &mut Pty) {
+/// Starts the screen as a job of `pty`'s shell, with `args`, and waits for it.
+fn start_in_shell(pty: &mut Pty, args: &str) {
     pty.send(&format!(
-        "'{}' --no-cache\r",
+        "'{}' --no-cache {args}\r",
         env!("CARGO_BIN_EXE_userfetch")
     ));
     pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
@@ -408,6 +408,11 @@ fn resumed_and_quits(pty: &mut Pty) {
     pty.wait_for("the whole screen again", |s| {
         s.contains("Enter user id:") && !s.contains("Stopped")
     });
+    quits_at_once(pty);
+}
+
+/// `q` without Enter (raw mode) quits, and the shell gets the terminal back.
+fn quits_at_once(pty: &mut Pty) {
     pty.send("q");
     pty.wait_for("the screen to close", |s| !s.contains("Enter user id:"));
     pty.send("echo ended $?\r");
@@ -418,13 +423,39 @@ fn resumed_and_quits(pty: &mut Pty) {
 /// back and stops, as a program in cooked mode would, and `fg` brings it back working.
 #[test]
 fn ctrl_z_hands_the_terminal_to_the_shell_and_fg_brings_the_screen_back() {
+    let api = demo_api();
     let mut pty = Pty::shell();
-    start_in_shell(&mut pty);
+    // A lookup pending throughout, so the bar animates and the meter times frame gaps.
+    start_in_shell(
+        &mut pty,
+        &format!("--api '{}?latency=20s'", api.url_template()),
+    );
+    pty.send("7\r");
+    pty.wait_for("the lookup", |s| row(s, "7").is_some());
     pty.send("\x1a");
     let shell = pty.wait_for("the shell's job report", |s| s.contains("Stopped"));
     assert!(!shell.contains("Enter user id:"), "{shell}");
     assert!(leaves_the_alternate_screen(&pty.raw));
-    resumed_and_quits(&mut pty);
+    // Stopped for 3 s: no freeze of the screen's, so the meter does not report one.
+    std::thread::sleep(Duration::from_secs(3));
+    pty.send("fg\r");
+    let screen = pty.wait_for("the meter after the stop", |s| {
+        s.contains("Enter user id:")
+            && !s.contains("Stopped")
+            && s.contains("frame gap ")
+            && !s.contains("frame gap –")
+    });
+    let gap: u64 = screen
+        .split("longest frame gap ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no frame gap on the meter:\n{screen}"));
+    assert!(
+        gap < 1500,
+        "the stop counted as a {gap} ms freeze:\n{screen}"
+    );
+    quits_at_once(&mut pty);
 }
 
 /// Stopped from outside (`kill -TSTP`), the screen has no say: the shell puts the terminal
@@ -433,7 +464,7 @@ fn ctrl_z_hands_the_terminal_to_the_shell_and_fg_brings_the_screen_back() {
 #[test]
 fn stopped_from_outside_the_screen_recovers_on_fg() {
     let mut pty = Pty::shell();
-    start_in_shell(&mut pty);
+    start_in_shell(&mut pty, "");
     let shell_pid = pty.session.get_process().pid().as_raw();
     let child = children_of(shell_pid);
     assert_eq!(child.len(), 1, "{child:?}");

@@ -297,7 +297,8 @@ pub struct App {
     pub meter: Meter,
     /// The sync-mode lookup holding the interface right now.
     pub frozen_on: Option<ReqId>,
-    /// When the last sync-mode freeze ended.
+    /// When the last sync-mode freeze ended, or the process was resumed after a stop (or
+    /// the screen redrawn): a health check begun before then timed that, not the API.
     pub thawed_at: Option<Instant>,
     pub quit: bool,
     /// The quit came from Ctrl-C, which scripts and shells read as an interruption.

@@ -263,6 +263,10 @@ impl LoopState {
                     .clear_region(ratatui::backend::ClearType::All)?;
                 terminal.draw(|_| {})?;
                 self.dirty = true;
+                // After a stop (Ctrl-Z, then fg) the time stopped is no frame gap of the
+                // screen's, and a health check timed across it timed nothing of the API's.
+                self.last_frame = None;
+                app.thawed_at = Some(Instant::now());
                 return Ok(None);
             }
             TermEvent::Key(key) if key.kind != KeyEventKind::Release => Msg::Key(key),
