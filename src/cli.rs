@@ -70,9 +70,9 @@ impl Cli {
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let unbuilt = empty_variables_unset(<Cli as clap::CommandFactory>::command());
-        // Variables whose value clap refused, with that error; read no more while the rest of
-        // the line is parsed again.
-        let mut unread: Vec<(clap::Id, clap::Error)> = Vec::new();
+        // Variables whose value clap refused, with why; read no more while the rest of the
+        // line is parsed again.
+        let mut unread: Vec<(clap::Id, String)> = Vec::new();
         let (mut command, matches) = loop {
             let mut command = shown(
                 unread
@@ -82,10 +82,10 @@ impl Cli {
             match command.try_get_matches_from_mut(args.iter().cloned()) {
                 Ok(matches) => break (command, matches),
                 Err(e) => match from_variable(&e, &command) {
-                    Some((id, named)) if !unread.iter().any(|(seen, _)| *seen == id) => {
-                        unread.push((id, named));
+                    Some((id, why)) if !unread.iter().any(|(seen, _)| *seen == id) => {
+                        unread.push((id, why));
                     }
-                    Some((_, named)) => return Err(named),
+                    Some((_, why)) => return Err(command.error(e.kind(), why)),
                     None => return Err(e),
                 },
             }
@@ -98,12 +98,23 @@ impl Cli {
                 m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
             })
         };
-        if let Some((_, error)) = unread.into_iter().find(|(id, _)| {
-            !(typed(id)
-                || run == "completions"
-                || run == "serve" && FETCHING_ONLY.contains(&id.as_str()))
-        }) {
-            return Err(error);
+        // Every bad variable at once, under the usage of the command that reads them.
+        let bad: Vec<String> = unread
+            .into_iter()
+            .filter(|(id, _)| {
+                !(typed(id)
+                    || run == "completions"
+                    || run == "serve" && FETCHING_ONLY.contains(&id.as_str()))
+            })
+            .map(|(_, why)| why)
+            .collect();
+        if !bad.is_empty() {
+            let kind = clap::error::ErrorKind::ValueValidation;
+            let why = bad.join("\n       ");
+            return Err(match command.find_subcommand_mut(run) {
+                Some(sub) => sub.error(kind, why),
+                None => command.error(kind, why),
+            });
         }
         if let Some(("serve", serve)) = matches.subcommand()
             && let Some(id) = FETCHING_ONLY
@@ -240,7 +251,7 @@ fn shown(command: clap::Command) -> clap::Command {
 /// for '--timeout'`), which sends people looking at a command line that has no --timeout.
 /// When the bad value is the one a variable holds: the option's id and the error naming the
 /// variable.
-fn from_variable(error: &clap::Error, command: &clap::Command) -> Option<(clap::Id, clap::Error)> {
+fn from_variable(error: &clap::Error, command: &clap::Command) -> Option<(clap::Id, String)> {
     use clap::error::{ContextKind, ContextValue};
     let text = |kind| match error.get(kind) {
         Some(ContextValue::String(s)) => Some(s.clone()),
@@ -260,11 +271,10 @@ fn from_variable(error: &clap::Error, command: &clap::Command) -> Option<(clap::
         .next()
         .unwrap_or_default()
         .trim_start_matches("error: ");
-    let named = command.clone().error(
-        error.kind(),
+    Some((
+        id,
         format!("{why} (the value comes from {})", var.to_string_lossy()),
-    );
-    Some((id, named))
+    ))
 }
 
 #[derive(Debug, Args, Clone)]

@@ -572,6 +572,18 @@ fn a_bad_value_from_the_environment_names_its_variable() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("'abc'"), "{stderr}");
     assert!(stderr.contains("USERFETCH_TIMEOUT"), "{stderr}");
+    // Every bad variable at once, under the usage of the command that reads them.
+    let out = userfetch(&dir)
+        .env("USERFETCH_TIMEOUT", "abc")
+        .env("USERFETCH_RETRIES", "many")
+        .args(["get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("comes from USERFETCH_TIMEOUT"), "{stderr}");
+    assert!(stderr.contains("comes from USERFETCH_RETRIES"), "{stderr}");
+    assert!(stderr.contains("Usage: userfetch get "), "{stderr}");
     let out = userfetch(&dir)
         .env("USERFETCH_API", "http://x")
         .args(["get", "1"])
