@@ -197,7 +197,7 @@ fn nests_deeper_than(json: &str, limit: usize) -> bool {
 
 /// Writes `json` with each unsafe character as a `\uXXXX` escape. Used on whole documents and
 /// on string fragments alike: unsafe characters can only stand inside strings.
-fn write_json_escaped<W: ?Sized + Write>(out: &mut W, json: &str) -> io::Result<()> {
+pub(crate) fn write_json_escaped<W: ?Sized + Write>(out: &mut W, json: &str) -> io::Result<()> {
     let mut start = 0;
     for (i, c) in json.char_indices() {
         if crate::term::is_unsafe(c) {

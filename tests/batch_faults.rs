@@ -182,6 +182,36 @@ fn http2_transport_classifies_like_the_http1_one() {
 }
 
 /// Without `--failures`, a run that ends "8 failed" still says which ids and why.
+/// An error answer's text is quoted in the failures file; its C1 controls and bidi
+/// overrides are written as `\uXXXX`, so `cat` never hands them to the terminal.
+#[test]
+fn the_failures_file_escapes_what_an_error_answer_said() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=2));
+    // The demo API echoes an unknown fault's name in its 400 answer.
+    let api = format!("{}?fault=x%C2%9B2J%E2%80%AEy", env.server.url_template());
+    let out = run(env.with_api(&api, &[]).arg("batch").arg(&input).args([
+        "--out",
+        "out.jsonl",
+        "--failures",
+        "failures.jsonl",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = std::fs::read_to_string(env.path("failures.jsonl")).unwrap();
+    assert!(!text.contains(['\u{9b}', '\u{202e}']), "{text:?}");
+    assert!(text.contains(r"unknown fault 'x\u009b2J\u202ey'"), "{text}");
+    for line in text.lines() {
+        let failure: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            failure["message"]
+                .as_str()
+                .unwrap()
+                .contains("unknown fault 'x\u{9b}2J\u{202e}y'"),
+            "{failure}"
+        );
+    }
+}
+
 #[test]
 fn without_a_failures_file_the_first_failed_ids_are_named() {
     let env = Env::new();

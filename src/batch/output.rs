@@ -366,7 +366,10 @@ pub fn write_failures(reader: &BatchReader, job: i64, mut out: AtomicFile) -> an
                 message: &row.message,
                 attempts: row.attempts,
             };
-            serde_json::to_writer(&mut w, &line)?;
+            // The message can quote the API's error answer: its C1 controls and bidi
+            // overrides are written as `\uXXXX`, meaning the same, so `cat` shows them safely.
+            let text = serde_json::to_string(&line)?;
+            crate::record::write_json_escaped(&mut w, &text)?;
             w.write_all(b"\n")?;
             Ok(())
         })
