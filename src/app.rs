@@ -41,7 +41,7 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::Success
         }
         Err(error) => {
-            note!("userfetch: {}", describe(&error));
+            note!("userfetch: {}", exit::describe(&error));
             exit::code_for(&error)
         }
     }
@@ -153,71 +153,4 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     note!("userfetch: stopping the demo API");
     handle.shutdown().await;
     Ok(ExitCode::Success)
-}
-
-/// The error and its causes on one line, like `{:#}`, leaving out a cause that adds nothing:
-/// our messages often name their cause already, and SQLite's errors repeat themselves after
-/// their code ("file is not a database: Error code 26: file is not a database"). Made safe
-/// for a terminal: messages quote what they were given (a URL, a file name), which may hold
-/// escape sequences.
-fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let part = cause.to_string();
-        // Whole, or as the text after its code ("Error code 26: file is not a database");
-        // a short tail ("80") could match by chance.
-        let tail = part.rsplit_once(": ").map_or("", |(_, tail)| tail);
-        if part.is_empty() || text.contains(&part) || (tail.len() >= 12 && text.contains(tail)) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&part);
-    }
-    crate::term::sanitize(&text).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn causes_already_said_are_left_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let io = std::io::Error::from_raw_os_error(21);
-        let error = anyhow::Error::new(crate::cache::CacheError::Open {
-            path: dir.path().to_owned(),
-            source: io,
-        });
-        let text = describe(&error);
-        assert_eq!(text.matches("Is a directory").count(), 1, "{text}");
-        // A cause that says something new is kept, after its context.
-        let error = anyhow::anyhow!("disk on fire").context("cannot write out.jsonl");
-        assert_eq!(describe(&error), "cannot write out.jsonl: disk on fire");
-        let error = anyhow::anyhow!("port: 80").context("cannot reach h:8080");
-        assert_eq!(describe(&error), "cannot reach h:8080: port: 80");
-    }
-
-    #[test]
-    fn what_an_error_quotes_cannot_drive_the_terminal() {
-        let error = anyhow::anyhow!("cannot open the ids file /tmp/a\u{1b}[2Jb");
-        let text = describe(&error);
-        assert!(!text.contains('\u{1b}'), "{text:?}");
-        assert!(text.contains("/tmp/a\u{fffd}[2Jb"), "{text:?}");
-    }
-
-    #[test]
-    fn a_file_that_is_not_a_database_is_named_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ids.txt");
-        std::fs::write(&path, "1\n2\n3\n".repeat(200)).unwrap();
-        let Err(error) = crate::cache::Cache::open(&path) else {
-            panic!("a text file opened as a cache");
-        };
-        let error = anyhow::Error::new(error);
-        let text = describe(&error);
-        assert_eq!(text.matches("not a database").count(), 1, "{text}");
-        assert!(text.contains("move it aside"), "{text}");
-    }
 }

@@ -612,6 +612,11 @@ fn a_run_that_fails_before_fetching_says_so_in_its_summary() {
     let s = summary(&env.path("summary.json"));
     assert_eq!(s["status"], "not_started", "{s:#}");
     assert!(s["reason"].as_str().unwrap().contains("cache"), "{s:#}");
+    // In the words of the error line, causes said once.
+    assert_eq!(
+        format!("userfetch: {}\n", s["reason"].as_str().unwrap()),
+        stderr(&out)
+    );
     let left: Vec<String> = env
         .files()
         .into_iter()

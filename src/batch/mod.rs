@@ -162,7 +162,7 @@ fn stopped_before_fetching(summary_json: Option<AtomicFile>) -> anyhow::Result<E
 fn not_started(summary_json: Option<AtomicFile>, error: anyhow::Error) -> anyhow::Error {
     if let Some(file) = summary_json {
         let summary = Summary {
-            reason: Some(format!("{error:#}")),
+            reason: Some(crate::exit::describe(&error)),
             ..Summary::nothing_done(Status::NotStarted)
         };
         if let Err(unwritten) = summary.write_json(file) {

@@ -352,9 +352,12 @@ impl<'a> Pipeline<'a> {
             draining: cancel.child_token(),
             cancel: cancel.clone(),
         };
-        // Stopped for good (a second Ctrl-C, the grace period over), the run no longer waits
-        // for another process's lock on the cache file: it could not end otherwise.
-        self.ctx.cache.wait_for_locks_until(cancel.clone());
+        // Asked to stop (a first Ctrl-C, too), the run no longer waits for another process's
+        // lock on the cache file: what it could not store is left for the next run, and what
+        // it did is written out.
+        self.ctx
+            .cache
+            .wait_for_locks_until(stopping.draining.clone());
         let mut ready: VecDeque<(u64, UserId)> = VecDeque::new();
         let mut claims: FuturesOrdered<ClaimFuture> = FuturesOrdered::new();
         let mut tasks = Lookups::new();
@@ -560,10 +563,12 @@ impl<'a> Pipeline<'a> {
             Status::Complete
         };
         // Output files are only replaced when the input was readable: after an input error
-        // the previous files stay as they were.
+        // the previous files stay as they were. An interrupted run writes what is done even
+        // when its last outcomes could not be stored (a cache locked by another process):
+        // what was committed before is there to read.
         let fetched = started.elapsed();
         let (out_report, failures_report, write_error) = match (&fatal, status) {
-            (None, Status::Complete | Status::Interrupted | Status::Unreachable) => {
+            (None, Status::Complete | Status::Unreachable) | (_, Status::Interrupted) => {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
                 tracing::debug!("writing the outputs");
                 let writing = self.write_outputs(out, failures);
@@ -612,7 +617,7 @@ impl<'a> Pipeline<'a> {
             .or_else(|| input_error.map(|e| usage(e.to_string())));
         let reason = error
             .as_ref()
-            .map(|e| format!("{e:#}"))
+            .map(crate::exit::describe)
             .or_else(|| self.gave_up.clone());
         let summary = self.summary(
             status,

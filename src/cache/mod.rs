@@ -188,8 +188,8 @@ impl Cache {
     }
 
     /// Batch commands wait for another process's write lock only until `token` is cancelled
-    /// (a run stopped for good): then they are refused, and what was not stored is left
-    /// for the next run.
+    /// (a run asked to stop): then they are refused, and what was not stored is left for
+    /// the next run.
     pub fn wait_for_locks_until(&self, token: tokio_util::sync::CancellationToken) {
         *self
             .give_up
@@ -288,6 +288,9 @@ fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
 /// How long a statement waits for another process's lock on the file, and opening for other
 /// processes setting the same file up.
 const BUSY_FOR: Duration = Duration::from_secs(5);
+
+/// How long each try waits once a batch is waiting out another process's lock.
+const WAIT_STEP: Duration = Duration::from_millis(250);
 
 /// [`set_up_connection`], again while the file is busy. Processes starting at once on a new
 /// file race to switch it to WAL and create the tables, and SQLite answers the loser
@@ -444,7 +447,7 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
         // When another process holds the write lock past the busy timeout (a `sqlite3` shell
         // left in a transaction), a batch run, perhaps hours in, waits for it rather than
         // stop; `get` and the screen give up after the timeout, and so does a closing cache
-        // or a batch run stopped for good.
+        // or a batch run asked to stop.
         while !batch.is_empty() {
             let batch_commands = batch.iter().any(|c| matches!(c, Command::Batch(_)));
             let patient = close.is_none() && batch_commands && !given_up();
@@ -452,14 +455,18 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
                 // Left in `batch`: only a failed start of the transaction does that.
                 Err(e) if patient && is_busy(&e) && !batch.is_empty() => {
                     if waiting_since.is_none() {
+                        // Short tries from now on, so a stop or a close is seen at once.
+                        if let Err(e) = conn.busy_timeout(WAIT_STEP) {
+                            tracing::debug!("cache {}: {e}", path.display());
+                        }
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is locked by another process; waiting until it is free",
                             path.display()
                         ));
                         waiting_since = Some(Instant::now());
                     }
-                    // What is sent meanwhile waits too; closing, or the run stopping for
-                    // good, ends the wait: what waits is refused with the lock named.
+                    // What is sent meanwhile waits too; closing, or the run being asked to
+                    // stop, ends the wait: what waits is refused with the lock named.
                     while let Ok(command) = rx.try_recv() {
                         match command {
                             Command::Close { reply } => close = Some(reply),
@@ -470,13 +477,17 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
                         batch.drain(..).for_each(|command| refuse(command, &e));
                     }
                 }
+                // Every caller heard it.
                 Err(e) => {
-                    tracing::warn!("cache {}: {e}", path.display());
+                    tracing::debug!("cache {}: {e}", path.display());
                     break;
                 }
                 Ok(()) => {
                     // Batch commands took the write lock: it is free again.
                     if let Some(since) = waiting_since.take_if(|_| batch_commands) {
+                        if let Err(e) = conn.busy_timeout(BUSY_FOR) {
+                            tracing::debug!("cache {}: {e}", path.display());
+                        }
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is free again after {}; going on",
                             path.display(),
