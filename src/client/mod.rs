@@ -657,8 +657,9 @@ async fn drain(response: &mut reqwest::Response) -> Vec<u8> {
     said
 }
 
-/// How much of an error answer's body is read for its message.
-const SAID_BYTES: usize = 1024;
+/// How much of an error answer's body is read for its message: enough for a JSON error with
+/// a long message to parse whole.
+const SAID_BYTES: usize = 16 * 1024;
 /// How much of it the message quotes, in characters.
 const SAID_CHARS: usize = 200;
 /// How long an error body gets to arrive over HTTP/2, where nothing else needs it read.
@@ -673,9 +674,13 @@ fn said(body: &[u8]) -> Option<String> {
     let message = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|value| {
-            ["message", "error", "detail", "title"]
-                .iter()
-                .find_map(|key| value.get(key)?.as_str().map(str::to_owned))
+            // `{"error": {"message": …}}` as some APIs nest it, too.
+            let nested = value.get("error").filter(|e| e.is_object());
+            [&value]
+                .into_iter()
+                .chain(nested)
+                .flat_map(|v| ["message", "error", "detail", "title"].map(|key| v.get(key)))
+                .find_map(|field| field?.as_str().map(str::to_owned))
         });
     let text = message.map_or(text, Into::into);
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -784,6 +789,15 @@ mod tests {
             Some("quota used up".into())
         );
         assert_eq!(said(br#"{"code": 7}"#), Some(r#"{"code": 7}"#.into()));
+        assert_eq!(
+            said(br#"{"error": {"code": 5, "message": "nested msg"}}"#),
+            Some("nested msg".into())
+        );
+        let long = format!(r#"{{"message": "{}"}}"#, "x".repeat(5000));
+        assert_eq!(
+            said(long.as_bytes()),
+            Some(format!("{}…", "x".repeat(SAID_CHARS)))
+        );
         assert_eq!(said(b"<html><body>Bad Gateway</body></html>"), None);
         assert_eq!(said(b" \n "), None);
         let long = said("é".repeat(300).as_bytes()).unwrap();
