@@ -44,6 +44,9 @@ impl Record {
     /// it compact. A body that spans lines (pretty-printed by the API) is re-serialised so it
     /// stays one JSONL line.
     pub fn from_body(body: &[u8]) -> Result<Record, RecordError> {
+        // A UTF-8 byte-order mark, which some servers put first, is no part of the JSON
+        // (RFC 8259 lets a reader ignore it).
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         // Checking a raw value does not build a tree, so it has no depth limit of its own.
         let raw: &RawValue = serde_json::from_slice(body)?;
         let text = raw.get();
@@ -340,6 +343,12 @@ mod tests {
         let r = Record::from_body(pair.as_bytes()).unwrap();
         assert_eq!(r.as_json(), pair);
         assert_eq!(r.to_value()["a"], "\u{1f600}");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_not_part_of_the_record() {
+        let r = Record::from_body(b"\xEF\xBB\xBF{\"id\":1}").unwrap();
+        assert_eq!(r.as_json(), r#"{"id":1}"#);
     }
 
     /// `null` or a list for a user is no record: some APIs answer a missing user with 200.
