@@ -1,0 +1,166 @@
+//! The real terminal under the screen: raw mode and the alternate screen set up and given
+//! back (on quitting, on a panic, around Ctrl-Z), and the events read from it, signals
+//! included.
+
+use std::io::IsTerminal;
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use futures::StreamExt;
+
+/// Keys, pastes and resizes from the terminal; Ctrl-Z handled on the way (the process stops
+/// and comes back), and signals read as keys: SIGINT, SIGTERM and SIGHUP as Ctrl-C, SIGCONT
+/// as Ctrl-L (draw everything again).
+pub(super) fn events() -> impl futures::Stream<Item = std::io::Result<Event>> + Unpin {
+    let keys = crossterm::event::EventStream::new().map(|event| match event {
+        Ok(Event::Key(key)) if is_ctrl(&key, 'z') => {
+            suspend();
+            Ok(Event::Key(ctrl('l')))
+        }
+        other => other,
+    });
+    futures::stream::select(
+        futures::stream::select(keys, terminate_as_ctrl_c()),
+        resumed_as_ctrl_l(),
+    )
+}
+
+/// The terminal was hung up: EIO (or ENXIO) from it, or an error of another shape (crossterm
+/// words some of its own) while stdin is no longer a terminal (`isatty` fails on a hung-up
+/// one).
+pub(super) fn gone(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| matches!(e.raw_os_error(), Some(libc::EIO | libc::ENXIO)))
+    }) || !std::io::stdin().is_terminal()
+}
+
+/// SIGINT from outside (`kill -INT`, `timeout -s INT`; in raw mode the keyboard's Ctrl-C is a
+/// key, not a signal), SIGTERM and SIGHUP (the terminal window closing; not under nohup) read as Ctrl-C, so the
+/// loop ends through its one exit path and the terminal is restored rather than left raw.
+fn terminate_as_ctrl_c() -> impl futures::Stream<Item = std::io::Result<Event>> {
+    let ctrl_c = Event::Key(ctrl('c'));
+    // Signals that cannot be watched keep their default: they end the process.
+    futures::stream::unfold(crate::signals::Signals::watch().ok(), move |signals| {
+        let ctrl_c = ctrl_c.clone();
+        async move {
+            let mut signals = signals?;
+            signals.recv().await;
+            Some((Ok(ctrl_c), Some(signals)))
+        }
+    })
+    .boxed()
+}
+
+fn ctrl(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
+}
+
+fn is_ctrl(key: &KeyEvent, c: char) -> bool {
+    key.code == KeyCode::Char(c)
+        && key.modifiers.contains(KeyModifiers::CONTROL)
+        && key.kind != crossterm::event::KeyEventKind::Release
+}
+
+/// Ctrl-Z: in raw mode the key reaches the program instead of stopping it, so the program
+/// does what the terminal would have done, handing the terminal back first: SIGTSTP to the
+/// whole process group, so a wrapper (`time userfetch`, `make run`) stops too and the shell
+/// gets the terminal. SIGTSTP keeps its default action, which the kernel ignores in a process
+/// group no shell controls: there a stop could never be resumed, and the screen comes back.
+fn suspend() {
+    leave();
+    // SAFETY: kill(2) with pid 0 signals this process's group; it touches no memory of ours.
+    unsafe {
+        libc::kill(0, libc::SIGTSTP);
+    }
+    let _ = enter();
+}
+
+/// SIGCONT, after a stop the program did not ask for (`kill -STOP`, `kill -TSTP`): the shell
+/// has put the terminal back in cooked mode meanwhile, with its own text on it. Raw mode and
+/// the alternate screen are set up again, and the loop reads Ctrl-L and draws everything anew.
+fn resumed_as_ctrl_l() -> impl futures::Stream<Item = std::io::Result<Event>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Not watchable: resuming still works, only without the redraw.
+    futures::stream::unfold(
+        signal(SignalKind::from_raw(libc::SIGCONT)).ok(),
+        |resumed| async move {
+            let mut resumed = resumed?;
+            resumed.recv().await?;
+            // The record of raw mode says "on" while the shell turned it off: cleared first,
+            // or enabling it would do nothing.
+            let _ = crossterm::terminal::disable_raw_mode();
+            let _ = enter();
+            Some((Ok(Event::Key(ctrl('l'))), Some(resumed)))
+        },
+    )
+    .boxed()
+}
+
+/// Raw mode, the alternate screen and bracketed paste: pasted text arrives as one event, not
+/// as keys (a pasted id starting with q would otherwise quit). A terminal without bracketed
+/// paste ignores the request.
+fn enter() -> std::io::Result<()> {
+    crossterm::terminal::enable_raw_mode()?;
+    crossterm::execute!(
+        std::io::stdout(),
+        crossterm::terminal::EnterAlternateScreen,
+        crossterm::event::EnableBracketedPaste
+    )
+}
+
+/// The terminal as it was. Failures are ignored: the terminal may be gone (a closed window),
+/// and there is nowhere left to report them.
+fn leave() {
+    let _ = crossterm::execute!(
+        std::io::stdout(),
+        crossterm::event::DisableBracketedPaste,
+        crossterm::terminal::LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
+    let _ = crossterm::terminal::disable_raw_mode();
+}
+
+/// The terminal in raw mode on the alternate screen, restored when dropped, whichever way the
+/// loop ends, and by the panic hook on a panic. Not `ratatui::init`: its restore reports a
+/// failure with `eprintln!`, which panics when the terminal has gone (a closed window), and
+/// in its panic hook that aborted the process, skipping the cache's last writes.
+pub(super) struct Screen {
+    /// Never dropped: ratatui's `Drop` shows a hidden cursor and reports a failure with
+    /// `eprintln!` too. The process ends soon after the screen closes.
+    pub(super) terminal: std::mem::ManuallyDrop<ratatui::DefaultTerminal>,
+}
+
+impl Screen {
+    pub(super) fn open() -> anyhow::Result<Screen> {
+        static RESTORE_ON_PANIC: std::sync::Once = std::sync::Once::new();
+        RESTORE_ON_PANIC.call_once(|| {
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                leave();
+                hook(info);
+            }));
+        });
+        let opened = enter().and_then(|()| {
+            ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
+        });
+        let terminal = match opened {
+            Ok(terminal) => terminal,
+            Err(e) => {
+                leave();
+                return Err(anyhow::Error::new(e).context("cannot set up the terminal"));
+            }
+        };
+        crate::console::screen_on_stderr(std::io::stderr().is_terminal());
+        Ok(Screen {
+            terminal: std::mem::ManuallyDrop::new(terminal),
+        })
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        leave();
+        crate::console::screen_on_stderr(false);
+    }
+}
