@@ -519,6 +519,38 @@ fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 200);
 }
 
+/// A run that waits for another process's lock before its first id counts the wait in its
+/// elapsed time, as a wait met mid-run is counted.
+#[test]
+fn a_wait_for_the_lock_at_the_start_counts_in_the_elapsed_time() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=4));
+    // The cache file made, then held.
+    assert_eq!(
+        run(&mut env.batch_to_files(&ids, &[])).status.code(),
+        Some(0)
+    );
+    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    holder
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
+        .unwrap();
+    let mut child = env
+        .batch_to_files(&ids, &["--fresh"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, rest) = wait_for_line(&mut child, "is locked by another process");
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    let status = child.wait().unwrap();
+    let text = rest.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{text}");
+    let s = summary(&env.path("summary.json"));
+    // At least the busy timeout (5 s) before the wait was said.
+    assert!(s["elapsed_s"].as_f64().unwrap() >= 5.0, "{s}");
+}
+
 /// Asked to stop (Ctrl-C) while another process holds the cache's lock, the run ends
 /// without waiting for the lock: it writes what it had stored, and leaves what it could not
 /// store for the next run.

@@ -112,7 +112,9 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         (None, Some(_)) => Err(anyhow::anyhow!("internal: batch started without a cache")),
         (Some(cache), Some(mut signals)) => {
             let namespace: Arc<str> = session.engine.namespace().into();
-            // Opening the job may wait for another process's lock on the file.
+            // The summary's elapsed time counts from here: opening the job may wait for
+            // another process's lock on the file.
+            let started = std::time::Instant::now();
             let job = tokio::select! {
                 job = cache.batch_open(&namespace, &key, config.fresh) => job.map_err(Into::into),
                 _ = signals.recv() => {
@@ -135,7 +137,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                         throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
                     });
                     Pipeline::new(&config, ctx, max_age, scan)
-                        .run(lines, out, failures, summary_json, signals)
+                        .run(started, lines, out, failures, summary_json, signals)
                         .await
                 }
             }

@@ -305,15 +305,17 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// `started`: when the run began, before it opened its job (which may wait for
+    /// another process's lock on the cache file).
     pub(super) async fn run(
         mut self,
+        started: Instant,
         lines: input::Lines<Box<dyn std::io::Read + Send>>,
         out: AtomicFile,
         failures: Option<AtomicFile>,
         summary_json: Option<AtomicFile>,
         mut signals: Signals,
     ) -> anyhow::Result<ExitCode> {
-        let started = Instant::now();
         // Streamed only when every found record will pass through this run: CSV needs all
         // columns first, and earlier runs' records are only in the store.
         let mut out = match self.config.format {
