@@ -519,6 +519,16 @@ fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 200);
 }
 
+/// Another process's connection to `env`'s cache file, holding its write lock (as a
+/// `sqlite3` shell left in a transaction would) until it rolls back or is dropped.
+fn hold_the_write_lock(env: &Env) -> rusqlite::Connection {
+    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
+    holder
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
+        .unwrap();
+    holder
+}
+
 /// A run that waits for another process's lock before its first id counts the wait in its
 /// elapsed time, as a wait met mid-run is counted.
 #[test]
@@ -530,10 +540,7 @@ fn a_wait_for_the_lock_at_the_start_counts_in_the_elapsed_time() {
         run(&mut env.batch_to_files(&ids, &[])).status.code(),
         Some(0)
     );
-    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
-    holder
-        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
-        .unwrap();
+    let holder = hold_the_write_lock(&env);
     let mut child = env
         .batch_to_files(&ids, &["--fresh"])
         .stdout(std::process::Stdio::null())
@@ -557,10 +564,7 @@ fn a_wait_for_the_lock_at_the_start_counts_in_the_elapsed_time() {
 #[test]
 fn a_run_stopped_while_the_cache_is_locked_ends_without_the_lock() {
     let (env, mut child) = start_slow_run();
-    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
-    holder
-        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
-        .unwrap();
+    let holder = hold_the_write_lock(&env);
     let (seen, rest) = wait_for_line(&mut child, "is locked by another process");
     let pid = i32::try_from(child.id()).unwrap();
     // SAFETY: kill(2) on the child we spawned and have not reaped.
@@ -604,10 +608,7 @@ fn a_run_stopped_while_the_cache_is_locked_ends_without_the_lock() {
 #[test]
 fn a_batch_waits_for_a_cache_locked_by_another_process() {
     let (env, mut child) = start_slow_run();
-    let holder = rusqlite::Connection::open(env.path("cache.sqlite3")).unwrap();
-    holder
-        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
-        .unwrap();
+    let holder = hold_the_write_lock(&env);
     let (seen, rest) = wait_for_line(&mut child, "is locked by another process");
     assert!(seen.contains("waiting until it is free"), "{seen}");
     holder.execute_batch("ROLLBACK").unwrap();
