@@ -660,8 +660,8 @@ async fn drain(response: &mut reqwest::Response) -> Vec<u8> {
 /// How much of an error answer's body is read for its message: enough for a JSON error with
 /// a long message to parse whole.
 const SAID_BYTES: usize = 16 * 1024;
-/// How much of it the message quotes, in characters.
-const SAID_CHARS: usize = 200;
+/// How much of it the message quotes, in terminal columns.
+const SAID_COLUMNS: usize = 200;
 /// How long an error body gets to arrive over HTTP/2, where nothing else needs it read.
 const SAID_WAIT: Duration = Duration::from_millis(200);
 
@@ -687,7 +687,13 @@ fn said(body: &[u8]) -> Option<String> {
     if line.is_empty() || line.starts_with('<') {
         return None;
     }
-    Some(match line.char_indices().nth(SAID_CHARS) {
+    // Cut by the columns it takes on a terminal: 200 CJK characters are 400 columns.
+    let mut columns = 0;
+    let cut = line.char_indices().find(|&(_, c)| {
+        columns += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        columns > SAID_COLUMNS
+    });
+    Some(match cut {
         Some((at, _)) => format!("{}…", &line[..at]),
         None => line,
     })
@@ -796,11 +802,14 @@ mod tests {
         let long = format!(r#"{{"message": "{}"}}"#, "x".repeat(5000));
         assert_eq!(
             said(long.as_bytes()),
-            Some(format!("{}…", "x".repeat(SAID_CHARS)))
+            Some(format!("{}…", "x".repeat(SAID_COLUMNS)))
         );
         assert_eq!(said(b"<html><body>Bad Gateway</body></html>"), None);
         assert_eq!(said(b" \n "), None);
         let long = said("é".repeat(300).as_bytes()).unwrap();
-        assert_eq!(long, format!("{}…", "é".repeat(SAID_CHARS)));
+        assert_eq!(long, format!("{}…", "é".repeat(SAID_COLUMNS)));
+        // Wide characters take two columns each.
+        let wide = said("語".repeat(300).as_bytes()).unwrap();
+        assert_eq!(wide, format!("{}…", "語".repeat(SAID_COLUMNS / 2)));
     }
 }

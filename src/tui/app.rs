@@ -496,6 +496,9 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::Char('q') if app.input.is_empty() && !ctrl => quit(app),
+        // Alt with a key means nothing here; typed, Alt-b (a shell's word back) put a b in
+        // the id.
+        KeyCode::Char(_) if key.modifiers.contains(KeyModifiers::ALT) => Vec::new(),
         KeyCode::Char(c) if !ctrl => {
             type_char(app, c);
             Vec::new()
@@ -993,6 +996,17 @@ mod tests {
             .unwrap();
         assert_eq!(hidden + lines.len() - 1, 50_000);
     }
+    #[test]
+    fn alt_with_a_key_types_nothing() {
+        let mut app = app();
+        type_text(&mut app, "12");
+        update(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::Char('b'), KeyModifiers::ALT)),
+        );
+        assert_eq!(app.input, "12");
+    }
+
     #[test]
     fn the_shell_prompt_keys_move_and_delete_words() {
         let mut app = app();
