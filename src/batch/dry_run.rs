@@ -1,7 +1,7 @@
 //! `--dry-run`: the input and the settings checked, and what a run would fetch counted,
 //! with nothing fetched or stored.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,20 +22,19 @@ const DRY_RUN_URLS: usize = 5;
 pub(super) async fn dry_run(
     config: &Config,
     session: &Session,
-    store: Option<std::path::PathBuf>,
+    store: Option<PathBuf>,
     key: &str,
     max_age: Duration,
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
 ) -> anyhow::Result<ExitCode> {
-    // No cache file yet: nothing is done or cached.
-    let path = store;
     let namespace = session.engine.namespace().to_owned();
     let key = key.to_owned();
     let (fresh, strict) = (config.fresh, config.strict);
     let name = config.source.name();
     let template = session.engine.client().config().template.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
-        let reader = path.as_deref().map(open_store).transpose()?;
+        // No cache file yet: nothing is done or cached.
+        let reader = store.as_deref().map(open_store).transpose()?;
         let found = match &reader {
             Some(reader) if !fresh => reader.find_job(&namespace, &key)?,
             _ => None,
