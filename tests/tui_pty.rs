@@ -33,9 +33,11 @@ impl Pty {
     /// (Ctrl-Z, `fg`). Its prompt is `$ `.
     fn shell() -> Pty {
         let mut command = Command::new("bash");
+        // The C locale, so its job report reads "Stopped" whatever the machine's language.
         command
             .args(["--norc", "--noprofile", "-i"])
-            .env("PS1", "$ ");
+            .env("PS1", "$ ")
+            .env("LC_ALL", "C");
         Pty::spawn_command(command)
     }
 
