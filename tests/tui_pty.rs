@@ -33,11 +33,13 @@ impl Pty {
     /// (Ctrl-Z, `fg`). Its prompt is `$ `.
     fn shell() -> Pty {
         let mut command = Command::new("bash");
-        // The C locale, so its job report reads "Stopped" whatever the machine's language.
+        // The C locale, so its job report reads "Stopped" whatever the machine's language;
+        // no history file written into the developer's home.
         command
             .args(["--norc", "--noprofile", "-i"])
             .env("PS1", "$ ")
-            .env("LC_ALL", "C");
+            .env("LC_ALL", "C")
+            .env("HISTFILE", "");
         Pty::spawn_command(command)
     }
 
