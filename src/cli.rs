@@ -109,12 +109,12 @@ impl Cli {
             .map(|(_, why)| why)
             .collect();
         if !bad.is_empty() {
-            let kind = clap::error::ErrorKind::ValueValidation;
-            let why = bad.join("\n       ");
-            return Err(match command.find_subcommand_mut(run) {
-                Some(sub) => sub.error(kind, why),
-                None => command.error(kind, why),
-            });
+            return Err(subcommand_error(
+                &mut command,
+                run,
+                clap::error::ErrorKind::ValueValidation,
+                bad.join("\n       "),
+            ));
         }
         if let Some(("serve", serve)) = matches.subcommand()
             && let Some(id) = FETCHING_ONLY
@@ -124,6 +124,7 @@ impl Cli {
             return Err(subcommand_error(
                 &mut command,
                 "serve",
+                clap::error::ErrorKind::ArgumentConflict,
                 format!(
                     "--{} is for the commands that fetch; serve does not use it",
                     id.replace('_', "-")
@@ -145,7 +146,12 @@ impl Cli {
                     id.replace('_', "-")
                 )
             };
-            return Err(subcommand_error(&mut command, "demo", why));
+            return Err(subcommand_error(
+                &mut command,
+                "demo",
+                clap::error::ErrorKind::ArgumentConflict,
+                why,
+            ));
         }
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut command))
@@ -169,14 +175,14 @@ fn empty_variables_unset(command: clap::Command) -> clap::Command {
         .fold(command, |c, id| c.mut_arg(id, |a| a.env(None)))
 }
 
-/// A conflict found after parsing, shown with the subcommand's usage line (as clap shows its
+/// An error found after parsing, shown with the subcommand's usage line (as clap shows its
 /// own errors), not the top-level one.
 fn subcommand_error(
     command: &mut clap::Command,
     name: &str,
+    kind: clap::error::ErrorKind,
     message: impl std::fmt::Display,
 ) -> clap::Error {
-    let kind = clap::error::ErrorKind::ArgumentConflict;
     match command.find_subcommand_mut(name) {
         Some(sub) => sub.error(kind, message),
         None => command.error(kind, message),
@@ -190,8 +196,9 @@ pub fn command() -> clap::Command {
 
 /// The command line for completion scripts. Hiding is not enough there: some of
 /// clap_complete's generators (fish, zsh, bash) list hidden options too, and would offer
-/// serve the fetching options and demo --api and the cache options, which they refuse. So here those options are
-/// not global: the commands that take them get their own copies, serve and demo none.
+/// serve the fetching options and demo --api and the cache options, which they refuse. So
+/// here those options are not global: the commands that take them get their own copies,
+/// serve none and demo only those it takes.
 pub fn for_completions() -> clap::Command {
     let unbuilt = <Cli as clap::CommandFactory>::command();
     let fetching: Vec<clap::Arg> = unbuilt

@@ -65,6 +65,27 @@ pub fn sanitize_message(text: &str) -> Cow<'_, str> {
     replace_where(text, |c| c != '\n' && c != '\t' && is_unsafe(c))
 }
 
+/// `text` in at most `columns` terminal columns, ending in `…` when cut.
+pub fn fit(text: &str, columns: usize) -> String {
+    if unicode_width::UnicodeWidthStr::width(text) <= columns {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w + 1 > columns {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    if columns > 0 {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -660,7 +660,7 @@ async fn drain(response: &mut reqwest::Response) -> Vec<u8> {
 /// How much of an error answer's body is read for its message: enough for a JSON error with
 /// a long message to parse whole.
 const SAID_BYTES: usize = 16 * 1024;
-/// How much of it the message quotes, in terminal columns.
+/// How much of it the message quotes, in terminal columns, before the mark of a cut.
 const SAID_COLUMNS: usize = 200;
 /// How long an error body gets to arrive over HTTP/2, where nothing else needs it read.
 const SAID_WAIT: Duration = Duration::from_millis(200);
@@ -687,16 +687,9 @@ fn said(body: &[u8]) -> Option<String> {
     if line.is_empty() || line.starts_with('<') {
         return None;
     }
-    // Cut by the columns it takes on a terminal: 200 CJK characters are 400 columns.
-    let mut columns = 0;
-    let cut = line.char_indices().find(|&(_, c)| {
-        columns += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
-        columns > SAID_COLUMNS
-    });
-    Some(match cut {
-        Some((at, _)) => format!("{}…", &line[..at]),
-        None => line,
-    })
+    // Cut by the columns it takes on a terminal (200 CJK characters are 400): the text kept,
+    // and the mark saying it was cut.
+    Some(crate::term::fit(&line, SAID_COLUMNS + 1))
 }
 
 fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {

@@ -83,3 +83,11 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
         Err(e) => Err(e),
     }
 }
+
+/// Whether `key` is Ctrl with `c`, pressed (a terminal that reports releases sends it twice).
+fn is_ctrl(key: &crossterm::event::KeyEvent, c: char) -> bool {
+    use crossterm::event::{KeyCode, KeyEventKind, KeyModifiers};
+    key.code == KeyCode::Char(c)
+        && key.modifiers.contains(KeyModifiers::CONTROL)
+        && key.kind != KeyEventKind::Release
+}

@@ -14,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::event::{Event as TermEvent, KeyEventKind};
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
@@ -250,10 +250,7 @@ impl LoopState {
         let msg = match event {
             // Draws the whole screen again: after a stop and resume, or anything else that
             // wrote on the terminal behind the screen's back.
-            TermEvent::Key(key)
-                if key.code == KeyCode::Char('l')
-                    && key.modifiers.contains(KeyModifiers::CONTROL) =>
-            {
+            TermEvent::Key(key) if super::is_ctrl(&key, 'l') => {
                 // Not `Terminal::clear`, which asks the terminal where its cursor is: the answer
                 // comes in on stdin, where the event reader takes it. Cleared by hand, then a
                 // blank frame makes ratatui's idea of the screen match it, so the next frame

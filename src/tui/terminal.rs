@@ -12,7 +12,7 @@ use futures::StreamExt;
 /// as Ctrl-L (draw everything again).
 pub(super) fn events() -> impl futures::Stream<Item = std::io::Result<Event>> + Unpin {
     let keys = crossterm::event::EventStream::new().map(|event| match event {
-        Ok(Event::Key(key)) if is_ctrl(&key, 'z') => {
+        Ok(Event::Key(key)) if super::is_ctrl(&key, 'z') => {
             suspend();
             Ok(Event::Key(ctrl('l')))
         }
@@ -54,12 +54,6 @@ fn terminate_as_ctrl_c() -> impl futures::Stream<Item = std::io::Result<Event>> 
 
 fn ctrl(c: char) -> KeyEvent {
     KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)
-}
-
-fn is_ctrl(key: &KeyEvent, c: char) -> bool {
-    key.code == KeyCode::Char(c)
-        && key.modifiers.contains(KeyModifiers::CONTROL)
-        && key.kind != crossterm::event::KeyEventKind::Release
 }
 
 /// Ctrl-Z: in raw mode the key reaches the program instead of stopping it, so the program

@@ -14,7 +14,7 @@ use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::app::{App, GAP_WINDOW, Mode, Row, Status};
 use crate::engine::Source;
-use crate::term::{REPLACEMENT, is_unsafe, sanitize};
+use crate::term::{REPLACEMENT, fit, is_unsafe, sanitize};
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
@@ -487,27 +487,6 @@ fn bar(waited: Duration) -> String {
     }
     s.push(']');
     s
-}
-
-/// `text` in at most `columns` terminal columns, ending in `…` when cut.
-fn fit(text: &str, columns: usize) -> String {
-    if UnicodeWidthStr::width(text) <= columns {
-        return text.to_owned();
-    }
-    let mut out = String::new();
-    let mut used = 0;
-    for c in text.chars() {
-        let w = UnicodeWidthChar::width(c).unwrap_or(0);
-        if used + w + 1 > columns {
-            break;
-        }
-        out.push(c);
-        used += w;
-    }
-    if columns > 0 {
-        out.push('…');
-    }
-    out
 }
 
 /// `text` padded with spaces to `columns` terminal columns.
