@@ -77,7 +77,8 @@ impl Record {
         if may_hold_a_surrogate(text) && serde_json::from_str::<serde_json::Value>(text).is_err() {
             return Err(RecordError::LoneSurrogate);
         }
-        if text.bytes().any(|b| b == b'\n' || b == b'\r') {
+        // memchr scans a word at a time; a byte-by-byte `any` was half of this function's time.
+        if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
             return Ok(Record(compact(text).into()));
         }
         Ok(Record(text.into()))
