@@ -75,6 +75,12 @@ pub struct BatchJob {
     /// When `--fresh` started this job over (ms since the epoch): a run that continues it
     /// takes no record fetched before then from the cache, or the start-over would be lost.
     pub fresh_ms: Option<i64>,
+    /// Whether the cache held any record of this API when the run opened the job. When it
+    /// held none, no id can be found fresh in it, and claiming skips that lookup: a record
+    /// stored since is either this run's own (its id is then settled or in flight, so a
+    /// duplicate) or another process's, which at worst is fetched once more. On a first
+    /// run that lookup was one of the two per id.
+    pub records_before: bool,
 }
 
 /// What to do with an id read from the input.
@@ -209,7 +215,10 @@ pub(super) fn run_batch_command(
             ids,
             reply,
         } => {
-            let oldest = oldest_fresh_ms(now, max_age, job.fresh_ms);
+            let oldest = job
+                .records_before
+                .then(|| oldest_fresh_ms(now, max_age, job.fresh_ms))
+                .flatten();
             BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids, claimed))
         }
         BatchCommand::Settle {
@@ -287,11 +296,17 @@ fn open_job(
         params![job, STATE_FOUND],
         |row| row.get(0),
     )?;
+    let records_before = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM records WHERE namespace = ?1)",
+        params![namespace],
+        |row| row.get(0),
+    )?;
     Ok(BatchJob {
         job,
         run,
         earlier_found,
         fresh_ms,
+        records_before,
     })
 }
 
