@@ -50,7 +50,13 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
             || e.is::<TemplateError>()
             || matches!(
                 e.downcast_ref::<CacheError>(),
-                Some(CacheError::Dir { .. } | CacheError::Open { .. } | CacheError::Corrupt { .. })
+                Some(
+                    CacheError::Dir { .. }
+                        | CacheError::Open { .. }
+                        | CacheError::Corrupt { .. }
+                        | CacheError::Foreign { .. }
+                        | CacheError::ReadOnly { .. }
+                )
             )
     });
     if fixable {

@@ -523,6 +523,30 @@ fn a_dry_run_refuses_a_cache_file_that_is_no_database() {
     );
 }
 
+/// Another program's database as the cache file (here one that even has a `records` table)
+/// is refused by the run and the dry run alike, and stays as it was.
+#[test]
+fn batch_refuses_another_programs_database_as_its_cache() {
+    let env = Env::new();
+    env.write("ids.txt", "1\n");
+    let path = env.path("cache.sqlite3");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("CREATE TABLE records (sku TEXT, price INTEGER);")
+        .unwrap();
+    drop(db);
+    let before = std::fs::read(&path).unwrap();
+    for extra in [&[][..], &["--dry-run"]] {
+        let mut args = vec!["ids.txt", "--out", "out.jsonl"];
+        args.extend_from_slice(extra);
+        refused(
+            &env,
+            &args,
+            "is an SQLite database but not a userfetch cache (it holds a table 'records' with other columns",
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+}
+
 /// Ids another job (or `get`) cached recently would not be fetched, and the count says so.
 #[test]
 fn dry_run_counts_what_the_cache_would_answer() {

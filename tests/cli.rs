@@ -272,6 +272,35 @@ fn a_corrupt_cache_file_is_a_clear_error_and_left_alone() {
 }
 
 #[test]
+fn another_programs_database_as_the_cache_is_refused_and_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Where `userfetch(&dir)` points --cache.
+    let path = dir.path().join("cache.sqlite3");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("CREATE TABLE invoices (n INTEGER); INSERT INTO invoices VALUES (7);")
+        .unwrap();
+    drop(db);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    userfetch(&dir)
+        .args(["get", "1", "--api", &api.template("")])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(format!(
+            "{} is an SQLite database but not a userfetch cache (it holds the table 'invoices', and no table 'records')",
+            path.display()
+        )));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+    assert!(!dir.path().join("cache.sqlite3-wal").exists());
+    assert_eq!(api.stats().requests, 0);
+}
+
+#[test]
 fn the_cache_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let api = TestApi::start();

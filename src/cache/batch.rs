@@ -692,10 +692,15 @@ impl BatchReader {
     }
 
     /// Reads the file's schema: the first read, where a file that is no database says so.
+    /// Another program's database is refused as a run refuses it.
     pub fn check(&self) -> Result<(), CacheError> {
-        self.conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
-            .map_err(|e| self.sqlite(e))
+        match super::foreign_schema(&self.conn).map_err(|e| self.sqlite(e))? {
+            None => Ok(()),
+            Some(what) => Err(CacheError::Foreign {
+                path: self.path.clone(),
+                what,
+            }),
+        }
     }
 
     /// The job for `key`, if a run of it ever started, and when `--fresh` last started it

@@ -47,10 +47,23 @@ pub enum CacheError {
         source: std::io::Error,
     },
     #[error(
-        "the cache file {} is not a usable SQLite database ({source}); move it aside, or run with --no-cache or --cache PATH",
+        "the cache file {} is not a usable SQLite database ({source}); move it aside, or use --cache PATH for another file",
         path.display()
     )]
     Corrupt {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{} is an SQLite database but not a userfetch cache (it holds {what}); it was left as it was: use --cache PATH for another file",
+        path.display()
+    )]
+    Foreign { path: PathBuf, what: String },
+    #[error(
+        "cannot write the cache file {} ({source}); check that it and its directory are writable, or use --cache PATH for another file",
+        path.display()
+    )]
+    ReadOnly {
         path: PathBuf,
         source: rusqlite::Error,
     },
@@ -161,6 +174,11 @@ impl Cache {
                     Some("file is not a database".into()),
                 ),
             });
+        }
+        // Another program's database (`--cache app.db`) is refused before anything about it
+        // changes: its mode, its journal mode, tables added to it.
+        if file.metadata().is_ok_and(|m| m.len() > 0) {
+            check_is_a_cache(path)?;
         }
         // A file made by something else (or an older version) may be readable by others;
         // records can be personal data, so tighten it rather than trust it. Before SQLite
@@ -288,6 +306,72 @@ fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
     }
 }
 
+/// Refuses an existing SQLite file that is not a userfetch cache, reading it without writing
+/// (a read-only connection, so not even a journal mode changes). A file with a `records`
+/// table in our shape is one (whatever else it holds, so that a later version may add
+/// tables); so is a database with no tables yet, or only the batch tables.
+pub(super) fn check_is_a_cache(path: &Path) -> Result<(), CacheError> {
+    let corrupt = |source| CacheError::Corrupt {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(corrupt)?;
+    conn.busy_timeout(BUSY_FOR).map_err(corrupt)?;
+    let what = foreign_schema(&conn).map_err(|e| sqlite_error(path, e))?;
+    match what {
+        None => Ok(()),
+        Some(what) => Err(CacheError::Foreign {
+            path: path.to_owned(),
+            what,
+        }),
+    }
+}
+
+/// What in the schema says it is not a userfetch cache, for the error message; `None` if it
+/// is one.
+pub(super) fn foreign_schema(conn: &Connection) -> Result<Option<String>, rusqlite::Error> {
+    let mut columns = conn.prepare("SELECT name FROM pragma_table_info('records')")?;
+    let columns: Vec<String> = columns
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    if !columns.is_empty() {
+        let ours = ["namespace", "id", "body", "fetched_ms"];
+        return Ok((!ours.iter().all(|c| columns.iter().any(|have| have == c)))
+            .then(|| "a table 'records' with other columns than a cache's".into()));
+    }
+    let mut tables = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let tables: Vec<String> = tables
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    // No tables yet (a new file), or the batch tables alone (a file whose set-up stopped part
+    // way).
+    if tables.iter().all(|t| {
+        matches!(
+            t.as_str(),
+            "batch_jobs" | "batch_outcomes" | "batch_discarded"
+        )
+    }) {
+        return Ok(None);
+    }
+    // Quoted as they are: the error's text is made safe for a terminal where it is shown.
+    let mut shown: Vec<String> = tables.iter().take(3).map(|n| format!("'{n}'")).collect();
+    if tables.len() > shown.len() {
+        shown.push(format!("{} more", tables.len() - shown.len()));
+    }
+    let noun = if tables.len() == 1 { "table" } else { "tables" };
+    Ok(Some(format!(
+        "the {noun} {}, and no table 'records'",
+        shown.join(", ")
+    )))
+}
+
 /// How long a statement waits for another process's lock on the file, and opening for other
 /// processes setting the same file up.
 const BUSY_FOR: Duration = Duration::from_secs(5);
@@ -317,12 +401,18 @@ fn open_connection(path: &Path) -> Result<Connection, CacheError> {
     }
 }
 
-/// A locked file is named as such: "database is locked" alone reads like a fault in it.
+/// A locked file is named as such: "database is locked" alone reads like a fault in it; and
+/// one that cannot be written (its directory read-only) as that, not as a broken file.
 pub(super) fn sqlite_error(path: &Path, source: rusqlite::Error) -> CacheError {
     if is_busy(&source) {
         CacheError::Busy {
             path: path.to_owned(),
             waited: BUSY_FOR,
+        }
+    } else if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+        CacheError::ReadOnly {
+            path: path.to_owned(),
+            source,
         }
     } else {
         CacheError::Sqlite {
@@ -340,9 +430,18 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 fn set_up_connection(path: &Path) -> Result<Connection, CacheError> {
-    let corrupt = |source| CacheError::Corrupt {
-        path: path.to_owned(),
-        source,
+    // A file or directory that cannot be written is no fault of the file's content.
+    let corrupt = |source: rusqlite::Error| match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
+            CacheError::ReadOnly {
+                path: path.to_owned(),
+                source,
+            }
+        }
+        _ => CacheError::Corrupt {
+            path: path.to_owned(),
+            source,
+        },
     };
     let conn = Connection::open(path).map_err(corrupt)?;
     conn.busy_timeout(BUSY_FOR).map_err(corrupt)?;
@@ -891,8 +990,13 @@ mod tests {
         // A file made with 4 KiB pages (as every cache was before) is used as it is.
         let old = dir.path().join("old.sqlite3");
         let conn = Connection::open(&old).unwrap();
-        conn.execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x);")
-            .unwrap();
+        conn.execute_batch(
+            "PRAGMA page_size = 4096;
+             CREATE TABLE records (namespace TEXT NOT NULL, id TEXT NOT NULL,
+                 body TEXT NOT NULL, fetched_ms INTEGER NOT NULL,
+                 PRIMARY KEY (namespace, id)) WITHOUT ROWID;",
+        )
+        .unwrap();
         drop(conn);
         let cache = Cache::open(&old).unwrap();
         cache.put_durable("a", "1", record(1)).await.unwrap();
@@ -905,6 +1009,28 @@ mod tests {
         );
         drop(cache);
         assert_eq!(page_size(&old), 4096);
+    }
+
+    #[test]
+    fn a_write_refused_as_read_only_is_named_so_not_as_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        drop(Connection::open(&path).unwrap());
+        // What SQLite answers when the file or its directory cannot be written.
+        let refused =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap()
+                .execute_batch("CREATE TABLE t (x)")
+                .unwrap_err();
+        let error = sqlite_error(&path, refused);
+        assert!(matches!(error, CacheError::ReadOnly { .. }), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot write the cache file {}", path.display()))
+        );
+        let code = crate::exit::code_for(&anyhow::Error::new(error));
+        assert_eq!(code, crate::exit::ExitCode::Usage);
     }
 
     #[test]
