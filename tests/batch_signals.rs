@@ -576,3 +576,54 @@ fn ctrl_c_during_the_input_check_ends_the_run_at_once() {
     assert_eq!(env.user_requests(), 0);
     assert_eq!(summary(&env.path("summary.json"))["status"], "interrupted");
 }
+
+/// An `--out` another job wrote (here the same ids from the API without a query) is replaced
+/// only by a run that finishes: an interrupted one leaves it as it was, and its rerun, which
+/// finishes, writes its own.
+#[test]
+fn an_interrupted_run_leaves_an_out_another_job_wrote_as_it_was() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=40));
+    let args = [input.to_str().unwrap(), "--out", "out.jsonl"];
+    let out = run(&mut env.batch(&args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = std::fs::read(env.path("out.jsonl")).unwrap();
+
+    // Another job: the same API with a query, slow enough to be interrupted.
+    let slow = format!("{}?latency=1s", env.server.url_template());
+    let requests = env.user_requests();
+    let mut child = env
+        .with_api(&slow, &[])
+        .arg("batch")
+        .args(args)
+        .args(["--concurrency", "4"])
+        .spawn_watched();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.user_requests() == requests {
+        assert!(child.try_wait().unwrap().is_none(), "the batch ended early");
+        assert!(Instant::now() < deadline, "no request reached the API");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(
+        text.contains("replaces it with its own records once it finishes"),
+        "{text}"
+    );
+    assert!(text.contains("out.jsonl left as it was"), "{text}");
+    assert!(
+        std::fs::read(env.path("out.jsonl")).unwrap() == before,
+        "out.jsonl changed"
+    );
+
+    let out = run(env
+        .with_api(&slow, &[])
+        .arg("batch")
+        .args(args)
+        .args(["--concurrency", "40"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("left as it was"), "{}", stderr(&out));
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 40);
+}

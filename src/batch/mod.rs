@@ -126,8 +126,11 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                 Err(e) => Err(not_started(summary_json, e)),
                 Ok(job) => {
                     let new_job = job.run == 1 && job.fresh_ms.is_none();
-                    if let Some(why) = replacing_a_foreign_out(&config.out, new_job) {
-                        note!("userfetch: {why}: this run replaces it with its own records");
+                    let foreign_out = replacing_a_foreign_out(&config.out, new_job);
+                    if let Some(why) = &foreign_out {
+                        note!(
+                            "userfetch: {why}: this run replaces it with its own records once it finishes"
+                        );
                     }
                     let ctx = Arc::new(Ctx {
                         client: session.engine.client().clone(),
@@ -137,6 +140,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                         throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
                     });
                     Pipeline::new(&config, ctx, max_age, scan)
+                        .keeping_a_foreign_out(foreign_out.is_some())
                         .run(started, lines, out, failures, summary_json, signals)
                         .await
                 }

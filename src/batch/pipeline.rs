@@ -265,6 +265,9 @@ pub(super) struct Pipeline<'a> {
     /// Why the run stopped for that, once it did: an answer landing afterwards resets the
     /// count, not the reason the run ended.
     gave_up: Option<String>,
+    /// `--out` holds a file this job did not write (another `--api`'s output, or one made by
+    /// hand): replaced only by a run that finishes.
+    foreign_out: bool,
 }
 
 impl<'a> Pipeline<'a> {
@@ -287,7 +290,14 @@ impl<'a> Pipeline<'a> {
             warnings: 0,
             unreachable: 0,
             gave_up: None,
+            foreign_out: false,
         }
+    }
+
+    /// See [`Pipeline::foreign_out`].
+    pub(super) fn keeping_a_foreign_out(mut self, foreign: bool) -> Self {
+        self.foreign_out = foreign;
+        self
     }
 
     /// Counts a lookup's end towards "the API cannot be reached": true when this one makes
@@ -570,6 +580,16 @@ impl<'a> Pipeline<'a> {
         // what was committed before is there to read.
         let fetched = started.elapsed();
         let (out_report, failures_report, write_error) = match (&fatal, status) {
+            // Its records would replace another job's with a part of this one's: kept in the
+            // store instead, for the rerun.
+            (_, Status::Interrupted | Status::Unreachable) if self.foreign_out => {
+                note!(
+                    "userfetch: {} left as it was: this run did not finish, and the file is not \
+                     this command's output; the same command again continues from what this run fetched",
+                    self.config.out.display()
+                );
+                (None, None, None)
+            }
             (None, Status::Complete | Status::Unreachable) | (_, Status::Interrupted) => {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
                 tracing::debug!("writing the outputs");
