@@ -202,9 +202,16 @@ fn nests_deeper_than(json: &str, limit: usize) -> bool {
 /// Writes `json` with each unsafe character as a `\uXXXX` escape. Used on whole documents and
 /// on string fragments alike: unsafe characters can only stand inside strings.
 pub(crate) fn write_json_escaped<W: ?Sized + Write>(out: &mut W, json: &str) -> io::Result<()> {
+    // Nearly every record: printable ASCII and whitespace only, nothing to escape. Both scans
+    // go a word at a time.
+    if json.is_ascii() && memchr::memchr(0x7f, json.as_bytes()).is_none() {
+        return out.write_all(json.as_bytes());
+    }
     let mut start = 0;
     for (i, c) in json.char_indices() {
-        if crate::term::is_unsafe(c) {
+        // A raw tab, CR or LF in valid JSON is whitespace between tokens (inside a string it
+        // would have to be escaped): escaping it would break the document.
+        if crate::term::is_unsafe(c) && !matches!(c, '\t' | '\n' | '\r') {
             out.write_all(&json.as_bytes()[start..i])?;
             write_unicode_escape(out, c)?;
             start = i + c.len_utf8();
@@ -406,6 +413,18 @@ mod tests {
         assert!(Record::from_body(b"<html>").is_err());
         assert!(Record::from_body(b"").is_err());
         assert!(Record::from_body(b"{} {}").is_err());
+    }
+
+    #[test]
+    fn whitespace_between_tokens_stays_whitespace_when_escaped() {
+        // Tabs between tokens are kept by the check (only line breaks make it compact).
+        let r = Record::from_body("{\"a\":\t1,\t\"b\":\"\u{85}\"}".as_bytes()).unwrap();
+        let mut out = Vec::new();
+        r.write_escaped(&mut out, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "{\"a\":\t1,\t\"b\":\"\\u0085\"}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r.to_value());
     }
 
     #[test]

@@ -81,6 +81,42 @@ fn the_schemas_reject_what_they_should() {
     assert!(!record.is_valid(&serde_json::json!({"id": 1})));
 }
 
+/// Records whose strings hold C1 controls, bidi overrides and U+0085 are written to the
+/// JSONL file with those as `\uXXXX`: the same JSON, but nothing that acts on a terminal
+/// showing the file, and no character that splits a line for `splitlines`-style readers.
+#[test]
+fn jsonl_lines_carry_no_raw_control_or_bidi_characters() {
+    let env = Env::with_faults(&["hostile=1"]);
+    let input = env.write("ids.txt", ids_file(1..=5));
+    let out = run(&mut env.batch(&[input.to_str().unwrap(), "--out", "out.jsonl"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(env.path("out.jsonl")).unwrap();
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|&c| {
+            c != '\n'
+                && (c.is_control()
+                    || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        })
+        .collect();
+    assert!(raw.is_empty(), "raw {raw:?} in {text}");
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 5);
+    let name = records[0]["name"].as_str().unwrap();
+    assert!(
+        name.contains('\u{9b}') && name.contains('\u{202e}'),
+        "{name:?}"
+    );
+    let phrase = records[0]["company"]["catchPhrase"].as_str().unwrap();
+    assert!(
+        phrase.contains('\u{85}') && phrase.contains('\u{2066}'),
+        "{phrase:?}"
+    );
+}
+
 #[test]
 fn csv_round_trips_through_a_csv_reader() {
     // Hostile records carry escapes, C1 controls and bidi marks: CSV quoting must hold them.

@@ -230,9 +230,12 @@ pub fn write_found(
 }
 
 /// One record as one JSONL line: the one way both routes to `--out` (streamed as the run
-/// goes, rebuilt from the store) write it, so they cannot differ.
+/// goes, rebuilt from the store) write it, so they cannot differ. C1 controls, bidi
+/// overrides and line separators in its strings are written as `\uXXXX`, which means the
+/// same JSON: raw, they act on a terminal that shows the file, and U+2028 and U+0085 split
+/// the line for readers such as Python's `splitlines`.
 pub(super) fn write_jsonl(w: &mut impl Write, json: &str) -> std::io::Result<()> {
-    w.write_all(json.as_bytes())?;
+    crate::record::write_json_escaped(w, json)?;
     w.write_all(b"\n")
 }
 
