@@ -30,6 +30,23 @@ async fn not_found_is_not_retried() {
     assert_eq!(api.stats().user_requests, 1);
 }
 
+/// A fault that alters the user's body has none to alter for an id the API does not know:
+/// that is a 404 as without it, not a made-up user (the hostile fault used to answer with
+/// user 1 under any id), and it is not counted as a fault.
+#[tokio::test]
+async fn faults_that_alter_the_body_leave_an_unknown_id_not_found() {
+    let api = TestApi::start();
+    for fault in ["hostile", "truncate", "oversize", "drip"] {
+        let client = api.client(&format!("fault={fault}"), 0);
+        let err = fetch(&client, "10001").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{fault}: {err}");
+    }
+    assert_eq!(api.stats().faults, 0);
+    let hostile = fetch(&api.client("fault=hostile", 0), "7").await.unwrap();
+    assert_eq!(hostile.record.to_value()["id"], 7);
+    assert_eq!(api.stats().faults, 1);
+}
+
 /// (fault query, expected kind, attempts with 2 retries)
 const FAILING: &[(&str, ErrorKind, u32)] = &[
     ("fault=500", ErrorKind::ServerError, 3),

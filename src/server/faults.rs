@@ -38,6 +38,15 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the fault alters the user's own body, which an id the API does not know
+    /// lacks: such an id is answered 404 as without the fault, not with a made-up user.
+    pub fn alters_the_body(self) -> bool {
+        matches!(
+            self,
+            Fault::Truncate | Fault::Oversize | Fault::Drip | Fault::Hostile
+        )
+    }
+
     pub const ALL: [Fault; 12] = [
         Fault::Status500,
         Fault::Status503,

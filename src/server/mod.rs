@@ -344,7 +344,8 @@ async fn handle(
         } else {
             0
         };
-        let fault = faults::decide(&params, &state.config.faults, prior, fastrand::f64());
+        let fault = faults::decide(&params, &state.config.faults, prior, fastrand::f64())
+            .filter(|f| !f.alters_the_body() || known_user(&state, req.uri().path()));
         let latency = params.latency.unwrap_or(state.config.latency)
             + params
                 .jitter
@@ -365,6 +366,14 @@ async fn handle(
         Ok(response) => Ok(response),
         Err(never) => match never {},
     }
+}
+
+/// Whether `path` asks for a user the API has (ids are whole numbers from 1, and need no
+/// decoding).
+fn known_user(state: &State, path: &str) -> bool {
+    path.strip_prefix("/users/")
+        .and_then(|id| id.parse::<u64>().ok())
+        .is_some_and(|n| (1..=state.config.users).contains(&n))
 }
 
 /// The host a request was sent to: the Host header (HTTP/1.1) or the URI's authority (HTTP/2,
