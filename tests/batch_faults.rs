@@ -252,8 +252,11 @@ fn without_a_failures_file_the_first_failed_ids_are_named() {
         .arg(&other)
         .args(["--out", "out.jsonl"]));
     let text = stderr(&later);
+    // One attempt each (--retries 0): no count, as `get` says it.
     assert!(
-        text.contains("userfetch: user 20: server answered 500"),
+        text.contains(
+            "userfetch: user 20: server answered 500 Internal Server Error, saying \"injected fault\"\n"
+        ),
         "{text}"
     );
     assert!(

@@ -427,7 +427,7 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     let text = String::from_utf8(out.stdout).unwrap();
     // Distinct ids, as the run's summary counts them.
     assert!(text.contains("3 of 3 ids in"), "{text}");
-    assert!(text.contains("1 duplicates"), "{text}");
+    assert!(text.contains(", 1 duplicate, 0 invalid lines)"), "{text}");
     assert!(text.contains("/users/a%2Fb"), "{text}");
     assert_eq!(env.user_requests(), 0);
     assert!(!env.path("out.jsonl").exists());

@@ -58,6 +58,27 @@ fn not_found_exits_1_with_one_line() {
         .stdout(predicate::str::contains("\"id\":1"));
 }
 
+/// `-v` is where a user looks first for why a lookup was slow: each retry is there.
+#[test]
+fn one_v_logs_each_retry() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args([
+            "-v",
+            "get",
+            "42",
+            "--max-retry-wait",
+            "10ms",
+            "--api",
+            &api.template("fault=503&fault_times=1"),
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("retrying").and(predicate::str::contains("id=42")));
+    assert_eq!(api.stats().user_requests, 2);
+}
+
 #[test]
 fn server_errors_name_the_status_and_attempts() {
     let api = TestApi::start();

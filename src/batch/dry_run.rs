@@ -95,14 +95,14 @@ pub(super) async fn dry_run(
     })
     .await??;
     say!(
-        "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} fresh in the cache, {} duplicates, {} invalid lines)",
+        "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} fresh in the cache, {}, {})",
         report.to_fetch,
         report.ids,
         config.source.name(),
         report.done,
         report.cached,
-        report.duplicates,
-        report.invalid
+        count(report.duplicates, "duplicate", "duplicates"),
+        count(report.invalid, "invalid line", "invalid lines")
     )?;
     say!(
         "  records to {} ({}){}",

@@ -829,11 +829,14 @@ impl<'a> Pipeline<'a> {
             return;
         };
         for row in &rows {
+            // As `get` says it: the count only when the lookup was tried more than once.
+            let after = match row.attempts {
+                0 | 1 => String::new(),
+                n => format!(" after {n} attempts"),
+            };
             self.progress.warn(&format!(
-                "userfetch: user {}: {} after {}",
-                row.id,
-                row.message,
-                count(row.attempts, "attempt", "attempts")
+                "userfetch: user {}: {}{after}",
+                row.id, row.message
             ));
         }
         let more = self.counts.failed.saturating_sub(rows.len() as u64);

@@ -306,7 +306,7 @@ impl Client {
                 );
                 return Err(FetchError::new(error.kind, attempt, why));
             }
-            tracing::debug!(%id, attempt, ?delay, %error, "retrying");
+            tracing::info!(%id, attempt, ?delay, %error, "retrying");
             on_retry(&RetryNotice {
                 failed_attempt: attempt,
                 max_attempts,
