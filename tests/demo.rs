@@ -85,8 +85,10 @@ fn a_timeout_no_longer_than_the_latency_is_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // The one line: refused before the run is announced.
     assert!(
-        stderr.contains("--timeout 200ms is not longer than --latency 600ms"),
+        stderr.starts_with("userfetch: --timeout 200ms is not longer than --latency 600ms")
+            && stderr.lines().count() == 1,
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "no table of misleading numbers");

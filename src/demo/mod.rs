@@ -47,13 +47,8 @@ pub struct Report {
     pub lookups: usize,
 }
 
-/// Runs both scenarios against a demo API with a fixed `latency`.
-pub async fn measure(
-    opts: &GlobalOpts,
-    latency: Duration,
-    lookups: usize,
-) -> anyhow::Result<Report> {
-    // The demo API answers after exactly `latency`: any shorter limit fails every lookup.
+/// The demo API answers after exactly `latency`: any shorter limit fails every lookup.
+fn timeout_outlasts(opts: &GlobalOpts, latency: Duration) -> anyhow::Result<()> {
     if opts.timeout <= latency {
         return Err(usage(format!(
             "--timeout {} is not longer than --latency {}: every lookup would time out",
@@ -61,6 +56,16 @@ pub async fn measure(
             humantime::format_duration(latency)
         )));
     }
+    Ok(())
+}
+
+/// Runs both scenarios against a demo API with a fixed `latency`.
+pub async fn measure(
+    opts: &GlobalOpts,
+    latency: Duration,
+    lookups: usize,
+) -> anyhow::Result<Report> {
+    timeout_outlasts(opts, latency)?;
     let api = tokio::task::spawn_blocking(move || {
         server::start_in_thread(ServerConfig {
             latency,
@@ -331,6 +336,8 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
     // A signal during a sync lookup first ends that lookup (the blocking wait watches them
     // too), which lets this runtime run again and see it.
     let mut signals = crate::signals::Signals::watch()?;
+    // Refused before the run is announced.
+    timeout_outlasts(opts, args.latency)?;
     note!(
         "userfetch: running the session sync and async against a demo API with {} latency…",
         humantime::format_duration(args.latency)

@@ -283,9 +283,10 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
         "",
         axis.iter().collect::<String>()
     );
+    // Two lines, so an 80-column terminal does not wrap it.
     let _ = writeln!(
         out,
-        "  legend: | frame drawn   k─▲ key pressed → handled   • background tick   ━ lookup in flight"
+        "  legend: | frame drawn   k─▲ key pressed → handled\n          • background tick   ━ lookup in flight"
     );
     out
 }
@@ -479,7 +480,13 @@ pub(crate) mod millis {
     use serde::Serializer;
     use std::time::Duration;
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64() * 1000.0)
+        s.serialize_f64(of(*d))
+    }
+
+    /// Milliseconds to the microsecond: `as_secs_f64() * 1000.0` printed binary noise
+    /// (`0.5626439999999999`); a whole number of microseconds over 1000 prints as written.
+    pub fn of(d: Duration) -> f64 {
+        d.as_micros() as f64 / 1000.0
     }
 }
 
@@ -488,7 +495,7 @@ mod millis_opt {
     use std::time::Duration;
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
-            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            Some(d) => s.serialize_f64(super::millis::of(*d)),
             None => s.serialize_none(),
         }
     }
@@ -501,7 +508,7 @@ mod millis_vec {
     pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(v.len()))?;
         for d in v {
-            seq.serialize_element(&(d.as_secs_f64() * 1000.0))?;
+            seq.serialize_element(&super::millis::of(*d))?;
         }
         seq.end()
     }
@@ -510,6 +517,14 @@ mod millis_vec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_milliseconds_print_as_decimals_without_binary_noise() {
+        #[derive(serde::Serialize)]
+        struct T(#[serde(with = "millis")] Duration);
+        let d = Duration::from_nanos(562_644_321);
+        assert_eq!(serde_json::to_string(&T(d)).unwrap(), "562.644");
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
