@@ -504,6 +504,10 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
     // Since when another process's lock has held up batch commands, so the wait is said
     // once, and its end too.
     let mut waiting_since: Option<Instant> = None;
+    // Whether a record from `get` or the screen was refused for another process's lock.
+    // Until one gets through again, records are tried without waiting: each wait held the
+    // command's exit 5 s more, and a record not cached is only fetched again next time.
+    let mut puts_locked_out = false;
     loop {
         let next = if sweeping {
             // A pause between sweeps, so another process sharing the file (whose busy handler
@@ -559,8 +563,28 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
         // or a batch run asked to stop.
         while !batch.is_empty() {
             let batch_commands = batch.iter().any(|c| matches!(c, Command::Batch(_)));
+            let puts = batch.iter().any(|c| matches!(c, Command::Put { .. }));
             let patient = close.is_none() && batch_commands && !given_up();
-            match run_batch(&mut conn, &mut batch, &mut claimed, patient) {
+            let no_wait = puts_locked_out && !batch_commands;
+            if no_wait && let Err(e) = conn.busy_timeout(Duration::ZERO) {
+                tracing::debug!("cache {}: {e}", path.display());
+            }
+            let ran = run_batch(&mut conn, &mut batch, &mut claimed, patient);
+            if no_wait && let Err(e) = conn.busy_timeout(BUSY_FOR) {
+                tracing::debug!("cache {}: {e}", path.display());
+            }
+            match (&ran, puts && !batch_commands) {
+                (Err(e), true) if is_busy(e) && !puts_locked_out => {
+                    puts_locked_out = true;
+                    crate::console::note_above_progress(format_args!(
+                        "userfetch: the cache file {} is locked by another process; records fetched meanwhile are not stored in it",
+                        path.display()
+                    ));
+                }
+                (Ok(()), true) => puts_locked_out = false,
+                _ => {}
+            }
+            match ran {
                 // Left in `batch`: only a failed start of the transaction does that.
                 Err(e) if patient && is_busy(&e) && !batch.is_empty() => {
                     if waiting_since.is_none() {
@@ -751,6 +775,8 @@ fn run_batch(
                     (Ok(()), r) => r,
                 });
             }
+            // A lock held by another process is said once, by `serve`.
+            Reply::Put(None, Err(e)) if is_busy(&e) => {}
             Reply::Put(None, Err(e)) => tracing::warn!("cache: storing a record failed: {e}"),
             Reply::Put(None, Ok(())) => {}
             Reply::Flush(tx) => {
@@ -771,6 +797,7 @@ fn refuse(command: Command, e: &rusqlite::Error) {
         Command::Put { ack: Some(ack), .. } => {
             let _ = ack.send(Err(clone_error(e)));
         }
+        Command::Put { ack: None, .. } if is_busy(e) => {}
         Command::Put { ack: None, .. } => tracing::warn!("cache: storing a record failed: {e}"),
         Command::Flush { reply } | Command::Close { reply } => {
             let _ = reply.send(());
@@ -877,6 +904,37 @@ mod tests {
         let hit = cache.get("a", "1", Duration::from_secs(60)).await.unwrap();
         assert_eq!(hit.unwrap().record.as_json(), r#"{"id":1}"#);
         holder.execute_batch("ROLLBACK").unwrap();
+    }
+
+    /// Another process holding the write lock costs `get` one busy timeout, not one per
+    /// transaction of records: after the first refusal the next records do not wait, and
+    /// once the lock is free they are stored again.
+    #[tokio::test]
+    async fn records_refused_for_a_lock_make_later_ones_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path).unwrap();
+        cache.put_durable("a", "0", record(0)).await.unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE held (x);")
+            .unwrap();
+        let started = std::time::Instant::now();
+        cache.put("a", "1", record(1)).unwrap();
+        // Queued while the first waits out the lock: its own transaction comes next.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cache.put("a", "2", record(2)).unwrap();
+        cache.flush().await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= BUSY_FOR && waited < BUSY_FOR + BUSY_FOR / 2,
+            "waited {waited:?}"
+        );
+        holder.execute_batch("ROLLBACK").unwrap();
+        cache.put_durable("a", "3", record(3)).await.unwrap();
+        let hour = Duration::from_secs(3600);
+        assert!(cache.get("a", "1", hour).await.unwrap().is_none());
+        assert!(cache.get("a", "3", hour).await.unwrap().is_some());
     }
 
     #[tokio::test]
