@@ -202,9 +202,13 @@ fn nests_deeper_than(json: &str, limit: usize) -> bool {
 /// Writes `json` with each unsafe character as a `\uXXXX` escape. Used on whole documents and
 /// on string fragments alike: unsafe characters can only stand inside strings.
 pub(crate) fn write_json_escaped<W: ?Sized + Write>(out: &mut W, json: &str) -> io::Result<()> {
-    // Nearly every record: printable ASCII and whitespace only, nothing to escape. Both scans
-    // go a word at a time.
-    if json.is_ascii() && memchr::memchr(0x7f, json.as_bytes()).is_none() {
+    // Nearly every record: printable ASCII and whitespace only, nothing to escape. One pass
+    // that does not stop early, so it goes a word at a time. A raw control below 0x20 can
+    // be in no valid JSON, but a cache row is only as good as the file.
+    let escapes = json.bytes().fold(false, |any, b| {
+        any | (b >= 0x7f) | (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    });
+    if !escapes {
         return out.write_all(json.as_bytes());
     }
     let mut start = 0;
@@ -413,6 +417,16 @@ mod tests {
         assert!(Record::from_body(b"<html>").is_err());
         assert!(Record::from_body(b"").is_err());
         assert!(Record::from_body(b"{} {}").is_err());
+    }
+
+    #[test]
+    fn a_raw_escape_in_a_cached_row_is_still_escaped() {
+        // Never from `from_body` (JSON has no raw controls), but a cache row is only as good
+        // as the file it was read from.
+        let r = Record::from_trusted("{\"a\":\"\u{1b}[2J\"}".to_owned());
+        let mut out = Vec::new();
+        r.write_escaped(&mut out, false).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"a\":\"\\u001b[2J\"}");
     }
 
     #[test]

@@ -321,6 +321,51 @@ fn another_programs_database_as_the_cache_is_refused_and_left_alone() {
     assert_eq!(api.stats().requests, 0);
 }
 
+/// Another program's database in WAL mode, closed cleanly (no -wal file): reading its
+/// schema read-only would leave -wal and -shm files beside it.
+#[test]
+fn another_programs_wal_database_gets_no_files_beside_it() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.sqlite3");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE invoices (n INTEGER);")
+        .unwrap();
+    drop(db);
+    assert!(!dir.path().join("cache.sqlite3-wal").exists());
+    userfetch(&dir)
+        .args(["get", "1", "--api", &api.template("")])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a userfetch cache"));
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["cache.sqlite3"]);
+}
+
+/// A file that starts like an SQLite database and then is not one is refused as one that
+/// is no database at all: exit 2, with what to do.
+#[test]
+fn a_file_with_an_sqlite_header_and_garbage_after_is_refused_with_the_hint() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.sqlite3");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(std::iter::repeat_n(0xA5u8, 8192));
+    std::fs::write(&path, &bytes).unwrap();
+    userfetch(&dir)
+        .args(["get", "1", "--api", &api.template("")])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("is not a usable SQLite database")
+                .and(predicate::str::contains("move it aside")),
+        );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
 #[test]
 fn the_cache_file_is_private() {
     use std::os::unix::fs::PermissionsExt;

@@ -362,7 +362,8 @@ pub(super) struct Claimed {
     /// so an id the filter has never seen is not looked up (one of the two lookups per id,
     /// the other being the fresh record). A false positive only costs that lookup. Fixed
     /// at 2 MiB, so memory stays flat: for 200,000 ids nearly none is a false positive,
-    /// for 2 million about 1 in 60, and only past ~10 million do most ids need the lookup again.
+    /// for 2 million a few in a hundred, and only past ~10 million do most ids need the
+    /// lookup again.
     seen: Option<fastbloom::BloomFilter>,
 }
 

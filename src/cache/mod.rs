@@ -32,7 +32,7 @@ const MAX_BATCH: usize = 4096;
 const PAGE_SIZE: i64 = 8192;
 
 /// What the WAL file is cut back to when a checkpoint lets it start over.
-const WAL_SIZE_LIMIT: i64 = 8 << 20;
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 #[derive(Debug, Error)]
 pub enum CacheError {
@@ -311,23 +311,70 @@ fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
 /// table in our shape is one (whatever else it holds, so that a later version may add
 /// tables); so is a database with no tables yet, or only the batch tables.
 pub(super) fn check_is_a_cache(path: &Path) -> Result<(), CacheError> {
-    let corrupt = |source| CacheError::Corrupt {
-        path: path.to_owned(),
-        source,
+    let failed = |source: rusqlite::Error| {
+        if is_busy(&source) {
+            sqlite_error(path, source)
+        } else {
+            setup_error(path, source)
+        }
     };
-    let conn = Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(corrupt)?;
-    conn.busy_timeout(BUSY_FOR).map_err(corrupt)?;
-    let what = foreign_schema(&conn).map_err(|e| sqlite_error(path, e))?;
-    match what {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match immutable_uri(path) {
+        Some(uri) => Connection::open_with_flags(uri, flags | rusqlite::OpenFlags::SQLITE_OPEN_URI),
+        None => Connection::open_with_flags(path, flags),
+    }
+    .map_err(failed)?;
+    conn.busy_timeout(BUSY_FOR).map_err(failed)?;
+    match foreign_schema(&conn).map_err(failed)? {
         None => Ok(()),
         Some(what) => Err(CacheError::Foreign {
             path: path.to_owned(),
             what,
         }),
+    }
+}
+
+/// A database in WAL mode whose `-wal` file is gone (closed cleanly) is whole in its main
+/// file; a plain read-only connection would still create `-wal` and `-shm` beside it, and
+/// could not remove them. Opened as immutable it is only read. `None` for any other file.
+fn immutable_uri(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return None;
+    }
+    // Bytes 18 and 19 of the header are 2 in WAL mode.
+    let mut versions = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut versions, 18))
+        .ok()?;
+    if versions != [2, 2] {
+        return None;
+    }
+    const IN_URI: &percent_encoding::AsciiSet =
+        &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+    let path = path.to_str()?;
+    Some(format!(
+        "file:{}?immutable=1",
+        percent_encoding::utf8_percent_encode(path, IN_URI)
+    ))
+}
+
+/// An error while setting a file up: one that cannot be written is no fault of its content.
+fn setup_error(path: &Path, source: rusqlite::Error) -> CacheError {
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
+            CacheError::ReadOnly {
+                path: path.to_owned(),
+                source,
+            }
+        }
+        _ => CacheError::Corrupt {
+            path: path.to_owned(),
+            source,
+        },
     }
 }
 
@@ -430,19 +477,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 }
 
 fn set_up_connection(path: &Path) -> Result<Connection, CacheError> {
-    // A file or directory that cannot be written is no fault of the file's content.
-    let corrupt = |source: rusqlite::Error| match source.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
-            CacheError::ReadOnly {
-                path: path.to_owned(),
-                source,
-            }
-        }
-        _ => CacheError::Corrupt {
-            path: path.to_owned(),
-            source,
-        },
-    };
+    let corrupt = |source| setup_error(path, source);
     let conn = Connection::open(path).map_err(corrupt)?;
     conn.busy_timeout(BUSY_FOR).map_err(corrupt)?;
     // Takes effect only for a file not created yet (an existing one keeps its size), so it
@@ -461,8 +496,8 @@ fn set_up_connection(path: &Path) -> Result<Connection, CacheError> {
         .map_err(corrupt)?;
     // The log is reused, not shrunk, after each checkpoint: one large transaction (a batch
     // committing thousands of big records at once) would otherwise leave a WAL of that size
-    // next to the file for good. Above the ~4 MB the automatic checkpoint lets it reach in
-    // normal use.
+    // next to the file for good. Above the ~8 MB the automatic checkpoint (every 1,000 pages
+    // of 8 KiB) lets it reach in normal use, so that it is not cut back after every one.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(corrupt)?;
     conn.execute_batch(
@@ -566,6 +601,9 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
             let puts = batch.iter().any(|c| matches!(c, Command::Put { .. }));
             let patient = close.is_none() && batch_commands && !given_up();
             let no_wait = puts_locked_out && !batch_commands;
+            if puts && !batch_commands {
+                answer_lookups_first(&mut conn, &mut batch, path);
+            }
             if no_wait && let Err(e) = conn.busy_timeout(Duration::ZERO) {
                 tracing::debug!("cache {}: {e}", path.display());
             }
@@ -653,6 +691,24 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
             let _ = reply.send(());
             return;
         }
+    }
+}
+
+/// Answers the lookups among `batch` in a read transaction of their own, leaving the rest.
+/// In the write transaction of the records queued with them they would wait out another
+/// process's lock with the records (or fail at once, once records no longer wait), where WAL
+/// lets them read under it.
+fn answer_lookups_first(conn: &mut Connection, batch: &mut Vec<Command>, path: &Path) {
+    if !batch.iter().any(|c| matches!(c, Command::Get { .. })) {
+        return;
+    }
+    let (mut reads, rest) = std::mem::take(batch)
+        .into_iter()
+        .partition(|c| matches!(c, Command::Get { .. }));
+    *batch = rest;
+    // Reads only: no claims to keep.
+    if let Err(e) = run_batch(conn, &mut reads, &mut Claimed::default(), false) {
+        tracing::debug!("cache {}: {e}", path.display());
     }
 }
 
@@ -937,6 +993,44 @@ mod tests {
         assert!(cache.get("a", "3", hour).await.unwrap().is_some());
     }
 
+    #[test]
+    fn lookups_queued_with_records_are_answered_under_another_process_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let mut conn = open_connection(&path).unwrap();
+        conn.execute(PUT_RECORD, params!["a", "1", r#"{"id":1}"#, now_ms()])
+            .unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE held (x);")
+            .unwrap();
+        let (reply, mut found) = oneshot::channel();
+        let mut batch = vec![
+            Command::Put {
+                namespace: "a".into(),
+                id: "2".into(),
+                record: record(2),
+                ack: None,
+            },
+            Command::Get {
+                namespace: "a".into(),
+                id: "1".into(),
+                max_age: Duration::from_secs(60),
+                reply,
+            },
+        ];
+        let started = std::time::Instant::now();
+        answer_lookups_first(&mut conn, &mut batch, &path);
+        assert!(
+            started.elapsed() < BUSY_FOR,
+            "the lookup waited for the lock"
+        );
+        let hit = found.try_recv().unwrap().unwrap().unwrap();
+        assert_eq!(hit.record.as_json(), r#"{"id":1}"#);
+        assert!(matches!(batch.as_slice(), [Command::Put { .. }]));
+        holder.execute_batch("ROLLBACK").unwrap();
+    }
+
     #[tokio::test]
     async fn old_records_are_not_fresh() {
         let dir = tempfile::tempdir().unwrap();
@@ -1005,7 +1099,7 @@ mod tests {
         let cache = Cache::open(&path).unwrap();
         let job = cache.batch_open("a", "/out.jsonl", false).await.unwrap();
         let pad = "x".repeat(4000);
-        let big: Vec<Outcome> = (0..4000)
+        let big: Vec<Outcome> = (0..9000)
             .map(|n| Outcome {
                 id: n.to_string(),
                 line: n + 1,
@@ -1014,7 +1108,7 @@ mod tests {
                 ),
             })
             .collect();
-        // One settlement is one transaction: ~16 MB of log.
+        // One settlement is one transaction: ~36 MB of log.
         cache.batch_settle(job, "a", big).await.unwrap();
         let peak = std::fs::metadata(&wal).unwrap().len();
         assert!(
