@@ -578,8 +578,9 @@ fn ctrl_c_during_the_input_check_ends_the_run_at_once() {
 }
 
 /// An `--out` another job wrote (here the same ids from the API without a query) is replaced
-/// only by a run that finishes: an interrupted one leaves it as it was, and its rerun, which
-/// finishes, writes its own.
+/// only by a run that finishes: interrupted runs leave it as it was, the rerun's too (the
+/// job then exists, but has not written it yet), and the run that finishes writes its own.
+/// After that the file is the job's: an interrupted run writes what it has.
 #[test]
 fn an_interrupted_run_leaves_an_out_another_job_wrote_as_it_was() {
     let env = Env::new();
@@ -591,32 +592,40 @@ fn an_interrupted_run_leaves_an_out_another_job_wrote_as_it_was() {
 
     // Another job: the same API with a query, slow enough to be interrupted.
     let slow = format!("{}?latency=1s", env.server.url_template());
-    let requests = env.user_requests();
-    let mut child = env
-        .with_api(&slow, &[])
-        .arg("batch")
-        .args(args)
-        .args(["--concurrency", "4"])
-        .spawn_watched();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.user_requests() == requests {
-        assert!(child.try_wait().unwrap().is_none(), "the batch ended early");
-        assert!(Instant::now() < deadline, "no request reached the API");
-        std::thread::sleep(Duration::from_millis(20));
+    let interrupted = |args: &[&str]| {
+        let requests = env.user_requests();
+        let mut child = env
+            .with_api(&slow, &[])
+            .arg("batch")
+            .args(args)
+            .args(["--concurrency", "4"])
+            .spawn_watched();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while env.user_requests() == requests {
+            assert!(child.try_wait().unwrap().is_none(), "the batch ended early");
+            assert!(Instant::now() < deadline, "no request reached the API");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        send(&child, libc::SIGINT);
+        let out = wait_with_deadline(child, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+        stderr(&out)
+    };
+    for round in 1..=2 {
+        let text = interrupted(&args);
+        assert!(
+            text.contains("replaces it with its own records once it finishes"),
+            "round {round}: {text}"
+        );
+        assert!(
+            text.contains("out.jsonl left as it was"),
+            "round {round}: {text}"
+        );
+        assert!(
+            std::fs::read(env.path("out.jsonl")).unwrap() == before,
+            "round {round}: out.jsonl changed"
+        );
     }
-    send(&child, libc::SIGINT);
-    let out = wait_with_deadline(child, Duration::from_secs(20));
-    let text = stderr(&out);
-    assert_eq!(out.status.code(), Some(130), "{text}");
-    assert!(
-        text.contains("replaces it with its own records once it finishes"),
-        "{text}"
-    );
-    assert!(text.contains("out.jsonl left as it was"), "{text}");
-    assert!(
-        std::fs::read(env.path("out.jsonl")).unwrap() == before,
-        "out.jsonl changed"
-    );
 
     let out = run(env
         .with_api(&slow, &[])
@@ -626,4 +635,12 @@ fn an_interrupted_run_leaves_an_out_another_job_wrote_as_it_was() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("left as it was"), "{}", stderr(&out));
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 40);
+
+    // The job's own file now: no warning, and an interrupted run over more ids writes out
+    // what it has, the 40 it had included.
+    let more = env.write("more.txt", ids_file(1..=80));
+    let text = interrupted(&[more.to_str().unwrap(), "--out", "out.jsonl"]);
+    assert!(!text.contains("replaces it"), "{text}");
+    assert!(!text.contains("left as it was"), "{text}");
+    assert!(jsonl_ids(&env.path("out.jsonl")).len() >= 40);
 }

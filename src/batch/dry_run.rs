@@ -36,14 +36,19 @@ pub(super) async fn dry_run(
         // No cache file yet: nothing is done or cached.
         let reader = store.as_deref().map(open_store).transpose()?;
         let found = match &reader {
-            Some(reader) if !fresh => reader.find_job(&namespace, &key)?,
-            _ => None,
+            Some(reader) => reader.find_job(&namespace, &key)?,
+            None => None,
         };
-        let (job, fresh_ms) = found.map_or((None, None), |(job, fresh_ms)| (Some(job), fresh_ms));
+        // `--fresh` starts the job over: nothing of it is done, but the --out it wrote is
+        // still its own.
+        let (job, fresh_ms) = match found {
+            Some(found) if !fresh => (Some(found.job), found.fresh_ms),
+            _ => (None, None),
+        };
         let mut lines = lines;
         let mut seen = Seen::new()?;
         let mut report = DryRun {
-            new_job: !fresh && job.is_none(),
+            wrote_out: found.is_some_and(|f| f.wrote_out),
             ..DryRun::default()
         };
         while let Some((line, kind)) = lines.next_line().map_err(|e| usage(e.to_string()))? {
@@ -117,7 +122,7 @@ pub(super) async fn dry_run(
             .map(|f| format!(", failures to {}", f.display()))
             .unwrap_or_default()
     )?;
-    if let Some(why) = replacing_a_foreign_out(&config.out, report.new_job) {
+    if let Some(why) = replacing_a_foreign_out(&config.out, report.wrote_out) {
         say!("  {why}: the run would replace it")?;
     }
     let client = session.engine.client().config();
@@ -206,8 +211,8 @@ struct DryRun {
     duplicates: u64,
     invalid: u64,
     urls: Vec<String>,
-    /// No run of this command is recorded: the run would start a job of its own.
-    new_job: bool,
+    /// Whether a run of this command put its `--out` in place (see `BatchJob::wrote_out`).
+    wrote_out: bool,
 }
 
 #[cfg(test)]

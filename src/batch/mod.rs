@@ -125,8 +125,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
             match job {
                 Err(e) => Err(not_started(summary_json, e)),
                 Ok(job) => {
-                    let new_job = job.run == 1 && job.fresh_ms.is_none();
-                    let foreign_out = replacing_a_foreign_out(&config.out, new_job);
+                    let foreign_out = replacing_a_foreign_out(&config.out, job.wrote_out);
                     if let Some(why) = &foreign_out {
                         note!(
                             "userfetch: {why}: this run replaces it with its own records once it finishes"
@@ -179,12 +178,13 @@ fn not_started(summary_json: Option<AtomicFile>, error: anyhow::Error) -> anyhow
     error
 }
 
-/// A new job's output replaces whatever file is at `--out`: said up front (by the run and
-/// by the dry run), since a file an earlier run wrote against another `--api` (or one made by
-/// hand) looks like this run's to continue, and its records would be gone without a word at
-/// the end. `None` when there is nothing to say.
-fn replacing_a_foreign_out(out: &Path, new_job: bool) -> Option<String> {
-    (new_job && std::fs::metadata(out).is_ok_and(|m| m.len() > 0)).then(|| {
+/// A job that never put its `--out` in place replaces whatever file is there once a run of
+/// it finishes: said up front (by the run and by the dry run), since a file an earlier run
+/// wrote against another `--api` (or one made by hand) looks like this run's to continue,
+/// and its records would be gone without a word at the end. `None` when there is nothing
+/// to say.
+fn replacing_a_foreign_out(out: &Path, wrote_out: bool) -> Option<String> {
+    (!wrote_out && std::fs::metadata(out).is_ok_and(|m| m.len() > 0)).then(|| {
         format!(
             "{} exists, and no earlier run of this command (this --api and --out) wrote it",
             out.display()

@@ -583,9 +583,13 @@ impl<'a> Pipeline<'a> {
             // Its records would replace another job's with a part of this one's: kept in the
             // store instead, for the rerun.
             (_, Status::Interrupted | Status::Unreachable) if self.foreign_out => {
+                let failures = match &self.config.failures {
+                    Some(f) => format!(" (and {})", f.display()),
+                    None => String::new(),
+                };
                 note!(
-                    "userfetch: {} left as it was: this run did not finish, and the file is not \
-                     this command's output; the same command again continues from what this run fetched",
+                    "userfetch: {}{failures} left as it was: this run did not finish, and the file \
+                     is not this command's output; the same command again continues from what this run fetched",
                     self.config.out.display()
                 );
                 (None, None, None)
@@ -623,6 +627,13 @@ impl<'a> Pipeline<'a> {
             }
             _ => (None, None, None),
         };
+        if out_report.is_some()
+            && !self.ctx.job.wrote_out
+            && let Err(e) = self.ctx.cache.batch_wrote_out(self.ctx.job).await
+        {
+            // The next run then says the file is not its own, and keeps it if interrupted.
+            tracing::debug!("cannot record that --out was written: {e}");
+        }
         tracing::info!(
             "lookups took {:?}, writing the output {:?}",
             fetched,

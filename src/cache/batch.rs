@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     key       TEXT NOT NULL,
     runs      INTEGER NOT NULL,
     fresh_ms  INTEGER,
+    wrote_out INTEGER NOT NULL DEFAULT 1,
     UNIQUE (namespace, key)
 );
 CREATE TABLE IF NOT EXISTS batch_outcomes (
@@ -42,21 +43,32 @@ CREATE TABLE IF NOT EXISTS batch_discarded (
 );
 ";
 
-/// Files made before `--fresh` was remembered lack `batch_jobs.fresh_ms`; adding a column is
-/// cheap and older versions of userfetch ignore it.
+/// Columns `batch_jobs` gained over time, with their definitions for files made before.
+/// Adding a column is cheap, and older versions of userfetch ignore it. A job from before
+/// `wrote_out` is taken to have written its `--out`: nearly all runs finish.
+const ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("fresh_ms", "INTEGER"),
+    ("wrote_out", "INTEGER NOT NULL DEFAULT 1"),
+];
+
 pub(super) fn add_missing_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
-    let has_fresh = || {
-        conn.prepare("SELECT fresh_ms FROM batch_jobs LIMIT 0")
-            .is_ok()
-    };
-    if has_fresh() {
-        return Ok(());
+    for (column, definition) in ADDED_COLUMNS {
+        let has = || {
+            conn.prepare(&format!("SELECT {column} FROM batch_jobs LIMIT 0"))
+                .is_ok()
+        };
+        if has() {
+            continue;
+        }
+        match conn.execute_batch(&format!(
+            "ALTER TABLE batch_jobs ADD COLUMN {column} {definition}"
+        )) {
+            // Another process opening the file may have added it first.
+            Err(_) if has() => {}
+            other => other?,
+        }
     }
-    match conn.execute_batch("ALTER TABLE batch_jobs ADD COLUMN fresh_ms INTEGER") {
-        // Another process opening the file may have added it first.
-        Err(_) if has_fresh() => Ok(()),
-        other => other,
-    }
+    Ok(())
 }
 
 const STATE_FOUND: i64 = 1;
@@ -81,6 +93,18 @@ pub struct BatchJob {
     /// duplicate) or another process's, which at worst is fetched once more. On a first
     /// run that lookup was one of the two per id.
     pub records_before: bool,
+    /// Whether a run of this job (or of the one `--fresh` replaced) ever put its `--out` in
+    /// place. Until one has, a file there is somebody else's: replaced only by a run that
+    /// finishes.
+    pub wrote_out: bool,
+}
+
+/// A job as [`BatchReader::find_job`] finds it (see [`BatchJob`] for the fields).
+#[derive(Debug, Clone, Copy)]
+pub struct FoundJob {
+    pub job: i64,
+    pub fresh_ms: Option<i64>,
+    pub wrote_out: bool,
 }
 
 /// What to do with an id read from the input.
@@ -141,6 +165,8 @@ pub(super) enum BatchCommand {
         outcomes: Vec<Outcome>,
         ack: Answer<Vec<Outcome>>,
     },
+    /// A run put the job's `--out` in place.
+    WroteOut { job: i64, ack: Answer<()> },
 }
 
 impl BatchCommand {
@@ -151,6 +177,7 @@ impl BatchCommand {
             BatchCommand::Open { reply, .. } => drop(reply.send(Err(clone_error(e)))),
             BatchCommand::Claim { reply, .. } => drop(reply.send(Err(clone_error(e)))),
             BatchCommand::Settle { ack, .. } => drop(ack.send(Err(clone_error(e)))),
+            BatchCommand::WroteOut { ack, .. } => drop(ack.send(Err(clone_error(e)))),
         }
     }
 }
@@ -159,6 +186,7 @@ pub(super) enum BatchReply {
     Open(Answer<BatchJob>, Result<BatchJob, rusqlite::Error>),
     Claim(Answer<Vec<Claim>>, Result<Vec<Claim>, rusqlite::Error>),
     Settle(Answer<Vec<Outcome>>, Result<Vec<Outcome>, rusqlite::Error>),
+    WroteOut(Answer<()>, Result<(), rusqlite::Error>),
 }
 
 impl BatchReply {
@@ -167,6 +195,7 @@ impl BatchReply {
             BatchReply::Open(_, r) => r.as_ref().err(),
             BatchReply::Claim(_, r) => r.as_ref().err(),
             BatchReply::Settle(_, r) => r.as_ref().err(),
+            BatchReply::WroteOut(_, r) => r.as_ref().err(),
         }
     }
 
@@ -189,6 +218,9 @@ impl BatchReply {
                 let _ = tx.send(after(commit, r));
             }
             BatchReply::Settle(tx, r) => {
+                let _ = tx.send(after(commit, r));
+            }
+            BatchReply::WroteOut(tx, r) => {
                 let _ = tx.send(after(commit, r));
             }
         }
@@ -235,6 +267,14 @@ pub(super) fn run_batch_command(
             });
             BatchReply::Settle(ack, result.map(|()| outcomes))
         }
+        BatchCommand::WroteOut { job, ack } => BatchReply::WroteOut(
+            ack,
+            tx.execute(
+                "UPDATE batch_jobs SET wrote_out = 1 WHERE job = ?1",
+                params![job],
+            )
+            .map(drop),
+        ),
     }
 }
 
@@ -252,16 +292,26 @@ fn open_job(
             |row| row.get(0),
         )
         .optional()?;
-    let (job, run, fresh_ms) = match existing {
+    let (job, run, fresh_ms, wrote_out) = match existing {
         Some(job) if !fresh => {
-            let (run, fresh_ms) = tx.query_row(
-                "UPDATE batch_jobs SET runs = runs + 1 WHERE job = ?1 RETURNING runs, fresh_ms",
+            let (run, fresh_ms, wrote_out) = tx.query_row(
+                "UPDATE batch_jobs SET runs = runs + 1 WHERE job = ?1
+                 RETURNING runs, fresh_ms, wrote_out",
                 params![job],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )?;
-            (job, run, fresh_ms)
+            (job, run, fresh_ms, wrote_out)
         }
         discarded => {
+            // The same command starting over: the file there is still its own.
+            let wrote_out: bool = match discarded {
+                Some(old) => tx.query_row(
+                    "SELECT wrote_out FROM batch_jobs WHERE job = ?1",
+                    params![old],
+                    |row| row.get(0),
+                )?,
+                None => false,
+            };
             // Starting over is a new job under the same key. The old job's outcomes are
             // deleted later, a few at a time while the cache is idle (`sweep`): deleting
             // them here held up the run's start, for millions of ids in one huge transaction.
@@ -284,11 +334,11 @@ fn open_job(
             )?;
             let fresh_ms = fresh.then_some(now);
             tx.execute(
-                "INSERT INTO batch_jobs (job, namespace, key, runs, fresh_ms)
-                 VALUES (?1, ?2, ?3, 1, ?4)",
-                params![job, namespace, key, fresh_ms],
+                "INSERT INTO batch_jobs (job, namespace, key, runs, fresh_ms, wrote_out)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+                params![job, namespace, key, fresh_ms, wrote_out],
             )?;
-            (job, 1, fresh_ms)
+            (job, 1, fresh_ms, wrote_out)
         }
     };
     let earlier_found = tx.query_row(
@@ -307,6 +357,7 @@ fn open_job(
         earlier_found,
         fresh_ms,
         records_before,
+        wrote_out,
     })
 }
 
@@ -597,6 +648,12 @@ impl Cache {
         .await
     }
 
+    /// Remembers that a run of `job` put its `--out` in place.
+    pub async fn batch_wrote_out(&self, job: BatchJob) -> Result<(), CacheError> {
+        self.batch_call(|ack| BatchCommand::WroteOut { job: job.job, ack })
+            .await
+    }
+
     /// Decides, for each `(line, id)` in input order, whether it still needs fetching. Ids to
     /// fetch are held by this run until settled; ids answered from the cache are settled (and
     /// committed) before the answer comes back.
@@ -706,16 +763,18 @@ impl BatchReader {
 
     /// The job for `key`, if a run of it ever started, and when `--fresh` last started it
     /// over (see [`BatchJob::fresh_ms`]).
-    pub fn find_job(
-        &self,
-        namespace: &str,
-        key: &str,
-    ) -> Result<Option<(i64, Option<i64>)>, CacheError> {
+    pub fn find_job(&self, namespace: &str, key: &str) -> Result<Option<FoundJob>, CacheError> {
         self.conn
             .query_row(
-                "SELECT job, fresh_ms FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
+                "SELECT job, fresh_ms, wrote_out FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
                 params![namespace, key],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| {
+                    Ok(FoundJob {
+                        job: row.get(0)?,
+                        fresh_ms: row.get(1)?,
+                        wrote_out: row.get(2)?,
+                    })
+                },
             )
             .optional()
             .map_err(|e| self.sqlite(e))
@@ -1112,7 +1171,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_from_before_fresh_was_remembered_gains_the_column_and_keeps_its_jobs() {
+    async fn a_file_from_before_fresh_was_remembered_gains_the_columns_and_keeps_its_jobs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sqlite3");
         {
@@ -1128,8 +1187,22 @@ mod tests {
         let cache = Cache::open(&path).unwrap();
         let job = cache.batch_open("api", "k", false).await.unwrap();
         assert_eq!((job.job, job.run, job.fresh_ms), (7, 3, None));
+        // A job from before `wrote_out` is taken to have written its --out; starting it over
+        // keeps that, and a new job has written nothing.
+        assert!(job.wrote_out);
         let fresh = cache.batch_open("api", "k", true).await.unwrap();
         assert!(fresh.fresh_ms.is_some());
+        assert!(fresh.wrote_out);
+        let new = cache.batch_open("api", "other", false).await.unwrap();
+        assert!(!new.wrote_out);
+        cache.batch_wrote_out(new).await.unwrap();
+        assert!(
+            cache
+                .batch_open("api", "other", false)
+                .await
+                .unwrap()
+                .wrote_out
+        );
         // A second process opening the same file finds the column already there.
         drop(Cache::open(&path).unwrap());
     }

@@ -23,7 +23,7 @@ use batch::{
     BATCH_SCHEMA, BatchCommand, BatchReply, Claimed, PUT_RECORD, SWEEP_PAUSE, add_missing_columns,
     run_batch_command, sweep,
 };
-pub use batch::{BatchJob, BatchReader, Claim, FailureRow, Outcome, Settled};
+pub use batch::{BatchJob, BatchReader, Claim, FailureRow, FoundJob, Outcome, Settled};
 
 /// Most requests run in one transaction; bounds how long a reader waits behind writes.
 const MAX_BATCH: usize = 4096;
