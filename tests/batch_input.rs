@@ -547,6 +547,35 @@ fn batch_refuses_another_programs_database_as_its_cache() {
     }
 }
 
+/// The dry run refuses another program's WAL-mode database without leaving -wal and -shm
+/// files beside it, and takes an SQLite database with no tables yet for an empty cache.
+#[test]
+fn a_dry_run_only_looks_at_another_programs_database_and_counts_an_empty_one_as_empty() {
+    let env = Env::new();
+    env.write("ids.txt", "1\n2\n3\n");
+    let path = env.path("cache.sqlite3");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE invoices (n INTEGER);")
+        .unwrap();
+    drop(db);
+    refused(
+        &env,
+        &["ids.txt", "--out", "out.jsonl", "--dry-run"],
+        "not a userfetch cache (it holds the table 'invoices'",
+    );
+    assert!(!env.path("cache.sqlite3-wal").exists());
+    assert!(!env.path("cache.sqlite3-shm").exists());
+
+    std::fs::remove_file(&path).unwrap();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch("PRAGMA user_version = 1;").unwrap();
+    drop(db);
+    let out = run(&mut env.batch(&["ids.txt", "--out", "out.jsonl", "--dry-run"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("3 of 3 ids in"), "{text}");
+}
+
 /// Ids another job (or `get`) cached recently would not be fetched, and the count says so.
 #[test]
 fn dry_run_counts_what_the_cache_would_answer() {

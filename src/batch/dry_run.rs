@@ -34,7 +34,7 @@ pub(super) async fn dry_run(
     let template = session.engine.client().config().template.clone();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<DryRun> {
         // No cache file yet: nothing is done or cached.
-        let reader = store.as_deref().map(open_store).transpose()?;
+        let reader = store.as_deref().map(open_store).transpose()?.flatten();
         let found = match &reader {
             Some(reader) => reader.find_job(&namespace, &key)?,
             None => None,
@@ -147,25 +147,27 @@ pub(super) async fn dry_run(
     Ok(ExitCode::Success)
 }
 
-/// The cache file, read-only, in one snapshot. A file that is no usable store is refused as
-/// a real run refuses it (exit 2), not as a store failing mid-run.
-fn open_store(path: &Path) -> Result<BatchReader, CacheError> {
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+/// The cache file, read-only, in one snapshot; `None` if it holds no job yet. A file that
+/// is no usable store is refused as a real run refuses it (exit 2), not as a store failing
+/// mid-run, and another program's database without opening it for more than a look.
+fn open_store(path: &Path) -> Result<Option<BatchReader>, CacheError> {
+    let meta = std::fs::metadata(path);
+    if meta.as_ref().is_ok_and(|m| !m.is_file()) {
         return Err(CacheError::Open {
             path: path.to_owned(),
             source: std::io::Error::other("not a regular file"),
         });
     }
-    BatchReader::open(path)
-        .and_then(|reader| {
-            reader.snapshot()?;
-            reader.check()?;
-            Ok(reader)
-        })
-        .map_err(|e| match e {
-            CacheError::Sqlite { path, source } => CacheError::Corrupt { path, source },
-            other => other,
-        })
+    if meta.is_ok_and(|m| m.len() == 0) {
+        return Ok(None);
+    }
+    crate::cache::check_is_a_cache(path)?;
+    let reader = BatchReader::open(path).map_err(|e| match e {
+        CacheError::Sqlite { path, source } => CacheError::Corrupt { path, source },
+        other => other,
+    })?;
+    reader.snapshot()?;
+    Ok(reader.holds_jobs()?.then_some(reader))
 }
 
 /// The ids a dry run has seen, to count duplicates. Dry runs write nothing to the store, so

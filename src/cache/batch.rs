@@ -750,15 +750,16 @@ impl BatchReader {
     }
 
     /// Reads the file's schema: the first read, where a file that is no database says so.
-    /// Another program's database is refused as a run refuses it.
-    pub fn check(&self) -> Result<(), CacheError> {
-        match super::foreign_schema(&self.conn).map_err(|e| self.sqlite(e))? {
-            None => Ok(()),
-            Some(what) => Err(CacheError::Foreign {
-                path: self.path.clone(),
-                what,
-            }),
-        }
+    /// Whether the file holds the batch tables: a database with no tables yet (one no run
+    /// has used) holds no job either.
+    pub fn holds_jobs(&self) -> Result<bool, CacheError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'batch_jobs')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sqlite(e))
     }
 
     /// The job for `key`, if a run of it ever started, and when `--fresh` last started it

@@ -310,7 +310,7 @@ fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
 /// (a read-only connection, so not even a journal mode changes). A file with a `records`
 /// table in our shape is one (whatever else it holds, so that a later version may add
 /// tables); so is a database with no tables yet, or only the batch tables.
-pub(super) fn check_is_a_cache(path: &Path) -> Result<(), CacheError> {
+pub fn check_is_a_cache(path: &Path) -> Result<(), CacheError> {
     let failed = |source: rusqlite::Error| {
         if is_busy(&source) {
             sqlite_error(path, source)
