@@ -467,8 +467,8 @@ fn a_run_over_another_input_says_what_earlier_runs_left_in_the_output() {
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 27);
 }
 
-/// A run whose job is new replaces the `--out` an earlier run against another API wrote:
-/// said before it starts, not discovered afterwards.
+/// A run replacing an `--out` that is not the file its job last wrote (another API's, one
+/// made by hand) says so before it starts, not afterwards.
 #[test]
 fn replacing_an_output_no_run_of_this_job_wrote_is_said_up_front() {
     let env = Env::new();
@@ -481,8 +481,7 @@ fn replacing_an_output_no_run_of_this_job_wrote_is_said_up_front() {
             .arg(&input)
             .args(["--out", "out.jsonl"]))
     };
-    let says =
-        "out.jsonl exists, and no earlier run of this command (this --api and --out) wrote it";
+    let says = "out.jsonl is not the file this command (this --api and --out) last wrote";
     let first = into_out("");
     assert!(!stderr(&first).contains(says), "{}", stderr(&first));
     let again = into_out("");
@@ -503,6 +502,13 @@ fn replacing_an_output_no_run_of_this_job_wrote_is_said_up_front() {
     // Its own output next time: nothing to say.
     let continued = into_out("?x=1");
     assert!(!stderr(&continued).contains(says), "{}", stderr(&continued));
+    // The first job, which wrote the file before, finds the other's there now.
+    let back = into_out("");
+    assert!(stderr(&back).contains(says), "{}", stderr(&back));
+    // And a file put there by hand is nobody's.
+    std::fs::write(env.path("out.jsonl"), "{\"mine\":1}\n").unwrap();
+    let by_hand = into_out("");
+    assert!(stderr(&by_hand).contains(says), "{}", stderr(&by_hand));
 }
 
 /// The cache file refuses a write mid-run (a full disk, say; here a trigger that raises an

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cache::{BatchReader, CacheError};
+use crate::cache::{BatchReader, CacheError, NEVER_WRITTEN};
 use crate::console::{count, note, say};
 use crate::exit::{ExitCode, usage};
 use crate::session::Session;
@@ -48,7 +48,7 @@ pub(super) async fn dry_run(
         let mut lines = lines;
         let mut seen = Seen::new()?;
         let mut report = DryRun {
-            wrote_out: found.is_some_and(|f| f.wrote_out),
+            out_file: found.map_or(Some(NEVER_WRITTEN), |f| f.out_file),
             ..DryRun::default()
         };
         while let Some((line, kind)) = lines.next_line().map_err(|e| usage(e.to_string()))? {
@@ -122,7 +122,9 @@ pub(super) async fn dry_run(
             .map(|f| format!(", failures to {}", f.display()))
             .unwrap_or_default()
     )?;
-    if let Some(why) = replacing_a_foreign_out(&config.out, report.wrote_out) {
+    if let Some(why) = replacing_a_foreign_out(&config.out, |file| {
+        crate::cache::owns_out(report.out_file, file)
+    }) {
         say!("  {why}: the run would replace it")?;
     }
     let client = session.engine.client().config();
@@ -213,8 +215,9 @@ struct DryRun {
     duplicates: u64,
     invalid: u64,
     urls: Vec<String>,
-    /// Whether a run of this command put its `--out` in place (see `BatchJob::wrote_out`).
-    wrote_out: bool,
+    /// The file of the `--out` a run of this command last put in place (see
+    /// `BatchJob::out_file`).
+    out_file: Option<i64>,
 }
 
 #[cfg(test)]

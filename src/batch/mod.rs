@@ -125,7 +125,8 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
             match job {
                 Err(e) => Err(not_started(summary_json, e)),
                 Ok(job) => {
-                    let foreign_out = replacing_a_foreign_out(&config.out, job.wrote_out);
+                    let foreign_out =
+                        replacing_a_foreign_out(&config.out, |file| job.owns_out(file));
                     if let Some(why) = &foreign_out {
                         note!(
                             "userfetch: {why}: this run replaces it with its own records once it finishes"
@@ -178,18 +179,32 @@ fn not_started(summary_json: Option<AtomicFile>, error: anyhow::Error) -> anyhow
     error
 }
 
-/// A job that never put its `--out` in place replaces whatever file is there once a run of
-/// it finishes: said up front (by the run and by the dry run), since a file an earlier run
-/// wrote against another `--api` (or one made by hand) looks like this run's to continue,
-/// and its records would be gone without a word at the end. `None` when there is nothing
-/// to say.
-fn replacing_a_foreign_out(out: &Path, wrote_out: bool) -> Option<String> {
-    (!wrote_out && std::fs::metadata(out).is_ok_and(|m| m.len() > 0)).then(|| {
+/// A file at `--out` that is not the one this job last put there (another `--api`'s output,
+/// one made or edited by hand, or any file when the job never wrote one) is replaced only
+/// once a run finishes: said up front (by the run and by the dry run), since it looks like
+/// this run's to continue, and its records would be gone without a word at the end. `None`
+/// when there is nothing to say. `owns` is
+/// [`BatchJob::owns_out`](crate::cache::BatchJob::owns_out).
+fn replacing_a_foreign_out(out: &Path, owns: impl Fn(Option<u64>) -> bool) -> Option<String> {
+    let file = std::fs::metadata(out).ok().filter(|m| m.len() > 0)?;
+    (!owns(Some(out_fingerprint(&file)))).then(|| {
         format!(
-            "{} exists, and no earlier run of this command (this --api and --out) wrote it",
+            "{} is not the file this command (this --api and --out) last wrote",
             out.display()
         )
     })
+}
+
+/// Which file is at `--out`: its inode, size and modification time mixed into one number.
+/// The inode alone is not enough: each run puts a new file in place by renaming, and the
+/// file system hands a freed inode out again. Never 0 (`NEVER_WRITTEN`) in practice; a
+/// collision only costs a warning too many or too few.
+fn out_fingerprint(file: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = (file.mtime() as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(file.mtime_nsec() as u64);
+    file.ino() ^ mtime.rotate_left(17) ^ file.size().rotate_left(41)
 }
 
 /// What a run needs before it takes its first id.

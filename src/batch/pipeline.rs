@@ -627,9 +627,15 @@ impl<'a> Pipeline<'a> {
             }
             _ => (None, None, None),
         };
+        // What the next run compares the file there with, to tell whether it is still
+        // this job's.
         if out_report.is_some()
-            && !self.ctx.job.wrote_out
-            && let Err(e) = self.ctx.cache.batch_wrote_out(self.ctx.job).await
+            && let Ok(file) = std::fs::metadata(&self.config.out)
+            && let Err(e) = self
+                .ctx
+                .cache
+                .batch_wrote_out(self.ctx.job, super::out_fingerprint(&file))
+                .await
         {
             // The next run then says the file is not its own, and keeps it if interrupted.
             tracing::debug!("cannot record that --out was written: {e}");

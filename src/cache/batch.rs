@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS batch_jobs (
     key       TEXT NOT NULL,
     runs      INTEGER NOT NULL,
     fresh_ms  INTEGER,
-    wrote_out INTEGER NOT NULL DEFAULT 1,
+    out_file INTEGER,
     UNIQUE (namespace, key)
 );
 CREATE TABLE IF NOT EXISTS batch_outcomes (
@@ -45,11 +45,8 @@ CREATE TABLE IF NOT EXISTS batch_discarded (
 
 /// Columns `batch_jobs` gained over time, with their definitions for files made before.
 /// Adding a column is cheap, and older versions of userfetch ignore it. A job from before
-/// `wrote_out` is taken to have written its `--out`: nearly all runs finish.
-const ADDED_COLUMNS: [(&str, &str); 2] = [
-    ("fresh_ms", "INTEGER"),
-    ("wrote_out", "INTEGER NOT NULL DEFAULT 1"),
-];
+/// `out_file` has it unknown (NULL): its `--out` is taken to be its own, as before.
+const ADDED_COLUMNS: [(&str, &str); 2] = [("fresh_ms", "INTEGER"), ("out_file", "INTEGER")];
 
 pub(super) fn add_missing_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
     for (column, definition) in ADDED_COLUMNS {
@@ -93,10 +90,32 @@ pub struct BatchJob {
     /// duplicate) or another process's, which at worst is fetched once more. On a first
     /// run that lookup was one of the two per id.
     pub records_before: bool,
-    /// Whether a run of this job (or of the one `--fresh` replaced) ever put its `--out` in
-    /// place. Until one has, a file there is somebody else's: replaced only by a run that
-    /// finishes.
-    pub wrote_out: bool,
+    /// Which file at `--out` a run of this job (or of the one `--fresh` replaced) last put in
+    /// place, as the fingerprint `batch::out_fingerprint` makes of it: [`NEVER_WRITTEN`]
+    /// until one has, `None` for a job from before this was kept. Another file there is
+    /// somebody else's (another `--api`'s output, one made or edited by hand): replaced only
+    /// by a run that finishes. See [`BatchJob::owns_out`].
+    pub out_file: Option<i64>,
+}
+
+/// `batch_jobs.out_file` of a job that has not put its `--out` in place yet.
+pub const NEVER_WRITTEN: i64 = 0;
+
+impl BatchJob {
+    /// Whether the file at `--out`, with fingerprint `file` (`None`: no file), is this job's
+    /// own.
+    pub fn owns_out(&self, file: Option<u64>) -> bool {
+        owns_out(self.out_file, file)
+    }
+}
+
+/// See [`BatchJob::owns_out`]; for [`FoundJob`] too.
+pub fn owns_out(recorded: Option<i64>, file: Option<u64>) -> bool {
+    match (recorded, file) {
+        // A job from before the fingerprint was kept: its file is taken to be its own.
+        (None, _) | (_, None) => true,
+        (Some(recorded), Some(file)) => recorded == file as i64,
+    }
 }
 
 /// A job as [`BatchReader::find_job`] finds it (see [`BatchJob`] for the fields).
@@ -104,7 +123,7 @@ pub struct BatchJob {
 pub struct FoundJob {
     pub job: i64,
     pub fresh_ms: Option<i64>,
-    pub wrote_out: bool,
+    pub out_file: Option<i64>,
 }
 
 /// What to do with an id read from the input.
@@ -165,8 +184,12 @@ pub(super) enum BatchCommand {
         outcomes: Vec<Outcome>,
         ack: Answer<Vec<Outcome>>,
     },
-    /// A run put the job's `--out` in place.
-    WroteOut { job: i64, ack: Answer<()> },
+    /// A run put the job's `--out` in place, as the file with this fingerprint.
+    WroteOut {
+        job: i64,
+        file: i64,
+        ack: Answer<()>,
+    },
 }
 
 impl BatchCommand {
@@ -267,11 +290,11 @@ pub(super) fn run_batch_command(
             });
             BatchReply::Settle(ack, result.map(|()| outcomes))
         }
-        BatchCommand::WroteOut { job, ack } => BatchReply::WroteOut(
+        BatchCommand::WroteOut { job, file, ack } => BatchReply::WroteOut(
             ack,
             tx.execute(
-                "UPDATE batch_jobs SET wrote_out = 1 WHERE job = ?1",
-                params![job],
+                "UPDATE batch_jobs SET out_file = ?2 WHERE job = ?1",
+                params![job, file],
             )
             .map(drop),
         ),
@@ -292,25 +315,25 @@ fn open_job(
             |row| row.get(0),
         )
         .optional()?;
-    let (job, run, fresh_ms, wrote_out) = match existing {
+    let (job, run, fresh_ms, out_file) = match existing {
         Some(job) if !fresh => {
-            let (run, fresh_ms, wrote_out) = tx.query_row(
+            let (run, fresh_ms, out_file) = tx.query_row(
                 "UPDATE batch_jobs SET runs = runs + 1 WHERE job = ?1
-                 RETURNING runs, fresh_ms, wrote_out",
+                 RETURNING runs, fresh_ms, out_file",
                 params![job],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )?;
-            (job, run, fresh_ms, wrote_out)
+            (job, run, fresh_ms, out_file)
         }
         discarded => {
             // The same command starting over: the file there is still its own.
-            let wrote_out: bool = match discarded {
+            let out_file: Option<i64> = match discarded {
                 Some(old) => tx.query_row(
-                    "SELECT wrote_out FROM batch_jobs WHERE job = ?1",
+                    "SELECT out_file FROM batch_jobs WHERE job = ?1",
                     params![old],
                     |row| row.get(0),
                 )?,
-                None => false,
+                None => Some(NEVER_WRITTEN),
             };
             // Starting over is a new job under the same key. The old job's outcomes are
             // deleted later, a few at a time while the cache is idle (`sweep`): deleting
@@ -334,11 +357,11 @@ fn open_job(
             )?;
             let fresh_ms = fresh.then_some(now);
             tx.execute(
-                "INSERT INTO batch_jobs (job, namespace, key, runs, fresh_ms, wrote_out)
+                "INSERT INTO batch_jobs (job, namespace, key, runs, fresh_ms, out_file)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5)",
-                params![job, namespace, key, fresh_ms, wrote_out],
+                params![job, namespace, key, fresh_ms, out_file],
             )?;
-            (job, 1, fresh_ms, wrote_out)
+            (job, 1, fresh_ms, out_file)
         }
     };
     let earlier_found = tx.query_row(
@@ -357,7 +380,7 @@ fn open_job(
         earlier_found,
         fresh_ms,
         records_before,
-        wrote_out,
+        out_file,
     })
 }
 
@@ -648,10 +671,17 @@ impl Cache {
         .await
     }
 
-    /// Remembers that a run of `job` put its `--out` in place.
-    pub async fn batch_wrote_out(&self, job: BatchJob) -> Result<(), CacheError> {
-        self.batch_call(|ack| BatchCommand::WroteOut { job: job.job, ack })
-            .await
+    /// Remembers that a run of `job` put its `--out` in place, as the file with fingerprint
+    /// `file`.
+    pub async fn batch_wrote_out(&self, job: BatchJob, file: u64) -> Result<(), CacheError> {
+        // SQLite integers are signed; the bits are kept as they are.
+        let file = file as i64;
+        self.batch_call(|ack| BatchCommand::WroteOut {
+            job: job.job,
+            file,
+            ack,
+        })
+        .await
     }
 
     /// Decides, for each `(line, id)` in input order, whether it still needs fetching. Ids to
@@ -767,13 +797,13 @@ impl BatchReader {
     pub fn find_job(&self, namespace: &str, key: &str) -> Result<Option<FoundJob>, CacheError> {
         self.conn
             .query_row(
-                "SELECT job, fresh_ms, wrote_out FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
+                "SELECT job, fresh_ms, out_file FROM batch_jobs WHERE namespace = ?1 AND key = ?2",
                 params![namespace, key],
                 |row| {
                     Ok(FoundJob {
                         job: row.get(0)?,
                         fresh_ms: row.get(1)?,
-                        wrote_out: row.get(2)?,
+                        out_file: row.get(2)?,
                     })
                 },
             )
@@ -1188,22 +1218,19 @@ mod tests {
         let cache = Cache::open(&path).unwrap();
         let job = cache.batch_open("api", "k", false).await.unwrap();
         assert_eq!((job.job, job.run, job.fresh_ms), (7, 3, None));
-        // A job from before `wrote_out` is taken to have written its --out; starting it over
-        // keeps that, and a new job has written nothing.
-        assert!(job.wrote_out);
+        // A job from before the file was kept takes the file at --out for its own, also
+        // when started over; a new job owns none until it writes one, then only that one.
+        assert!(job.owns_out(Some(123)));
         let fresh = cache.batch_open("api", "k", true).await.unwrap();
         assert!(fresh.fresh_ms.is_some());
-        assert!(fresh.wrote_out);
+        assert!(fresh.owns_out(Some(123)));
         let new = cache.batch_open("api", "other", false).await.unwrap();
-        assert!(!new.wrote_out);
-        cache.batch_wrote_out(new).await.unwrap();
-        assert!(
-            cache
-                .batch_open("api", "other", false)
-                .await
-                .unwrap()
-                .wrote_out
-        );
+        assert!(!new.owns_out(Some(123)));
+        assert!(new.owns_out(None), "no file: nothing to keep");
+        cache.batch_wrote_out(new, 123).await.unwrap();
+        let again = cache.batch_open("api", "other", false).await.unwrap();
+        assert!(again.owns_out(Some(123)));
+        assert!(!again.owns_out(Some(124)), "replaced since by another");
         // A second process opening the same file finds the column already there.
         drop(Cache::open(&path).unwrap());
     }

@@ -23,7 +23,9 @@ use batch::{
     BATCH_SCHEMA, BatchCommand, BatchReply, Claimed, PUT_RECORD, SWEEP_PAUSE, add_missing_columns,
     run_batch_command, sweep,
 };
-pub use batch::{BatchJob, BatchReader, Claim, FailureRow, FoundJob, Outcome, Settled};
+pub use batch::{
+    BatchJob, BatchReader, Claim, FailureRow, FoundJob, NEVER_WRITTEN, Outcome, Settled, owns_out,
+};
 
 /// Most requests run in one transaction; bounds how long a reader waits behind writes.
 const MAX_BATCH: usize = 4096;
