@@ -847,13 +847,11 @@ impl<'a> Pipeline<'a> {
         };
         for row in &rows {
             // As `get` says it: the count only when the lookup was tried more than once.
-            let after = match row.attempts {
-                0 | 1 => String::new(),
-                n => format!(" after {n} attempts"),
-            };
             self.progress.warn(&format!(
-                "userfetch: user {}: {}{after}",
-                row.id, row.message
+                "userfetch: user {}: {}{}",
+                row.id,
+                row.message,
+                crate::client::AfterAttempts(row.attempts)
             ));
         }
         let more = self.counts.failed.saturating_sub(rows.len() as u64);

@@ -600,10 +600,11 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
         // or a batch run asked to stop.
         while !batch.is_empty() {
             let batch_commands = batch.iter().any(|c| matches!(c, Command::Batch(_)));
-            let puts = batch.iter().any(|c| matches!(c, Command::Put { .. }));
+            // Records from `get` or the screen, which give up on a lock rather than wait.
+            let records = !batch_commands && batch.iter().any(|c| matches!(c, Command::Put { .. }));
             let patient = close.is_none() && batch_commands && !given_up();
             let no_wait = puts_locked_out && !batch_commands;
-            if puts && !batch_commands {
+            if records {
                 answer_lookups_first(&mut conn, &mut batch, path);
             }
             if no_wait && let Err(e) = conn.busy_timeout(Duration::ZERO) {
@@ -613,7 +614,7 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
             if no_wait && let Err(e) = conn.busy_timeout(BUSY_FOR) {
                 tracing::debug!("cache {}: {e}", path.display());
             }
-            match (&ran, puts && !batch_commands) {
+            match (&ran, records) {
                 (Err(e), true) if is_busy(e) && !puts_locked_out => {
                     puts_locked_out = true;
                     crate::console::note_above_progress(format_args!(
@@ -893,6 +894,15 @@ fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another process's connection holding the file's write lock until rolled back.
+    fn hold_the_write_lock(path: &Path) -> Connection {
+        let holder = Connection::open(path).unwrap();
+        holder
+            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE held (x);")
+            .unwrap();
+        holder
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn record(n: u32) -> Record {
@@ -955,10 +965,7 @@ mod tests {
         let path = dir.path().join("c.sqlite3");
         let cache = Cache::open(&path).unwrap();
         cache.put_durable("a", "1", record(1)).await.unwrap();
-        let holder = Connection::open(&path).unwrap();
-        holder
-            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE held (x);")
-            .unwrap();
+        let holder = hold_the_write_lock(&path);
         let hit = cache.get("a", "1", Duration::from_secs(60)).await.unwrap();
         assert_eq!(hit.unwrap().record.as_json(), r#"{"id":1}"#);
         holder.execute_batch("ROLLBACK").unwrap();
@@ -973,10 +980,7 @@ mod tests {
         let path = dir.path().join("c.sqlite3");
         let cache = Cache::open(&path).unwrap();
         cache.put_durable("a", "0", record(0)).await.unwrap();
-        let holder = Connection::open(&path).unwrap();
-        holder
-            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE held (x);")
-            .unwrap();
+        let holder = hold_the_write_lock(&path);
         let started = std::time::Instant::now();
         cache.put("a", "1", record(1)).unwrap();
         // Queued while the first waits out the lock: its own transaction comes next.
@@ -1002,10 +1006,7 @@ mod tests {
         let mut conn = open_connection(&path).unwrap();
         conn.execute(PUT_RECORD, params!["a", "1", r#"{"id":1}"#, now_ms()])
             .unwrap();
-        let holder = Connection::open(&path).unwrap();
-        holder
-            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE held (x);")
-            .unwrap();
+        let holder = hold_the_write_lock(&path);
         let (reply, mut found) = oneshot::channel();
         let mut batch = vec![
             Command::Put {

@@ -80,9 +80,18 @@ impl FetchError {
 
 impl fmt::Display for FetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)?;
-        if self.attempts > 1 {
-            write!(f, " after {} attempts", self.attempts)?;
+        write!(f, "{}{}", self.detail, AfterAttempts(self.attempts))
+    }
+}
+
+/// " after 3 attempts" when a lookup was tried more than once, nothing otherwise: how every
+/// failure message ends, whether it comes from a lookup or from the store.
+pub struct AfterAttempts(pub u32);
+
+impl fmt::Display for AfterAttempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 > 1 {
+            write!(f, " after {} attempts", self.0)?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 
-pub use error::{ErrorKind, FetchError};
+pub use error::{AfterAttempts, ErrorKind, FetchError};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use url::{TemplateError, UrlTemplate};
 
