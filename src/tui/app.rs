@@ -287,6 +287,9 @@ pub struct App {
     /// drew it: only the view knows the pane's size and how the record wraps in it.
     pub detail_scroll_max: std::cell::Cell<usize>,
     pub detail_rows: std::cell::Cell<usize>,
+    /// The first row the lookups list showed in the last frame: the list scrolls only when
+    /// the selection leaves it, so the highlight moves and the rows stay put.
+    pub rows_first: std::cell::Cell<usize>,
     /// A message about the last thing typed (an invalid id), sanitized.
     pub notice: Option<String>,
     pub stats: Stats,
@@ -323,6 +326,7 @@ impl App {
             detail_scroll: 0,
             detail_scroll_max: std::cell::Cell::new(0),
             detail_rows: std::cell::Cell::new(0),
+            rows_first: std::cell::Cell::new(0),
             notice: None,
             stats: Stats::default(),
             health: None,
@@ -522,6 +526,15 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             app.cursor = (app.cursor + 1).min(app.input.chars().count());
             Vec::new()
         }
+        // Plain Home and End belong to the line being typed.
+        KeyCode::Home if ctrl => {
+            select_at(app, 0);
+            Vec::new()
+        }
+        KeyCode::End if ctrl => {
+            select_at(app, usize::MAX);
+            Vec::new()
+        }
         KeyCode::Home => {
             app.cursor = 0;
             Vec::new()
@@ -619,14 +632,19 @@ fn history_forward(app: &mut App) {
 }
 
 fn select(app: &mut App, step: isize) {
-    if app.rows.is_empty() {
+    let at = match app.selected {
+        None => usize::MAX,
+        Some(i) => i.saturating_add_signed(step),
+    };
+    select_at(app, at);
+}
+
+/// Selects row `at`, or the last row when there are fewer.
+fn select_at(app: &mut App, at: usize) {
+    let Some(last) = app.rows.len().checked_sub(1) else {
         return;
-    }
-    let last = app.rows.len() - 1;
-    app.selected = Some(match app.selected {
-        None => last,
-        Some(i) => i.saturating_add_signed(step).min(last),
-    });
+    };
+    app.selected = Some(at.min(last));
     app.detail_scroll = 0;
 }
 
@@ -1165,6 +1183,27 @@ mod tests {
         update(&mut app, key(KeyCode::Tab));
         update(&mut app, key(KeyCode::Tab));
         assert_eq!(app.selected, Some(1));
+    }
+
+    #[test]
+    fn ctrl_home_and_ctrl_end_select_the_first_and_last_rows() {
+        let mut app = app();
+        let ctrl = |code| KeyEvent::new(code, KeyModifiers::CONTROL);
+        update(&mut app, Msg::Key(ctrl(KeyCode::Home)));
+        assert_eq!(app.selected, None, "no rows, nothing to select");
+        for id in ["1", "2", "3"] {
+            type_text(&mut app, id);
+            update(&mut app, key(KeyCode::Enter));
+        }
+        type_text(&mut app, "45");
+        update(&mut app, Msg::Key(ctrl(KeyCode::Home)));
+        assert_eq!(app.selected, Some(0));
+        update(&mut app, Msg::Key(ctrl(KeyCode::End)));
+        assert_eq!(app.selected, Some(2));
+        // The line being typed keeps its cursor; plain Home still moves that.
+        assert_eq!((app.input.as_str(), app.cursor), ("45", 2));
+        update(&mut app, key(KeyCode::Home));
+        assert_eq!((app.selected, app.cursor), (Some(2), 0));
     }
 
     #[test]

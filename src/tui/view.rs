@@ -309,7 +309,15 @@ fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     }
     // Only the visible window is built: ten thousand rows must cost the same as ten.
     let selected = app.selected.unwrap_or(app.rows.len() - 1);
-    let first = (selected + 1).saturating_sub(height);
+    let kept = app.rows_first.get();
+    let first = if selected < kept {
+        selected
+    } else {
+        kept.max((selected + 1).saturating_sub(height))
+    }
+    // No empty rows below while rows above are hidden (after the terminal grew).
+    .min(app.rows.len().saturating_sub(height));
+    app.rows_first.set(first);
     let lines: Vec<Line> = app.rows[first..]
         .iter()
         .take(height)
@@ -762,6 +770,57 @@ mod tests {
             );
             app.prepare_frame();
             insta::assert_snapshot!(render(&app, 110, 26));
+        }
+
+        #[test]
+        fn the_highlight_moves_through_a_long_list_and_the_rows_stay_put() {
+            let mut app = app();
+            for id in 101..=130 {
+                submit(&mut app, &id.to_string());
+            }
+            // Drawn on the app itself, not a copy: the frame keeps where the list stands.
+            let draw = |app: &mut App| {
+                app.prepare_frame();
+                let mut terminal = Terminal::new(TestBackend::new(110, 20)).unwrap();
+                terminal.draw(|f| view(app, f)).unwrap();
+                let screen = render(app, 110, 20);
+                let marked = screen
+                    .lines()
+                    .find(|line| line.contains('›'))
+                    .unwrap_or_default()
+                    .to_owned();
+                (screen, marked)
+            };
+            let press = |app: &mut App, code, modifiers| {
+                update(app, Msg::Key(KeyEvent::new(code, modifiers)));
+                draw(app)
+            };
+            let (screen, marked) = draw(&mut app);
+            assert!(marked.contains(" 130 "), "{screen}");
+            let (screen, marked) = press(&mut app, KeyCode::BackTab, KeyModifiers::NONE);
+            assert!(marked.contains(" 129 "), "{screen}");
+            let (screen, marked) = press(&mut app, KeyCode::BackTab, KeyModifiers::NONE);
+            assert!(marked.contains(" 128 "), "{screen}");
+            assert!(
+                screen.contains(" 130 "),
+                "the newest row stays in view\n{screen}"
+            );
+            let (screen, marked) = press(&mut app, KeyCode::Home, KeyModifiers::CONTROL);
+            assert!(marked.contains(" 101 "), "{screen}");
+            assert!(!screen.contains(" 130 "), "{screen}");
+            let (screen, marked) = press(&mut app, KeyCode::Tab, KeyModifiers::NONE);
+            assert!(marked.contains(" 102 "), "{screen}");
+            assert!(
+                screen.contains(" 101 "),
+                "the first row stays in view\n{screen}"
+            );
+            // A new lookup is selected and brings the list to its end.
+            type_text(&mut app, "131");
+            let (screen, marked) = press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+            assert!(
+                marked.contains(" 131 ") && !screen.contains(" 102 "),
+                "{screen}"
+            );
         }
 
         #[test]
