@@ -24,7 +24,7 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use futures::StreamExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -56,6 +56,10 @@ pub struct ServerConfig {
     /// Keep a log of every request (host, path, Authorization) for tests to inspect. Off by
     /// default: a benchmark server must not grow with every request.
     pub record_requests: bool,
+    /// How long a new connection may take to send its first request's head (HTTP/1.1), or
+    /// its first byte (either protocol). A client that connects and stalls would otherwise
+    /// hold its socket and task for as long as the server runs.
+    pub head_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +74,7 @@ impl Default for ServerConfig {
             drip_interval: Duration::from_millis(50),
             oversize_bytes: 8 * 1024 * 1024,
             record_requests: false,
+            head_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -255,6 +260,11 @@ async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationTok
     let router = router(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http2().max_concurrent_streams(Some(100_000));
+    let head_timeout = state.config.head_timeout;
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -274,14 +284,23 @@ async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationTok
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let router = router.clone();
-        let service =
-            hyper::service::service_fn(move |req| handle(state.clone(), router.clone(), req));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket::Unvectored(stream)), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _ = conn.await;
+            // hyper times out an HTTP/1.1 head once it has begun, but waits without a limit
+            // for the first bytes, which tell HTTP/1.1 from HTTP/2.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(head_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
+            let service =
+                hyper::service::service_fn(move |req| handle(state.clone(), router.clone(), req));
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(socket::Unvectored(stream)), service);
+            let _ = watcher.watch(conn).await;
         });
     }
     drop(listener);
@@ -572,5 +591,37 @@ fn query_without_faults(decision: &Decision) -> String {
         format!("?{}", out.finish())
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_client_that_stalls_before_its_request_is_whole_is_dropped() {
+        let server = start(ServerConfig {
+            head_timeout: Duration::from_millis(300),
+            ..ServerConfig::default()
+        })
+        .await
+        .unwrap();
+        let complete = b"GET /users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        for head in [&b""[..], &complete[..20], &complete[..complete.len() - 2]] {
+            let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+            stream.write_all(head).await.unwrap();
+            let mut answer = Vec::new();
+            // Generous against the 0.3 s limit; without a limit the read never ends.
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+                    .await;
+            assert!(read.is_ok(), "still open after 10 s, having sent {head:?}");
+        }
+        let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        stream.write_all(complete).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }
