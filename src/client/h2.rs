@@ -151,14 +151,17 @@ impl H2 {
         }
     }
 
+    /// Sends the request `build` makes, again (built anew) when the connection turned it
+    /// away unprocessed. Built per send rather than cloned: h2 takes a request by value, and
+    /// a copy per request kept for a rare resend cost a header map each time.
     pub(super) async fn send(
         &self,
-        request: hyper::Request<Empty<Bytes>>,
+        build: impl Fn() -> hyper::Request<Empty<Bytes>>,
     ) -> Result<hyper::Response<Incoming>, H2Error> {
         let mut resends = 0;
         loop {
             let (generation, mut sender) = self.sender().await?;
-            match sender.send_request(copy(&request)).await {
+            match sender.send_request(build()).await {
                 Ok(response) => {
                     self.answered
                         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -212,17 +215,6 @@ fn turned_away(e: &hyper::Error) -> bool {
     h2_error(e).is_some_and(|h2| {
         h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
     })
-}
-
-/// The request again, for a resend: hyper takes the request by value, and the body is empty.
-fn copy(request: &hyper::Request<Empty<Bytes>>) -> hyper::Request<Empty<Bytes>> {
-    let mut copy = hyper::Request::new(Empty::new());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    // Cloned values keep their "sensitive" mark, so the token stays out of debug output.
-    *copy.headers_mut() = request.headers().clone();
-    copy
 }
 
 #[cfg(test)]
@@ -305,7 +297,7 @@ mod tests {
             .iter()
             .enumerate()
         {
-            match h2.send(request(port)).await {
+            match h2.send(|| request(port)).await {
                 Ok(_) => failed_before = false,
                 Err(H2Error::Send(e)) => {
                     assert!(!failed_before, "request {round} failed again: {e}");
@@ -315,7 +307,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
         }
-        assert!(h2.send(request(port)).await.is_ok());
+        assert!(h2.send(|| request(port)).await.is_ok());
         assert!(accepted.load(Ordering::SeqCst) >= 2);
     }
 
@@ -327,7 +319,7 @@ mod tests {
         let sends: Vec<_> = (0..200)
             .map(|_| {
                 let h2 = h2.clone();
-                tokio::spawn(async move { h2.send(request(port)).await.is_ok() })
+                tokio::spawn(async move { h2.send(|| request(port)).await.is_ok() })
             })
             .collect();
         for send in sends {
@@ -385,9 +377,9 @@ mod tests {
         let (port, accepted) = recycles_after_one_request().await;
         let h2 = H2::new("127.0.0.1".into(), port, Duration::from_secs(5));
         let (a, b, c) = tokio::join!(
-            h2.send(request(port)),
-            h2.send(request(port)),
-            h2.send(request(port))
+            h2.send(|| request(port)),
+            h2.send(|| request(port)),
+            h2.send(|| request(port))
         );
         for (i, answer) in [a, b, c].into_iter().enumerate() {
             match answer {
@@ -397,20 +389,5 @@ mod tests {
             }
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "one new connection");
-    }
-
-    #[test]
-    fn a_resent_request_is_the_same_request() {
-        let mut original = request(1);
-        let mut token = hyper::header::HeaderValue::from_static("Bearer t");
-        token.set_sensitive(true);
-        original
-            .headers_mut()
-            .insert(hyper::header::AUTHORIZATION, token);
-        let again = copy(&original);
-        assert_eq!(again.uri(), original.uri());
-        assert_eq!(again.method(), original.method());
-        assert_eq!(again.headers(), original.headers());
-        assert!(again.headers()[hyper::header::AUTHORIZATION].is_sensitive());
     }
 }

@@ -432,16 +432,22 @@ impl Client {
     /// One request over the direct HTTP/2 connection.
     async fn attempt_h2(&self, h2: &h2::H2, url: &str) -> Result<Hop, AttemptFailure> {
         use http_body_util::BodyExt;
-        let mut request = hyper::Request::get(url).header(
-            reqwest::header::USER_AGENT,
-            concat!("userfetch/", env!("CARGO_PKG_VERSION")),
-        );
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        let request = request
-            .body(http_body_util::Empty::new())
-            .map_err(|e| AttemptFailure::fatal(ErrorKind::Rejected, e.to_string()))?;
+        let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+            AttemptFailure::fatal(ErrorKind::Rejected, e.to_string())
+        })?;
+        let request = || {
+            let mut request = hyper::Request::new(http_body_util::Empty::new());
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(
+                reqwest::header::USER_AGENT,
+                HeaderValue::from_static(concat!("userfetch/", env!("CARGO_PKG_VERSION"))),
+            );
+            if let Some(auth) = &self.auth {
+                headers.insert(AUTHORIZATION, auth.clone());
+            }
+            request
+        };
         let response = h2.send(request).await.map_err(|e| {
             let host = self.host();
             match e {
