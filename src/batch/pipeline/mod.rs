@@ -1,5 +1,6 @@
 //! One run of a batch job: ids claimed, looked up, settled and counted, then the outputs
-//! and the summary written.
+//! and the summary written ([`finish`]). One lookup, and the set of them in flight, are in
+//! [`lookup`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,23 +10,27 @@ use anyhow::Context;
 use futures::StreamExt;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{self, BatchJob, BatchReader, Cache, Claim, Settled};
-use crate::client::{Client, ErrorKind};
+use crate::cache::{self, Claim, Settled};
+use crate::client::ErrorKind;
 use crate::console::{count, note};
-use crate::exit::{ExitCode, Interrupted, usage};
+use crate::exit::ExitCode;
 use crate::id::UserId;
 use crate::signals::{Received, Signals};
+
+mod finish;
+mod lookup;
+
+pub(super) use lookup::Ctx;
+use lookup::{Answer, CommitFuture, Lookups, Outcome, Stopping, Tally, commit, lookup};
 
 use super::config::Config;
 use super::input::{self, Chunk};
 use super::output::{self, AtomicFile};
 use super::progress::Progress;
 use super::streamed::Output;
-use super::summary::{Counts, FileReport, Histogram, Status, Summary};
-use super::throttle::{self, Throttle};
+use super::summary::{Counts, Histogram};
 use super::{Format, MAX_WARNINGS};
 
 /// Lookups in a row whose every attempt failed at the connection, after which a run stops:
@@ -33,9 +38,6 @@ use super::{Format, MAX_WARNINGS};
 /// input through its retries, one connection refused after another. Any other outcome in
 /// between (a record, a 404, a 500) starts the count again, so a flaky API is not stopped.
 const UNREACHABLE_STOP: u32 = 20;
-
-/// Failed ids shown on stderr when there is no `--failures` file to list them.
-const FAILED_SHOWN: u32 = 5;
 
 /// Claims requested ahead of need: some being answered while others are consumed.
 const CLAIMS_AHEAD: usize = 4;
@@ -49,162 +51,6 @@ const ANSWERS_PAUSED: Duration = Duration::from_micros(500);
 /// not in one commit after the last of them.
 const COMMIT_AT_MOST: usize = 1024;
 
-/// What every lookup task shares.
-pub(super) struct Ctx {
-    pub(super) client: Client,
-    pub(super) cache: Cache,
-    pub(super) job: BatchJob,
-    pub(super) namespace: Arc<str>,
-    pub(super) throttle: Arc<Throttle>,
-}
-
-/// How one lookup ended, as its task reports it.
-enum Answer {
-    /// An outcome to store.
-    Settle {
-        line: u64,
-        id: UserId,
-        kind: Outcome,
-        settled: Settled,
-        latency: Duration,
-        retries: u32,
-    },
-    /// Cancelled by a second Ctrl-C or the end of the grace period: left for the next run.
-    /// Its retries are not counted: a retry is noted before its backoff, so one cancelled
-    /// in that wait was never sent. Its requests are (the throttle counts those sent).
-    Cancelled,
-}
-
-/// What the summary needs of one answer once it is committed.
-struct Tally {
-    kind: Outcome,
-    latency: Duration,
-    retries: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Found,
-    NotFound,
-    Failed,
-}
-
-/// `stopping` is the first Ctrl-C, `cancel` the second (or the grace period's end).
-async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping) -> Answer {
-    let mut retries = 0u32;
-    let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
-    let gate = throttle::Timed::new(&ctx.throttle, &stop.draining);
-    let fetched = tokio::select! {
-        // The lookup first, so that an attempt that has just ended is seen as ended below.
-        biased;
-        fetched = ctx.client.fetch_gated(&id, &mut on_retry, &gate) => Some(fetched),
-        () = stop.cancel.cancelled() => None,
-        // Only requests on the wire get the grace period: a lookup still waiting for its turn
-        // (the window, --rate) or sleeping before a retry is left for the next run at once.
-        () = gate.between_attempts() => None,
-    };
-    let latency = gate.since_admitted();
-    let (kind, settled) = match fetched {
-        None => return Answer::Cancelled,
-        Some(Ok(f)) => (Outcome::Found, Settled::Found(f.record)),
-        Some(Err(e)) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
-        Some(Err(e)) if e.kind == ErrorKind::NotFound => (
-            Outcome::NotFound,
-            Settled::NotFound {
-                message: e.detail().to_owned(),
-                attempts: e.attempts,
-            },
-        ),
-        Some(Err(e)) => (
-            Outcome::Failed,
-            Settled::Failed {
-                kind: e.kind.as_str(),
-                message: e.detail().to_owned(),
-                attempts: e.attempts,
-            },
-        ),
-    };
-    Answer::Settle {
-        line,
-        id,
-        kind,
-        settled,
-        latency,
-        retries,
-    }
-}
-
-/// Stores answers, many per message (each message wakes the cache thread, which costs more
-/// than the insert). Runs outside the lookups' concurrency slots, so the next lookups start
-/// while the cache thread commits, and is never cancelled: an answer that came back is kept.
-fn commit(ctx: &Arc<Ctx>, answers: Vec<(cache::Outcome, Tally)>) -> CommitFuture {
-    let ctx = ctx.clone();
-    Box::pin(async move {
-        let (outcomes, tallies): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
-        let result = ctx
-            .cache
-            .batch_settle(ctx.job, &ctx.namespace, outcomes)
-            .await
-            .context("cannot record outcomes in the cache file");
-        (tallies, result)
-    })
-}
-
-/// What `write_outputs` put in place (`--out`, `--failures`), and why not the rest.
-type Written = (
-    Option<FileReport>,
-    Option<FileReport>,
-    Option<anyhow::Error>,
-);
-
-type CommitFuture = std::pin::Pin<
-    Box<dyn Future<Output = (Vec<Tally>, anyhow::Result<Vec<cache::Outcome>>)> + Send>,
->;
-
-/// The lookups in flight. On the default single-threaded runtime they are polled in place:
-/// a spawned task per id would only add scheduling work (and copy each future once more) with
-/// no second thread to run on. With `--threads N` they are spawned so the threads share them.
-enum Lookups {
-    Local(FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>>),
-    Spawned(JoinSet<Answer>),
-}
-
-impl Lookups {
-    fn new() -> Lookups {
-        match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::CurrentThread => Lookups::Local(FuturesUnordered::new()),
-            _ => Lookups::Spawned(JoinSet::new()),
-        }
-    }
-
-    fn push(&mut self, lookup: impl Future<Output = Answer> + Send + 'static) {
-        match self {
-            Lookups::Local(set) => set.push(Box::pin(lookup)),
-            Lookups::Spawned(set) => {
-                set.spawn(lookup);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Lookups::Local(set) => set.len(),
-            Lookups::Spawned(set) => set.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    async fn next(&mut self) -> Option<Result<Answer, tokio::task::JoinError>> {
-        match self {
-            Lookups::Local(set) => set.next().await.map(Ok),
-            Lookups::Spawned(set) => set.join_next().await,
-        }
-    }
-}
-
 type ClaimFuture = std::pin::Pin<
     Box<
         dyn Future<
@@ -215,15 +61,6 @@ type ClaimFuture = std::pin::Pin<
             > + Send,
     >,
 >;
-
-/// What lookups are told when the run stops.
-#[derive(Clone)]
-struct Stopping {
-    /// Stop between attempts (the first Ctrl-C, an input error).
-    draining: CancellationToken,
-    /// Stop at once (a second Ctrl-C, the grace period over, a fatal error).
-    cancel: CancellationToken,
-}
 
 /// Whether Ctrl-C (or SIGTERM) has been pressed, and how often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -543,164 +380,6 @@ impl<'a> Pipeline<'a> {
         })
     }
 
-    /// Writes the outputs and the summary of a run that has stopped fetching, and tells how
-    /// it ended.
-    async fn finish(
-        self,
-        ended: Ended,
-        started: Instant,
-        out: Output,
-        failures: Option<AtomicFile>,
-        summary_json: Option<AtomicFile>,
-        mut signals: Signals,
-    ) -> anyhow::Result<ExitCode> {
-        let Ended {
-            fatal,
-            input_error,
-            reader_died,
-            mut received,
-        } = ended;
-        // An error after a stop was asked for (the last outcomes refused by a cache locked
-        // by another process) is said, but the run was interrupted, as with an output that
-        // cannot be written then: exit 130.
-        let mut status = if input_error.is_some() || reader_died {
-            Status::InputError
-        } else if fatal.is_some() && received == 0 {
-            Status::Error
-        } else if self.gave_up.is_some() {
-            Status::Unreachable
-        } else if received > 0 {
-            Status::Interrupted
-        } else {
-            Status::Complete
-        };
-        // Output files are only replaced when the input was readable: after an input error
-        // the previous files stay as they were. An interrupted run writes what is done even
-        // when its last outcomes could not be stored (a cache locked by another process):
-        // what was committed before is there to read.
-        let fetched = started.elapsed();
-        let (out_report, failures_report, write_error) = match (&fatal, status) {
-            // Its records would replace another job's with a part of this one's: kept in the
-            // store instead, for the rerun.
-            (_, Status::Interrupted | Status::Unreachable) if self.foreign_out => {
-                let failures = match &self.config.failures {
-                    Some(f) => format!(" (and {})", f.display()),
-                    None => String::new(),
-                };
-                note!(
-                    "userfetch: {}{failures} left as it was: this run did not finish, and the file \
-                     is not this command's output; the same command again continues from what this run fetched",
-                    self.config.out.display()
-                );
-                (None, None, None)
-            }
-            (None, Status::Complete | Status::Unreachable) | (_, Status::Interrupted) => {
-                // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
-                tracing::debug!("writing the outputs");
-                let writing = self.write_outputs(out, failures);
-                tokio::pin!(writing);
-                let mut while_writing = 0u32;
-                let written = loop {
-                    let signal = tokio::select! {
-                        // A failed write (a full disk) still leaves the run's summary to tell;
-                        // the error follows it.
-                        written = &mut writing => break written,
-                        signal = signals.recv() => signal,
-                    };
-                    received += 1;
-                    while_writing += 1;
-                    // The message promises that the next Ctrl-C quits, whatever came before.
-                    if received >= 3 || while_writing >= 2 {
-                        quit_now(self.config.fresh);
-                    }
-                    self.progress.warn(&format!(
-                        "userfetch: writing the output from what is done; {} to quit at once",
-                        signal.again()
-                    ));
-                };
-                // Asked to stop, even if there was nothing left to stop: exit 130 as for
-                // any Ctrl-C, and the summary says so.
-                if while_writing > 0 {
-                    status = Status::Interrupted;
-                }
-                written
-            }
-            _ => (None, None, None),
-        };
-        // What the next run compares the file there with, to tell whether it is still
-        // this job's.
-        if out_report.is_some()
-            && let Ok(file) = std::fs::metadata(&self.config.out)
-            && let Err(e) = self
-                .ctx
-                .cache
-                .batch_wrote_out(self.ctx.job, super::out_fingerprint(&file))
-                .await
-        {
-            // The next run then says the file is not its own, and keeps it if interrupted.
-            tracing::debug!("cannot record that --out was written: {e}");
-        }
-        tracing::info!(
-            "lookups took {:?}, writing the output {:?}",
-            fetched,
-            started.elapsed() - fetched
-        );
-        // An interrupted run stays "interrupted": a rerun is what it needs either way.
-        let status = match (&write_error, status) {
-            (Some(_), Status::Complete) => Status::OutputError,
-            _ => status,
-        };
-        let stopped_by_error = fatal.is_some();
-        let error = fatal
-            .or(write_error)
-            .or_else(|| input_error.map(|e| usage(e.to_string())));
-        let reason = error
-            .as_ref()
-            .map(crate::exit::describe)
-            .or_else(|| self.gave_up.clone());
-        let summary = self.summary(
-            status,
-            reason,
-            started.elapsed(),
-            out_report,
-            failures_report,
-        );
-        if !stopped_by_error && self.config.failures.is_none() && self.counts.failed > 0 {
-            self.show_first_failed().await;
-        }
-        if let (Status::Complete, Some(out)) = (status, &summary.out)
-            && self.ctx.job.earlier_found
-        {
-            self.say_what_earlier_runs_left(&out.path).await;
-        }
-        // An input that fails before its first id (empty stdin) gets its one error line only.
-        if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
-            note!("{}", summary.render(rerun_hint(self.config.fresh)));
-        }
-        let summary_error = summary_json.and_then(|file| summary.write_json(file).err());
-        let error = match (error, summary_error) {
-            (Some(e), Some(unwritten)) => {
-                // Said too, not lost behind the error that ended the run.
-                note!("userfetch: {unwritten:#}");
-                Some(e)
-            }
-            (e, unwritten) => e.or(unwritten),
-        };
-        if let Some(e) = error {
-            // Reported either way; an interrupted run still exits 130, which is what a
-            // script asks about.
-            return Err(match status {
-                Status::Interrupted => e.context(Interrupted),
-                _ => e,
-            });
-        }
-        Ok(match status {
-            Status::Interrupted => ExitCode::Interrupted,
-            _ if self.counts.failed > 0 => ExitCode::Failure,
-            _ => ExitCode::Success,
-        })
-    }
-
     fn claim(&self, ids: Vec<(u64, UserId)>) -> ClaimFuture {
         let ctx = self.ctx.clone();
         let max_age = self.max_age;
@@ -796,155 +475,6 @@ impl<'a> Pipeline<'a> {
             self.progress.warn(
                 "userfetch: more invalid lines are skipped without a message (the summary counts them)",
             );
-        }
-    }
-
-    /// The output of an `--out` collects what every run into it found, so a run over a
-    /// different input writes the earlier input's records too: said, as it surprises.
-    async fn say_what_earlier_runs_left(&self, out: &str) {
-        let job = self.ctx.job;
-        let earlier = self
-            .read_back(move |reader| Ok(reader.found_before(job.job, job.run)?))
-            .await;
-        if let Some(n) = earlier.filter(|&n| n > 0) {
-            self.progress.warn(&format!(
-                "userfetch: {out} also holds {} that earlier runs into it found for ids not in this input (--fresh starts the output over)",
-                count(n, "record", "records")
-            ));
-        }
-    }
-
-    /// A read of the store for a message after the run, off the runtime. A message is not worth
-    /// failing the run over: when the read fails, it is logged and `None`.
-    async fn read_back<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&BatchReader) -> anyhow::Result<T> + Send + 'static,
-    ) -> Option<T> {
-        let path = self.ctx.cache.path().to_owned();
-        let read = tokio::task::spawn_blocking(move || read(&BatchReader::open(&path)?)).await;
-        match read {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(e)) => {
-                tracing::debug!("cannot read the cache file back: {e:#}");
-                None
-            }
-            Err(e) => {
-                tracing::debug!("cannot read the cache file back: {e}");
-                None
-            }
-        }
-    }
-
-    /// Without `--failures`, which ids failed and why would be said nowhere: the first few are
-    /// shown, and where the rest can be found.
-    async fn show_first_failed(&self) {
-        let job = self.ctx.job;
-        let Some(rows) = self
-            .read_back(move |reader| reader.first_failed(job, FAILED_SHOWN))
-            .await
-        else {
-            return;
-        };
-        for row in &rows {
-            // As `get` says it: the count only when the lookup was tried more than once.
-            self.progress.warn(&format!(
-                "userfetch: user {}: {}{}",
-                row.id,
-                row.message,
-                crate::client::AfterAttempts(row.attempts)
-            ));
-        }
-        let more = self.counts.failed.saturating_sub(rows.len() as u64);
-        let rest = if more > 0 {
-            format!("{more} more failed; ")
-        } else {
-            String::new()
-        };
-        self.progress.warn(&format!(
-            "userfetch: {rest}--failures FILE lists every failed and not-found id with its error"
-        ));
-    }
-
-    /// The reports of the files put in place, and why the rest could not be: `--out` may be
-    /// in place when `--failures` fails, and the summary should still name it.
-    async fn write_outputs(&self, out: Output, failures: Option<AtomicFile>) -> Written {
-        if let Err(e) = self.ctx.cache.flush().await {
-            return (None, None, Some(e.into()));
-        }
-        let path = self.ctx.cache.path().to_owned();
-        let job = self.ctx.job.job;
-        let namespace = self.ctx.namespace.clone();
-        let format = self.config.format;
-        let out_path = self.config.out.display().to_string();
-        let written = tokio::task::spawn_blocking(move || -> Written {
-            // Opened only by what reads the store: a streamed --out without --failures never does.
-            let records = match out.finish(|file| {
-                output::write_found(&BatchReader::open(&path)?, job, &namespace, format, file)
-            }) {
-                Ok(records) => records,
-                Err(e) => return (None, None, Some(e)),
-            };
-            let out = Some(FileReport {
-                path: out_path,
-                records,
-            });
-            let Some(f) = failures else {
-                return (out, None, None);
-            };
-            let shown = f.path().display().to_string();
-            match BatchReader::open(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|reader| output::write_failures(&reader, job, f))
-            {
-                Ok(records) => (
-                    out,
-                    Some(FileReport {
-                        path: shown,
-                        records,
-                    }),
-                    None,
-                ),
-                Err(e) => (out, None, Some(e)),
-            }
-        })
-        .await;
-        written.unwrap_or_else(|e| (None, None, Some(e.into())))
-    }
-
-    fn summary(
-        &self,
-        status: Status,
-        reason: Option<String>,
-        elapsed: Duration,
-        out: Option<FileReport>,
-        failures: Option<FileReport>,
-    ) -> Summary {
-        let t = self.ctx.throttle.stats();
-        let c = &self.counts;
-        let settled = c.found + c.not_found + c.failed + c.cached + c.done_earlier;
-        let secs = elapsed.as_secs_f64();
-        Summary {
-            status,
-            reason,
-            counts: c.clone(),
-            // Every line read was claimed (claims in flight are awaited before the run
-            // ends), as an id or as a duplicate.
-            not_read: self
-                .id_lines
-                .map(|lines| lines.saturating_sub(c.ids + c.duplicates)),
-            elapsed_s: (secs * 1000.0).round() / 1000.0,
-            ids_per_s: if secs > 0.0 {
-                (settled as f64 / secs).round()
-            } else {
-                0.0
-            },
-            requests: t.attempts + self.ctx.client.redirects_followed(),
-            retries: self.retries,
-            latency_ms: Summary::latency(&self.latencies),
-            throttled_answers: t.refusals,
-            throttle_events: t.cuts,
-            out,
-            failures,
         }
     }
 }
