@@ -666,3 +666,20 @@ fn a_burst_of_keys_longer_than_one_read_is_taken_whole() {
     pty.send(&format!("{}\x15q", "1".repeat(1500)));
     pty.wait_exit(Duration::from_secs(10));
 }
+
+/// In sync mode a paste of several ids freezes the screen once per id, but Ctrl-C pressed
+/// during the first freeze is read before the next one begins.
+#[test]
+fn ctrl_c_after_a_sync_paste_waits_for_one_lookup_not_for_all() {
+    let api = demo_api();
+    let template = format!("{}?latency=2s", api.url_template());
+    let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.send("\x1b[200~1\r2\r3\r4\r5\r6\r7\r8\r\x1b[201~");
+    pty.wait_for("the frozen label", |s| s.contains("UI frozen"));
+    pty.send("\x03");
+    // Eight ids at 2 s each hold the screen 16 s; the one in flight, 2 s.
+    pty.wait_exit(Duration::from_secs(10));
+    assert!(leaves_the_alternate_screen(&pty.raw));
+    api.shutdown_blocking();
+}

@@ -375,18 +375,7 @@ impl App {
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     match msg {
         Msg::Key(key) => on_key(app, key),
-        Msg::Paste(text) => {
-            let mut effects = Vec::new();
-            for c in text.chars() {
-                match c {
-                    // A row copied from a spreadsheet holds one id per cell.
-                    '\r' | '\n' | '\t' => effects.extend(submit(app)),
-                    c if !c.is_control() => type_char(app, c),
-                    _ => {}
-                }
-            }
-            effects
-        }
+        Msg::Paste(text) => paste(app, &text),
         Msg::Retrying { req, notice } => {
             let now = app.now;
             if let Some(row) = app.row_mut(req)
@@ -449,6 +438,58 @@ fn detail_page(app: &App) -> usize {
     app.detail_rows.get().saturating_sub(1).max(1)
 }
 
+/// Each pasted line is looked up as if typed and entered; what the prompt held before joins
+/// the first. The last piece, with no line end after it, waits in the prompt for Enter. A
+/// line that cannot be an id is said in the notice, the first of several with a count of
+/// the rest, so a later line looked up does not wipe it.
+fn paste(app: &mut App, text: &str) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let mut refused = Vec::new();
+    // A row copied from a spreadsheet holds one id per cell.
+    let mut pieces = text.split(['\r', '\n', '\t']).peekable();
+    while let Some(piece) = pieces.next() {
+        let entered = pieces.peek().is_some();
+        if let Some(c) = piece.chars().find(|c| c.is_control()) {
+            // Not typed, not even in part: the prompt must never hold a control character,
+            // and an id with one dropped would be another id.
+            let mut line = std::mem::take(&mut app.input);
+            line.push_str(piece);
+            app.cursor = 0;
+            refused.push(refusal(crate::id::IdError::ControlChar(c as u32), &line));
+            continue;
+        }
+        // At once, not a character at a time: each insert shifts the rest of the line, and a
+        // pasted line of 100,000 characters froze the screen for seconds.
+        let at = byte_index(&app.input, app.cursor);
+        app.input.insert_str(at, piece);
+        app.cursor += piece.chars().count();
+        if entered {
+            effects.extend(submit(app));
+            refused.extend(app.notice.take());
+        }
+    }
+    app.notice = match refused.len() {
+        0 => None,
+        1 => refused.pop(),
+        n => Some(format!(
+            "{NOT_LOOKED_UP}, {n} pasted lines; the first{}",
+            refused[0].strip_prefix(NOT_LOOKED_UP).unwrap_or_default()
+        )),
+    };
+    effects
+}
+
+const NOT_LOOKED_UP: &str = "not looked up";
+
+/// The notice for a line that is no id. Why first: the row is cut at the screen's edge, and
+/// a quoted line can be long.
+fn refusal(why: impl std::fmt::Display, line: &str) -> String {
+    format!(
+        "{NOT_LOOKED_UP}: {why}: {}",
+        sanitize(&crate::term::quote(line))
+    )
+}
+
 fn type_char(app: &mut App, c: char) {
     let at = byte_index(&app.input, app.cursor);
     app.input.insert(at, c);
@@ -462,6 +503,8 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
         return Vec::new();
     }
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    // Ctrl-H is the Backspace many terminals send.
+    let backspace = key.code == KeyCode::Backspace || (ctrl && key.code == KeyCode::Char('h'));
     match key.code {
         KeyCode::Char('c') if ctrl => {
             app.interrupted = true;
@@ -507,7 +550,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             type_char(app, c);
             Vec::new()
         }
-        KeyCode::Backspace if app.cursor > 0 => {
+        _ if backspace && app.cursor > 0 => {
             app.cursor -= 1;
             let at = byte_index(&app.input, app.cursor);
             app.input.remove(at);
@@ -662,11 +705,7 @@ fn submit(app: &mut App) -> Vec<Effect> {
     let id = match UserId::parse(&text) {
         Ok(id) => id,
         Err(e) => {
-            // Why first: the row is cut at the screen's edge, and a quoted id can be long.
-            app.notice = Some(format!(
-                "not looked up: {e}: {}",
-                sanitize(&crate::term::quote(&text))
-            ));
+            app.notice = Some(refusal(e, &text));
             return Vec::new();
         }
     };
@@ -928,10 +967,63 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(ids, ["1", "quinn", "2"]);
+        assert_eq!(ids, ["1", "quinn"]);
         assert!(!app.quit, "a pasted q is text");
-        // The last line waits for Enter; the escape character was not typed.
+        // The line with an escape character is refused whole, not looked up as "2".
+        let notice = app.notice.clone().unwrap_or_default();
+        assert!(
+            notice.starts_with("not looked up: the id contains a control character (U+001B)"),
+            "{notice}"
+        );
+        // The last line waits for Enter.
         assert_eq!(app.input, "3");
+    }
+
+    #[test]
+    fn a_refused_pasted_line_stays_said_after_the_lines_that_follow() {
+        let mut app = app();
+        let effects = update(&mut app, Msg::Paste(" 7 \n8\n".into()));
+        assert_eq!(effects.len(), 1, "8 is looked up");
+        let notice = app.notice.clone().unwrap_or_default();
+        assert!(
+            notice.contains("whitespace") && notice.contains("\" 7 \""),
+            "{notice}"
+        );
+        // Several: counted, the first said.
+        update(&mut app, Msg::Paste("9\n..\n\u{7}x\n10\n".into()));
+        let notice = app.notice.clone().unwrap_or_default();
+        assert!(
+            notice.starts_with("not looked up, 2 pasted lines; the first: '.' and '..'"),
+            "{notice}"
+        );
+        assert_eq!(app.rows.len(), 3);
+    }
+
+    #[test]
+    fn a_very_long_pasted_line_is_typed_at_once() {
+        let mut app = app();
+        type_text(&mut app, "ab");
+        update(&mut app, key(KeyCode::Left));
+        let long = "7".repeat(300_000);
+        let started = Instant::now();
+        update(&mut app, Msg::Paste(long.clone()));
+        // Generous: one character at a time took ~30 s for this many.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(app.input, format!("a{long}b"));
+        assert_eq!(app.cursor, 300_001);
+    }
+
+    #[test]
+    fn ctrl_h_deletes_like_backspace() {
+        let mut app = app();
+        type_text(&mut app, "abc");
+        let ctrl_h = KeyEvent::new(KeyCode::Char('h'), KeyModifiers::CONTROL);
+        update(&mut app, Msg::Key(ctrl_h));
+        update(&mut app, Msg::Key(ctrl_h));
+        assert_eq!((app.input.as_str(), app.cursor), ("a", 1));
+        update(&mut app, key(KeyCode::Backspace));
+        update(&mut app, Msg::Key(ctrl_h));
+        assert_eq!((app.input.as_str(), app.cursor), ("", 0));
     }
 
     #[test]

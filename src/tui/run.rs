@@ -120,6 +120,7 @@ where
         started_this_frame: 0,
         tokens: HashMap::new(),
         blocking: None,
+        blocking_next: VecDeque::new(),
         frame_interval: ctx.frame_interval,
         dirty: true,
         next_frame: Instant::now(),
@@ -150,6 +151,12 @@ where
                 Some(Err(e)) => return Err(anyhow::Error::new(e).context("cannot read the terminal")),
                 None => return Ok(Exit::Quit),
             },
+            // A sync lookup submitted, once what was typed before it has been read.
+            () = std::future::ready(()), if !state.blocking_next.is_empty() => {
+                if let Some((req, id)) = state.blocking_next.pop_front() {
+                    state.block_on_lookup(terminal, app, ctx, req, &id, log.as_deref_mut())?;
+                }
+            }
             Some(msg) = rx.recv() => {
                 app.now = Instant::now();
                 update(app, msg);
@@ -176,6 +183,8 @@ struct LoopState {
     started_this_frame: usize,
     tokens: HashMap<ReqId, CancellationToken>,
     blocking: Option<Blocking>,
+    /// Sync-mode lookups submitted and not yet run (more than one from a paste).
+    blocking_next: VecDeque<(ReqId, UserId)>,
     frame_interval: Duration,
     dirty: bool,
     /// The earliest moment the next frame may be drawn.
@@ -279,7 +288,7 @@ impl LoopState {
         app.now = now;
         let effects = update(app, msg);
         self.dirty = true;
-        let mut log = log;
+        let queued_before = !self.blocking_next.is_empty();
         for effect in effects {
             match effect {
                 Effect::Quit => {
@@ -293,6 +302,8 @@ impl LoopState {
                     if let Some(token) = self.tokens.remove(&req) {
                         token.cancel();
                     }
+                    // A sync lookup not yet begun is not begun at all.
+                    self.blocking_next.retain(|(queued, _)| *queued != req);
                 }
                 Effect::Lookup {
                     req,
@@ -303,8 +314,14 @@ impl LoopState {
                     req,
                     id,
                     mode: Mode::Sync,
-                } => self.block_on_lookup(terminal, app, ctx, req, &id, log.as_deref_mut())?,
+                } => self.blocking_next.push_back((req, id)),
             }
+        }
+        // The first blocks now, while the key that asked for it is handled, as a sync
+        // program would. The rest (the other lines of a paste) wait for the loop, so that
+        // what was typed during one freeze (Ctrl-C above all) is read before the next.
+        if !queued_before && let Some((req, id)) = self.blocking_next.pop_front() {
+            self.block_on_lookup(terminal, app, ctx, req, &id, log)?;
         }
         Ok(None)
     }
