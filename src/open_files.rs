@@ -28,6 +28,17 @@ pub fn fit(concurrency: u32, over_http2: bool) -> u32 {
     fitted
 }
 
+/// How many lookups may be in flight at once without running out of files, for a front end
+/// with no `--concurrency` of its own (the screen): `None` when nothing bounds them (HTTP/2,
+/// or no limit).
+pub fn lookups_at_once(over_http2: bool) -> Option<u32> {
+    if over_http2 {
+        return None;
+    }
+    let limit = limit()?;
+    Some(within(u32::MAX, Some(limit)))
+}
+
 /// The process's open-file limit (raised at start as far as allowed), if it has one.
 fn limit() -> Option<u64> {
     rlimit::getrlimit(rlimit::Resource::NOFILE)

@@ -683,3 +683,36 @@ fn ctrl_c_after_a_sync_paste_waits_for_one_lookup_not_for_all() {
     assert!(leaves_the_alternate_screen(&pty.raw));
     api.shutdown_blocking();
 }
+
+/// Over HTTP/1.1 each lookup in flight holds a socket. Under a low open-file limit the screen
+/// runs as many at a time as the limit allows and the rest wait their turn; before, the rest
+/// failed with "Too many open files", which read as the API being down.
+#[test]
+fn lookups_beyond_the_open_file_limit_wait_instead_of_failing() {
+    let api = server::start_in_thread(ServerConfig {
+        latency: Duration::from_millis(500),
+        ..ServerConfig::default()
+    })
+    .expect("demo API");
+    let mut command = Command::new("bash");
+    command.args([
+        "-c",
+        &format!(
+            "ulimit -n 64 && exec '{}' --no-cache --retries 0 --api '{}'",
+            env!("CARGO_BIN_EXE_userfetch"),
+            api.url_template()
+        ),
+    ]);
+    let mut pty = Pty::spawn_command(command);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    let ids: String = (1..=80).map(|i| format!("{i}\r")).collect();
+    pty.send(&format!("\x1b[200~{ids}\x1b[201~"));
+    let screen = pty.wait_for("every lookup answered", |s| {
+        s.contains("in flight 0 ·") && s.contains("found 80 ·")
+    });
+    assert!(screen.contains("errors 0"), "{screen}");
+    assert!(screen.contains("lookups at a time at most"), "{screen}");
+    pty.send("q");
+    pty.wait_exit(Duration::from_secs(5));
+    api.shutdown_blocking();
+}

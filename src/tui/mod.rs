@@ -58,7 +58,10 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
         color: std::env::var_os("NO_COLOR").is_none(),
     };
     let mut app = app::App::new(config, Instant::now());
-    let ctx = run::Context::new(session.engine.clone(), opts.max_age);
+    let ctx = run::Context {
+        max_in_flight: crate::open_files::lookups_at_once(session.engine.client().config().http2),
+        ..run::Context::new(session.engine.clone(), opts.max_age)
+    };
     let outcome = {
         let mut screen = terminal::Screen::open()?;
         run::run(

@@ -36,6 +36,9 @@ pub struct Context {
     /// The shortest time between two frames.
     pub frame_interval: Duration,
     pub health_every: Duration,
+    /// Lookups in flight at most (the open-file limit, over HTTP/1.1); the rest wait their
+    /// turn in submission order.
+    pub max_in_flight: Option<u32>,
 }
 
 impl Context {
@@ -46,6 +49,7 @@ impl Context {
             // 60 fps: smooth for a bar, and the budget the responsiveness targets assume.
             frame_interval: Duration::from_micros(16_667),
             health_every: Duration::from_secs(2),
+            max_in_flight: None,
         }
     }
 }
@@ -121,6 +125,8 @@ where
         tokens: HashMap::new(),
         blocking: None,
         blocking_next: VecDeque::new(),
+        max_in_flight: ctx.max_in_flight,
+        said_held_back: false,
         frame_interval: ctx.frame_interval,
         dirty: true,
         next_frame: Instant::now(),
@@ -136,6 +142,18 @@ where
             continue;
         }
         state.start_some();
+        if !state.said_held_back && !state.starting.is_empty() && state.at_most_in_flight() {
+            // Said once: more lookups than the open-file limit allows sockets for would fail
+            // as "Too many open files" and read as the API being down.
+            state.said_held_back = true;
+            app.notice = Some(format!(
+                "{} lookups at a time at most: over HTTP/1.1 each needs a socket, and the \
+                 open-file limit allows no more; the rest wait their turn (raise ulimit -n, \
+                 or pass --http2 if the API speaks it)",
+                state.max_in_flight.unwrap_or_default()
+            ));
+            state.dirty = true;
+        }
         let early = state.next_frame.checked_sub(TIMER_SLACK);
         let deadline = tokio::time::Instant::from_std(early.unwrap_or(state.next_frame));
         tokio::select! {
@@ -185,6 +203,9 @@ struct LoopState {
     blocking: Option<Blocking>,
     /// Sync-mode lookups submitted and not yet run (more than one from a paste).
     blocking_next: VecDeque<(ReqId, UserId)>,
+    /// See [`Context::max_in_flight`].
+    max_in_flight: Option<u32>,
+    said_held_back: bool,
     frame_interval: Duration,
     dirty: bool,
     /// The earliest moment the next frame may be drawn.
@@ -327,7 +348,14 @@ impl LoopState {
     }
 
     fn may_start(&self) -> bool {
-        !self.starting.is_empty() && self.started_this_frame < STARTS_PER_FRAME
+        !self.starting.is_empty()
+            && self.started_this_frame < STARTS_PER_FRAME
+            && !self.at_most_in_flight()
+    }
+
+    fn at_most_in_flight(&self) -> bool {
+        self.max_in_flight
+            .is_some_and(|max| self.inflight.len() >= max as usize)
     }
 
     fn start_some(&mut self) {
