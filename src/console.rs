@@ -21,6 +21,16 @@ pub fn screen_on_stderr(up: bool) {
     SCREEN_ON_STDERR.store(up, Ordering::Relaxed);
 }
 
+/// Where lines from other threads go while the screen covers stderr: its notice row.
+type ScreenNotes = Box<dyn Fn(String) + Send>;
+static SCREEN_NOTES: Mutex<Option<ScreenNotes>> = Mutex::new(None);
+
+/// Says where [`note_above_progress`] lines go while the screen covers stderr (`None`:
+/// nowhere, once the screen is gone).
+pub fn notes_to_screen(show: Option<ScreenNotes>) {
+    *SCREEN_NOTES.lock().unwrap_or_else(PoisonError::into_inner) = show;
+}
+
 /// The progress bar or spinner drawn on stderr, if any: log lines are written above it.
 static PROGRESS: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
 
@@ -78,10 +88,16 @@ fn write_above_progress(text: &[u8]) {
 }
 
 /// One line on stderr from a thread that does not draw the progress bar (the cache's),
-/// written above the bar if one is drawn; dropped while the screen covers stderr.
+/// written above the bar if one is drawn; while the screen covers stderr, handed to it.
 pub fn note_above_progress(args: fmt::Arguments<'_>) {
     if !SCREEN_ON_STDERR.load(Ordering::Relaxed) {
         write_above_progress(format!("{}\n", safe(args)).as_bytes());
+    } else if let Some(show) = SCREEN_NOTES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        show(safe(args).into_owned());
     }
 }
 

@@ -716,3 +716,37 @@ fn lookups_beyond_the_open_file_limit_wait_instead_of_failing() {
     pty.wait_exit(Duration::from_secs(5));
     api.shutdown_blocking();
 }
+
+/// Another process holding the cache's write lock past the busy timeout: the screen says so
+/// in its notice row (stderr, where the other commands say it, is under the screen).
+#[test]
+fn a_cache_locked_by_another_process_is_said_on_the_screen() {
+    let api = server::start_in_thread(ServerConfig::default()).expect("demo API");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache.sqlite3");
+    let mut pty = Pty::spawn(&[
+        "--cache",
+        cache.to_str().unwrap(),
+        "--api",
+        &api.url_template(),
+    ]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.send("1\r");
+    pty.wait_for("the first record", |s| {
+        row(s, "1").is_some_and(|r| r.contains('✓'))
+    });
+    let holder = rusqlite::Connection::open(&cache).unwrap();
+    holder
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS held (x);")
+        .unwrap();
+    pty.send("2\r");
+    // After the 5 s busy timeout.
+    let screen = pty.wait_for("the lock said", |s| {
+        s.contains("is locked by another process")
+    });
+    assert!(!screen.contains("userfetch: the cache"), "{screen}");
+    holder.execute_batch("ROLLBACK").unwrap();
+    pty.send("q");
+    pty.wait_exit(Duration::from_secs(5));
+    api.shutdown_blocking();
+}

@@ -82,6 +82,9 @@ pub enum Msg {
     },
     /// A sync-mode lookup held the interface for this long.
     Froze(Duration),
+    /// A line another part of the program would have written on stderr (the cache file
+    /// locked by another process), already made safe for the terminal.
+    Note(String),
     /// The clock task's tick, with the wall-clock time it read.
     Clock(SystemTime),
     Health(Result<Duration, FetchError>),
@@ -392,6 +395,11 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         }
         Msg::Done { req, outcome } => {
             on_done(app, req, outcome);
+            Vec::new()
+        }
+        Msg::Note(text) => {
+            let text = text.strip_prefix("userfetch: ").unwrap_or(&text);
+            app.notice = Some(text.to_owned());
             Vec::new()
         }
         Msg::Froze(held) => {

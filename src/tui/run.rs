@@ -108,6 +108,13 @@ where
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let stop = CancellationToken::new();
     let _stop_on_exit = stop.clone().drop_guard();
+    // What the cache thread would say on stderr, which the screen covers, goes to the notice
+    // row instead; the guard takes the route away with the screen.
+    let notes = tx.clone();
+    crate::console::notes_to_screen(Some(Box::new(move |text| {
+        let _ = notes.send(Msg::Note(text));
+    })));
+    let _notes_on_exit = NotesOnScreen;
     tasks::spawn_clock(tx.clone(), stop.child_token());
     tasks::spawn_health(
         ctx.engine.client().clone(),
@@ -189,6 +196,15 @@ where
             // Come round again for the next batch of lookups to start.
             () = std::future::ready(()), if state.may_start() => {}
         }
+    }
+}
+
+/// Ends the route of [`crate::console::notes_to_screen`] when the loop ends, however it ends.
+struct NotesOnScreen;
+
+impl Drop for NotesOnScreen {
+    fn drop(&mut self) {
+        crate::console::notes_to_screen(None);
     }
 }
 
