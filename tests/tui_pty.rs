@@ -77,9 +77,11 @@ impl Pty {
         }
     }
 
+    /// The screen's text as a person reads it: a no-break space (which keeps a figure of
+    /// the header lines from wrapping apart) is a space.
     fn screen(&mut self) -> String {
         self.pump();
-        self.parser.screen().contents()
+        self.parser.screen().contents().replace('\u{a0}', " ")
     }
 
     fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {

@@ -80,9 +80,9 @@ pub fn view(app: &App, frame: &mut Frame) {
             .unwrap_or(INFO_ROWS)
             .clamp(1, INFO_ROWS)
     });
-    // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
-    // first header line and some rows of each pane, then the key help, one row of each
-    // header line, the notice row (where a mistyped id is explained), a few more rows for the
+    // Rows are handed out by what matters most, so a small terminal keeps the prompt and
+    // some rows of each pane, then the first header line, the key help, one row of each
+    // other header line, the notice row (where a mistyped id is explained), a few more rows for the
     // panes, and last the header lines' wrapped rest; the panes take what is left.
     let stacked = usize::from(width < WIDE);
     let mut spare = frame.area().height;
@@ -92,8 +92,8 @@ pub fn view(app: &App, frame: &mut Frame) {
         got
     };
     let prompt_rows = take(3);
-    let header_first = take(1);
     let mut body_least = take(BODY_LEAST[stacked]);
+    let header_first = take(1);
     let footer_rows = take(1);
     let mut got = [header_first, take(1), take(1)];
     let notice_rows = take(1);
@@ -206,20 +206,34 @@ fn status_line(app: &App) -> String {
         Some(h) => {
             let ago = app.now.saturating_duration_since(h.at).as_secs();
             match &h.result {
-                Ok(latency) => format!("API ok {} ({ago} s ago)", millis(*latency)),
+                Ok(latency) => whole(&format!("API ok {} ({ago} s ago)", millis(*latency))),
                 Err(e) => format!("API DOWN: {e} ({ago} s ago)"),
             }
         }
     };
     let s = &app.stats;
     let percentiles = match s.percentiles {
-        Some((p50, p95)) => format!("p50 {} p95 {}", millis(p50), millis(p95)),
-        None => "p50 – p95 –".to_owned(),
+        Some((p50, p95)) => format!(
+            "{} {}",
+            whole(&format!("p50 {}", millis(p50))),
+            whole(&format!("p95 {}", millis(p95)))
+        ),
+        None => whole("p50 –") + " " + &whole("p95 –"),
     };
     format!(
-        "{health} · in flight {} · found {} · not found {} · errors {} · {percentiles} · cache hits {}",
-        s.in_flight, s.found, s.not_found, s.errors, s.cache_hits
+        "{health} · {} · {} · {} · {} · {percentiles} · {}",
+        whole(&format!("in flight {}", s.in_flight)),
+        whole(&format!("found {}", s.found)),
+        whole(&format!("not found {}", s.not_found)),
+        whole(&format!("errors {}", s.errors)),
+        whole(&format!("cache hits {}", s.cache_hits)),
     )
+}
+
+/// A label and its value joined by no-break spaces, so that a header line wrapped on a
+/// narrow terminal breaks between figures, never inside one ("p50 0" / "ms").
+fn whole(text: &str) -> String {
+    text.replace(' ', "\u{a0}")
 }
 
 fn meter_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
@@ -232,9 +246,13 @@ fn meter_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
         .last_input_to_draw
         .map_or_else(|| "–".to_owned(), millis);
     let mut spans = vec![Span::raw(format!(
-        "fps {} · longest frame gap {gap} (last {} s) · key→screen {input}",
-        app.meter.fps(app.now),
-        GAP_WINDOW.as_secs()
+        "{} · {} · {}",
+        whole(&format!("fps {}", app.meter.fps(app.now))),
+        whole(&format!(
+            "longest frame gap {gap} (last {} s)",
+            GAP_WINDOW.as_secs()
+        )),
+        whole(&format!("key→screen {input}"))
     ))];
     if let Some(froze) = app.meter.last_freeze {
         spans.push(Span::styled(
@@ -577,6 +595,8 @@ mod tests {
                 for x in 0..width {
                     line.push_str(buffer[(x, y)].symbol());
                 }
+                // As a terminal shows it: a no-break space is a space.
+                let line = line.replace('\u{a0}', " ");
                 out.push_str(line.trim_end());
                 out.push('\n');
             }
@@ -948,6 +968,32 @@ mod tests {
                 },
             );
             app
+        }
+
+        #[test]
+        fn a_wrapped_header_line_breaks_between_figures_not_inside_one() {
+            let app = one_loading_one_found();
+            for width in 60..=100 {
+                let screen = render(&app, width, 24);
+                for figure in ["p50 412 ms", "p95 412 ms", "not found 0", "cache hits 0"] {
+                    assert!(screen.contains(figure), "{figure} at {width}:\n{screen}");
+                }
+            }
+        }
+
+        /// Rows go to the panes before the header lines: at 80×10 both panes show a row of
+        /// their own and the header is what gives way.
+        #[test]
+        fn a_short_terminal_gives_the_header_rows_up_before_the_panes() {
+            let app = one_loading_one_found();
+            let screen = render(&app, 80, 10);
+            assert!(!screen.contains("userfetch ASYNC"), "{screen}");
+            assert!(screen.contains("Enter user id:"), "{screen}");
+            let pane_rows = screen
+                .lines()
+                .filter(|l| l.starts_with('│') && !l.contains("Enter user id:"))
+                .count();
+            assert!(pane_rows >= 2, "{screen}");
         }
 
         #[test]
