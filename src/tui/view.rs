@@ -447,7 +447,12 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
             None => "Type an id and press Enter.".to_owned(),
         })],
         Some(Status::Found { detail, .. }) => {
-            detail.iter().map(|l| Line::raw(l.as_str())).collect()
+            let width = usize::from(area.width.saturating_sub(2)).max(1);
+            detail
+                .iter()
+                .flat_map(|l| hanging(l, width))
+                .map(Line::raw)
+                .collect()
         }
         Some(Status::Pending { retry: None }) => vec![Line::raw("waiting for the API…")],
         // Whole here: the row has room for only the start of the reason.
@@ -494,6 +499,22 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
     let block = Block::default().borders(Borders::ALL).title(title);
     let scroll = u16::try_from(first).unwrap_or(u16::MAX);
     frame.render_widget(text.block(block).scroll((scroll, 0)), area);
+}
+
+/// A field's line cut to `width` columns, what does not fit continuing two columns deeper
+/// than its key: wrapped from column 0, the rest of a value read as a field of its own.
+fn hanging(line: &str, width: usize) -> Vec<std::borrow::Cow<'_, str>> {
+    let text = line.trim_start();
+    let indent = &line[..line.len() - text.len()];
+    let deeper = format!("{indent}  ");
+    // Too narrow for the indent itself: cut at the edge as it comes.
+    if deeper.len() >= width {
+        return vec![line.into()];
+    }
+    let options = textwrap::Options::new(width)
+        .initial_indent(indent)
+        .subsequent_indent(&deeper);
+    textwrap::wrap(text, options)
 }
 
 /// An indeterminate bar: a block sweeping back and forth, its position taken from the time
@@ -968,6 +989,24 @@ mod tests {
                 },
             );
             app
+        }
+
+        /// A value too long for the pane goes on below its key, indented under it, so it does
+        /// not read as a field of its own.
+        #[test]
+        fn a_long_value_wraps_indented_under_its_key() {
+            let app = one_loading_one_found();
+            let screen = render(&app, 80, 60);
+            let lines: Vec<&str> = screen.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| l.contains("catchPhrase:"))
+                .unwrap_or_else(|| panic!("{screen}"));
+            let key_column = lines[at].find("catchPhrase").unwrap_or_default();
+            let next = lines[at + 1];
+            let text_column = next.len() - next.trim_start_matches(['│', ' ']).len();
+            assert!(text_column > key_column, "{screen}");
+            assert!(next.contains("that it must wrap"), "{screen}");
         }
 
         #[test]
