@@ -156,8 +156,9 @@ fn compact(json: &str) -> String {
 /// Whether valid JSON `json` opens more than `limit` arrays or objects inside each other.
 /// Whether `json` has an escape in U+D800..=U+DFFF (`\ud83d`), or text that looks like one.
 fn may_hold_a_surrogate(json: &str) -> bool {
-    // Most records have no escape at all; `contains` on bytes is a memchr.
-    json.as_bytes().contains(&b'\\')
+    // Most records have no escape at all, which memchr tells a vector at a time (the
+    // standard library's `contains` goes a word at a time).
+    memchr::memchr(b'\\', json.as_bytes()).is_some()
         && json.as_bytes().windows(4).any(|w| {
             w[0] == b'\\'
                 && w[1] == b'u'
@@ -167,9 +168,10 @@ fn may_hold_a_surrogate(json: &str) -> bool {
 }
 
 fn nests_deeper_than(json: &str, limit: usize) -> bool {
-    // Fewer openings than the limit cannot nest past it; this count (which vectorises) is all
-    // a typical record costs.
-    let openings = json.bytes().filter(|&b| b == b'[' || b == b'{').count();
+    // Fewer openings than the limit cannot nest past it; this count is all a typical record
+    // costs. memchr2 finds the few openings a vector at a time: counting every byte took
+    // ~2.6 instructions a byte.
+    let openings = memchr::memchr2_iter(b'[', b'{', json.as_bytes()).count();
     if openings <= limit {
         return false;
     }

@@ -431,7 +431,9 @@ pub(super) fn sweep(conn: &mut Connection) -> Result<bool, rusqlite::Error> {
 pub(super) struct Claimed {
     job: i64,
     run: i64,
-    ids: std::collections::HashSet<Box<str>>,
+    /// foldhash rather than SipHash: ids come from the user's own input file, and a set
+    /// bounded by what is in flight has no flooding to fear.
+    ids: foldhash::HashSet<Box<str>>,
     /// On a job's first run, every id it claimed: the job can have no outcome row but theirs,
     /// so an id the filter has never seen is not looked up (one of the two lookups per id,
     /// the other being the fresh record). A false positive only costs that lookup. Fixed
