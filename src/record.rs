@@ -69,7 +69,10 @@ impl Record {
         // pairs them; only a body that may hold one pays for it.
         // serde_json (with arbitrary_precision, which keeps numbers exact) takes an object
         // with this first key for a number: such a record could not be shown or flattened.
-        if text.contains(r#""$serde_json::private::Number""#) {
+        // A record almost never holds a '$', which memchr rules out a vector at a time.
+        if memchr::memchr(b'$', text.as_bytes()).is_some()
+            && text.contains(r#""$serde_json::private::Number""#)
+        {
             return Err(RecordError::ReservedKey);
         }
         // The text passed the raw check, the depth limit and the key above, so decoding its
