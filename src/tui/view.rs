@@ -28,6 +28,9 @@ const BODY_FIRST: [u16; 2] = [8, 12];
 const ID_COLUMNS: usize = 8;
 /// Most rows one of the three header lines may take on a narrow terminal.
 const INFO_ROWS: u16 = 3;
+
+/// Rows the notice may wrap onto.
+const NOTICE_ROWS: u16 = 3;
 /// Width of a loading bar, and of the block that sweeps across it.
 const BAR: usize = 12;
 const BLOCK: usize = 3;
@@ -96,7 +99,20 @@ pub fn view(app: &App, frame: &mut Frame) {
     let header_first = take(1);
     let footer_rows = take(1);
     let mut got = [header_first, take(1), take(1)];
-    let notice_rows = take(1);
+    let mut notice_rows = take(1);
+    // A long notice (a path in it, say) wraps onto up to NOTICE_ROWS rows before the panes
+    // grow: cut at the edge, it lost the part that said what was wrong.
+    let notice_text = app.notice.as_deref().map(|text| {
+        Paragraph::new(Span::styled(text, p.fg(Color::Yellow))).wrap(Wrap { trim: false })
+    });
+    let notice_wanted = notice_text.as_ref().map_or(1, |text| {
+        u16::try_from(text.line_count(width))
+            .unwrap_or(NOTICE_ROWS)
+            .clamp(1, NOTICE_ROWS)
+    });
+    if notice_rows > 0 {
+        notice_rows += take(notice_wanted - 1);
+    }
     body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     for (got, wanted) in got.iter_mut().zip(wanted) {
         if *got > 0 {
@@ -130,11 +146,8 @@ pub fn view(app: &App, frame: &mut Frame) {
     frame.render_widget(status_text, status);
     frame.render_widget(meter_text, meter);
     draw_prompt(app, frame, prompt, &p);
-    if let Some(text) = &app.notice {
-        frame.render_widget(
-            Paragraph::new(Span::styled(text.as_str(), p.fg(Color::Yellow))),
-            notice,
-        );
+    if let Some(text) = notice_text {
+        frame.render_widget(text, notice);
     }
     let [list, detail] = if stacked == 0 {
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(body)
@@ -1007,6 +1020,20 @@ mod tests {
             let text_column = next.len() - next.trim_start_matches(['│', ' ']).len();
             assert!(text_column > key_column, "{screen}");
             assert!(next.contains("that it must wrap"), "{screen}");
+        }
+
+        /// A notice longer than the screen is wide wraps, so its end (what is wrong) shows.
+        #[test]
+        fn a_long_notice_wraps_onto_more_rows() {
+            let mut app = one_loading_one_found();
+            app.notice = Some(format!(
+                "the cache file /home/someone/{}/cache.sqlite3 is locked by another process; \
+                 records fetched meanwhile are not stored in it",
+                "deep/".repeat(8)
+            ));
+            let screen = render(&app, 80, 24);
+            assert!(screen.contains("not stored in it"), "{screen}");
+            assert!(screen.contains("Enter user id:"), "{screen}");
         }
 
         #[test]
