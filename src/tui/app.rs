@@ -442,6 +442,15 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     }
 }
 
+/// How long after a freeze (or a stop) keys are taken as ones that waited unread through it:
+/// they are read within milliseconds of its end.
+const THAWED_KEYS: Duration = Duration::from_millis(250);
+
+fn just_thawed(app: &App) -> bool {
+    app.thawed_at
+        .is_some_and(|at| app.now.saturating_duration_since(at) < THAWED_KEYS)
+}
+
 fn detail_page(app: &App) -> usize {
     app.detail_rows.get().saturating_sub(1).max(1)
 }
@@ -511,6 +520,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
         return Vec::new();
     }
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    let alt = key.modifiers.contains(KeyModifiers::ALT);
     // Ctrl-H is the Backspace many terminals send.
     let backspace = key.code == KeyCode::Backspace || (ctrl && key.code == KeyCode::Char('h'));
     match key.code {
@@ -551,9 +561,18 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::Char('q') if app.input.is_empty() && !ctrl => quit(app),
-        // Alt with a key means nothing here; typed, Alt-b (a shell's word back) put a b in
-        // the id.
-        KeyCode::Char(_) if key.modifiers.contains(KeyModifiers::ALT) => Vec::new(),
+        // Esc and the key after it, read together, arrive as Alt with that key (a terminal
+        // sends Alt-x as ESC x). They are read together when both waited unread: keys
+        // pressed during a sync freeze or while stopped. Then the Esc does what Esc does and
+        // the key is typed.
+        KeyCode::Char(c) if alt && just_thawed(app) => {
+            let effects = cancel_selected(app);
+            type_char(app, c);
+            effects
+        }
+        // Otherwise Alt with a key means nothing here; typed, Alt-b (a shell's word back) put
+        // a b in the id.
+        KeyCode::Char(_) if alt => Vec::new(),
         KeyCode::Char(c) if !ctrl => {
             type_char(app, c);
             Vec::new()
@@ -1019,6 +1038,23 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(app.input, format!("a{long}b"));
         assert_eq!(app.cursor, 300_001);
+    }
+
+    /// Esc then 5, pressed during a sync freeze, are read together as Alt-5: the 5 is typed.
+    /// Alt-5 pressed as such, long after any freeze, still types nothing.
+    #[test]
+    fn esc_and_a_key_read_together_after_a_freeze_are_both_taken() {
+        let mut app = app();
+        let alt = |c| Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::ALT));
+        update(&mut app, alt('5'));
+        assert_eq!(app.input, "");
+        update(&mut app, Msg::Froze(Duration::from_millis(900)));
+        app.now += Duration::from_millis(5);
+        update(&mut app, alt('5'));
+        assert_eq!(app.input, "5");
+        app.now += Duration::from_secs(2);
+        update(&mut app, alt('6'));
+        assert_eq!(app.input, "5");
     }
 
     #[test]
