@@ -678,7 +678,10 @@ fn ctrl_c_after_a_sync_paste_waits_for_one_lookup_not_for_all() {
     let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
     pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
     pty.send("\x1b[200~1\r2\r3\r4\r5\r6\r7\r8\r\x1b[201~");
-    pty.wait_for("the frozen label", |s| s.contains("UI frozen"));
+    // The second id's freeze is labelled as one too, after the first's was reported.
+    pty.wait_for("the second freeze", |s| {
+        s.contains("froze the UI for") && s.contains("UI frozen")
+    });
     pty.send("\x03");
     // Eight ids at 2 s each hold the screen 16 s; the one in flight, 2 s.
     pty.wait_exit(Duration::from_secs(10));

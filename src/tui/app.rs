@@ -457,27 +457,36 @@ fn detail_page(app: &App) -> usize {
 
 /// Each pasted line is looked up as if typed and entered; what the prompt held before joins
 /// the first. The last piece, with no line end after it, waits in the prompt for Enter. A
-/// line that cannot be an id is said in the notice, the first of several with a count of
-/// the rest, so a later line looked up does not wipe it.
+/// line that cannot be an id is said in the notice (of several, the first and how many
+/// there were), so a later line looked up does not wipe it.
 fn paste(app: &mut App, text: &str) -> Vec<Effect> {
     let mut effects = Vec::new();
     let mut refused = Vec::new();
+    // Only this paste's refusals are counted below, not a notice already showing.
+    app.notice = None;
     // A row copied from a spreadsheet holds one id per cell.
     let mut pieces = text.split(['\r', '\n', '\t']).peekable();
     while let Some(piece) = pieces.next() {
         let entered = pieces.peek().is_some();
+        let at = byte_index(&app.input, app.cursor);
         if let Some(c) = piece.chars().find(|c| c.is_control()) {
             // Not typed, not even in part: the prompt must never hold a control character,
-            // and an id with one dropped would be another id.
-            let mut line = std::mem::take(&mut app.input);
-            line.push_str(piece);
-            app.cursor = 0;
+            // and an id with one dropped would be another id. A line ended in the paste
+            // is refused whole, with what the prompt held; the last piece alone, so what
+            // was typed before stays for Enter.
+            let line = if entered {
+                let mut line = std::mem::take(&mut app.input);
+                line.insert_str(at, piece);
+                app.cursor = 0;
+                line
+            } else {
+                piece.to_owned()
+            };
             refused.push(refusal(crate::id::IdError::ControlChar(c as u32), &line));
             continue;
         }
         // At once, not a character at a time: each insert shifts the rest of the line, and a
         // pasted line of 100,000 characters froze the screen for seconds.
-        let at = byte_index(&app.input, app.cursor);
         app.input.insert_str(at, piece);
         app.cursor += piece.chars().count();
         if entered {
@@ -1024,6 +1033,28 @@ mod tests {
             "{notice}"
         );
         assert_eq!(app.rows.len(), 3);
+    }
+
+    /// A notice already showing is not counted as a refused pasted line; a refused last
+    /// piece (no line end after it) leaves what was typed in the prompt.
+    #[test]
+    fn a_paste_counts_only_its_own_refusals_and_keeps_what_was_typed() {
+        let mut app = app();
+        app.notice = Some("the cache file c.sqlite3 is locked by another process".into());
+        update(&mut app, Msg::Paste("\n..\n".into()));
+        let notice = app.notice.clone().unwrap_or_default();
+        assert!(
+            notice.starts_with("not looked up: '.' and '..'"),
+            "{notice}"
+        );
+        type_text(&mut app, "12");
+        update(&mut app, Msg::Paste("3\u{0}".into()));
+        assert_eq!((app.input.as_str(), app.cursor), ("12", 2));
+        let notice = app.notice.clone().unwrap_or_default();
+        assert!(
+            notice.contains("U+0000") && notice.contains("3"),
+            "{notice}"
+        );
     }
 
     #[test]

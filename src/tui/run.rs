@@ -416,6 +416,8 @@ impl LoopState {
         B: Backend,
         B::Error: Send + Sync + 'static,
     {
+        // Set here, not only at submit: the other ids of a paste freeze the screen in turn.
+        app.frozen_on = Some(req);
         self.draw(terminal, app, log)?;
         if self.blocking.is_none() {
             self.blocking = Some(Blocking::new(&ctx.engine, ctx.max_age)?);
