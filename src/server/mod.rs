@@ -56,9 +56,11 @@ pub struct ServerConfig {
     /// Keep a log of every request (host, path, Authorization) for tests to inspect. Off by
     /// default: a benchmark server must not grow with every request.
     pub record_requests: bool,
-    /// How long a new connection may take to send its first request's head (HTTP/1.1), or
-    /// its first byte (either protocol). A client that connects and stalls would otherwise
-    /// hold its socket and task for as long as the server runs.
+    /// How long a new connection may take to send its first request's head (either
+    /// protocol), and an HTTP/1.1 connection to stay idle between requests. A client that
+    /// connects and stalls would otherwise hold its socket and task for as long as the
+    /// server runs. Longer than clients keep idle connections (userfetch 30 s), so that a
+    /// client does not send on a connection the server is closing.
     pub head_timeout: Duration,
 }
 
@@ -74,7 +76,7 @@ impl Default for ServerConfig {
             drip_interval: Duration::from_millis(50),
             oversize_bytes: 8 * 1024 * 1024,
             record_requests: false,
-            head_timeout: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -287,20 +289,27 @@ async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationTok
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // hyper times out an HTTP/1.1 head once it has begun, but waits without a limit
-            // for the first bytes, which tell HTTP/1.1 from HTTP/2.
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(head_timeout, stream.peek(&mut first)).await,
-                Ok(Ok(1..))
-            ) {
-                return;
-            }
-            let service =
-                hyper::service::service_fn(move |req| handle(state.clone(), router.clone(), req));
+            // The first request's head must come within the limit, whatever the protocol:
+            // hyper's HTTP/1.1 head timer starts only once it has told HTTP/1.1 from HTTP/2,
+            // which waits without a limit for the bytes that tell (a stalled half of
+            // HTTP/2's preface, say), and HTTP/2 itself has none. After it, HTTP/1.1
+            // connections idle between requests are hyper's to time out.
+            let asked = Arc::new(tokio::sync::Notify::new());
+            let first = asked.clone();
+            let service = hyper::service::service_fn(move |req| {
+                first.notify_one();
+                handle(state.clone(), router.clone(), req)
+            });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(socket::Unvectored(stream)), service);
-            let _ = watcher.watch(conn).await;
+            let mut conn = std::pin::pin!(watcher.watch(conn));
+            tokio::select! {
+                _ = &mut conn => return,
+                () = asked.notified() => {}
+                // Dropped unanswered: the socket closes.
+                () = tokio::time::sleep(head_timeout) => return,
+            }
+            let _ = conn.await;
         });
     }
     drop(listener);
@@ -608,7 +617,14 @@ mod tests {
         .await
         .unwrap();
         let complete = b"GET /users/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        for head in [&b""[..], &complete[..20], &complete[..complete.len() - 2]] {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for head in [
+            &b""[..],
+            &complete[..20],
+            &complete[..complete.len() - 2],
+            &preface[..10],
+            &preface[..],
+        ] {
             let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
             stream.write_all(head).await.unwrap();
             let mut answer = Vec::new();
