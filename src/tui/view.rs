@@ -514,16 +514,24 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(text.block(block).scroll((scroll, 0)), area);
 }
 
-/// A field's line cut to `width` columns, what does not fit continuing two columns deeper
-/// than its key: wrapped from column 0, the rest of a value read as a field of its own.
+/// A field's line cut to `width` columns, what does not fit continuing under the start of
+/// its value: wrapped from column 0, the rest of a value read as a field of its own, and two
+/// columns in, as one of a nested object's fields. A value that starts past the middle
+/// continues four columns in from its key instead.
 fn hanging(line: &str, width: usize) -> Vec<std::borrow::Cow<'_, str>> {
     let text = line.trim_start();
     let indent = &line[..line.len() - text.len()];
-    let deeper = format!("{indent}  ");
-    // Too narrow for the indent itself: cut at the edge as it comes.
-    if deeper.len() >= width {
+    let under_value = text
+        .find(": ")
+        .map(|at| indent.len() + UnicodeWidthStr::width(&text[..at + 2]));
+    let column = under_value
+        .filter(|&column| column <= width / 2)
+        .unwrap_or(indent.len() + 4);
+    // Too narrow for that: cut at the edge as it comes.
+    if column >= width {
         return vec![line.into()];
     }
+    let deeper = " ".repeat(column);
     let options = textwrap::Options::new(width)
         .initial_indent(indent)
         .subsequent_indent(&deeper);
@@ -904,22 +912,22 @@ mod tests {
             };
             let top = draw(&mut app);
             assert!(
-                top.contains("│id: 8") && top.contains("rows 1–16 of 21"),
+                top.contains("│id: 8") && top.contains("rows 1–16 of 22"),
                 "{top}"
             );
             let down = page(&mut app, KeyCode::PageDown);
             assert!(
-                !down.contains("│id: 8") && down.contains("rows 6–21 of 21"),
+                !down.contains("│id: 8") && down.contains("rows 7–22 of 22"),
                 "{down}"
             );
             // Further down there is nothing more: the last rows stay in view.
             let end = page(&mut app, KeyCode::PageDown);
             assert!(
-                end.contains("rows 6–21 of 21") && end.contains("tags:"),
+                end.contains("rows 7–22 of 22") && end.contains("tags:"),
                 "{end}"
             );
             let up = page(&mut app, KeyCode::PageUp);
-            assert!(up.contains("rows 1–16 of 21"), "{up}");
+            assert!(up.contains("rows 1–16 of 22"), "{up}");
             // Another record starts at its top.
             page(&mut app, KeyCode::PageDown);
             let other = page(&mut app, KeyCode::BackTab);
@@ -1004,8 +1012,8 @@ mod tests {
             app
         }
 
-        /// A value too long for the pane goes on below its key, indented under it, so it does
-        /// not read as a field of its own.
+        /// A value too long for the pane goes on under its start, so it reads neither as a
+        /// field of its own nor as a nested one.
         #[test]
         fn a_long_value_wraps_indented_under_its_key() {
             let app = one_loading_one_found();
@@ -1015,11 +1023,14 @@ mod tests {
                 .iter()
                 .position(|l| l.contains("catchPhrase:"))
                 .unwrap_or_else(|| panic!("{screen}"));
-            let key_column = lines[at].find("catchPhrase").unwrap_or_default();
+            // Under the value, not two columns in, where a nested field would be.
+            let value_column = lines[at].find("Face to face").unwrap_or_default();
             let next = lines[at + 1];
-            let text_column = next.len() - next.trim_start_matches(['│', ' ']).len();
-            assert!(text_column > key_column, "{screen}");
-            assert!(next.contains("that it must wrap"), "{screen}");
+            assert_eq!(
+                next.find("that it must wrap"),
+                Some(value_column),
+                "{screen}"
+            );
         }
 
         /// A notice longer than the screen is wide wraps, so its end (what is wrong) shows.
