@@ -206,7 +206,7 @@ async fn session_run(
                 | Status::NotFound { latency }
                 | Status::Failed { latency, .. } => *latency,
                 Status::Cancelled { after } => *after,
-                Status::Pending { .. } => return None,
+                Status::Queued | Status::Pending { .. } => return None,
             };
             Some(Span {
                 start: since(row.started),
@@ -237,7 +237,7 @@ fn no_user(app: &App, mode: Mode) -> Option<String> {
         .rows
         .iter()
         .filter_map(|row| match &row.status {
-            Status::Found { .. } | Status::Pending { .. } => None,
+            Status::Found { .. } | Status::Queued | Status::Pending { .. } => None,
             Status::Failed { message, .. } => Some(message.as_str()),
             Status::NotFound { .. } => Some("not found"),
             Status::Cancelled { .. } => Some("cancelled"),

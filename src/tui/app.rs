@@ -80,6 +80,8 @@ pub enum Msg {
         req: ReqId,
         outcome: Outcome,
     },
+    /// A queued lookup has started: its request is on its way, and its time runs from now.
+    Started(ReqId),
     /// A sync-mode lookup held the interface for this long.
     Froze(Duration),
     /// A line another part of the program would have written on stderr (the cache file
@@ -121,6 +123,9 @@ pub struct Retry {
 
 #[derive(Debug, Clone)]
 pub enum Status {
+    /// Submitted, waiting for a free socket (the open-file limit over HTTP/1.1) or for its
+    /// turn to start: no request sent yet, so no time counted against `--timeout`.
+    Queued,
     Pending {
         retry: Option<Retry>,
     },
@@ -158,15 +163,19 @@ pub struct Row {
 }
 
 impl Row {
+    /// Not settled yet: queued or waiting for the API.
     pub fn is_pending(&self) -> bool {
-        matches!(self.status, Status::Pending { .. })
+        matches!(self.status, Status::Queued | Status::Pending { .. })
     }
 }
 
 /// Counters for the stats line. Percentiles are computed on demand from `latencies`.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    /// Lookups not settled yet, queued ones included.
     pub in_flight: usize,
+    /// Of those, the ones not started yet.
+    pub queued: usize,
     pub found: u64,
     pub not_found: u64,
     pub errors: u64,
@@ -400,6 +409,17 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Note(text) => {
             let text = text.strip_prefix("userfetch: ").unwrap_or(&text);
             app.notice = Some(text.to_owned());
+            Vec::new()
+        }
+        Msg::Started(req) => {
+            let now = app.now;
+            if let Some(row) = app.row_mut(req)
+                && matches!(row.status, Status::Queued)
+            {
+                row.status = Status::Pending { retry: None };
+                row.started = now;
+                app.stats.queued -= 1;
+            }
             Vec::new()
         }
         Msg::Froze(held) => {
@@ -753,11 +773,19 @@ fn submit(app: &mut App) -> Vec<Effect> {
         id: sanitize(id.as_str()).into_owned(),
         mode: app.mode,
         started: app.now,
-        status: Status::Pending { retry: None },
+        // An async lookup starts when the loop hands it a slot (Msg::Started); a sync one
+        // now.
+        status: match app.mode {
+            Mode::Async => Status::Queued,
+            Mode::Sync => Status::Pending { retry: None },
+        },
     });
     app.selected = Some(app.rows.len() - 1);
     app.detail_scroll = 0;
     app.stats.in_flight += 1;
+    if app.mode == Mode::Async {
+        app.stats.queued += 1;
+    }
     if app.mode == Mode::Sync {
         app.frozen_on = Some(req);
     }
@@ -776,6 +804,9 @@ fn cancel_selected(app: &mut App) -> Vec<Effect> {
     if !row.is_pending() {
         return Vec::new();
     }
+    if matches!(row.status, Status::Queued) {
+        app.stats.queued -= 1;
+    }
     row.status = Status::Cancelled {
         after: now.saturating_duration_since(row.started),
     };
@@ -792,6 +823,9 @@ fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
     // Cancelled (or otherwise settled) rows keep what they show: a late answer is stale.
     if !row.is_pending() {
         return;
+    }
+    if matches!(row.status, Status::Queued) {
+        app.stats.queued -= 1;
     }
     let waited = now.saturating_duration_since(row.started);
     row.status = match outcome {
@@ -1373,11 +1407,43 @@ mod tests {
         assert_eq!((app.selected, app.cursor), (Some(2), 0));
     }
 
+    /// Held back by the loop (the open-file limit), a lookup is queued, and its time against
+    /// --timeout runs from when it starts, not from when it was typed.
+    #[test]
+    fn a_lookup_is_queued_until_the_loop_starts_it_and_its_time_runs_from_then() {
+        let mut app = app();
+        for id in ["1", "2"] {
+            type_text(&mut app, id);
+            update(&mut app, key(KeyCode::Enter));
+        }
+        assert_eq!((app.stats.in_flight, app.stats.queued), (2, 2));
+        assert!(matches!(app.rows[0].status, Status::Queued));
+        app.now += Duration::from_secs(30);
+        update(&mut app, Msg::Started(ReqId(0)));
+        assert!(matches!(
+            app.rows[0].status,
+            Status::Pending { retry: None }
+        ));
+        assert_eq!(app.rows[0].started, app.now);
+        assert_eq!(app.stats.queued, 1);
+        // Cancelled while queued: no longer counted, and a late start changes nothing.
+        app.selected = Some(1);
+        assert_eq!(
+            update(&mut app, key(KeyCode::Esc)),
+            vec![Effect::Cancel(ReqId(1))]
+        );
+        assert_eq!((app.stats.in_flight, app.stats.queued), (1, 0));
+        update(&mut app, Msg::Started(ReqId(1)));
+        assert!(matches!(app.rows[1].status, Status::Cancelled { .. }));
+        assert_eq!(app.stats.queued, 0);
+    }
+
     #[test]
     fn a_retry_shows_a_countdown_and_the_next_attempt() {
         let mut app = app();
         type_text(&mut app, "5");
         update(&mut app, key(KeyCode::Enter));
+        update(&mut app, Msg::Started(ReqId(0)));
         let notice = RetryNotice {
             failed_attempt: 1,
             max_attempts: 4,

@@ -142,13 +142,15 @@ where
     };
 
     loop {
+        // Before a frame is drawn, so that a lookup just submitted shows as started when it
+        // has room, not as queued for a frame.
+        state.start_some(app);
         let now = Instant::now();
         let wants_frame = state.dirty || app.animating();
         if wants_frame && now + TIMER_SLACK >= state.next_frame {
             state.draw(terminal, app, log.as_deref_mut())?;
             continue;
         }
-        state.start_some();
         if !state.said_held_back && !state.starting.is_empty() && state.at_most_in_flight() {
             // Said once: more lookups than the open-file limit allows sockets for would fail
             // as "Too many open files" and read as the API being down.
@@ -213,7 +215,7 @@ struct LoopState {
     stop: CancellationToken,
     inflight: FuturesUnordered<Lookup>,
     /// Lookups submitted but not yet handed to `inflight`; see [`START_BATCH`].
-    starting: VecDeque<Lookup>,
+    starting: VecDeque<(ReqId, Lookup)>,
     started_this_frame: usize,
     tokens: HashMap<ReqId, CancellationToken>,
     blocking: Option<Blocking>,
@@ -374,14 +376,17 @@ impl LoopState {
             .is_some_and(|max| self.inflight.len() >= max as usize)
     }
 
-    fn start_some(&mut self) {
+    fn start_some(&mut self, app: &mut App) {
         for _ in 0..START_BATCH {
             if !self.may_start() {
                 return;
             }
-            if let Some(lookup) = self.starting.pop_front() {
+            if let Some((req, lookup)) = self.starting.pop_front() {
                 self.inflight.push(lookup);
                 self.started_this_frame += 1;
+                app.now = Instant::now();
+                update(app, Msg::Started(req));
+                self.dirty = true;
             }
         }
     }
@@ -391,15 +396,18 @@ impl LoopState {
         self.tokens.insert(req, token.clone());
         let engine = ctx.engine.clone();
         let tx = self.tx.clone();
-        self.starting.push_back(Box::pin(async move {
-            let mut on_event = |event: Event| {
-                if let Event::Retrying(notice) = event {
-                    let _ = tx.send(Msg::Retrying { req, notice });
-                }
-            };
-            let outcome = engine.lookup(&id, &token, &mut on_event).await;
-            (req, outcome)
-        }));
+        self.starting.push_back((
+            req,
+            Box::pin(async move {
+                let mut on_event = |event: Event| {
+                    if let Event::Retrying(notice) = event {
+                        let _ = tx.send(Msg::Retrying { req, notice });
+                    }
+                };
+                let outcome = engine.lookup(&id, &token, &mut on_event).await;
+                (req, outcome)
+            }),
+        ));
     }
 
     /// Sync mode: show that the screen is about to freeze, then really freeze it.

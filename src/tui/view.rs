@@ -233,9 +233,14 @@ fn status_line(app: &App) -> String {
         ),
         None => whole("p50 –") + " " + &whole("p95 –"),
     };
+    let queued = if s.queued > 0 {
+        format!(" · {}", whole(&format!("queued {}", s.queued)))
+    } else {
+        String::new()
+    };
     format!(
-        "{health} · {} · {} · {} · {} · {percentiles} · {}",
-        whole(&format!("in flight {}", s.in_flight)),
+        "{health} · {}{queued} · {} · {} · {} · {percentiles} · {}",
+        whole(&format!("in flight {}", s.in_flight - s.queued)),
         whole(&format!("found {}", s.found)),
         whole(&format!("not found {}", s.not_found)),
         whole(&format!("errors {}", s.errors)),
@@ -369,6 +374,7 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
     ];
     let waited = app.now.saturating_duration_since(row.started);
     match &row.status {
+        Status::Queued => spans.push(Span::styled("queued", p.fg(Color::DarkGray))),
         Status::Pending { retry: Some(r) } if r.until > app.now => {
             spans.push(Span::styled(bar(waited), p.fg(Color::Yellow)));
             spans.push(Span::styled(
@@ -467,6 +473,9 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
                 .map(Line::raw)
                 .collect()
         }
+        Some(Status::Queued) => vec![Line::raw(
+            "queued: it starts as soon as the lookups in flight leave room for it",
+        )],
         Some(Status::Pending { retry: None }) => vec![Line::raw("waiting for the API…")],
         // Whole here: the row has room for only the start of the reason.
         Some(Status::Pending { retry: Some(r) }) => vec![
@@ -676,12 +685,16 @@ mod tests {
             app
         }
 
+        /// Types `id` and presses Enter; the lookup starts at once, as the loop starts it
+        /// when there is room.
         fn submit(app: &mut App, id: &str) {
             type_text(app, id);
             update(
                 app,
                 Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
             );
+            let req = ReqId(app.rows.len() as u64 - 1);
+            update(app, Msg::Started(req));
         }
 
         fn found(id: u64, source: Source) -> crate::engine::Outcome {
@@ -1031,6 +1044,24 @@ mod tests {
                 Some(value_column),
                 "{screen}"
             );
+        }
+
+        /// Lookups waiting for room are shown as queued, apart from those in flight.
+        #[test]
+        fn queued_lookups_are_shown_apart_from_those_in_flight() {
+            let mut app = app();
+            submit(&mut app, "1");
+            for id in ["2", "3"] {
+                type_text(&mut app, id);
+                update(
+                    &mut app,
+                    Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+                );
+            }
+            let screen = render(&app, 110, 24);
+            assert!(screen.contains("in flight 1 · queued 2 ·"), "{screen}");
+            let queued = screen.lines().filter(|l| l.contains(" queued ")).count();
+            assert!(queued >= 2, "{screen}");
         }
 
         /// A notice longer than the screen is wide wraps, so its end (what is wrong) shows.
