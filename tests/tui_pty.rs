@@ -751,6 +751,9 @@ fn a_cache_locked_by_another_process_is_said_on_the_screen() {
     });
     assert!(!screen.contains("userfetch: the cache"), "{screen}");
     holder.execute_batch("ROLLBACK").unwrap();
+    // The next record is stored, and the notice says the file is free again.
+    pty.send("3\r");
+    pty.wait_for("the lock's end said", |s| s.contains("is free again"));
     pty.send("q");
     pty.wait_exit(Duration::from_secs(5));
     api.shutdown_blocking();

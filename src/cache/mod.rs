@@ -622,7 +622,13 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
                         path.display()
                     ));
                 }
-                (Ok(()), true) => puts_locked_out = false,
+                (Ok(()), true) if puts_locked_out => {
+                    puts_locked_out = false;
+                    crate::console::note_above_progress(format_args!(
+                        "userfetch: the cache file {} is free again; records are stored in it again",
+                        path.display()
+                    ));
+                }
                 _ => {}
             }
             match ran {
