@@ -689,6 +689,25 @@ fn ctrl_c_after_a_sync_paste_waits_for_one_lookup_not_for_all() {
     api.shutdown_blocking();
 }
 
+/// Ctrl-C pressed during the first freeze of a sync paste quits once that lookup ends: the
+/// second pasted id is never asked for.
+#[test]
+fn ctrl_c_during_the_first_freeze_of_a_sync_paste_asks_for_no_more() {
+    let api = demo_api();
+    let template = format!("{}?latency=2s", api.url_template());
+    let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.send("\x1b[200~1\r2\r3\r\x1b[201~");
+    // The other two wait their turn as queued, not as lookups in flight.
+    pty.wait_for("the first freeze", |s| {
+        s.contains("UI frozen") && s.contains("in flight 1 · queued 2")
+    });
+    pty.send("\x03");
+    pty.wait_exit(Duration::from_secs(10));
+    assert_eq!(api.stats().snapshot().user_requests, 1);
+    api.shutdown_blocking();
+}
+
 /// Over HTTP/1.1 each lookup in flight holds a socket. Under a low open-file limit the screen
 /// runs as many at a time as the limit allows and the rest wait their turn; before, the rest
 /// failed with "Too many open files", which read as the API being down.

@@ -618,14 +618,16 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Command>, path: &Path, give_up
                 (Err(e), true) if is_busy(e) && !puts_locked_out => {
                     puts_locked_out = true;
                     crate::console::note_above_progress(format_args!(
-                        "userfetch: the cache file {} is locked by another process; records fetched meanwhile are not stored in it",
+                        // The path last: on the screen's notice row a long one is what
+                        // gets cut, not what is wrong.
+                        "userfetch: the cache file is locked by another process; records fetched meanwhile are not stored in it ({})",
                         path.display()
                     ));
                 }
                 (Ok(()), true) if puts_locked_out => {
                     puts_locked_out = false;
                     crate::console::note_above_progress(format_args!(
-                        "userfetch: the cache file {} is free again; records are stored in it again",
+                        "userfetch: the cache file is free again; records are stored in it again ({})",
                         path.display()
                     ));
                 }

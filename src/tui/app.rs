@@ -123,8 +123,9 @@ pub struct Retry {
 
 #[derive(Debug, Clone)]
 pub enum Status {
-    /// Submitted, waiting for a free socket (the open-file limit over HTTP/1.1) or for its
-    /// turn to start: no request sent yet, so no time counted against `--timeout`.
+    /// Submitted, waiting for its turn: a free socket (the open-file limit over HTTP/1.1),
+    /// or in sync mode the freezes of the ids pasted before it. No request sent yet, so no
+    /// time counted against `--timeout`.
     Queued,
     Pending {
         retry: Option<Retry>,
@@ -509,6 +510,12 @@ fn paste(app: &mut App, text: &str) -> Vec<Effect> {
         // pasted line of 100,000 characters froze the screen for seconds.
         app.input.insert_str(at, piece);
         app.cursor += piece.chars().count();
+        // A line of blanks is skipped like an empty one, not refused as an id.
+        if entered && app.input.trim().is_empty() {
+            app.input.clear();
+            app.cursor = 0;
+            continue;
+        }
         if entered {
             effects.extend(submit(app));
             refused.extend(app.notice.take());
@@ -773,19 +780,14 @@ fn submit(app: &mut App) -> Vec<Effect> {
         id: sanitize(id.as_str()).into_owned(),
         mode: app.mode,
         started: app.now,
-        // An async lookup starts when the loop hands it a slot (Msg::Started); a sync one
-        // now.
-        status: match app.mode {
-            Mode::Async => Status::Queued,
-            Mode::Sync => Status::Pending { retry: None },
-        },
+        // It starts when the loop starts it (Msg::Started): an async lookup when there is
+        // room for it, a sync one when its freeze begins (the other ids of a paste wait).
+        status: Status::Queued,
     });
     app.selected = Some(app.rows.len() - 1);
     app.detail_scroll = 0;
     app.stats.in_flight += 1;
-    if app.mode == Mode::Async {
-        app.stats.queued += 1;
-    }
+    app.stats.queued += 1;
     if app.mode == Mode::Sync {
         app.frozen_on = Some(req);
     }
@@ -1052,13 +1054,15 @@ mod tests {
     #[test]
     fn a_refused_pasted_line_stays_said_after_the_lines_that_follow() {
         let mut app = app();
-        let effects = update(&mut app, Msg::Paste(" 7 \n8\n".into()));
+        let effects = update(&mut app, Msg::Paste(" 7 \n8\n  \n".into()));
         assert_eq!(effects.len(), 1, "8 is looked up");
         let notice = app.notice.clone().unwrap_or_default();
         assert!(
             notice.contains("whitespace") && notice.contains("\" 7 \""),
             "{notice}"
         );
+        // The line of blanks after it was skipped, not refused too.
+        assert!(notice.starts_with("not looked up: "), "{notice}");
         // Several: counted, the first said.
         update(&mut app, Msg::Paste("9\n..\n\u{7}x\n10\n".into()));
         let notice = app.notice.clone().unwrap_or_default();

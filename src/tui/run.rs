@@ -91,6 +91,12 @@ const STARTS_PER_FRAME: usize = 500;
 
 type Lookup = Pin<Box<dyn Future<Output = (ReqId, Outcome)>>>;
 
+/// The pause after a sync freeze before the next queued one (the rest of a paste) begins,
+/// so that keys pressed during the freeze are read first. Right after it they are not yet
+/// readable: crossterm's event stream hands them over from its own reader thread, which took
+/// ~3 ms here; a person does not notice this much between two freezes.
+const KEYS_AFTER_A_FREEZE: Duration = Duration::from_millis(100);
+
 /// Runs until the user quits. Every lookup still in flight is cancelled on the way out, as is
 /// every background task (dropping their futures is the cancellation).
 pub async fn run<B, S>(
@@ -132,6 +138,7 @@ where
         tokens: HashMap::new(),
         blocking: None,
         blocking_next: VecDeque::new(),
+        next_blocking: Instant::now(),
         max_in_flight: ctx.max_in_flight,
         said_held_back: false,
         frame_interval: ctx.frame_interval,
@@ -179,7 +186,7 @@ where
                 None => return Ok(Exit::Quit),
             },
             // A sync lookup submitted, once what was typed before it has been read.
-            () = std::future::ready(()), if !state.blocking_next.is_empty() => {
+            () = tokio::time::sleep_until(state.next_blocking.into()), if !state.blocking_next.is_empty() => {
                 if let Some((req, id)) = state.blocking_next.pop_front() {
                     state.block_on_lookup(terminal, app, ctx, req, &id, log.as_deref_mut())?;
                 }
@@ -221,6 +228,8 @@ struct LoopState {
     blocking: Option<Blocking>,
     /// Sync-mode lookups submitted and not yet run (more than one from a paste).
     blocking_next: VecDeque<(ReqId, UserId)>,
+    /// When the next of them may begin; see [`KEYS_AFTER_A_FREEZE`].
+    next_blocking: Instant,
     /// See [`Context::max_in_flight`].
     max_in_flight: Option<u32>,
     said_held_back: bool,
@@ -424,6 +433,8 @@ impl LoopState {
         B: Backend,
         B::Error: Send + Sync + 'static,
     {
+        app.now = Instant::now();
+        update(app, Msg::Started(req));
         // Set here, not only at submit: the other ids of a paste freeze the screen in turn.
         app.frozen_on = Some(req);
         self.draw(terminal, app, log)?;
@@ -436,6 +447,7 @@ impl LoopState {
             None => Err(crate::client::FetchError::cancelled(0)),
         };
         let held = started.elapsed();
+        self.next_blocking = Instant::now() + KEYS_AFTER_A_FREEZE;
         app.now = Instant::now();
         update(app, Msg::Done { req, outcome });
         update(app, Msg::Froze(held));

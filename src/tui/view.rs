@@ -94,14 +94,8 @@ pub fn view(app: &App, frame: &mut Frame) {
         spare -= got;
         got
     };
-    let prompt_rows = take(3);
-    let mut body_least = take(BODY_LEAST[stacked]);
-    let header_first = take(1);
-    let footer_rows = take(1);
-    let mut got = [header_first, take(1), take(1)];
-    let mut notice_rows = take(1);
-    // A long notice (a path in it, say) wraps onto up to NOTICE_ROWS rows before the panes
-    // grow: cut at the edge, it lost the part that said what was wrong.
+    // A long notice (a path in it, say) wraps onto up to NOTICE_ROWS rows: cut at the edge,
+    // it lost the part that said what was wrong.
     let notice_text = app.notice.as_deref().map(|text| {
         Paragraph::new(Span::styled(text, p.fg(Color::Yellow))).wrap(Wrap { trim: false })
     });
@@ -110,8 +104,20 @@ pub fn view(app: &App, frame: &mut Frame) {
             .unwrap_or(NOTICE_ROWS)
             .clamp(1, NOTICE_ROWS)
     });
-    if notice_rows > 0 {
-        notice_rows += take(notice_wanted - 1);
+    let prompt_rows = take(3);
+    let mut body_least = take(BODY_LEAST[stacked]);
+    // A notice showing comes before the header lines: it answers what was just typed. An
+    // empty one keeps its row only where there is room (so the layout does not jump).
+    let mut notice_rows = if notice_text.is_some() {
+        take(notice_wanted)
+    } else {
+        0
+    };
+    let header_first = take(1);
+    let footer_rows = take(1);
+    let mut got = [header_first, take(1), take(1)];
+    if notice_text.is_none() {
+        notice_rows = take(1);
     }
     body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     for (got, wanted) in got.iter_mut().zip(wanted) {
@@ -119,17 +125,9 @@ pub fn view(app: &App, frame: &mut Frame) {
             *got += take(wanted - 1);
         }
     }
-    // A line given fewer rows than it wraps onto is cut at the edge instead: wrapped, its
-    // first rows would show and the rest, the figures, be lost mid-line.
-    let [header_text, status_text, meter_text] = {
-        let mut texts = lines.map(Paragraph::new);
-        for (text, (got, wanted)) in texts.iter_mut().zip(got.iter().zip(wanted)) {
-            if *got >= wanted {
-                *text = std::mem::take(text).wrap(wrap);
-            }
-        }
-        texts
-    };
+    // Wrapped even when given fewer rows than it wraps onto: its rows end between figures,
+    // so the figures that show are whole, where a line cut at the edge cut one in two.
+    let [header_text, status_text, meter_text] = lines.map(|line| Paragraph::new(line).wrap(wrap));
     let [header_rows, status_rows, meter_rows] = got;
     let [header, status, meter, prompt, notice, body, footer] = Layout::vertical([
         Constraint::Length(header_rows),
@@ -205,11 +203,12 @@ fn header_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
     Line::from(vec![
         Span::styled("userfetch", p.bold()),
         mode,
-        Span::raw(format!(
-            "{threads} · {clock} UTC · up {} · clock ticks {}",
-            hms(uptime),
-            app.ticks
-        )),
+        Span::raw(figures(&[
+            threads,
+            format!("{clock} UTC"),
+            format!("up {}", hms(uptime)),
+            format!("clock ticks {}", app.ticks),
+        ])),
     ])
 }
 
@@ -220,7 +219,7 @@ fn status_line(app: &App) -> String {
             let ago = app.now.saturating_duration_since(h.at).as_secs();
             match &h.result {
                 Ok(latency) => whole(&format!("API ok {} ({ago} s ago)", millis(*latency))),
-                Err(e) => format!("API DOWN: {e} ({ago} s ago)"),
+                Err(e) => format!("API DOWN: {e} {}", whole(&format!("({ago} s ago)"))),
             }
         }
     };
@@ -233,25 +232,40 @@ fn status_line(app: &App) -> String {
         ),
         None => whole("p50 –") + " " + &whole("p95 –"),
     };
-    let queued = if s.queued > 0 {
-        format!(" · {}", whole(&format!("queued {}", s.queued)))
-    } else {
-        String::new()
-    };
+    let mut parts = vec![format!("in flight {}", s.in_flight - s.queued)];
+    if s.queued > 0 {
+        parts.push(format!("queued {}", s.queued));
+    }
+    parts.extend([
+        format!("found {}", s.found),
+        format!("not found {}", s.not_found),
+        format!("errors {}", s.errors),
+    ]);
+    // The health's error text wraps where it likes: it can be longer than a row.
     format!(
-        "{health} · {}{queued} · {} · {} · {} · {percentiles} · {}",
-        whole(&format!("in flight {}", s.in_flight - s.queued)),
-        whole(&format!("found {}", s.found)),
-        whole(&format!("not found {}", s.not_found)),
-        whole(&format!("errors {}", s.errors)),
+        "{health}{SEPARATOR}{}{SEPARATOR}{percentiles}{SEPARATOR}{}",
+        figures(&parts),
         whole(&format!("cache hits {}", s.cache_hits)),
     )
 }
+
+/// Between two figures of a header line: the dot sticks to the figure before it, so a
+/// wrapped line never starts with one.
+const SEPARATOR: &str = "\u{a0}· ";
 
 /// A label and its value joined by no-break spaces, so that a header line wrapped on a
 /// narrow terminal breaks between figures, never inside one ("p50 0" / "ms").
 fn whole(text: &str) -> String {
     text.replace(' ', "\u{a0}")
+}
+
+/// Figures kept [`whole`], joined by [`SEPARATOR`].
+fn figures(parts: &[String]) -> String {
+    parts
+        .iter()
+        .map(|part| whole(part))
+        .collect::<Vec<_>>()
+        .join(SEPARATOR)
 }
 
 fn meter_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
@@ -263,18 +277,17 @@ fn meter_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
         .meter
         .last_input_to_draw
         .map_or_else(|| "–".to_owned(), millis);
-    let mut spans = vec![Span::raw(format!(
-        "{} · {} · {}",
-        whole(&format!("fps {}", app.meter.fps(app.now))),
-        whole(&format!(
-            "longest frame gap {gap} (last {} s)",
-            GAP_WINDOW.as_secs()
-        )),
-        whole(&format!("key→screen {input}"))
-    ))];
+    let mut spans = vec![Span::raw(figures(&[
+        format!("fps {}", app.meter.fps(app.now)),
+        format!("longest frame gap {gap} (last {} s)", GAP_WINDOW.as_secs()),
+        format!("key→screen {input}"),
+    ]))];
     if let Some(froze) = app.meter.last_freeze {
         spans.push(Span::styled(
-            format!(" · last sync lookup froze the UI for {}", seconds(froze)),
+            format!(
+                "{SEPARATOR}last sync lookup froze the UI {}",
+                whole(&format!("for {}", seconds(froze)))
+            ),
             p.fg(Color::Red),
         ));
     }
@@ -1064,6 +1077,18 @@ mod tests {
             assert!(queued >= 2, "{screen}");
         }
 
+        /// On a short terminal a notice (why a pasted line was not looked up) takes a row
+        /// before the header lines do.
+        #[test]
+        fn a_short_terminal_shows_a_notice_before_the_header() {
+            let mut app = one_loading_one_found();
+            app.notice = Some("not looked up: the id contains a control character".into());
+            for height in 12..=16 {
+                let screen = render(&app, 80, height);
+                assert!(screen.contains("not looked up"), "80×{height}:\n{screen}");
+            }
+        }
+
         /// A notice longer than the screen is wide wraps, so its end (what is wrong) shows.
         #[test]
         fn a_long_notice_wraps_onto_more_rows() {
@@ -1081,10 +1106,31 @@ mod tests {
         #[test]
         fn a_wrapped_header_line_breaks_between_figures_not_inside_one() {
             let app = one_loading_one_found();
-            for width in 60..=100 {
-                let screen = render(&app, width, 24);
-                for figure in ["p50 412 ms", "p95 412 ms", "not found 0", "cache hits 0"] {
+            let figures = [
+                "p50 412 ms",
+                "p95 412 ms",
+                "not found 0",
+                "cache hits 0",
+                "up 0:01:00",
+                "clock ticks 1",
+                "12:34:56 UTC",
+                "longest frame gap 17 ms (last 5 s)",
+            ];
+            for width in 40..=100 {
+                let screen = render(&app, width, 40);
+                for figure in figures {
                     assert!(screen.contains(figure), "{figure} at {width}:\n{screen}");
+                }
+                assert!(!screen.lines().any(|l| l.starts_with('·')), "{screen}");
+            }
+            // Short of rows for them, the figures that show are whole ones.
+            for height in 12..=20 {
+                let screen = render(&app, 80, height);
+                for (start, figure) in [("p50", "p50 412 ms"), ("cache", "cache hits 0")] {
+                    assert!(
+                        !screen.contains(start) || screen.contains(figure),
+                        "{figure} at 80×{height}:\n{screen}"
+                    );
                 }
             }
         }
