@@ -205,7 +205,8 @@ async fn session_run(
                 Status::Found { latency, .. }
                 | Status::NotFound { latency }
                 | Status::Failed { latency, .. } => *latency,
-                Status::Cancelled { after } => *after,
+                Status::Cancelled { after: Some(after) } => *after,
+                Status::Cancelled { after: None } => return None,
                 Status::Queued | Status::Pending { .. } => return None,
             };
             Some(Span {

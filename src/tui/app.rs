@@ -149,7 +149,8 @@ pub enum Status {
         latency: Duration,
     },
     Cancelled {
-        after: Duration,
+        /// How long it had run; `None` when it was cancelled while queued.
+        after: Option<Duration>,
     },
 }
 
@@ -806,12 +807,13 @@ fn cancel_selected(app: &mut App) -> Vec<Effect> {
     if !row.is_pending() {
         return Vec::new();
     }
-    if matches!(row.status, Status::Queued) {
+    let after = if matches!(row.status, Status::Queued) {
         app.stats.queued -= 1;
-    }
-    row.status = Status::Cancelled {
-        after: now.saturating_duration_since(row.started),
+        None
+    } else {
+        Some(now.saturating_duration_since(row.started))
     };
+    row.status = Status::Cancelled { after };
     let req = row.req;
     app.stats.in_flight -= 1;
     app.stats.cancelled += 1;
@@ -1339,6 +1341,7 @@ mod tests {
         let mut app = app();
         type_text(&mut app, "7");
         update(&mut app, key(KeyCode::Enter));
+        update(&mut app, Msg::Started(ReqId(0)));
         app.now += Duration::from_millis(400);
         assert_eq!(
             update(&mut app, key(KeyCode::Esc)),
@@ -1354,7 +1357,7 @@ mod tests {
         );
         assert!(matches!(
             app.rows[0].status,
-            Status::Cancelled { after } if after == Duration::from_millis(400)
+            Status::Cancelled { after } if after == Some(Duration::from_millis(400))
         ));
         assert_eq!(app.stats.found, 0);
         // A second Esc has nothing left to cancel.
@@ -1438,7 +1441,10 @@ mod tests {
         );
         assert_eq!((app.stats.in_flight, app.stats.queued), (1, 0));
         update(&mut app, Msg::Started(ReqId(1)));
-        assert!(matches!(app.rows[1].status, Status::Cancelled { .. }));
+        assert!(matches!(
+            app.rows[1].status,
+            Status::Cancelled { after: None }
+        ));
         assert_eq!(app.stats.queued, 0);
     }
 

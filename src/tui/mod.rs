@@ -60,6 +60,7 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
     let mut app = app::App::new(config, Instant::now());
     let ctx = run::Context {
         max_in_flight: crate::open_files::lookups_at_once(session.engine.client().config().http2),
+        unread_input: Some(terminal::unread_input),
         ..run::Context::new(session.engine.clone(), opts.max_age)
     };
     let outcome = {

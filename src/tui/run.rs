@@ -36,6 +36,9 @@ pub struct Context {
     /// The shortest time between two frames.
     pub frame_interval: Duration,
     pub health_every: Duration,
+    /// Whether the terminal holds input not read yet (keys pressed during a sync freeze);
+    /// `None` where there is no terminal (the headless demo).
+    pub unread_input: Option<fn() -> bool>,
     /// Lookups in flight at most (the open-file limit, over HTTP/1.1); the rest wait their
     /// turn in submission order.
     pub max_in_flight: Option<u32>,
@@ -49,6 +52,7 @@ impl Context {
             // 60 fps: smooth for a bar, and the budget the responsiveness targets assume.
             frame_interval: Duration::from_micros(16_667),
             health_every: Duration::from_secs(2),
+            unread_input: None,
             max_in_flight: None,
         }
     }
@@ -91,11 +95,13 @@ const STARTS_PER_FRAME: usize = 500;
 
 type Lookup = Pin<Box<dyn Future<Output = (ReqId, Outcome)>>>;
 
-/// The pause after a sync freeze before the next queued one (the rest of a paste) begins,
-/// so that keys pressed during the freeze are read first. Right after it they are not yet
-/// readable: crossterm's event stream hands them over from its own reader thread, which took
-/// ~3 ms here; a person does not notice this much between two freezes.
-const KEYS_AFTER_A_FREEZE: Duration = Duration::from_millis(100);
+/// Keys pressed during a sync freeze are read before the next queued freeze (the rest of a
+/// paste) begins. Right after a freeze they are not yet readable from the event stream:
+/// crossterm hands them over from its own reader thread (~3 ms here). So while the terminal
+/// holds unread input, and for one step after it is gone, the next freeze waits, a step at
+/// a time and this long at most; with nothing typed it begins at once.
+const KEYS_AFTER_A_FREEZE: Duration = Duration::from_secs(1);
+const KEYS_STEP: Duration = Duration::from_millis(5);
 
 /// Runs until the user quits. Every lookup still in flight is cancelled on the way out, as is
 /// every background task (dropping their futures is the cancellation).
@@ -139,6 +145,8 @@ where
         blocking: None,
         blocking_next: VecDeque::new(),
         next_blocking: Instant::now(),
+        thawed: Instant::now(),
+        keys_seen: false,
         max_in_flight: ctx.max_in_flight,
         said_held_back: false,
         frame_interval: ctx.frame_interval,
@@ -187,7 +195,12 @@ where
             },
             // A sync lookup submitted, once what was typed before it has been read.
             () = tokio::time::sleep_until(state.next_blocking.into()), if !state.blocking_next.is_empty() => {
-                if let Some((req, id)) = state.blocking_next.pop_front() {
+                let unread = ctx.unread_input.is_some_and(|unread| unread());
+                let waited = state.thawed.elapsed() >= KEYS_AFTER_A_FREEZE;
+                if (unread || state.keys_seen) && !waited {
+                    state.keys_seen = unread;
+                    state.next_blocking = Instant::now() + KEYS_STEP;
+                } else if let Some((req, id)) = state.blocking_next.pop_front() {
                     state.block_on_lookup(terminal, app, ctx, req, &id, log.as_deref_mut())?;
                 }
             }
@@ -230,6 +243,10 @@ struct LoopState {
     blocking_next: VecDeque<(ReqId, UserId)>,
     /// When the next of them may begin; see [`KEYS_AFTER_A_FREEZE`].
     next_blocking: Instant,
+    /// When the last sync freeze ended.
+    thawed: Instant,
+    /// Unread input was seen at the last look: one more step before the next freeze.
+    keys_seen: bool,
     /// See [`Context::max_in_flight`].
     max_in_flight: Option<u32>,
     said_held_back: bool,
@@ -350,8 +367,9 @@ impl LoopState {
                     if let Some(token) = self.tokens.remove(&req) {
                         token.cancel();
                     }
-                    // A sync lookup not yet begun is not begun at all.
+                    // A lookup not yet begun is not begun at all.
                     self.blocking_next.retain(|(queued, _)| *queued != req);
+                    self.starting.retain(|(queued, _)| *queued != req);
                 }
                 Effect::Lookup {
                     req,
@@ -447,7 +465,9 @@ impl LoopState {
             None => Err(crate::client::FetchError::cancelled(0)),
         };
         let held = started.elapsed();
-        self.next_blocking = Instant::now() + KEYS_AFTER_A_FREEZE;
+        self.thawed = Instant::now();
+        self.next_blocking = self.thawed;
+        self.keys_seen = false;
         app.now = Instant::now();
         update(app, Msg::Done { req, outcome });
         update(app, Msg::Froze(held));

@@ -24,6 +24,18 @@ pub(super) fn events() -> impl futures::Stream<Item = std::io::Result<Event>> + 
     )
 }
 
+/// Whether bytes typed on the terminal (stdin, which the screen requires to be one) wait
+/// unread in its input queue. Written by hand: crossterm tells only whether an event can be
+/// read, and right after a sync freeze its reader thread has not handed them over yet.
+pub(super) fn unread_input() -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = std::io::stdin().as_raw_fd();
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which outlives the call.
+    let asked = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut pending) };
+    asked == 0 && pending > 0
+}
+
 /// The terminal was hung up: EIO (or ENXIO) from it, or an error of another shape (crossterm
 /// words some of its own) while stdin is no longer a terminal (`isatty` fails on a hung-up
 /// one).

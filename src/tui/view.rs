@@ -21,8 +21,8 @@ const WIDE: u16 = 90;
 /// Rows the two panes keep on a small terminal, side by side or stacked: within their
 /// borders, a few rows of content in each.
 const BODY_LEAST: [u16; 2] = [6, 8];
-/// Rows the panes get before the header lines' wrapped rest and the notice row do: a record's
-/// first fields are worth more than the end of a status line.
+/// Rows the panes get before the header lines' wrapped rest do: a record's first fields are
+/// worth more than the end of a status line.
 const BODY_FIRST: [u16; 2] = [8, 12];
 /// The id column of the lookup rows, in terminal columns.
 const ID_COLUMNS: usize = 8;
@@ -84,8 +84,9 @@ pub fn view(app: &App, frame: &mut Frame) {
             .clamp(1, INFO_ROWS)
     });
     // Rows are handed out by what matters most, so a small terminal keeps the prompt and
-    // some rows of each pane, then the first header line, the key help, one row of each
-    // other header line, the notice row (where a mistyped id is explained), a few more rows for the
+    // some rows of each pane, then the first row of a notice showing (why a line was not
+    // looked up), the first header line, the key help, one row of each other header line,
+    // the notice row when empty or the rest of a wrapped notice, a few more rows for the
     // panes, and last the header lines' wrapped rest; the panes take what is left.
     let stacked = usize::from(width < WIDE);
     let mut spare = frame.area().height;
@@ -106,18 +107,17 @@ pub fn view(app: &App, frame: &mut Frame) {
     });
     let prompt_rows = take(3);
     let mut body_least = take(BODY_LEAST[stacked]);
-    // A notice showing comes before the header lines: it answers what was just typed. An
-    // empty one keeps its row only where there is room (so the layout does not jump).
-    let mut notice_rows = if notice_text.is_some() {
-        take(notice_wanted)
-    } else {
-        0
-    };
+    // A notice showing gets its first row before the header lines (it answers what was just
+    // typed) and the rows it wraps onto after them; an empty one keeps its row only where
+    // there is room, so the layout does not jump.
+    let mut notice_rows = if notice_text.is_some() { take(1) } else { 0 };
     let header_first = take(1);
     let footer_rows = take(1);
     let mut got = [header_first, take(1), take(1)];
     if notice_text.is_none() {
         notice_rows = take(1);
+    } else if notice_rows > 0 {
+        notice_rows += take(notice_wanted - 1);
     }
     body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     for (got, wanted) in got.iter_mut().zip(wanted) {
@@ -454,7 +454,10 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
         }
         Status::Cancelled { after } => {
             spans.push(Span::styled(
-                format!("– cancelled after {}", seconds(*after)),
+                match after {
+                    Some(after) => format!("– cancelled after {}", seconds(*after)),
+                    None => "– cancelled before it started".to_owned(),
+                },
                 p.fg(Color::DarkGray),
             ));
         }
@@ -486,9 +489,12 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
                 .map(Line::raw)
                 .collect()
         }
-        Some(Status::Queued) => vec![Line::raw(
-            "queued: it starts as soon as the lookups in flight leave room for it",
-        )],
+        Some(Status::Queued) => vec![Line::raw(match row.map(|r| r.mode) {
+            Some(Mode::Sync) => {
+                "queued: it freezes the screen in turn, after the ids pasted before it"
+            }
+            _ => "queued: it starts as soon as the lookups in flight leave room for it",
+        })],
         Some(Status::Pending { retry: None }) => vec![Line::raw("waiting for the API…")],
         // Whole here: the row has room for only the start of the reason.
         Some(Status::Pending { retry: Some(r) }) => vec![
@@ -1073,8 +1079,12 @@ mod tests {
             }
             let screen = render(&app, 110, 24);
             assert!(screen.contains("in flight 1 · queued 2 ·"), "{screen}");
-            let queued = screen.lines().filter(|l| l.contains(" queued ")).count();
-            assert!(queued >= 2, "{screen}");
+            // Rows of the list, not the header's count.
+            let queued = screen
+                .lines()
+                .filter(|l| l.starts_with('│') && l.contains(" queued "))
+                .count();
+            assert_eq!(queued, 2, "{screen}");
         }
 
         /// On a short terminal a notice (why a pasted line was not looked up) takes a row
@@ -1087,6 +1097,11 @@ mod tests {
                 let screen = render(&app, 80, height);
                 assert!(screen.contains("not looked up"), "80×{height}:\n{screen}");
             }
+            // A long one takes its first row there, not every header row.
+            app.notice = Some(format!("the cache file is locked {}", "x ".repeat(100)));
+            let screen = render(&app, 80, 13);
+            assert!(screen.contains("the cache file is locked"), "{screen}");
+            assert!(screen.contains("userfetch ASYNC"), "{screen}");
         }
 
         /// A notice longer than the screen is wide wraps, so its end (what is wrong) shows.
