@@ -376,7 +376,7 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         .unwrap_or(100)
         .clamp(40, 160);
     say!("{title}\n")?;
-    say!("{}", timeline::table(&report.typing))?;
+    say!("{}", timeline::table_for(&report.typing, width))?;
     say!(
         "{}",
         timeline::render_text(&report.typing, width.saturating_sub(14))

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
+use unicode_width::UnicodeWidthStr;
 
 /// A key press: when the person pressed it, and when the UI loop got to it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -156,10 +157,32 @@ fn ms(d: Duration) -> String {
 /// A row of the table: its label, and how a run's measures fill its cell.
 type TableRow = (&'static str, fn(&Measures) -> String);
 
-/// The side-by-side table, one column per run.
-pub fn table(runs: &[Run]) -> String {
+/// The side-by-side table, one column per run; on a terminal narrower than that, each
+/// measure on a line of its own with the runs' values below it, so nothing wraps mid-word.
+pub fn table_for(runs: &[Run], width: usize) -> String {
+    let wide = table(runs);
+    let fits = wide
+        .lines()
+        .all(|line| UnicodeWidthStr::width(line) <= width);
+    if fits {
+        return wide;
+    }
     let measures: Vec<Measures> = runs.iter().map(Run::measures).collect();
-    let rows: [TableRow; 7] = [
+    let mut out = String::new();
+    for (label, cell) in table_rows() {
+        let values: Vec<String> = runs
+            .iter()
+            .zip(&measures)
+            .map(|(run, m)| format!("{} {}", run.label, cell(m)))
+            .collect();
+        let _ = writeln!(out, "{label}\n  {}", values.join(" · "));
+    }
+    out
+}
+
+/// The measures the table shows, in order.
+fn table_rows() -> [TableRow; 7] {
+    [
         ("total time", |m| ms(m.total)),
         ("frames drawn / expected", |m| match m.frames_expected {
             0 => "none (no wait)".to_owned(),
@@ -174,7 +197,13 @@ pub fn table(runs: &[Run]) -> String {
             format!("{} (ran {})", m.ticks_missed, m.ticks_run)
         }),
         ("OS threads for UI + lookups", |m| m.threads.to_string()),
-    ];
+    ]
+}
+
+/// The side-by-side table, one column per run.
+pub fn table(runs: &[Run]) -> String {
+    let measures: Vec<Measures> = runs.iter().map(Run::measures).collect();
+    let rows = table_rows();
     let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -591,6 +620,23 @@ mod tests {
                 }],
             },
         ]
+    }
+
+    /// On a terminal too narrow for the side-by-side table, each measure gets its own line
+    /// and the values go below it, so no line is wider than the terminal.
+    #[test]
+    fn the_table_stacks_on_a_narrow_terminal() {
+        let runs = recorded();
+        assert_eq!(table_for(&runs, 100), table(&runs));
+        let narrow = table_for(&runs, 40);
+        assert!(
+            narrow.lines().all(|l| UnicodeWidthStr::width(l) <= 40),
+            "{narrow}"
+        );
+        assert!(
+            narrow.contains("longest UI freeze\n  sync 1000 ms · async "),
+            "{narrow}"
+        );
     }
 
     #[test]
