@@ -137,7 +137,7 @@ pub enum Status {
         latency: Duration,
         attempts: u32,
         /// The record as indented `key: value` lines, sanitized.
-        detail: Vec<String>,
+        detail: Vec<DetailLine>,
     },
     NotFound {
         latency: Duration,
@@ -886,29 +886,43 @@ const DETAIL_CHARS: usize = 64 * 1024;
 /// The most of one line shown, so the fields after a long value still get their turn.
 const VALUE_CHARS: usize = 4 * 1024;
 
+/// One line of the detail pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetailLine {
+    pub text: String,
+    /// The terminal column its value starts at (past the indent and `key: `), where a
+    /// value too long for the pane continues: found by searching the text, a key holding
+    /// ": " would put it in the middle of the key.
+    pub value_column: usize,
+}
+
 /// Lines for the detail pane, within [`DETAIL_CHARS`].
 struct Detail {
-    lines: Vec<String>,
+    lines: Vec<DetailLine>,
     left: usize,
     /// Lines past the budget, left out.
     hidden: usize,
 }
 
 impl Detail {
-    fn push(&mut self, line: String) {
+    /// `line` begins with `lead` (its indent and `key: `), after which its value starts.
+    fn push(&mut self, lead: &str, line: String) {
         if self.left == 0 {
             self.hidden += 1;
             return;
         }
-        let line = cut(line);
-        self.left = self.left.saturating_sub(line.chars().count());
-        self.lines.push(line);
+        let text = cut(line);
+        self.left = self.left.saturating_sub(text.chars().count());
+        self.lines.push(DetailLine {
+            text,
+            value_column: unicode_width::UnicodeWidthStr::width(lead),
+        });
     }
 }
 
 /// The record as lines for the detail pane: one `key: value` per scalar, nested objects
 /// indented under their key. Sanitized here, once, where API text enters the screen.
-pub fn detail_lines(value: &serde_json::Value) -> Vec<String> {
+pub fn detail_lines(value: &serde_json::Value) -> Vec<DetailLine> {
     let mut detail = Detail {
         lines: Vec::new(),
         left: DETAIL_CHARS,
@@ -917,9 +931,12 @@ pub fn detail_lines(value: &serde_json::Value) -> Vec<String> {
     push_value(&mut detail, 0, None, value);
     if detail.hidden > 0 {
         let hidden = detail.hidden;
-        detail.lines.push(format!(
-            "… {hidden} more lines not shown here; `userfetch get` prints the whole record"
-        ));
+        detail.lines.push(DetailLine {
+            text: format!(
+                "… {hidden} more lines not shown here; `userfetch get` prints the whole record"
+            ),
+            value_column: 0,
+        });
     }
     detail.lines
 }
@@ -933,7 +950,7 @@ fn push_value(lines: &mut Detail, depth: usize, key: Option<&str>, value: &serde
     match value {
         Value::Object(map) => {
             let inner = if key.is_some() {
-                lines.push(format!("{indent}{}", label.trim_end()));
+                lines.push(&indent, format!("{indent}{}", label.trim_end()));
                 depth + 1
             } else {
                 depth
@@ -944,15 +961,21 @@ fn push_value(lines: &mut Detail, depth: usize, key: Option<&str>, value: &serde
         }
         Value::Array(items) if items.iter().all(|v| !v.is_object() && !v.is_array()) => {
             let joined: Vec<String> = items.iter().map(scalar).collect();
-            lines.push(format!("{indent}{label}[{}]", joined.join(", ")));
+            lines.push(
+                &format!("{indent}{label}["),
+                format!("{indent}{label}[{}]", joined.join(", ")),
+            );
         }
         Value::Array(items) => {
-            lines.push(format!("{indent}{}", label.trim_end()));
+            lines.push(&indent, format!("{indent}{}", label.trim_end()));
             for (i, v) in items.iter().enumerate() {
                 push_value(lines, depth + 1, Some(&format!("[{i}]")), v);
             }
         }
-        scalar_value => lines.push(format!("{indent}{label}{}", scalar(scalar_value))),
+        scalar_value => lines.push(
+            &format!("{indent}{label}"),
+            format!("{indent}{label}{}", scalar(scalar_value)),
+        ),
     }
 }
 
@@ -977,6 +1000,26 @@ fn cut(line: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn texts(lines: &[DetailLine]) -> Vec<String> {
+        lines.iter().map(|l| l.text.clone()).collect()
+    }
+
+    /// Where each line's value starts, as the pane wraps it: past the indent and the key,
+    /// whatever the key holds.
+    #[test]
+    fn a_detail_line_knows_where_its_value_starts() {
+        let value = serde_json::json!({"a": {"note: x": "v", "tags": [1, 2]}});
+        let lines = detail_lines(&value);
+        let columns: Vec<(&str, usize)> = lines
+            .iter()
+            .map(|l| (l.text.as_str(), l.value_column))
+            .collect();
+        assert_eq!(
+            columns,
+            [("a:", 0), ("  note: x: v", 11), ("  tags: [1, 2]", 9)]
+        );
+    }
     use crate::engine::Found;
 
     use crate::record::Record;
@@ -1191,7 +1234,7 @@ mod tests {
     fn the_details_of_a_huge_record_are_bounded_and_say_so() {
         let long =
             serde_json::json!({"name": "big", "bio": "lorem ipsum ".repeat(90_000), "after": 1});
-        let lines = detail_lines(&long);
+        let lines = texts(&detail_lines(&long));
         assert_eq!(lines[0], "name: big");
         assert!(
             lines[1].starts_with("bio: lorem ipsum"),
@@ -1208,7 +1251,7 @@ mod tests {
         let many: serde_json::Map<String, serde_json::Value> = (0..50_000)
             .map(|n| (format!("field{n}"), serde_json::Value::from("x".repeat(20))))
             .collect();
-        let lines = detail_lines(&serde_json::Value::Object(many));
+        let lines = texts(&detail_lines(&serde_json::Value::Object(many)));
         let chars: usize = lines.iter().map(|l| l.chars().count()).sum();
         assert!(chars < DETAIL_CHARS + VALUE_CHARS + 200, "{chars}");
         let last = lines.last().unwrap();
@@ -1325,7 +1368,10 @@ mod tests {
             panic!("{:?}", app.rows[1].status)
         };
         assert_eq!(summary, "Ervin");
-        assert_eq!(detail, &["id: 1", "name: Ervin", "address:", "  city: X"]);
+        assert_eq!(
+            texts(detail),
+            ["id: 1", "name: Ervin", "address:", "  city: X"]
+        );
         assert!(app.rows[0].is_pending());
         assert_eq!((app.stats.in_flight, app.stats.found), (1, 1));
         assert_eq!(app.stats.cache_hits, 1);
@@ -1581,7 +1627,7 @@ mod tests {
         else {
             panic!()
         };
-        for text in std::iter::once(summary).chain(detail) {
+        for text in std::iter::once(summary).chain(detail.iter().map(|l| &l.text)) {
             assert!(!text.chars().any(crate::term::is_unsafe), "{text:?}");
         }
     }

@@ -485,7 +485,7 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
             let width = usize::from(area.width.saturating_sub(2)).max(1);
             detail
                 .iter()
-                .flat_map(|l| hanging(l, width))
+                .flat_map(|l| hanging(&l.text, l.value_column, width))
                 .map(Line::raw)
                 .collect()
         }
@@ -546,14 +546,11 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
 /// its value: wrapped from column 0, the rest of a value read as a field of its own, and two
 /// columns in, as one of a nested object's fields. A value that starts past the middle
 /// continues four columns in from its key instead.
-fn hanging(line: &str, width: usize) -> Vec<std::borrow::Cow<'_, str>> {
+fn hanging(line: &str, value_column: usize, width: usize) -> Vec<std::borrow::Cow<'_, str>> {
     let text = line.trim_start();
     let indent = &line[..line.len() - text.len()];
-    let under_value = text
-        .find(": ")
-        .map(|at| indent.len() + UnicodeWidthStr::width(&text[..at + 2]));
-    let column = under_value
-        .filter(|&column| column <= width / 2)
+    let column = Some(value_column)
+        .filter(|&column| column > indent.len() && column <= width / 2)
         .unwrap_or(indent.len() + 4);
     // Too narrow for that: cut at the edge as it comes.
     if column >= width {
