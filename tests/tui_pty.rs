@@ -708,6 +708,31 @@ fn ctrl_c_during_the_first_freeze_of_a_sync_paste_asks_for_no_more() {
     api.shutdown_blocking();
 }
 
+/// F2 during a sync paste: the ids not yet begun run async, beside the screen, instead of
+/// freezing it one after another.
+#[test]
+fn f2_during_a_sync_paste_runs_the_rest_async() {
+    let api = demo_api();
+    let template = format!("{}?latency=2s", api.url_template());
+    let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.send("\x1b[200~1\r2\r3\r4\r5\r\x1b[201~");
+    pty.wait_for("the first freeze", |s| s.contains("UI frozen"));
+    pty.send("\x1bOQ"); // F2
+    // In sync mode one lookup at most is in flight; the four left run together.
+    let screen = pty.wait_for("the other four in flight at once", |s| {
+        s.contains("in flight 4 ·")
+    });
+    assert!(
+        screen.contains("ASYNC") && !screen.contains("UI frozen"),
+        "{screen}"
+    );
+    pty.wait_for("all five found", |s| s.contains("found 5 ·"));
+    pty.send("q");
+    pty.wait_exit(Duration::from_secs(5));
+    api.shutdown_blocking();
+}
+
 /// Over HTTP/1.1 each lookup in flight holds a socket. Under a low open-file limit the screen
 /// runs as many at a time as the limit allows and the rest wait their turn; before, the rest
 /// failed with "Too many open files", which read as the API being down.

@@ -108,6 +108,9 @@ pub enum Effect {
         mode: Mode,
     },
     Cancel(ReqId),
+    /// Switched to async mode: sync lookups still queued (the rest of a paste) run async
+    /// now, beside the screen, instead of freezing it one after another.
+    QueuedRunAsync,
     /// Leave now; every lookup still in flight is cancelled.
     Quit,
 }
@@ -683,13 +686,22 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::Esc => cancel_selected(app),
-        KeyCode::F(2) => {
-            app.mode = match app.mode {
-                Mode::Async => Mode::Sync,
-                Mode::Sync => Mode::Async,
-            };
-            Vec::new()
-        }
+        KeyCode::F(2) => match app.mode {
+            // Async lookups already queued stay async: they only wait for room.
+            Mode::Async => {
+                app.mode = Mode::Sync;
+                Vec::new()
+            }
+            Mode::Sync => {
+                app.mode = Mode::Async;
+                for row in &mut app.rows {
+                    if matches!(row.status, Status::Queued) {
+                        row.mode = Mode::Async;
+                    }
+                }
+                vec![Effect::QueuedRunAsync]
+            }
+        },
         KeyCode::Enter => submit(app),
         _ => Vec::new(),
     }

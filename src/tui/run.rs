@@ -376,6 +376,11 @@ impl LoopState {
                     id,
                     mode: Mode::Async,
                 } => self.spawn_lookup(ctx, req, id),
+                Effect::QueuedRunAsync => {
+                    for (req, id) in std::mem::take(&mut self.blocking_next) {
+                        self.spawn_lookup(ctx, req, id);
+                    }
+                }
                 Effect::Lookup {
                     req,
                     id,

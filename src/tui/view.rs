@@ -85,9 +85,9 @@ pub fn view(app: &App, frame: &mut Frame) {
     });
     // Rows are handed out by what matters most, so a small terminal keeps the prompt and
     // some rows of each pane, then the first row of a notice showing (why a line was not
-    // looked up), the first header line, the key help, one row of each other header line,
-    // the notice row when empty or the rest of a wrapped notice, a few more rows for the
-    // panes, and last the header lines' wrapped rest; the panes take what is left.
+    // looked up), the first header line, the key help, the rest of a wrapped notice, one row
+    // of each other header line, the notice row when empty, a few more rows for the panes,
+    // and last the header lines' wrapped rest; the panes take what is left.
     let stacked = usize::from(width < WIDE);
     let mut spare = frame.area().height;
     let mut take = |want: u16| {
@@ -108,16 +108,18 @@ pub fn view(app: &App, frame: &mut Frame) {
     let prompt_rows = take(3);
     let mut body_least = take(BODY_LEAST[stacked]);
     // A notice showing gets its first row before the header lines (it answers what was just
-    // typed) and the rows it wraps onto after them; an empty one keeps its row only where
-    // there is room, so the layout does not jump.
+    // typed), and the rows it wraps onto after the first header line and the key help but
+    // before the other two; an empty one keeps its row only where there is room, so the
+    // layout does not jump.
     let mut notice_rows = if notice_text.is_some() { take(1) } else { 0 };
     let header_first = take(1);
     let footer_rows = take(1);
+    if notice_rows > 0 {
+        notice_rows += take(notice_wanted - 1);
+    }
     let mut got = [header_first, take(1), take(1)];
     if notice_text.is_none() {
         notice_rows = take(1);
-    } else if notice_rows > 0 {
-        notice_rows += take(notice_wanted - 1);
     }
     body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     for (got, wanted) in got.iter_mut().zip(wanted) {
@@ -285,8 +287,11 @@ fn meter_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
     if let Some(froze) = app.meter.last_freeze {
         spans.push(Span::styled(
             format!(
-                "{SEPARATOR}last sync lookup froze the UI {}",
-                whole(&format!("for {}", seconds(froze)))
+                "{SEPARATOR}{}",
+                whole(&format!(
+                    "last sync lookup froze the UI for {}",
+                    seconds(froze)
+                ))
             ),
             p.fg(Color::Red),
         ));
@@ -1094,11 +1099,14 @@ mod tests {
                 let screen = render(&app, 80, height);
                 assert!(screen.contains("not looked up"), "80×{height}:\n{screen}");
             }
-            // A long one takes its first row there, not every header row.
-            app.notice = Some(format!("the cache file is locked {}", "x ".repeat(100)));
+            // A long one takes its first row there, not the first header row; its other rows
+            // come before the other header lines.
+            app.notice = Some(format!("the cache file is locked {}end", "x ".repeat(60)));
             let screen = render(&app, 80, 13);
             assert!(screen.contains("the cache file is locked"), "{screen}");
             assert!(screen.contains("userfetch ASYNC"), "{screen}");
+            let screen = render(&app, 80, 16);
+            assert!(screen.contains("x end"), "{screen}");
         }
 
         /// A notice longer than the screen is wide wraps, so its end (what is wrong) shows.
@@ -1117,7 +1125,8 @@ mod tests {
 
         #[test]
         fn a_wrapped_header_line_breaks_between_figures_not_inside_one() {
-            let app = one_loading_one_found();
+            let mut app = one_loading_one_found();
+            update(&mut app, Msg::Froze(Duration::from_millis(2000)));
             let figures = [
                 "p50 412 ms",
                 "p95 412 ms",
@@ -1134,6 +1143,12 @@ mod tests {
                     assert!(screen.contains(figure), "{figure} at {width}:\n{screen}");
                 }
                 assert!(!screen.lines().any(|l| l.starts_with('·')), "{screen}");
+                // A fourth row of the meter may not fit (three at most), but never half of it.
+                assert!(
+                    !screen.contains("last sync")
+                        || screen.contains("last sync lookup froze the UI for 2.0 s"),
+                    "at {width}:\n{screen}"
+                );
             }
             // Short of rows for them, the figures that show are whole ones.
             for height in 12..=20 {
