@@ -669,15 +669,23 @@ fn a_burst_of_keys_longer_than_one_read_is_taken_whole() {
     pty.wait_exit(Duration::from_secs(10));
 }
 
-/// In sync mode a paste of several ids freezes the screen once per id, but Ctrl-C pressed
-/// during the first freeze is read before the next one begins.
-#[test]
-fn ctrl_c_after_a_sync_paste_waits_for_one_lookup_not_for_all() {
+/// The screen in sync mode against an API answering in 2 s, with `ids` pasted at its
+/// prompt (bracketed paste).
+fn sync_paste(ids: &[&str]) -> (ServerHandle, Pty) {
     let api = demo_api();
     let template = format!("{}?latency=2s", api.url_template());
     let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
     pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
-    pty.send("\x1b[200~1\r2\r3\r4\r5\r6\r7\r8\r\x1b[201~");
+    let lines: String = ids.iter().map(|id| format!("{id}\r")).collect();
+    pty.send(&format!("\x1b[200~{lines}\x1b[201~"));
+    (api, pty)
+}
+
+/// In sync mode a paste of several ids freezes the screen once per id, but Ctrl-C pressed
+/// during the first freeze is read before the next one begins.
+#[test]
+fn ctrl_c_after_a_sync_paste_waits_for_one_lookup_not_for_all() {
+    let (api, mut pty) = sync_paste(&["1", "2", "3", "4", "5", "6", "7", "8"]);
     // The second id's freeze is labelled as one too, after the first's was reported.
     pty.wait_for("the second freeze", |s| {
         s.contains("froze the UI for") && s.contains("UI frozen")
@@ -693,11 +701,7 @@ fn ctrl_c_after_a_sync_paste_waits_for_one_lookup_not_for_all() {
 /// second pasted id is never asked for.
 #[test]
 fn ctrl_c_during_the_first_freeze_of_a_sync_paste_asks_for_no_more() {
-    let api = demo_api();
-    let template = format!("{}?latency=2s", api.url_template());
-    let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
-    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
-    pty.send("\x1b[200~1\r2\r3\r\x1b[201~");
+    let (api, mut pty) = sync_paste(&["1", "2", "3"]);
     // The other two wait their turn as queued, not as lookups in flight.
     pty.wait_for("the first freeze", |s| {
         s.contains("UI frozen") && s.contains("in flight 1 · queued 2")
@@ -712,11 +716,7 @@ fn ctrl_c_during_the_first_freeze_of_a_sync_paste_asks_for_no_more() {
 /// freezing it one after another.
 #[test]
 fn f2_during_a_sync_paste_runs_the_rest_async() {
-    let api = demo_api();
-    let template = format!("{}?latency=2s", api.url_template());
-    let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
-    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
-    pty.send("\x1b[200~1\r2\r3\r4\r5\r\x1b[201~");
+    let (api, mut pty) = sync_paste(&["1", "2", "3", "4", "5"]);
     pty.wait_for("the first freeze", |s| s.contains("UI frozen"));
     pty.send("\x1bOQ"); // F2
     // In sync mode one lookup at most is in flight; the four left run together.
