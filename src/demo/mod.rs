@@ -375,13 +375,14 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         .map(|(w, _)| w as usize)
         .unwrap_or(100)
         .clamp(40, 160);
-    say!("{title}\n")?;
+    // Prose wrapped to the terminal: it must not wrap mid-word where the terminal cuts it.
+    say!("{}\n", textwrap::fill(&title, width))?;
     say!("{}", timeline::table_for(&report.typing, width))?;
     say!(
         "{}",
         timeline::render_text(&report.typing, width.saturating_sub(14))
     )?;
-    say!("{}", many_summary(&report))?;
+    say!("{}", textwrap::fill(&many_summary(&report), width))?;
     say!(
         "{}",
         timeline::render_text(&report.many, width.saturating_sub(14))
