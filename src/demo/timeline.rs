@@ -314,11 +314,14 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
         "",
         axis.iter().collect::<String>()
     );
-    // Two lines, so an 80-column terminal does not wrap it.
-    let _ = writeln!(
-        out,
+    // Two lines, so an 80-column terminal does not wrap it; one item a line where the
+    // timeline is narrower than those (a 50-column terminal).
+    let legend = if width + 2 + label_width >= 52 {
         "  legend: | frame drawn   k─▲ key pressed → handled\n          • background tick   ━ lookup in flight"
-    );
+    } else {
+        "  legend: | frame drawn\n          k─▲ key pressed → handled\n          • background tick\n          ━ lookup in flight"
+    };
+    let _ = writeln!(out, "{legend}");
     out
 }
 
@@ -620,6 +623,18 @@ mod tests {
                 }],
             },
         ]
+    }
+
+    /// The text timeline for a 50-column terminal (an axis of 36) is no wider than that,
+    /// legend included.
+    #[test]
+    fn the_text_timeline_fits_a_narrow_terminal() {
+        let text = render_text(&recorded(), 36);
+        assert!(
+            text.lines().all(|l| UnicodeWidthStr::width(l) <= 50),
+            "{text}"
+        );
+        assert!(text.contains("━ lookup in flight"), "{text}");
     }
 
     /// On a terminal too narrow for the side-by-side table, each measure gets its own line
