@@ -96,12 +96,15 @@ const STARTS_PER_FRAME: usize = 500;
 type Lookup = Pin<Box<dyn Future<Output = (ReqId, Outcome)>>>;
 
 /// Keys pressed during a sync freeze are read before the next queued freeze (the rest of a
-/// paste) begins. Right after a freeze they are not yet readable from the event stream:
-/// crossterm hands them over from its own reader thread (~3 ms here). So while the terminal
-/// holds unread input, and for one step after it is gone, the next freeze waits, a step at
-/// a time and this long at most; with nothing typed it begins at once.
+/// paste) begins. Right after a freeze they are not always readable from the event stream:
+/// crossterm hands them over from its own reader thread (~3 ms here, more on a busy machine).
+/// So after a freeze long enough for a key to be pressed in it ([`KEYS_FREEZE`]) the next
+/// one waits [`KEYS_GRACE`], and longer while the terminal holds unread input (a step at a
+/// time, this long at most); after a short one (a cached id) it begins at once.
 const KEYS_AFTER_A_FREEZE: Duration = Duration::from_secs(1);
 const KEYS_STEP: Duration = Duration::from_millis(5);
+const KEYS_FREEZE: Duration = Duration::from_millis(100);
+const KEYS_GRACE: Duration = Duration::from_millis(100);
 
 /// Runs until the user quits. Every lookup still in flight is cancelled on the way out, as is
 /// every background task (dropping their futures is the cancellation).
@@ -471,7 +474,11 @@ impl LoopState {
         };
         let held = started.elapsed();
         self.thawed = Instant::now();
-        self.next_blocking = self.thawed;
+        self.next_blocking = if held >= KEYS_FREEZE {
+            self.thawed + KEYS_GRACE
+        } else {
+            self.thawed
+        };
         self.keys_seen = false;
         app.now = Instant::now();
         update(app, Msg::Done { req, outcome });
