@@ -13,7 +13,8 @@
 //! - [`cli`] defines the command line, [`session`] turns it into a working engine, [`app`]
 //!   runs it and maps errors to the codes in [`exit`].
 //! - [`batch`] fetches whole id lists (files or stdin) politely and resumably; [`open_files`]
-//!   bounds the lookups in flight by the open-file limit.
+//!   bounds the lookups in flight by the open-file limit; [`stopped`] counts the time the
+//!   process spent stopped, which no `--timeout` counts.
 
 pub mod app;
 pub mod batch;
@@ -31,5 +32,6 @@ pub mod record;
 pub mod server;
 pub mod session;
 pub mod signals;
+pub mod stopped;
 pub mod term;
 pub mod tui;

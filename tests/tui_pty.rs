@@ -464,6 +464,34 @@ fn ctrl_z_hands_the_terminal_to_the_shell_and_fg_brings_the_screen_back() {
     quits_at_once(&mut pty);
 }
 
+/// A lookup pending when Ctrl-Z stops the screen is not timed out by the stop: `--timeout`
+/// counts only the time the process ran, and the answer that came meanwhile is read on `fg`
+/// (not fetched again by a retry).
+#[test]
+fn a_stop_does_not_use_up_a_pending_lookups_timeout() {
+    let api = demo_api();
+    let mut pty = Pty::shell();
+    start_in_shell(
+        &mut pty,
+        &format!("--timeout 4s --api '{}?latency=2s'", api.url_template()),
+    );
+    pty.send("7\r");
+    pty.wait_for("the lookup", |s| row(s, "7").is_some());
+    pty.send("\x1a");
+    pty.wait_for("the shell's job report", |s| s.contains("Stopped"));
+    // Stopped past the timeout; the API answers meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    pty.send("fg\r");
+    let screen = pty.wait_for("the lookup's end", |s| {
+        s.contains("Enter user id:") && (s.contains("found 1 ·") || s.contains("errors 1"))
+    });
+    assert!(screen.contains("found 1 ·"), "{screen}");
+    // Found by the first attempt, not by a retry after a timeout on resume.
+    let found = row(&screen, "7").unwrap_or_default();
+    assert!(!found.contains("attempts"), "{screen}");
+    quits_at_once(&mut pty);
+}
+
 /// Stopped from outside (`kill -TSTP`), the screen has no say: the shell puts the terminal
 /// back in cooked mode and writes over the screen. Resumed, the screen sets raw mode again
 /// and redraws everything.

@@ -183,7 +183,7 @@ impl Client {
         let redirects = Arc::new(AtomicU64::new(0));
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
-            .timeout(config.timeout)
+            // No `.timeout`: `attempt` keeps its own deadline, which a stop does not use up.
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -318,11 +318,19 @@ impl Client {
     }
 
     async fn attempt(&self, url: &str) -> Result<Record, AttemptFailure> {
-        // One deadline for the whole attempt, redirects included.
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
-        match tokio::time::timeout_at(deadline, self.attempt_following(url)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timed_out()),
+        // One deadline for the whole attempt, redirects included, moved on by any time the
+        // process spent stopped meanwhile (Ctrl-Z): the answer may be waiting, unread.
+        let watch = crate::stopped::Stopwatch::start();
+        let attempt = self.attempt_following(url);
+        tokio::pin!(attempt);
+        loop {
+            let stopped = watch.stopped();
+            let deadline = watch.started + self.config.timeout + stopped;
+            match tokio::time::timeout_at(deadline.into(), &mut attempt).await {
+                Ok(result) => return result,
+                Err(_) if watch.stopped() != stopped => {}
+                Err(_) => return Err(self.timed_out()),
+            }
         }
     }
 
