@@ -121,7 +121,7 @@ pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
     raw.iter()
         .enumerate()
         .map(|(i, text)| {
-            UserId::parse(text).map_err(|e| {
+            UserId::parse_trimmed(text).map_err(|e| {
                 usage(format!(
                     "invalid id {} (argument {}): {e}",
                     quote(text),

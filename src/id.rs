@@ -53,6 +53,12 @@ impl UserId {
         Ok(UserId(text.into()))
     }
 
+    /// An id as a person gives it (an argument, a line of a file, the screen's prompt): the
+    /// spaces and tabs a copied id often brings along are dropped first, since no id has them.
+    pub fn parse_trimmed(text: &str) -> Result<Self, IdError> {
+        UserId::parse(text.trim_matches([' ', '\t']))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -109,6 +115,10 @@ mod tests {
         assert_eq!(UserId::parse(".."), Err(IdError::DotSegment));
         assert_eq!(UserId::parse("."), Err(IdError::DotSegment));
         assert_eq!(UserId::parse(" 1"), Err(IdError::Whitespace));
+        assert_eq!(UserId::parse_trimmed(" 1\t ").unwrap().as_str(), "1");
+        assert_eq!(UserId::parse_trimmed(" \t"), Err(IdError::Empty));
+        // Only spaces and tabs: other whitespace is not what a copy brings along.
+        assert_eq!(UserId::parse_trimmed("1\u{a0}"), Err(IdError::Whitespace));
         assert_eq!(UserId::parse("1\n"), Err(IdError::ControlChar(0x0a)));
         assert_eq!(UserId::parse("a\u{1b}[2J"), Err(IdError::ControlChar(0x1b)));
         assert_eq!(UserId::parse("a\u{85}"), Err(IdError::ControlChar(0x85)));

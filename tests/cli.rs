@@ -46,6 +46,24 @@ fn get_prints_one_json_line_per_user_in_order() {
     assert_eq!(ids, [3, 1, 2]);
 }
 
+/// A copied id often brings a space along, as a line of a batch file may: it is the id.
+#[test]
+fn get_takes_an_id_with_spaces_around_as_the_id() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .args(["get", " 3", "1\t ", "--api", &api.template("")])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let ids: Vec<_> = json_lines(&out.stdout)
+        .iter()
+        .map(|v| v["id"].clone())
+        .collect();
+    assert_eq!(ids, [3, 1]);
+}
+
 #[test]
 fn not_found_exits_1_with_one_line() {
     let api = TestApi::start();
@@ -110,7 +128,7 @@ fn invalid_ids_exit_2_before_any_request() {
         (".", "'.' and '..' are not ids"),
         ("a\u{1b}[2J", "control character"),
         ("1\n2", "control character"),
-        (" 1", "whitespace"),
+        ("1\u{a0}", "whitespace"),
         (long.as_str(), "10240 bytes long"),
     ] {
         userfetch(&dir)

@@ -227,7 +227,7 @@ fn memchr(bytes: &[u8]) -> Option<usize> {
 /// Surrounding spaces are trimmed (ids never have them); blank lines and `#` comments carry
 /// nothing.
 pub fn classify(raw: &str) -> Line {
-    let text = raw.trim_matches(|c| c == ' ' || c == '\t');
+    let text = raw.trim_matches([' ', '\t']);
     if text.is_empty() || text.starts_with('#') {
         return Line::Nothing;
     }

@@ -778,7 +778,7 @@ fn submit(app: &mut App) -> Vec<Effect> {
     if app.history.last() != Some(&text) {
         app.history.push(text.clone());
     }
-    let id = match UserId::parse(&text) {
+    let id = match UserId::parse_trimmed(&text) {
         Ok(id) => id,
         Err(e) => {
             app.notice = Some(refusal(e, &text));
@@ -1083,6 +1083,23 @@ mod tests {
         assert_eq!(app.selected, Some(0));
         assert_eq!(app.stats.in_flight, 1);
         assert!(app.animating());
+    }
+
+    #[test]
+    fn spaces_around_a_typed_id_are_not_part_of_it() {
+        let mut app = app();
+        type_text(&mut app, " 42 ");
+        let effects = update(&mut app, key(KeyCode::Enter));
+        assert_eq!(
+            effects,
+            vec![Effect::Lookup {
+                req: ReqId(0),
+                id: UserId::parse("42").unwrap(),
+                mode: Mode::Async
+            }]
+        );
+        assert_eq!(app.rows[0].id, "42");
+        assert_eq!(app.notice, None);
     }
 
     #[test]
