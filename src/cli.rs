@@ -291,7 +291,8 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_API", value_name = "URL")]
     pub api: Option<String>,
 
-    /// Limit for one whole attempt (connect, headers and body).
+    /// Limit for one whole attempt (connect, headers and body); time the process spends
+    /// stopped (Ctrl-Z) is not counted.
     #[arg(long, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_limit, value_name = "DURATION")]
     pub timeout: Duration,
 

@@ -14,7 +14,7 @@
 //!   runs it and maps errors to the codes in [`exit`].
 //! - [`batch`] fetches whole id lists (files or stdin) politely and resumably; [`open_files`]
 //!   bounds the lookups in flight by the open-file limit; [`stopped`] counts the time the
-//!   process spent stopped, which no `--timeout` counts.
+//!   process spent stopped (Ctrl-Z), which no `--timeout` counts.
 
 pub mod app;
 pub mod batch;

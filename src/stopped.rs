@@ -1,65 +1,101 @@
-//! How long the process has spent stopped (Ctrl-Z on the screen, then `fg`). A lookup's
-//! `--timeout` does not run while stopped: its answer may have come meanwhile, unread, and the
-//! time the person spent elsewhere is no fault of the API's.
+//! How long the process has spent stopped: Ctrl-Z (on the screen, or a batch in a shell's
+//! foreground), `kill -STOP`, or anything else that kept it from running. A lookup's
+//! `--timeout` does not run meanwhile: its answer may have come in the meantime, unread, and
+//! the time the person spent elsewhere is no fault of the API's.
 //!
-//! Only stops the program takes itself are counted: a `kill -STOP` from outside cannot be
-//! caught, and the moment it began is not known.
+//! Counted by a thread that wakes every [`BEAT`] and takes a gap of over [`STOPPED`] between
+//! two wakes for a stop: no signal says when a `kill -STOP` began, and a stop the program
+//! takes itself (the screen's Ctrl-Z) is counted the same way. Starvation that long (a
+//! machine loaded far beyond its cores) counts too, rightly: the process could not read an
+//! answer then either.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Nanoseconds: 584 years fit in a u64.
-static STOPPED_NANOS: AtomicU64 = AtomicU64::new(0);
+const BEAT: Duration = Duration::from_millis(100);
+const STOPPED: Duration = Duration::from_secs(1);
 
-/// The time spent stopped since the process started.
-pub fn total() -> Duration {
-    Duration::from_nanos(STOPPED_NANOS.load(Ordering::Relaxed))
+/// Nanoseconds stopped, counted by the watch: 584 years fit in a u64.
+static COUNTED: AtomicU64 = AtomicU64::new(0);
+/// The watch's last wake, in nanoseconds since [`origin`].
+static LAST_BEAT: AtomicU64 = AtomicU64::new(0);
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
 }
 
-/// Stops the process the way `run` does, and counts the time until it runs again.
-pub fn while_stopped(run: impl FnOnce()) {
-    let before = Instant::now();
-    run();
-    let nanos = u64::try_from(before.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    STOPPED_NANOS.fetch_add(nanos, Ordering::Relaxed);
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Starts the watch once. Without a thread (none could be started) nothing is counted, and
+/// timeouts run through stops as they did before.
+fn watch() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let origin = origin();
+        LAST_BEAT.store(nanos(origin.elapsed()), Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name("userfetch-stops".into())
+            .spawn(move || {
+                let mut before = origin.elapsed();
+                loop {
+                    std::thread::sleep(BEAT);
+                    let after = origin.elapsed();
+                    let gap = after.saturating_sub(before);
+                    if gap > STOPPED {
+                        // Counted before the beat moves on: a reader in between counts the
+                        // stop twice (a deadline a little later), never not at all.
+                        COUNTED.fetch_add(nanos(gap - BEAT), Ordering::SeqCst);
+                    }
+                    LAST_BEAT.store(nanos(after), Ordering::SeqCst);
+                    before = after;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("no thread to count stops: {e}");
+        }
+    });
+}
+
+/// The time spent stopped since the watch started, a stop that has just ended included even
+/// before the watch has woken from it (the reader may run first when the process resumes).
+fn total() -> Duration {
+    let beat = LAST_BEAT.load(Ordering::SeqCst);
+    let counted = COUNTED.load(Ordering::SeqCst);
+    let since_beat = origin()
+        .elapsed()
+        .saturating_sub(Duration::from_nanos(beat));
+    let ongoing = if since_beat > STOPPED {
+        since_beat - BEAT
+    } else {
+        Duration::ZERO
+    };
+    Duration::from_nanos(counted) + ongoing
 }
 
 /// A moment, and the time the process has spent stopped since.
 #[derive(Debug, Clone, Copy)]
 pub struct Stopwatch {
     pub started: Instant,
-    stopped_before: Duration,
+    counted_before: Duration,
 }
 
 impl Stopwatch {
     pub fn start() -> Stopwatch {
+        watch();
         Stopwatch {
             started: Instant::now(),
-            stopped_before: total(),
+            // Running now, so no stop is under way: what the watch counted is enough.
+            counted_before: Duration::from_nanos(COUNTED.load(Ordering::SeqCst)),
         }
     }
 
-    /// The time spent stopped since the start.
+    /// The time spent stopped since the start. It can fall back a little once the watch
+    /// wakes from a stop (its count replacing an estimate): compare with `>`.
     pub fn stopped(&self) -> Duration {
-        total().saturating_sub(self.stopped_before)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stopwatch_counts_the_stops_since_its_start() {
-        // Short: other tests' lookups running meanwhile get this much longer.
-        let watch = Stopwatch::start();
-        while_stopped(|| std::thread::sleep(Duration::from_millis(20)));
-        let stopped = watch.stopped();
-        assert!(
-            stopped >= Duration::from_millis(20) && stopped < Duration::from_secs(60),
-            "{stopped:?}"
-        );
-        // A stopwatch started after the stop saw none of it.
-        assert_eq!(Stopwatch::start().stopped(), Duration::ZERO);
+        total().saturating_sub(self.counted_before)
     }
 }

@@ -644,3 +644,38 @@ fn an_interrupted_run_leaves_an_out_another_job_wrote_as_it_was() {
     assert!(!text.contains("left as it was"), "{text}");
     assert!(jsonl_ids(&env.path("out.jsonl")).len() >= 40);
 }
+
+/// Stopped mid-run (Ctrl-Z in a shell, `kill -STOP`) for longer than `--timeout`, then
+/// resumed: the lookups in flight are not timed out by the stop (their answers came
+/// meanwhile), so no retry is spent and none fails.
+#[test]
+fn a_stop_does_not_time_out_the_lookups_in_flight() {
+    let env = Env::with_latency(Duration::from_secs(2));
+    let ids: Vec<u32> = (1..=20).collect();
+    let input = env.write("ids.txt", ids_file(&ids));
+    let mut child = env
+        .batch(&[
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--summary-json",
+            "summary.json",
+            "--retries",
+            "0",
+            "--timeout",
+            "4s",
+        ])
+        .spawn_watched();
+    wait_for_requests(&env, &mut child);
+    send(&child, libc::SIGSTOP);
+    // Past the timeout; the API answers meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    send(&child, libc::SIGCONT);
+    let out = wait_with_deadline(child, Duration::from_secs(30));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["found"], 20, "{s:#}");
+    assert_eq!(s["failed"], 0, "{s:#}");
+    assert_eq!(env.user_requests(), 20);
+}

@@ -323,13 +323,18 @@ impl Client {
         let watch = crate::stopped::Stopwatch::start();
         let attempt = self.attempt_following(url);
         tokio::pin!(attempt);
+        let mut stopped = Duration::ZERO;
         loop {
-            let stopped = watch.stopped();
             let deadline = watch.started + self.config.timeout + stopped;
             match tokio::time::timeout_at(deadline.into(), &mut attempt).await {
                 Ok(result) => return result,
-                Err(_) if watch.stopped() != stopped => {}
-                Err(_) => return Err(self.timed_out()),
+                Err(_) => {
+                    let since = watch.stopped();
+                    if since <= stopped {
+                        return Err(self.timed_out());
+                    }
+                    stopped = since;
+                }
             }
         }
     }

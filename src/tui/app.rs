@@ -1128,11 +1128,11 @@ mod tests {
     #[test]
     fn a_refused_pasted_line_stays_said_after_the_lines_that_follow() {
         let mut app = app();
-        let effects = update(&mut app, Msg::Paste(" 7 \n8\n  \n".into()));
+        let effects = update(&mut app, Msg::Paste("7\u{a0}\n8\n  \n".into()));
         assert_eq!(effects.len(), 1, "8 is looked up");
         let notice = app.notice.clone().unwrap_or_default();
         assert!(
-            notice.contains("whitespace") && notice.contains("\" 7 \""),
+            notice.contains("whitespace") && notice.contains(r#""7\u{a0}""#),
             "{notice}"
         );
         // The line of blanks after it was skipped, not refused too.

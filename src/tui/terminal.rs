@@ -75,15 +75,10 @@ fn ctrl(c: char) -> KeyEvent {
 /// group no shell controls: there a stop could never be resumed, and the screen comes back.
 fn suspend() {
     leave();
-    // The signal is delivered, and the process stopped, before kill returns: it returns
-    // once the process runs again.
-    crate::stopped::while_stopped(|| {
-        // SAFETY: kill(2) with pid 0 signals this process's group; it touches no memory of
-        // ours.
-        unsafe {
-            libc::kill(0, libc::SIGTSTP);
-        }
-    });
+    // SAFETY: kill(2) with pid 0 signals this process's group; it touches no memory of ours.
+    unsafe {
+        libc::kill(0, libc::SIGTSTP);
+    }
     let _ = enter();
 }
 
