@@ -206,6 +206,7 @@ fn a_signal_ends_the_demo_at_once() {
         let mut line = String::new();
         stderr.read_line(&mut line).unwrap();
         assert!(line.contains("running the session"), "{line}");
+        assert!(line.trim_end().chars().count() <= 80, "{line}");
         std::thread::sleep(Duration::from_millis(after));
         let sent = std::time::Instant::now();
         std::process::Command::new("kill")

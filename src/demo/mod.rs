@@ -340,7 +340,8 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
     // Refused before the run is announced.
     timeout_outlasts(opts, args.latency)?;
     note!(
-        "userfetch: running the session sync and async against a demo API with {} latency…",
+        // Within 80 columns at any latency below an hour.
+        "userfetch: running the session sync and async (demo API, {} latency)…",
         humantime::format_duration(args.latency)
     );
     let report = tokio::select! {
