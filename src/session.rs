@@ -95,7 +95,18 @@ impl Session {
         let client = Client::new(config)?;
         let cache = match cache_path(opts)? {
             None => None,
-            Some(path) => Some(tokio::task::spawn_blocking(move || Cache::open(&path)).await??),
+            Some(path) => {
+                let default = opts.cache.is_none();
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        if default {
+                            Cache::make_default_dir(&path)?;
+                        }
+                        Cache::open(&path)
+                    })
+                    .await??,
+                )
+            }
         };
         Ok(Session {
             engine: Engine::new(client, cache, opts.max_age, &namespace),

@@ -751,6 +751,40 @@ fn a_typed_option_wins_over_a_bad_value_in_its_variable() {
         .stderr(predicate::str::contains("comes from USERFETCH_RETRIES"));
 }
 
+/// A cache path whose directory is missing (a typo, as often as not) is refused, not built:
+/// an empty cache there would look like every earlier run's progress gone. The default
+/// location's directory is made on first use (below).
+#[test]
+fn a_cache_path_in_a_missing_directory_is_refused() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo/sub/c.sqlite3");
+    std::fs::write(dir.path().join("ids.txt"), "1\n").unwrap();
+    for command in [&["get", "1"][..], &["batch", "ids.txt", "--out", "o.jsonl"]] {
+        Command::cargo_bin("userfetch")
+            .unwrap()
+            .env_clear()
+            .current_dir(dir.path())
+            .args([
+                "--api",
+                &api.template(""),
+                "--cache",
+                typo.to_str().unwrap(),
+            ])
+            .args(command)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(predicate::str::contains(format!(
+                "cannot open the cache file {}: its directory does not exist",
+                typo.display()
+            )));
+    }
+    assert!(!dir.path().join("typo").exists());
+    assert!(!dir.path().join("o.jsonl").exists());
+    assert_eq!(api.stats().requests, 0);
+}
+
 #[test]
 fn an_empty_variable_counts_as_unset_and_a_switch_is_on_or_off() {
     let api = TestApi::start();

@@ -134,19 +134,26 @@ impl Cache {
         dirs::cache_dir().map(|d| d.join("userfetch").join("cache.sqlite3"))
     }
 
-    /// Opens (or creates, mode 0600) the cache file and starts its thread. Blocking: call it
-    /// before the runtime starts or from `spawn_blocking`.
-    pub fn open(path: &Path) -> Result<Cache, CacheError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            DirBuilder::new()
+    /// Makes the directory of the [default](Cache::default_path) cache file (mode 0700) on
+    /// first use. Not for a path the user gave: a typo there would quietly build a tree and
+    /// start an empty cache, as if every earlier run's progress were gone.
+    pub fn make_default_dir(path: &Path) -> Result<(), CacheError> {
+        match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .map_err(|source| CacheError::Dir {
                     path: dir.to_owned(),
                     source,
-                })?;
+                }),
+            None => Ok(()),
         }
+    }
+
+    /// Opens (or creates, mode 0600) the cache file and starts its thread; its directory must
+    /// exist. Blocking: call it before the runtime starts or from `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<Cache, CacheError> {
         // Created here rather than by SQLite so the mode is 0600 from the first instant;
         // SQLite gives its -wal and -shm files the database file's mode.
         let file = OpenOptions::new()
@@ -158,7 +165,12 @@ impl Cache {
             .open(path)
             .map_err(|source| CacheError::Open {
                 path: path.to_owned(),
-                source,
+                source: match source.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        std::io::Error::other("its directory does not exist")
+                    }
+                    _ => source,
+                },
             })?;
         // Reading a pipe would wait forever, and /dev/null reads as a new, empty file.
         if file.metadata().is_ok_and(|m| !m.is_file()) {
