@@ -1212,6 +1212,7 @@ mod tests {
     fn file_and_directory_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested").join("c.sqlite3");
+        Cache::make_default_dir(&path).unwrap();
         let _cache = Cache::open(&path).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
