@@ -30,6 +30,22 @@ async fn not_found_is_not_retried() {
     assert_eq!(api.stats().user_requests, 1);
 }
 
+/// Only an id written as the number of a user finds it: "007", "+7" and " 7" are ids of their
+/// own, and answered with user 7 they would put one user in a batch's output twice.
+#[tokio::test]
+async fn only_the_plain_number_of_a_user_finds_it() {
+    let api = TestApi::start();
+    let client = api.client("", 1);
+    assert_eq!(
+        fetch(&client, "7").await.unwrap().record.to_value()["id"],
+        7
+    );
+    for other in ["007", "+7", "7.0", "0", "07"] {
+        let err = fetch(&client, other).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{other}");
+    }
+}
+
 /// A fault that alters the user's body has none to alter for an id the API does not know:
 /// that is a 404 as without it, not a made-up user (the hostile fault used to answer with
 /// user 1 under any id), and it is not counted as a fault.

@@ -396,12 +396,22 @@ async fn handle(
     }
 }
 
-/// Whether `path` asks for a user the API has (ids are whole numbers from 1, and need no
-/// decoding).
+/// Whether `path` asks for a user the API has (ids need no decoding).
 fn known_user(state: &State, path: &str) -> bool {
     path.strip_prefix("/users/")
-        .and_then(|id| id.parse::<u64>().ok())
-        .is_some_and(|n| (1..=state.config.users).contains(&n))
+        .and_then(|id| user_number(id, state.config.users))
+        .is_some()
+}
+
+/// The user an id names: a whole number from 1 to `users`, written as such. "007" and "+7"
+/// are other ids, and not found: answering them with user 7 would put one user in a batch's
+/// output twice, under two ids.
+fn user_number(id: &str, users: u64) -> Option<u64> {
+    let canonical = id.bytes().all(|b| b.is_ascii_digit()) && !id.starts_with('0');
+    canonical
+        .then(|| id.parse::<u64>().ok())
+        .flatten()
+        .filter(|n| (1..=users).contains(n))
 }
 
 /// The host a request was sent to: the Host header (HTTP/1.1) or the URI's authority (HTTP/2,
@@ -459,10 +469,7 @@ async fn user(
         fault: None,
         params: RequestParams::default(),
     }));
-    let known = id
-        .parse::<u64>()
-        .ok()
-        .filter(|n| (1..=state.config.users).contains(n));
+    let known = user_number(&id, state.config.users);
     let retry_after = decision
         .params
         .retry_after
