@@ -12,6 +12,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::server::FaultRate;
 
+/// The most lookups in flight a command takes (`--concurrency`): beyond it, more only costs
+/// memory; one HTTP/2 connection carries it all.
+pub const MAX_CONCURRENCY: u32 = 100_000;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "userfetch",
@@ -383,7 +387,7 @@ pub struct GetArgs {
     pub pretty: bool,
 
     /// Lookups in flight at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)), value_name = "N")]
     pub concurrency: u32,
 }
 

@@ -20,8 +20,12 @@ pub async fn run(
     args: &GetArgs,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    // Before the spinner starts: a lowered concurrency is said on a line of its own.
-    let concurrency = crate::open_files::fit(args.concurrency, engine.client().config().http2);
+    // Before the spinner starts: a lowered concurrency is said on a line of its own, and
+    // only when the ids would have used more than the limit allows.
+    let wanted = args
+        .concurrency
+        .min(u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1));
+    let concurrency = crate::open_files::fit(wanted, engine.client().config().http2);
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
     let mut results = futures::stream::iter(ids)

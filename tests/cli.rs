@@ -157,6 +157,12 @@ fn bad_templates_and_option_values_exit_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("'soon' is not a duration"));
+    // The same bound as batch's.
+    userfetch(&dir)
+        .args(["get", "1", "--concurrency", "100001"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("100001 is not in 1..=100000"));
     // Past the clock's range, "now + timeout" used to panic (exit 101).
     userfetch(&dir)
         .args(["get", "1", "--timeout", "500000000000y"])
@@ -605,6 +611,16 @@ fn get_fits_its_concurrency_to_the_open_file_limit() {
         "{stderr}"
     );
     assert_eq!(json_lines(&out.stdout).len(), 300);
+
+    // Fewer ids than the limit allows: nothing lowered, nothing said.
+    let mut cmd = userfetch(&dir);
+    cmd.args(["get", "--concurrency", "1000", "--api", &api.template("")])
+        .args(&ids[..50]);
+    support::limit_open_files(&mut cmd, 100);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(json_lines(&out.stdout).len(), 50);
 }
 
 #[test]

@@ -17,8 +17,7 @@ use super::output;
 use super::throttle::Rate;
 use super::{DEFAULT_CONCURRENCY, Format};
 
-/// Beyond this, more concurrency only costs memory; one HTTP/2 connection carries it all.
-const MAX_CONCURRENCY: u32 = 100_000;
+use crate::cli::MAX_CONCURRENCY;
 
 /// Longest `--grace`: a day is already far past any lookup's timeout, and a bound keeps the
 /// deadline computable.
