@@ -431,7 +431,7 @@ fn ctrl_c_leaves_lookups_that_sent_no_request_yet_at_once() {
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{text}");
     assert!(
-        text.contains("letting 0 requests on the wire finish"),
+        text.contains("stopping: no request is on the wire; 19 lookups waiting"),
         "{text}"
     );
     let s = summary(&env.path("summary.json"));

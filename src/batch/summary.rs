@@ -228,9 +228,10 @@ impl Summary {
             }
             text.push_str(&format!(" ({rerun} to finish)"));
         }
+        let rate = format!("{:.0}", self.ids_per_s);
         text.push_str(&format!(
-            "\n  {:.0} ids/s; {}, {}",
-            self.ids_per_s,
+            "\n  {rate} {}/s; {}, {}",
+            if rate == "1" { "id" } else { "ids" },
             count(self.requests, "request", "requests"),
             count(self.retries, "retry", "retries")
         ));
@@ -239,6 +240,11 @@ impl Summary {
                 "; latency p50 {} ms, p95 {} ms, p99 {} ms",
                 l.p50, l.p95, l.p99
             ));
+            // Read otherwise as the API's own pace: a Retry-After of 2 s makes a 1 ms API's
+            // p50 2 s.
+            if self.retries > 0 {
+                text.push_str(" (per id, retries and their waits included)");
+            }
         }
         text.push_str(&format!(
             "\n  throttled {} ({} 429 or 503)",
@@ -363,14 +369,14 @@ mod tests {
             }),
         };
         let singular = [
-            "1 request, 1 retry",
+            "1 id/s; 1 request, 1 retry",
             "throttled 1 time (1 answer was 429 or 503)",
             "1 duplicate id and 1 invalid line skipped",
             "1 found record in out.jsonl",
             "1 not-found or failed id in f.jsonl",
         ];
         let plural = [
-            "2 requests, 2 retries",
+            "2 ids/s; 2 requests, 2 retries",
             "throttled 2 times (2 answers were 429 or 503)",
             "2 duplicate ids and 2 invalid lines skipped",
             "2 found records in out.jsonl",
@@ -381,6 +387,31 @@ mod tests {
             for part in parts {
                 assert!(text.contains(part), "{part}: {text}");
             }
+        }
+    }
+
+    /// A Retry-After of 2 s makes a 1 ms API's p50 2 s: the line says what the figures hold
+    /// when retries are in them.
+    #[test]
+    fn latency_says_retries_are_in_it_when_there_were_any() {
+        for retries in [0, 3] {
+            let summary = Summary {
+                requests: 10 + retries,
+                retries,
+                latency_ms: Some(LatencyMs {
+                    p50: 2005.0,
+                    p95: 2005.0,
+                    p99: 2005.0,
+                }),
+                ..Summary::nothing_done(Status::Complete)
+            };
+            let text = summary.render("rerun");
+            assert!(text.contains("latency p50 2005 ms"), "{text}");
+            assert_eq!(
+                text.contains("(per id, retries and their waits included)"),
+                retries > 0,
+                "{text}"
+            );
         }
     }
 

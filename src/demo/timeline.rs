@@ -362,11 +362,11 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
         y += 20.0;
         let _ = writeln!(
             svg,
-            r#"<text x="10" y="{y}" font-weight="bold">{} — {} thread(s), longest freeze {}, {} ticks missed</text>"#,
+            r#"<text x="10" y="{y}" font-weight="bold">{} — {} thread(s), longest freeze {}, {} missed</text>"#,
             xml_escape(&run.label),
             run.threads,
             ms(m.longest_freeze),
-            m.ticks_missed
+            crate::console::count(m.ticks_missed as u64, "tick", "ticks"),
         );
         y += 10.0;
         let mut lane = |name: &str, body: &mut dyn FnMut(&mut String, f64)| {
@@ -736,6 +736,7 @@ mod tests {
             .count();
         // frames, keys, ticker and one lookup, for each of the two runs.
         assert_eq!(tracks, 2 * 4);
+        assert!(svg.contains("9 ticks missed</text>"), "{svg}");
     }
 
     #[test]

@@ -442,11 +442,23 @@ impl<'a> Pipeline<'a> {
             (1, Stop::Running) => {
                 let on_wire = self.ctx.throttle.sending();
                 let waiting = in_flight.saturating_sub(on_wire);
+                let finishing = match on_wire {
+                    0 => "no request is on the wire".to_owned(),
+                    n => format!(
+                        "letting {} on the wire finish (up to {})",
+                        count(n as u64, "request", "requests"),
+                        humantime::format_duration(self.config.grace),
+                    ),
+                };
+                let left = match waiting {
+                    0 => "the ids not started yet are".to_owned(),
+                    n => format!(
+                        "{} waiting for their turn or a retry, and the ids not started yet, are",
+                        count(n as u64, "lookup", "lookups"),
+                    ),
+                };
                 self.progress.warn(&format!(
-                    "userfetch: stopping: letting {} on the wire finish (up to {}); {} waiting for their turn or a retry, and the ids not started yet, are left to the next run; {} to cancel",
-                    count(on_wire as u64, "request", "requests"),
-                    humantime::format_duration(self.config.grace),
-                    count(waiting as u64, "lookup", "lookups"),
+                    "userfetch: stopping: {finishing}; {left} left to the next run; {} to cancel",
                     signal.again(),
                 ));
                 self.draining(stopping)
