@@ -517,6 +517,26 @@ fn client_for(port: u16) -> Client {
     Client::new(config_for(port)).unwrap()
 }
 
+/// A redirect to https on a server that speaks plain HTTP: the message names the redirect,
+/// and does not ask whether the API (http:// already) should be.
+#[tokio::test]
+async fn a_failure_after_a_redirect_says_so() {
+    let (plain, _) = answering_server("HTTP/1.1 200 OK".into());
+    let (port, _) = answering_server(format!(
+        "HTTP/1.1 301 Moved Permanently\r\nLocation: https://127.0.0.1:{plain}/users/1"
+    ));
+    let err = fetch(&client_for(port), "1").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "after a redirect to https://127.0.0.1:{plain}/users/1: cannot connect"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("does not seem to speak TLS"), "{msg}");
+    assert!(!msg.contains("is the API http://"), "{msg}");
+}
+
 #[tokio::test]
 async fn a_failed_redirect_target_is_the_host_named() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

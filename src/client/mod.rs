@@ -165,7 +165,24 @@ impl AttemptFailure {
             ..AttemptFailure::fatal(kind, detail)
         }
     }
+
+    /// A failure at a redirect's target, said as such: it would read as the API's own, and
+    /// the hint about the API's scheme would point at the wrong URL.
+    fn after_redirect(mut self, target: &::url::Url) -> Self {
+        let detail = self
+            .detail
+            .replace(NOT_TLS_HINT, "; the server does not seem to speak TLS");
+        self.detail = format!(
+            "after a redirect to {}: {detail}",
+            crate::term::fit(target.as_str(), 100)
+        );
+        self
+    }
 }
+
+/// rustls' words for a handshake answered with something that is not TLS: most often a
+/// plain-HTTP server behind an https:// template.
+const NOT_TLS_HINT: &str = "; the server does not seem to speak TLS: is the API http://?";
 
 #[derive(Clone)]
 pub struct Client {
@@ -381,7 +398,10 @@ impl Client {
             // see it.
             let with_token = target.origin() == self.config.template.origin().origin();
             self.redirects.fetch_add(1, Ordering::Relaxed);
-            match Box::pin(self.attempt_reqwest(target.as_str(), with_token)).await? {
+            let hop = Box::pin(self.attempt_reqwest(target.as_str(), with_token))
+                .await
+                .map_err(|failure| failure.after_redirect(&target))?;
+            match hop {
                 Hop::Record(record) => return Ok(record),
                 Hop::Redirect(next) => (current, location) = (target, next),
             }
@@ -600,10 +620,8 @@ impl Client {
         }
         if e.is_connect() {
             let cause = root_cause(e);
-            // rustls' words for a handshake answered with something that is not TLS: most often
-            // a plain-HTTP server behind an https:// template.
             let hint = if cause.contains("InvalidContentType") {
-                "; the server does not seem to speak TLS: is the API http://?"
+                NOT_TLS_HINT
             } else {
                 ""
             };
