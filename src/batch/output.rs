@@ -319,30 +319,39 @@ fn parse(id: &str, body: &str) -> anyhow::Result<Value> {
 /// null as an empty cell. A record that is not an object gets the single column `value`.
 pub fn flatten(value: &Value, prefix: &mut String, out: &mut Vec<(String, String)>) {
     match value {
-        Value::Object(map) if !map.is_empty() => {
-            for (key, child) in map {
-                let len = prefix.len();
-                if !prefix.is_empty() {
-                    prefix.push('.');
-                }
-                prefix.push_str(key);
-                flatten(child, prefix, out);
-                prefix.truncate(len);
-            }
+        Value::Object(map) if !map.is_empty() => fields(map, true, prefix, out),
+        leaf => out.push(("value".to_owned(), cell(leaf))),
+    }
+}
+
+/// An object's leaves under `prefix`. A key may be empty too: the dot goes by depth, not by
+/// what the prefix holds, so `{"": {"a": 1}}` is `.a`, not `a`, and `{"": 1}` is ``, not
+/// `value`.
+fn fields(
+    map: &serde_json::Map<String, Value>,
+    top: bool,
+    prefix: &mut String,
+    out: &mut Vec<(String, String)>,
+) {
+    for (key, child) in map {
+        let len = prefix.len();
+        if !top {
+            prefix.push('.');
         }
-        leaf => {
-            let name = if prefix.is_empty() {
-                "value".to_owned()
-            } else {
-                prefix.clone()
-            };
-            let text = match leaf {
-                Value::Null => String::new(),
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.push((name, text));
+        prefix.push_str(key);
+        match child {
+            Value::Object(inner) if !inner.is_empty() => fields(inner, false, prefix, out),
+            leaf => out.push((prefix.clone(), cell(leaf))),
         }
+        prefix.truncate(len);
+    }
+}
+
+fn cell(leaf: &Value) -> String {
+    match leaf {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -410,6 +419,14 @@ mod tests {
         let mut out = Vec::new();
         flatten(&Value::from(3), &mut String::new(), &mut out);
         assert_eq!(out, vec![("value".to_owned(), "3".to_owned())]);
+
+        // Empty keys are names of their own, not "value" and not a field of the level above.
+        let v =
+            serde_json::json!({"": "e", "value": "v", "a": {"": 5}, "b": {"": {"c": 1}}, "c": 2});
+        let mut out = Vec::new();
+        flatten(&v, &mut String::new(), &mut out);
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["", "value", "a.", "b..c", "c"]);
     }
 
     #[test]
