@@ -1,7 +1,6 @@
 //! From parsed arguments to an exit code: logging, the runtime, dispatch, error reporting.
 
 use crate::console::{note, say};
-use std::io::IsTerminal;
 
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +69,9 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(crate::console::log_writer)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        // No colours: their escape sequences would not pass the writer, which makes every
+        // line safe for a terminal.
+        .with_ansi(false)
         .try_init();
 }
 

@@ -68,7 +68,10 @@ impl Write for AboveProgress {
 
 impl Drop for AboveProgress {
     fn drop(&mut self) {
-        write_above_progress(&std::mem::take(&mut self.0));
+        // A log line's fields can hold an API's text (a 500's body in a retry's error): made
+        // safe here, for every line, rather than at each place that logs.
+        let text = String::from_utf8_lossy(&self.0);
+        write_above_progress(crate::term::sanitize_message(&text).as_bytes());
     }
 }
 

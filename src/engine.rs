@@ -89,6 +89,7 @@ impl Engine {
             };
             match cached {
                 Ok(Some(hit)) => {
+                    tracing::debug!(%id, "found in the cache");
                     return Ok(Found {
                         record: hit.record,
                         source: Source::Cache,
@@ -96,7 +97,9 @@ impl Engine {
                         latency: started.elapsed(),
                     });
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    tracing::debug!(%id, "not in the cache, or older than --max-age");
+                }
                 Err(e) => tracing::warn!("cache read for user {id} failed, asking the API: {e}"),
             }
         }

@@ -46,6 +46,39 @@ fn get_prints_one_json_line_per_user_in_order() {
     assert_eq!(ids, [3, 1, 2]);
 }
 
+/// `-v` logs each retry with the failure, which can quote the API's text: escape sequences in
+/// it (a 500's body here) reach the terminal no more than in any other message.
+#[test]
+fn verbose_log_lines_carry_no_escape_sequences_from_the_api() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.read(&mut [0; 4096]);
+            let body = "boom \u{1b}[31mred\u{1b}]0;title\u{7}";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("http://127.0.0.1:{port}/users/{{id}}");
+    let out = userfetch(&dir)
+        .args(["get", "1", "-v", "--retries", "1", "--api", &api])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("retrying"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
+        "{stderr:?}"
+    );
+}
+
 /// A copied id often brings a space along, as a line of a batch file may: it is the id.
 #[test]
 fn get_takes_an_id_with_spaces_around_as_the_id() {

@@ -289,6 +289,10 @@ impl Client {
             let permit = gate.admit().await;
             let started = *first_started.get_or_insert_with(Instant::now);
             let result = self.attempt(&url).await;
+            match &result {
+                Ok(_) => tracing::debug!(%id, attempt, %url, "answered with a record"),
+                Err(f) => tracing::debug!(%id, attempt, %url, "{}", f.detail),
+            }
             let ended = match &result {
                 Ok(_) => AttemptEnd::Answered,
                 Err(f) if f.kind == ErrorKind::NotFound => AttemptEnd::Answered,
