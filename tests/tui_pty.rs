@@ -685,6 +685,40 @@ fn log_lines_are_written_above_the_batch_progress_bar() {
     api.shutdown_blocking();
 }
 
+/// Ids typed on the terminal (`batch -`): told how to end the input, and no spinner is drawn
+/// across the typing; the summary comes at the end.
+#[test]
+fn ids_typed_into_batch_are_not_drawn_over() {
+    let api = demo_api();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c.sqlite3");
+    let out = dir.path().join("out.jsonl");
+    let template = format!("{}?latency=300ms", api.url_template());
+    let mut pty = Pty::spawn(&[
+        "--api",
+        &template,
+        "--cache",
+        cache.to_str().unwrap(),
+        "batch",
+        "-",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    pty.wait_for("the hint", |s| s.contains("Ctrl-D ends the input"));
+    pty.send("1\r");
+    // Long enough for a spinner to have been drawn several times.
+    std::thread::sleep(Duration::from_millis(800));
+    pty.send("2\r\x04");
+    pty.wait_exit(Duration::from_secs(30));
+    let screen = pty.screen();
+    assert!(screen.contains(": 2 ids: 2 found"), "{screen}");
+    // The spinner's line reads "… N ids  R/s  elapsed  in flight …": never drawn, not even
+    // to be cleared at the end.
+    let written = String::from_utf8_lossy(&pty.raw);
+    assert!(!written.contains("in flight"), "{written:?}");
+    api.shutdown_blocking();
+}
+
 /// More than a read's worth of keys at once (a terminal without bracketed paste, or typing
 /// ahead during a freeze): every key is taken, the last ones too, without waiting for
 /// another key to arrive.

@@ -16,9 +16,13 @@ pub struct Progress {
 
 impl Progress {
     /// `total` is the number of ids when it is known beforehand (a file), `None` for stdin,
-    /// which gets a spinner with counts instead.
-    pub fn new(total: Option<u64>) -> Progress {
-        if !std::io::stderr().is_terminal() {
+    /// which gets a spinner with counts instead. `typed`: the ids come from a person typing
+    /// them on the terminal, where a bar would be redrawn across their typing.
+    pub fn new(total: Option<u64>, typed: bool) -> Progress {
+        if typed {
+            note!("userfetch: type ids, one a line; Ctrl-D ends the input");
+        }
+        if typed || !std::io::stderr().is_terminal() {
             return Progress {
                 bar: ProgressBar::hidden(),
             };

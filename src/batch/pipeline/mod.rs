@@ -118,7 +118,11 @@ impl<'a> Pipeline<'a> {
             config,
             ctx,
             max_age,
-            progress: Progress::new(scan.as_ref().map(|s| s.ids)),
+            progress: Progress::new(
+                scan.as_ref().map(|s| s.ids),
+                matches!(config.source, input::Source::Stdin)
+                    && std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            ),
             id_lines: scan.map(|s| s.ids),
             counts: Counts::default(),
             handled: 0,
