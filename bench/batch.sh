@@ -77,7 +77,7 @@ if want_any 1 || want_any 4; then
     fresh_cache
     if want_any 1; then
         measure "1. 10k ids, 50 ms latency, C=500, HTTP/1.1" \
-            batch "$work/ids-10k.txt" --out "$work/out.jsonl" --concurrency 500
+            --http1 batch "$work/ids-10k.txt" --out "$work/out.jsonl" --concurrency 500
         fresh_cache
         measure "1. 10k ids, 50 ms latency, C=500, HTTP/2" \
             --http2 batch "$work/ids-10k.txt" --out "$work/out.jsonl" --concurrency 500

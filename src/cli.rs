@@ -44,7 +44,7 @@ const MAX_THREADS: i64 = 1024;
 /// The fetching options demo refuses: it starts its own API and keeps no cache.
 const DEMO_REFUSES: [&str; 4] = ["api", "cache", "no_cache", "max_age"];
 
-const FETCHING_ONLY: [&str; 11] = [
+const FETCHING_ONLY: [&str; 12] = [
     "api",
     "timeout",
     "connect_timeout",
@@ -56,6 +56,7 @@ const FETCHING_ONLY: [&str; 11] = [
     "no_cache",
     "max_age",
     "http2",
+    "http1",
 ];
 
 impl Cli {
@@ -342,8 +343,13 @@ pub struct GlobalOpts {
     pub max_age: Duration,
 
     /// Speak cleartext HTTP/2 (h2c) to the API: one connection carries every request.
+    /// Without it (or --http1), batch asks an http:// API once whether it speaks it.
     #[arg(long, global = true, env = "USERFETCH_HTTP2", value_parser = parse_switch)]
     pub http2: bool,
+
+    /// Speak HTTP/1.1 to an http:// API: batch does not ask whether it speaks HTTP/2.
+    #[arg(long, global = true, env = "USERFETCH_HTTP1", value_parser = parse_switch)]
+    pub http1: bool,
 
     /// Worker threads for the async runtime, at most 1024. 1 runs everything on one thread:
     /// concurrent, not parallel.

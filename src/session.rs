@@ -42,9 +42,29 @@ pub struct Session {
     pub embedded: Option<ServerHandle>,
 }
 
+/// How long a batch waits to learn whether an http:// API speaks HTTP/2 (within
+/// `--connect-timeout`) before it takes HTTP/1.1: an answer is a connection and one round trip.
+const HTTP2_PROBE_LIMIT: Duration = Duration::from_secs(2);
+
 impl Session {
     /// Validates the options, starts the embedded API if no `--api` was given, opens the cache.
     pub async fn start(opts: &GlobalOpts) -> anyhow::Result<Session> {
+        Session::start_with(opts, false).await
+    }
+
+    /// [`Session::start`] for many lookups (batch): an http:// API is asked once whether it
+    /// speaks cleartext HTTP/2, which carries thousands of lookups on one connection, unless
+    /// `--http1` or `--http2` says which to speak.
+    pub async fn start_for_many(opts: &GlobalOpts) -> anyhow::Result<Session> {
+        Session::start_with(opts, true).await
+    }
+
+    async fn start_with(opts: &GlobalOpts, ask_http2: bool) -> anyhow::Result<Session> {
+        if opts.http1 && opts.http2 {
+            return Err(crate::exit::usage(
+                "--http1 and --http2 (or USERFETCH_HTTP1 and USERFETCH_HTTP2) ask for both; pick one",
+            ));
+        }
         // `USERFETCH_API=` (set but empty) reads as unset, as such variables usually do.
         let api = opts.api.as_deref().filter(|api| !api.trim().is_empty());
         let (template, namespace, embedded) = match api {
@@ -89,8 +109,18 @@ impl Session {
             token,
             // The embedded API is known to speak cleartext HTTP/2, and one multiplexed
             // connection beats thousands of sockets when many lookups are in flight.
-            http2: opts.http2 || embedded.is_some(),
+            http2: opts.http2 || (embedded.is_some() && !opts.http1),
             ..ClientConfig::new(template)
+        };
+        let config = if ask_http2 && !config.http2 && !opts.http1 {
+            let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
+            let http2 = crate::client::offers_h2c(&config.template, limit).await;
+            if http2 {
+                tracing::info!("the API speaks cleartext HTTP/2: using it (--http1 not to)");
+            }
+            ClientConfig { http2, ..config }
+        } else {
+            config
         };
         let client = Client::new(config)?;
         let cache = match cache_path(opts)? {

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use support::*;
 use userfetch::server::ServerConfig;
 
+/// Over HTTP/1.1, a connection per lookup in flight (the demo API would be asked, and found
+/// to speak HTTP/2, without `--http1`).
 #[test]
 fn every_id_settles_exactly_once_and_the_server_agrees_on_the_requests() {
-    settles_exactly_once(&[]);
+    settles_exactly_once(&["--http1"]);
 }
 
 #[test]
@@ -122,7 +124,7 @@ fn requests_count_the_redirects_followed() {
     let env = Env::new();
     let input = env.write("ids.txt", ids_file(1..=20));
     let base = env.server.url_template();
-    for transport in [&[][..], &["--http2"][..]] {
+    for transport in [&["--http1"][..], &["--http2"][..]] {
         let before = env.user_requests();
         let out = run(env
             .with_api(&format!("{base}?fault=redirect"), transport)

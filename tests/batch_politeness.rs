@@ -73,7 +73,7 @@ fn several_runtime_threads_give_the_same_result() {
 fn concurrency_beyond_the_open_file_limit_is_lowered_to_fit() {
     let env = Env::with_latency(Duration::from_millis(300));
     let input = env.write("ids.txt", ids_file(1..=600));
-    let mut cmd = env.batch_to_files(&input, &["--concurrency", "500"]);
+    let mut cmd = env.batch_to_files(&input, &["--concurrency", "500", "--http1"]);
     limit_open_files(&mut cmd, 200);
     let out = run(&mut cmd);
     let text = stderr(&out);

@@ -79,6 +79,36 @@ fn verbose_log_lines_carry_no_escape_sequences_from_the_api() {
     );
 }
 
+/// batch asks an http:// API whether it speaks cleartext HTTP/2 and uses it when it does (the
+/// demo API does); `--http1` keeps to HTTP/1.1, and asking for both is refused.
+#[test]
+fn batch_speaks_http2_to_an_api_that_offers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ids.txt"), "1\n2\n3\n").unwrap();
+    for (transport, http2) in [(&[][..], true), (&["--http1"][..], false)] {
+        let api = TestApi::start();
+        userfetch(&dir)
+            .current_dir(dir.path())
+            .args(["--api", &api.template("")])
+            .args(transport)
+            .args(["batch", "ids.txt", "--out", "o.jsonl", "--fresh"])
+            .assert()
+            .success();
+        let log = api.log();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert!(
+            log.iter().all(|r| r.http2 == http2),
+            "{transport:?}: {log:?}"
+        );
+    }
+    userfetch(&dir)
+        .current_dir(dir.path())
+        .args(["--http1", "--http2", "batch", "ids.txt", "--out", "o.jsonl"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--http1 and --http2"));
+}
+
 /// A copied id often brings a space along, as a line of a batch file may: it is the id.
 #[test]
 fn get_takes_an_id_with_spaces_around_as_the_id() {

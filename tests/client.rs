@@ -517,6 +517,36 @@ fn client_for(port: u16) -> Client {
     Client::new(config_for(port)).unwrap()
 }
 
+/// Asked once, the demo API says it speaks cleartext HTTP/2; a server that speaks only
+/// HTTP/1.1, one that is not there, and one that never answers do not.
+#[tokio::test]
+async fn whether_an_api_speaks_cleartext_http2_is_asked_not_assumed() {
+    use userfetch::client::offers_h2c;
+    let limit = Duration::from_secs(10);
+    let api = TestApi::start();
+    let template = |t: &str| UrlTemplate::parse(t).unwrap();
+    assert!(offers_h2c(&template(&api.template("")), limit).await);
+    let (http1, _) = answering_server("HTTP/1.1 400 Bad Request".into());
+    let http1 = format!("http://127.0.0.1:{http1}/users/{{id}}");
+    assert!(!offers_h2c(&template(&http1), limit).await);
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone_port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let gone = format!("http://127.0.0.1:{gone_port}/users/{{id}}");
+    assert!(!offers_h2c(&template(&gone), limit).await);
+    // Accepts (the backlog does) and never answers: the limit ends the wait.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!(
+        "http://127.0.0.1:{}/users/{{id}}",
+        silent.local_addr().unwrap().port()
+    );
+    let asked = Instant::now();
+    assert!(!offers_h2c(&template(&silent), Duration::from_millis(300)).await);
+    assert!(asked.elapsed() < limit);
+    // TLS agrees on the protocol itself: nothing to ask.
+    assert!(!offers_h2c(&template("https://127.0.0.1:1/users/{id}"), limit).await);
+}
+
 /// A redirect to https on a server that speaks plain HTTP: the message names the redirect,
 /// and does not ask whether the API (http:// already) should be.
 #[tokio::test]

@@ -70,8 +70,8 @@ impl Config {
                     ))
                 })?,
         };
-        // Over HTTP/2 (asked for, or the embedded API) every lookup shares one connection.
-        let concurrency = crate::open_files::fit(concurrency, global.http2 || global.api.is_none());
+        // Fitted to the open-file limit once the session knows whether the API speaks
+        // HTTP/2, where every lookup shares one connection (`batch::run`).
         let rate = args
             .rate
             .as_deref()

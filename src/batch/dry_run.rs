@@ -140,6 +140,14 @@ pub(super) async fn dry_run(
         count(client.retry.max_attempts(), "attempt", "attempts"),
         humantime::format_duration(client.timeout)
     )?;
+    say!(
+        "  {}",
+        if client.http2 {
+            "over cleartext HTTP/2: one connection carries every request"
+        } else {
+            "over HTTP/1.1 (or what TLS agrees on): a connection per lookup in flight"
+        }
+    )?;
     if !report.urls.is_empty() {
         say!("  first URLs:")?;
         for url in &report.urls {

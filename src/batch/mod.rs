@@ -62,7 +62,7 @@ const MAX_WARNINGS: u64 = 20;
 const STOPPED_BEFORE_FETCHING: &str = "userfetch: batch interrupted before any id was fetched";
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::from_args(global, args)?;
+    let mut config = Config::from_args(global, args)?;
     // Watched from the start of a run that fetches: before the watch, a signal would kill
     // the process with the outputs' temporary files left behind. A dry run changes nothing,
     // so Ctrl-C may simply end it.
@@ -95,6 +95,8 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         key,
         session,
     } = prepared;
+    config.concurrency =
+        crate::open_files::fit(config.concurrency, session.engine.client().config().http2);
     // Starting over means fetching again, not replaying records cached by the run being
     // discarded.
     let max_age = if config.fresh {
@@ -243,13 +245,13 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
     // A dry run writes nothing: opening the cache for writing would set the file up, or
     // tidy it while idle. It reads the file, if there is one, on its own (`dry_run`).
     let session = if config.dry_run {
-        Session::start(&GlobalOpts {
+        Session::start_for_many(&GlobalOpts {
             no_cache: true,
             ..global.clone()
         })
         .await?
     } else {
-        Session::start(global).await?
+        Session::start_for_many(global).await?
     };
     if let Some(line) = session.announce()
         && std::io::stderr().is_terminal()

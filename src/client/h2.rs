@@ -37,6 +37,25 @@ const RESENDS: u32 = 3;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the server at `host:port` speaks cleartext HTTP/2 (h2c with prior knowledge).
+/// Sends the client preface and an empty SETTINGS frame and reads the first frame back: an
+/// HTTP/2 server answers with its own SETTINGS frame at once, an HTTP/1.1 server with an error
+/// page, or by closing. Written by hand: hyper's handshake does not wait for the server's
+/// first frame, so a server that does not speak HTTP/2 shows only when requests fail.
+pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The preface, then SETTINGS: length 0, type 4, no flags, stream 0.
+    const HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let probe = async {
+        let mut stream = TcpStream::connect((host, port)).await?;
+        stream.write_all(HELLO).await?;
+        let mut frame = [0u8; 9];
+        stream.read_exact(&mut frame).await?;
+        Ok::<_, std::io::Error>(frame[3] == 4 && frame[5..] == [0, 0, 0, 0])
+    };
+    matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(true)))
+}
+
 /// A connection's request handle and its generation.
 type Current = (u64, SendRequest<Empty<Bytes>>);
 

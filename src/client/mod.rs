@@ -184,6 +184,21 @@ impl AttemptFailure {
 /// plain-HTTP server behind an https:// template.
 const NOT_TLS_HINT: &str = "; the server does not seem to speak TLS: is the API http://?";
 
+/// Whether the API behind `template` speaks cleartext HTTP/2, asked once (see
+/// [`h2::offers_h2c`]) within `limit`: false for an https:// API (TLS negotiates that
+/// itself) and for one that does not answer in time.
+pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> bool {
+    let origin = template.origin();
+    match (origin.scheme(), origin.host_str()) {
+        ("http", Some(host)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = origin.port_or_known_default().unwrap_or(80);
+            h2::offers_h2c(host, port, limit).await
+        }
+        _ => false,
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,

@@ -87,6 +87,8 @@ pub struct LoggedRequest {
     pub host: Option<String>,
     pub path_and_query: String,
     pub authorization: Option<String>,
+    /// Sent over HTTP/2 rather than HTTP/1.x.
+    pub http2: bool,
 }
 
 /// What the server counted; tests assert on it rather than trusting the client's account.
@@ -353,6 +355,7 @@ async fn handle(
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
             authorization: header_text(req.headers(), header::AUTHORIZATION),
+            http2: req.version() == axum::http::Version::HTTP_2,
         };
         state
             .stats
