@@ -36,11 +36,13 @@ fn watch() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let origin = origin();
-        LAST_BEAT.store(nanos(origin.elapsed()), Ordering::SeqCst);
+        // From here, not from the thread's first turn: a stop before the thread runs at all
+        // is a stop too.
+        let mut before = origin.elapsed();
+        LAST_BEAT.store(nanos(before), Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("userfetch-stops".into())
             .spawn(move || {
-                let mut before = origin.elapsed();
                 loop {
                     std::thread::sleep(BEAT);
                     let after = origin.elapsed();
