@@ -547,6 +547,23 @@ async fn whether_an_api_speaks_cleartext_http2_is_asked_not_assumed() {
     assert!(!offers_h2c(&template("https://127.0.0.1:1/users/{id}"), limit).await);
 }
 
+/// The screen's health check is bounded by `--timeout` like a lookup: an API that accepts
+/// and never answers is reported, not waited on for good.
+#[tokio::test]
+async fn a_health_check_that_gets_no_answer_times_out() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = config_for(silent.local_addr().unwrap().port());
+    config.timeout = Duration::from_millis(300);
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        Client::new(config).unwrap().health(),
+    )
+    .await
+    .expect("the check ended")
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+}
+
 /// A redirect to https on a server that speaks plain HTTP: the message names the redirect,
 /// and does not ask whether the API (http:// already) should be.
 #[tokio::test]

@@ -670,10 +670,18 @@ impl Client {
             .join("health")
             .map_err(|e| FetchError::new(ErrorKind::Rejected, 1, e.to_string()))?;
         let started = Instant::now();
-        let response = self.http.get(url).send().await.map_err(|e| {
-            let f = self.classify(&e, 0);
-            FetchError::new(f.kind, 1, f.detail)
-        })?;
+        // Bounded like an attempt: an API that accepts and never answers would otherwise
+        // leave the screen's header on its last state for good.
+        let response = tokio::time::timeout(self.config.timeout, self.http.get(url).send())
+            .await
+            .map_err(|_| {
+                let f = self.timed_out();
+                FetchError::new(f.kind, 1, f.detail)
+            })?
+            .map_err(|e| {
+                let f = self.classify(&e, 0);
+                FetchError::new(f.kind, 1, f.detail)
+            })?;
         drop(response);
         Ok(started.elapsed())
     }
