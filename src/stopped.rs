@@ -1,103 +1,127 @@
 //! How long the process has spent stopped: Ctrl-Z (on the screen, or a batch in a shell's
-//! foreground), `kill -STOP`, or anything else that kept it from running. A lookup's
-//! `--timeout` does not run meanwhile: its answer may have come in the meantime, unread, and
-//! the time the person spent elsewhere is no fault of the API's.
+//! foreground) or `kill -STOP`, then `fg` or `kill -CONT`. A lookup's `--timeout` does not run
+//! meanwhile: its answer may have come in the meantime, unread, and the time the person spent
+//! elsewhere is no fault of the API's.
 //!
-//! Counted by a thread that wakes every [`BEAT`] and takes a gap of over [`STOPPED`] between
-//! two wakes for a stop: no signal says when a `kill -STOP` began, and a stop the program
-//! takes itself (the screen's Ctrl-Z) is counted the same way. Starvation that long (a
-//! machine loaded far beyond its cores) counts too, rightly: the process could not read an
-//! answer then either.
+//! No signal says when a stop began (SIGSTOP cannot be caught), so a thread wakes every
+//! [`BEAT`], and a gap of over [`STOPPED`] between two wakes is a stop if SIGCONT came in it.
+//! The signal is what tells a stop from a busy machine: a thread starved of CPU wakes late
+//! too, while the runtime's threads may well be reading answers.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 const BEAT: Duration = Duration::from_millis(100);
 const STOPPED: Duration = Duration::from_secs(1);
+/// How long the watch waits, having woken late, for SIGCONT's handler: it runs on whichever
+/// thread the kernel picks, which may come back after the watch's own thread.
+const HANDLER_GRACE: Duration = Duration::from_millis(20);
 
-/// Nanoseconds stopped, counted by the watch: 584 years fit in a u64.
-static COUNTED: AtomicU64 = AtomicU64::new(0);
-/// The watch's last wake, in nanoseconds since [`origin`].
-static LAST_BEAT: AtomicU64 = AtomicU64::new(0);
-
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    /// The stops counted so far.
+    counted: Duration,
+    /// The watch's last wake.
+    beat: Instant,
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// `None` until the watch runs, and for good if it cannot (no thread, SIGCONT not
+/// watchable): then nothing is counted and timeouts run through stops.
+static COUNT: Mutex<Option<Count>> = Mutex::new(None);
+/// Set by SIGCONT's handler, taken by the watch (and looked at by readers) at each wake.
+static CONTINUED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Only ever replaced whole, so a panic elsewhere cannot leave it half-written.
+fn count() -> MutexGuard<'static, Option<Count>> {
+    COUNT.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Starts the watch once. Without a thread (none could be started) nothing is counted, and
-/// timeouts run through stops as they did before.
+fn continued() -> bool {
+    CONTINUED.get().is_some_and(|c| c.load(Ordering::SeqCst))
+}
+
+/// Starts the watch once.
 fn watch() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        let origin = origin();
-        // From here, not from the thread's first turn: a stop before the thread runs at all
-        // is a stop too.
-        let mut before = origin.elapsed();
-        LAST_BEAT.store(nanos(before), Ordering::SeqCst);
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Err(e) = signal_hook::flag::register(libc::SIGCONT, flag.clone()) {
+            tracing::debug!("cannot watch SIGCONT, so stops are not counted: {e}");
+            return;
+        }
+        let _ = CONTINUED.set(flag.clone());
+        // From here, not from the thread's first turn: a stop before it runs is a stop too.
+        *count() = Some(Count {
+            counted: Duration::ZERO,
+            beat: Instant::now(),
+        });
         let spawned = std::thread::Builder::new()
             .name("userfetch-stops".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(BEAT);
-                    let after = origin.elapsed();
-                    let gap = after.saturating_sub(before);
-                    if gap > STOPPED {
-                        // Counted before the beat moves on: a reader in between counts the
-                        // stop twice (a deadline a little later), never not at all.
-                        COUNTED.fetch_add(nanos(gap - BEAT), Ordering::SeqCst);
+                    let now = Instant::now();
+                    let mut late = count().is_some_and(|c| now - c.beat > STOPPED);
+                    if late && !flag.load(Ordering::SeqCst) {
+                        std::thread::sleep(HANDLER_GRACE);
                     }
-                    LAST_BEAT.store(nanos(after), Ordering::SeqCst);
-                    before = after;
+                    let mut guard = count();
+                    let Some(c) = guard.as_mut() else { return };
+                    // Taken at every wake: a SIGCONT to a running process says nothing about
+                    // a later gap.
+                    late &= flag.swap(false, Ordering::SeqCst);
+                    if late {
+                        c.counted += now - c.beat - BEAT;
+                    }
+                    c.beat = now;
                 }
             });
         if let Err(e) = spawned {
+            *count() = None;
             tracing::debug!("no thread to count stops: {e}");
         }
     });
 }
 
-/// The time spent stopped since the watch started, a stop that has just ended included even
-/// before the watch has woken from it (the reader may run first when the process resumes).
-fn total() -> Duration {
-    let beat = LAST_BEAT.load(Ordering::SeqCst);
-    let counted = COUNTED.load(Ordering::SeqCst);
-    let since_beat = origin()
-        .elapsed()
-        .saturating_sub(Duration::from_nanos(beat));
-    let ongoing = if since_beat > STOPPED {
-        since_beat - BEAT
-    } else {
-        Duration::ZERO
-    };
-    Duration::from_nanos(counted) + ongoing
+/// The time spent stopped so far, a stop that has just ended included before the watch has
+/// woken from it (a reader may run first when the process resumes). One lock, so the count
+/// and the moment it goes with are read together.
+fn total(now: Instant) -> Duration {
+    match *count() {
+        None => Duration::ZERO,
+        Some(c) => {
+            let since_beat = now.saturating_duration_since(c.beat);
+            let ongoing = if since_beat > STOPPED && continued() {
+                since_beat - BEAT
+            } else {
+                Duration::ZERO
+            };
+            c.counted + ongoing
+        }
+    }
 }
 
 /// A moment, and the time the process has spent stopped since.
 #[derive(Debug, Clone, Copy)]
 pub struct Stopwatch {
     pub started: Instant,
-    counted_before: Duration,
+    stopped_before: Duration,
 }
 
 impl Stopwatch {
     pub fn start() -> Stopwatch {
         watch();
+        let started = Instant::now();
         Stopwatch {
-            started: Instant::now(),
-            // Running now, so no stop is under way: what the watch counted is enough.
-            counted_before: Duration::from_nanos(COUNTED.load(Ordering::SeqCst)),
+            started,
+            stopped_before: total(started),
         }
     }
 
     /// The time spent stopped since the start. It can fall back a little once the watch
     /// wakes from a stop (its count replacing an estimate): compare with `>`.
     pub fn stopped(&self) -> Duration {
-        total().saturating_sub(self.counted_before)
+        total(Instant::now()).saturating_sub(self.stopped_before)
     }
 }
