@@ -158,8 +158,23 @@ impl Cli {
                 why,
             ));
         }
-        <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
-            .map_err(|e| e.format(&mut command))
+        let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+            .map_err(|e| e.format(&mut command))?;
+        // A typed --http1 or --http2 wins over the other one's variable, as a typed option
+        // wins over its own; both typed, or both set in the environment, ask for both.
+        if cli.global.http1 && cli.global.http2 {
+            match (typed(&"http1".into()), typed(&"http2".into())) {
+                (true, false) => cli.global.http2 = false,
+                (false, true) => cli.global.http1 = false,
+                _ => {
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--http1 and --http2 (or USERFETCH_HTTP1 and USERFETCH_HTTP2) ask for both; pick one",
+                    ));
+                }
+            }
+        }
+        Ok(cli)
     }
 }
 

@@ -25,7 +25,7 @@ pub async fn run(
     let wanted = args
         .concurrency
         .min(u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1));
-    let concurrency = crate::open_files::fit(wanted, engine.client().config().http2);
+    let concurrency = crate::open_files::fit(wanted, engine.client().config().http2, true);
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
     let mut results = futures::stream::iter(ids)

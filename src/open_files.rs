@@ -11,7 +11,8 @@ const FILES_BESIDES_SOCKETS: u64 = 32;
 /// HTTP/1.1 each lookup in flight holds a socket; more of them than the limit allows fail
 /// with "Too many open files", which would be counted (and retried) as the API failing, and
 /// leave no descriptor for the cache or the outputs. Over HTTP/2 they share one connection.
-pub fn fit(concurrency: u32, over_http2: bool) -> u32 {
+/// `ask_about_http2`: the line suggests `--http2` (not where batch has asked the API already).
+pub fn fit(concurrency: u32, over_http2: bool, ask_about_http2: bool) -> u32 {
     if over_http2 {
         return concurrency;
     }
@@ -21,8 +22,13 @@ pub fn fit(concurrency: u32, over_http2: bool) -> u32 {
         note!(
             "userfetch: {concurrency} lookups at a time (--concurrency) need a socket each over \
              HTTP/1.1, and the open-file limit is {}: running {fitted} at a time (raise the limit \
-             with ulimit -n, or pass --http2 if the API speaks it)",
-            limit.unwrap_or_default()
+             with ulimit -n{})",
+            limit.unwrap_or_default(),
+            if ask_about_http2 {
+                ", or pass --http2 if the API speaks it"
+            } else {
+                ""
+            }
         );
     }
     fitted

@@ -36,6 +36,22 @@ pub fn cache_path(opts: &GlobalOpts) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
+/// HTTP/2 carries every lookup on one connection, so it is worth it when the API takes at
+/// least the lookups in flight at once there: past its limit (100 to 250 streams on many
+/// servers) requests would wait for a turn while their `--timeout` runs, where HTTP/1.1 opens
+/// a connection for each.
+fn speak_http2(offer: Option<u32>, concurrency: u32) -> bool {
+    offer.is_some_and(|most| most >= concurrency)
+}
+
+/// Whether a proxy is set for http:// URLs, as reqwest reads it: the question about HTTP/2
+/// would go around it, straight to the API, and so would the direct HTTP/2 connection.
+fn proxy_set() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
 /// A ready engine, and the embedded server when there is one (kept alive with the session).
 pub struct Session {
     pub engine: Engine,
@@ -49,22 +65,17 @@ const HTTP2_PROBE_LIMIT: Duration = Duration::from_secs(2);
 impl Session {
     /// Validates the options, starts the embedded API if no `--api` was given, opens the cache.
     pub async fn start(opts: &GlobalOpts) -> anyhow::Result<Session> {
-        Session::start_with(opts, false).await
+        Session::start_with(opts, None).await
     }
 
-    /// [`Session::start`] for many lookups (batch): an http:// API is asked once whether it
-    /// speaks cleartext HTTP/2, which carries thousands of lookups on one connection, unless
-    /// `--http1` or `--http2` says which to speak.
-    pub async fn start_for_many(opts: &GlobalOpts) -> anyhow::Result<Session> {
-        Session::start_with(opts, true).await
+    /// [`Session::start`] for many lookups (batch), `concurrency` at once: an http:// API is
+    /// asked once whether it speaks cleartext HTTP/2, which carries them all on one
+    /// connection, unless `--http1` or `--http2` says which to speak or a proxy is set.
+    pub async fn start_for_many(opts: &GlobalOpts, concurrency: u32) -> anyhow::Result<Session> {
+        Session::start_with(opts, Some(concurrency)).await
     }
 
-    async fn start_with(opts: &GlobalOpts, ask_http2: bool) -> anyhow::Result<Session> {
-        if opts.http1 && opts.http2 {
-            return Err(crate::exit::usage(
-                "--http1 and --http2 (or USERFETCH_HTTP1 and USERFETCH_HTTP2) ask for both; pick one",
-            ));
-        }
+    async fn start_with(opts: &GlobalOpts, many: Option<u32>) -> anyhow::Result<Session> {
         // `USERFETCH_API=` (set but empty) reads as unset, as such variables usually do.
         let api = opts.api.as_deref().filter(|api| !api.trim().is_empty());
         let (template, namespace, embedded) = match api {
@@ -112,17 +123,9 @@ impl Session {
             http2: opts.http2 || (embedded.is_some() && !opts.http1),
             ..ClientConfig::new(template)
         };
-        let config = if ask_http2 && !config.http2 && !opts.http1 {
-            let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
-            let http2 = crate::client::offers_h2c(&config.template, limit).await;
-            if http2 {
-                tracing::info!("the API speaks cleartext HTTP/2: using it (--http1 not to)");
-            }
-            ClientConfig { http2, ..config }
-        } else {
-            config
-        };
-        let client = Client::new(config)?;
+        // Built first, so a bad token is said before the cache file is touched.
+        let client = Client::new(config.clone())?;
+        // Opened before the API is asked anything: a bad --cache is said at once.
         let cache = match cache_path(opts)? {
             None => None,
             Some(path) => {
@@ -137,6 +140,29 @@ impl Session {
                     .await??,
                 )
             }
+        };
+        let client = match many {
+            Some(concurrency) if !config.http2 && !opts.http1 && !proxy_set() => {
+                let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
+                let offer = crate::client::offers_h2c(&config.template, limit).await;
+                let http2 = speak_http2(offer, concurrency);
+                match offer {
+                    Some(_) if http2 => {
+                        tracing::info!("the API speaks cleartext HTTP/2: using it (--http1 not to)")
+                    }
+                    Some(most) => tracing::info!(
+                        "the API speaks cleartext HTTP/2 but takes {most} requests at a time on a \
+                         connection, fewer than --concurrency {concurrency}: using HTTP/1.1"
+                    ),
+                    None => tracing::debug!("the API does not speak cleartext HTTP/2"),
+                }
+                if http2 {
+                    Client::new(ClientConfig { http2, ..config })?
+                } else {
+                    client
+                }
+            }
+            _ => client,
         };
         Ok(Session {
             engine: Engine::new(client, cache, opts.max_age, &namespace),
@@ -162,5 +188,21 @@ impl Session {
         if let Some(server) = self.embedded {
             server.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http2_only_where_the_api_takes_the_lookups_at_once() {
+        assert!(speak_http2(Some(u32::MAX), 10_000));
+        assert!(speak_http2(Some(128), 128));
+        assert!(
+            !speak_http2(Some(128), 500),
+            "500 would queue behind 128 streams"
+        );
+        assert!(!speak_http2(None, 1));
     }
 }

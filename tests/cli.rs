@@ -107,6 +107,27 @@ fn batch_speaks_http2_to_an_api_that_offers_it() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--http1 and --http2"));
+    // With a proxy set the question would go around it: not asked.
+    let api = TestApi::start();
+    userfetch(&dir)
+        .current_dir(dir.path())
+        .env("http_proxy", "http://127.0.0.1:1")
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["--api", &api.template("")])
+        .args(["batch", "ids.txt", "--out", "o.jsonl", "--fresh"])
+        .assert()
+        .success();
+    assert!(api.log().iter().all(|r| !r.http2), "{:?}", api.log());
+    // Typed, --http1 wins over USERFETCH_HTTP2 in the environment.
+    let api = TestApi::start();
+    userfetch(&dir)
+        .current_dir(dir.path())
+        .env("USERFETCH_HTTP2", "1")
+        .args(["--api", &api.template(""), "--http1"])
+        .args(["batch", "ids.txt", "--out", "o.jsonl", "--fresh"])
+        .assert()
+        .success();
+    assert!(api.log().iter().all(|r| !r.http2), "{:?}", api.log());
 }
 
 /// A copied id often brings a space along, as a line of a batch file may: it is the id.
@@ -839,7 +860,11 @@ fn a_cache_path_in_a_missing_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let typo = dir.path().join("typo/sub/c.sqlite3");
     std::fs::write(dir.path().join("ids.txt"), "1\n").unwrap();
-    for command in [&["get", "1"][..], &["batch", "ids.txt", "--out", "o.jsonl"]] {
+    for command in [
+        &["get", "1"][..],
+        &["batch", "ids.txt", "--out", "o.jsonl"],
+        &["batch", "ids.txt", "--out", "o.jsonl", "--dry-run"],
+    ] {
         Command::cargo_bin("userfetch")
             .unwrap()
             .env_clear()

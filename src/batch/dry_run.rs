@@ -142,10 +142,10 @@ pub(super) async fn dry_run(
     )?;
     say!(
         "  {}",
-        if client.http2 {
-            "over cleartext HTTP/2: one connection carries every request"
-        } else {
-            "over HTTP/1.1 (or what TLS agrees on): a connection per lookup in flight"
+        match (client.template.origin().scheme(), client.http2) {
+            ("https", _) => "over HTTPS: HTTP/2 or HTTP/1.1, as TLS agrees with the API",
+            (_, true) => "over cleartext HTTP/2: one connection carries every request",
+            (_, false) => "over HTTP/1.1: a connection for each lookup in flight",
         }
     )?;
     if !report.urls.is_empty() {

@@ -95,8 +95,12 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         key,
         session,
     } = prepared;
-    config.concurrency =
-        crate::open_files::fit(config.concurrency, session.engine.client().config().http2);
+    // Not told to try --http2: the API was asked (or --http1 or a proxy said not to).
+    config.concurrency = crate::open_files::fit(
+        config.concurrency,
+        session.engine.client().config().http2,
+        false,
+    );
     // Starting over means fetching again, not replaying records cached by the run being
     // discarded.
     let max_age = if config.fresh {
@@ -106,6 +110,12 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     };
     let result = match (session.engine.cache().cloned(), signals) {
         (_, None) => {
+            // Refused as the run would refuse it.
+            if let Some(path) = &global.cache
+                && !global.no_cache
+            {
+                crate::cache::Cache::check_dir(path)?;
+            }
             // The same file a run would use; none yet means nothing is done or cached.
             let store =
                 session::cache_path(global)?.filter(|path| !matches!(path.try_exists(), Ok(false)));
@@ -245,13 +255,16 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
     // A dry run writes nothing: opening the cache for writing would set the file up, or
     // tidy it while idle. It reads the file, if there is one, on its own (`dry_run`).
     let session = if config.dry_run {
-        Session::start_for_many(&GlobalOpts {
-            no_cache: true,
-            ..global.clone()
-        })
+        Session::start_for_many(
+            &GlobalOpts {
+                no_cache: true,
+                ..global.clone()
+            },
+            config.concurrency,
+        )
         .await?
     } else {
-        Session::start_for_many(global).await?
+        Session::start_for_many(global, config.concurrency).await?
     };
     if let Some(line) = session.announce()
         && std::io::stderr().is_terminal()

@@ -151,6 +151,15 @@ impl Cache {
         }
     }
 
+    /// The error [`Cache::open`] gives for a path whose directory is missing, for a dry run
+    /// to give it too without opening anything.
+    pub fn check_dir(path: &Path) -> Result<(), CacheError> {
+        match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if matches!(dir.try_exists(), Ok(false)) => Err(no_directory(path)),
+            _ => Ok(()),
+        }
+    }
+
     /// Opens (or creates, mode 0600) the cache file and starts its thread; its directory must
     /// exist. Blocking: call it before the runtime starts or from `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Cache, CacheError> {
@@ -163,13 +172,11 @@ impl Cache {
             .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(|source| CacheError::Open {
-                path: path.to_owned(),
-                source: match source.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        std::io::Error::other("its directory does not exist")
-                    }
-                    _ => source,
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound => no_directory(path),
+                _ => CacheError::Open {
+                    path: path.to_owned(),
+                    source,
                 },
             })?;
         // Reading a pipe would wait forever, and /dev/null reads as a new, empty file.
@@ -444,6 +451,13 @@ const WAIT_STEP: Duration = Duration::from_millis(250);
 /// file race to switch it to WAL and create the tables, and SQLite answers the loser
 /// SQLITE_BUSY at once rather than wait (a writer whose snapshot went stale could otherwise
 /// deadlock); both steps are idempotent, so trying again is safe.
+fn no_directory(path: &Path) -> CacheError {
+    CacheError::Open {
+        path: path.to_owned(),
+        source: std::io::Error::other("its directory does not exist"),
+    }
+}
+
 fn open_connection(path: &Path) -> Result<Connection, CacheError> {
     let started = std::time::Instant::now();
     loop {

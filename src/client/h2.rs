@@ -37,23 +37,40 @@ const RESENDS: u32 = 3;
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether the server at `host:port` speaks cleartext HTTP/2 (h2c with prior knowledge).
-/// Sends the client preface and an empty SETTINGS frame and reads the first frame back: an
-/// HTTP/2 server answers with its own SETTINGS frame at once, an HTTP/1.1 server with an error
-/// page, or by closing. Written by hand: hyper's handshake does not wait for the server's
-/// first frame, so a server that does not speak HTTP/2 shows only when requests fail.
-pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> bool {
+/// Whether the server at `host:port` speaks cleartext HTTP/2 (h2c with prior knowledge), and
+/// if so how many requests it takes at once on a connection (`u32::MAX` when it sets no
+/// limit). Sends the client preface and an empty SETTINGS frame and reads the first frame
+/// back: an HTTP/2 server answers with its own SETTINGS frame at once, an HTTP/1.1 server
+/// with an error page, or by closing. Written by hand: hyper's handshake does not wait for
+/// the server's first frame, so a server that does not speak HTTP/2 shows only when requests
+/// fail, and hyper keeps the server's settings to itself.
+pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> Option<u32> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The preface, then SETTINGS: length 0, type 4, no flags, stream 0.
     const HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    // More than any real SETTINGS frame (6 bytes a setting, a few settings).
+    const MOST: usize = 1024;
+    const MAX_CONCURRENT_STREAMS: u16 = 3;
     let probe = async {
-        let mut stream = TcpStream::connect((host, port)).await?;
-        stream.write_all(HELLO).await?;
-        let mut frame = [0u8; 9];
-        stream.read_exact(&mut frame).await?;
-        Ok::<_, std::io::Error>(frame[3] == 4 && frame[5..] == [0, 0, 0, 0])
+        let mut stream = TcpStream::connect((host, port)).await.ok()?;
+        stream.write_all(HELLO).await.ok()?;
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).await.ok()?;
+        let length = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let settings = head[3] == 4 && head[5..] == [0, 0, 0, 0];
+        if !settings || length > MOST || length % 6 != 0 {
+            return None;
+        }
+        let mut payload = vec![0u8; length];
+        stream.read_exact(&mut payload).await.ok()?;
+        let streams = payload
+            .chunks_exact(6)
+            .filter(|s| u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
+            .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+            .next_back();
+        Some(streams.unwrap_or(u32::MAX))
     };
-    matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(true)))
+    tokio::time::timeout(limit, probe).await.ok().flatten()
 }
 
 /// A connection's request handle and its generation.

@@ -184,10 +184,10 @@ impl AttemptFailure {
 /// plain-HTTP server behind an https:// template.
 const NOT_TLS_HINT: &str = "; the server does not seem to speak TLS: is the API http://?";
 
-/// Whether the API behind `template` speaks cleartext HTTP/2, asked once (see
-/// [`h2::offers_h2c`]) within `limit`: false for an https:// API (TLS negotiates that
-/// itself) and for one that does not answer in time.
-pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> bool {
+/// Whether the API behind `template` speaks cleartext HTTP/2, asked once within `limit`, and
+/// how many requests it takes at once on a connection (see [`h2::offers_h2c`]). `None` for
+/// an https:// API (TLS negotiates that itself) and for one that does not answer in time.
+pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> Option<u32> {
     let origin = template.origin();
     match (origin.scheme(), origin.host_str()) {
         ("http", Some(host)) => {
@@ -195,7 +195,7 @@ pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> bool {
             let port = origin.port_or_known_default().unwrap_or(80);
             h2::offers_h2c(host, port, limit).await
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -517,7 +517,7 @@ impl Client {
                         if h2.has_answered() || h2::sent_by_server(&e) {
                             ""
                         } else {
-                            "; if the API does not speak cleartext HTTP/2, leave out --http2"
+                            "; if the API does not speak cleartext HTTP/2, pass --http1"
                         }
                     ),
                 ),
