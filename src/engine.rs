@@ -2,7 +2,7 @@
 //! whoever is watching.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -76,7 +76,7 @@ impl Engine {
         cancel: &CancellationToken,
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> Outcome {
-        let started = Instant::now();
+        let started = crate::stopped::Stopwatch::start();
         if cancel.is_cancelled() {
             return Err(FetchError::cancelled(0));
         }
@@ -94,7 +94,7 @@ impl Engine {
                         record: hit.record,
                         source: Source::Cache,
                         attempts: 0,
-                        latency: started.elapsed(),
+                        latency: started.ran(),
                     });
                 }
                 Ok(None) => {
@@ -119,7 +119,7 @@ impl Engine {
             record: fetched.record,
             source: Source::Api,
             attempts: fetched.attempts,
-            latency: started.elapsed(),
+            latency: started.ran(),
         })
     }
 

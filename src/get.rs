@@ -22,10 +22,12 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // Before the spinner starts: a lowered concurrency is said on a line of its own, and
     // only when the ids would have used more than the limit allows.
-    let wanted = args
-        .concurrency
-        .min(u32::try_from(ids.len()).unwrap_or(u32::MAX).max(1));
-    let concurrency = crate::open_files::fit(wanted, engine.client().config().http2, true);
+    let concurrency = crate::open_files::fit(
+        args.concurrency,
+        u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        engine.client().config().http2,
+        true,
+    );
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
     let mut results = futures::stream::iter(ids)

@@ -11,14 +11,17 @@ const FILES_BESIDES_SOCKETS: u64 = 32;
 /// HTTP/1.1 each lookup in flight holds a socket; more of them than the limit allows fail
 /// with "Too many open files", which would be counted (and retried) as the API failing, and
 /// leave no descriptor for the cache or the outputs. Over HTTP/2 they share one connection.
-/// `ask_about_http2`: the line suggests `--http2` (not where batch has asked the API already).
-pub fn fit(concurrency: u32, over_http2: bool, ask_about_http2: bool) -> u32 {
+/// `needed`: the most lookups there are to run at once (`get`'s ids; `u32::MAX` for a batch),
+/// so that the line is only said when they would not fit. `ask_about_http2`: the line
+/// suggests `--http2` (not where batch has asked the API already).
+pub fn fit(concurrency: u32, needed: u32, over_http2: bool, ask_about_http2: bool) -> u32 {
+    let wanted = concurrency.min(needed).max(1);
     if over_http2 {
-        return concurrency;
+        return wanted;
     }
     let limit = limit();
-    let fitted = within(concurrency, limit);
-    if fitted < concurrency {
+    let fitted = within(wanted, limit);
+    if fitted < wanted {
         note!(
             "userfetch: {concurrency} lookups at a time (--concurrency) need a socket each over \
              HTTP/1.1, and the open-file limit is {}: running {fitted} at a time (raise the limit \

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use crate::cache::Cache;
 use crate::cli::GlobalOpts;
-use crate::client::{Client, ClientConfig, RetryPolicy, UrlTemplate};
+use crate::client::{Client, ClientConfig, H2c, RetryPolicy, UrlTemplate};
 use crate::engine::Engine;
 use crate::server::{self, ServerConfig, ServerHandle};
 
@@ -36,14 +36,6 @@ pub fn cache_path(opts: &GlobalOpts) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// HTTP/2 carries every lookup on one connection, so it is worth it when the API takes at
-/// least the lookups in flight at once there: past its limit (100 to 250 streams on many
-/// servers) requests would wait for a turn while their `--timeout` runs, where HTTP/1.1 opens
-/// a connection for each.
-fn speak_http2(offer: Option<u32>, concurrency: u32) -> bool {
-    offer.is_some_and(|most| most >= concurrency)
-}
-
 /// Whether a proxy is set for http:// URLs, as reqwest reads it: the question about HTTP/2
 /// would go around it, straight to the API, and so would the direct HTTP/2 connection.
 fn proxy_set() -> bool {
@@ -56,6 +48,9 @@ fn proxy_set() -> bool {
 pub struct Session {
     pub engine: Engine,
     pub embedded: Option<ServerHandle>,
+    /// How many requests at once the API takes on its HTTP/2 connection, when batch asked
+    /// and it answered that it speaks HTTP/2.
+    pub http2_streams: Option<u32>,
 }
 
 /// How long a batch waits to learn whether an http:// API speaks HTTP/2 (within
@@ -65,17 +60,18 @@ const HTTP2_PROBE_LIMIT: Duration = Duration::from_secs(2);
 impl Session {
     /// Validates the options, starts the embedded API if no `--api` was given, opens the cache.
     pub async fn start(opts: &GlobalOpts) -> anyhow::Result<Session> {
-        Session::start_with(opts, None).await
+        Session::start_with(opts, false).await
     }
 
-    /// [`Session::start`] for many lookups (batch), `concurrency` at once: an http:// API is
-    /// asked once whether it speaks cleartext HTTP/2, which carries them all on one
-    /// connection, unless `--http1` or `--http2` says which to speak or a proxy is set.
-    pub async fn start_for_many(opts: &GlobalOpts, concurrency: u32) -> anyhow::Result<Session> {
-        Session::start_with(opts, Some(concurrency)).await
+    /// [`Session::start`] for many lookups (batch): an http:// API is asked once whether it
+    /// speaks cleartext HTTP/2, which carries them all on one connection, unless `--http1` or
+    /// `--http2` says which to speak or a proxy is set. [`Session::http2_streams`] says how
+    /// many it takes at once.
+    pub async fn start_for_many(opts: &GlobalOpts) -> anyhow::Result<Session> {
+        Session::start_with(opts, true).await
     }
 
-    async fn start_with(opts: &GlobalOpts, many: Option<u32>) -> anyhow::Result<Session> {
+    async fn start_with(opts: &GlobalOpts, ask_http2: bool) -> anyhow::Result<Session> {
         // `USERFETCH_API=` (set but empty) reads as unset, as such variables usually do.
         let api = opts.api.as_deref().filter(|api| !api.trim().is_empty());
         let (template, namespace, embedded) = match api {
@@ -141,32 +137,47 @@ impl Session {
                 )
             }
         };
-        let client = match many {
-            Some(concurrency) if !config.http2 && !opts.http1 && !proxy_set() => {
-                let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
-                let offer = crate::client::offers_h2c(&config.template, limit).await;
-                let http2 = speak_http2(offer, concurrency);
-                match offer {
-                    Some(_) if http2 => {
-                        tracing::info!("the API speaks cleartext HTTP/2: using it (--http1 not to)")
-                    }
-                    Some(most) => tracing::info!(
-                        "the API speaks cleartext HTTP/2 but takes {most} requests at a time on a \
-                         connection, fewer than --concurrency {concurrency}: using HTTP/1.1"
-                    ),
-                    None => tracing::debug!("the API does not speak cleartext HTTP/2"),
+        let (client, http2_streams) = if !ask_http2 {
+            (client, None)
+        } else if opts.http1 {
+            tracing::info!("speaking HTTP/1.1 to the API (--http1)");
+            (client, None)
+        } else if config.http2 {
+            tracing::info!("speaking cleartext HTTP/2 to the API");
+            (client, None)
+        } else if config.template.origin().scheme() != "http" {
+            (client, None)
+        } else if proxy_set() {
+            tracing::info!("a proxy is set: speaking HTTP/1.1 through it, not asking about HTTP/2");
+            (client, None)
+        } else {
+            let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
+            match crate::client::offers_h2c(&config.template, limit).await {
+                H2c::Speaks { streams } => {
+                    tracing::info!("the API speaks cleartext HTTP/2: using it (--http1 not to)");
+                    let http2 = Client::new(ClientConfig {
+                        http2: true,
+                        ..config
+                    })?;
+                    (http2, Some(streams))
                 }
-                if http2 {
-                    Client::new(ClientConfig { http2, ..config })?
-                } else {
-                    client
+                H2c::DoesNot => {
+                    tracing::info!("the API speaks HTTP/1.1, not cleartext HTTP/2: using HTTP/1.1");
+                    (client, None)
+                }
+                H2c::NoAnswer => {
+                    tracing::info!(
+                        "the API did not answer within {} whether it speaks HTTP/2: using HTTP/1.1",
+                        humantime::format_duration(limit)
+                    );
+                    (client, None)
                 }
             }
-            _ => client,
         };
         Ok(Session {
             engine: Engine::new(client, cache, opts.max_age, &namespace),
             embedded,
+            http2_streams,
         })
     }
 
@@ -188,21 +199,5 @@ impl Session {
         if let Some(server) = self.embedded {
             server.shutdown().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http2_only_where_the_api_takes_the_lookups_at_once() {
-        assert!(speak_http2(Some(u32::MAX), 10_000));
-        assert!(speak_http2(Some(128), 128));
-        assert!(
-            !speak_http2(Some(128), 500),
-            "500 would queue behind 128 streams"
-        );
-        assert!(!speak_http2(None, 1));
     }
 }

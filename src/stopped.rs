@@ -124,4 +124,31 @@ impl Stopwatch {
     pub fn stopped(&self) -> Duration {
         total(Instant::now()).saturating_sub(self.stopped_before)
     }
+
+    /// The time the process ran since the start: what a lookup's latency is, so that it
+    /// agrees with `--timeout`, which does not count stops either.
+    pub fn ran(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.stopped())
+    }
+}
+
+/// `future`, given `limit` of the time the process runs: a stop moves the limit on. `None`
+/// when the limit passed first.
+pub async fn within<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let watch = Stopwatch::start();
+    let mut future = std::pin::pin!(future);
+    let mut stopped = Duration::ZERO;
+    loop {
+        let deadline = watch.started + limit + stopped;
+        match tokio::time::timeout_at(deadline.into(), &mut future).await {
+            Ok(output) => return Some(output),
+            Err(_) => {
+                let since = watch.stopped();
+                if since <= stopped {
+                    return None;
+                }
+                stopped = since;
+            }
+        }
+    }
 }

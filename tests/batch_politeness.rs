@@ -89,3 +89,31 @@ fn concurrency_beyond_the_open_file_limit_is_lowered_to_fit() {
         "no attempt failed and was retried"
     );
 }
+
+/// An API that takes few requests at once on its HTTP/2 connection (10 here; many servers
+/// keep to 100–250): past that, requests would wait for a turn while their timeout runs, so
+/// batch runs that many at once and says so.
+#[test]
+fn concurrency_is_lowered_to_what_the_http2_connection_takes() {
+    let env = Env::with(userfetch::server::ServerConfig {
+        latency: Duration::from_millis(50),
+        http2_streams: 10,
+        ..userfetch::server::ServerConfig::default()
+    });
+    let input = env.write("ids.txt", ids_file(1..=100));
+    let out = run(&mut env.batch_to_files(&input, &["--concurrency", "64", "--retries", "0"]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "takes 10 requests at a time on its HTTP/2 connection: running 10 at a time, not 64"
+        ),
+        "{text}"
+    );
+    assert_eq!(summary(&env.path("summary.json"))["found"], 100);
+    assert_eq!(
+        env.user_requests(),
+        100,
+        "no request refused and sent again"
+    );
+}

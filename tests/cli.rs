@@ -691,7 +691,8 @@ fn get_fits_its_concurrency_to_the_open_file_limit() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("the open-file limit is 100: running 68 at a time"),
+        stderr.contains("1000 lookups at a time (--concurrency)")
+            && stderr.contains("the open-file limit is 100: running 68 at a time"),
         "{stderr}"
     );
     assert_eq!(json_lines(&out.stdout).len(), 300);

@@ -521,23 +521,23 @@ fn client_for(port: u16) -> Client {
 /// HTTP/1.1, one that is not there, and one that never answers do not.
 #[tokio::test]
 async fn whether_an_api_speaks_cleartext_http2_is_asked_not_assumed() {
-    use userfetch::client::offers_h2c;
+    use userfetch::client::{H2c, offers_h2c};
     let limit = Duration::from_secs(10);
     let api = TestApi::start();
     let template = |t: &str| UrlTemplate::parse(t).unwrap();
     // With its limit on requests at once on a connection, which the demo API sets high.
     assert_eq!(
         offers_h2c(&template(&api.template("")), limit).await,
-        Some(100_000)
+        H2c::Speaks { streams: 100_000 }
     );
     let (http1, _) = answering_server("HTTP/1.1 400 Bad Request".into());
     let http1 = format!("http://127.0.0.1:{http1}/users/{{id}}");
-    assert_eq!(offers_h2c(&template(&http1), limit).await, None);
+    assert_eq!(offers_h2c(&template(&http1), limit).await, H2c::DoesNot);
     let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let gone_port = gone.local_addr().unwrap().port();
     drop(gone);
     let gone = format!("http://127.0.0.1:{gone_port}/users/{{id}}");
-    assert_eq!(offers_h2c(&template(&gone), limit).await, None);
+    assert_eq!(offers_h2c(&template(&gone), limit).await, H2c::DoesNot);
     // Accepts (the backlog does) and never answers: the limit ends the wait.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent = format!(
@@ -547,13 +547,13 @@ async fn whether_an_api_speaks_cleartext_http2_is_asked_not_assumed() {
     let asked = Instant::now();
     assert_eq!(
         offers_h2c(&template(&silent), Duration::from_millis(300)).await,
-        None
+        H2c::NoAnswer
     );
     assert!(asked.elapsed() < limit);
     // TLS agrees on the protocol itself: nothing to ask.
     assert_eq!(
         offers_h2c(&template("https://127.0.0.1:1/users/{id}"), limit).await,
-        None
+        H2c::DoesNot
     );
 }
 

@@ -98,9 +98,22 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     // Not told to try --http2: the API was asked (or --http1 or a proxy said not to).
     config.concurrency = crate::open_files::fit(
         config.concurrency,
+        u32::MAX,
         session.engine.client().config().http2,
         false,
     );
+    // Past the API's limit on its HTTP/2 connection, requests would wait for a turn while
+    // their --timeout runs (or be refused).
+    if let Some(streams) = session.http2_streams
+        && streams < config.concurrency
+    {
+        note!(
+            "userfetch: the API takes {streams} requests at a time on its HTTP/2 connection: \
+             running {streams} at a time, not {} (--http1 for a connection per lookup)",
+            config.concurrency
+        );
+        config.concurrency = streams.max(1);
+    }
     // Starting over means fetching again, not replaying records cached by the run being
     // discarded.
     let max_age = if config.fresh {
@@ -255,16 +268,13 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
     // A dry run writes nothing: opening the cache for writing would set the file up, or
     // tidy it while idle. It reads the file, if there is one, on its own (`dry_run`).
     let session = if config.dry_run {
-        Session::start_for_many(
-            &GlobalOpts {
-                no_cache: true,
-                ..global.clone()
-            },
-            config.concurrency,
-        )
+        Session::start_for_many(&GlobalOpts {
+            no_cache: true,
+            ..global.clone()
+        })
         .await?
     } else {
-        Session::start_for_many(global, config.concurrency).await?
+        Session::start_for_many(global).await?
     };
     if let Some(line) = session.announce()
         && std::io::stderr().is_terminal()

@@ -156,7 +156,8 @@ pub struct Summary {
     pub requests: u64,
     pub retries: u64,
     /// Lookup latency for ids fetched from the API, from the first attempt's admission past the
-    /// concurrency window and rate limit to the answer (retries included), when there were any.
+    /// concurrency window and rate limit to the answer (retries included, time stopped left
+    /// out), when there were any.
     pub latency_ms: Option<LatencyMs>,
     /// 429 and 503 answers: the API asking for a slower pace.
     pub throttled_answers: u64,

@@ -23,10 +23,11 @@ pub(super) enum H2Error {
     Send(hyper::Error),
 }
 
-/// A request the server never processed is sent again at once on a fresh connection, and is
-/// no attempt: one refused before it left (the connection had closed), and one the server
-/// turned away with a graceful GOAWAY whose last stream id is below it (RFC 9113 §6.8: such
-/// requests "can be safely retried"). Servers that recycle connections every N requests
+/// A request the server never processed is sent again at once, and is no attempt: one
+/// refused before it left (the connection had closed), one the server turned away with a
+/// graceful GOAWAY whose last stream id is below it (RFC 9113 §6.8: such requests "can be
+/// safely retried"), both on a fresh connection, and one whose stream it reset with
+/// REFUSED_STREAM, on the same. Servers that recycle connections every N requests
 /// (nginx's `keepalive_requests`, 1,000 by default) do this to every stream in flight at
 /// that moment. Bounded, so a server that closes every connection still ends in an error.
 const RESENDS: u32 = 3;
@@ -38,13 +39,12 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the server at `host:port` speaks cleartext HTTP/2 (h2c with prior knowledge), and
-/// if so how many requests it takes at once on a connection (`u32::MAX` when it sets no
-/// limit). Sends the client preface and an empty SETTINGS frame and reads the first frame
-/// back: an HTTP/2 server answers with its own SETTINGS frame at once, an HTTP/1.1 server
-/// with an error page, or by closing. Written by hand: hyper's handshake does not wait for
-/// the server's first frame, so a server that does not speak HTTP/2 shows only when requests
-/// fail, and hyper keeps the server's settings to itself.
-pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> Option<u32> {
+/// if so how many requests it takes at once on a connection. Sends the client preface and an
+/// empty SETTINGS frame and reads the first frame back: an HTTP/2 server answers with its own
+/// SETTINGS frame at once, an HTTP/1.1 server with an error page, or by closing. Written by
+/// hand: hyper's handshake does not wait for the server's first frame, so a server that does
+/// not speak HTTP/2 shows only when requests fail, and hyper keeps its settings to itself.
+pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> super::H2c {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The preface, then SETTINGS: length 0, type 4, no flags, stream 0.
     const HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
@@ -70,7 +70,11 @@ pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> Option
             .next_back();
         Some(streams.unwrap_or(u32::MAX))
     };
-    tokio::time::timeout(limit, probe).await.ok().flatten()
+    match crate::stopped::within(limit, probe).await {
+        Some(Some(streams)) => super::H2c::Speaks { streams },
+        Some(None) => super::H2c::DoesNot,
+        None => super::H2c::NoAnswer,
+    }
 }
 
 /// A connection's request handle and its generation.
@@ -142,9 +146,9 @@ impl H2 {
             return Ok(current);
         }
         let connect = TcpStream::connect((self.host.as_str(), self.port));
-        let stream = tokio::time::timeout(self.connect_timeout, connect)
+        let stream = crate::stopped::within(self.connect_timeout, connect)
             .await
-            .map_err(|_| {
+            .ok_or_else(|| {
                 H2Error::Connect(format!(
                     "no connection within {}",
                     humantime::format_duration(self.connect_timeout)
@@ -204,10 +208,12 @@ impl H2 {
                     return Ok(response);
                 }
                 Err(e) => {
-                    let unprocessed = e.is_canceled() || turned_away(&e);
+                    let refused = refused(&e);
+                    let unprocessed = e.is_canceled() || turned_away(&e) || refused;
                     // A closed sender or a request that never left means the connection is
-                    // gone, not just this stream: stop handing it out.
-                    if unprocessed || sender.is_closed() {
+                    // gone, not just this stream: stop handing it out. A refused stream
+                    // leaves the connection as it was.
+                    if (unprocessed && !refused) || sender.is_closed() {
                         self.forget(generation);
                     }
                     if unprocessed && resends < RESENDS {
@@ -250,6 +256,15 @@ fn h2_error(e: &hyper::Error) -> Option<&h2::Error> {
 fn turned_away(e: &hyper::Error) -> bool {
     h2_error(e).is_some_and(|h2| {
         h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
+    })
+}
+
+/// Whether the server reset the stream with REFUSED_STREAM, which says it did no work on it
+/// (RFC 9113 §8.7): a server with a low limit on streams at once does that to the ones a
+/// client opened before its SETTINGS arrived.
+fn refused(e: &hyper::Error) -> bool {
+    h2_error(e).is_some_and(|h2| {
+        h2.is_reset() && h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
     })
 }
 
@@ -406,6 +421,63 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         })
         .await
+    }
+
+    /// A hand-written HTTP/2 server that resets the first stream with REFUSED_STREAM and
+    /// answers the next; returns the port and how many connections were accepted.
+    async fn refuses_the_first_stream() -> (u16, Arc<AtomicU32>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        accepting(|mut stream, _| async move {
+            let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+                let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+                f.extend([kind, flags]);
+                f.extend(stream.to_be_bytes());
+                f.extend(payload);
+                f
+            };
+            let mut preface = [0u8; 24];
+            stream.read_exact(&mut preface).await.unwrap();
+            stream.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
+            let mut streams = 0;
+            loop {
+                let mut head = [0u8; 9];
+                if stream.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                stream.read_exact(&mut payload).await.unwrap();
+                let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                match head[3] {
+                    1 if streams == 0 => {
+                        streams += 1;
+                        // RST_STREAM, REFUSED_STREAM (7).
+                        let reset = frame(3, 0, id, &[0, 0, 0, 7]);
+                        stream.write_all(&reset).await.unwrap();
+                    }
+                    1 => {
+                        let mut reply = frame(1, 4, id, &[0x88]); // :status 200
+                        reply.extend(frame(0, 1, id, b"{}"));
+                        stream.write_all(&reply).await.unwrap();
+                    }
+                    4 if head[4] & 1 == 0 => stream.write_all(&frame(4, 1, 0, &[])).await.unwrap(),
+                    _ => {}
+                }
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_is_sent_again_on_the_same_connection() {
+        let (port, accepted) = refuses_the_first_stream().await;
+        let h2 = H2::new("127.0.0.1".into(), port, Duration::from_secs(5));
+        match h2.send(|| request(port)).await {
+            Ok(response) => assert_eq!(response.status(), 200),
+            Err(H2Error::Send(e)) => panic!("failed: {e}"),
+            Err(H2Error::Connect(e)) => panic!("{e}"),
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the same connection");
     }
 
     #[tokio::test]

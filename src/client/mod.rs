@@ -146,6 +146,8 @@ struct AttemptFailure {
     retry_after: Option<Duration>,
     /// 429 or 503: the API's own request to slow down.
     pushed_back: bool,
+    /// No connection within `--connect-timeout`.
+    connect_timed_out: bool,
 }
 
 impl AttemptFailure {
@@ -156,6 +158,7 @@ impl AttemptFailure {
             retryable: false,
             retry_after: None,
             pushed_back: false,
+            connect_timed_out: false,
         }
     }
 
@@ -184,10 +187,21 @@ impl AttemptFailure {
 /// plain-HTTP server behind an https:// template.
 const NOT_TLS_HINT: &str = "; the server does not seem to speak TLS: is the API http://?";
 
-/// Whether the API behind `template` speaks cleartext HTTP/2, asked once within `limit`, and
-/// how many requests it takes at once on a connection (see [`h2::offers_h2c`]). `None` for
-/// an https:// API (TLS negotiates that itself) and for one that does not answer in time.
-pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> Option<u32> {
+/// What an API said when asked whether it speaks cleartext HTTP/2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2c {
+    /// It does, taking `streams` requests at once on a connection (`u32::MAX`: no limit said).
+    Speaks { streams: u32 },
+    /// It answered as something else (HTTP/1.1), closed, or refused the connection; or it
+    /// is an https:// API, where TLS settles the protocol.
+    DoesNot,
+    /// Nothing came within the time allowed.
+    NoAnswer,
+}
+
+/// Asks the API behind `template` once, within `limit` of the time the process runs,
+/// whether it speaks cleartext HTTP/2 (see [`h2::offers_h2c`]).
+pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> H2c {
     let origin = template.origin();
     match (origin.scheme(), origin.host_str()) {
         ("http", Some(host)) => {
@@ -195,7 +209,7 @@ pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> Option<u32> 
             let port = origin.port_or_known_default().unwrap_or(80);
             h2::offers_h2c(host, port, limit).await
         }
-        _ => None,
+        _ => H2c::DoesNot,
     }
 }
 
@@ -357,20 +371,14 @@ impl Client {
         // One deadline for the whole attempt, redirects included, moved on by any time the
         // process spent stopped meanwhile (Ctrl-Z): the answer may be waiting, unread.
         let watch = crate::stopped::Stopwatch::start();
-        let attempt = self.attempt_following(url);
-        tokio::pin!(attempt);
-        let mut stopped = Duration::ZERO;
         loop {
-            let deadline = watch.started + self.config.timeout + stopped;
-            match tokio::time::timeout_at(deadline.into(), &mut attempt).await {
-                Ok(result) => return result,
-                Err(_) => {
-                    let since = watch.stopped();
-                    if since <= stopped {
-                        return Err(self.timed_out());
-                    }
-                    stopped = since;
-                }
+            let stopped = watch.stopped();
+            match crate::stopped::within(self.config.timeout, self.attempt_following(url)).await {
+                // reqwest's connect limit cannot be told about stops: one that a stop used
+                // up is no attempt of the API's, and the attempt starts again.
+                Some(Err(failure)) if failure.connect_timed_out && watch.stopped() > stopped => {}
+                Some(result) => return result,
+                None => return Err(self.timed_out()),
             }
         }
     }
@@ -611,13 +619,16 @@ impl Client {
         // A connect timeout is both a timeout and a connect error; it is the connect limit
         // that the user would raise.
         if e.is_connect() && e.is_timeout() {
-            return AttemptFailure::transient(
-                ErrorKind::Connection,
-                format!(
-                    "cannot connect to {host} within {} (raise it with --connect-timeout)",
-                    humantime::format_duration(self.config.connect_timeout)
-                ),
-            );
+            return AttemptFailure {
+                connect_timed_out: true,
+                ..AttemptFailure::transient(
+                    ErrorKind::Connection,
+                    format!(
+                        "cannot connect to {host} within {} (raise it with --connect-timeout)",
+                        humantime::format_duration(self.config.connect_timeout)
+                    ),
+                )
+            };
         }
         if e.is_timeout() {
             return AttemptFailure::transient(
@@ -672,9 +683,9 @@ impl Client {
         let started = Instant::now();
         // Bounded like an attempt: an API that accepts and never answers would otherwise
         // leave the screen's header on its last state for good.
-        let response = tokio::time::timeout(self.config.timeout, self.http.get(url).send())
+        let response = crate::stopped::within(self.config.timeout, self.http.get(url).send())
             .await
-            .map_err(|_| {
+            .ok_or_else(|| {
                 let f = self.timed_out();
                 FetchError::new(f.kind, 1, f.detail)
             })?

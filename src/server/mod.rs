@@ -62,6 +62,10 @@ pub struct ServerConfig {
     /// server runs. Longer than clients keep idle connections (userfetch 30 s), so that a
     /// client does not send on a connection the server is closing.
     pub head_timeout: Duration,
+    /// Requests at once on one HTTP/2 connection. hyper's default is 200, past which
+    /// requests queue silently; 100,000 lets one connection carry any `--concurrency`.
+    /// Lower, it stands for the many servers that keep to 100–250.
+    pub http2_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +81,7 @@ impl Default for ServerConfig {
             oversize_bytes: 8 * 1024 * 1024,
             record_requests: false,
             head_timeout: Duration::from_secs(60),
+            http2_streams: 100_000,
         }
     }
 }
@@ -263,7 +268,9 @@ pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
 async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
     let router = router(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(Some(100_000));
+    builder
+        .http2()
+        .max_concurrent_streams(Some(state.config.http2_streams));
     let head_timeout = state.config.head_timeout;
     builder
         .http1()
