@@ -390,13 +390,6 @@ mod tests {
                 let _ = answer_json(stream, || {}).await;
                 return;
             }
-            let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-                let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-                f.extend([kind, flags]);
-                f.extend(stream.to_be_bytes());
-                f.extend(payload);
-                f
-            };
             let mut preface = [0u8; 24];
             stream.read_exact(&mut preface).await.unwrap();
             stream.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
@@ -423,18 +416,20 @@ mod tests {
         .await
     }
 
+    /// One HTTP/2 frame, for the hand-written servers below.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
     /// A hand-written HTTP/2 server that resets the first stream with REFUSED_STREAM and
     /// answers the next; returns the port and how many connections were accepted.
     async fn refuses_the_first_stream() -> (u16, Arc<AtomicU32>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         accepting(|mut stream, _| async move {
-            let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-                let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-                f.extend([kind, flags]);
-                f.extend(stream.to_be_bytes());
-                f.extend(payload);
-                f
-            };
             let mut preface = [0u8; 24];
             stream.read_exact(&mut preface).await.unwrap();
             stream.write_all(&frame(4, 0, 0, &[])).await.unwrap(); // SETTINGS
