@@ -316,7 +316,7 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_limit, value_name = "DURATION")]
     pub timeout: Duration,
 
-    /// Limit for opening a connection.
+    /// Limit for opening a connection; time the process spends stopped is not counted.
     #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit, value_name = "DURATION")]
     pub connect_timeout: Duration,
 

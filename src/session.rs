@@ -144,7 +144,13 @@ impl Session {
             (client, None)
         } else if config.http2 {
             tracing::info!("speaking cleartext HTTP/2 to the API");
-            (client, None)
+            // Asked for (or the embedded API): still asked, for how many requests at once
+            // the API takes on the connection.
+            let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
+            match crate::client::offers_h2c(&config.template, limit).await {
+                H2c::Speaks { streams } => (client, Some(streams)),
+                H2c::DoesNot | H2c::NoAnswer => (client, None),
+            }
         } else if config.template.origin().scheme() != "http" {
             (client, None)
         } else if proxy_set() {

@@ -87,12 +87,14 @@ fn watch() {
 /// The time spent stopped so far, a stop that has just ended included before the watch has
 /// woken from it (a reader may run first when the process resumes). One lock, so the count
 /// and the moment it goes with are read together.
-fn total(now: Instant) -> Duration {
+///
+/// `assume_stopped`: a gap under way counts whether or not SIGCONT's handler has run yet.
+fn total(now: Instant, assume_stopped: bool) -> Duration {
     match *count() {
         None => Duration::ZERO,
         Some(c) => {
             let since_beat = now.saturating_duration_since(c.beat);
-            let ongoing = if since_beat > STOPPED && continued() {
+            let ongoing = if since_beat > STOPPED && (assume_stopped || continued()) {
                 since_beat - BEAT
             } else {
                 Duration::ZERO
@@ -100,6 +102,12 @@ fn total(now: Instant) -> Duration {
             c.counted + ongoing
         }
     }
+}
+
+/// Whether the watch has not woken for longer than a stop takes to count: the process may
+/// just have been resumed.
+fn unsettled() -> bool {
+    count().is_some_and(|c| c.beat.elapsed() > STOPPED)
 }
 
 /// A moment, and the time the process has spent stopped since.
@@ -115,14 +123,17 @@ impl Stopwatch {
         let started = Instant::now();
         Stopwatch {
             started,
-            stopped_before: total(started),
+            // A gap under way is taken for a stop: if it is one (the handler may not have
+            // run yet on another thread), it began before this start and is none of this
+            // stopwatch's; if not, `stopped` reads zero the less.
+            stopped_before: total(started, true),
         }
     }
 
     /// The time spent stopped since the start. It can fall back a little once the watch
     /// wakes from a stop (its count replacing an estimate): compare with `>`.
     pub fn stopped(&self) -> Duration {
-        total(Instant::now()).saturating_sub(self.stopped_before)
+        total(Instant::now(), false).saturating_sub(self.stopped_before)
     }
 
     /// The time the process ran since the start: what a lookup's latency is, so that it
@@ -143,7 +154,13 @@ pub async fn within<F: std::future::Future>(limit: Duration, future: F) -> Optio
         match tokio::time::timeout_at(deadline.into(), &mut future).await {
             Ok(output) => return Some(output),
             Err(_) => {
-                let since = watch.stopped();
+                let mut since = watch.stopped();
+                if since <= stopped && unsettled() {
+                    // Just resumed, perhaps, with SIGCONT's handler yet to run on another
+                    // thread: decided once the watch has woken and looked.
+                    tokio::time::sleep(BEAT + HANDLER_GRACE).await;
+                    since = watch.stopped();
+                }
                 if since <= stopped {
                     return None;
                 }

@@ -101,19 +101,20 @@ fn concurrency_is_lowered_to_what_the_http2_connection_takes() {
         ..userfetch::server::ServerConfig::default()
     });
     let input = env.write("ids.txt", ids_file(1..=100));
-    let out = run(&mut env.batch_to_files(&input, &["--concurrency", "64", "--retries", "0"]));
-    let text = stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains(
-            "takes 10 requests at a time on its HTTP/2 connection: running 10 at a time, not 64"
-        ),
-        "{text}"
-    );
-    assert_eq!(summary(&env.path("summary.json"))["found"], 100);
-    assert_eq!(
-        env.user_requests(),
-        100,
-        "no request refused and sent again"
-    );
+    // Asked or told (--http2), the limit is learnt the same way.
+    for transport in [&[][..], &["--http2"][..]] {
+        let mut args = vec!["--concurrency", "64", "--retries", "0", "--fresh"];
+        args.extend(transport);
+        let out = run(&mut env.batch_to_files(&input, &args));
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.contains(
+                "takes 10 requests at a time on its HTTP/2 connection: running 10 at a time, not 64"
+            ),
+            "{transport:?}: {text}"
+        );
+        assert_eq!(summary(&env.path("summary.json"))["found"], 100);
+    }
+    assert_eq!(env.user_requests(), 200, "each id asked once a run");
 }

@@ -254,7 +254,7 @@ pub struct Timed<'a> {
     throttle: &'a Arc<Throttle>,
     /// Cancelled when the batch stops taking new work: no attempt starts after that.
     stopping: &'a CancellationToken,
-    admitted: std::sync::OnceLock<std::time::Instant>,
+    admitted: std::sync::OnceLock<crate::stopped::Stopwatch>,
     /// An attempt was admitted and has not ended.
     on_wire: AtomicBool,
 }
@@ -288,11 +288,12 @@ impl<'a> Timed<'a> {
         .await;
     }
 
-    /// Time since the first attempt was admitted; zero if none was.
+    /// Time the process ran since the first attempt was admitted (a stop, Ctrl-Z, is no part
+    /// of it, as it is none of `--timeout`'s); zero if none was.
     pub fn since_admitted(&self) -> Duration {
         self.admitted
             .get()
-            .map_or(Duration::ZERO, std::time::Instant::elapsed)
+            .map_or(Duration::ZERO, crate::stopped::Stopwatch::ran)
     }
 }
 
@@ -302,7 +303,7 @@ impl AttemptGate for Timed<'_> {
     async fn admit(&self) -> Slot {
         let slot = self.throttle.admit().await;
         // Only the first admission sets it: retries are part of the lookup's latency.
-        let _ = self.admitted.set(std::time::Instant::now());
+        let _ = self.admitted.set(crate::stopped::Stopwatch::start());
         self.on_wire.store(true, Ordering::Relaxed);
         slot
     }

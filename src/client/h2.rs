@@ -68,7 +68,8 @@ pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> super:
             .filter(|s| u16::from_be_bytes([s[0], s[1]]) == MAX_CONCURRENT_STREAMS)
             .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
             .next_back();
-        Some(streams.unwrap_or(u32::MAX))
+        // A limit of 0 lets no request through at all: as good as no HTTP/2.
+        streams.map_or(Some(u32::MAX), |n| (n > 0).then_some(n))
     };
     match crate::stopped::within(limit, probe).await {
         Some(Some(streams)) => super::H2c::Speaks { streams },

@@ -172,6 +172,9 @@ impl AttemptFailure {
     /// A failure at a redirect's target, said as such: it would read as the API's own, and
     /// the hint about the API's scheme would point at the wrong URL.
     fn after_redirect(mut self, target: &::url::Url) -> Self {
+        // Not started again for a stop: that would ask the first hop again, one request
+        // more at the API than the attempts say.
+        self.connect_timed_out = false;
         let detail = self
             .detail
             .replace(NOT_TLS_HINT, "; the server does not seem to speak TLS");

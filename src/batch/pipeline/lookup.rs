@@ -61,7 +61,6 @@ pub(super) async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping)
     let mut retries = 0u32;
     let mut on_retry = |_: &crate::client::RetryNotice| retries += 1;
     let gate = throttle::Timed::new(&ctx.throttle, &stop.draining);
-    let watch = crate::stopped::Stopwatch::start();
     let fetched = tokio::select! {
         // The lookup first, so that an attempt that has just ended is seen as ended below.
         biased;
@@ -71,8 +70,7 @@ pub(super) async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping)
         // (the window, --rate) or sleeping before a retry is left for the next run at once.
         () = gate.between_attempts() => None,
     };
-    // Time stopped (Ctrl-Z) is no part of it, as it is none of --timeout's.
-    let latency = gate.since_admitted().saturating_sub(watch.stopped());
+    let latency = gate.since_admitted();
     let (kind, settled) = match fetched {
         None => return Answer::Cancelled,
         Some(Ok(f)) => (Outcome::Found, Settled::Found(f.record)),
