@@ -8,8 +8,8 @@
 //! The signal is what tells a stop from a busy machine: a thread starved of CPU wakes late
 //! too, while the runtime's threads may well be reading answers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 const BEAT: Duration = Duration::from_millis(100);
@@ -18,23 +18,58 @@ const STOPPED: Duration = Duration::from_secs(1);
 /// thread the kernel picks, which may come back after the watch's own thread.
 const HANDLER_GRACE: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Clone, Copy)]
-struct Count {
-    /// The stops counted so far.
-    counted: Duration,
-    /// The watch's last wake.
-    beat: Instant,
-}
-
-/// `None` until the watch runs, and for good if it cannot (no thread, SIGCONT not
-/// watchable): then nothing is counted and timeouts run through stops.
-static COUNT: Mutex<Option<Count>> = Mutex::new(None);
+/// The watch's state, written by its thread alone and read by any: the stops counted so far
+/// and the watch's last wake (in nanoseconds since [`origin`]), under a sequence number that
+/// is odd while they are written, so a reader takes the two together or tries again. Written
+/// by hand (a seqlock) rather than put behind a Mutex: every lookup reads it a few times, and
+/// with the lock 200,000 lookups cost 1.8 % more instructions.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+static COUNTED: AtomicU64 = AtomicU64::new(0);
+static LAST_BEAT: AtomicU64 = AtomicU64::new(0);
+/// False until the watch runs, and for good if it cannot (no thread, SIGCONT not watchable):
+/// then nothing is counted and timeouts run through stops.
+static RUNNING: AtomicBool = AtomicBool::new(false);
 /// Set by SIGCONT's handler, taken by the watch (and looked at by readers) at each wake.
 static CONTINUED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
-/// Only ever replaced whole, so a panic elsewhere cannot leave it half-written.
-fn count() -> MutexGuard<'static, Option<Count>> {
-    COUNT.lock().unwrap_or_else(PoisonError::into_inner)
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn publish(counted: Duration, beat: Instant) {
+    SEQUENCE.fetch_add(1, Ordering::SeqCst);
+    COUNTED.store(nanos(counted), Ordering::SeqCst);
+    LAST_BEAT.store(
+        nanos(beat.saturating_duration_since(origin())),
+        Ordering::SeqCst,
+    );
+    SEQUENCE.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The stops counted so far and the watch's last wake; `None` without a watch.
+fn read() -> Option<(Duration, Instant)> {
+    if !RUNNING.load(Ordering::SeqCst) {
+        return None;
+    }
+    loop {
+        let before = SEQUENCE.load(Ordering::SeqCst);
+        if before.is_multiple_of(2) {
+            let counted = COUNTED.load(Ordering::SeqCst);
+            let beat = LAST_BEAT.load(Ordering::SeqCst);
+            if SEQUENCE.load(Ordering::SeqCst) == before {
+                let beat = origin() + Duration::from_nanos(beat);
+                return Some((Duration::from_nanos(counted), beat));
+            }
+        }
+        // The watch is writing: on a core of its own for a few instructions, or preempted
+        // on this one, where spinning would keep it from finishing.
+        std::thread::yield_now();
+    }
 }
 
 fn continued() -> bool {
@@ -52,54 +87,52 @@ fn watch() {
         }
         let _ = CONTINUED.set(flag.clone());
         // From here, not from the thread's first turn: a stop before it runs is a stop too.
-        *count() = Some(Count {
-            counted: Duration::ZERO,
-            beat: Instant::now(),
-        });
+        let mut beat = Instant::now();
+        let mut counted = Duration::ZERO;
+        publish(counted, beat);
+        RUNNING.store(true, Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("userfetch-stops".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(BEAT);
                     let now = Instant::now();
-                    let mut late = count().is_some_and(|c| now - c.beat > STOPPED);
+                    let late = now - beat > STOPPED;
                     if late && !flag.load(Ordering::SeqCst) {
                         std::thread::sleep(HANDLER_GRACE);
                     }
-                    let mut guard = count();
-                    let Some(c) = guard.as_mut() else { return };
                     // Taken at every wake: a SIGCONT to a running process says nothing about
                     // a later gap.
-                    late &= flag.swap(false, Ordering::SeqCst);
-                    if late {
-                        c.counted += now - c.beat - BEAT;
+                    if flag.swap(false, Ordering::SeqCst) && late {
+                        counted += now - beat - BEAT;
                     }
-                    c.beat = now;
+                    beat = now;
+                    publish(counted, beat);
                 }
             });
         if let Err(e) = spawned {
-            *count() = None;
+            RUNNING.store(false, Ordering::SeqCst);
             tracing::debug!("no thread to count stops: {e}");
         }
     });
 }
 
 /// The time spent stopped so far, a stop that has just ended included before the watch has
-/// woken from it (a reader may run first when the process resumes). One lock, so the count
-/// and the moment it goes with are read together.
+/// woken from it (a reader may run first when the process resumes). The count and the moment
+/// it goes with are read together.
 ///
 /// `assume_stopped`: a gap under way counts whether or not SIGCONT's handler has run yet.
 fn total(now: Instant, assume_stopped: bool) -> Duration {
-    match *count() {
+    match read() {
         None => Duration::ZERO,
-        Some(c) => {
-            let since_beat = now.saturating_duration_since(c.beat);
+        Some((counted, beat)) => {
+            let since_beat = now.saturating_duration_since(beat);
             let ongoing = if since_beat > STOPPED && (assume_stopped || continued()) {
                 since_beat - BEAT
             } else {
                 Duration::ZERO
             };
-            c.counted + ongoing
+            counted + ongoing
         }
     }
 }
@@ -107,7 +140,7 @@ fn total(now: Instant, assume_stopped: bool) -> Duration {
 /// Whether the watch has not woken for longer than a stop takes to count: the process may
 /// just have been resumed.
 fn unsettled() -> bool {
-    count().is_some_and(|c| c.beat.elapsed() > STOPPED)
+    read().is_some_and(|(_, beat)| beat.elapsed() > STOPPED)
 }
 
 /// A moment, and the time the process has spent stopped since.
@@ -146,7 +179,15 @@ impl Stopwatch {
 /// `future`, given `limit` of the time the process runs: a stop moves the limit on. `None`
 /// when the limit passed first.
 pub async fn within<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output> {
-    let watch = Stopwatch::start();
+    within_since(Stopwatch::start(), limit, future).await
+}
+
+/// [`within`], the limit counted from `watch`'s start.
+pub async fn within_since<F: std::future::Future>(
+    watch: Stopwatch,
+    limit: Duration,
+    future: F,
+) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut stopped = Duration::ZERO;
     loop {

@@ -374,12 +374,20 @@ impl Client {
         // One deadline for the whole attempt, redirects included, moved on by any time the
         // process spent stopped meanwhile (Ctrl-Z): the answer may be waiting, unread.
         let watch = crate::stopped::Stopwatch::start();
+        let mut stopped = Duration::ZERO;
         loop {
-            let stopped = watch.stopped();
-            match crate::stopped::within(self.config.timeout, self.attempt_following(url)).await {
+            let attempt = self.attempt_following(url);
+            match crate::stopped::within_since(watch, self.config.timeout, attempt).await {
                 // reqwest's connect limit cannot be told about stops: one that a stop used
-                // up is no attempt of the API's, and the attempt starts again.
-                Some(Err(failure)) if failure.connect_timed_out && watch.stopped() > stopped => {}
+                // up is no attempt of the API's, and the attempt starts again, within the
+                // same deadline.
+                Some(Err(failure)) if failure.connect_timed_out => {
+                    let since = watch.stopped();
+                    if since <= stopped {
+                        return Err(failure);
+                    }
+                    stopped = since;
+                }
                 Some(result) => return result,
                 None => return Err(self.timed_out()),
             }
