@@ -51,8 +51,9 @@ fn publish(counted: Duration, beat: Instant) {
     SEQUENCE.fetch_add(1, Ordering::SeqCst);
 }
 
-/// The stops counted so far and the watch's last wake; `None` without a watch.
-fn read() -> Option<(Duration, Instant)> {
+/// The stops counted so far and the watch's last wake, in nanoseconds since [`origin`];
+/// `None` without a watch.
+fn read() -> Option<(u64, u64)> {
     if !RUNNING.load(Ordering::SeqCst) {
         return None;
     }
@@ -62,8 +63,7 @@ fn read() -> Option<(Duration, Instant)> {
             let counted = COUNTED.load(Ordering::SeqCst);
             let beat = LAST_BEAT.load(Ordering::SeqCst);
             if SEQUENCE.load(Ordering::SeqCst) == before {
-                let beat = origin() + Duration::from_nanos(beat);
-                return Some((Duration::from_nanos(counted), beat));
+                return Some((counted, beat));
             }
         }
         // The watch is writing: on a core of its own for a few instructions, or preempted
@@ -122,31 +122,39 @@ fn watch() {
 /// it goes with are read together.
 ///
 /// `assume_stopped`: a gap under way counts whether or not SIGCONT's handler has run yet.
-fn total(now: Instant, assume_stopped: bool) -> Duration {
+fn total(now: u64, assume_stopped: bool) -> Duration {
     match read() {
         None => Duration::ZERO,
         Some((counted, beat)) => {
-            let since_beat = now.saturating_duration_since(beat);
-            let ongoing = if since_beat > STOPPED && (assume_stopped || continued()) {
-                since_beat - BEAT
+            let since_beat = now.saturating_sub(beat);
+            let ongoing = if since_beat > nanos(STOPPED) && (assume_stopped || continued()) {
+                since_beat - nanos(BEAT)
             } else {
-                Duration::ZERO
+                0
             };
-            counted + ongoing
+            Duration::from_nanos(counted.saturating_add(ongoing))
         }
     }
+}
+
+/// Now, in nanoseconds since [`origin`]: each lookup reads the time stopped a few times, and
+/// arithmetic on `Instant`s costs more than on integers.
+fn now() -> u64 {
+    nanos(origin().elapsed())
 }
 
 /// Whether the watch has not woken for longer than a stop takes to count: the process may
 /// just have been resumed.
 fn unsettled() -> bool {
-    read().is_some_and(|(_, beat)| beat.elapsed() > STOPPED)
+    read().is_some_and(|(_, beat)| nanos(origin().elapsed()).saturating_sub(beat) > nanos(STOPPED))
 }
 
 /// A moment, and the time the process has spent stopped since.
 #[derive(Debug, Clone, Copy)]
 pub struct Stopwatch {
     pub started: Instant,
+    /// `started`, in nanoseconds since [`origin`].
+    at: u64,
     stopped_before: Duration,
 }
 
@@ -154,45 +162,49 @@ impl Stopwatch {
     pub fn start() -> Stopwatch {
         watch();
         let started = Instant::now();
+        let at = nanos(started.saturating_duration_since(origin()));
         Stopwatch {
             started,
+            at,
             // A gap under way is taken for a stop: if it is one (the handler may not have
             // run yet on another thread), it began before this start and is none of this
             // stopwatch's; if not, `stopped` reads zero the less.
-            stopped_before: total(started, true),
+            stopped_before: total(at, true),
         }
     }
 
     /// The time spent stopped since the start. It can fall back a little once the watch
     /// wakes from a stop (its count replacing an estimate): compare with `>`.
     pub fn stopped(&self) -> Duration {
-        total(Instant::now(), false).saturating_sub(self.stopped_before)
+        total(now(), false).saturating_sub(self.stopped_before)
     }
 
     /// The time the process ran since the start: what a lookup's latency is, so that it
     /// agrees with `--timeout`, which does not count stops either.
     pub fn ran(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.stopped())
+        let now = now();
+        let stopped = total(now, false).saturating_sub(self.stopped_before);
+        Duration::from_nanos(now.saturating_sub(self.at)).saturating_sub(stopped)
     }
 }
 
 /// `future`, given `limit` of the time the process runs: a stop moves the limit on. `None`
 /// when the limit passed first.
 pub async fn within<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output> {
-    within_since(Stopwatch::start(), limit, future).await
+    within_since(Stopwatch::start(), limit, std::pin::pin!(future)).await
 }
 
-/// [`within`], the limit counted from `watch`'s start.
+/// [`within`], the limit counted from `watch`'s start, for a future pinned by the caller
+/// (a lookup's is large, and each move of it a copy).
 pub async fn within_since<F: std::future::Future>(
     watch: Stopwatch,
     limit: Duration,
-    future: F,
+    mut future: std::pin::Pin<&mut F>,
 ) -> Option<F::Output> {
-    let mut future = std::pin::pin!(future);
     let mut stopped = Duration::ZERO;
     loop {
         let deadline = watch.started + limit + stopped;
-        match tokio::time::timeout_at(deadline.into(), &mut future).await {
+        match tokio::time::timeout_at(deadline.into(), future.as_mut()).await {
             Ok(output) => return Some(output),
             Err(_) => {
                 let mut since = watch.stopped();

@@ -376,7 +376,7 @@ impl Client {
         let watch = crate::stopped::Stopwatch::start();
         let mut stopped = Duration::ZERO;
         loop {
-            let attempt = self.attempt_following(url);
+            let attempt = std::pin::pin!(self.attempt_following(url));
             match crate::stopped::within_since(watch, self.config.timeout, attempt).await {
                 // reqwest's connect limit cannot be told about stops: one that a stop used
                 // up is no attempt of the API's, and the attempt starts again, within the
