@@ -67,3 +67,51 @@ fn a_limit_moves_on_by_a_stop() {
     stopper.wait().unwrap();
     assert!(finished.is_some(), "the stop used up the limit");
 }
+
+/// `--retry-max-time` counts the time the process runs, as `--timeout` does: a stop longer
+/// than it, amid the retries, does not end them.
+#[test]
+fn retries_go_on_after_a_stop_until_their_time_is_up() {
+    use userfetch::client::{Client, ClientConfig, RetryPolicy, UrlTemplate};
+    use userfetch::server::ServerConfig;
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Every answer a 500: retried, a wait of at most 200 ms before each.
+    let server = userfetch::server::start_in_thread(ServerConfig {
+        faults: vec!["500".parse().unwrap()],
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let config = ClientConfig {
+        retry: RetryPolicy {
+            retries: 1000,
+            base: Duration::from_millis(50),
+            max_wait: Duration::from_millis(200),
+            max_time: Duration::from_secs(3),
+        },
+        ..ClientConfig::new(UrlTemplate::parse(&server.url_template()).unwrap())
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pid = std::process::id();
+    let mut stopper = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sleep 0.5; kill -STOP {pid}; sleep 3; kill -CONT {pid}"
+        ))
+        .spawn()
+        .unwrap();
+    let failed = runtime
+        .block_on(async {
+            let client = Client::new(config).unwrap();
+            let id = userfetch::id::UserId::parse("1").unwrap();
+            client.fetch(&id, &mut |_| {}).await
+        })
+        .unwrap_err();
+    stopper.wait().unwrap();
+    // 3 s of waits of 200 ms at most (the first ones shorter) made 26 to 30 attempts here;
+    // ended by the stop, after its first 0.3 s, 8 or 9.
+    assert!(failed.attempts >= 16, "{failed}");
+    assert!(failed.to_string().contains("--retry-max-time"), "{failed}");
+}

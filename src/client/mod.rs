@@ -319,7 +319,9 @@ impl Client {
             }
             attempt += 1;
             let permit = gate.admit().await;
-            let started = *first_started.get_or_insert_with(Instant::now);
+            // Time stopped (Ctrl-Z) is none of --retry-max-time's, as it is none of
+            // --timeout's.
+            let started = *first_started.get_or_insert_with(crate::stopped::Stopwatch::start);
             let result = self.attempt(&url).await;
             match &result {
                 Ok(_) => tracing::debug!(%id, attempt, %url, "answered with a record"),
@@ -350,7 +352,7 @@ impl Client {
             } else {
                 policy.delay(attempt, failure.retry_after, fastrand::f64())
             };
-            if !policy.in_time(started.elapsed(), delay) {
+            if !policy.in_time(started.ran(), delay) {
                 // Reads on with the attempt count: "…: server answered 429 after 2 attempts".
                 let why = format!(
                     "retries stopped at --retry-max-time ({}): {}",
