@@ -143,7 +143,9 @@ impl Session {
             tracing::info!("speaking HTTP/1.1 to the API (--http1)");
             (client, None)
         } else if config.http2 {
-            tracing::info!("speaking cleartext HTTP/2 to the API");
+            if config.template.origin().scheme() == "http" {
+                tracing::info!("speaking cleartext HTTP/2 to the API");
+            }
             // Asked for (or the embedded API): still asked, for how many requests at once
             // the API takes on the connection.
             let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
