@@ -337,7 +337,7 @@ pub struct GlobalOpts {
     pub max_retry_wait: Duration,
 
     /// Stop retrying a lookup once the next attempt would start this long after its first
-    /// (in batch, waiting for --rate can still delay it).
+    /// (in batch, waiting for --rate can still delay it); time stopped is not counted.
     #[arg(long, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     pub retry_max_time: Duration,
 
