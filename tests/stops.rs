@@ -8,17 +8,32 @@ use userfetch::stopped::Stopwatch;
 /// One test at a time: each stops the whole process.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Stops this process `after` seconds from now, for `secs` seconds, from a child shell (as
+/// `kill -STOP`, then `kill -CONT`, would from another terminal); wait on it to be sure the
+/// stop is over.
+fn stop_this_process(after: &str, secs: &str) -> std::process::Child {
+    let pid = std::process::id();
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sleep {after}; kill -STOP {pid}; sleep {secs}; kill -CONT {pid}"
+        ))
+        .spawn()
+        .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn a_stop_of_the_whole_process_is_counted_once() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let watch = Stopwatch::start();
-    let pid = std::process::id();
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -STOP {pid}; sleep 3; kill -CONT {pid}"))
-        .spawn()
-        .unwrap();
-    child.wait().unwrap();
+    stop_this_process("0", "3").wait().unwrap();
     let stopped = watch.stopped();
     assert!(
         stopped >= Duration::from_secs(2) && stopped < Duration::from_secs(60),
@@ -43,18 +58,8 @@ fn a_stop_of_the_whole_process_is_counted_once() {
 #[test]
 fn a_limit_moves_on_by_a_stop() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pid = std::process::id();
-    let mut stopper = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "sleep 0.5; kill -STOP {pid}; sleep 4; kill -CONT {pid}"
-        ))
-        .spawn()
-        .unwrap();
+    let runtime = runtime();
+    let mut stopper = stop_this_process("0.5", "4");
     // Done 5 s after it starts, 0.5 s after the resume: within 2 s of running time (about
     // 1.5 s), not within 2 s of the clock.
     let finished = runtime.block_on(async {
@@ -90,18 +95,8 @@ fn retries_go_on_after_a_stop_until_their_time_is_up() {
         },
         ..ClientConfig::new(UrlTemplate::parse(&server.url_template()).unwrap())
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let pid = std::process::id();
-    let mut stopper = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "sleep 0.5; kill -STOP {pid}; sleep 3; kill -CONT {pid}"
-        ))
-        .spawn()
-        .unwrap();
+    let runtime = runtime();
+    let mut stopper = stop_this_process("0.5", "3");
     let failed = runtime
         .block_on(async {
             let client = Client::new(config).unwrap();
@@ -111,7 +106,7 @@ fn retries_go_on_after_a_stop_until_their_time_is_up() {
         .unwrap_err();
     stopper.wait().unwrap();
     // 3 s of waits of 200 ms at most (the first ones shorter) made 26 to 30 attempts here;
-    // ended by the stop, after its first 0.3 s, 8 or 9.
+    // ended by the stop, after its first 0.5 s, 8 or 9.
     assert!(failed.attempts >= 16, "{failed}");
     assert!(failed.to_string().contains("--retry-max-time"), "{failed}");
 }
