@@ -685,6 +685,41 @@ fn log_lines_are_written_above_the_batch_progress_bar() {
     api.shutdown_blocking();
 }
 
+/// Before the first id is done the bar has no rate to estimate from: it says "ETA -", not
+/// indicatif's "0s", which reads as nearly finished at 0/3.
+#[test]
+fn the_batch_bar_makes_no_eta_up_before_the_first_answer() {
+    let api = demo_api();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, "1\n2\n3\n").unwrap();
+    let template = format!("{}?latency=1s", api.url_template());
+    let cache = dir.path().join("c.sqlite3");
+    let out = dir.path().join("out.jsonl");
+    let mut pty = Pty::spawn(&[
+        "--api",
+        &template,
+        "--cache",
+        cache.to_str().unwrap(),
+        "batch",
+        ids.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--concurrency",
+        "1",
+    ]);
+    let first = pty.wait_for("the bar at 0/3", |s| s.contains("0/3 ids"));
+    let line = first.lines().find(|l| l.contains("0/3 ids")).unwrap_or("");
+    assert!(line.contains("ETA -"), "{line:?}");
+    pty.wait_exit(Duration::from_secs(30));
+    let written = String::from_utf8_lossy(&pty.raw);
+    assert!(
+        !written.contains("0/3 ids  0/s  ETA 0s"),
+        "a made-up ETA was drawn: {written:?}"
+    );
+    api.shutdown_blocking();
+}
+
 /// Ids typed on the terminal (`batch -`): told how to end the input, and no spinner is drawn
 /// across the typing; the summary comes at the end.
 #[test]

@@ -8,7 +8,7 @@
 use crate::console::note;
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 pub struct Progress {
     bar: ProgressBar,
@@ -39,6 +39,7 @@ impl Progress {
         };
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("eta", eta)
             .progress_chars("=> ");
         bar.set_style(style);
         crate::console::progress_on_stderr(Some(bar.clone()));
@@ -73,4 +74,14 @@ impl Progress {
         self.bar.finish_and_clear();
         crate::console::progress_on_stderr(None);
     }
+}
+
+/// indicatif's own `{eta}`, except before the first id is done: with no rate to go by it says
+/// "0s", which reads as "nearly finished" at 0/200000.
+fn eta(state: &ProgressState, out: &mut dyn std::fmt::Write) {
+    let _ = if state.pos() == 0 {
+        out.write_str("-")
+    } else {
+        write!(out, "{:#}", HumanDuration(state.eta()))
+    };
 }
