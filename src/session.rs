@@ -98,7 +98,6 @@ impl Session {
                     .await?
                     .context("cannot start the embedded demo API")?;
                 let template = UrlTemplate::parse(&handle.url_template())?;
-                tracing::info!("embedded demo API at {}", handle.base_url());
                 (template, EMBEDDED_NAMESPACE.to_owned(), Some(handle))
             }
         };

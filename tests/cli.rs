@@ -540,6 +540,35 @@ fn without_api_the_embedded_demo_api_answers() {
         .stderr(predicate::str::contains("using the embedded demo API"));
 }
 
+/// `-v` used to log the embedded API's address beside the line that announces it. A batch
+/// whose stderr is no terminal prints only its summary, but with `-v` the announcement is
+/// part of the log asked for.
+#[test]
+fn the_embedded_demo_api_is_announced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, "1\n").unwrap();
+    let out_file = dir.path().join("out.jsonl");
+    let batch = [
+        "batch",
+        ids.to_str().unwrap(),
+        "--out",
+        out_file.to_str().unwrap(),
+    ];
+    for args in [
+        &["get", "1", "-v"][..],
+        &batch,
+        &[&batch[..], &["-v"]].concat(),
+    ] {
+        let out = userfetch(&dir).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let told = stderr.matches("embedded demo API at").count();
+        let wanted = usize::from(args.contains(&"-v"));
+        assert_eq!(told, wanted, "{args:?}: {stderr}");
+    }
+}
+
 /// Spawns `serve` and reads the first line it prints (the URL template, once it listens).
 fn start_serving(mut serve: Command, stderr: Stdio) -> (std::process::Child, String) {
     let mut server = serve.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();

@@ -276,8 +276,10 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
     } else {
         Session::start_for_many(global).await?
     };
+    // Off a terminal stderr holds only the summary, unless -v asked for a log, where this
+    // line is the one that says which API answered.
     if let Some(line) = session.announce()
-        && std::io::stderr().is_terminal()
+        && (std::io::stderr().is_terminal() || global.verbose > 0)
     {
         note!("{line}");
     }
