@@ -204,7 +204,7 @@ impl Summary {
             Status::Complete => "done",
             Status::Interrupted => "interrupted",
             Status::InputError => "stopped by an input error",
-            Status::Unreachable => "stopped, the API unreachable,",
+            Status::Unreachable => "stopped, connections to the API failing,",
             Status::OutputError => "done, but its output could not be written,",
             Status::Error => "stopped by an error",
             // Not rendered: the error line is all such a run says.

@@ -347,7 +347,7 @@ impl<'a> Pipeline<'a> {
                                 _ => format!("{UNREACHABLE_STOP} lookups in a row failed at the connection"),
                             };
                             self.progress.warn(&format!(
-                                "userfetch: stopping: {why}; the ids not done are left for a rerun once the API can be reached"
+                                "userfetch: stopping: {why}; the ids not done are left for a rerun once connections to the API hold"
                             ));
                             self.gave_up = Some(why);
                             stop = Stop::Aborting;
