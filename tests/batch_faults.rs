@@ -270,6 +270,37 @@ fn without_a_failures_file_the_first_failed_ids_are_named() {
 
 /// A wrong --api (or an API that is down) stops the run after the first lookups, instead of
 /// taking every id through its retries; what was not tried is left for a rerun.
+/// The elapsed time is the command's: it once started after the question about HTTP/2,
+/// which an API that accepts connections and never answers holds for 2 s.
+#[test]
+fn the_elapsed_time_counts_the_wait_for_a_silent_api_to_answer_about_http2() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=1));
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!(
+        "http://127.0.0.1:{}/users/{{id}}",
+        silent.local_addr().unwrap().port()
+    );
+    let began = Instant::now();
+    let out = run(env
+        .with_api(&api, &["--retries", "0", "--timeout", "1s"])
+        .arg("batch")
+        .arg(&input)
+        .args(["--out", "out.jsonl", "--summary-json", "summary.json"]));
+    let waited = began.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let elapsed = summary(&env.path("summary.json"))["elapsed_s"]
+        .as_f64()
+        .unwrap();
+    // 2 s for the question, then 1 s for the one attempt: well over 2.5 s however slow the
+    // machine, and never more than the command took.
+    assert!(
+        (2.5..=waited).contains(&elapsed),
+        "elapsed {elapsed} s of a command that took {waited} s"
+    );
+    drop(silent);
+}
+
 #[test]
 fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
     let env = Env::new();

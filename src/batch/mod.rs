@@ -62,6 +62,10 @@ const MAX_WARNINGS: u64 = 20;
 const STOPPED_BEFORE_FETCHING: &str = "userfetch: batch interrupted before any id was fetched";
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
+    // The summary's elapsed time is the command's: counting the input, asking the API about
+    // HTTP/2 (up to 2 s when it stays silent) and waiting for another process's lock on the
+    // cache file are part of what the user waited for.
+    let started = std::time::Instant::now();
     let mut config = Config::from_args(global, args)?;
     // Watched from the start of a run that fetches: before the watch, a signal would kill
     // the process with the outputs' temporary files left behind. A dry run changes nothing,
@@ -137,9 +141,6 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         (None, Some(_)) => Err(anyhow::anyhow!("internal: batch started without a cache")),
         (Some(cache), Some(mut signals)) => {
             let namespace: Arc<str> = session.engine.namespace().into();
-            // The summary's elapsed time counts from here: opening the job may wait for
-            // another process's lock on the file.
-            let started = std::time::Instant::now();
             let job = tokio::select! {
                 job = cache.batch_open(&namespace, &key, config.fresh) => job.map_err(Into::into),
                 _ = signals.recv() => {

@@ -156,8 +156,8 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// `started`: when the run began, before it opened its job (which may wait for
-    /// another process's lock on the cache file).
+    /// `started`: when the command began, before it read the input's length, asked the API
+    /// about HTTP/2 and opened its job.
     pub(super) async fn run(
         mut self,
         started: Instant,
