@@ -31,6 +31,12 @@ pub const REPLACEMENT: char = '\u{FFFD}';
 /// isolate controls, and the line and paragraph separators (U+2028/9), which the screen's
 /// layout counts as no width while terminals draw them, leaving an earlier record's
 /// characters on screen.
+///
+/// Zero-width characters (U+200B–U+200D, U+2060, U+FEFF) are kept: they drive no terminal
+/// and move no text, and the joiners are part of ordinary writing (emoji sequences, Persian
+/// and Indic scripts), which replacing them would garble. What they can do is make two
+/// strings look alike; the JSON on stdout escapes nothing of them either, as it is the
+/// API's text.
 pub fn is_unsafe(c: char) -> bool {
     c.is_control()
         || matches!(
