@@ -13,7 +13,7 @@ use thiserror::Error;
 pub const MAX_ID_BYTES: usize = 256;
 
 /// A validated user id: non-empty, at most [`MAX_ID_BYTES`], no control characters, no
-/// surrounding whitespace, and not a dot segment (`.` or `..`, which URL normalisation would
+/// invisible characters (see `is_invisible`), no surrounding whitespace, and not a dot segment (`.` or `..`, which URL normalisation would
 /// collapse even when percent-encoded).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(Box<str>);
@@ -31,6 +31,25 @@ pub enum IdError {
     Whitespace,
     #[error("'.' and '..' are not ids")]
     DotSegment,
+    #[error("the id contains an invisible character (U+{0:04X}){hint}", hint = invisible_hint(*.0))]
+    Invisible(u32),
+}
+
+/// Characters no id is made of that show as nothing: a byte-order mark (which joining files
+/// with `cat` leaves mid-file), zero-width space and word joiner (copied from web pages), and
+/// the bidi controls. Taken as part of the id they would be fetched and reported "not found"
+/// under a name that looks like a real user's. The zero-width joiners stay: they are part
+/// of emoji and of some scripts.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{FEFF}' | '\u{200B}' | '\u{2060}') || crate::term::is_unsafe(c)
+}
+
+fn invisible_hint(code: u32) -> &'static str {
+    if code == 0xFEFF {
+        ", a byte-order mark, as joining files leaves one"
+    } else {
+        ""
+    }
 }
 
 impl UserId {
@@ -46,6 +65,9 @@ impl UserId {
         }
         if text.trim() != text {
             return Err(IdError::Whitespace);
+        }
+        if let Some(c) = text.chars().find(|&c| is_invisible(c)) {
+            return Err(IdError::Invisible(c as u32));
         }
         if text == "." || text == ".." {
             return Err(IdError::DotSegment);
@@ -72,8 +94,8 @@ impl std::str::FromStr for UserId {
 }
 
 impl fmt::Display for UserId {
-    // Ids carry no control characters, but they may still hold bidi overrides or other
-    // invisible formatting; displaying through the sanitizer keeps messages honest.
+    // Ids carry no control characters or bidi controls today; displaying through the
+    // sanitizer anyway keeps messages safe if the rules for ids ever loosen.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&crate::term::sanitize(&self.0))
     }
@@ -125,5 +147,19 @@ mod tests {
         let long = "x".repeat(10 * 1024);
         assert_eq!(UserId::parse(&long), Err(IdError::TooLong(10 * 1024)));
         assert!(UserId::parse(&"x".repeat(MAX_ID_BYTES)).is_ok());
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_but_joiners_kept() {
+        assert_eq!(UserId::parse("\u{feff}6"), Err(IdError::Invisible(0xfeff)));
+        assert!(
+            IdError::Invisible(0xfeff)
+                .to_string()
+                .contains("byte-order mark"),
+        );
+        assert_eq!(UserId::parse("1\u{200b}2"), Err(IdError::Invisible(0x200b)));
+        assert_eq!(UserId::parse("a\u{202e}b"), Err(IdError::Invisible(0x202e)));
+        // A family emoji: three people joined by U+200D.
+        assert!(UserId::parse("\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}").is_ok());
     }
 }

@@ -277,6 +277,32 @@ fn an_unwritable_directory_is_refused_before_any_fetch() {
     );
 }
 
+/// `cat a.txt b.txt` where b.txt starts with a byte-order mark: the mark used to be taken as
+/// part of the id, fetched, and reported "not found" under what looks like user 6's id.
+#[test]
+fn a_byte_order_mark_inside_the_file_makes_its_line_invalid() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "\u{feff}1\n2\n\u{feff}6\n");
+    let out = run(&mut env.batch(&[
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--failures",
+        "failures.jsonl",
+    ]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ids.txt:3: skipped: invalid id") && text.contains("byte-order mark"),
+        "{text}"
+    );
+    assert_eq!(jsonl_ids(&env.path("out.jsonl")), ["1", "2"]);
+    assert_eq!(
+        std::fs::read_to_string(env.path("failures.jsonl")).unwrap(),
+        ""
+    );
+}
+
 #[test]
 fn invalid_lines_are_named_and_skipped_and_the_rest_is_fetched() {
     let env = Env::new();
