@@ -561,6 +561,30 @@ fn a_store_that_fails_mid_run_is_reported_as_an_error_with_its_reason() {
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 200);
 }
 
+/// The rate is of ids fetched: a rerun that skips every id fetched none, where it used to
+/// report tens of thousands of ids a second.
+#[test]
+fn the_rate_counts_only_the_ids_this_run_fetched() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=50));
+    assert_eq!(
+        run(&mut env.batch_to_files(&ids, &[])).status.code(),
+        Some(0)
+    );
+    let first = summary(&env.path("summary.json"));
+    assert!(first["ids_per_s"].as_f64().unwrap() > 0.0, "{first}");
+    let out = run(&mut env.batch_to_files(&ids, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rerun = summary(&env.path("summary.json"));
+    assert_eq!(rerun["done_earlier"], 50, "{rerun}");
+    assert_eq!(rerun["ids_per_s"], 0.0, "{rerun}");
+    assert!(
+        stderr(&out).contains("\n  0 ids/s; 0 requests"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Another process's connection to `env`'s cache file, holding its write lock (as a
 /// `sqlite3` shell left in a transaction would) until it rolls back or is dropped.
 fn hold_the_write_lock(env: &Env) -> rusqlite::Connection {

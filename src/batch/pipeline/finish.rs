@@ -304,7 +304,9 @@ impl Pipeline<'_> {
     ) -> Summary {
         let t = self.ctx.throttle.stats();
         let c = &self.counts;
-        let settled = c.found + c.not_found + c.failed + c.cached + c.done_earlier;
+        // The ids this run fetched: a resumed run skips most of its ids in a few
+        // milliseconds, which would read as hundreds of thousands of ids a second.
+        let fetched = c.found + c.not_found + c.failed;
         let secs = elapsed.as_secs_f64();
         Summary {
             status,
@@ -317,7 +319,7 @@ impl Pipeline<'_> {
                 .map(|lines| lines.saturating_sub(c.ids + c.duplicates)),
             elapsed_s: (secs * 1000.0).round() / 1000.0,
             ids_per_s: if secs > 0.0 {
-                (settled as f64 / secs).round()
+                (fetched as f64 / secs).round()
             } else {
                 0.0
             },
