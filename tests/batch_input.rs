@@ -392,6 +392,30 @@ fn a_byte_order_mark_is_not_part_of_the_first_id() {
 }
 
 #[test]
+fn bad_utf8_on_stdin_asks_for_the_input_to_be_fixed_before_a_rerun() {
+    // The ids before the bad line are claimed, and left unfinished: the bad line stops the
+    // run before their turn.
+    let env = Env::new();
+    let mut child = env
+        .batch(&["--out", "out.jsonl"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"1\n2\n\xff\n3\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    // Run as it was, the same input stops at the same line.
+    assert!(
+        text.contains("unfinished (fix the input, then run the same command again to finish)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_utf8_on_stdin_stops_with_exit_2_and_keeps_progress() {
     let env = Env::new();
     // The good lines first, and the bad one only once the API has seen all of them: the

@@ -156,7 +156,14 @@ impl Pipeline<'_> {
         }
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
-            note!("{}", summary.render(rerun_hint(self.config.fresh)));
+            // The same input would stop at the same line.
+            let rerun = match status {
+                Status::InputError => {
+                    format!("fix the input, then {}", rerun_hint(self.config.fresh))
+                }
+                _ => rerun_hint(self.config.fresh).to_owned(),
+            };
+            note!("{}", summary.render(&rerun));
         }
         let summary_error = summary_json.and_then(|file| summary.write_json(file).err());
         let error = match (error, summary_error) {
