@@ -178,6 +178,46 @@ fn csv_round_trips_through_a_csv_reader() {
     assert!(hostile > 0, "no hostile record was in the sample");
 }
 
+/// A record whose object holds a key twice: JSONL keeps it as sent, the CSV has one cell for
+/// the key and used to lose the first value without a word.
+#[test]
+fn csv_says_when_a_record_holds_a_key_twice() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.read(&mut [0; 4096]);
+            let body = r#"{"id":7,"name":"x","name":"y"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let env = Env::new();
+    let input = env.write("ids.txt", "7\n");
+    let api = format!("http://127.0.0.1:{port}/users/{{id}}");
+    let out = run(env
+        .with_api(&api, &["--http1"])
+        .arg("batch")
+        .arg(&input)
+        .args(["--out", "out.csv"]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "record \"7\": an object holds the key \"name\" twice; the CSV keeps its last value"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("out.csv")).unwrap(),
+        "id,name\n7,y\n"
+    );
+}
+
 /// A first run writes `--out` as answers are committed; a rerun rebuilds it from the store.
 /// Answers that come back out of order (random latency per request), ids the API doesn't
 /// know, duplicates and comments must not make the two differ by a byte.

@@ -254,9 +254,21 @@ fn write_csv(
     let mut columns: Vec<String> = Vec::new();
     let mut known: HashSet<String> = HashSet::new();
     let mut cells = Vec::new();
+    let mut doubled = false;
     reader.each_found(job, namespace, |id, body| {
         cells.clear();
         flatten(&parse(id, body)?, &mut String::new(), &mut cells);
+        // A parsed object holds one value per key (the last): said, like a clash below.
+        if !doubled
+            && let Ok(FirstDuplicate(Some(key))) = serde_json::from_str(body)
+        {
+            note!(
+                "userfetch: record {}: an object holds the key {} twice; the CSV keeps its last value (JSONL keeps the record as sent; later ones are not reported)",
+                crate::term::quote(id),
+                crate::term::quote(&key)
+            );
+            doubled = true;
+        }
         for (name, _) in cells.drain(..) {
             if known.insert(name.clone()) {
                 columns.push(name);
@@ -308,6 +320,78 @@ fn write_csv(
     })?;
     csv.flush()?;
     Ok(count)
+}
+
+/// The first key some object of a JSON text holds twice. Read by hand with serde's visitor,
+/// since serde_json's own `Value` (and every map type) keeps only one value per key.
+struct FirstDuplicate(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for FirstDuplicate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DuplicateVisitor)
+    }
+}
+
+struct DuplicateVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
+    type Value = FirstDuplicate;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+    fn visit_unit<E>(self) -> Result<FirstDuplicate, E> {
+        Ok(FirstDuplicate(None))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<FirstDuplicate, A::Error> {
+        let mut first = None;
+        while let Some(FirstDuplicate(inner)) = seq.next_element()? {
+            first = first.or(inner);
+        }
+        Ok(FirstDuplicate(first))
+    }
+
+    // With serde_json's arbitrary_precision a number arrives as a map of one private key:
+    // one key, never a duplicate.
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<FirstDuplicate, A::Error> {
+        let mut keys = HashSet::new();
+        let mut first = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let FirstDuplicate(inner) = map.next_value()?;
+            if first.is_none() {
+                first = if keys.contains(&key) {
+                    Some(key)
+                } else {
+                    keys.insert(key);
+                    inner
+                };
+            }
+        }
+        Ok(FirstDuplicate(first))
+    }
 }
 
 fn parse(id: &str, body: &str) -> anyhow::Result<Value> {
@@ -443,6 +527,20 @@ mod tests {
             cells,
             ["123456789012345678901234567890", "0.10", "1e+5", "1e+400"]
         );
+    }
+
+    #[test]
+    fn the_first_doubled_key_is_found_at_any_depth() {
+        let first = |json: &str| serde_json::from_str::<FirstDuplicate>(json).unwrap().0;
+        assert_eq!(
+            first(r#"{"id":7,"name":"x","name":"y"}"#).as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            first(r#"{"a":{"b":1,"c":[{"d":1,"d":2}]},"n":12345678901234567890123}"#).as_deref(),
+            Some("d")
+        );
+        assert_eq!(first(r#"{"a":{"b":1},"b":{"a":2},"n":1.5e300}"#), None);
     }
 
     #[tokio::test]
