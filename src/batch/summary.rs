@@ -211,9 +211,9 @@ impl Summary {
             Status::NotStarted => "not started",
         };
         let mut text = format!(
-            "userfetch: batch {head} in {}: {} ids: {} found, {} not found, {} failed, {} skipped ({} cached, {} done in an earlier run)",
+            "userfetch: batch {head} in {}: {}: {} found, {} not found, {} failed, {} skipped ({} cached, {} done in an earlier run)",
             human_secs(self.elapsed_s),
-            c.ids,
+            count(c.ids, "id", "ids"),
             c.found,
             c.not_found,
             c.failed,
@@ -370,6 +370,7 @@ mod tests {
             }),
         };
         let singular = [
+            ": 1 id: 1 found",
             "1 id/s; 1 request, 1 retry",
             "throttled 1 time (1 answer was 429 or 503)",
             "1 duplicate id and 1 invalid line skipped",
@@ -377,6 +378,7 @@ mod tests {
             "1 not-found or failed id in f.jsonl",
         ];
         let plural = [
+            ": 2 ids: 2 found",
             "2 ids/s; 2 requests, 2 retries",
             "throttled 2 times (2 answers were 429 or 503)",
             "2 duplicate ids and 2 invalid lines skipped",
