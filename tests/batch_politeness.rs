@@ -31,6 +31,37 @@ fn the_rate_limit_spaces_requests_out() {
     assert_eq!(env.user_requests(), 60);
 }
 
+/// Lookups waiting for the rate limit go in the order of the input, so an interrupted run
+/// leaves a prefix of it done; governor's waiters race for each free cell in no order.
+#[test]
+fn the_rate_limit_lets_lookups_go_in_input_order() {
+    let env = Env::with(userfetch::server::ServerConfig {
+        record_requests: true,
+        ..Default::default()
+    });
+    let input = env.write("ids.txt", ids_file(1..=20));
+    let out = run(&mut env.batch(&[
+        input.to_str().unwrap(),
+        "--out",
+        "out.jsonl",
+        "--rate",
+        "40/s",
+        "--concurrency",
+        "20",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let paths: Vec<String> = env
+        .server
+        .stats()
+        .log()
+        .into_iter()
+        .map(|r| r.path_and_query)
+        .filter(|p| p.starts_with("/users/"))
+        .collect();
+    let want: Vec<String> = (1..=20).map(|n| format!("/users/{n}")).collect();
+    assert_eq!(paths, want);
+}
+
 #[test]
 fn no_more_lookups_in_flight_than_the_concurrency_allows() {
     let env = Env::with_latency(Duration::from_millis(200));

@@ -31,6 +31,10 @@ pub struct Throttle {
     state: Mutex<Window>,
     opened: Notify,
     rate: Option<DefaultDirectRateLimiter>,
+    /// One waiter at the rate limit at a time, in the order they came (tokio's mutex is
+    /// fair): governor's own waiters race for each free cell and go in no order, and an
+    /// interrupted run would leave gaps all over the input instead of a prefix of it done.
+    rate_turn: tokio::sync::Mutex<()>,
     attempts: AtomicU64,
     refusals: AtomicU64,
     /// Requests on the wire: admitted past the window and the rate limit, not yet ended.
@@ -136,6 +140,7 @@ impl Throttle {
             }),
             opened: Notify::new(),
             rate: rate.and_then(Rate::quota).map(RateLimiter::direct),
+            rate_turn: tokio::sync::Mutex::new(()),
             attempts: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             sending: AtomicUsize::new(0),
@@ -209,6 +214,7 @@ impl AttemptGate for Arc<Throttle> {
             sending: false,
         };
         if let Some(rate) = &self.rate {
+            let _turn = self.rate_turn.lock().await;
             rate.until_ready().await;
         }
         self.attempts.fetch_add(1, Ordering::Relaxed);
