@@ -13,7 +13,8 @@ use thiserror::Error;
 pub const MAX_ID_BYTES: usize = 256;
 
 /// A validated user id: non-empty, at most [`MAX_ID_BYTES`], no control characters, no
-/// invisible characters (see `is_invisible`), no surrounding whitespace, and not a dot segment (`.` or `..`, which URL normalisation would
+/// invisible characters (see `is_invisible`), no surrounding whitespace, and not a dot
+/// segment (`.` or `..`, which URL normalisation would
 /// collapse even when percent-encoded).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(Box<str>);
@@ -35,18 +36,17 @@ pub enum IdError {
     Invisible(u32),
 }
 
-/// Characters no id is made of that show as nothing: a byte-order mark (which joining files
-/// with `cat` leaves mid-file), zero-width space and word joiner (copied from web pages), and
-/// the bidi controls. Taken as part of the id they would be fetched and reported "not found"
-/// under a name that looks like a real user's. The zero-width joiners stay: they are part
-/// of emoji and of some scripts.
+/// Characters no id is made of that show as nothing: a byte-order mark, zero-width space and
+/// word joiner, and the bidi controls. Taken as part of the id they would be fetched and
+/// reported "not found" under a name that looks like a real user's. The zero-width joiners
+/// stay: they are part of emoji and of some scripts.
 fn is_invisible(c: char) -> bool {
     matches!(c, '\u{FEFF}' | '\u{200B}' | '\u{2060}') || crate::term::is_unsafe(c)
 }
 
 fn invisible_hint(code: u32) -> &'static str {
     if code == 0xFEFF {
-        ", a byte-order mark, as joining files leaves one"
+        ", a byte-order mark"
     } else {
         ""
     }
@@ -75,10 +75,18 @@ impl UserId {
         Ok(UserId(text.into()))
     }
 
-    /// An id as a person gives it (an argument, a line of a file, the screen's prompt): the
-    /// spaces and tabs a copied id often brings along are dropped first, since no id has them.
+    /// An id as a person gives it (an argument, a line of a file, the screen's prompt): what
+    /// a copied id often brings along at its ends is dropped first (see [`UserId::trim`]).
     pub fn parse_trimmed(text: &str) -> Result<Self, IdError> {
-        UserId::parse(text.trim_matches([' ', '\t']))
+        UserId::parse(UserId::trim(text))
+    }
+
+    /// `text` without the spaces, tabs, byte-order marks and zero-width spaces at its ends:
+    /// no id has them there, and they come with copied text (a byte-order mark starts each
+    /// file an editor on Windows saved, and so each line where `cat` joined such files; a
+    /// zero-width space comes from web pages). Inside an id they are refused.
+    pub fn trim(text: &str) -> &str {
+        text.trim_matches([' ', '\t', '\u{FEFF}', '\u{200B}'])
     }
 
     pub fn as_str(&self) -> &str {
@@ -152,6 +160,14 @@ mod tests {
     #[test]
     fn invisible_characters_are_refused_but_joiners_kept() {
         assert_eq!(UserId::parse("\u{feff}6"), Err(IdError::Invisible(0xfeff)));
+        assert_eq!(UserId::parse("6\u{feff}7"), Err(IdError::Invisible(0xfeff)));
+        assert_eq!(
+            UserId::parse_trimmed("\u{feff}6\u{200b} ")
+                .unwrap()
+                .as_str(),
+            "6",
+            "at the ends they are what copying brought along"
+        );
         assert!(
             IdError::Invisible(0xfeff)
                 .to_string()

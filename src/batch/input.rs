@@ -187,10 +187,6 @@ impl<R: Read> Lines<R> {
         }
         self.line += 1;
         let mut bytes = &self.buf[..];
-        // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the id.
-        if self.line == 1 {
-            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        }
         bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         if bytes.len() > MAX_LINE_BYTES {
@@ -224,10 +220,11 @@ fn memchr(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 
-/// Surrounding spaces are trimmed (ids never have them); blank lines and `#` comments carry
-/// nothing.
+/// What surrounds an id on its line is trimmed (see [`UserId::trim`]: a byte-order mark
+/// included, at the start of the file or where files were joined); blank lines and `#`
+/// comments carry nothing.
 pub fn classify(raw: &str) -> Line {
-    let text = raw.trim_matches([' ', '\t']);
+    let text = UserId::trim(raw);
     if text.is_empty() || text.starts_with('#') {
         return Line::Nothing;
     }
