@@ -268,8 +268,6 @@ fn without_a_failures_file_the_first_failed_ids_are_named() {
     assert!(!text.contains("user 1:"), "{text}");
 }
 
-/// A wrong --api (or an API that is down) stops the run after the first lookups, instead of
-/// taking every id through its retries; what was not tried is left for a rerun.
 /// The elapsed time is the command's: it once started after the question about HTTP/2,
 /// which an API that accepts connections and never answers holds for 2 s.
 #[test]
@@ -301,6 +299,8 @@ fn the_elapsed_time_counts_the_wait_for_a_silent_api_to_answer_about_http2() {
     drop(silent);
 }
 
+/// A wrong --api (or an API that is down) stops the run after the first lookups, instead of
+/// taking every id through its retries; what was not tried is left for a rerun.
 #[test]
 fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
     let env = Env::new();

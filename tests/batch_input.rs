@@ -5,6 +5,7 @@ mod support;
 
 use std::io::Write;
 use std::process::Stdio;
+use std::time::Duration;
 
 use support::*;
 
@@ -411,11 +412,12 @@ fn a_byte_order_mark_is_not_part_of_the_first_id() {
 
 #[test]
 fn bad_utf8_on_stdin_asks_for_the_input_to_be_fixed_before_a_rerun() {
-    // The ids before the bad line are claimed, and left unfinished: the bad line stops the
-    // run before their turn.
-    let env = Env::new();
+    // The ids before the bad line are left unfinished: claimed and not started when the bad
+    // line stops the run, or, should the reader be slow to send it, cancelled in flight (a
+    // 5 s answer, no grace).
+    let env = Env::with_latency(Duration::from_secs(5));
     let mut child = env
-        .batch(&["--out", "out.jsonl"])
+        .batch(&["--out", "out.jsonl", "--grace", "0s"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -33,7 +33,9 @@ pub struct Throttle {
     rate: Option<DefaultDirectRateLimiter>,
     /// One waiter at the rate limit at a time, in the order they came (tokio's mutex is
     /// fair): governor's own waiters race for each free cell and go in no order, and an
-    /// interrupted run would leave gaps all over the input instead of a prefix of it done.
+    /// interrupted run would leave gaps all over the input. The order they come in is the
+    /// input's on one thread while the window is whole; after a cut, or with --threads N,
+    /// the window's wake-ups can reorder neighbours, and a retry comes back at the end.
     rate_turn: tokio::sync::Mutex<()>,
     attempts: AtomicU64,
     refusals: AtomicU64,

@@ -42,6 +42,8 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
             .as_str()
             .to_owned(),
     };
+    // The screen says which API it asks; a log sent to a file (-v 2>log) should too.
+    tracing::info!("asking {api}");
     let config = app::Config {
         threads: opts.threads,
         timeout: opts.timeout,

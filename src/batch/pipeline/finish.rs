@@ -59,7 +59,7 @@ impl Pipeline<'_> {
         // the previous files stay as they were. An interrupted run writes what is done even
         // when its last outcomes could not be stored (a cache locked by another process):
         // what was committed before is there to read.
-        let fetched = started.elapsed();
+        let lookups_took = started.elapsed();
         let (out_report, failures_report, write_error) = match (&fatal, status) {
             // Its records would replace another job's with a part of this one's: kept in the
             // store instead, for the rerun.
@@ -122,9 +122,9 @@ impl Pipeline<'_> {
             tracing::debug!("cannot record that --out was written: {e}");
         }
         tracing::info!(
-            "lookups took {:?}, writing the output {:?}",
-            fetched,
-            started.elapsed() - fetched
+            "starting and looking up took {:?}, writing the output {:?}",
+            lookups_took,
+            started.elapsed() - lookups_took
         );
         // An interrupted run stays "interrupted": a rerun is what it needs either way.
         let status = match (&write_error, status) {
@@ -132,6 +132,8 @@ impl Pipeline<'_> {
             _ => status,
         };
         let stopped_by_error = fatal.is_some();
+        // Not a reader thread that died: that input is fine as it is.
+        let bad_input = input_error.is_some();
         let error = fatal
             .or(write_error)
             .or_else(|| input_error.map(|e| usage(e.to_string())));
@@ -157,11 +159,10 @@ impl Pipeline<'_> {
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
             // The same input would stop at the same line.
-            let rerun = match status {
-                Status::InputError => {
-                    format!("fix the input, then {}", rerun_hint(self.config.fresh))
-                }
-                _ => rerun_hint(self.config.fresh).to_owned(),
+            let rerun = if bad_input {
+                format!("fix the input, then {}", rerun_hint(self.config.fresh))
+            } else {
+                rerun_hint(self.config.fresh).to_owned()
             };
             note!("{}", summary.render(&rerun));
         }
