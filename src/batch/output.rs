@@ -372,25 +372,56 @@ impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
     }
 
     // With serde_json's arbitrary_precision a number arrives as a map of one private key:
-    // one key, never a duplicate.
+    // one key, never a duplicate. Keys are borrowed from the text unless escaped; a user
+    // record's objects are small, so they are compared in a list until one is not.
     fn visit_map<A: serde::de::MapAccess<'de>>(
         self,
         mut map: A,
     ) -> Result<FirstDuplicate, A::Error> {
-        let mut keys = HashSet::new();
+        const LISTED: usize = 32;
+        let mut keys: Vec<Key<'de>> = Vec::new();
+        let mut hashed: HashSet<Key<'de>> = HashSet::new();
         let mut first = None;
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
             let FirstDuplicate(inner) = map.next_value()?;
-            if first.is_none() {
-                first = if keys.contains(&key) {
-                    Some(key)
-                } else {
-                    keys.insert(key);
-                    inner
-                };
+            if first.is_some() {
+                continue;
+            }
+            if keys.contains(&key) || hashed.contains(&key) {
+                first = Some(key.0.into_owned());
+                continue;
+            }
+            first = inner;
+            if keys.len() < LISTED {
+                keys.push(key);
+            } else {
+                hashed.insert(key);
             }
         }
         Ok(FirstDuplicate(first))
+    }
+}
+
+/// An object's key, unescaped: borrowed from the JSON text when it holds no escape.
+#[derive(PartialEq, Eq, Hash)]
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 
@@ -541,6 +572,21 @@ mod tests {
             Some("d")
         );
         assert_eq!(first(r#"{"a":{"b":1},"b":{"a":2},"n":1.5e300}"#), None);
+        // The same key, once escaped: one key to a JSON reader.
+        assert_eq!(first(r#"{"a":1,"\u0061":2}"#).as_deref(), Some("a"));
+        // Past the listed keys: a large object is checked whole.
+        let mut big: Vec<String> = (0..100).map(|n| format!(r#""k{n}":{n}"#)).collect();
+        assert_eq!(first(&format!("{{{}}}", big.join(","))), None);
+        big.push(r#""k70":0"#.to_owned());
+        assert_eq!(
+            first(&format!("{{{}}}", big.join(","))).as_deref(),
+            Some("k70")
+        );
+        big.insert(50, r#""k10":0"#.to_owned());
+        assert_eq!(
+            first(&format!("{{{}}}", big.join(","))).as_deref(),
+            Some("k10")
+        );
     }
 
     #[tokio::test]
