@@ -720,6 +720,59 @@ fn the_batch_bar_makes_no_eta_up_before_the_first_answer() {
     api.shutdown_blocking();
 }
 
+/// A resumed run skips its first 20 ids in milliseconds; the rate and the ETA are of the ids
+/// it fetches (one a second here, by --rate), where indicatif's estimate took the skipped ones for
+/// speed and said "ETA 0s" with 20 slow lookups left.
+#[test]
+fn a_resumed_batch_estimates_from_what_it_fetches() {
+    let api = demo_api();
+    let dir = tempfile::tempdir().unwrap();
+    let write_ids = |n: u32| {
+        let ids = dir.path().join(format!("ids-{n}.txt"));
+        std::fs::write(&ids, (1..=n).map(|i| format!("{i}\n")).collect::<String>()).unwrap();
+        ids
+    };
+    let (first, all) = (write_ids(20), write_ids(40));
+    let cache = dir.path().join("c.sqlite3");
+    let out = dir.path().join("out.jsonl");
+    let template = api.url_template();
+    for (rate, ids) in [("1000/s", &first), ("1/s", &all)] {
+        let mut pty = Pty::spawn(&[
+            "--api",
+            &template,
+            "--cache",
+            cache.to_str().unwrap(),
+            "batch",
+            ids.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rate",
+            rate,
+        ]);
+        if ids == &all {
+            // Three fetched in 2 s or more: 17 left at that rate is 11 s or more.
+            let screen = pty.wait_for("three ids fetched", |s| s.contains("23/40 ids"));
+            let line = screen
+                .lines()
+                .find(|l| l.contains("23/40 ids"))
+                .unwrap_or("");
+            let eta = line
+                .split("ETA ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("");
+            let seconds: Option<u32> = eta.strip_suffix('s').and_then(|n| n.parse().ok());
+            assert!(
+                seconds.is_some_and(|s| s >= 10) || eta.ends_with('m'),
+                "ETA {eta:?} in {line:?}"
+            );
+            pty.send("\x03\x03");
+        }
+        pty.wait_exit(Duration::from_secs(60));
+    }
+    api.shutdown_blocking();
+}
+
 /// Ids typed on the terminal (`batch -`): told how to end the input, and no spinner is drawn
 /// across the typing; the summary comes at the end.
 #[test]

@@ -336,7 +336,8 @@ impl<'a> Pipeline<'a> {
                     cancel.cancel();
                 }
                 _ = tick.tick() => {
-                    self.progress.update(self.handled, tasks.len(), self.counts.failed);
+                    let fetched = self.counts.found + self.counts.not_found + self.counts.failed;
+                    self.progress.update(self.handled, fetched, tasks.len(), self.counts.failed);
                 }
                 Some(joined) = tasks.next(), if !tasks.is_empty() => match joined {
                     Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
