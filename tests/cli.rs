@@ -338,6 +338,47 @@ fn the_token_is_sent_but_never_shown() {
         .stderr("userfetch: USERFETCH_TOKEN contains characters not allowed in an HTTP header\n");
 }
 
+/// An API that echoes the credential it refused: the message quotes what it said, without
+/// the token (it once printed "bad token: Bearer …" whole, on stderr and in the -vv log).
+#[test]
+fn a_token_the_api_echoes_back_is_not_repeated() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let request = String::from_utf8_lossy(&request[..n]);
+            let auth = request
+                .lines()
+                .find_map(|l| l.strip_prefix("authorization: "))
+                .unwrap_or("none");
+            let body = format!(r#"{{"message":"bad token: {auth}"}}"#);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let token = "tok-9f8e7d6c5b4a";
+    let out = userfetch(&dir)
+        .env("USERFETCH_TOKEN", token)
+        .args(["-vv", "--no-cache", "get", "1", "--api"])
+        .arg(format!("http://127.0.0.1:{port}/users/{{id}}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("saying \"bad token: Bearer ***\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(token), "{stderr}");
+}
+
 #[test]
 fn a_second_run_is_served_from_the_cache() {
     let api = TestApi::start();

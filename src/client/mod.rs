@@ -468,7 +468,13 @@ impl Client {
             let token = self.token_use(with_token);
             let retry_after = response.headers().get(RETRY_AFTER).cloned();
             let body = drain(&mut response).await;
-            return Err(status_failure(status, retry_after.as_ref(), token, &body));
+            return Err(status_failure(
+                status,
+                retry_after.as_ref(),
+                token,
+                &body,
+                self.config.token.as_deref(),
+            ));
         }
         let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
@@ -569,7 +575,13 @@ impl Client {
                 }
             };
             let _ = tokio::time::timeout(SAID_WAIT, read).await;
-            return Err(status_failure(status, retry_after.as_ref(), token, &said));
+            return Err(status_failure(
+                status,
+                retry_after.as_ref(),
+                token,
+                &said,
+                self.config.token.as_deref(),
+            ));
         }
         let length = response
             .headers()
@@ -754,23 +766,34 @@ const SAID_COLUMNS: usize = 200;
 const SAID_WAIT: Duration = Duration::from_millis(200);
 
 /// What an error answer's body says, as one short line: `unknown fault 'x'` tells more than
-/// `400 Bad Request`. Nothing for an empty body or an HTML page (markup, not a message).
-fn said(body: &[u8]) -> Option<String> {
+/// `400 Bad Request`. Nothing for an empty body, `{}`, or an HTML page (markup, not a
+/// message). `secret` (the token) is never quoted: some APIs echo the credential they refused.
+fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
     let text = String::from_utf8_lossy(body);
+    let parsed = serde_json::from_str::<serde_json::Value>(&text).ok();
+    if parsed.as_ref().is_some_and(|value| {
+        value.as_object().is_some_and(|o| o.is_empty())
+            || value.as_array().is_some_and(|a| a.is_empty())
+    }) {
+        return None;
+    }
     // An API's JSON error names its message; quoted as text, the braces and quotes say
     // nothing. A body cut at SAID_BYTES is no whole JSON value and is quoted as it stands.
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|value| {
-            // `{"error": {"message": …}}` as some APIs nest it, too.
-            let nested = value.get("error").filter(|e| e.is_object());
-            [&value]
-                .into_iter()
-                .chain(nested)
-                .flat_map(|v| ["message", "error", "detail", "title"].map(|key| v.get(key)))
-                .find_map(|field| field?.as_str().map(str::to_owned))
-        });
-    let text = message.map_or(text, Into::into);
+    let message = parsed.and_then(|value| {
+        // `{"error": {"message": …}}` as some APIs nest it, too.
+        let nested = value.get("error").filter(|e| e.is_object());
+        [&value]
+            .into_iter()
+            .chain(nested)
+            .flat_map(|v| ["message", "error", "detail", "title"].map(|key| v.get(key)))
+            .find_map(|field| field?.as_str().map(str::to_owned))
+    });
+    let mut text = message.map_or(text, Into::into);
+    if let Some(secret) = secret.filter(|s| !s.is_empty())
+        && text.contains(secret)
+    {
+        text = text.replace(secret, "***").into();
+    }
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.is_empty() || line.starts_with('<') {
         return None;
@@ -793,18 +816,20 @@ enum Token {
     Withheld,
 }
 
-/// `body`: the start of the answer's body, quoted in the message when it says something.
+/// `body`: the start of the answer's body, quoted in the message when it says something,
+/// without `secret` (see [`said`]).
 fn status_failure(
     status: StatusCode,
     retry_after: Option<&HeaderValue>,
     token: Token,
     body: &[u8],
+    secret: Option<&str>,
 ) -> AttemptFailure {
     let mut shown = match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
     };
-    if let Some(said) = said(body) {
+    if let Some(said) = said(body, secret) {
         shown = format!("{shown}, saying \"{said}\"");
     }
     let retry_after = retry_after
@@ -870,27 +895,41 @@ mod tests {
 
     #[test]
     fn an_error_body_is_quoted_short_and_on_one_line() {
-        assert_eq!(said(b"  no such\n user \t"), Some("no such user".into()));
         assert_eq!(
-            said(br#"{"error": "quota used up", "code": 7}"#),
+            said(b"  no such\n user \t", None),
+            Some("no such user".into())
+        );
+        assert_eq!(
+            said(br#"{"error": "quota used up", "code": 7}"#, None),
             Some("quota used up".into())
         );
-        assert_eq!(said(br#"{"code": 7}"#), Some(r#"{"code": 7}"#.into()));
+        assert_eq!(said(br#"{"code": 7}"#, None), Some(r#"{"code": 7}"#.into()));
         assert_eq!(
-            said(br#"{"error": {"code": 5, "message": "nested msg"}}"#),
+            said(br#"{"error": {"code": 5, "message": "nested msg"}}"#, None),
             Some("nested msg".into())
         );
         let long = format!(r#"{{"message": "{}"}}"#, "x".repeat(5000));
         assert_eq!(
-            said(long.as_bytes()),
+            said(long.as_bytes(), None),
             Some(format!("{}…", "x".repeat(SAID_COLUMNS)))
         );
-        assert_eq!(said(b"<html><body>Bad Gateway</body></html>"), None);
-        assert_eq!(said(b" \n "), None);
-        let long = said("é".repeat(300).as_bytes()).unwrap();
+        assert_eq!(said(b"<html><body>Bad Gateway</body></html>", None), None);
+        assert_eq!(said(b" \n ", None), None);
+        let long = said("é".repeat(300).as_bytes(), None).unwrap();
         assert_eq!(long, format!("{}…", "é".repeat(SAID_COLUMNS)));
         // Wide characters take two columns each.
-        let wide = said("語".repeat(300).as_bytes()).unwrap();
+        let wide = said("語".repeat(300).as_bytes(), None).unwrap();
         assert_eq!(wide, format!("{}…", "語".repeat(SAID_COLUMNS / 2)));
+        // Nothing to quote in an empty object or list.
+        assert_eq!(said(b"{}", None), None);
+        assert_eq!(said(b" [ ] ", None), None);
+        // The token, echoed back by the API that refused it, is not repeated.
+        assert_eq!(
+            said(
+                br#"{"message": "bad token: Bearer sekrit123"}"#,
+                Some("sekrit123")
+            ),
+            Some("bad token: Bearer ***".into())
+        );
     }
 }
