@@ -379,6 +379,31 @@ fn a_token_the_api_echoes_back_is_not_repeated() {
     assert!(!stderr.contains(token), "{stderr}");
 }
 
+/// The default cache's directory cannot be made (a file stands where it would go; a service
+/// user's home is not writable): the error says how to run anyway.
+#[test]
+fn an_unusable_default_cache_directory_names_the_way_around_it() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let out = Command::cargo_bin("userfetch")
+        .unwrap()
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("XDG_CACHE_HOME", blocker.join("cache"))
+        .args(["get", "1", "--api", &api.template("")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot create the cache directory") && stderr.contains("--no-cache"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_second_run_is_served_from_the_cache() {
     let api = TestApi::start();

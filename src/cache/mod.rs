@@ -38,7 +38,7 @@ const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 #[derive(Debug, Error)]
 pub enum CacheError {
-    #[error("cannot create the cache directory {}: {source}", path.display())]
+    #[error("cannot create the cache directory {}: {source} (--cache PATH puts the cache file elsewhere; get and the screen also run with --no-cache)", path.display())]
     Dir {
         path: PathBuf,
         source: std::io::Error,
