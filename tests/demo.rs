@@ -130,18 +130,24 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
         );
         assert!(!dir.path().join("-").exists());
     }
+    // One file under two spellings too (it used to be "another userfetch batch is writing
+    // --html": the second open found the first one's lock).
     let same = dir.path().join("t.svg");
-    let out = std::process::Command::cargo_bin("userfetch")
-        .unwrap()
-        .args(["demo", "--svg"])
-        .arg(&same)
-        .arg("--html")
-        .arg(&same)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("same file"), "{stderr}");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let other_spelling = dir.path().join("sub").join("..").join("t.svg");
+    for (svg, html) in [(&same, &same), (&same, &other_spelling)] {
+        let out = std::process::Command::cargo_bin("userfetch")
+            .unwrap()
+            .args(["demo", "--svg"])
+            .arg(svg)
+            .arg("--html")
+            .arg(html)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("same file"), "{stderr}");
+    }
 }
 
 #[test]

@@ -216,7 +216,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Whether two output options name one file. Spellings differ (`out.jsonl`, `./out.jsonl`,
 /// `dir/../out.jsonl`), so paths are compared resolved, the way the job key resolves `--out`;
 /// a link to an existing file is caught by comparing the files themselves.
-fn same_output(a: &Path, b: &Path) -> bool {
+pub(crate) fn same_output(a: &Path, b: &Path) -> bool {
     if a == b || same_file(a, b) {
         return true;
     }

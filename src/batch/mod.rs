@@ -20,6 +20,7 @@
 //! `streamed`, `output`, `progress` and `summary` are the parts the pipeline is made of.
 
 mod config;
+pub(crate) use config::same_output;
 mod dry_run;
 pub mod input;
 pub mod output;

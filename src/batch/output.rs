@@ -81,7 +81,7 @@ impl AtomicFile {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(usage(format!(
-                    "another userfetch batch is writing {what} {shown}; wait for it to finish"
+                    "another userfetch run is writing {what} {shown}; wait for it to finish"
                 )));
             }
             Err(std::fs::TryLockError::Error(e)) => {
@@ -628,7 +628,10 @@ mod tests {
         let path = dir.path().join("out.jsonl");
         let first = AtomicFile::create(&path, "--out").unwrap();
         let err = AtomicFile::create(&path, "--out").err().unwrap();
-        assert!(err.to_string().contains("another userfetch batch"), "{err}");
+        assert!(
+            err.to_string().contains("another userfetch run is writing"),
+            "{err}"
+        );
         drop(first);
         assert!(AtomicFile::create(&path, "--out").is_ok());
     }

@@ -327,7 +327,9 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
             )));
         }
     }
-    if args.svg.is_some() && args.svg == args.html {
+    if let (Some(svg), Some(html)) = (&args.svg, &args.html)
+        && crate::batch::same_output(svg, html)
+    {
         return Err(usage(
             "--svg and --html name the same file; each picture needs its own",
         ));
