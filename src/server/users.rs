@@ -249,8 +249,10 @@ impl Draws {
         self.lng_e6 as f64 / 1e6 - 180.0
     }
 
+    /// The whole id as the suffix: like JSONPlaceholder's, no two users share a username or
+    /// an email (with `id % 1000`, users 101 and 8101 did).
     fn username(&self) -> String {
-        format!("{}.{}{}", self.first, self.last, self.id % 1000)
+        format!("{}.{}{}", self.first, self.last, self.id)
     }
 }
 
@@ -299,7 +301,7 @@ pub fn render(id: u64) -> Vec<u8> {
         r#"{{"id":{id},"name":"{first} {last}","username":"{first}.{last}{n}","email":"{lfirst}.{llast}{n}@{domain}","address":{{"street":"{street}","suite":"Apt. {suite}","city":"{city}","zipcode":"{z0:05}-{z1:04}","geo":{{"lat":""#,
         first = d.first,
         last = d.last,
-        n = d.id % 1000,
+        n = d.id,
         lfirst = lower(d.first),
         llast = lower(d.last),
         domain = d.domain,
@@ -398,6 +400,17 @@ mod tests {
         let a = serde_json::to_string(&user(42)).unwrap();
         assert_eq!(a, serde_json::to_string(&user(42)).unwrap());
         assert_ne!(a, serde_json::to_string(&user(43)).unwrap());
+    }
+
+    #[test]
+    fn no_two_users_share_a_username_or_an_email() {
+        let mut names = std::collections::HashSet::new();
+        let mut emails = std::collections::HashSet::new();
+        for id in 1..=20_000 {
+            let u = user(id);
+            assert!(names.insert(u.username.clone()), "{id}: {}", u.username);
+            assert!(emails.insert(u.email.clone()), "{id}: {}", u.email);
+        }
     }
 
     #[test]
