@@ -539,8 +539,9 @@ pub struct ServeArgs {
 }
 
 /// The longest duration accepted: beyond any real use, and far enough inside the clock's
-/// range that "now + this" cannot overflow (`500000000000y` used to panic there).
-const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// range that "now + this" cannot overflow (`500000000000y` used to panic there). In
+/// humantime's years of 365.25 days, so that `100y` itself is accepted.
+const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// `500ms`, `2s`, `1m`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -747,6 +748,9 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("fast").unwrap_err().contains("'fast'"));
+        // The limit's own spelling is within it.
+        assert!(parse_duration("100y").is_ok());
+        assert!(parse_duration("101y").unwrap_err().contains("100 years"));
         assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
         assert_eq!(parse_size("4096"), Ok(4096));
