@@ -21,6 +21,8 @@ pub const MAX_DEPTH: usize = 127;
 /// Why a body is not a record.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    #[error("the response body is empty")]
+    Empty,
     #[error("the response is not valid JSON ({0})")]
     NotJson(#[from] serde_json::Error),
     #[error("the response nests arrays or objects deeper than {MAX_DEPTH} levels")]
@@ -48,7 +50,14 @@ impl Record {
         // (RFC 8259 lets a reader ignore it).
         let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         // Checking a raw value does not build a tree, so it has no depth limit of its own.
-        let raw: &RawValue = serde_json::from_slice(body)?;
+        let raw: &RawValue = serde_json::from_slice(body).map_err(|e| {
+            // serde_json's "EOF while parsing a value at line 1 column 0" says it less plainly.
+            if body.trim_ascii().is_empty() {
+                RecordError::Empty
+            } else {
+                RecordError::NotJson(e)
+            }
+        })?;
         let text = raw.get();
         let kind = match text.as_bytes().first() {
             Some(b'{') => None,
@@ -369,6 +378,18 @@ mod tests {
     }
 
     /// `null` or a list for a user is no record: some APIs answer a missing user with 200.
+    #[test]
+    fn an_empty_body_is_called_empty() {
+        for body in [&b""[..], b" \r\n", b"\xEF\xBB\xBF"] {
+            let err = Record::from_body(body).unwrap_err();
+            assert_eq!(err.to_string(), "the response body is empty");
+        }
+        assert!(matches!(
+            Record::from_body(b"{"),
+            Err(RecordError::NotJson(_))
+        ));
+    }
+
     #[test]
     fn a_body_that_is_not_an_object_is_refused() {
         for (body, kind) in [
