@@ -190,6 +190,24 @@ impl AttemptFailure {
 /// plain-HTTP server behind an https:// template.
 const NOT_TLS_HINT: &str = "; the server does not seem to speak TLS: is the API http://?";
 
+/// What a connect error's innermost cause adds for the user, and whether another attempt
+/// could help. A certificate this machine does not trust stays untrusted however often it
+/// is asked, and rustls says why in its own enum names (`UnknownIssuer`,
+/// `Other(OtherError(CaUsedAsEndEntity))`).
+fn connect_hint(cause: &str) -> (&'static str, bool) {
+    if cause.contains("InvalidContentType") {
+        (NOT_TLS_HINT, true)
+    } else if cause.contains("invalid peer certificate") {
+        (
+            "; the server's TLS certificate is not one userfetch trusts (it trusts the Mozilla \
+             root certificates built into it; self-signed and private-CA certificates are refused)",
+            false,
+        )
+    } else {
+        ("", true)
+    }
+}
+
 /// What an API said when asked whether it speaks cleartext HTTP/2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum H2c {
@@ -675,15 +693,15 @@ impl Client {
         }
         if e.is_connect() {
             let cause = root_cause(e);
-            let hint = if cause.contains("InvalidContentType") {
-                NOT_TLS_HINT
-            } else {
-                ""
-            };
-            return AttemptFailure::transient(
+            let (hint, retryable) = connect_hint(&cause);
+            let failure = AttemptFailure::fatal(
                 ErrorKind::Connection,
                 format!("cannot connect to {host} ({cause}){hint}"),
             );
+            return AttemptFailure {
+                retryable,
+                ..failure
+            };
         }
         AttemptFailure::transient(
             ErrorKind::Connection,
@@ -892,6 +910,21 @@ fn root_cause(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_untrusted_certificate_is_explained_and_not_retried() {
+        let (hint, retryable) =
+            connect_hint("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
+        assert!(hint.contains("not one userfetch trusts"), "{hint}");
+        assert!(!retryable);
+        let (hint, retryable) = connect_hint("received corrupt message of type InvalidContentType");
+        assert_eq!(hint, NOT_TLS_HINT);
+        assert!(retryable);
+        assert_eq!(
+            connect_hint("Connection refused (os error 111)"),
+            ("", true)
+        );
+    }
 
     #[test]
     fn an_error_body_is_quoted_short_and_on_one_line() {
