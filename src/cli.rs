@@ -65,10 +65,9 @@ impl Cli {
         Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
     }
 
-    /// [`Parser::try_parse_from`], refusing an option typed to a command that does not use
-    /// it (a fetching option to `serve`, any to `completions`, the cache ones to `demo`): it
-    /// would be silently ignored. An environment variable is fine: it is meant for every
-    /// command, and those commands do not even read a bad value in one.
+    /// [`Parser::try_parse_from`], refusing a fetching option given to `serve` on the
+    /// command line: it would be silently ignored (an environment variable is fine: it is
+    /// meant for every command, and serve does not even read a bad value in one).
     pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -110,8 +109,7 @@ impl Cli {
             .filter(|(id, _)| {
                 !(typed(id)
                     || run == "completions"
-                    || run == "serve" && FETCHING_ONLY.contains(&id.as_str())
-                    || run == "demo" && DEMO_REFUSES.contains(&id.as_str()))
+                    || run == "serve" && FETCHING_ONLY.contains(&id.as_str()))
             })
             .map(|(_, why)| why)
             .collect();
@@ -136,26 +134,6 @@ impl Cli {
                     "--{} is for the commands that fetch; serve does not use it",
                     id.replace('_', "-")
                 ),
-            ));
-        }
-        // completions only prints a script: an option given with it would be ignored.
-        let typed_to_completions = match matches.subcommand() {
-            Some(("completions", completions)) => command
-                .get_arguments()
-                .find(|a| {
-                    a.is_global_set()
-                        && completions.value_source(a.get_id().as_str())
-                            == Some(clap::parser::ValueSource::CommandLine)
-                })
-                .map(|a| a.get_long().unwrap_or(a.get_id().as_str()).to_owned()),
-            _ => None,
-        };
-        if let Some(name) = typed_to_completions {
-            return Err(subcommand_error(
-                &mut command,
-                "completions",
-                clap::error::ErrorKind::ArgumentConflict,
-                format!("--{name}: completions only prints a script and takes no options"),
             ));
         }
         // demo measures against an API it starts itself, with its own --latency, and keeps

@@ -1069,42 +1069,6 @@ fn completions_into_a_closed_pipe_end_quietly() {
     }
 }
 
-/// completions prints a script and nothing else: a fetching option given to it was ignored
-/// in silence. demo keeps no cache, so a bad cache variable is no matter to it (as serve
-/// ignores the fetching ones).
-#[test]
-fn options_a_command_does_not_use_are_refused_and_their_variables_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    for typed in [&["--api", "x"][..], &["--retries", "9"], &["-v"]] {
-        let out = userfetch(&dir)
-            .args(["completions", "bash"])
-            .args(typed)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{typed:?}: {stderr}");
-        assert!(
-            stderr.contains("completions only prints a script"),
-            "{typed:?}: {stderr}"
-        );
-        assert!(out.stdout.is_empty(), "{typed:?}");
-    }
-    let out = Command::cargo_bin("userfetch")
-        .unwrap()
-        .env_clear()
-        .env("HOME", dir.path())
-        .env("USERFETCH_MAX_AGE", "abc")
-        .args(["demo", "--latency", "10ms", "--lookups", "1"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn help_explains_every_option_with_its_default() {
     let dir = tempfile::tempdir().unwrap();
