@@ -67,7 +67,9 @@ impl Cli {
 
     /// [`Parser::try_parse_from`], refusing a fetching option given to `serve` on the
     /// command line: it would be silently ignored (an environment variable is fine: it is
-    /// meant for every command, and serve does not even read a bad value in one).
+    /// meant for every command, and serve does not even read a bad value in one; nor does
+    /// demo in the cache ones). `completions` takes the global options without a word, so
+    /// that an alias carrying some (`--cache …`) still prints a script.
     pub fn try_parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
     where
         I: IntoIterator<Item = T>,
@@ -109,7 +111,8 @@ impl Cli {
             .filter(|(id, _)| {
                 !(typed(id)
                     || run == "completions"
-                    || run == "serve" && FETCHING_ONLY.contains(&id.as_str()))
+                    || run == "serve" && FETCHING_ONLY.contains(&id.as_str())
+                    || run == "demo" && DEMO_REFUSES.contains(&id.as_str()))
             })
             .map(|(_, why)| why)
             .collect();

@@ -1069,6 +1069,27 @@ fn completions_into_a_closed_pipe_end_quietly() {
     }
 }
 
+/// demo keeps no cache, so a bad cache variable is no matter to it (as serve ignores the
+/// fetching ones); it used to stop demo with exit 2.
+#[test]
+fn demo_ignores_a_bad_value_in_a_cache_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("userfetch")
+        .unwrap()
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("USERFETCH_MAX_AGE", "abc")
+        .args(["demo", "--latency", "10ms", "--lookups", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn help_explains_every_option_with_its_default() {
     let dir = tempfile::tempdir().unwrap();
