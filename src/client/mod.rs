@@ -200,7 +200,8 @@ fn connect_hint(cause: &str) -> (&'static str, bool) {
     } else if cause.contains("invalid peer certificate") {
         (
             "; the server's TLS certificate is not one userfetch trusts (it trusts the Mozilla \
-             root certificates built into it; self-signed and private-CA certificates are refused)",
+             root certificates built into it and this system's certificate store; a private CA \
+             can be added with SSL_CERT_FILE)",
             false,
         )
     } else {
@@ -255,7 +256,11 @@ impl Client {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
             // Followed by `attempt_following`, the same way for both transports.
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // Reading the system's certificate store costs every start a few milliseconds
+            // (~140 PEM certificates parsed); an http:// API needs it only for a redirect to
+            // https://, where the built-in Mozilla roots still apply.
+            .tls_built_in_native_certs(config.template.origin().scheme() == "https");
         // Prior knowledge is for cleartext (h2c) only; over TLS, ALPN lets the server choose,
         // so an https API that speaks only HTTP/1.1 still works with --http2.
         if config.http2 && config.template.origin().scheme() == "http" {
