@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +50,9 @@ const ANSWERS_PAUSED: Duration = Duration::from_micros(500);
 /// when that is small; bounded so that a burst of 10,000 answers is stored while it lands,
 /// not in one commit after the last of them.
 const COMMIT_AT_MOST: usize = 1024;
+
+/// Answers taken in one turn of the run's loop when they are already in (see `fetch`).
+const ANSWERS_PER_TURN: usize = 64;
 
 type ClaimFuture = std::pin::Pin<
     Box<
@@ -339,35 +342,20 @@ impl<'a> Pipeline<'a> {
                     let fetched = self.counts.found + self.counts.not_found + self.counts.failed;
                     self.progress.update(self.handled, fetched, tasks.len(), self.counts.failed);
                 }
-                Some(joined) = tasks.next(), if !tasks.is_empty() => match joined {
-                    Ok(Answer::Settle { line, id, kind, settled, latency, retries }) => {
-                        last_answer = tokio::time::Instant::now();
-                        if self.gives_up_on_reaching(&settled) && stop == Stop::Running {
-                            let why = match &settled {
-                                Settled::Failed { message, .. } => format!("{UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message})"),
-                                _ => format!("{UNREACHABLE_STOP} lookups in a row failed at the connection"),
-                            };
-                            self.progress.warn(&format!(
-                                "userfetch: stopping: {why}; the ids not done are left for a rerun once connections to the API hold"
-                            ));
-                            self.gave_up = Some(why);
-                            stop = Stop::Aborting;
-                            cancel.cancel();
-                        }
-                        let outcome = cache::Outcome { id: id.as_str().to_owned(), line, settled };
-                        uncommitted.push((outcome, Tally { kind, latency, retries }));
+                Some(joined) = tasks.next(), if !tasks.is_empty() => {
+                    last_answer = tokio::time::Instant::now();
+                    let mut answer = Some(joined);
+                    // Answers land a socket's worth at a time: those already in take one turn
+                    // of this loop, not a pass over every branch above each.
+                    for _ in 0..ANSWERS_PER_TURN {
+                        let Some(joined) = answer.take() else { break };
+                        self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel);
+                        answer = tasks.next().now_or_never().flatten();
                     }
-                    Ok(Answer::Cancelled) => self.counts.unfinished += 1,
-                    // A lookup task that panicked (a bug; caught here with --threads N, where
-                    // lookups are spawned tasks): stop as on any other error of our own,
-                    // rather than fetch the rest of the input into a run that ends in error.
-                    Err(e) => {
-                        fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
-                        self.counts.unfinished += 1;
-                        stop = Stop::Aborting;
-                        cancel.cancel();
+                    if let Some(joined) = answer {
+                        self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel);
                     }
-                },
+                }
                 () = tokio::time::sleep_until(last_answer + ANSWERS_PAUSED), if await_quiet => quiet = true,
             }
             if (input_error.is_some() || reader_died) && stop == Stop::Running {
@@ -413,6 +401,68 @@ impl<'a> Pipeline<'a> {
     }
 
     /// The first stop: requests on the wire get the grace period to finish.
+    /// Counts one lookup's end: an outcome to commit, a cancelled lookup, or a lookup task
+    /// that failed.
+    fn on_answer(
+        &mut self,
+        joined: Result<Answer, tokio::task::JoinError>,
+        uncommitted: &mut Vec<(cache::Outcome, Tally)>,
+        fatal: &mut Option<anyhow::Error>,
+        stop: &mut Stop,
+        cancel: &CancellationToken,
+    ) {
+        match joined {
+            Ok(Answer::Settle {
+                line,
+                id,
+                kind,
+                settled,
+                latency,
+                retries,
+            }) => {
+                if self.gives_up_on_reaching(&settled) && *stop == Stop::Running {
+                    let why = match &settled {
+                        Settled::Failed { message, .. } => format!(
+                            "{UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message})"
+                        ),
+                        _ => {
+                            format!("{UNREACHABLE_STOP} lookups in a row failed at the connection")
+                        }
+                    };
+                    self.progress.warn(&format!(
+                        "userfetch: stopping: {why}; the ids not done are left for a rerun once connections to the API hold"
+                    ));
+                    self.gave_up = Some(why);
+                    *stop = Stop::Aborting;
+                    cancel.cancel();
+                }
+                let outcome = cache::Outcome {
+                    id: id.as_str().to_owned(),
+                    line,
+                    settled,
+                };
+                uncommitted.push((
+                    outcome,
+                    Tally {
+                        kind,
+                        latency,
+                        retries,
+                    },
+                ));
+            }
+            Ok(Answer::Cancelled) => self.counts.unfinished += 1,
+            // A lookup task that panicked (a bug; caught here with --threads N, where
+            // lookups are spawned tasks): stop as on any other error of our own,
+            // rather than fetch the rest of the input into a run that ends in error.
+            Err(e) => {
+                fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
+                self.counts.unfinished += 1;
+                *stop = Stop::Aborting;
+                cancel.cancel();
+            }
+        }
+    }
+
     fn draining(&self, stopping: &Stopping) -> Stop {
         stopping.draining.cancel();
         let now = tokio::time::Instant::now();
