@@ -64,6 +64,17 @@ pub async fn run(
                 not_done.push(id);
             }
             Ok(found) => {
+                // Indented through a parsed value, which keeps one value per key.
+                if args.pretty
+                    && let Some(key) = crate::duplicate_keys::first(found.record.as_json())
+                {
+                    spinner.suspend(|| {
+                        note!(
+                            "userfetch: user {id}: the record holds the key {} twice; --pretty shows its last value (without --pretty the record is printed as sent)",
+                            quote(&key)
+                        )
+                    });
+                }
                 let written = spinner.suspend(|| {
                     let mut out = stdout.lock();
                     found.record.write_escaped(&mut out, args.pretty)?;

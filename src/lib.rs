@@ -7,9 +7,9 @@
 //!   [`engine`] combines them into `lookup(id)` with events for whoever is watching.
 //! - Front ends: [`get`] (one-shot lookups), [`tui`] (the interactive screen), and the demo
 //!   API in [`server`].
-//! - [`record`] holds a record as checked JSON text; [`term`] makes untrusted text safe for
-//!   a terminal; [`console`] writes lines to stdout and stderr without panicking on a closed
-//!   pipe.
+//! - [`record`] holds a record as checked JSON text ([`duplicate_keys`] finds a key held
+//!   twice); [`term`] makes untrusted text safe for a terminal; [`console`] writes lines to
+//!   stdout and stderr without panicking on a closed pipe.
 //! - [`cli`] defines the command line, [`session`] turns it into a working engine, [`app`]
 //!   runs it and maps errors to the codes in [`exit`].
 //! - [`batch`] fetches whole id lists (files or stdin) politely and resumably; [`open_files`]
@@ -23,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod demo;
+pub mod duplicate_keys;
 pub mod engine;
 pub mod exit;
 pub mod get;

@@ -404,6 +404,46 @@ fn an_unusable_default_cache_directory_names_the_way_around_it() {
     );
 }
 
+/// `--pretty` indents through a parsed value, which keeps one value of a key held twice;
+/// it says so, and the compact line keeps the record as sent.
+#[test]
+fn pretty_says_when_it_shows_one_value_of_a_key_held_twice() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.read(&mut [0; 4096]);
+            let body = r#"{"id":7,"name":"x","name":"y"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("http://127.0.0.1:{port}/users/{{id}}");
+    for pretty in [false, true] {
+        let mut cmd = userfetch(&dir);
+        cmd.args(["--no-cache", "get", "7", "--api", &api]);
+        if pretty {
+            cmd.arg("--pretty");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            stderr
+                .contains("the record holds the key \"name\" twice; --pretty shows its last value"),
+            pretty,
+            "{stderr}"
+        );
+        assert_eq!(stdout.contains("\"x\""), !pretty, "{stdout}");
+    }
+}
+
 #[test]
 fn a_second_run_is_served_from_the_cache() {
     let api = TestApi::start();
