@@ -182,23 +182,9 @@ fn csv_round_trips_through_a_csv_reader() {
 /// the key and used to lose the first value without a word.
 #[test]
 fn csv_says_when_a_record_holds_a_key_twice() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let _ = stream.read(&mut [0; 4096]);
-            let body = r#"{"id":7,"name":"x","name":"y"}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    let api = answering("200 OK", |_| r#"{"id":7,"name":"x","name":"y"}"#.to_owned());
     let env = Env::new();
     let input = env.write("ids.txt", "7\n");
-    let api = format!("http://127.0.0.1:{port}/users/{{id}}");
     let out = run(env
         .with_api(&api, &["--http1"])
         .arg("batch")

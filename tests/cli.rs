@@ -50,22 +50,10 @@ fn get_prints_one_json_line_per_user_in_order() {
 /// it (a 500's body here) reach the terminal no more than in any other message.
 #[test]
 fn verbose_log_lines_carry_no_escape_sequences_from_the_api() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let _ = stream.read(&mut [0; 4096]);
-            let body = "boom \u{1b}[31mred\u{1b}]0;title\u{7}";
-            let _ = write!(
-                stream,
-                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let api = support::answering("500 Internal Server Error", |_| {
+        "boom \u{1b}[31mred\u{1b}]0;title\u{7}".to_owned()
     });
     let dir = tempfile::tempdir().unwrap();
-    let api = format!("http://127.0.0.1:{port}/users/{{id}}");
     let out = userfetch(&dir)
         .args(["get", "1", "-v", "--retries", "1", "--api", &api])
         .output()
@@ -342,32 +330,18 @@ fn the_token_is_sent_but_never_shown() {
 /// the token (it once printed "bad token: Bearer …" whole, on stderr and in the -vv log).
 #[test]
 fn a_token_the_api_echoes_back_is_not_repeated() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let mut request = [0; 4096];
-            let n = stream.read(&mut request).unwrap_or(0);
-            let request = String::from_utf8_lossy(&request[..n]);
-            let auth = request
-                .lines()
-                .find_map(|l| l.strip_prefix("authorization: "))
-                .unwrap_or("none");
-            let body = format!(r#"{{"message":"bad token: {auth}"}}"#);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    let api = support::answering("401 Unauthorized", |request| {
+        let auth = request
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: "))
+            .unwrap_or("none");
+        format!(r#"{{"message":"bad token: {auth}"}}"#)
     });
     let dir = tempfile::tempdir().unwrap();
     let token = "tok-9f8e7d6c5b4a";
     let out = userfetch(&dir)
         .env("USERFETCH_TOKEN", token)
-        .args(["-vv", "--no-cache", "get", "1", "--api"])
-        .arg(format!("http://127.0.0.1:{port}/users/{{id}}"))
+        .args(["-vv", "--no-cache", "get", "1", "--api", &api])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -408,22 +382,8 @@ fn an_unusable_default_cache_directory_names_the_way_around_it() {
 /// it says so, and the compact line keeps the record as sent.
 #[test]
 fn pretty_says_when_it_shows_one_value_of_a_key_held_twice() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let _ = stream.read(&mut [0; 4096]);
-            let body = r#"{"id":7,"name":"x","name":"y"}"#;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
+    let api = support::answering("200 OK", |_| r#"{"id":7,"name":"x","name":"y"}"#.to_owned());
     let dir = tempfile::tempdir().unwrap();
-    let api = format!("http://127.0.0.1:{port}/users/{{id}}");
     for pretty in [false, true] {
         let mut cmd = userfetch(&dir);
         cmd.args(["--no-cache", "get", "7", "--api", &api]);

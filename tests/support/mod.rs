@@ -262,3 +262,25 @@ pub fn wait_for_line(
         }
     }
 }
+
+/// A hand-written HTTP/1.1 API for answers the demo API does not give: every request gets
+/// `status` (`"200 OK"`) and the body `answer` makes of the request's text, on a connection
+/// closed after it. Returns the URL template.
+pub fn answering(status: &'static str, answer: impl Fn(&str) -> String + Send + 'static) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let body = answer(&String::from_utf8_lossy(&request[..n]));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://127.0.0.1:{port}/users/{{id}}")
+}
