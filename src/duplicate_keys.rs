@@ -116,7 +116,7 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 mod tests {
     #[test]
     fn the_first_doubled_key_is_found_at_any_depth() {
-        let first = |json: &str| super::first(json);
+        let first = super::first;
         assert_eq!(
             first(r#"{"id":7,"name":"x","name":"y"}"#).as_deref(),
             Some("name")

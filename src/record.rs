@@ -377,7 +377,6 @@ mod tests {
         assert_eq!(r.as_json(), r#"{"id":1}"#);
     }
 
-    /// `null` or a list for a user is no record: some APIs answer a missing user with 200.
     #[test]
     fn an_empty_body_is_called_empty() {
         for body in [&b""[..], b" \r\n", b"\xEF\xBB\xBF"] {
@@ -390,6 +389,7 @@ mod tests {
         ));
     }
 
+    /// `null` or a list for a user is no record: some APIs answer a missing user with 200.
     #[test]
     fn a_body_that_is_not_an_object_is_refused() {
         for (body, kind) in [

@@ -191,19 +191,32 @@ impl AttemptFailure {
 const NOT_TLS_HINT: &str = "; the server does not seem to speak TLS: is the API http://?";
 
 /// What a connect error's innermost cause adds for the user, and whether another attempt
-/// could help. A certificate this machine does not trust stays untrusted however often it
-/// is asked, and rustls says why in its own enum names (`UnknownIssuer`,
-/// `Other(OtherError(CaUsedAsEndEntity))`).
-fn connect_hint(cause: &str) -> (&'static str, bool) {
+/// could help. A refused certificate stays refused however often it is asked; rustls says
+/// why in its own enum names. Only an unknown issuer (or a CA certificate used as the
+/// server's own) is a question of which roots are trusted: an expired certificate or one for
+/// another name is not mended by adding a CA. `native_roots`: whether this system's store
+/// was read (only for an https:// API; an http:// one redirected to https:// has the
+/// built-in roots alone).
+fn connect_hint(cause: &str, native_roots: bool) -> (&'static str, bool) {
     if cause.contains("InvalidContentType") {
         (NOT_TLS_HINT, true)
     } else if cause.contains("invalid peer certificate") {
-        (
-            "; the server's TLS certificate is not one userfetch trusts (it trusts the Mozilla \
-             root certificates built into it and this system's certificate store; a private CA \
-             can be added with SSL_CERT_FILE)",
-            false,
-        )
+        let untrusted_issuer =
+            cause.contains("UnknownIssuer") || cause.contains("CaUsedAsEndEntity");
+        let hint = match (untrusted_issuer, native_roots) {
+            (false, _) => "; the server's TLS certificate was refused",
+            (true, true) => {
+                "; the server's TLS certificate does not chain to a root userfetch trusts (the \
+                 Mozilla roots built into it and this system's certificate store; \
+                 SSL_CERT_FILE=ca.pem names a file of CA certificates to use instead of the \
+                 system's store)"
+            }
+            (true, false) => {
+                "; the server's TLS certificate does not chain to the Mozilla roots built into \
+                 userfetch (this system's store is read only when --api is https://)"
+            }
+        };
+        (hint, false)
     } else {
         ("", true)
     }
@@ -698,7 +711,8 @@ impl Client {
         }
         if e.is_connect() {
             let cause = root_cause(e);
-            let (hint, retryable) = connect_hint(&cause);
+            let native_roots = self.config.template.origin().scheme() == "https";
+            let (hint, retryable) = connect_hint(&cause, native_roots);
             let failure = AttemptFailure::fatal(
                 ErrorKind::Connection,
                 format!("cannot connect to {host} ({cause}){hint}"),
@@ -812,10 +826,8 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
             .find_map(|field| field?.as_str().map(str::to_owned))
     });
     let mut text = message.map_or(text, Into::into);
-    if let Some(secret) = secret.filter(|s| !s.is_empty())
-        && text.contains(secret)
-    {
-        text = text.replace(secret, "***").into();
+    if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+        text = redact(&text, secret).into();
     }
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.is_empty() || line.starts_with('<') {
@@ -824,6 +836,25 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
     // Cut by the columns it takes on a terminal (200 CJK characters are 400): the text kept,
     // and the mark saying it was cut.
     Some(crate::term::fit(&line, SAID_COLUMNS + 1))
+}
+
+/// `text` with `secret` as `***`: whole, JSON-escaped (`\/` in a base64 token), or cut
+/// short at the end of a body read only in part (its first 4 characters or more there).
+fn redact(text: &str, secret: &str) -> String {
+    let mut text = text.replace(secret, "***");
+    let escaped = secret.replace('/', "\\/");
+    if escaped != secret {
+        text = text.replace(&escaped, "***");
+    }
+    let cut = (4..secret.len())
+        .rev()
+        .filter(|&n| secret.is_char_boundary(n))
+        .find(|&n| text.ends_with(&secret[..n]));
+    if let Some(n) = cut {
+        text.truncate(text.len() - n);
+        text.push_str("***");
+    }
+    text
 }
 
 fn parse_record(body: &[u8]) -> Result<Record, AttemptFailure> {
@@ -918,17 +949,55 @@ mod tests {
 
     #[test]
     fn an_untrusted_certificate_is_explained_and_not_retried() {
+        for (cause, native_roots, says) in [
+            (
+                "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+                true,
+                "SSL_CERT_FILE",
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                true,
+                "SSL_CERT_FILE",
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                false,
+                "read only when --api is https://",
+            ),
+            ("invalid peer certificate: Expired", true, "was refused"),
+        ] {
+            let (hint, retryable) = connect_hint(cause, native_roots);
+            assert!(hint.contains(says), "{cause}: {hint}");
+            assert!(!retryable, "{cause}");
+        }
+        // A CA file cannot mend an expired certificate.
+        assert!(
+            !connect_hint("invalid peer certificate: Expired", true)
+                .0
+                .contains("CA")
+        );
         let (hint, retryable) =
-            connect_hint("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))");
-        assert!(hint.contains("not one userfetch trusts"), "{hint}");
-        assert!(!retryable);
-        let (hint, retryable) = connect_hint("received corrupt message of type InvalidContentType");
+            connect_hint("received corrupt message of type InvalidContentType", true);
         assert_eq!(hint, NOT_TLS_HINT);
         assert!(retryable);
         assert_eq!(
-            connect_hint("Connection refused (os error 111)"),
+            connect_hint("Connection refused (os error 111)", true),
             ("", true)
         );
+    }
+
+    #[test]
+    fn the_token_is_redacted_whole_escaped_or_cut_short() {
+        let token = "ab/cd+ef==";
+        assert_eq!(
+            redact("bad token: Bearer ab/cd+ef==.", token),
+            "bad token: Bearer ***."
+        );
+        assert_eq!(redact(r#"{"t":"ab\/cd+ef=="}"#, token), r#"{"t":"***"}"#);
+        assert_eq!(redact("echo: Bearer ab/cd", token), "echo: Bearer ***");
+        // Three characters could be anything.
+        assert_eq!(redact("echo: ab/", token), "echo: ab/");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::console::{count, note};
 use crate::exit::{ExitCode, Interrupted, usage};
 use crate::signals::Signals;
 
+use super::super::input;
 use super::super::output::{self, AtomicFile};
 use super::super::streamed::Output;
 use super::super::summary::{FileReport, Status, Summary};
@@ -132,8 +133,17 @@ impl Pipeline<'_> {
             _ => status,
         };
         let stopped_by_error = fatal.is_some();
-        // Not a reader thread that died: that input is fine as it is.
-        let bad_input = input_error.is_some();
+        // A bad line, which a rerun would meet again; not a read error (EIO) or a reader
+        // thread that died, where the input is fine as it is.
+        let bad_input = matches!(
+            input_error,
+            Some(
+                input::InputError::NotUtf8 { .. }
+                    | input::InputError::TooLong { .. }
+                    | input::InputError::Utf16(_)
+                    | input::InputError::Invalid { .. }
+            )
+        );
         let error = fatal
             .or(write_error)
             .or_else(|| input_error.map(|e| usage(e.to_string())));

@@ -343,18 +343,16 @@ impl<'a> Pipeline<'a> {
                     self.progress.update(self.handled, fetched, tasks.len(), self.counts.failed);
                 }
                 Some(joined) = tasks.next(), if !tasks.is_empty() => {
-                    last_answer = tokio::time::Instant::now();
-                    let mut answer = Some(joined);
+                    self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel);
                     // Answers land a socket's worth at a time: those already in take one turn
                     // of this loop, not a pass over every branch above each.
-                    for _ in 0..ANSWERS_PER_TURN {
-                        let Some(joined) = answer.take() else { break };
-                        self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel);
-                        answer = tasks.next().now_or_never().flatten();
-                    }
-                    if let Some(joined) = answer {
+                    for _ in 1..ANSWERS_PER_TURN {
+                        let Some(joined) = tasks.next().now_or_never().flatten() else { break };
                         self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel);
                     }
+                    // After the turn, which reads and checks every answer in it: the pause
+                    // before a commit counts from the last one.
+                    last_answer = tokio::time::Instant::now();
                 }
                 () = tokio::time::sleep_until(last_answer + ANSWERS_PAUSED), if await_quiet => quiet = true,
             }
@@ -400,7 +398,6 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// The first stop: requests on the wire get the grace period to finish.
     /// Counts one lookup's end: an outcome to commit, a cancelled lookup, or a lookup task
     /// that failed.
     fn on_answer(
@@ -463,6 +460,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// The first stop: requests on the wire get the grace period to finish.
     fn draining(&self, stopping: &Stopping) -> Stop {
         stopping.draining.cancel();
         let now = tokio::time::Instant::now();
