@@ -36,12 +36,16 @@ pub enum IdError {
     Invisible(u32),
 }
 
-/// Characters no id is made of that show as nothing: a byte-order mark, zero-width space and
-/// word joiner, and the bidi controls. Taken as part of the id they would be fetched and
+/// Characters no id is made of that show as nothing: a byte-order mark, zero-width space,
+/// word joiner and the invisible math operators (U+2061–U+2064), soft hyphen, Mongolian vowel
+/// separator, and the bidi controls. Taken as part of the id they would be fetched and
 /// reported "not found" under a name that looks like a real user's. The zero-width joiners
 /// stay: they are part of emoji and of some scripts.
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{FEFF}' | '\u{200B}' | '\u{2060}') || crate::term::is_unsafe(c)
+    matches!(
+        c,
+        '\u{FEFF}' | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{00AD}' | '\u{180E}'
+    ) || crate::term::is_unsafe(c)
 }
 
 fn invisible_hint(code: u32) -> &'static str {
@@ -175,6 +179,8 @@ mod tests {
         );
         assert_eq!(UserId::parse("1\u{200b}2"), Err(IdError::Invisible(0x200b)));
         assert_eq!(UserId::parse("a\u{202e}b"), Err(IdError::Invisible(0x202e)));
+        assert_eq!(UserId::parse("1\u{2061}"), Err(IdError::Invisible(0x2061)));
+        assert_eq!(UserId::parse("a\u{ad}b"), Err(IdError::Invisible(0xad)));
         // A family emoji: three people joined by U+200D.
         assert!(UserId::parse("\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}").is_ok());
     }
