@@ -228,6 +228,12 @@ impl Summary {
                 text.push_str(&format!(" and {not_read} lines of ids not read yet"));
             }
             text.push_str(&format!(" ({rerun} to finish)"));
+        } else if self.status == Status::InputError {
+            // Every id read was done, but the rest of the input was not read and no output
+            // was written: the run is not finished either.
+            text.push_str(&format!(
+                "; the rest of the input not read ({rerun} to finish)"
+            ));
         }
         let rate = format!("{:.0}", self.ids_per_s);
         text.push_str(&format!(
