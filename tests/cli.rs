@@ -404,6 +404,32 @@ fn pretty_says_when_it_shows_one_value_of_a_key_held_twice() {
     }
 }
 
+/// A CA file named in SSL_CERT_FILE replaces the system's store; one that cannot be used
+/// said nothing, and every https lookup then failed as an untrusted certificate.
+#[test]
+fn an_unusable_ca_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("notes.txt");
+    std::fs::write(&not_pem, "no certificate here").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (file, says) in [
+        (&missing, "cannot be read"),
+        (&not_pem, "holds no PEM certificate"),
+    ] {
+        let out = userfetch(&dir)
+            .env("SSL_CERT_FILE", file)
+            .args(["--no-cache", "--retries", "0", "get", "1"])
+            .args(["--api", "https://127.0.0.1:1/users/{id}"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("SSL_CERT_FILE={} {says}", file.display())),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_second_run_is_served_from_the_cache() {
     let api = TestApi::start();

@@ -190,36 +190,97 @@ impl AttemptFailure {
 /// plain-HTTP server behind an https:// template.
 const NOT_TLS_HINT: &str = "; the server does not seem to speak TLS: is the API http://?";
 
+/// Which certificates an https:// API's certificate was checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Roots {
+    /// The Mozilla roots built in, and this system's store (an https:// API).
+    WithSystem,
+    /// The built-in roots and the files `SSL_CERT_FILE` / `SSL_CERT_DIR` name, which replace
+    /// the system's store.
+    WithNamed,
+    /// The built-in roots alone: an http:// API redirected to https://.
+    Alone,
+}
+
+impl Roots {
+    /// Why the CA certificates `SSL_CERT_FILE` or `SSL_CERT_DIR` name cannot be used, if so:
+    /// the store they replace is not read, so only the built-in roots would be trusted, and
+    /// nothing else would say why.
+    fn unusable_named() -> Option<String> {
+        let set = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(file) = set("SSL_CERT_FILE") {
+            let shown = std::path::Path::new(&file).display().to_string();
+            match std::fs::read(&file) {
+                Err(e) => return Some(format!("SSL_CERT_FILE={shown} cannot be read ({e})")),
+                Ok(pem) if memchr::memmem::find(&pem, b"-----BEGIN CERTIFICATE-----").is_none() => {
+                    return Some(format!("SSL_CERT_FILE={shown} holds no PEM certificate"));
+                }
+                Ok(_) => {}
+            }
+        }
+        // A list, as OpenSSL reads it: `dir1:dir2`.
+        let dirs = set("SSL_CERT_DIR")?;
+        std::env::split_paths(&dirs)
+            .find(|dir| !dir.is_dir())
+            .map(|dir| {
+                format!(
+                    "SSL_CERT_DIR names {}, which is not a directory",
+                    dir.display()
+                )
+            })
+    }
+
+    fn for_config(config: &ClientConfig) -> Roots {
+        if config.template.origin().scheme() != "https" {
+            Roots::Alone
+        } else if ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        {
+            Roots::WithNamed
+        } else {
+            Roots::WithSystem
+        }
+    }
+}
+
 /// What a connect error's innermost cause adds for the user, and whether another attempt
-/// could help. A refused certificate stays refused however often it is asked; rustls says
-/// why in its own enum names. Only an unknown issuer (or a CA certificate used as the
-/// server's own) is a question of which roots are trusted: an expired certificate or one for
-/// another name is not mended by adding a CA. `native_roots`: whether this system's store
-/// was read (only for an https:// API; an http:// one redirected to https:// has the
-/// built-in roots alone).
-fn connect_hint(cause: &str, native_roots: bool) -> (&'static str, bool) {
+/// could help. Neither a refused certificate nor a server that does not speak TLS changes
+/// its mind when asked again. rustls says why a certificate was refused in its own enum
+/// names; only an unknown issuer is a question of which roots are trusted (an expired
+/// certificate or one for another name is not mended by adding a CA).
+fn connect_hint(cause: &str, roots: Roots) -> (&'static str, bool) {
     if cause.contains("InvalidContentType") {
-        (NOT_TLS_HINT, true)
-    } else if cause.contains("invalid peer certificate") {
-        let untrusted_issuer =
-            cause.contains("UnknownIssuer") || cause.contains("CaUsedAsEndEntity");
-        let hint = match (untrusted_issuer, native_roots) {
-            (false, _) => "; the server's TLS certificate was refused",
-            (true, true) => {
+        return (NOT_TLS_HINT, false);
+    }
+    if !cause.contains("invalid peer certificate") {
+        return ("", true);
+    }
+    let hint = if cause.contains("CaUsedAsEndEntity") {
+        "; the server presents a CA certificate as its own (as a self-signed one made with \
+         `openssl req -x509` is): it needs a certificate issued by a CA"
+    } else if cause.contains("UnknownIssuer") {
+        match roots {
+            Roots::WithSystem => {
                 "; the server's TLS certificate does not chain to a root userfetch trusts (the \
                  Mozilla roots built into it and this system's certificate store; \
                  SSL_CERT_FILE=ca.pem names a file of CA certificates to use instead of the \
                  system's store)"
             }
-            (true, false) => {
+            Roots::WithNamed => {
+                "; the server's TLS certificate does not chain to the Mozilla roots built into \
+                 userfetch or to the CA certificates SSL_CERT_FILE / SSL_CERT_DIR name (which \
+                 replace this system's store)"
+            }
+            Roots::Alone => {
                 "; the server's TLS certificate does not chain to the Mozilla roots built into \
                  userfetch (this system's store is read only when --api is https://)"
             }
-        };
-        (hint, false)
+        }
     } else {
-        ("", true)
-    }
+        "; the server's TLS certificate was refused"
+    };
+    (hint, false)
 }
 
 /// What an API said when asked whether it speaks cleartext HTTP/2.
@@ -278,6 +339,13 @@ impl Client {
         // so an https API that speaks only HTTP/1.1 still works with --http2.
         if config.http2 && config.template.origin().scheme() == "http" {
             builder = builder.http2_prior_knowledge();
+        }
+        if config.template.origin().scheme() == "https"
+            && let Some(why) = Roots::unusable_named()
+        {
+            crate::console::note!(
+                "userfetch: {why} (the system's certificate store is not read while SSL_CERT_FILE or SSL_CERT_DIR is set)"
+            );
         }
         let http = builder
             .build()
@@ -711,8 +779,7 @@ impl Client {
         }
         if e.is_connect() {
             let cause = root_cause(e);
-            let native_roots = self.config.template.origin().scheme() == "https";
-            let (hint, retryable) = connect_hint(&cause, native_roots);
+            let (hint, retryable) = connect_hint(&cause, Roots::for_config(&self.config));
             let failure = AttemptFailure::fatal(
                 ErrorKind::Connection,
                 format!("cannot connect to {host} ({cause}){hint}"),
@@ -949,40 +1016,52 @@ mod tests {
 
     #[test]
     fn an_untrusted_certificate_is_explained_and_not_retried() {
-        for (cause, native_roots, says) in [
+        use Roots::*;
+        for (cause, roots, says) in [
             (
                 "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
-                true,
-                "SSL_CERT_FILE",
+                WithNamed,
+                "presents a CA certificate as its own",
             ),
             (
                 "invalid peer certificate: UnknownIssuer",
-                true,
-                "SSL_CERT_FILE",
+                WithSystem,
+                "SSL_CERT_FILE=ca.pem",
             ),
             (
                 "invalid peer certificate: UnknownIssuer",
-                false,
-                "read only when --api is https://",
+                WithNamed,
+                "replace this system",
             ),
-            ("invalid peer certificate: Expired", true, "was refused"),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                Alone,
+                "only when --api is https://",
+            ),
+            (
+                "invalid peer certificate: Expired",
+                WithSystem,
+                "was refused",
+            ),
         ] {
-            let (hint, retryable) = connect_hint(cause, native_roots);
+            let (hint, retryable) = connect_hint(cause, roots);
             assert!(hint.contains(says), "{cause}: {hint}");
             assert!(!retryable, "{cause}");
         }
-        // A CA file cannot mend an expired certificate.
-        assert!(
-            !connect_hint("invalid peer certificate: Expired", true)
-                .0
-                .contains("CA")
+        // A CA file cannot mend an expired certificate or a CA posing as a server.
+        for cause in ["Expired", "Other(OtherError(CaUsedAsEndEntity))"] {
+            let hint = connect_hint(&format!("invalid peer certificate: {cause}"), WithSystem).0;
+            assert!(!hint.contains("SSL_CERT_FILE"), "{hint}");
+        }
+        // Speaking TLS to a plain-HTTP server fails the same way every time.
+        let (hint, retryable) = connect_hint(
+            "received corrupt message of type InvalidContentType",
+            WithSystem,
         );
-        let (hint, retryable) =
-            connect_hint("received corrupt message of type InvalidContentType", true);
         assert_eq!(hint, NOT_TLS_HINT);
-        assert!(retryable);
+        assert!(!retryable);
         assert_eq!(
-            connect_hint("Connection refused (os error 111)", true),
+            connect_hint("Connection refused (os error 111)", WithSystem),
             ("", true)
         );
     }
