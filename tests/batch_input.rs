@@ -504,6 +504,10 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     assert!(text.contains("3 of 3 ids in"), "{text}");
     assert!(text.contains(", 1 duplicate, 0 invalid lines)"), "{text}");
     assert!(text.contains("/users/a%2Fb"), "{text}");
+    let one = env.write("one.txt", "7\n");
+    let out = run(&mut env.batch(&[one.to_str().unwrap(), "--out", "out.jsonl", "--dry-run"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1 of 1 id in"), "{text}");
     assert_eq!(env.user_requests(), 0);
     assert!(!env.path("out.jsonl").exists());
 }

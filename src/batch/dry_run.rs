@@ -100,9 +100,9 @@ pub(super) async fn dry_run(
     })
     .await??;
     say!(
-        "dry run: {} of {} ids in {} would be fetched ({} done in an earlier run, {} fresh in the cache, {}, {})",
+        "dry run: {} of {} in {} would be fetched ({} done in an earlier run, {} fresh in the cache, {}, {})",
         report.to_fetch,
-        report.ids,
+        count(report.ids, "id", "ids"),
         config.source.name(),
         report.done,
         report.cached,

@@ -875,10 +875,20 @@ const SAID_WAIT: Duration = Duration::from_millis(200);
 fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let parsed = serde_json::from_str::<serde_json::Value>(&text).ok();
-    if parsed.as_ref().is_some_and(|value| {
-        value.as_object().is_some_and(|o| o.is_empty())
-            || value.as_array().is_some_and(|a| a.is_empty())
-    }) {
+    // `{}`, `[]`, `{"message": null}`: JSON that holds nothing to say.
+    let says_nothing = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::String(s) => s.trim().is_empty(),
+        serde_json::Value::Object(o) => o.values().all(|v| {
+            v.is_null()
+                || v == ""
+                || v.as_object().is_some_and(|o| o.is_empty())
+                || v.as_array().is_some_and(|a| a.is_empty())
+        }),
+        serde_json::Value::Array(a) => a.is_empty(),
+        _ => false,
+    };
+    if parsed.as_ref().is_some_and(says_nothing) {
         return None;
     }
     // An API's JSON error names its message; quoted as text, the braces and quotes say
@@ -894,6 +904,11 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
     });
     let mut text = message.map_or(text, Into::into);
     if let Some(secret) = secret.filter(|s| !s.is_empty()) {
+        // A token this short would turn up inside ordinary words ("bad" holds "a"), and the
+        // places it was masked would show it: the text is not quoted at all.
+        if secret.chars().count() < 8 && text.contains(secret) {
+            return None;
+        }
         text = redact(&text, secret).into();
     }
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -1106,9 +1121,19 @@ mod tests {
         // Wide characters take two columns each.
         let wide = said("語".repeat(300).as_bytes(), None).unwrap();
         assert_eq!(wide, format!("{}…", "語".repeat(SAID_COLUMNS / 2)));
-        // Nothing to quote in an empty object or list.
+        // Nothing to quote in an empty object or list, or in empty fields.
         assert_eq!(said(b"{}", None), None);
         assert_eq!(said(b" [ ] ", None), None);
+        assert_eq!(said(br#"{"message": null}"#, None), None);
+        assert_eq!(said(br#"{"message": {}, "detail": ""}"#, None), None);
+        // A short token is not masked letter by letter: the text is not quoted.
+        assert_eq!(said(br#"{"message": "bad token a"}"#, Some("a")), None);
+        assert_eq!(
+            said(br#"{"message": "bad token"}"#, Some("a")),
+            None,
+            "'bad' holds the token"
+        );
+        assert_eq!(said(br#"{"message": "no"}"#, Some("zz")), Some("no".into()));
         // The token, echoed back by the API that refused it, is not repeated.
         assert_eq!(
             said(
