@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
-/// The first key some object of `json` holds twice, unescaped; `None` when there is none
-/// (or the text is not JSON).
+/// The first key some object of `json` holds twice, unescaped, with the path to it
+/// (`address.city`, `tags[1].name`); `None` when there is none (or the text is not JSON).
 pub fn first(json: &str) -> Option<String> {
     serde_json::from_str::<FirstDuplicate>(json).ok()?.0
 }
@@ -52,8 +52,12 @@ impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
         mut seq: A,
     ) -> Result<FirstDuplicate, A::Error> {
         let mut first = None;
+        let mut index = 0usize;
         while let Some(FirstDuplicate(inner)) = seq.next_element()? {
-            first = first.or(inner);
+            if first.is_none() {
+                first = inner.map(|path| joined(&format!("[{index}]"), path));
+            }
+            index += 1;
         }
         Ok(FirstDuplicate(first))
     }
@@ -78,7 +82,7 @@ impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
                 first = Some(key.0.into_owned());
                 continue;
             }
-            first = inner;
+            first = inner.map(|path| joined(&key.0, path));
             if keys.len() < LISTED {
                 keys.push(key);
             } else {
@@ -86,6 +90,15 @@ impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
             }
         }
         Ok(FirstDuplicate(first))
+    }
+}
+
+/// `outer` and the path found inside it: `address.city`, `tags[1].name`.
+fn joined(outer: &str, inner: String) -> String {
+    if inner.starts_with('[') {
+        format!("{outer}{inner}")
+    } else {
+        format!("{outer}.{inner}")
     }
 }
 
@@ -122,9 +135,14 @@ mod tests {
             Some("name")
         );
         assert_eq!(
-            first(r#"{"a":{"b":1,"c":[{"d":1,"d":2}]},"n":12345678901234567890123}"#).as_deref(),
-            Some("d")
+            first(r#"{"a":{"b":1,"c":[{},{"d":1,"d":2}]},"n":12345678901234567890123}"#).as_deref(),
+            Some("a.c[1].d")
         );
+        assert_eq!(
+            first(r#"{"address":{"city":"x","city":"y"}}"#).as_deref(),
+            Some("address.city")
+        );
+        assert_eq!(first(r#"[[{"k":1,"k":2}]]"#).as_deref(), Some("[0][0].k"));
         assert_eq!(first(r#"{"a":{"b":1},"b":{"a":2},"n":1.5e300}"#), None);
         // The same key, once escaped: one key to a JSON reader.
         assert_eq!(first(r#"{"a":1,"\u0061":2}"#).as_deref(), Some("a"));
