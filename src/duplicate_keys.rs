@@ -7,10 +7,13 @@ use std::collections::HashSet;
 /// The first key some object of `json` holds twice, unescaped, with the path to it
 /// (`address.city`, `tags[1].name`); `None` when there is none (or the text is not JSON).
 pub fn first(json: &str) -> Option<String> {
-    serde_json::from_str::<FirstDuplicate>(json).ok()?.0
+    let path = serde_json::from_str::<FirstDuplicate>(json).ok()?.0?;
+    Some(path.strip_prefix('.').map(str::to_owned).unwrap_or(path))
 }
 
-/// Read by hand with serde's visitor: no map type keeps both values of a key.
+/// Read by hand with serde's visitor: no map type keeps both values of a key. The path is
+/// built on the way out, each level adding its own part (`.key`, `[i]`), so only the path to
+/// a duplicate is ever allocated.
 struct FirstDuplicate(Option<String>);
 
 impl<'de> serde::Deserialize<'de> for FirstDuplicate {
@@ -55,7 +58,7 @@ impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
         let mut index = 0usize;
         while let Some(FirstDuplicate(inner)) = seq.next_element()? {
             if first.is_none() {
-                first = inner.map(|path| joined(&format!("[{index}]"), path));
+                first = inner.map(|path| format!("[{index}]{path}"));
             }
             index += 1;
         }
@@ -79,10 +82,10 @@ impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
                 continue;
             }
             if keys.contains(&key) || hashed.contains(&key) {
-                first = Some(key.0.into_owned());
+                first = Some(format!(".{}", key.0));
                 continue;
             }
-            first = inner.map(|path| joined(&key.0, path));
+            first = inner.map(|path| format!(".{}{path}", key.0));
             if keys.len() < LISTED {
                 keys.push(key);
             } else {
@@ -90,15 +93,6 @@ impl<'de> serde::de::Visitor<'de> for DuplicateVisitor {
             }
         }
         Ok(FirstDuplicate(first))
-    }
-}
-
-/// `outer` and the path found inside it: `address.city`, `tags[1].name`.
-fn joined(outer: &str, inner: String) -> String {
-    if inner.starts_with('[') {
-        format!("{outer}{inner}")
-    } else {
-        format!("{outer}.{inner}")
     }
 }
 
@@ -143,6 +137,11 @@ mod tests {
             Some("address.city")
         );
         assert_eq!(first(r#"[[{"k":1,"k":2}]]"#).as_deref(), Some("[0][0].k"));
+        // A key that looks like an index is still a key.
+        assert_eq!(
+            first(r#"{"a":{"[x]":1,"[x]":2}}"#).as_deref(),
+            Some("a.[x]")
+        );
         assert_eq!(first(r#"{"a":{"b":1},"b":{"a":2},"n":1.5e300}"#), None);
         // The same key, once escaped: one key to a JSON reader.
         assert_eq!(first(r#"{"a":1,"\u0061":2}"#).as_deref(), Some("a"));

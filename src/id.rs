@@ -37,14 +37,15 @@ pub enum IdError {
 }
 
 /// Characters no id is made of that show as nothing: a byte-order mark, zero-width space,
-/// word joiner and the invisible math operators (U+2061–U+2064), soft hyphen, Mongolian vowel
-/// separator, and the bidi controls. Taken as part of the id they would be fetched and
+/// word joiner and the invisible math operators (U+2061–U+2064), soft hyphen, and the bidi
+/// controls. (U+180E, also invisible, is part of written Mongolian, as the joiners are of
+/// other scripts.) Taken as part of the id they would be fetched and
 /// reported "not found" under a name that looks like a real user's. The zero-width joiners
 /// stay: they are part of emoji and of some scripts.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{FEFF}' | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{00AD}' | '\u{180E}'
+        '\u{FEFF}' | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{00AD}'
     ) || crate::term::is_unsafe(c)
 }
 

@@ -469,7 +469,7 @@ fn bad_utf8_on_stdin_stops_with_exit_2_and_keeps_progress() {
     assert!(text.contains("batch stopped by an input error"), "{text}");
     // Nothing was left unfinished, but the run is not done: it says how to finish.
     assert!(
-        text.contains("the rest of the input not read (fix the input, then run the same command again to finish)"),
+        text.contains("the rest of the input was not read (fix the input, then run the same command again to finish)"),
         "{text}"
     );
     // The fixed input continues where the first run stopped: the 20 ids it fetched are not

@@ -228,12 +228,6 @@ pub fn classify(raw: &str) -> Line {
     if text.is_empty() || text.starts_with('#') {
         return Line::Nothing;
     }
-    // `42  # the admin`: a comment after the id, as shells and TOML allow. It would
-    // otherwise be fetched as the id "42  # the admin" and reported not found.
-    let text = match text.find(" #").into_iter().chain(text.find("\t#")).min() {
-        Some(at) => UserId::trim(&text[..at]),
-        None => text,
-    };
     match UserId::parse(text) {
         Ok(id) => Line::Id(id),
         Err(e) => Line::Invalid(format!("invalid id {}: {e}", crate::term::quote(text))),
@@ -386,12 +380,6 @@ mod tests {
                 (6, id("3")),
             ]
         );
-    }
-
-    #[test]
-    fn a_comment_after_an_id_is_no_part_of_it() {
-        let got = read_all(b"42  # the admin\n7\t#x\na#b\n").unwrap();
-        assert_eq!(got, vec![(1, id("42")), (2, id("7")), (3, id("a#b"))]);
     }
 
     #[test]

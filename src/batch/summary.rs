@@ -232,7 +232,7 @@ impl Summary {
             // Every id read was done, but the rest of the input was not read and no output
             // was written: the run is not finished either.
             text.push_str(&format!(
-                "; the rest of the input not read ({rerun} to finish)"
+                "; the rest of the input was not read ({rerun} to finish)"
             ));
         }
         let rate = format!("{:.0}", self.ids_per_s);

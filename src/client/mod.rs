@@ -203,12 +203,24 @@ enum Roots {
 }
 
 impl Roots {
+    /// Read from the environment as rustls-native-certs reads it (which decides whether the
+    /// system's store is read): `SSL_CERT_FILE` counts when set, even empty; `SSL_CERT_DIR`
+    /// is a list whose empty entries are dropped.
+    fn for_config(config: &ClientConfig) -> Roots {
+        if config.template.origin().scheme() != "https" {
+            Roots::Alone
+        } else if std::env::var_os("SSL_CERT_FILE").is_some() || !named_dirs().is_empty() {
+            Roots::WithNamed
+        } else {
+            Roots::WithSystem
+        }
+    }
+
     /// Why the CA certificates `SSL_CERT_FILE` or `SSL_CERT_DIR` name cannot be used, if so:
-    /// the store they replace is not read, so only the built-in roots would be trusted, and
-    /// nothing else would say why.
+    /// the store they replace is not read, and nothing else would say why every https
+    /// lookup then fails.
     fn unusable_named() -> Option<String> {
-        let set = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-        if let Some(file) = set("SSL_CERT_FILE") {
+        if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
             let shown = std::path::Path::new(&file).display().to_string();
             match std::fs::read(&file) {
                 Err(e) => return Some(format!("SSL_CERT_FILE={shown} cannot be read ({e})")),
@@ -218,9 +230,8 @@ impl Roots {
                 Ok(_) => {}
             }
         }
-        // A list, as OpenSSL reads it: `dir1:dir2`.
-        let dirs = set("SSL_CERT_DIR")?;
-        std::env::split_paths(&dirs)
+        named_dirs()
+            .into_iter()
             .find(|dir| !dir.is_dir())
             .map(|dir| {
                 format!(
@@ -229,19 +240,30 @@ impl Roots {
                 )
             })
     }
+}
 
-    fn for_config(config: &ClientConfig) -> Roots {
-        if config.template.origin().scheme() != "https" {
-            Roots::Alone
-        } else if ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-            .iter()
-            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-        {
-            Roots::WithNamed
-        } else {
-            Roots::WithSystem
-        }
+/// `SSL_CERT_DIR`'s entries (`dir1:dir2`, as OpenSSL reads it), the empty ones dropped.
+fn named_dirs() -> Vec<std::path::PathBuf> {
+    std::env::var_os("SSL_CERT_DIR")
+        .map(|dirs| {
+            std::env::split_paths(&dirs)
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// For an https:// API, why the CA certificates named in the environment cannot be used;
+/// said once as a session starts (a client is also built while the screen is up).
+pub fn unusable_ca_certificates(config: &ClientConfig) -> Option<String> {
+    if config.template.origin().scheme() != "https" {
+        return None;
     }
+    Roots::unusable_named().map(|why| {
+        format!(
+            "{why} (the system's certificate store is not read while SSL_CERT_FILE or SSL_CERT_DIR is set)"
+        )
+    })
 }
 
 /// What a connect error's innermost cause adds for the user, and whether another attempt
@@ -318,6 +340,8 @@ pub struct Client {
     h2: Option<Arc<h2::H2>>,
     /// Redirects followed: each is one more request at the server within the same attempt.
     redirects: Arc<AtomicU64>,
+    /// What an https:// certificate is checked against, for what a refusal says.
+    roots: Roots,
 }
 
 impl Client {
@@ -339,13 +363,6 @@ impl Client {
         // so an https API that speaks only HTTP/1.1 still works with --http2.
         if config.http2 && config.template.origin().scheme() == "http" {
             builder = builder.http2_prior_knowledge();
-        }
-        if config.template.origin().scheme() == "https"
-            && let Some(why) = Roots::unusable_named()
-        {
-            crate::console::note!(
-                "userfetch: {why} (the system's certificate store is not read while SSL_CERT_FILE or SSL_CERT_DIR is set)"
-            );
         }
         let http = builder
             .build()
@@ -377,6 +394,7 @@ impl Client {
         };
         Ok(Client {
             http,
+            roots: Roots::for_config(&config),
             config: Arc::new(config),
             auth,
             h2,
@@ -779,7 +797,7 @@ impl Client {
         }
         if e.is_connect() {
             let cause = root_cause(e);
-            let (hint, retryable) = connect_hint(&cause, Roots::for_config(&self.config));
+            let (hint, retryable) = connect_hint(&cause, self.roots);
             let failure = AttemptFailure::fatal(
                 ErrorKind::Connection,
                 format!("cannot connect to {host} ({cause}){hint}"),
@@ -888,7 +906,16 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
         serde_json::Value::Array(a) => a.is_empty(),
         _ => false,
     };
-    if parsed.as_ref().is_some_and(says_nothing) {
+    // `{"error": {"message": null}}`, as some APIs nest it, says as little.
+    let nested_says_nothing = |v: &serde_json::Value| {
+        v.as_object().is_some_and(|o| o.len() == 1)
+            && v.get("error")
+                .is_some_and(|e| e.is_object() && says_nothing(e))
+    };
+    if parsed
+        .as_ref()
+        .is_some_and(|v| says_nothing(v) || nested_says_nothing(v))
+    {
         return None;
     }
     // An API's JSON error names its message; quoted as text, the braces and quotes say
@@ -900,7 +927,12 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
             .into_iter()
             .chain(nested)
             .flat_map(|v| ["message", "error", "detail", "title"].map(|key| v.get(key)))
-            .find_map(|field| field?.as_str().map(str::to_owned))
+            .find_map(|field| {
+                field?
+                    .as_str()
+                    .filter(|text| !text.trim().is_empty())
+                    .map(str::to_owned)
+            })
     });
     let mut text = message.map_or(text, Into::into);
     if let Some(secret) = secret.filter(|s| !s.is_empty()) {
@@ -921,9 +953,13 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
 }
 
 /// `text` with `secret` as `***`: whole, JSON-escaped (`\/` in a base64 token), or cut
-/// short at the end of a body read only in part (its first 4 characters or more there).
+/// short at the end of a body read only in part (its first 4 bytes or more there, and a
+/// character the cut split, which reads as U+FFFD).
 fn redact(text: &str, secret: &str) -> String {
     let mut text = text.replace(secret, "***");
+    while text.ends_with(crate::term::REPLACEMENT) {
+        text.pop();
+    }
     let escaped = secret.replace('/', "\\/");
     if escaped != secret {
         text = text.replace(&escaped, "***");
@@ -1092,6 +1128,8 @@ mod tests {
         assert_eq!(redact("echo: Bearer ab/cd", token), "echo: Bearer ***");
         // Three characters could be anything.
         assert_eq!(redact("echo: ab/", token), "echo: ab/");
+        // A cut inside a character of a non-ASCII token, read as U+FFFD.
+        assert_eq!(redact("echo: ääää\u{fffd}", "ääääöööö"), "echo: ***");
     }
 
     #[test]
@@ -1125,7 +1163,13 @@ mod tests {
         assert_eq!(said(b"{}", None), None);
         assert_eq!(said(b" [ ] ", None), None);
         assert_eq!(said(br#"{"message": null}"#, None), None);
-        assert_eq!(said(br#"{"message": {}, "detail": ""}"#, None), None);
+        assert_eq!(said(br#"{"message": {}, "detail": null}"#, None), None);
+        assert_eq!(said(br#"{"error": {"message": null}}"#, None), None);
+        // An empty message hides no other.
+        assert_eq!(
+            said(br#"{"message": "", "error": "quota exceeded"}"#, None),
+            Some("quota exceeded".into())
+        );
         // A short token is not masked letter by letter: the text is not quoted.
         assert_eq!(said(br#"{"message": "bad token a"}"#, Some("a")), None);
         assert_eq!(
