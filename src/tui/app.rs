@@ -852,7 +852,7 @@ fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
                 source: found.source,
                 latency: found.latency,
                 attempts: found.attempts,
-                detail: detail_lines(&value),
+                detail: record_detail(found.record.as_json(), &value),
             }
         }
         Err(e) if e.kind == ErrorKind::NotFound => Status::NotFound { latency: waited },
@@ -930,6 +930,23 @@ impl Detail {
             value_column: unicode_width::UnicodeWidthStr::width(lead),
         });
     }
+}
+
+/// [`detail_lines`] of a found record, and a last line when an object in it holds a key
+/// twice: the parsed value keeps the last, as `--pretty` and the CSV do, and say so.
+fn record_detail(json: &str, value: &serde_json::Value) -> Vec<DetailLine> {
+    let mut lines = detail_lines(value);
+    if let Some(key) = crate::duplicate_keys::first(json) {
+        lines.push(DetailLine {
+            text: sanitize(&format!(
+                "(the record holds the key {} twice: its last value is shown; `userfetch get` prints the record as sent)",
+                crate::term::quote(&key)
+            ))
+            .into_owned(),
+            value_column: 0,
+        });
+    }
+    lines
 }
 
 /// The record as lines for the detail pane: one `key: value` per scalar, nested objects
@@ -1015,6 +1032,21 @@ mod tests {
 
     fn texts(lines: &[DetailLine]) -> Vec<String> {
         lines.iter().map(|l| l.text.clone()).collect()
+    }
+
+    #[test]
+    fn the_pane_says_when_a_key_is_held_twice() {
+        let json = r#"{"id":7,"name":"x","name":"y"}"#;
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        let lines = texts(&record_detail(json, &value));
+        assert_eq!(lines[..2], ["id: 7", "name: y"]);
+        assert!(
+            lines[2].contains("holds the key \"name\" twice: its last value is shown"),
+            "{lines:?}"
+        );
+        let plain = r#"{"id":7}"#;
+        let value: serde_json::Value = serde_json::from_str(plain).unwrap();
+        assert_eq!(texts(&record_detail(plain, &value)), ["id: 7"]);
     }
 
     /// Where each line's value starts, as the pane wraps it: past the indent and the key,
