@@ -957,19 +957,17 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
 /// character the cut split, which reads as U+FFFD).
 fn redact(text: &str, secret: &str) -> String {
     let mut text = text.replace(secret, "***");
-    while text.ends_with(crate::term::REPLACEMENT) {
-        text.pop();
-    }
     let escaped = secret.replace('/', "\\/");
     if escaped != secret {
         text = text.replace(&escaped, "***");
     }
+    let kept = text.trim_end_matches(crate::term::REPLACEMENT).len();
     let cut = (4..secret.len())
         .rev()
         .filter(|&n| secret.is_char_boundary(n))
-        .find(|&n| text.ends_with(&secret[..n]));
+        .find(|&n| text[..kept].ends_with(&secret[..n]));
     if let Some(n) = cut {
-        text.truncate(text.len() - n);
+        text.truncate(kept - n);
         text.push_str("***");
     }
     text
@@ -1130,6 +1128,8 @@ mod tests {
         assert_eq!(redact("echo: ab/", token), "echo: ab/");
         // A cut inside a character of a non-ASCII token, read as U+FFFD.
         assert_eq!(redact("echo: ääää\u{fffd}", "ääääöööö"), "echo: ***");
+        // A replacement character of the API's own stays when no token is cut there.
+        assert_eq!(redact("odd \u{fffd}", "ääääöööö"), "odd \u{fffd}");
     }
 
     #[test]
