@@ -38,10 +38,9 @@ pub enum IdError {
 
 /// Characters no id is made of that show as nothing: a byte-order mark, zero-width space,
 /// word joiner and the invisible math operators (U+2061–U+2064), soft hyphen, and the bidi
-/// controls. (U+180E, also invisible, is part of written Mongolian, as the joiners are of
-/// other scripts.) Taken as part of the id they would be fetched and
-/// reported "not found" under a name that looks like a real user's. The zero-width joiners
-/// stay: they are part of emoji and of some scripts.
+/// controls. Taken as part of an id they would be fetched and reported "not found" under a
+/// name that looks like a real user's. The zero-width joiners and U+180E stay, invisible as
+/// they are: they are part of emoji and of written Persian, Indic scripts and Mongolian.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
