@@ -121,7 +121,7 @@ impl Session {
         // Built first, so a bad token is said before the cache file is touched.
         let client = Client::new(config.clone())?;
         // Said here, before any screen is up, and once per run.
-        if let Some(why) = crate::client::unusable_ca_certificates(&config) {
+        if let Some(why) = client.unusable_ca_certificates() {
             crate::console::note!("userfetch: {why}");
         }
         // Opened before the API is asked anything: a bad --cache is said at once.

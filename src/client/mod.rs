@@ -253,19 +253,6 @@ fn named_dirs() -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
-/// For an https:// API, why the CA certificates named in the environment cannot be used;
-/// said once as a session starts (a client is also built while the screen is up).
-pub fn unusable_ca_certificates(config: &ClientConfig) -> Option<String> {
-    if config.template.origin().scheme() != "https" {
-        return None;
-    }
-    Roots::unusable_named().map(|why| {
-        format!(
-            "{why} (the system's certificate store is not read while SSL_CERT_FILE or SSL_CERT_DIR is set)"
-        )
-    })
-}
-
 /// What a connect error's innermost cause adds for the user, and whether another attempt
 /// could help. Neither a refused certificate nor a server that does not speak TLS changes
 /// its mind when asked again. rustls says why a certificate was refused in its own enum
@@ -347,6 +334,7 @@ pub struct Client {
 impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
         let redirects = Arc::new(AtomicU64::new(0));
+        let roots = Roots::for_config(&config);
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
             // No `.timeout`: `attempt` keeps its own deadline, which a stop does not use up.
@@ -358,7 +346,7 @@ impl Client {
             // Reading the system's certificate store costs every start a few milliseconds
             // (~140 PEM certificates parsed); an http:// API needs it only for a redirect to
             // https://, where the built-in Mozilla roots still apply.
-            .tls_built_in_native_certs(config.template.origin().scheme() == "https");
+            .tls_built_in_native_certs(roots != Roots::Alone);
         // Prior knowledge is for cleartext (h2c) only; over TLS, ALPN lets the server choose,
         // so an https API that speaks only HTTP/1.1 still works with --http2.
         if config.http2 && config.template.origin().scheme() == "http" {
@@ -394,7 +382,7 @@ impl Client {
         };
         Ok(Client {
             http,
-            roots: Roots::for_config(&config),
+            roots,
             config: Arc::new(config),
             auth,
             h2,
@@ -410,6 +398,38 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Why the CA certificates named in the environment cannot be used, when they replace
+    /// the system's store for this https:// API; for the session to say once (a client is
+    /// also built while the screen is up).
+    pub fn unusable_ca_certificates(&self) -> Option<String> {
+        (self.roots == Roots::WithNamed)
+            .then(Roots::unusable_named)
+            .flatten()
+            .map(|why| {
+                format!(
+                    "{why} (the system's certificate store is not read while SSL_CERT_FILE or SSL_CERT_DIR is set)"
+                )
+            })
+    }
+
+    /// An answer that is no record: the failure it is, quoting what the API said there
+    /// without the token.
+    fn status_failure(
+        &self,
+        status: StatusCode,
+        retry_after: Option<&HeaderValue>,
+        token: Token,
+        body: &[u8],
+    ) -> AttemptFailure {
+        status_failure(
+            status,
+            retry_after,
+            token,
+            body,
+            self.config.token.as_deref(),
+        )
     }
 
     /// Fetches one user, retrying what may succeed on another try. `on_retry` hears about
@@ -590,13 +610,7 @@ impl Client {
             let token = self.token_use(with_token);
             let retry_after = response.headers().get(RETRY_AFTER).cloned();
             let body = drain(&mut response).await;
-            return Err(status_failure(
-                status,
-                retry_after.as_ref(),
-                token,
-                &body,
-                self.config.token.as_deref(),
-            ));
+            return Err(self.status_failure(status, retry_after.as_ref(), token, &body));
         }
         let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
@@ -697,13 +711,7 @@ impl Client {
                 }
             };
             let _ = tokio::time::timeout(SAID_WAIT, read).await;
-            return Err(status_failure(
-                status,
-                retry_after.as_ref(),
-                token,
-                &said,
-                self.config.token.as_deref(),
-            ));
+            return Err(self.status_failure(status, retry_after.as_ref(), token, &said));
         }
         let length = response
             .headers()
