@@ -17,6 +17,9 @@ const STOPPED: Duration = Duration::from_secs(1);
 /// How long the watch waits, having woken late, for SIGCONT's handler: it runs on whichever
 /// thread the kernel picks, which may come back after the watch's own thread.
 const HANDLER_GRACE: Duration = Duration::from_millis(20);
+/// How long a late wake without SIGCONT stays a stop to count should the handler still run:
+/// on a loaded machine the thread the kernel picked can come back well after the grace.
+const HANDLER_LATE: Duration = Duration::from_secs(1);
 
 /// The watch's state, written by its thread alone and read by any: the stops counted so far
 /// and the watch's last wake (in nanoseconds since [`origin`]), under a sequence number that
@@ -94,6 +97,8 @@ fn watch() {
         let spawned = std::thread::Builder::new()
             .name("userfetch-stops".into())
             .spawn(move || {
+                // A late wake whose SIGCONT had not come yet: the gap, and when it ended.
+                let mut unconfirmed: Option<(Duration, Instant)> = None;
                 loop {
                     std::thread::sleep(BEAT);
                     let now = Instant::now();
@@ -102,9 +107,24 @@ fn watch() {
                         std::thread::sleep(HANDLER_GRACE);
                     }
                     // Taken at every wake: a SIGCONT to a running process says nothing about
-                    // a later gap.
-                    if flag.swap(false, Ordering::SeqCst) && late {
-                        counted += now - beat - BEAT;
+                    // a later gap, only about a late wake just before it.
+                    let continued = flag.swap(false, Ordering::SeqCst);
+                    if late {
+                        let gap = now - beat - BEAT;
+                        if continued {
+                            counted += gap;
+                            unconfirmed = None;
+                        } else {
+                            unconfirmed = Some((gap, now));
+                        }
+                    } else if let Some((gap, ended)) = unconfirmed {
+                        if continued {
+                            counted += gap;
+                            unconfirmed = None;
+                        } else if now - ended > HANDLER_LATE {
+                            // A busy machine, then: no stop.
+                            unconfirmed = None;
+                        }
                     }
                     beat = now;
                     publish(counted, beat);

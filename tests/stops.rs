@@ -34,6 +34,10 @@ fn a_stop_of_the_whole_process_is_counted_once() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let watch = Stopwatch::start();
     stop_this_process("0", "3").wait().unwrap();
+    // Read once the count's thread has woken from the stop: read at once, the stop shows
+    // only if SIGCONT's handler has already run, and on a loaded machine the thread the
+    // kernel picked for it may not have (`within` waits for the watch in that case).
+    std::thread::sleep(Duration::from_millis(500));
     let stopped = watch.stopped();
     assert!(
         stopped >= Duration::from_secs(2) && stopped < Duration::from_secs(60),
