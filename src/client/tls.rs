@@ -1,0 +1,168 @@
+//! Which certificates an https:// API is checked against, and what a refused handshake
+//! tells the user.
+
+use super::ClientConfig;
+
+/// rustls' words for a handshake answered with something that is not TLS: most often a
+/// plain-HTTP server behind an https:// template.
+pub(super) const NOT_TLS_HINT: &str =
+    "; the server does not seem to speak TLS: is the API http://?";
+
+/// Which certificates an https:// API's certificate was checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Roots {
+    /// The Mozilla roots built in, and this system's store (an https:// API).
+    WithSystem,
+    /// The built-in roots and the files `SSL_CERT_FILE` / `SSL_CERT_DIR` name, which replace
+    /// the system's store.
+    WithNamed,
+    /// The built-in roots alone: an http:// API redirected to https://.
+    Alone,
+}
+
+impl Roots {
+    /// Read from the environment as rustls-native-certs reads it (which decides whether the
+    /// system's store is read): `SSL_CERT_FILE` counts when set, even empty; `SSL_CERT_DIR`
+    /// is a list whose empty entries are dropped.
+    pub(super) fn for_config(config: &ClientConfig) -> Roots {
+        if config.template.origin().scheme() != "https" {
+            Roots::Alone
+        } else if std::env::var_os("SSL_CERT_FILE").is_some() || !named_dirs().is_empty() {
+            Roots::WithNamed
+        } else {
+            Roots::WithSystem
+        }
+    }
+
+    /// Why the CA certificates `SSL_CERT_FILE` or `SSL_CERT_DIR` name cannot be used, if so:
+    /// the store they replace is not read, and nothing else would say why every https
+    /// lookup then fails.
+    pub(super) fn unusable_named() -> Option<String> {
+        if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+            let shown = std::path::Path::new(&file).display().to_string();
+            match std::fs::read(&file) {
+                Err(e) => return Some(format!("SSL_CERT_FILE={shown} cannot be read ({e})")),
+                Ok(pem) if memchr::memmem::find(&pem, b"-----BEGIN CERTIFICATE-----").is_none() => {
+                    return Some(format!("SSL_CERT_FILE={shown} holds no PEM certificate"));
+                }
+                Ok(_) => {}
+            }
+        }
+        named_dirs()
+            .into_iter()
+            .find(|dir| !dir.is_dir())
+            .map(|dir| {
+                format!(
+                    "SSL_CERT_DIR names {}, which is not a directory",
+                    dir.display()
+                )
+            })
+    }
+}
+
+/// `SSL_CERT_DIR`'s entries (`dir1:dir2`, as OpenSSL reads it), the empty ones dropped.
+fn named_dirs() -> Vec<std::path::PathBuf> {
+    std::env::var_os("SSL_CERT_DIR")
+        .map(|dirs| {
+            std::env::split_paths(&dirs)
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a connect error's innermost cause adds for the user, and whether another attempt
+/// could help. Neither a refused certificate nor a server that does not speak TLS changes
+/// its mind when asked again. rustls says why a certificate was refused in its own enum
+/// names; only an unknown issuer is a question of which roots are trusted (an expired
+/// certificate or one for another name is not mended by adding a CA).
+pub(super) fn connect_hint(cause: &str, roots: Roots) -> (&'static str, bool) {
+    if cause.contains("InvalidContentType") {
+        return (NOT_TLS_HINT, false);
+    }
+    if !cause.contains("invalid peer certificate") {
+        return ("", true);
+    }
+    let hint = if cause.contains("CaUsedAsEndEntity") {
+        "; the server presents a CA certificate as its own (as a self-signed one made with \
+         `openssl req -x509` is): it needs a certificate issued by a CA"
+    } else if cause.contains("UnknownIssuer") {
+        match roots {
+            Roots::WithSystem => {
+                "; the server's TLS certificate does not chain to a root userfetch trusts (the \
+                 Mozilla roots built into it and this system's certificate store; \
+                 SSL_CERT_FILE=ca.pem names a file of CA certificates to use instead of the \
+                 system's store)"
+            }
+            Roots::WithNamed => {
+                "; the server's TLS certificate does not chain to the Mozilla roots built into \
+                 userfetch or to the CA certificates SSL_CERT_FILE / SSL_CERT_DIR name (which \
+                 replace this system's store)"
+            }
+            Roots::Alone => {
+                "; the server's TLS certificate does not chain to the Mozilla roots built into \
+                 userfetch (this system's store is read only when --api is https://)"
+            }
+        }
+    } else {
+        "; the server's TLS certificate was refused"
+    };
+    (hint, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_untrusted_certificate_is_explained_and_not_retried() {
+        use Roots::*;
+        for (cause, roots, says) in [
+            (
+                "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+                WithNamed,
+                "presents a CA certificate as its own",
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                WithSystem,
+                "SSL_CERT_FILE=ca.pem",
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                WithNamed,
+                "replace this system",
+            ),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                Alone,
+                "only when --api is https://",
+            ),
+            (
+                "invalid peer certificate: Expired",
+                WithSystem,
+                "was refused",
+            ),
+        ] {
+            let (hint, retryable) = connect_hint(cause, roots);
+            assert!(hint.contains(says), "{cause}: {hint}");
+            assert!(!retryable, "{cause}");
+        }
+        // A CA file cannot mend an expired certificate or a CA posing as a server.
+        for cause in ["Expired", "Other(OtherError(CaUsedAsEndEntity))"] {
+            let hint = connect_hint(&format!("invalid peer certificate: {cause}"), WithSystem).0;
+            assert!(!hint.contains("SSL_CERT_FILE"), "{hint}");
+        }
+        // Speaking TLS to a plain-HTTP server fails the same way every time.
+        let (hint, retryable) = connect_hint(
+            "received corrupt message of type InvalidContentType",
+            WithSystem,
+        );
+        assert_eq!(hint, NOT_TLS_HINT);
+        assert!(!retryable);
+        assert_eq!(
+            connect_hint("Connection refused (os error 111)", WithSystem),
+            ("", true)
+        );
+    }
+}
