@@ -1,0 +1,403 @@
+//! The cache thread: whatever requests have queued run in one transaction, lookups first,
+//! and a file another process holds locked is waited for in steps a stop can cut short.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::batch::{
+    BatchCommand, BatchReply, Claimed, PUT_RECORD, SWEEP_PAUSE, run_batch_command, sweep,
+};
+use super::file::{BUSY_FOR, is_busy};
+use super::{Cached, Command, GiveUp, now_ms};
+use crate::record::Record;
+
+/// Most requests run in one transaction; bounds how long a reader waits behind writes.
+pub(super) const MAX_BATCH: usize = 4096;
+
+/// How long each try waits once a batch is waiting out another process's lock.
+pub(super) const WAIT_STEP: Duration = Duration::from_millis(250);
+
+/// The cache thread: take whatever is queued, run it in one transaction, answer, repeat.
+pub(super) fn serve(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Command>,
+    path: &Path,
+    give_up: &GiveUp,
+) {
+    let given_up = || {
+        give_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|token| token.is_cancelled())
+    };
+    let mut batch = Vec::with_capacity(64);
+    let mut claimed = Claimed::default();
+    // Whether discarded jobs may have rows left to delete (`sweep`); looked for whenever
+    // nothing else is queued.
+    let mut sweeping = true;
+    // Since when another process's lock has held up batch commands, so the wait is said
+    // once, and its end too.
+    let mut waiting_since: Option<Instant> = None;
+    // Whether a record from `get` or the screen was refused for another process's lock.
+    // Until one gets through again, records are tried without waiting: each wait held the
+    // command's exit 5 s more, and a record not cached is only fetched again next time.
+    let mut puts_locked_out = false;
+    loop {
+        let next = if sweeping {
+            // A pause between sweeps, so another process sharing the file (whose busy handler
+            // retries only every few milliseconds) gets the write lock too, and this process's
+            // own commands find the thread free.
+            match rx.recv_timeout(SWEEP_PAUSE) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    sweeping = match sweep(&mut conn) {
+                        Ok(more) => more,
+                        // Another process is writing: try again after the next pause.
+                        Err(e)
+                            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+                        {
+                            true
+                        }
+                        // Left for the next process that opens the file.
+                        Err(e) => {
+                            tracing::debug!("cache {}: deleting old outcomes: {e}", path.display());
+                            false
+                        }
+                    };
+                    continue;
+                }
+                other => other.ok(),
+            }
+        } else {
+            rx.recv().ok()
+        };
+        let Some(first) = next else {
+            break;
+        };
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Close { reply } => close = Some(reply),
+                command => {
+                    // A fresh start discards a job: there is sweeping to do again.
+                    sweeping |= matches!(
+                        command,
+                        Command::Batch(BatchCommand::Open { fresh: true, .. })
+                    );
+                    batch.push(command);
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+            }
+        }
+        // When another process holds the write lock past the busy timeout (a `sqlite3` shell
+        // left in a transaction), a batch run, perhaps hours in, waits for it rather than
+        // stop; `get` and the screen give up after the timeout, and so does a closing cache
+        // or a batch run asked to stop.
+        while !batch.is_empty() {
+            let batch_commands = batch.iter().any(|c| matches!(c, Command::Batch(_)));
+            // Records from `get` or the screen, which give up on a lock rather than wait.
+            let records = !batch_commands && batch.iter().any(|c| matches!(c, Command::Put { .. }));
+            let patient = close.is_none() && batch_commands && !given_up();
+            let no_wait = puts_locked_out && !batch_commands;
+            if records {
+                answer_lookups_first(&mut conn, &mut batch, path);
+            }
+            if no_wait && let Err(e) = conn.busy_timeout(Duration::ZERO) {
+                tracing::debug!("cache {}: {e}", path.display());
+            }
+            let ran = run_batch(&mut conn, &mut batch, &mut claimed, patient);
+            if no_wait && let Err(e) = conn.busy_timeout(BUSY_FOR) {
+                tracing::debug!("cache {}: {e}", path.display());
+            }
+            match (&ran, records) {
+                (Err(e), true) if is_busy(e) && !puts_locked_out => {
+                    puts_locked_out = true;
+                    crate::console::note_above_progress(format_args!(
+                        // The path last: on the screen's notice row a long one is what
+                        // gets cut, not what is wrong.
+                        "userfetch: the cache file is locked by another process; records fetched meanwhile are not stored in it ({})",
+                        path.display()
+                    ));
+                }
+                (Ok(()), true) if puts_locked_out => {
+                    puts_locked_out = false;
+                    crate::console::note_above_progress(format_args!(
+                        "userfetch: the cache file is free again; records are stored in it again ({})",
+                        path.display()
+                    ));
+                }
+                _ => {}
+            }
+            match ran {
+                // Left in `batch`: only a failed start of the transaction does that.
+                Err(e) if patient && is_busy(&e) && !batch.is_empty() => {
+                    if waiting_since.is_none() {
+                        // Short tries from now on, so a stop or a close is seen at once.
+                        if let Err(e) = conn.busy_timeout(WAIT_STEP) {
+                            tracing::debug!("cache {}: {e}", path.display());
+                        }
+                        crate::console::note_above_progress(format_args!(
+                            "userfetch: the cache file {} is locked by another process; waiting until it is free",
+                            path.display()
+                        ));
+                        waiting_since = Some(Instant::now());
+                    }
+                    // What is sent meanwhile waits too; closing, or the run being asked to
+                    // stop, ends the wait: what waits is refused with the lock named.
+                    while let Ok(command) = rx.try_recv() {
+                        match command {
+                            Command::Close { reply } => close = Some(reply),
+                            command => batch.push(command),
+                        }
+                    }
+                    if close.is_some() || given_up() {
+                        batch.drain(..).for_each(|command| refuse(command, &e));
+                    }
+                }
+                // Every caller heard it.
+                Err(e) => {
+                    tracing::debug!("cache {}: {e}", path.display());
+                    break;
+                }
+                Ok(()) => {
+                    // Batch commands took the write lock: it is free again.
+                    if let Some(since) = waiting_since.take_if(|_| batch_commands) {
+                        if let Err(e) = conn.busy_timeout(BUSY_FOR) {
+                            tracing::debug!("cache {}: {e}", path.display());
+                        }
+                        crate::console::note_above_progress(format_args!(
+                            "userfetch: the cache file {} is free again after {}; going on",
+                            path.display(),
+                            // The first busy timeout passed before the wait was noticed.
+                            humantime::format_duration(Duration::from_secs(
+                                (since.elapsed() + BUSY_FOR).as_secs()
+                            ))
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        // Commands the failed transaction never reached are dropped, which answers each of
+        // them with an error instead of leaving its caller waiting for the next command.
+        batch.clear();
+        if let Some(reply) = close {
+            // Without a checkpoint: folding the WAL into the file here (and waiting for its
+            // fsync) took 5-10 ms at the end of every command, against 1-2 ms for the next
+            // open to read the log back. Committed data is safe in the WAL either way; a copy
+            // of the cache must take the -wal file with it, as with any SQLite database in
+            // WAL mode. Closing, rather than exiting under the thread, means the process never
+            // ends while SQLite is writing.
+            if let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
+                tracing::debug!("cache {}: closing with a checkpoint: {e}", path.display());
+            }
+            if let Err((_, e)) = conn.close() {
+                tracing::warn!("closing the cache {}: {e}", path.display());
+            }
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+/// Answers the lookups among `batch` in a read transaction of their own, leaving the rest.
+/// In the write transaction of the records queued with them they would wait out another
+/// process's lock with the records (or fail at once, once records no longer wait), where WAL
+/// lets them read under it.
+pub(super) fn answer_lookups_first(conn: &mut Connection, batch: &mut Vec<Command>, path: &Path) {
+    if !batch.iter().any(|c| matches!(c, Command::Get { .. })) {
+        return;
+    }
+    let (mut reads, rest) = std::mem::take(batch)
+        .into_iter()
+        .partition(|c| matches!(c, Command::Get { .. }));
+    *batch = rest;
+    // Reads only: no claims to keep.
+    if let Err(e) = run_batch(conn, &mut reads, &mut Claimed::default(), false) {
+        tracing::debug!("cache {}: {e}", path.display());
+    }
+}
+
+/// Runs the queued commands in one transaction. When the write lock stays taken past the
+/// busy timeout and `patient`, the commands are left in `batch` for another try.
+pub(super) fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Command>,
+    claimed: &mut Claimed,
+    patient: bool,
+) -> Result<(), rusqlite::Error> {
+    let mut replies = Vec::with_capacity(batch.len());
+    // Commands not reached, when the transaction fails, are answered with its error.
+    let mut queue = std::mem::replace(batch, Vec::with_capacity(64)).into_iter();
+    // Immediate: take the write lock up front. A deferred transaction that reads and then
+    // writes fails with SQLITE_BUSY_SNAPSHOT, past any busy timeout, when another process
+    // (a second userfetch) committed in between. Lookups alone only read, which WAL lets
+    // them do while another process holds the write lock.
+    let reads_only = queue
+        .as_slice()
+        .iter()
+        .all(|c| matches!(c, Command::Get { .. } | Command::Flush { .. }));
+    let behavior = if reads_only {
+        rusqlite::TransactionBehavior::Deferred
+    } else {
+        rusqlite::TransactionBehavior::Immediate
+    };
+    let tx = match conn.transaction_with_behavior(behavior) {
+        Ok(tx) => tx,
+        Err(e) if patient && is_busy(&e) => {
+            batch.extend(queue);
+            return Err(e);
+        }
+        // Another process held the write lock past the busy timeout: every waiting caller
+        // hears that, rather than that the cache thread is gone.
+        Err(e) => {
+            queue.for_each(|command| refuse(command, &e));
+            return Err(e);
+        }
+    };
+    let outcome = (|| {
+        {
+            let mut get = tx.prepare_cached(
+                "SELECT body, fetched_ms FROM records WHERE namespace = ?1 AND id = ?2",
+            )?;
+            let mut put = tx.prepare_cached(PUT_RECORD)?;
+            let now = now_ms();
+            for command in queue.by_ref() {
+                match command {
+                    Command::Get {
+                        namespace,
+                        id,
+                        max_age,
+                        reply,
+                    } => {
+                        let row = get
+                            .query_row(params![namespace, id], |row| {
+                                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                            })
+                            .optional();
+                        let found = row.map(|row| {
+                            row.and_then(|(body, fetched)| {
+                                let age = Duration::from_millis(
+                                    now.saturating_sub(fetched).max(0) as u64
+                                );
+                                (age <= max_age).then(|| Cached {
+                                    record: Record::from_trusted(body),
+                                    age,
+                                })
+                            })
+                        });
+                        replies.push(Reply::Get(reply, found));
+                    }
+                    Command::Put {
+                        namespace,
+                        id,
+                        record,
+                        ack,
+                    } => {
+                        let result = put
+                            .execute(params![namespace, id, record.as_json(), now])
+                            .map(drop);
+                        replies.push(Reply::Put(ack, result));
+                    }
+                    // `serve` keeps Close for itself; answered like a flush if one got here.
+                    Command::Flush { reply } | Command::Close { reply } => {
+                        replies.push(Reply::Flush(reply))
+                    }
+                    // A command that fails part way (one outcome of many refused) takes the
+                    // whole transaction with it, and every command in it hears why: its
+                    // caller counts none of its writes stored, and neither do the others'.
+                    // Only a batch run sends these, and it stops at such an error anyway.
+                    // (A savepoint per command, to keep the others' writes, copied every
+                    // page each command touched: ~4 % of a 200,000-id run.)
+                    Command::Batch(command) => {
+                        let reply = run_batch_command(&tx, command, now, claimed);
+                        let failed = reply.error().map(clone_error);
+                        replies.push(Reply::Batch(reply));
+                        if let Some(e) = failed {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit()
+    })();
+    if let Err(e) = &outcome {
+        queue.for_each(|command| refuse(command, e));
+    }
+    // Answers go out only after the commit, so "stored" always means "on disk".
+    for reply in replies {
+        match reply {
+            Reply::Get(tx, found) => {
+                let _ = tx.send(found);
+            }
+            Reply::Put(Some(ack), result) => {
+                let _ = ack.send(match (&outcome, result) {
+                    (Err(e), _) => Err(clone_error(e)),
+                    (Ok(()), r) => r,
+                });
+            }
+            // A lock held by another process is said once, by `serve`.
+            Reply::Put(None, Err(e)) if is_busy(&e) => {}
+            Reply::Put(None, Err(e)) => tracing::warn!("cache: storing a record failed: {e}"),
+            Reply::Put(None, Ok(())) => {}
+            Reply::Flush(tx) => {
+                let _ = tx.send(());
+            }
+            Reply::Batch(reply) => reply.send(&outcome),
+        }
+    }
+    outcome
+}
+
+/// Answers a command that never ran with why.
+pub(super) fn refuse(command: Command, e: &rusqlite::Error) {
+    match command {
+        Command::Get { reply, .. } => {
+            let _ = reply.send(Err(clone_error(e)));
+        }
+        Command::Put { ack: Some(ack), .. } => {
+            let _ = ack.send(Err(clone_error(e)));
+        }
+        Command::Put { ack: None, .. } if is_busy(e) => {}
+        Command::Put { ack: None, .. } => tracing::warn!("cache: storing a record failed: {e}"),
+        Command::Flush { reply } | Command::Close { reply } => {
+            let _ = reply.send(());
+        }
+        Command::Batch(command) => command.refuse(e),
+    }
+}
+
+pub(super) enum Reply {
+    Get(
+        oneshot::Sender<Result<Option<Cached>, rusqlite::Error>>,
+        Result<Option<Cached>, rusqlite::Error>,
+    ),
+    Put(
+        Option<oneshot::Sender<Result<(), rusqlite::Error>>>,
+        Result<(), rusqlite::Error>,
+    ),
+    Flush(oneshot::Sender<()>),
+    Batch(BatchReply),
+}
+
+/// rusqlite errors aren't `Clone`; a failed commit is reported to every waiting writer.
+pub(super) fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    }
+}
