@@ -661,4 +661,24 @@ mod tests {
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         }
     }
+
+    #[tokio::test]
+    async fn a_duration_past_100_years_in_a_request_is_refused_not_a_panic() {
+        let server = start(ServerConfig::default()).await.unwrap();
+        let most = "18446744073709551615s";
+        for query in [
+            format!("latency={most}&jitter={most}"),
+            format!("fault=429-date&retry_after={most}"),
+            format!("fault=429&retry_after={most}999ms"),
+        ] {
+            let request =
+                format!("GET /users/1?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            assert!(answer.starts_with("HTTP/1.1 400"), "{query}: {answer}");
+            assert!(answer.contains("100 years"), "{query}: {answer}");
+        }
+    }
 }
