@@ -82,6 +82,9 @@ pub async fn run(
                     out.flush()
                 });
                 if let Err(e) = written {
+                    // Put away first: its ticker would draw it on until the process ends,
+                    // and leave it on the terminal.
+                    put_away(&spinner);
                     // A closed pipe (`| head -1`) is the reader saying "enough", not an error.
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
                         return Ok(exit_code(failed));
@@ -95,8 +98,7 @@ pub async fn run(
             }
         }
     }
-    spinner.finish_and_clear();
-    crate::console::progress_on_stderr(None);
+    put_away(&spinner);
     if interrupted {
         note!("userfetch: interrupted{}", undone(&not_done));
         return Ok(ExitCode::Interrupted);
@@ -161,6 +163,11 @@ fn spinner(total: usize) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(80));
     crate::console::progress_on_stderr(Some(bar.clone()));
     bar
+}
+
+fn put_away(spinner: &ProgressBar) {
+    spinner.finish_and_clear();
+    crate::console::progress_on_stderr(None);
 }
 
 #[cfg(test)]

@@ -955,3 +955,24 @@ fn a_cache_locked_by_another_process_is_said_on_the_screen() {
     pty.wait_exit(Duration::from_secs(5));
     api.shutdown_blocking();
 }
+
+/// `get`'s spinner, on a terminal's stderr, goes when a closed stdout ends the run early.
+#[test]
+fn get_clears_its_spinner_when_stdout_is_closed() {
+    let api = demo_api();
+    let mut pty = Pty::shell();
+    // `DO''NE` in the command line, DONE in its output: the line echoed is not waited for.
+    pty.send(&format!(
+        "'{}' --no-cache --api '{}?latency=1s' get 1 2 | true; echo DO''NE\r",
+        env!("CARGO_BIN_EXE_userfetch"),
+        api.url_template()
+    ));
+    let screen = pty.wait_for("the command's end", |s| {
+        s.lines().any(|l| l.trim_end().ends_with("DONE"))
+    });
+    assert!(
+        pty.raw.windows(10).any(|w| w == "looking up".as_bytes()),
+        "no spinner drawn"
+    );
+    assert!(!screen.contains("looking up"), "{screen}");
+}
