@@ -270,11 +270,11 @@ pub(super) fn run_batch_command(
             ids,
             reply,
         } => {
-            let oldest = job
+            let fresh = job
                 .records_before
-                .then(|| oldest_fresh_ms(now, max_age, job.fresh_ms))
+                .then(|| Fresh::at(now, max_age, job.fresh_ms))
                 .flatten();
-            BatchReply::Claim(reply, claim(tx, job, &namespace, oldest, &ids, claimed))
+            BatchReply::Claim(reply, claim(tx, job, &namespace, fresh, &ids, claimed))
         }
         BatchCommand::Settle {
             job,
@@ -481,7 +481,7 @@ fn claim(
     tx: &rusqlite::Transaction<'_>,
     job: BatchJob,
     namespace: &str,
-    oldest_fresh_ms: Option<i64>,
+    fresh_at: Option<Fresh>,
     ids: &[(u64, String)],
     claimed: &mut Claimed,
 ) -> Result<Vec<Claim>, rusqlite::Error> {
@@ -516,8 +516,8 @@ fn claim(
             }
             // New, or failed in an earlier run (worth another try).
             Some(_) | None => {
-                let cached = match oldest_fresh_ms {
-                    Some(oldest) => fresh.exists(params![namespace, id, oldest])?,
+                let cached = match fresh_at {
+                    Some(at) => fresh.exists(params![namespace, id, at.after, at.now])?,
                     None => false,
                 };
                 claimed.will_have_outcome(id);
@@ -536,18 +536,29 @@ fn claim(
     Ok(claims)
 }
 
-/// The fetch time a record must be younger than to count as fresh at `now`: within `max_age`,
-/// and not before `fresh_ms` (when `--fresh` started the job over). `None` when none can be
-/// (`--max-age 0`, a `--fresh` run), so none is looked up.
-fn oldest_fresh_ms(now: i64, max_age: Duration, fresh_ms: Option<i64>) -> Option<i64> {
-    let by_age = (!max_age.is_zero())
-        .then(|| now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)))?;
-    Some(fresh_ms.map_or(by_age, |start| by_age.max(start.saturating_sub(1))))
+/// When a record must have been fetched to count as fresh (see [`FRESH_RECORD`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fresh {
+    /// The fetch time a record must be younger than.
+    after: i64,
+    now: i64,
 }
 
-/// Strictly younger than the limit, so `--max-age 0` always fetches.
-const FRESH_RECORD: &str =
-    "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3";
+impl Fresh {
+    /// Fresh at `now`: within `max_age`, and not before `fresh_ms` (when `--fresh` started
+    /// the job over). `None` when none can be (`--max-age 0`, a `--fresh` run), so none is
+    /// looked up.
+    fn at(now: i64, max_age: Duration, fresh_ms: Option<i64>) -> Option<Fresh> {
+        let by_age = (!max_age.is_zero())
+            .then(|| now.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX)))?;
+        let after = fresh_ms.map_or(by_age, |start| by_age.max(start.saturating_sub(1)));
+        Some(Fresh { after, now })
+    }
+}
+
+/// Strictly younger than the limit, so `--max-age 0` always fetches; and not stamped after
+/// `?4`, now: such a record was stored before the clock was set back, and its age is unknown.
+const FRESH_RECORD: &str = "SELECT 1 FROM records WHERE namespace = ?1 AND id = ?2 AND fetched_ms > ?3 AND fetched_ms <= ?4";
 
 pub(super) const PUT_RECORD: &str = "INSERT INTO records (namespace, id, body, fetched_ms) VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (namespace, id) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms";
@@ -849,14 +860,14 @@ impl BatchReader {
         max_age: Duration,
         fresh_ms: Option<i64>,
     ) -> Result<bool, CacheError> {
-        let Some(oldest) = oldest_fresh_ms(now_ms(), max_age, fresh_ms) else {
+        let Some(at) = Fresh::at(now_ms(), max_age, fresh_ms) else {
             return Ok(false);
         };
         let mut stmt = self
             .conn
             .prepare_cached(FRESH_RECORD)
             .map_err(|e| self.sqlite(e))?;
-        stmt.exists(params![namespace, id, oldest])
+        stmt.exists(params![namespace, id, at.after, at.now])
             .map_err(|e| self.sqlite(e))
     }
 
@@ -1129,6 +1140,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claims, [Claim::Duplicate]);
+    }
+
+    #[tokio::test]
+    async fn a_cached_record_stamped_after_now_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let day = Duration::from_secs(86_400);
+        let cache = Cache::open(&path).unwrap();
+        cache.put_durable("api", "a", record(1)).await.unwrap();
+        cache.put_durable("api", "b", record(2)).await.unwrap();
+        // Stored an hour "ahead" (the clock has been set back since): its age is unknown.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE records SET fetched_ms = fetched_ms + 3600000 WHERE id = 'b'",
+                [],
+            )
+            .unwrap();
+        let reader = BatchReader::open(&path).unwrap();
+        assert!(reader.is_cached("api", "a", day, None).unwrap());
+        assert!(!reader.is_cached("api", "b", day, None).unwrap());
+        let run = cache.batch_open("api", "/out.jsonl", false).await.unwrap();
+        let claims = cache
+            .batch_claim(run, "api", day, lines(&["a", "b"]))
+            .await
+            .unwrap();
+        assert_eq!(claims, [Claim::Cached, Claim::Fetch]);
     }
 
     #[tokio::test]

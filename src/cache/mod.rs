@@ -484,6 +484,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_stamped_after_now_is_not_fresh_nor_is_any_at_max_age_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path).unwrap();
+        cache.put_durable("a", "1", record(1)).await.unwrap();
+        assert!(cache.get("a", "1", Duration::ZERO).await.unwrap().is_none());
+        // Stored an hour "ahead": the clock has been set back since.
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE records SET fetched_ms = fetched_ms + 3600000", [])
+            .unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!(cache.get("a", "1", day).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
     async fn queued_puts_survive_a_reopen_after_flush() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sqlite3");

@@ -285,10 +285,12 @@ pub(super) fn run_batch(
                             .optional();
                         let found = row.map(|row| {
                             row.and_then(|(body, fetched)| {
-                                let age = Duration::from_millis(
-                                    now.saturating_sub(fetched).max(0) as u64
-                                );
-                                (age <= max_age).then(|| Cached {
+                                // Strictly younger, as a batch reads it, so `--max-age 0`
+                                // always fetches. A record stamped after now (the clock
+                                // was set back since) has no age to trust: not fresh.
+                                let age = u64::try_from(now.checked_sub(fetched)?).ok()?;
+                                let age = Duration::from_millis(age);
+                                (age < max_age).then(|| Cached {
                                     record: Record::from_trusted(body),
                                     age,
                                 })
