@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use unicode_segmentation::UnicodeSegmentation;
 
 use crate::client::{ErrorKind, FetchError, RetryNotice};
 use crate::engine::{Outcome, Source};
@@ -289,7 +290,8 @@ pub struct App {
     pub started: Instant,
     pub mode: Mode,
     pub input: String,
-    /// Cursor position in characters.
+    /// Cursor position in `input`, in bytes: always between two grapheme clusters, as the
+    /// screen draws them (an emoji with a skin tone is one, and one step of the cursor).
     pub cursor: usize,
     pub history: Vec<String>,
     /// Where Up/Down stand in `history`; `None` while editing a new line.
@@ -493,7 +495,7 @@ fn paste(app: &mut App, text: &str) -> Vec<Effect> {
     let mut pieces = text.split(['\r', '\n', '\t']).peekable();
     while let Some(piece) = pieces.next() {
         let entered = pieces.peek().is_some();
-        let at = byte_index(&app.input, app.cursor);
+        let at = app.cursor;
         if let Some(c) = piece.chars().find(|c| c.is_control()) {
             // Not typed, not even in part: the prompt must never hold a control character,
             // and an id with one dropped would be another id. A line ended in the paste
@@ -513,9 +515,10 @@ fn paste(app: &mut App, text: &str) -> Vec<Effect> {
         // At once, not a character at a time: each insert shifts the rest of the line, and a
         // pasted line of 100,000 characters froze the screen for seconds.
         app.input.insert_str(at, piece);
-        app.cursor += piece.chars().count();
-        // A line of blanks is skipped like an empty one, not refused as an id.
-        if entered && app.input.trim().is_empty() {
+        app.cursor += piece.len();
+        // A line of blanks is skipped like an empty one, not refused as an id; so is one
+        // holding no more than what is dropped around an id (a zero-width space, a BOM).
+        if entered && UserId::trim(app.input.trim()).is_empty() {
             app.input.clear();
             app.cursor = 0;
             continue;
@@ -548,10 +551,28 @@ fn refusal(why: impl std::fmt::Display, line: &str) -> String {
 }
 
 fn type_char(app: &mut App, c: char) {
-    let at = byte_index(&app.input, app.cursor);
-    app.input.insert(at, c);
-    app.cursor += 1;
+    app.input.insert(app.cursor, c);
+    app.cursor += c.len_utf8();
+    // A combining mark or an emoji modifier joins the cluster before it: the cursor stays
+    // after the whole cluster either way.
     app.notice = None;
+}
+
+/// Where the grapheme cluster before the cursor starts.
+fn cluster_before(app: &App) -> usize {
+    app.input[..app.cursor]
+        .grapheme_indices(true)
+        .next_back()
+        .map_or(0, |(at, _)| at)
+}
+
+/// Where the grapheme cluster after the cursor ends.
+fn cluster_after(app: &App) -> usize {
+    app.cursor
+        + app.input[app.cursor..]
+            .graphemes(true)
+            .next()
+            .map_or(0, str::len)
 }
 
 fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
@@ -569,8 +590,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             quit(app)
         }
         KeyCode::Char('u') if ctrl => {
-            let at = byte_index(&app.input, app.cursor);
-            app.input.drain(..at);
+            app.input.drain(..app.cursor);
             app.cursor = 0;
             Vec::new()
         }
@@ -580,23 +600,19 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::Char('e') if ctrl => {
-            app.cursor = app.input.chars().count();
+            app.cursor = app.input.len();
             Vec::new()
         }
         KeyCode::Char('w') if ctrl => {
-            let chars: Vec<char> = app.input.chars().collect();
-            let mut start = app.cursor;
-            while start > 0 && chars[start - 1].is_whitespace() {
-                start -= 1;
-            }
-            while start > 0 && !chars[start - 1].is_whitespace() {
-                start -= 1;
-            }
-            let (from, to) = (
-                byte_index(&app.input, start),
-                byte_index(&app.input, app.cursor),
-            );
-            app.input.drain(from..to);
+            // Back over the blanks before the cursor, then over the word before them.
+            let before = &app.input[..app.cursor];
+            let word_end = before.trim_end().len();
+            let start = before[..word_end]
+                .char_indices()
+                .rev()
+                .find(|(_, c)| c.is_whitespace())
+                .map_or(0, |(at, c)| at + c.len_utf8());
+            app.input.drain(start..app.cursor);
             app.cursor = start;
             Vec::new()
         }
@@ -618,22 +634,22 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         _ if backspace && app.cursor > 0 => {
-            app.cursor -= 1;
-            let at = byte_index(&app.input, app.cursor);
-            app.input.remove(at);
+            let start = cluster_before(app);
+            app.input.drain(start..app.cursor);
+            app.cursor = start;
             Vec::new()
         }
-        KeyCode::Delete if app.cursor < app.input.chars().count() => {
-            let at = byte_index(&app.input, app.cursor);
-            app.input.remove(at);
+        KeyCode::Delete if app.cursor < app.input.len() => {
+            let end = cluster_after(app);
+            app.input.drain(app.cursor..end);
             Vec::new()
         }
         KeyCode::Left => {
-            app.cursor = app.cursor.saturating_sub(1);
+            app.cursor = cluster_before(app);
             Vec::new()
         }
         KeyCode::Right => {
-            app.cursor = (app.cursor + 1).min(app.input.chars().count());
+            app.cursor = cluster_after(app);
             Vec::new()
         }
         // Plain Home and End belong to the line being typed.
@@ -650,7 +666,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             Vec::new()
         }
         KeyCode::End => {
-            app.cursor = app.input.chars().count();
+            app.cursor = app.input.len();
             Vec::new()
         }
         KeyCode::Up => {
@@ -712,14 +728,8 @@ fn quit(app: &mut App) -> Vec<Effect> {
     vec![Effect::Quit]
 }
 
-fn byte_index(text: &str, chars: usize) -> usize {
-    text.char_indices()
-        .nth(chars)
-        .map_or(text.len(), |(i, _)| i)
-}
-
 fn set_input(app: &mut App, text: String) {
-    app.cursor = text.chars().count();
+    app.cursor = text.len();
     app.input = text;
 }
 
@@ -1158,6 +1168,14 @@ mod tests {
     }
 
     #[test]
+    fn a_pasted_line_of_only_a_zero_width_space_or_a_bom_is_skipped() {
+        let mut app = app();
+        let effects = update(&mut app, Msg::Paste("14\n\u{200b}\n\u{feff} \n15\n".into()));
+        assert_eq!(effects.len(), 2, "14 and 15 are looked up");
+        assert_eq!(app.notice, None);
+    }
+
+    #[test]
     fn a_refused_pasted_line_stays_said_after_the_lines_that_follow() {
         let mut app = app();
         let effects = update(&mut app, Msg::Paste("7\u{a0}\n8\n  \n".into()));
@@ -1262,6 +1280,24 @@ mod tests {
             notice.starts_with("not looked up: the id is 300 bytes long; the limit is 256: \"xxx"),
             "{notice}"
         );
+    }
+
+    #[test]
+    fn editing_takes_an_emoji_with_a_skin_tone_whole() {
+        let mut app = app();
+        type_text(&mut app, "1👍🏽2");
+        update(&mut app, key(KeyCode::Left));
+        update(&mut app, key(KeyCode::Backspace));
+        assert_eq!((app.input.as_str(), app.cursor), ("12", 1));
+        type_text(&mut app, "👍🏽");
+        update(&mut app, key(KeyCode::Left));
+        update(&mut app, key(KeyCode::Delete));
+        assert_eq!((app.input.as_str(), app.cursor), ("12", 1));
+        // Ctrl-W takes the word before the cursor, whatever its characters.
+        update(&mut app, key(KeyCode::End));
+        type_text(&mut app, " 日本 ");
+        update(&mut app, ctrl('w'));
+        assert_eq!((app.input.as_str(), app.cursor), ("12 ", 3));
     }
 
     #[test]

@@ -10,11 +10,12 @@ use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
-use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
 
 use super::app::{App, GAP_WINDOW, Mode, Row, Status};
 use crate::engine::Source;
-use crate::term::{REPLACEMENT, fit, is_unsafe, sanitize};
+use crate::term::{fit, sanitize};
 
 /// Below this width the detail pane goes under the list instead of beside it.
 const WIDE: u16 = 90;
@@ -313,28 +314,24 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     };
     let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
-    // Keep the cursor in view when the line is longer than the box: drop characters from
-    // the front until what precedes the cursor fits. Counted in terminal columns, as shown
-    // (a CJK character takes two).
+    // Keep the cursor in view when the line is longer than the box: drop grapheme clusters
+    // from the front until what precedes the cursor fits. Counted in terminal columns as
+    // ratatui draws them, a cluster at a time (a CJK character takes two, and so does an
+    // emoji with a skin tone, which is two characters). Typed text is the user's own, but a
+    // pasted bidi override would still reorder the line: an unsafe character is drawn as
+    // the replacement mark, and measured as one.
     let room = (inner.width as usize).saturating_sub(PROMPT.len() + 1);
-    // As shown: an unsafe character is drawn as the replacement mark.
-    let columns = |c: char| {
-        let shown = if is_unsafe(c) { REPLACEMENT } else { c };
-        UnicodeWidthChar::width(shown).unwrap_or(0)
-    };
-    let before: Vec<char> = app.input.chars().take(app.cursor).collect();
-    let (mut skip, mut used) = (before.len(), 0);
-    for &c in before.iter().rev() {
-        let width = columns(c);
+    let before = sanitize(&app.input[..app.cursor]);
+    let (mut start, mut used) = (before.len(), 0);
+    for (at, cluster) in before.grapheme_indices(true).rev() {
+        let width = UnicodeWidthStr::width(cluster);
         if used + width > room {
             break;
         }
         used += width;
-        skip -= 1;
+        start = at;
     }
-    // Typed text is the user's own, but a pasted bidi override would still reorder the line.
-    let typed: String = app.input.chars().skip(skip).collect();
-    let shown = sanitize(&typed).into_owned();
+    let shown = format!("{}{}", &before[start..], sanitize(&app.input[app.cursor..]));
     frame.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled(PROMPT, p.bold()),
@@ -1336,6 +1333,24 @@ mod tests {
                 Msg::Key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE)),
             );
             assert_eq!(cursor(&app, 80), (start + 4, row));
+        }
+
+        #[test]
+        fn the_cursor_steps_over_an_emoji_as_it_is_drawn() {
+            let mut app = app();
+            let (start, row) = cursor(&app, 80);
+            // Two characters each drawn as one emoji two columns wide, then a family of
+            // three joined by zero-width joiners, drawn as one.
+            type_text(&mut app, "👍🏽a👨\u{200d}👩\u{200d}👧b");
+            assert_eq!(cursor(&app, 80), (start + 6, row));
+            let left = || Msg::Key(KeyEvent::new(KeyCode::Left, KeyModifiers::NONE));
+            for expected in [5, 3, 2, 0] {
+                update(&mut app, left());
+                assert_eq!(cursor(&app, 80), (start + expected, row));
+            }
+            // Drawn whole, each in the cells measured for it.
+            let screen = render(&app, 80, 24);
+            assert!(screen.contains("👍🏽 a👨\u{200d}👩\u{200d}👧 b"), "{screen}");
         }
 
         #[test]
