@@ -57,7 +57,7 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
             .embedded
             .as_ref()
             .map(|_| crate::server::ServerConfig::default().users),
-        color: std::env::var_os("NO_COLOR").is_none(),
+        color: wants_color(std::env::var_os("NO_COLOR").as_deref()),
     };
     let mut app = app::App::new(config, Instant::now());
     let ctx = run::Context {
@@ -96,4 +96,23 @@ fn is_ctrl(key: &crossterm::event::KeyEvent, c: char) -> bool {
     key.code == KeyCode::Char(c)
         && key.modifiers.contains(KeyModifiers::CONTROL)
         && key.kind != KeyEventKind::Release
+}
+
+/// The NO_COLOR convention (no-color.org): set and not empty turns colour off; an empty
+/// value counts as unset, as for every variable userfetch reads.
+fn wants_color(no_color: Option<&std::ffi::OsStr>) -> bool {
+    no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_no_color_leaves_colour_on() {
+        assert!(wants_color(None));
+        assert!(wants_color(Some("".as_ref())));
+        assert!(!wants_color(Some("1".as_ref())));
+        assert!(!wants_color(Some("0".as_ref())), "any value but empty");
+    }
 }
