@@ -163,6 +163,9 @@ impl Cli {
         }
         let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
             .map_err(|e| e.format(&mut command))?;
+        cli.global.timeout_from_env = [&matches, options]
+            .iter()
+            .any(|m| m.value_source("timeout") == Some(clap::parser::ValueSource::EnvVariable));
         // A typed --http1 or --http2 wins over the other one's variable, as a typed option
         // wins over its own; both typed, or both set in the environment, ask for both.
         if cli.global.http1 && cli.global.http2 {
@@ -318,6 +321,10 @@ pub struct GlobalOpts {
     /// stopped (Ctrl-Z) is not counted.
     #[arg(long, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_limit, value_name = "DURATION")]
     pub timeout: Duration,
+
+    /// Whether `timeout` came from USERFETCH_TIMEOUT, for a message about it to say so.
+    #[arg(skip)]
+    pub timeout_from_env: bool,
 
     /// Limit for opening a connection; time the process spends stopped is not counted.
     #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit, value_name = "DURATION")]

@@ -92,6 +92,38 @@ fn a_timeout_no_longer_than_the_latency_is_refused() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "no table of misleading numbers");
+    // A limit nobody typed is traced to the variable it came from; a typed one wins over it.
+    let refusal = |typed: &[&str]| {
+        let out = std::process::Command::cargo_bin("userfetch")
+            .unwrap()
+            .args([
+                "demo",
+                "--latency",
+                "600ms",
+                "--lookups",
+                "1",
+                "--retries",
+                "0",
+            ])
+            .args(typed)
+            .env("USERFETCH_TIMEOUT", "300ms")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refusal(&[]);
+    assert!(
+        stderr.starts_with(
+            "userfetch: --timeout 300ms (the value comes from USERFETCH_TIMEOUT) is not longer"
+        ),
+        "{stderr}"
+    );
+    let stderr = refusal(&["--timeout", "200ms"]);
+    assert!(
+        stderr.starts_with("userfetch: --timeout 200ms is not longer"),
+        "{stderr}"
+    );
 }
 
 #[test]

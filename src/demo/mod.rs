@@ -50,8 +50,13 @@ pub struct Report {
 /// The demo API answers after exactly `latency`: any shorter limit fails every lookup.
 fn timeout_outlasts(opts: &GlobalOpts, latency: Duration) -> anyhow::Result<()> {
     if opts.timeout <= latency {
+        let from = if opts.timeout_from_env {
+            " (the value comes from USERFETCH_TIMEOUT)"
+        } else {
+            ""
+        };
         return Err(usage(format!(
-            "--timeout {} is not longer than --latency {}: every lookup would time out",
+            "--timeout {}{from} is not longer than --latency {}: every lookup would time out",
             humantime::format_duration(opts.timeout),
             humantime::format_duration(latency)
         )));
