@@ -25,7 +25,7 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
     long_about = "Fetch user data from an HTTP API without freezing the interface.\n\n\
         With no subcommand, opens the interactive lookup screen. Without --api, every command \
         talks to a demo API started inside the process, so it works offline.",
-    after_help = "Exit codes: 0 all found, 1 some lookups failed or were not found (batch: only failed ones count), 2 bad usage or input, 130 interrupted.\n\
+    after_help = "Exit codes: 0 all found (the screen: quit with q), 1 some lookups failed or were not found (batch: only failed ones count), 2 bad usage or input, 130 interrupted.\n\
         Environment: USERFETCH_TOKEN is sent as 'Authorization: Bearer' to the API's own host; it is never printed or logged."
 )]
 pub struct Cli {
@@ -399,6 +399,19 @@ pub enum Command {
     /// Run one scripted session sync and async and show, measured, what blocking costs.
     Demo(DemoArgs),
     /// Fetch every id in a file (or stdin) politely and resumably into JSONL or CSV.
+    // The long help sits here, not on BatchArgs: the variant's doc comment would hide it.
+    #[command(
+        long_about = "Fetch every id in a file (or stdin) into JSONL or CSV, politely and resumably.\n\n\
+            One id per line; blank lines and lines starting with '#' are skipped; each distinct id is \
+            fetched once. Every outcome is stored in the cache file before it counts, and the output \
+            files are rebuilt from there: after Ctrl-C, a crash or kill -9, run the same command again \
+            and it fetches only what is missing (after --fresh, without it: repeating --fresh would \
+            start over again). A rerun also retries ids that failed.\n\n\
+            Ctrl-C once: stop taking new ids, let requests on the wire finish (see --grace), write \
+            the output. Twice: cancel what is in flight, write what is done. SIGTERM and SIGHUP \
+            count as Ctrl-C (SIGHUP not under nohup).",
+        after_help = "Exit codes: 0 every id found or not found, 1 some failed (or an output could not be written at the end), 2 bad usage or input, 130 interrupted."
+    )]
     Batch(BatchArgs),
     /// Print shell completions.
     Completions {
@@ -454,24 +467,13 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    long_about = "Fetch every id in a file (or stdin) into JSONL or CSV, politely and resumably.\n\n\
-        One id per line; blank lines and lines starting with '#' are skipped; each distinct id is \
-        fetched once. Every outcome is stored in the cache file before it counts, and the output \
-        files are rebuilt from there: after Ctrl-C, a crash or kill -9, run the same command again \
-        and it fetches only what is missing (after --fresh, without it: repeating --fresh would \
-        start over again). A rerun also retries ids that failed.\n\n\
-        Ctrl-C once: stop taking new ids, let requests on the wire finish (see --grace), write \
-        the output. Twice: cancel what is in flight, write what is done. SIGTERM and SIGHUP \
-        count as Ctrl-C (SIGHUP not under nohup).",
-    after_help = "Exit codes: 0 every id found or not found, 1 some failed, 2 bad usage or input, 130 interrupted."
-)]
 pub struct BatchArgs {
     /// File with one id per line; '-' or nothing reads stdin.
     #[arg(value_name = "IDS_FILE")]
     pub input: Option<PathBuf>,
 
-    /// Where found records go (replaced when the run ends, never left half-written).
+    /// Where found records go: every record the job found, earlier runs' too (--fresh starts
+    /// over); the file is replaced whole when the run ends, never left half-written.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub out: PathBuf,
 
@@ -606,7 +608,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// How found records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One compact JSON object per line, exactly as the API sent it.
+    /// One compact JSON object per line, as the API sent it (C1 controls, bidi overrides and
+    /// line separators in strings written as \uXXXX escapes).
     Jsonl,
     /// One row per record; nested fields become dotted columns (`address.city`).
     Csv,

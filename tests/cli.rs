@@ -1145,6 +1145,40 @@ fn help_explains_every_option_with_its_default() {
 }
 
 #[test]
+fn batch_help_says_how_to_resume_and_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    for asked in ["--help", "help"] {
+        let args: &[&str] = if asked == "help" {
+            &["help", "batch"]
+        } else {
+            &["batch", "--help"]
+        };
+        let out = userfetch(&dir)
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let help = String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for expected in [
+            "kill -9, run the same command again",
+            "Ctrl-C once: stop taking new ids",
+            "every record the job found, earlier runs' too",
+            "1 some failed (or an output could not be written at the end)",
+        ] {
+            assert!(
+                help.contains(expected),
+                "{asked}: missing {expected:?} in: {help}"
+            );
+        }
+    }
+}
+
+#[test]
 fn serve_refuses_fault_shares_it_could_not_keep() {
     for (faults, said) in [
         (["500=0.5", "500=0.6"], "--fault 500 is given twice"),
