@@ -1116,21 +1116,26 @@ fn demo_ignores_a_bad_value_in_a_cache_variable() {
     );
 }
 
-#[test]
-fn help_explains_every_option_with_its_default() {
+/// What `args` print as help. It is wrapped to the terminal's width: whitespace runs are
+/// folded to one space, for comparing.
+fn help(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = userfetch(&dir)
-        .args(["get", "--help"])
+        .args(args)
         .assert()
         .success()
         .get_output()
         .stdout
         .clone();
-    // Help is wrapped to the terminal's width; compare with whitespace runs folded.
-    let help = String::from_utf8_lossy(&out)
+    String::from_utf8_lossy(&out)
         .split_whitespace()
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+#[test]
+fn help_explains_every_option_with_its_default() {
+    let help = help(&["get", "--help"]);
     for expected in [
         "--max-retry-wait <DURATION>",
         "[env: USERFETCH_MAX_RETRY_WAIT=] [default: 30s]",
@@ -1146,24 +1151,8 @@ fn help_explains_every_option_with_its_default() {
 
 #[test]
 fn batch_help_says_how_to_resume_and_to_stop() {
-    let dir = tempfile::tempdir().unwrap();
-    for asked in ["--help", "help"] {
-        let args: &[&str] = if asked == "help" {
-            &["help", "batch"]
-        } else {
-            &["batch", "--help"]
-        };
-        let out = userfetch(&dir)
-            .args(args)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let help = String::from_utf8_lossy(&out)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+    for asked in [["batch", "--help"], ["help", "batch"]] {
+        let help = help(&asked);
         for expected in [
             "kill -9, run the same command again",
             "Ctrl-C once: stop taking new ids",
@@ -1172,7 +1161,7 @@ fn batch_help_says_how_to_resume_and_to_stop() {
         ] {
             assert!(
                 help.contains(expected),
-                "{asked}: missing {expected:?} in: {help}"
+                "{asked:?}: missing {expected:?} in: {help}"
             );
         }
     }
