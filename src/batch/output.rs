@@ -48,6 +48,17 @@ impl AtomicFile {
                 "{what} {shown} is not a regular file; the output is written whole and renamed into place, which needs one"
             )));
         }
+        // Renaming over a file needs no write permission on it, so a file made read-only
+        // would be replaced without a word: its mark is taken as the owner's "keep this",
+        // as `rm` asks before removing one.
+        if existing
+            .as_ref()
+            .is_some_and(|m| m.permissions().readonly())
+        {
+            return Err(usage(format!(
+                "{what} {shown} is read-only; make it writable (chmod u+w) to have it replaced, or choose another file"
+            )));
+        }
         // A link is followed to the file it points to: replacing the link would leave that
         // file stale.
         let target =
@@ -488,6 +499,27 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(f);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_read_only_output_is_refused_and_left_as_it_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.svg");
+        std::fs::write(&path, "precious").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let err = AtomicFile::create(&path, "--svg")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("--svg") && err.contains("is read-only"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        // A file only its owner may write is no read-only one.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(AtomicFile::create(&path, "--svg").is_ok());
     }
 
     #[test]
