@@ -263,3 +263,46 @@ fn a_signal_ends_the_demo_at_once() {
         assert!(left.is_empty(), "{signal}: left {left:?}");
     }
 }
+
+#[test]
+fn a_long_sync_run_is_said_ahead() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::cargo_bin("userfetch")
+        .unwrap()
+        .args([
+            "demo",
+            "--latency",
+            "10s",
+            "--lookups",
+            "4",
+            "--timeout",
+            "20s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // Both are said before the run starts, one after the other.
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.starts_with("userfetch: running the session"),
+        "{first}"
+    );
+    assert_eq!(
+        second,
+        "userfetch: the sync run alone waits 40s for its 4 lookups, one after another"
+    );
+    // A short one says nothing of the kind.
+    let out = std::process::Command::cargo_bin("userfetch")
+        .unwrap()
+        .args(["demo", "--latency", "100ms", "--lookups", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("alone waits"), "{stderr}");
+}

@@ -976,3 +976,28 @@ fn get_clears_its_spinner_when_stdout_is_closed() {
     );
     assert!(!screen.contains("looking up"), "{screen}");
 }
+
+/// `demo`'s text report, sent to a file, has the width it has off a terminal, whatever the
+/// window it was run from.
+#[test]
+fn a_demo_report_saved_to_a_file_does_not_take_the_window_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.txt");
+    let mut pty = Pty::shell();
+    pty.send(&format!(
+        "'{}' demo --latency 100ms --lookups 1 > '{}'; echo DO''NE\r",
+        env!("CARGO_BIN_EXE_userfetch"),
+        report.display()
+    ));
+    pty.wait_for("the demo's end", |s| {
+        s.lines().any(|l| l.trim_end().ends_with("DONE"))
+    });
+    let text = std::fs::read_to_string(&report).unwrap();
+    let widest = text
+        .lines()
+        .map(unicode_width::UnicodeWidthStr::width)
+        .max()
+        .unwrap_or(0);
+    // The window is 120 columns; off a terminal the report is 100 wide (its axis lines 98).
+    assert!((90..=100).contains(&widest), "{widest} columns:\n{text}");
+}

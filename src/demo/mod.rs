@@ -35,6 +35,12 @@ use timeline::{Key, Run, Span};
 /// The background ticker's period: 10 Hz, fast enough that a freeze visibly eats ticks.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// A wait worth saying ahead of a run.
+const LONG_WAIT: Duration = Duration::from_secs(30);
+
+/// The width of the text report when stdout is not a terminal.
+const REPORT_WIDTH: usize = 100;
+
 /// Both scenarios, both modes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -351,6 +357,16 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         "userfetch: running the session sync and async (demo API, {} latency)…",
         humantime::format_duration(args.latency)
     );
+    // The sync run of the second scenario waits out every lookup in turn: with many slow
+    // ones that is minutes of nothing to see, said ahead.
+    let sync_waits = args.latency.saturating_mul(u32::from(args.lookups));
+    if sync_waits >= LONG_WAIT {
+        note!(
+            "userfetch: the sync run alone waits {} for its {} lookups, one after another",
+            humantime::format_duration(Duration::from_secs(sync_waits.as_secs())),
+            args.lookups
+        );
+    }
     let report = tokio::select! {
         biased;
         _ = signals.recv() => {
@@ -379,9 +395,11 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         say!("{json}")?;
         return Ok(ExitCode::Success);
     }
-    let width = crossterm::terminal::size()
-        .map(|(w, _)| w as usize)
-        .unwrap_or(100)
+    // A saved report reads the same whatever window it was run from.
+    let width = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        .then(crossterm::terminal::size)
+        .and_then(Result::ok)
+        .map_or(REPORT_WIDTH, |(w, _)| w as usize)
         .clamp(40, 160);
     // Prose wrapped to the terminal: it must not wrap mid-word where the terminal cuts it.
     say!("{}\n", textwrap::fill(&title, width))?;
@@ -462,7 +480,8 @@ fn many_summary(report: &Report) -> String {
         && asynchronous.as_secs_f64() > 0.8 * sync.as_secs_f64()
     {
         out.push_str(&format!(
-            "the waits barely overlapped: typing each id ({} a key) took about as long as the API took to answer; a longer --latency shows the difference.\n",
+            "the waits barely overlapped: the API answered ({}) about as fast as each id was typed ({} a key), or faster; a longer --latency shows the difference.\n",
+            humantime::format_duration(report.latency),
             humantime::format_duration(KEY_GAP)
         ));
         return out;

@@ -255,7 +255,10 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
             run.threads,
             ms(m.longest_freeze)
         );
-        let mut frames = vec!['·'; width];
+        // Columns the run lasted without a frame are dots; after its end, nothing.
+        let mut frames = vec![' '; width];
+        let last = col(run.total).min(width - 1);
+        frames[..=last].fill('·');
         for &f in &run.frames {
             frames[col(f).min(width - 1)] = '|';
         }
@@ -317,9 +320,9 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
     // Two lines, so an 80-column terminal does not wrap it; one item a line where the
     // timeline is narrower than those (a 50-column terminal).
     let legend = if width + 2 + label_width >= 52 {
-        "  legend: | frame drawn   k─▲ key pressed → handled\n          • background tick   ━ lookup in flight"
+        "  legend: | frame drawn  · none   k─▲ key pressed → handled\n          • background tick   ━ lookup in flight"
     } else {
-        "  legend: | frame drawn\n          k─▲ key pressed → handled\n          • background tick\n          ━ lookup in flight"
+        "  legend: | frame drawn\n          · no frame drawn\n          k─▲ key pressed → handled\n          • background tick\n          ━ lookup in flight"
     };
     let _ = writeln!(out, "{legend}");
     out
@@ -635,6 +638,41 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("━ lookup in flight"), "{text}");
+    }
+
+    /// A run shorter than the axis draws nothing past its end: dots there would read as a
+    /// screen that stopped drawing. The dot is in the legend.
+    #[test]
+    fn the_frames_row_ends_with_its_run() {
+        let mut runs = recorded();
+        // The async run ends halfway through the sync one's time.
+        let half = runs[0].total / 2;
+        runs[1].total = half;
+        runs[1].frames.retain(|&f| f <= half);
+        let text = render_text(&runs, 60);
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("frames"))
+            .collect();
+        let [sync, asynchronous] = rows[..] else {
+            panic!("{text}")
+        };
+        let cells = |row: &str| {
+            row.trim()
+                .trim_start_matches("frames")
+                .trim_start()
+                .to_owned()
+        };
+        assert!(cells(sync).chars().count() >= 59, "{sync}");
+        // Its row stops where it does.
+        let span = runs[0].total.as_secs_f64();
+        let end = (runs[1].total.as_secs_f64() / span * 59.0).round() as usize;
+        assert_eq!(
+            cells(asynchronous).chars().count(),
+            end + 1,
+            "{asynchronous}"
+        );
+        assert!(text.contains("· none"), "{text}");
     }
 
     /// On a terminal too narrow for the side-by-side table, each measure gets its own line
