@@ -141,6 +141,11 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
             return None;
         }
         text = redact(&text, secret).into();
+        // Echoed in another form (in another case, or percent-encoded as in a quoted URL):
+        // not found where it stands, so the text is not quoted at all.
+        if still_holds(&text, secret) {
+            return None;
+        }
     }
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.is_empty() || line.starts_with('<') {
@@ -149,6 +154,15 @@ fn said(body: &[u8], secret: Option<&str>) -> Option<String> {
     // Cut by the columns it takes on a terminal (200 CJK characters are 400): the text kept,
     // and the mark saying it was cut.
     Some(crate::term::fit(&line, SAID_COLUMNS + 1))
+}
+
+/// Whether `text` holds `secret` in letters of another case or percent-encoded.
+fn still_holds(text: &str, secret: &str) -> bool {
+    let secret = secret.to_lowercase();
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8_lossy();
+    [text, &decoded]
+        .iter()
+        .any(|form| form.to_lowercase().contains(&secret))
 }
 
 /// `text` with `secret` as `***`: whole, JSON-escaped (`\/` in a base64 token), or cut
@@ -259,6 +273,24 @@ mod tests {
         assert_eq!(redact("echo: ääää\u{fffd}", "ääääöööö"), "echo: ***");
         // A replacement character of the API's own stays when no token is cut there.
         assert_eq!(redact("odd \u{fffd}", "ääääöööö"), "odd \u{fffd}");
+    }
+
+    #[test]
+    fn a_token_echoed_in_another_form_is_not_quoted() {
+        let token = "Secret+Tok/en=";
+        for echoed in [
+            "bad token secret+tok/en=",
+            "bad token SECRET+TOK/EN=",
+            "see /auth?t=Secret%2BTok%2Fen%3D",
+            "see /auth?t=Secret%2BTok/en%3D",
+        ] {
+            assert_eq!(said(echoed.as_bytes(), Some(token)), None, "{echoed}");
+        }
+        // Found as it was sent, it is masked and the rest quoted.
+        assert_eq!(
+            said(b"bad token Secret+Tok/en=", Some(token)),
+            Some("bad token ***".into())
+        );
     }
 
     #[test]
