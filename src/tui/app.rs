@@ -516,6 +516,7 @@ fn paste(app: &mut App, text: &str) -> Vec<Effect> {
         // pasted line of 100,000 characters froze the screen for seconds.
         app.input.insert_str(at, piece);
         app.cursor += piece.len();
+        to_cluster_end(app);
         // A line of blanks is skipped like an empty one, not refused as an id; so is one
         // holding no more than what is dropped around an id (a zero-width space, a BOM).
         if entered && UserId::trim(app.input.trim()).is_empty() {
@@ -553,9 +554,22 @@ fn refusal(why: impl std::fmt::Display, line: &str) -> String {
 fn type_char(app: &mut App, c: char) {
     app.input.insert(app.cursor, c);
     app.cursor += c.len_utf8();
-    // A combining mark or an emoji modifier joins the cluster before it: the cursor stays
-    // after the whole cluster either way.
+    to_cluster_end(app);
     app.notice = None;
+}
+
+/// After an insert, the cursor at the end of the cluster it is in: what was typed may join
+/// the cluster after it (an `e` typed before a combining accent makes one `é`).
+fn to_cluster_end(app: &mut App) {
+    if app.cursor == 0 {
+        return;
+    }
+    app.cursor = app
+        .input
+        .grapheme_indices(true)
+        .map(|(at, cluster)| at + cluster.len())
+        .find(|&end| end >= app.cursor)
+        .unwrap_or(app.input.len());
 }
 
 /// Where the grapheme cluster before the cursor starts.
@@ -1293,11 +1307,20 @@ mod tests {
         update(&mut app, key(KeyCode::Left));
         update(&mut app, key(KeyCode::Delete));
         assert_eq!((app.input.as_str(), app.cursor), ("12", 1));
+        // Typed before a combining accent, a letter joins it: the cursor goes past both.
+        update(&mut app, key(KeyCode::End));
+        update(&mut app, ctrl('u'));
+        update(&mut app, Msg::Paste("\u{301}".into()));
+        update(&mut app, key(KeyCode::Home));
+        type_text(&mut app, "e");
+        assert_eq!((app.input.as_str(), app.cursor), ("e\u{301}", 3));
+        update(&mut app, key(KeyCode::End));
+        type_text(&mut app, "12");
         // Ctrl-W takes the word before the cursor, whatever its characters.
         update(&mut app, key(KeyCode::End));
         type_text(&mut app, " 日本 ");
         update(&mut app, ctrl('w'));
-        assert_eq!((app.input.as_str(), app.cursor), ("12 ", 3));
+        assert_eq!((app.input.as_str(), app.cursor), ("e\u{301}12 ", 6));
     }
 
     #[test]

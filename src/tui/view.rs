@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ratatui::Frame;
+use ratatui::buffer::CellWidth;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -316,7 +317,7 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     let inner = block.inner(area);
     // Keep the cursor in view when the line is longer than the box: drop grapheme clusters
     // from the front until what precedes the cursor fits. Counted in terminal columns as
-    // ratatui draws them, a cluster at a time (a CJK character takes two, and so does an
+    // ratatui draws them (its `cell_width`), a cluster at a time (a CJK character takes two, and so does an
     // emoji with a skin tone, which is two characters). Typed text is the user's own, but a
     // pasted bidi override would still reorder the line: an unsafe character is drawn as
     // the replacement mark, and measured as one.
@@ -324,7 +325,7 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     let before = sanitize(&app.input[..app.cursor]);
     let (mut start, mut used) = (before.len(), 0);
     for (at, cluster) in before.grapheme_indices(true).rev() {
-        let width = UnicodeWidthStr::width(cluster);
+        let width = usize::from(cluster.cell_width());
         if used + width > room {
             break;
         }
@@ -1348,6 +1349,24 @@ mod tests {
                 update(&mut app, left());
                 assert_eq!(cursor(&app, 80), (start + expected, row));
             }
+            // A halfwidth sound mark takes a cell of its own on a terminal, as ratatui draws
+            // it, though Unicode gives it no width.
+            update(
+                &mut app,
+                Msg::Key(KeyEvent::new(KeyCode::End, KeyModifiers::NONE)),
+            );
+            type_text(&mut app, "ｶﾞ");
+            use ratatui::buffer::CellWidth;
+            let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+            terminal.draw(|f| view(&app, f)).unwrap();
+            let buffer = terminal.backend().buffer();
+            let (last, cluster) = (start..79)
+                .rev()
+                .map(|x| (x, buffer[(x, row)].symbol()))
+                .find(|(_, symbol)| !symbol.trim().is_empty())
+                .unwrap();
+            assert_eq!(cluster, "ｶﾞ");
+            assert_eq!(cursor(&app, 80), (last + cluster.cell_width(), row));
             // Drawn whole, each in the cells measured for it.
             let screen = render(&app, 80, 24);
             assert!(screen.contains("👍🏽 a👨\u{200d}👩\u{200d}👧 b"), "{screen}");
