@@ -8,8 +8,8 @@ use clap::Parser;
 use userfetch::cli::Cli;
 use userfetch::demo::{self, busy_time};
 
-/// The two timing measurements run one at a time, so neither competes with the other for the
-/// machine's cores.
+/// The timing measurements, and the whole runs of the command, take turns, so none competes
+/// with a measurement for the machine's cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn opts() -> userfetch::cli::GlobalOpts {
@@ -184,6 +184,8 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
 
 #[test]
 fn the_command_writes_svg_html_and_json() {
+    // A whole run, which would compete with the timing measurements.
+    let _turn = ONE_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let (svg, html) = (dir.path().join("t.svg"), dir.path().join("t.html"));
     let out = std::process::Command::cargo_bin("userfetch")
@@ -267,6 +269,8 @@ fn a_signal_ends_the_demo_at_once() {
 #[test]
 fn a_long_sync_run_is_said_ahead() {
     use std::io::BufRead;
+    // Its full run below would compete with the timing measurements.
+    let _turn = ONE_AT_A_TIME.blocking_lock();
     let mut child = std::process::Command::cargo_bin("userfetch")
         .unwrap()
         .args([

@@ -362,9 +362,9 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
     let sync_waits = args.latency.saturating_mul(u32::from(args.lookups));
     if sync_waits >= LONG_WAIT {
         note!(
-            "userfetch: the sync run alone waits {} for its {} lookups, one after another",
+            "userfetch: the sync run alone waits {} for its {}, one after another",
             humantime::format_duration(Duration::from_secs(sync_waits.as_secs())),
-            args.lookups
+            crate::console::count(u64::from(args.lookups), "lookup", "lookups")
         );
     }
     let report = tokio::select! {
@@ -480,7 +480,7 @@ fn many_summary(report: &Report) -> String {
         && asynchronous.as_secs_f64() > 0.8 * sync.as_secs_f64()
     {
         out.push_str(&format!(
-            "the waits barely overlapped: the API answered ({}) about as fast as each id was typed ({} a key), or faster; a longer --latency shows the difference.\n",
+            "the waits barely overlapped: the API answered ({}) about as fast as the next id was typed ({} a key and Enter), or faster; a longer --latency shows the difference.\n",
             humantime::format_duration(report.latency),
             humantime::format_duration(KEY_GAP)
         ));

@@ -319,10 +319,14 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
     );
     // Two lines, so an 80-column terminal does not wrap it; one item a line where the
     // timeline is narrower than those (a 50-column terminal).
-    let legend = if width + 2 + label_width >= 52 {
-        "  legend: | frame drawn  · none   k─▲ key pressed → handled\n          • background tick   ━ lookup in flight"
+    let two_lines = "  legend: | frame drawn  · no frame   k─▲ key pressed → handled\n          • background tick   ━ lookup in flight";
+    let fits = two_lines
+        .lines()
+        .all(|line| UnicodeWidthStr::width(line) <= width + 2 + label_width);
+    let legend = if fits {
+        two_lines
     } else {
-        "  legend: | frame drawn\n          · no frame drawn\n          k─▲ key pressed → handled\n          • background tick\n          ━ lookup in flight"
+        "  legend: | frame drawn\n          · no frame\n          k─▲ key pressed → handled\n          • background tick\n          ━ lookup in flight"
     };
     let _ = writeln!(out, "{legend}");
     out
@@ -632,12 +636,15 @@ mod tests {
     /// legend included.
     #[test]
     fn the_text_timeline_fits_a_narrow_terminal() {
-        let text = render_text(&recorded(), 36);
-        assert!(
-            text.lines().all(|l| UnicodeWidthStr::width(l) <= 50),
-            "{text}"
-        );
-        assert!(text.contains("━ lookup in flight"), "{text}");
+        // render_text gets the terminal's width less 14 columns.
+        for terminal in 50..=80 {
+            let text = render_text(&recorded(), terminal - 14);
+            assert!(
+                text.lines().all(|l| UnicodeWidthStr::width(l) <= terminal),
+                "at {terminal}:\n{text}"
+            );
+            assert!(text.contains("━ lookup in flight"), "{text}");
+        }
     }
 
     /// A run shorter than the axis draws nothing past its end: dots there would read as a
@@ -672,7 +679,7 @@ mod tests {
             end + 1,
             "{asynchronous}"
         );
-        assert!(text.contains("· none"), "{text}");
+        assert!(text.contains("· no frame"), "{text}");
     }
 
     /// On a terminal too narrow for the side-by-side table, each measure gets its own line
