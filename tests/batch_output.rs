@@ -713,3 +713,37 @@ fn a_batch_waits_for_a_cache_locked_by_another_process() {
     assert_eq!(s["status"], "complete", "{s}");
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 4);
 }
+
+/// Outputs made under a umask that takes the owner's write bit are still writable by their
+/// owner: the next run would otherwise refuse them as read-only files.
+#[test]
+fn outputs_made_under_a_umask_without_owner_write_are_rerun() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n2\n424242\n");
+    for attempt in 1..=2 {
+        let mut cmd = env.batch_to_files(&input, &[]);
+        // SAFETY: umask is async-signal-safe, and nothing else runs in the forked child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o222);
+                Ok(())
+            });
+        }
+        let out = run(&mut cmd);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "run {attempt}: {}",
+            stderr(&out)
+        );
+    }
+    for name in ["out.jsonl", "failures.jsonl", "summary.json"] {
+        let mode = std::fs::metadata(env.path(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o200, 0o200, "{name}: {mode:o}");
+    }
+}

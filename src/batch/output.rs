@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -103,9 +104,19 @@ impl AtomicFile {
         partials().push(tmp.clone());
         file.set_len(0)
             .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
-        // The new version keeps the old one's permissions (a file made private stays so).
-        if let Some(meta) = existing {
-            file.set_permissions(meta.permissions())
+        // The new version keeps the old one's permissions (a file made private stays so). A
+        // new one is writable by its owner whatever the umask: one made read-only here would
+        // be refused by the next run, as the user's own read-only file is.
+        let permissions = match existing {
+            Some(meta) => Some(meta.permissions()),
+            None => file
+                .metadata()
+                .ok()
+                .filter(|meta| meta.permissions().mode() & 0o200 == 0)
+                .map(|meta| std::fs::Permissions::from_mode(meta.permissions().mode() | 0o200)),
+        };
+        if let Some(permissions) = permissions {
+            file.set_permissions(permissions)
                 .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
         }
         Ok(AtomicFile {
