@@ -608,8 +608,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// How found records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One compact JSON object per line, as the API sent it (C1 controls, bidi overrides and
-    /// line separators in strings written as \uXXXX escapes).
+    /// One compact JSON object per line, as the API sent it (DEL and C1 controls, bidi
+    /// controls and line and paragraph separators in strings written as \uXXXX escapes).
     Jsonl,
     /// One row per record; nested fields become dotted columns (`address.city`).
     Csv,

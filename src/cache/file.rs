@@ -16,7 +16,8 @@ pub(super) const PAGE_SIZE: i64 = 8192;
 pub(super) const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 /// An empty file (new) or one that starts with SQLite's header. Anything else is left alone;
-/// SQLite itself would say the same when first reading it, but only after the chmod above.
+/// SQLite itself would say the same when first reading it, but only after `Cache::open`
+/// has tightened the file's mode.
 pub(super) fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
     use std::io::Read;
     let mut header = [0u8; 16];
