@@ -273,8 +273,14 @@ fn shown(command: clap::Command) -> clap::Command {
         .filter(|a| a.get_id() == "no_cache")
         .cloned()
         .collect();
+    // completions uses none of the global options, --threads and -v included.
+    let for_completions: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .map(|a| a.clone().hide(true))
+        .collect();
     command
-        .mut_subcommand("completions", |c| c.args(hidden.clone()))
+        .mut_subcommand("completions", |c| c.args(for_completions))
         .mut_subcommand("serve", |serve| serve.args(hidden))
         .mut_subcommand("demo", |demo| demo.args(for_demo))
         .mut_subcommand("batch", |batch| batch.args(no_cache))
@@ -662,9 +668,9 @@ mod tests {
             let long = format!("--{} ", id.replace('_', "-"));
             assert!(!help.contains(&long), "serve's help lists {long}: {help}");
         }
-        // completions takes them (and ignores them) but does not list them.
+        // completions takes them (and ignores them) but does not list them, nor the others.
         let help = long_help_of("completions");
-        for id in FETCHING_ONLY {
+        for id in FETCHING_ONLY.iter().chain(&["threads", "verbose"]) {
             let long = format!("--{} ", id.replace('_', "-"));
             assert!(
                 !help.contains(&long),
