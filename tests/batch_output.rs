@@ -680,6 +680,11 @@ fn a_run_stopped_while_the_cache_is_locked_ends_without_the_lock() {
         text.contains("is locked by another process (waited"),
         "{text}"
     );
+    // It could not note that --out is its own: said, since the next run will say otherwise.
+    assert!(
+        text.contains("the next run will take out.jsonl for another command's file"),
+        "{text}"
+    );
     let s = summary(&env.path("summary.json"));
     assert_eq!(s["status"], "interrupted", "{s}");
     assert_eq!(s["found"], 0, "{s}");

@@ -119,8 +119,12 @@ impl Pipeline<'_> {
                 .batch_wrote_out(self.ctx.job, super::super::out_fingerprint(&file))
                 .await
         {
-            // The next run then says the file is not its own, and keeps it if interrupted.
-            tracing::debug!("cannot record that --out was written: {e}");
+            // The next run then says the file is not its own, and keeps it if interrupted:
+            // said now, so that it is not a surprise then.
+            self.progress.warn(&format!(
+                "userfetch: the next run will take {} for another command's file, and replace it only if it finishes: the cache file could not note it as this command's output ({e})",
+                self.config.out.display()
+            ));
         }
         tracing::info!(
             "starting and looking up took {:?}, writing the output {:?}",
