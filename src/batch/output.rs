@@ -76,16 +76,9 @@ impl AtomicFile {
         };
         // Fixed name: a run killed before it could clean up leaves one stray file, which
         // the next run reuses, rather than one per run.
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(".userfetch-partial");
-        let tmp = dir.join(tmp_name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&tmp)
-            .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        let tmp = dir.join(partial_name(name));
+        let file =
+            open_partial(&tmp).map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
         // Two runs writing one output would write one temporary file at once. The store keeps
         // their outcomes apart, but the file would be garbled: the second run waits its turn.
         // Locked before it is emptied, so a running export is never cut short.
@@ -163,6 +156,72 @@ impl AtomicFile {
         self.tmp = PathBuf::new();
         Ok(())
     }
+}
+
+/// The longest file name most file systems take (ext4, XFS, Btrfs, tmpfs).
+const NAME_MAX: usize = 255;
+
+const PARTIAL: &str = ".userfetch-partial";
+
+/// `.NAME.userfetch-partial`, beside the output. A name too long for that keeps its start
+/// and gets a hash of the whole in place of the rest, so that any name the file system takes
+/// for the output can be written, and two long names that start alike do not share one.
+fn partial_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    let mut partial = std::ffi::OsString::from(".");
+    if 1 + bytes.len() + PARTIAL.len() <= NAME_MAX {
+        partial.push(name);
+    } else {
+        let mut hasher = std::hash::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let hash = format!("-{:016x}", hasher.finish());
+        let keep = NAME_MAX - 1 - hash.len() - PARTIAL.len();
+        partial.push(std::ffi::OsStr::from_bytes(&bytes[..keep]));
+        partial.push(hash);
+    }
+    partial.push(PARTIAL);
+    partial
+}
+
+/// Opens the temporary file, made if need be. Its name is fixed, so in a directory others
+/// may write to, anything could be waiting there: a symbolic link (writing through it would
+/// overwrite the file it points to, and the rename would put the link where the output
+/// goes), a FIFO (opening it blocks until a reader comes, and no signal ends that wait), or
+/// another user's file, or a hard link to one. Only a regular file of this user's, with no
+/// other name, is written.
+fn open_partial(tmp: &Path) -> Result<File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let named = || format!("its temporary file {}", tmp.display());
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(tmp)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!(
+                "{} is a symbolic link; remove it (userfetch writes the output there, then renames it into place)",
+                named()
+            ),
+            // A FIFO with no reader, opened without blocking.
+            Some(libc::ENXIO) => format!("{} is not a regular file; remove it", named()),
+            _ => format!("{}: {e}", named()),
+        })?;
+    let meta = file.metadata().map_err(|e| format!("{}: {e}", named()))?;
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    let why = if !meta.is_file() {
+        "is not a regular file"
+    } else if meta.uid() != me {
+        "belongs to another user"
+    } else if meta.nlink() > 1 {
+        "has another name (a hard link)"
+    } else {
+        return Ok(file);
+    };
+    Err(format!("{} {why}; remove it", named()))
 }
 
 /// `path` with symbolic links followed, including one whose target does not exist yet.
@@ -510,6 +569,61 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(f);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn anything_but_a_plain_file_of_ours_at_the_temporary_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.jsonl");
+        let tmp = dir.path().join(".o.jsonl.userfetch-partial");
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "keep me").unwrap();
+        let refused = |why: &str| {
+            let err = AtomicFile::create(&out, "--out").err().unwrap().to_string();
+            assert!(
+                err.contains("its temporary file") && err.contains(why),
+                "{why}: {err}"
+            );
+            assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+            assert!(!out.exists(), "{why}");
+        };
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        refused("is a symbolic link");
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::hard_link(&victim, &tmp).unwrap();
+        refused("has another name");
+        std::fs::remove_file(&tmp).unwrap();
+        // Opening a FIFO for writing would block until a reader came.
+        let made = std::process::Command::new("mkfifo").arg(&tmp).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        refused("is not a regular file");
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+        refused(".o.jsonl.userfetch-partial");
+        std::fs::remove_dir(&tmp).unwrap();
+        // A stray one of ours, left by a killed run, is reused.
+        std::fs::write(&tmp, "half a line").unwrap();
+        let file = AtomicFile::create(&out, "--out").unwrap();
+        file.write_all(b"whole\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "whole\n");
+    }
+
+    #[test]
+    fn a_name_as_long_as_the_file_system_takes_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [236, 237, 255] {
+            let name = format!("{}.jsonl", "a".repeat(len - 6));
+            let out = dir.path().join(&name);
+            let file = AtomicFile::create(&out, "--out").unwrap();
+            file.write_all(b"x\n").unwrap();
+            assert_eq!(std::fs::read_to_string(&out).unwrap(), "x\n", "{len}");
+        }
+        // Two long names alike at the start get temporary files of their own.
+        let long = |last: char| format!("{}{last}.jsonl", "b".repeat(248));
+        let first = AtomicFile::create(&dir.path().join(long('1')), "--out").unwrap();
+        let second = AtomicFile::create(&dir.path().join(long('2')), "--out");
+        assert!(second.is_ok(), "{:?}", second.err());
+        drop(first);
     }
 
     #[test]
