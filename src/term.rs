@@ -71,6 +71,12 @@ pub fn sanitize_message(text: &str) -> Cow<'_, str> {
     replace_where(text, |c| c != '\n' && c != '\t' && is_unsafe(c))
 }
 
+/// A file name as a line of a message shows it: a message keeps its own line breaks and
+/// tabs ([`sanitize_message`]), but one in a file name would forge a line of its own.
+pub fn path(path: &std::path::Path) -> String {
+    sanitize(&path.display().to_string()).into_owned()
+}
+
 /// `text` in at most `columns` terminal columns, ending in `…` when cut.
 pub fn fit(text: &str, columns: usize) -> String {
     if unicode_width::UnicodeWidthStr::width(text) <= columns {

@@ -752,3 +752,28 @@ fn outputs_made_under_a_umask_without_owner_write_are_rerun() {
         assert_eq!(mode & 0o200, 0o200, "{name}: {mode:o}");
     }
 }
+
+/// A newline or a tab in a file name is shown replaced in every message, as in an error:
+/// raw, it would forge a line of the output (`FAKE: all good`).
+#[test]
+fn a_newline_in_an_output_name_forges_no_line() {
+    let env = Env::new();
+    let input = env.write("ids.txt", "1\n2\n");
+    let name = "ev\nFAKE: all good\t.jsonl";
+    // Someone else's file there, so that the run warns about it by name.
+    env.write(name, "junk\n");
+    for dry in [false, true] {
+        let mut cmd = env.batch(&[input.to_str().unwrap(), "--out", name]);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(
+            text.contains("ev\u{fffd}FAKE: all good\u{fffd}.jsonl"),
+            "{text}"
+        );
+        assert!(!text.contains("\nFAKE") && !text.contains('\t'), "{text}");
+    }
+}

@@ -111,7 +111,7 @@ pub(super) async fn dry_run(
     )?;
     say!(
         "  records to {} ({}){}",
-        config.out.display(),
+        crate::term::path(&config.out),
         match config.format {
             Format::Jsonl => "JSONL",
             Format::Csv => "CSV",
@@ -119,7 +119,7 @@ pub(super) async fn dry_run(
         config
             .failures
             .as_ref()
-            .map(|f| format!(", failures to {}", f.display()))
+            .map(|f| format!(", failures to {}", crate::term::path(f)))
             .unwrap_or_default()
     )?;
     if let Some(why) = replacing_a_foreign_out(&config.out, |file| {

@@ -51,7 +51,7 @@ impl Source {
     /// How messages name the input: the path as given, or `stdin`.
     pub fn name(&self) -> String {
         match self {
-            Source::File(p) => p.display().to_string(),
+            Source::File(p) => crate::term::path(p),
             Source::Stdin => "stdin".to_owned(),
         }
     }

@@ -217,7 +217,7 @@ fn replacing_a_foreign_out(out: &Path, owns: impl Fn(Option<u64>) -> bool) -> Op
     (!owns(Some(out_fingerprint(&file)))).then(|| {
         format!(
             "{} is not the file this command (this --api and --out) last wrote",
-            out.display()
+            crate::term::path(out)
         )
     })
 }

@@ -277,7 +277,7 @@ impl Summary {
                 text.push_str(&format!(
                     "\n  {} in {}",
                     count(r.records, one, many),
-                    r.path
+                    crate::term::sanitize(&r.path)
                 ));
             }
         }

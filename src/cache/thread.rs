@@ -124,14 +124,14 @@ pub(super) fn serve(
                         // The path last: on the screen's notice row a long one is what
                         // gets cut, not what is wrong.
                         "userfetch: the cache file is locked by another process; records fetched meanwhile are not stored in it ({})",
-                        path.display()
+                        crate::term::path(path)
                     ));
                 }
                 (Ok(()), true) if puts_locked_out => {
                     puts_locked_out = false;
                     crate::console::note_above_progress(format_args!(
                         "userfetch: the cache file is free again; records are stored in it again ({})",
-                        path.display()
+                        crate::term::path(path)
                     ));
                 }
                 _ => {}
@@ -146,7 +146,7 @@ pub(super) fn serve(
                         }
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is locked by another process; waiting until it is free",
-                            path.display()
+                            crate::term::path(path)
                         ));
                         waiting_since = Some(Instant::now());
                     }
@@ -175,7 +175,7 @@ pub(super) fn serve(
                         }
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is free again after {}; going on",
-                            path.display(),
+                            crate::term::path(path),
                             // The first busy timeout passed before the wait was noticed.
                             humantime::format_duration(Duration::from_secs(
                                 (since.elapsed() + BUSY_FOR).as_secs()

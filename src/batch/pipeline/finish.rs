@@ -66,13 +66,13 @@ impl Pipeline<'_> {
             // store instead, for the rerun.
             (_, Status::Interrupted | Status::Unreachable) if self.foreign_out => {
                 let failures = match &self.config.failures {
-                    Some(f) => format!(" (and {})", f.display()),
+                    Some(f) => format!(" (and {})", crate::term::path(f)),
                     None => String::new(),
                 };
                 note!(
                     "userfetch: {}{failures} left as it was: this run did not finish, and the file \
                      is not this command's output; the same command again continues from what this run fetched",
-                    self.config.out.display()
+                    crate::term::path(&self.config.out)
                 );
                 (None, None, None)
             }
@@ -123,7 +123,7 @@ impl Pipeline<'_> {
             // said now, so that it is not a surprise then.
             self.progress.warn(&format!(
                 "userfetch: the next run will take {} for another command's file, and replace it only if it finishes: the cache file could not note it as this command's output ({e})",
-                self.config.out.display()
+                crate::term::path(&self.config.out)
             ));
         }
         tracing::info!(
