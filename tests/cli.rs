@@ -521,6 +521,38 @@ fn another_programs_database_as_the_cache_is_refused_and_left_alone() {
     assert_eq!(api.stats().requests, 0);
 }
 
+/// A table of the cache's name and columns but not its key (made by hand, or by another
+/// program) is no cache: every record stored there would fail.
+#[test]
+fn a_records_table_without_the_caches_key_is_refused() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.sqlite3");
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute_batch(
+        "CREATE TABLE records (namespace TEXT, id TEXT, body TEXT, fetched_ms INTEGER);",
+    )
+    .unwrap();
+    drop(db);
+    let ids = dir.path().join("ids.txt");
+    std::fs::write(&ids, "1\n").unwrap();
+    let ids = ids.to_str().unwrap();
+    for args in [
+        &["get", "1"][..],
+        &["batch", ids, "--out", "o.jsonl", "--dry-run"],
+    ] {
+        userfetch(&dir)
+            .args(args)
+            .args(["--api", &api.template("")])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(
+                "not a userfetch cache (it holds a table 'records' keyed otherwise than a cache's)",
+            ));
+    }
+    assert_eq!(api.stats().requests, 0);
+}
+
 /// Another program's database in WAL mode, closed cleanly (no -wal file): reading its
 /// schema read-only would leave -wal and -shm files beside it.
 #[test]

@@ -109,8 +109,19 @@ pub(super) fn foreign_schema(conn: &Connection) -> Result<Option<String>, rusqli
         .collect::<Result<_, _>>()?;
     if !columns.is_empty() {
         let ours = ["namespace", "id", "body", "fetched_ms"];
-        return Ok((!ours.iter().all(|c| columns.iter().any(|have| have == c)))
-            .then(|| "a table 'records' with other columns than a cache's".into()));
+        if !ours.iter().all(|c| columns.iter().any(|have| have == c)) {
+            return Ok(Some(
+                "a table 'records' with other columns than a cache's".into(),
+            ));
+        }
+        // Records are stored by (namespace, id): without that key every store fails.
+        let mut key =
+            conn.prepare("SELECT name FROM pragma_table_info('records') WHERE pk > 0 ORDER BY pk")?;
+        let key: Vec<String> = key
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        return Ok((key != ["namespace", "id"])
+            .then(|| "a table 'records' keyed otherwise than a cache's".into()));
     }
     let mut tables = conn.prepare(
         "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')
