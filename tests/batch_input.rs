@@ -145,7 +145,7 @@ fn bad_usage_and_input_is_one_line_and_exit_2_with_nothing_written() {
     refused(
         &env,
         &[good, "--out", "newdir/"],
-        "--out newdir/ is a directory",
+        "--out newdir/ ends in '/', which names a directory, not a file",
     );
     // Outputs are written through links, so links are followed when comparing, dangling
     // ones too: this one would replace the cache's log once it exists.

@@ -37,8 +37,13 @@ impl AtomicFile {
         let shown = path.display();
         // `file_name()` ignores a trailing slash; `out/` names a directory, existing or not.
         let names_dir = |p: &Path| p.as_os_str().as_encoded_bytes().ends_with(b"/");
-        if path.is_dir() || names_dir(path) {
+        if path.is_dir() {
             return Err(usage(format!("{what} {shown} is a directory")));
+        }
+        if names_dir(path) {
+            return Err(usage(format!(
+                "{what} {shown} ends in '/', which names a directory, not a file"
+            )));
         }
         // The file is replaced by renaming a new one over it, so anything that is not a
         // regular file (/dev/null, a pipe, /dev/stdout) is refused: renaming over it would
