@@ -1,15 +1,17 @@
 //! `userfetch get ID...`: concurrent lookups, one JSON line per record on stdout.
 
-use crate::console::note;
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GetArgs;
-use crate::engine::Engine;
+use crate::console::note;
+use crate::engine::{Engine, Outcome};
 use crate::exit::{ExitCode, usage};
 use crate::id::UserId;
 use crate::term::quote;
@@ -22,21 +24,38 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // Before the spinner starts: a lowered concurrency is said on a line of its own, and
     // only when the ids would have used more than the limit allows.
+    // An id given more than once is looked up once: its copies share that lookup, and each
+    // prints its outcome in its own place.
+    let mut copies: HashMap<UserId, usize> = HashMap::new();
+    for id in &ids {
+        *copies.entry(id.clone()).or_default() += 1;
+    }
     let concurrency = crate::open_files::fit(
         args.concurrency,
-        u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        u32::try_from(copies.len()).unwrap_or(u32::MAX),
         engine.client().config().http2,
         true,
     );
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
+    // Lookups whose later copies are still to come; dropped with the last, so that only
+    // copies still waiting hold an outcome.
+    let mut shared: HashMap<UserId, Shared<BoxFuture<'_, Outcome>>> = HashMap::new();
     let mut results = futures::stream::iter(ids)
         .map(|id| {
-            let cancel = cancel.clone();
-            async move {
-                let outcome = engine.lookup(&id, &cancel, &mut |_| {}).await;
-                (id, outcome)
+            let lookup = shared.remove(&id).unwrap_or_else(|| {
+                let (id, cancel) = (id.clone(), cancel.clone());
+                async move { engine.lookup(&id, &cancel, &mut |_| {}).await }
+                    .boxed()
+                    .shared()
+            });
+            if let Some(left) = copies.get_mut(&id) {
+                *left -= 1;
+                if *left > 0 {
+                    shared.insert(id.clone(), lookup.clone());
+                }
             }
+            async move { (id, lookup.await) }
         })
         .buffered(concurrency as usize);
 

@@ -46,6 +46,33 @@ fn get_prints_one_json_line_per_user_in_order() {
     assert_eq!(ids, [3, 1, 2]);
 }
 
+/// An id given twice is asked of the API once, and printed in each of its places; one that
+/// fails is said for each place too.
+#[test]
+fn get_looks_up_a_repeated_id_once() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .args(["get", "5", "5", "7", "424242", "5", "424242", "--no-cache"])
+        .args(["--api", &api.template("")])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let ids: Vec<_> = json_lines(&out.stdout)
+        .iter()
+        .map(|v| v["id"].clone())
+        .collect();
+    assert_eq!(ids, [5, 5, 7, 5]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("user 424242: not found").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(api.stats().user_requests, 3);
+}
+
 /// `-v` logs each retry with the failure, which can quote the API's text: escape sequences in
 /// it (a 500's body here) reach the terminal no more than in any other message.
 #[test]
