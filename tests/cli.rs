@@ -28,6 +28,11 @@ fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The `id` of each record printed, in order.
+fn printed_ids(stdout: &[u8]) -> Vec<serde_json::Value> {
+    json_lines(stdout).iter().map(|v| v["id"].clone()).collect()
+}
+
 #[test]
 fn get_prints_one_json_line_per_user_in_order() {
     let api = TestApi::start();
@@ -39,10 +44,7 @@ fn get_prints_one_json_line_per_user_in_order() {
         .stderr("")
         .get_output()
         .clone();
-    let ids: Vec<_> = json_lines(&out.stdout)
-        .iter()
-        .map(|v| v["id"].clone())
-        .collect();
+    let ids = printed_ids(&out.stdout);
     assert_eq!(ids, [3, 1, 2]);
 }
 
@@ -59,10 +61,7 @@ fn get_looks_up_a_repeated_id_once() {
         .code(1)
         .get_output()
         .clone();
-    let ids: Vec<_> = json_lines(&out.stdout)
-        .iter()
-        .map(|v| v["id"].clone())
-        .collect();
+    let ids = printed_ids(&out.stdout);
     assert_eq!(ids, [5, 5, 7, 5]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -156,10 +155,7 @@ fn get_takes_an_id_with_spaces_around_as_the_id() {
         .success()
         .get_output()
         .clone();
-    let ids: Vec<_> = json_lines(&out.stdout)
-        .iter()
-        .map(|v| v["id"].clone())
-        .collect();
+    let ids = printed_ids(&out.stdout);
     assert_eq!(ids, [3, 1]);
 }
 
