@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, Shared};
+use futures::future::{BoxFuture, WeakShared};
 use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -30,29 +30,38 @@ pub async fn run(
     for id in &ids {
         *copies.entry(id.clone()).or_default() += 1;
     }
+    // Every copy takes a slot (a copy costs no request), so that the ids after a repeated
+    // one are not held back behind it.
     let concurrency = crate::open_files::fit(
         args.concurrency,
-        u32::try_from(copies.len()).unwrap_or(u32::MAX),
+        u32::try_from(ids.len()).unwrap_or(u32::MAX),
         engine.client().config().http2,
         true,
     );
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
-    // Lookups whose later copies are still to come; dropped with the last, so that only
-    // copies still waiting hold an outcome.
-    let mut shared: HashMap<UserId, Shared<BoxFuture<'_, Outcome>>> = HashMap::new();
+    // Lookups whose later copies are still to come, held weakly: shared while a copy of the
+    // id is in flight, and not kept once every copy started so far has printed (a copy far
+    // behind then looks the id up again, from the cache when there is one), so that memory
+    // stays what the copies in flight need.
+    let mut shared: HashMap<UserId, WeakShared<BoxFuture<'_, Outcome>>> = HashMap::new();
     let mut results = futures::stream::iter(ids)
         .map(|id| {
-            let lookup = shared.remove(&id).unwrap_or_else(|| {
-                let (id, cancel) = (id.clone(), cancel.clone());
-                async move { engine.lookup(&id, &cancel, &mut |_| {}).await }
-                    .boxed()
-                    .shared()
-            });
+            let lookup = shared
+                .remove(&id)
+                .and_then(|weak| weak.upgrade())
+                .unwrap_or_else(|| {
+                    let (id, cancel) = (id.clone(), cancel.clone());
+                    async move { engine.lookup(&id, &cancel, &mut |_| {}).await }
+                        .boxed()
+                        .shared()
+                });
             if let Some(left) = copies.get_mut(&id) {
                 *left -= 1;
-                if *left > 0 {
-                    shared.insert(id.clone(), lookup.clone());
+                if *left > 0
+                    && let Some(weak) = lookup.downgrade()
+                {
+                    shared.insert(id.clone(), weak);
                 }
             }
             async move { (id, lookup.await) }
@@ -64,6 +73,7 @@ pub async fn run(
     // records that had arrived behind a slower id are printed, the ids left undone named.
     let mut interrupted = false;
     let mut not_done: Vec<UserId> = Vec::new();
+    let mut named: std::collections::HashSet<UserId> = std::collections::HashSet::new();
     let stdout = std::io::stdout();
     loop {
         let next = tokio::select! {
@@ -80,7 +90,10 @@ pub async fn run(
         spinner.inc(1);
         match outcome {
             Err(error) if interrupted && error.kind == crate::client::ErrorKind::Cancelled => {
-                not_done.push(id);
+                // Named once, however often it was given.
+                if named.insert(id.clone()) {
+                    not_done.push(id);
+                }
             }
             Ok(found) => {
                 // Indented through a parsed value, which keeps one value per key.

@@ -72,6 +72,26 @@ fn get_looks_up_a_repeated_id_once() {
     assert_eq!(api.stats().user_requests, 3);
 }
 
+/// Copies of one id take lookup slots but no requests: the ids after them are not held back.
+#[test]
+fn get_runs_the_ids_after_a_repeated_one_at_once() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = userfetch(&dir)
+        .args(["get", "5", "5", "7", "7", "--no-cache"])
+        .args(["--api", &api.template("latency=2s")])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    // One wave of 2 s, not two: generous against the 4 s two waves would take.
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    assert_eq!(printed_ids(&out.stdout), [5, 5, 7, 7]);
+    assert_eq!(api.stats().user_requests, 2);
+}
+
 /// `-v` logs each retry with the failure, which can quote the API's text: escape sequences in
 /// it (a 500's body here) reach the terminal no more than in any other message.
 #[test]
@@ -829,8 +849,9 @@ fn ctrl_c_prints_what_arrived_and_names_what_did_not() {
             .unwrap();
         cache.close().await.unwrap();
     });
+    // Id 1 given twice is named once.
     let child = userfetch(&dir)
-        .args(["get", "1", "2", "3", "--api", &template])
+        .args(["get", "1", "2", "3", "1", "--api", &template])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
