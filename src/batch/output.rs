@@ -172,17 +172,18 @@ const PARTIAL: &str = ".userfetch-partial";
 /// and gets a hash of the whole in place of the rest, so that any name the file system takes
 /// for the output can be written, and two long names that start alike do not share one.
 fn partial_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
-    use std::hash::{Hash, Hasher};
     use std::os::unix::ffi::OsStrExt;
     let bytes = name.as_bytes();
     let mut partial = std::ffi::OsString::from(".");
     if 1 + bytes.len() + PARTIAL.len() <= NAME_MAX {
         partial.push(name);
     } else {
-        let mut hasher = std::hash::DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        let hash = format!("-{:016x}", hasher.finish());
-        let keep = NAME_MAX - 1 - hash.len() - PARTIAL.len();
+        let hash = format!("-{:016x}", fnv1a(bytes));
+        let mut keep = NAME_MAX - 1 - hash.len() - PARTIAL.len();
+        // Not inside a UTF-8 character: some file systems take only UTF-8 names.
+        while keep > 0 && bytes.get(keep).is_some_and(|b| b & 0xC0 == 0x80) {
+            keep -= 1;
+        }
         partial.push(std::ffi::OsStr::from_bytes(&bytes[..keep]));
         partial.push(hash);
     }
@@ -190,30 +191,47 @@ fn partial_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
     partial
 }
 
+/// FNV-1a, 64 bits. By hand, as the partial name must stay the same from one build to the
+/// next (a killed run's file is found again by it), which std's hasher does not promise,
+/// and no crate is worth it for eight lines.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Opens the temporary file, made if need be. Its name is fixed, so in a directory others
 /// may write to, anything could be waiting there: a symbolic link (writing through it would
 /// overwrite the file it points to, and the rename would put the link where the output
 /// goes), a FIFO (opening it blocks until a reader comes, and no signal ends that wait), or
-/// another user's file, or a hard link to one. Only a regular file of this user's, with no
-/// other name, is written.
+/// another user's file, or a hard link to a file. One made here is ours by construction;
+/// one found (a killed run's) is written only if it is a regular file of this user's with
+/// no other name. Neither way follows a link or waits on a FIFO.
 fn open_partial(tmp: &Path) -> Result<File, String> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let named = || format!("its temporary file {}", tmp.display());
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(tmp)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => format!(
-                "{} is a symbolic link; remove it (userfetch writes the output there, then renames it into place)",
-                named()
-            ),
-            // A FIFO with no reader, opened without blocking.
-            Some(libc::ENXIO) => format!("{} is not a regular file; remove it", named()),
-            _ => format!("{}: {e}", named()),
-        })?;
+    let open = |new: bool| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(new)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(tmp)
+    };
+    let refused = |e: std::io::Error| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "{} is a symbolic link; remove it (userfetch writes the output there, then renames it into place)",
+            named()
+        ),
+        // A FIFO with no reader, opened without blocking.
+        Some(libc::ENXIO) => format!("{} is not a regular file; remove it", named()),
+        Some(libc::EISDIR) => format!("{} is a directory; remove it", named()),
+        _ => format!("{}: {e}", named()),
+    };
+    let file = match open(true) {
+        Ok(file) => return Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open(false).map_err(refused)?,
+        Err(e) => return Err(refused(e)),
+    };
     let meta = file.metadata().map_err(|e| format!("{}: {e}", named()))?;
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     let me = unsafe { libc::geteuid() };
@@ -623,6 +641,13 @@ mod tests {
             file.write_all(b"x\n").unwrap();
             assert_eq!(std::fs::read_to_string(&out).unwrap(), "x\n", "{len}");
         }
+        // A long name of two-byte characters is cut between characters, not inside one.
+        let name = format!("{}.jsonl", "é".repeat(120));
+        let partial = partial_name(std::ffi::OsStr::new(&name));
+        assert!(partial.to_str().is_some(), "{partial:?}");
+        assert!(partial.len() <= NAME_MAX);
+        let file = AtomicFile::create(&dir.path().join(&name), "--out").unwrap();
+        file.write_all(b"x\n").unwrap();
         // Two long names alike at the start get temporary files of their own.
         let long = |last: char| format!("{}{last}.jsonl", "b".repeat(248));
         let first = AtomicFile::create(&dir.path().join(long('1')), "--out").unwrap();
