@@ -48,7 +48,12 @@ impl AtomicFile {
         // The file is replaced by renaming a new one over it, so anything that is not a
         // regular file (/dev/null, a pipe, /dev/stdout) is refused: renaming over it would
         // replace the device itself. Asked of the kernel, which follows every kind of link.
-        let existing = std::fs::metadata(path).ok();
+        let existing = match std::fs::metadata(path) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // Not "nothing there": the checks below would be skipped for what is.
+            Err(e) => return Err(usage(format!("cannot read {what} {shown}: {e}"))),
+        };
         if existing.as_ref().is_some_and(|m| !m.is_file()) {
             return Err(usage(format!(
                 "{what} {shown} is not a regular file; the output is written whole and renamed into place, which needs one"
@@ -254,6 +259,7 @@ pub(super) fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     for _ in 0..40 {
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.file_type().is_symlink() => {
+                refuse_planted_link(&path, &meta)?;
                 let link = std::fs::read_link(&path)?;
                 path = match path.parent() {
                     Some(dir) => dir.join(link),
@@ -264,6 +270,31 @@ pub(super) fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
         }
     }
     Err(std::io::Error::other("too many levels of symbolic links"))
+}
+
+/// A link another user made in a shared directory (sticky and writable by all, as /tmp) is
+/// not followed, as the kernel does not follow it for opening (`fs.protected_symlinks`):
+/// followed, it would have a run replace any file of the runner's it points to. The kernel's
+/// rule: the link's owner must be the one following it or the directory's owner.
+fn refuse_planted_link(link: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() == me {
+        return Ok(());
+    }
+    let dir = match link.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::metadata(dir)?;
+    let shared = dir.mode() & 0o1002 == 0o1002;
+    if shared && meta.uid() != dir.uid() {
+        return Err(std::io::Error::other(
+            "it is a symbolic link another user made in a shared directory, which is not followed",
+        ));
+    }
+    Ok(())
 }
 
 impl AtomicFile {
@@ -629,6 +660,35 @@ mod tests {
         let file = AtomicFile::create(&out, "--out").unwrap();
         file.write_all(b"whole\n").unwrap();
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "whole\n");
+    }
+
+    /// Needs root, to make a link another user owns; elsewhere it checks only that a link
+    /// of one's own in such a directory is followed.
+    #[test]
+    fn a_link_another_user_planted_in_a_shared_directory_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "keep me").unwrap();
+        let out = shared.join("report.jsonl");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::lchown(&out, Some(65534), Some(65534)).unwrap();
+            let err = AtomicFile::create(&out, "--out").err().unwrap().to_string();
+            assert!(
+                err.contains("another user made in a shared directory"),
+                "{err}"
+            );
+            assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+            std::os::unix::fs::lchown(&out, Some(0), Some(0)).unwrap();
+        }
+        let file = AtomicFile::create(&out, "--out").unwrap();
+        file.write_all(b"x\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x\n");
     }
 
     #[test]
