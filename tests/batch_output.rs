@@ -776,4 +776,10 @@ fn a_newline_in_an_output_name_forges_no_line() {
         );
         assert!(!text.contains("\nFAKE") && !text.contains('\t'), "{text}");
     }
+    // Another input into the same output: the warning about the records earlier runs left.
+    let other = env.write("other.txt", "3\n");
+    let out = run(&mut env.batch(&[other.to_str().unwrap(), "--out", name]));
+    let text = stderr(&out);
+    assert!(text.contains("also holds 2 records"), "{text}");
+    assert!(!text.contains("\nFAKE") && !text.contains('\t'), "{text}");
 }

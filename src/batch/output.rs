@@ -144,7 +144,7 @@ impl AtomicFile {
 
     /// Writes `bytes` as the whole content and puts it in place.
     pub fn write_all(mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        let shown = self.path.display().to_string();
+        let shown = crate::term::path(&self.path);
         let mut w = self.writer()?;
         w.write_all(bytes)
             .with_context(|| format!("cannot write {shown}"))?;
@@ -155,7 +155,7 @@ impl AtomicFile {
     /// (SQLite commits it), and the file is derived from it, so after a power cut a rerun
     /// rebuilds it; syncing 100 MB of output would cost more than the whole fetch.
     pub(super) fn commit(mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
-        let shown = self.path.display().to_string();
+        let shown = crate::term::path(&self.path);
         writer
             .into_inner()
             .map_err(|e| e.into_error())
@@ -301,7 +301,7 @@ impl AtomicFile {
     /// Empties what `writer` wrote so far and takes the file back, to be written anew. What
     /// the writer still buffers is dropped unwritten: it may be what failed to write.
     pub(super) fn restart(&mut self, writer: BufWriter<File>) -> anyhow::Result<()> {
-        let shown = self.path.display().to_string();
+        let shown = crate::term::path(&self.path);
         let (mut file, _unwritten) = writer.into_parts();
         file.set_len(0)
             .and_then(|()| file.rewind())
@@ -350,7 +350,7 @@ pub fn write_found(
     format: Format,
     mut out: AtomicFile,
 ) -> anyhow::Result<u64> {
-    let shown = out.path().display().to_string();
+    let shown = crate::term::path(out.path());
     let mut w = out.writer()?;
     let count = match format {
         Format::Jsonl => reader.each_found(job, namespace, |_, body| {
@@ -514,7 +514,7 @@ struct FailureLine<'a> {
 
 /// Writes every not-found and failed id of the job; returns how many.
 pub fn write_failures(reader: &BatchReader, job: i64, mut out: AtomicFile) -> anyhow::Result<u64> {
-    let shown = out.path().display().to_string();
+    let shown = crate::term::path(out.path());
     let mut w = out.writer()?;
     let count = reader
         .each_failure(job, |row: FailureRow| {

@@ -71,7 +71,7 @@ struct Writer {
 impl Writer {
     fn start(mut out: AtomicFile) -> anyhow::Result<Writer> {
         let mut w = out.writer()?;
-        let shown = out.path().display().to_string();
+        let shown = crate::term::path(out.path());
         // Unbounded: the queue holds records only while the disk is slower than the network,
         // and the writer appends to the page cache at gigabytes a second.
         let (tx, rx) = mpsc::channel::<Vec<Record>>();

@@ -29,19 +29,22 @@ use thread::{clone_error, serve};
 
 #[derive(Debug, Error)]
 pub enum CacheError {
-    #[error("cannot create the cache directory {}: {source} (--cache PATH puts the cache file elsewhere; get and the screen also run with --no-cache)", path.display())]
+    #[error(
+        "cannot create the cache directory {}: {source} (--cache PATH puts the cache file elsewhere; get and the screen also run with --no-cache)",
+        crate::term::path(path)
+    )]
     Dir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the cache file {}: {source}", path.display())]
+    #[error("cannot open the cache file {}: {source}", crate::term::path(path))]
     Open {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error(
         "the cache file {} is not a usable SQLite database ({source}); move it aside, or use --cache PATH for another file",
-        path.display()
+        crate::term::path(path)
     )]
     Corrupt {
         path: PathBuf,
@@ -49,25 +52,25 @@ pub enum CacheError {
     },
     #[error(
         "{} is an SQLite database but not a userfetch cache (it holds {what}); it was left as it was: use --cache PATH for another file",
-        path.display()
+        crate::term::path(path)
     )]
     Foreign { path: PathBuf, what: String },
     #[error(
         "cannot write the cache file {} ({source}); check that it and its directory are writable, or use --cache PATH for another file",
-        path.display()
+        crate::term::path(path)
     )]
     ReadOnly {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("cache {}: {source}", path.display())]
+    #[error("cache {}: {source}", crate::term::path(path))]
     Sqlite {
         path: PathBuf,
         source: rusqlite::Error,
     },
     #[error(
         "the cache file {} is locked by another process (waited {}); try again once it is done, or use --cache PATH",
-        path.display(),
+        crate::term::path(path),
         humantime::format_duration(*waited)
     )]
     Busy { path: PathBuf, waited: Duration },

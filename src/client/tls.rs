@@ -39,7 +39,7 @@ impl Roots {
     /// lookup then fails.
     pub(super) fn unusable_named() -> Option<String> {
         if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-            let shown = std::path::Path::new(&file).display().to_string();
+            let shown = crate::term::path(std::path::Path::new(&file));
             match std::fs::read(&file) {
                 Err(e) => return Some(format!("SSL_CERT_FILE={shown} cannot be read ({e})")),
                 Ok(pem) if memchr::memmem::find(&pem, b"-----BEGIN CERTIFICATE-----").is_none() => {
@@ -54,7 +54,7 @@ impl Roots {
             .map(|dir| {
                 format!(
                     "SSL_CERT_DIR names {}, which is not a directory",
-                    dir.display()
+                    crate::term::path(&dir)
                 )
             })
     }

@@ -168,7 +168,8 @@ impl Pipeline<'_> {
         if let (Status::Complete, Some(out)) = (status, &summary.out)
             && self.ctx.job.earlier_found
         {
-            self.say_what_earlier_runs_left(&out.path).await;
+            self.say_what_earlier_runs_left(&crate::term::sanitize(&out.path))
+                .await;
         }
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
@@ -296,7 +297,7 @@ impl Pipeline<'_> {
             let Some(f) = failures else {
                 return (out, None, None);
             };
-            let shown = f.path().display().to_string();
+            let shown = crate::term::path(f.path());
             match BatchReader::open(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|reader| output::write_failures(&reader, job, f))
