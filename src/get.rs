@@ -40,31 +40,38 @@ pub async fn run(
     );
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
-    // Lookups whose later copies are still to come, held weakly: shared while a copy of the
-    // id is in flight, and not kept once every copy started so far has printed (a copy far
-    // behind then looks the id up again, from the cache when there is one), so that memory
-    // stays what the copies in flight need.
+    // Lookups whose later copies are still to come, held weakly: a copy's future holds its
+    // lookup until the copy is printed, so a later copy shares it while an earlier one is in
+    // a slot or waiting to print; once none is, the outcome is not kept (a copy far behind
+    // looks the id up again, from the cache when there is one), and memory stays what the
+    // slots need.
     let mut shared: HashMap<UserId, WeakShared<BoxFuture<'_, Outcome>>> = HashMap::new();
     let mut results = futures::stream::iter(ids)
         .map(|id| {
-            let lookup = shared
+            let earlier = shared
                 .remove(&id)
-                .and_then(|weak| weak.upgrade())
-                .unwrap_or_else(|| {
-                    let (id, cancel) = (id.clone(), cancel.clone());
-                    async move { engine.lookup(&id, &cancel, &mut |_| {}).await }
-                        .boxed()
-                        .shared()
-                });
+                .and_then(|weak| Some((weak.upgrade()?, Some(weak))));
+            let (lookup, weak) = earlier.unwrap_or_else(|| {
+                let (id, cancel) = (id.clone(), cancel.clone());
+                let lookup = async move { engine.lookup(&id, &cancel, &mut |_| {}).await }
+                    .boxed()
+                    .shared();
+                // Not polled yet, so there is a weak handle to have.
+                let weak = lookup.downgrade();
+                (lookup, weak)
+            });
             if let Some(left) = copies.get_mut(&id) {
                 *left -= 1;
                 if *left > 0
-                    && let Some(weak) = lookup.downgrade()
+                    && let Some(weak) = weak
                 {
                     shared.insert(id.clone(), weak);
                 }
             }
-            async move { (id, lookup.await) }
+            async move {
+                let outcome = lookup.clone().await;
+                (id, outcome, lookup)
+            }
         })
         .buffered(concurrency as usize);
 
@@ -86,7 +93,10 @@ pub async fn run(
             }
             next = results.next() => next,
         };
-        let Some((id, outcome)) = next else { break };
+        // The lookup is held until its outcome is printed, for a later copy to share.
+        let Some((id, outcome, _lookup)) = next else {
+            break;
+        };
         spinner.inc(1);
         match outcome {
             Err(error) if interrupted && error.kind == crate::client::ErrorKind::Cancelled => {
