@@ -45,6 +45,11 @@ impl AtomicFile {
                 "{what} {shown} ends in '/', which names a directory, not a file"
             )));
         }
+        // A link is followed to the file it points to: replacing the link would leave that
+        // file stale. First, so that a planted one is refused as such, before the kernel
+        // (with `fs.protected_symlinks`) refuses to read through it.
+        let target =
+            resolve_links(path).map_err(|e| usage(format!("cannot follow {what} {shown}: {e}")))?;
         // The file is replaced by renaming a new one over it, so anything that is not a
         // regular file (/dev/null, a pipe, /dev/stdout) is refused: renaming over it would
         // replace the device itself. Asked of the kernel, which follows every kind of link.
@@ -70,10 +75,6 @@ impl AtomicFile {
                 "{what} {shown} is read-only; make it writable (chmod u+w) to have it replaced, or choose another file"
             )));
         }
-        // A link is followed to the file it points to: replacing the link would leave that
-        // file stale.
-        let target =
-            resolve_links(path).map_err(|e| usage(format!("cannot follow {what} {shown}: {e}")))?;
         if names_dir(&target) {
             return Err(usage(format!("{what} {shown} links to a directory")));
         }
