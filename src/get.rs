@@ -24,12 +24,6 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // Before the spinner starts: a lowered concurrency is said on a line of its own, and
     // only when the ids would have used more than the limit allows.
-    // An id given more than once is looked up once: its copies share that lookup, and each
-    // prints its outcome in its own place.
-    let mut copies: HashMap<UserId, usize> = HashMap::new();
-    for id in &ids {
-        *copies.entry(id.clone()).or_default() += 1;
-    }
     // Every copy takes a slot (a copy costs no request), so that the ids after a repeated
     // one are not held back behind it.
     let concurrency = crate::open_files::fit(
@@ -40,33 +34,28 @@ pub async fn run(
     );
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
-    // Lookups whose later copies are still to come, held weakly: a copy's future holds its
-    // lookup until the copy is printed, so a later copy shares it while an earlier one is in
-    // a slot or waiting to print; once none is, the outcome is not kept (a copy far behind
-    // looks the id up again, from the cache when there is one), and memory stays what the
-    // slots need.
+    // An id given more than once is looked up once: its copies share that lookup, and each
+    // prints its outcome in its own place. A copy's future holds its lookup until the copy
+    // is printed, so a later copy shares it while an earlier one is in a slot or waiting to
+    // print. The map holds lookups weakly: once no copy does, the outcome is dropped (a copy
+    // far behind looks the id up again, from the cache when there is one), and memory stays
+    // what the slots need.
     let mut shared: HashMap<UserId, WeakShared<BoxFuture<'_, Outcome>>> = HashMap::new();
     let mut results = futures::stream::iter(ids)
         .map(|id| {
-            let earlier = shared
-                .remove(&id)
-                .and_then(|weak| Some((weak.upgrade()?, Some(weak))));
-            let (lookup, weak) = earlier.unwrap_or_else(|| {
-                let (id, cancel) = (id.clone(), cancel.clone());
-                let lookup = async move { engine.lookup(&id, &cancel, &mut |_| {}).await }
-                    .boxed()
-                    .shared();
-                // Not polled yet, so there is a weak handle to have.
-                let weak = lookup.downgrade();
-                (lookup, weak)
-            });
-            if let Some(left) = copies.get_mut(&id) {
-                *left -= 1;
-                if *left > 0
-                    && let Some(weak) = weak
-                {
-                    shared.insert(id.clone(), weak);
-                }
+            let lookup = shared
+                .get(&id)
+                .and_then(WeakShared::upgrade)
+                .unwrap_or_else(|| {
+                    let (id, cancel) = (id.clone(), cancel.clone());
+                    async move { engine.lookup(&id, &cancel, &mut |_| {}).await }
+                        .boxed()
+                        .shared()
+                });
+            // Kept weakly for later copies. A lookup already done gives no weak handle, and
+            // needs none: its entry is the one it was found by.
+            if let Some(weak) = lookup.downgrade() {
+                shared.insert(id.clone(), weak);
             }
             async move {
                 let outcome = lookup.clone().await;

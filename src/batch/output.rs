@@ -239,11 +239,9 @@ fn open_partial(tmp: &Path) -> Result<File, String> {
         Err(e) => return Err(refused(e)),
     };
     let meta = file.metadata().map_err(|e| format!("{}: {e}", named()))?;
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
     let why = if !meta.is_file() {
         "is not a regular file"
-    } else if meta.uid() != me {
+    } else if meta.uid() != euid() {
         "belongs to another user"
     } else if meta.nlink() > 1 {
         "has another name (a hard link)"
@@ -273,15 +271,19 @@ pub(super) fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
+/// The user this process acts as, whose files it may write.
+fn euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
 /// A link another user made in a shared directory (sticky and writable by all, as /tmp) is
 /// not followed, as the kernel does not follow it for opening (`fs.protected_symlinks`):
 /// followed, it would have a run replace any file of the runner's it points to. The kernel's
 /// rule: the link's owner must be the one following it or the directory's owner.
 fn refuse_planted_link(link: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() == me {
+    if meta.uid() == euid() {
         return Ok(());
     }
     let dir = match link.parent() {
@@ -676,8 +678,7 @@ mod tests {
         std::fs::write(&victim, "keep me").unwrap();
         let out = shared.join("report.jsonl");
         std::os::unix::fs::symlink(&victim, &out).unwrap();
-        // SAFETY: geteuid(2) cannot fail and touches no memory.
-        if unsafe { libc::geteuid() } == 0 {
+        if euid() == 0 {
             std::os::unix::fs::lchown(&out, Some(65534), Some(65534)).unwrap();
             let err = AtomicFile::create(&out, "--out").err().unwrap().to_string();
             assert!(
