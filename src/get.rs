@@ -23,15 +23,24 @@ pub async fn run(
     interrupt: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     // Before the spinner starts: a lowered concurrency is said on a line of its own, and
-    // only when the ids would have used more than the limit allows.
-    // Every copy takes a slot (a copy costs no request), so that the ids after a repeated
-    // one are not held back behind it.
-    let concurrency = crate::open_files::fit(
+    // only when the lookups would have used more sockets than the limit allows. Copies of
+    // an id share one lookup (below), so only distinct ids can need a socket at once.
+    let distinct = ids.iter().collect::<std::collections::HashSet<_>>().len();
+    let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let fitted = crate::open_files::fit(
         args.concurrency,
-        u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        as_u32(distinct),
         engine.client().config().http2,
         true,
     );
+    // Every copy takes a slot (a copy costs no request), so that the ids after a repeated
+    // one are not held back behind it; a lowered count bounds the slots, copies and all.
+    let lowered = fitted < args.concurrency.min(as_u32(distinct)).max(1);
+    let concurrency = if lowered {
+        fitted
+    } else {
+        args.concurrency.min(as_u32(ids.len())).max(1)
+    };
     let spinner = spinner(ids.len());
     let cancel = interrupt.child_token();
     // An id given more than once is looked up once: its copies share that lookup, and each

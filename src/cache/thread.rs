@@ -15,6 +15,7 @@ use super::batch::{
 use super::file::{BUSY_FOR, is_busy};
 use super::{Cached, Command, GiveUp, now_ms};
 use crate::record::Record;
+use crate::term;
 
 /// Most requests run in one transaction; bounds how long a reader waits behind writes.
 pub(super) const MAX_BATCH: usize = 4096;
@@ -65,7 +66,10 @@ pub(super) fn serve(
                         }
                         // Left for the next process that opens the file.
                         Err(e) => {
-                            tracing::debug!("cache {}: deleting old outcomes: {e}", path.display());
+                            tracing::debug!(
+                                "cache {}: deleting old outcomes: {e}",
+                                term::path(path)
+                            );
                             false
                         }
                     };
@@ -111,11 +115,11 @@ pub(super) fn serve(
                 answer_lookups_first(&mut conn, &mut batch, path);
             }
             if no_wait && let Err(e) = conn.busy_timeout(Duration::ZERO) {
-                tracing::debug!("cache {}: {e}", path.display());
+                tracing::debug!("cache {}: {e}", term::path(path));
             }
             let ran = run_batch(&mut conn, &mut batch, &mut claimed, patient);
             if no_wait && let Err(e) = conn.busy_timeout(BUSY_FOR) {
-                tracing::debug!("cache {}: {e}", path.display());
+                tracing::debug!("cache {}: {e}", term::path(path));
             }
             match (&ran, records) {
                 (Err(e), true) if is_busy(e) && !puts_locked_out => {
@@ -124,14 +128,14 @@ pub(super) fn serve(
                         // The path last: on the screen's notice row a long one is what
                         // gets cut, not what is wrong.
                         "userfetch: the cache file is locked by another process; records fetched meanwhile are not stored in it ({})",
-                        crate::term::path(path)
+                        term::path(path)
                     ));
                 }
                 (Ok(()), true) if puts_locked_out => {
                     puts_locked_out = false;
                     crate::console::note_above_progress(format_args!(
                         "userfetch: the cache file is free again; records are stored in it again ({})",
-                        crate::term::path(path)
+                        term::path(path)
                     ));
                 }
                 _ => {}
@@ -142,11 +146,11 @@ pub(super) fn serve(
                     if waiting_since.is_none() {
                         // Short tries from now on, so a stop or a close is seen at once.
                         if let Err(e) = conn.busy_timeout(WAIT_STEP) {
-                            tracing::debug!("cache {}: {e}", path.display());
+                            tracing::debug!("cache {}: {e}", term::path(path));
                         }
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is locked by another process; waiting until it is free",
-                            crate::term::path(path)
+                            term::path(path)
                         ));
                         waiting_since = Some(Instant::now());
                     }
@@ -164,18 +168,18 @@ pub(super) fn serve(
                 }
                 // Every caller heard it.
                 Err(e) => {
-                    tracing::debug!("cache {}: {e}", path.display());
+                    tracing::debug!("cache {}: {e}", term::path(path));
                     break;
                 }
                 Ok(()) => {
                     // Batch commands took the write lock: it is free again.
                     if let Some(since) = waiting_since.take_if(|_| batch_commands) {
                         if let Err(e) = conn.busy_timeout(BUSY_FOR) {
-                            tracing::debug!("cache {}: {e}", path.display());
+                            tracing::debug!("cache {}: {e}", term::path(path));
                         }
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is free again after {}; going on",
-                            crate::term::path(path),
+                            term::path(path),
                             // The first busy timeout passed before the wait was noticed.
                             humantime::format_duration(Duration::from_secs(
                                 (since.elapsed() + BUSY_FOR).as_secs()
@@ -197,10 +201,10 @@ pub(super) fn serve(
             // WAL mode. Closing, rather than exiting under the thread, means the process never
             // ends while SQLite is writing.
             if let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
-                tracing::debug!("cache {}: closing with a checkpoint: {e}", path.display());
+                tracing::debug!("cache {}: closing with a checkpoint: {e}", term::path(path));
             }
             if let Err((_, e)) = conn.close() {
-                tracing::warn!("closing the cache {}: {e}", path.display());
+                tracing::warn!("closing the cache {}: {e}", term::path(path));
             }
             let _ = reply.send(());
             return;
@@ -222,7 +226,7 @@ pub(super) fn answer_lookups_first(conn: &mut Connection, batch: &mut Vec<Comman
     *batch = rest;
     // Reads only: no claims to keep.
     if let Err(e) = run_batch(conn, &mut reads, &mut Claimed::default(), false) {
-        tracing::debug!("cache {}: {e}", path.display());
+        tracing::debug!("cache {}: {e}", term::path(path));
     }
 }
 
