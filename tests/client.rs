@@ -504,6 +504,45 @@ async fn not_found_answers_leave_the_connection_open_for_the_next_request() {
     assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
+/// An HTTP/1.1 server whose every answer is `head` with a body promised 1,000 bytes long and
+/// cut after the first few, the connection left open: a body that never ends.
+fn unending_body_server(head: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.read(&mut [0; 4096]);
+            let _ = write!(
+                stream,
+                "{head}\r\nContent-Length: 1000\r\n\r\n{{\"error\": \"no"
+            );
+            open.push(stream);
+        }
+    });
+    port
+}
+
+/// The status decides an error answer, not how its body arrives: a 404 whose body never
+/// ends is not found (not a timeout, retried), and a 429's Retry-After still counts.
+#[tokio::test]
+async fn an_error_answer_whose_body_never_ends_keeps_its_status() {
+    let port = unending_body_server("HTTP/1.1 404 Not Found");
+    let mut config = config_for(port);
+    config.timeout = Duration::from_secs(5);
+    config.retry.retries = 2;
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    assert_eq!(err.attempts, 1, "{err}");
+
+    let port = unending_body_server("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0");
+    let mut config = config_for(port);
+    config.timeout = Duration::from_secs(5);
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::RateLimited, "{err}");
+}
+
 /// Settings for a server on `port` of this machine: no retries, fast backoff.
 fn config_for(port: u16) -> ClientConfig {
     let template = format!("http://127.0.0.1:{port}/users/{{id}}");

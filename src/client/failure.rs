@@ -59,22 +59,28 @@ impl AttemptFailure {
 
 /// Reads a body nobody needs (a 404's, a redirect's) to its end, so that the HTTP/1.1
 /// connection goes back to the pool: dropped unread, it is closed, and a batch of mostly
-/// unknown ids opened a connection per id. A body over 64 KiB is not worth the wait; errors
-/// only cost the connection. The attempt's deadline still bounds the wait. Returns the
-/// body's first [`SAID_BYTES`], for an error's message.
+/// unknown ids opened a connection per id. A body over 64 KiB, or one still arriving after
+/// [`SAID_WAIT`], is not worth the wait; errors only cost the connection. Returns the body's
+/// first [`SAID_BYTES`], for an error's message.
 pub(super) async fn drain(response: &mut reqwest::Response) -> Vec<u8> {
     let mut said = Vec::new();
-    let mut read = 0;
-    while read <= 64 * 1024 {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                read += chunk.len();
-                let room = SAID_BYTES.saturating_sub(said.len());
-                said.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    let read_all = async {
+        let mut read = 0;
+        while read <= 64 * 1024 {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len();
+                    let room = SAID_BYTES.saturating_sub(said.len());
+                    said.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                }
+                Ok(None) | Err(_) => break,
             }
-            Ok(None) | Err(_) => break,
         }
-    }
+    };
+    // Bounded apart from the attempt's deadline: a body that trickles (or promises more
+    // than it sends) would otherwise turn a 404 into a timeout, retried, and a 503 into one
+    // without its Retry-After.
+    let _ = tokio::time::timeout(SAID_WAIT, read_all).await;
     said
 }
 
@@ -83,7 +89,8 @@ pub(super) async fn drain(response: &mut reqwest::Response) -> Vec<u8> {
 pub(super) const SAID_BYTES: usize = 16 * 1024;
 /// How much of it the message quotes, in terminal columns, before the mark of a cut.
 const SAID_COLUMNS: usize = 200;
-/// How long an error body gets to arrive over HTTP/2, where nothing else needs it read.
+/// How long an error body gets to arrive: its status is the answer, and the body only a
+/// message.
 pub(super) const SAID_WAIT: Duration = Duration::from_millis(200);
 
 /// What an error answer's body says, as one short line: `unknown fault 'x'` tells more than
