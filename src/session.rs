@@ -9,6 +9,7 @@ use crate::cache::Cache;
 use crate::cli::GlobalOpts;
 use crate::client::{Client, ClientConfig, H2c, RetryPolicy, UrlTemplate};
 use crate::engine::Engine;
+use crate::exit::usage;
 use crate::server::{self, ServerConfig, ServerHandle};
 
 /// The environment variable the API token is read from. Never an option: argv is visible to
@@ -36,12 +37,23 @@ pub fn cache_path(opts: &GlobalOpts) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// Whether a proxy is set for http:// URLs, as reqwest reads it: the question about HTTP/2
-/// would go around it, straight to the API, and so would the direct HTTP/2 connection.
-fn proxy_set() -> bool {
-    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+/// The proxy requests to `template`'s API go through, if any, read from the environment
+/// (`http_proxy`, `all_proxy`, `NO_PROXY`, …) by the same matcher reqwest uses, and shown
+/// without its credentials. The question about HTTP/2 and the direct HTTP/2 connection
+/// would go around it, straight to the API.
+fn proxy_for(template: &UrlTemplate) -> Option<String> {
+    let origin = template.origin();
+    let uri: hyper::Uri = origin.as_str().parse().ok()?;
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_system();
+    let proxy = matcher.intercept(&uri)?;
+    let proxy = proxy.uri();
+    Some(match (proxy.scheme_str(), proxy.host()) {
+        (Some(scheme), Some(host)) => match proxy.port_u16() {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        },
+        _ => "a proxy".to_owned(),
+    })
 }
 
 /// A ready engine, and the embedded server when there is one (kept alive with the session).
@@ -101,6 +113,18 @@ impl Session {
                 (template, EMBEDDED_NAMESPACE.to_owned(), Some(handle))
             }
         };
+        // The proxy is read for an http:// API only: an https:// one speaks HTTP/2 (when
+        // agreed) through it.
+        let proxy = (embedded.is_none() && template.origin().scheme() == "http")
+            .then(|| proxy_for(&template))
+            .flatten();
+        if let Some(proxy) = proxy.as_ref().filter(|_| opts.http2) {
+            return Err(usage(format!(
+                "--http2 speaks to the API directly, but its requests go through the proxy \
+                 {proxy} (set in the environment): leave --http2 (and USERFETCH_HTTP2) out to \
+                 go through the proxy over HTTP/1.1, or add the API's host to NO_PROXY"
+            )));
+        }
         let token = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty());
         let config = ClientConfig {
             timeout: opts.timeout,
@@ -158,8 +182,11 @@ impl Session {
             }
         } else if config.template.origin().scheme() != "http" {
             (client, None)
-        } else if proxy_set() {
-            tracing::info!("a proxy is set: speaking HTTP/1.1 through it, not asking about HTTP/2");
+        } else if let Some(proxy) = proxy {
+            tracing::info!(
+                "the API is reached through the proxy {proxy}: speaking HTTP/1.1 through it, \
+                 not asking about HTTP/2"
+            );
             (client, None)
         } else {
             let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);

@@ -193,17 +193,32 @@ fn batch_speaks_http2_to_an_api_that_offers_it() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--http1 and --http2"));
-    // With a proxy set the question would go around it: not asked.
+    // Through a proxy the question would go around it: not asked. (The demo API answers a
+    // proxy's absolute-form requests, so it stands in for one here.)
+    let api = TestApi::start();
+    let template = api.template("");
+    let base = template.split("/users").next().unwrap();
+    userfetch(&dir)
+        .current_dir(dir.path())
+        .env("http_proxy", base)
+        .args(["--api", &template])
+        .args(["batch", "ids.txt", "--out", "o.jsonl", "--fresh"])
+        .assert()
+        .success();
+    let log = api.log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log.iter().all(|r| !r.http2), "{log:?}");
+    // A proxy NO_PROXY keeps away from the API is no reason not to ask.
     let api = TestApi::start();
     userfetch(&dir)
         .current_dir(dir.path())
         .env("http_proxy", "http://127.0.0.1:1")
-        .env("NO_PROXY", "127.0.0.1")
+        .env("NO_PROXY", "example.com,127.0.0.1")
         .args(["--api", &api.template("")])
         .args(["batch", "ids.txt", "--out", "o.jsonl", "--fresh"])
         .assert()
         .success();
-    assert!(api.log().iter().all(|r| !r.http2), "{:?}", api.log());
+    assert!(api.log().iter().all(|r| r.http2), "{:?}", api.log());
     // Typed, --http1 wins over USERFETCH_HTTP2 in the environment.
     let api = TestApi::start();
     userfetch(&dir)
@@ -214,6 +229,36 @@ fn batch_speaks_http2_to_an_api_that_offers_it() {
         .assert()
         .success();
     assert!(api.log().iter().all(|r| !r.http2), "{:?}", api.log());
+}
+
+/// `--http2` speaks to the API directly: where a proxy would carry its requests it is
+/// refused, not quietly gone around (the proxy named, without its password).
+#[test]
+fn http2_is_refused_where_a_proxy_carries_the_requests() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .env("http_proxy", "http://bob:hunter2@127.0.0.1:1")
+        .args(["--http2", "--api", &api.template(""), "get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--http2 speaks to the API directly")
+            && stderr.contains("through the proxy http://127.0.0.1:1 "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(api.log().is_empty(), "{:?}", api.log());
+    // Kept away from the API by NO_PROXY, the proxy is no obstacle.
+    userfetch(&dir)
+        .env("http_proxy", "http://127.0.0.1:1")
+        .env("no_proxy", "127.0.0.1")
+        .args(["--http2", "--api", &api.template(""), "get", "1"])
+        .assert()
+        .success();
+    assert!(api.log().iter().all(|r| r.http2), "{:?}", api.log());
 }
 
 /// A copied id often brings a space along, as a line of a batch file may: it is the id.
