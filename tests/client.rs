@@ -729,3 +729,41 @@ async fn a_401_says_what_became_of_the_token() {
     let msg = message(redirecting, Some("t0ken")).await;
     assert!(msg.contains("after a redirect to another origin"), "{msg}");
 }
+
+/// A redirect's target is named in the error, but not what the API put in it to hide: the
+/// token in its query (or path), a password.
+#[tokio::test]
+async fn a_redirect_target_is_named_without_the_token_or_a_password() {
+    let (failing, _) = answering_server("HTTP/1.1 500 Internal Server Error".into());
+    let message = |location: String| {
+        let (redirecting, _) =
+            answering_server(format!("HTTP/1.1 302 Found\r\nLocation: {location}"));
+        let mut config = config_for(redirecting);
+        config.token = Some("SeCrEt123".to_owned());
+        async move {
+            let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::ServerError, "{err}");
+            err.to_string()
+        }
+    };
+    let msg = message(format!(
+        "http://bob:hunter2@127.0.0.1:{failing}/users/1?key=SeCrEt123#SeCrEt123"
+    ))
+    .await;
+    assert!(
+        msg.contains(&format!(
+            "after a redirect to http://127.0.0.1:{failing}/users/1: "
+        )),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("hunter2") && !msg.contains("SeCrEt123"),
+        "{msg}"
+    );
+    let msg = message(format!("http://127.0.0.1:{failing}/keys/secret123/users/1")).await;
+    assert!(
+        msg.contains(&format!("after a redirect to http://127.0.0.1:{failing}: ")),
+        "{msg}"
+    );
+    assert!(!msg.to_lowercase().contains("secret123"), "{msg}");
+}

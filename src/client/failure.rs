@@ -42,7 +42,8 @@ impl AttemptFailure {
 
     /// A failure at a redirect's target, said as such: it would read as the API's own, and
     /// the hint about the API's scheme would point at the wrong URL.
-    pub(super) fn after_redirect(mut self, target: &::url::Url) -> Self {
+    /// `secret`: the token, never shown, though the API may have put it in the target.
+    pub(super) fn after_redirect(mut self, target: &::url::Url, secret: Option<&str>) -> Self {
         // Not started again for a stop: that would ask the first hop again, one request
         // more at the API than the attempts say.
         self.connect_timed_out = false;
@@ -51,9 +52,26 @@ impl AttemptFailure {
             .replace(NOT_TLS_HINT, "; the server does not seem to speak TLS");
         self.detail = format!(
             "after a redirect to {}: {detail}",
-            crate::term::fit(target.as_str(), 100)
+            crate::term::fit(&shown_target(target, secret), 100)
         );
         self
+    }
+}
+
+/// A redirect's target as an error shows it: without the credentials, query or fragment
+/// the API may have put there (a password, the token, a signed link's signature), and
+/// only its origin where the path still holds the token.
+fn shown_target(target: &::url::Url, secret: Option<&str>) -> String {
+    let mut shown = target.clone();
+    // Only a URL that cannot have them refuses these, and then it has none to hide.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let shown = shown.to_string();
+    match secret {
+        Some(secret) if still_holds(&shown, secret) => target.origin().ascii_serialization(),
+        _ => shown,
     }
 }
 

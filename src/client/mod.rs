@@ -433,7 +433,7 @@ impl Client {
             self.redirects.fetch_add(1, Ordering::Relaxed);
             let hop = Box::pin(self.attempt_reqwest(target.as_str(), with_token))
                 .await
-                .map_err(|failure| failure.after_redirect(&target))?;
+                .map_err(|failure| failure.after_redirect(&target, self.config.token.as_deref()))?;
             match hop {
                 Hop::Record(record) => return Ok(record),
                 Hop::Redirect(next) => (current, location) = (target, next),
