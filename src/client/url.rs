@@ -40,6 +40,18 @@ pub enum TemplateError {
     Credentials,
     #[error("in the API URL template '{0}', {{id}} must be part of the path")]
     NotInPath(String),
+    #[error("the API URL template '{0}' names no host: it must start http://HOST or https://HOST")]
+    NoHost(String),
+}
+
+/// Whether the host comes right after `scheme://`, as written. A URL parser following the
+/// WHATWG rules, as reqwest's does, skips any number of slashes there: `http:///users/{id}`
+/// (the host left out) would be read as the host `users`, and fail as a lookup of that name.
+fn host_follows_slashes(template: &str) -> bool {
+    let rest = template.split_once(':').map_or("", |(_, rest)| rest);
+    rest.strip_prefix("//")
+        .and_then(|host| host.chars().next())
+        .is_some_and(|c| !matches!(c, '/' | '\\'))
 }
 
 impl UrlTemplate {
@@ -54,6 +66,9 @@ impl UrlTemplate {
             .map_err(|e| TemplateError::Invalid(template.to_owned(), e.to_string()))?;
         if !matches!(probe.scheme(), "http" | "https") {
             return Err(TemplateError::Scheme(template.to_owned()));
+        }
+        if !host_follows_slashes(template) {
+            return Err(TemplateError::NoHost(template.to_owned()));
         }
         // Credentials in a URL end up in logs, error messages, --dry-run output and `ps`.
         if !probe.username().is_empty() || probe.password().is_some() {
@@ -205,5 +220,28 @@ mod tests {
             UrlTemplate::parse("http://h/users?id={id}"),
             Err(TemplateError::NotInPath(_))
         ));
+    }
+
+    /// A URL parser takes `http:///users/{id}` for the host `users`: the host left out is
+    /// said as such, not found out as a failed lookup of that name.
+    #[test]
+    fn a_template_without_a_host_is_refused() {
+        for template in [
+            "http:///users/{id}",
+            "http:users/{id}",
+            "https:/api.example.com/{id}",
+            "http:\\\\h/{id}",
+        ] {
+            let err = UrlTemplate::parse(template).unwrap_err();
+            assert_eq!(
+                err,
+                TemplateError::NoHost(template.to_owned()),
+                "{template}"
+            );
+            assert!(err.to_string().contains("names no host"), "{err}");
+        }
+        for template in ["HTTP://h/{id}", " http://h/{id}", "https://[::1]:8/u/{id}"] {
+            assert!(UrlTemplate::parse(template).is_ok(), "{template}");
+        }
     }
 }
