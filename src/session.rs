@@ -63,6 +63,9 @@ pub struct Session {
     /// How many requests at once the API takes on its HTTP/2 connection, when batch asked
     /// and it answered that it speaks HTTP/2.
     pub http2_streams: Option<u32>,
+    /// Why the API could not be reached when batch asked it about HTTP/2 (refused, no such
+    /// host): the protocol is then a guess, and the dry run says so.
+    pub unreached: Option<String>,
 }
 
 /// How long a batch waits to learn whether an http:// API speaks HTTP/2 (within
@@ -164,6 +167,7 @@ impl Session {
                 )
             }
         };
+        let mut unreached = None;
         let (client, http2_streams) = if !ask_http2 {
             (client, None)
         } else if opts.http1 {
@@ -178,6 +182,10 @@ impl Session {
             let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
             match crate::client::offers_h2c(&config.template, limit).await {
                 H2c::Speaks { streams } => (client, Some(streams)),
+                H2c::Unreachable(why) => {
+                    unreached = Some(why);
+                    (client, None)
+                }
                 H2c::DoesNot | H2c::NoAnswer => (client, None),
             }
         } else if config.template.origin().scheme() != "http" {
@@ -203,6 +211,15 @@ impl Session {
                     tracing::info!("the API speaks HTTP/1.1, not cleartext HTTP/2: using HTTP/1.1");
                     (client, None)
                 }
+                H2c::Unreachable(why) => {
+                    tracing::info!(
+                        "the API could not be reached to ask whether it speaks HTTP/2 ({}): \
+                         using HTTP/1.1",
+                        crate::term::sanitize(&why)
+                    );
+                    unreached = Some(why);
+                    (client, None)
+                }
                 H2c::NoAnswer => {
                     tracing::info!(
                         "the API did not answer within {} whether it speaks HTTP/2: using HTTP/1.1",
@@ -216,6 +233,7 @@ impl Session {
             engine: Engine::new(client, cache, opts.max_age, &namespace),
             embedded,
             http2_streams,
+            unreached,
         })
     }
 

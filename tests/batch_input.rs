@@ -512,6 +512,33 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     assert!(!env.path("out.jsonl").exists());
 }
 
+/// The dry run asks an http:// API whether it speaks HTTP/2; one that cannot be reached is
+/// said to be so, not taken for an HTTP/1.1 API.
+#[test]
+fn a_dry_run_says_when_the_api_cannot_be_reached() {
+    let env = Env::new();
+    env.write("ids.txt", "1\n");
+    let out = run(env.with_api("http://127.0.0.1:1/users/{id}", &[]).args([
+        "batch",
+        "ids.txt",
+        "--out",
+        "out.jsonl",
+        "--dry-run",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("the API could not be reached just now (")
+            && text.contains("): the protocol above is a guess"),
+        "{text}"
+    );
+    // One that answers is not.
+    let out = run(&mut env.batch(&["ids.txt", "--out", "out.jsonl", "--dry-run"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("over cleartext HTTP/2"), "{text}");
+    assert!(!text.contains("could not be reached"), "{text}");
+}
+
 /// `batch --out ids.txt < ids.txt` would replace the ids being read with records: refused,
 /// as naming the input file is, for every output.
 #[test]

@@ -148,6 +148,17 @@ pub(super) async fn dry_run(
             (_, false) => "over HTTP/1.1: a connection for each lookup in flight",
         }
     )?;
+    if let Some(why) = &session.unreached {
+        say!(
+            "  the API could not be reached just now ({}){}",
+            crate::term::sanitize(why),
+            if client.http2 {
+                ""
+            } else {
+                ": the protocol above is a guess"
+            }
+        )?;
+    }
     if !report.urls.is_empty() {
         say!("  first URLs:")?;
         for url in &report.urls {

@@ -51,8 +51,8 @@ pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> super:
     // More than any real SETTINGS frame (6 bytes a setting, a few settings).
     const MOST: usize = 1024;
     const MAX_CONCURRENT_STREAMS: u16 = 3;
-    let probe = async {
-        let mut stream = TcpStream::connect((host, port)).await.ok()?;
+    // The answer's streams limit; `None` for anything but HTTP/2's SETTINGS.
+    async fn ask(stream: &mut TcpStream) -> Option<u32> {
         stream.write_all(HELLO).await.ok()?;
         let mut head = [0u8; 9];
         stream.read_exact(&mut head).await.ok()?;
@@ -70,10 +70,18 @@ pub(super) async fn offers_h2c(host: &str, port: u16, limit: Duration) -> super:
             .next_back();
         // A limit of 0 lets no request through at all: as good as no HTTP/2.
         streams.map_or(Some(u32::MAX), |n| (n > 0).then_some(n))
+    }
+    let probe = async {
+        let mut stream = match TcpStream::connect((host, port)).await {
+            Ok(stream) => stream,
+            Err(e) => return Err(e.to_string()),
+        };
+        Ok(ask(&mut stream).await)
     };
     match crate::stopped::within(limit, probe).await {
-        Some(Some(streams)) => super::H2c::Speaks { streams },
-        Some(None) => super::H2c::DoesNot,
+        Some(Ok(Some(streams))) => super::H2c::Speaks { streams },
+        Some(Ok(None)) => super::H2c::DoesNot,
+        Some(Err(why)) => super::H2c::Unreachable(why),
         None => super::H2c::NoAnswer,
     }
 }

@@ -144,13 +144,15 @@ fn redirect_location(status: StatusCode, headers: &reqwest::header::HeaderMap) -
 }
 
 /// What an API said when asked whether it speaks cleartext HTTP/2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum H2c {
     /// It does, taking `streams` requests at once on a connection (`u32::MAX`: no limit said).
     Speaks { streams: u32 },
-    /// It answered as something else (HTTP/1.1), closed, or refused the connection; or it
-    /// is an https:// API, where TLS settles the protocol.
+    /// It answered as something else (HTTP/1.1) or closed; or it is an https:// API, where
+    /// TLS settles the protocol.
     DoesNot,
+    /// No connection could be made (refused, no such host): why.
+    Unreachable(String),
     /// Nothing came within the time allowed.
     NoAnswer,
 }
