@@ -20,7 +20,7 @@ pub use retry::{RetryPolicy, parse_retry_after};
 pub use url::{TemplateError, UrlTemplate};
 
 use failure::{AttemptFailure, SAID_BYTES, SAID_WAIT, Token, drain, status_failure};
-use tls::{Roots, connect_hint};
+use tls::{Roots, connect_hint, in_words};
 
 use crate::id::UserId;
 use crate::record::Record;
@@ -661,7 +661,7 @@ impl Client {
             let (hint, retryable) = connect_hint(&cause, self.roots);
             let failure = AttemptFailure::fatal(
                 ErrorKind::Connection,
-                format!("cannot connect to {host} ({cause}){hint}"),
+                format!("cannot connect to {host} ({}){hint}", in_words(&cause)),
             );
             return AttemptFailure {
                 retryable,

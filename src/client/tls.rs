@@ -71,6 +71,42 @@ fn named_dirs() -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
+/// A connect error's innermost cause as the user reads it. rustls says some of its reasons
+/// for refusing a certificate in its own enum's names (`UnknownIssuer`,
+/// `Other(OtherError(CaUsedAsEndEntity))`) and the names a certificate is for as
+/// `DnsName("…")`: those are put in words; any other cause is kept as it is.
+pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
+    let Some(reason) = cause.strip_prefix("invalid peer certificate: ") else {
+        return cause.into();
+    };
+    let words = match reason {
+        "UnknownIssuer" => "unknown issuer",
+        "BadSignature" => "bad signature",
+        "Other(OtherError(CaUsedAsEndEntity))" => "a CA certificate",
+        "Expired" => "expired",
+        "NotValidYet" => "not valid yet",
+        "Revoked" => "revoked",
+        "BadEncoding" => "malformed",
+        "NotValidForName" => "not valid for the API's host name",
+        "InvalidPurpose" => "not meant for a server",
+        "UnhandledCriticalExtension" => "a critical extension userfetch cannot check",
+        other => {
+            let mut text = other.to_owned();
+            // `DnsName("api.example")` → `api.example`.
+            while let Some(start) = text.find("DnsName(\"") {
+                let name_at = start + "DnsName(\"".len();
+                let Some(len) = text[name_at..].find("\")") else {
+                    break;
+                };
+                let name = text[name_at..name_at + len].to_owned();
+                text.replace_range(start..name_at + len + 2, &name);
+            }
+            return format!("TLS certificate refused: {text}").into();
+        }
+    };
+    format!("TLS certificate refused: {words}").into()
+}
+
 /// What a connect error's innermost cause adds for the user, and whether another attempt
 /// could help. Neither a refused certificate nor a server that does not speak TLS changes
 /// its mind when asked again. rustls says why a certificate was refused in its own enum
@@ -104,8 +140,11 @@ pub(super) fn connect_hint(cause: &str, roots: Roots) -> (&'static str, bool) {
                  userfetch (this system's store is read only when --api is https://)"
             }
         }
+    } else if cause.contains("BadSignature") {
+        "; a self-signed certificate is refused this way: SSL_CERT_FILE=cert.pem trusts the \
+         certificates that file holds"
     } else {
-        "; the server's TLS certificate was refused"
+        ""
     };
     (hint, false)
 }
@@ -139,10 +178,11 @@ mod tests {
                 "only when --api is https://",
             ),
             (
-                "invalid peer certificate: Expired",
+                "invalid peer certificate: BadSignature",
                 WithSystem,
-                "was refused",
+                "SSL_CERT_FILE=cert.pem",
             ),
+            ("invalid peer certificate: Expired", WithSystem, ""),
         ] {
             let (hint, retryable) = connect_hint(cause, roots);
             assert!(hint.contains(says), "{cause}: {hint}");
@@ -164,5 +204,36 @@ mod tests {
             connect_hint("Connection refused (os error 111)", WithSystem),
             ("", true)
         );
+    }
+
+    /// rustls's enum names and `DnsName("…")` are not what a user should have to read.
+    #[test]
+    fn a_refused_certificate_is_said_in_words() {
+        for (cause, said) in [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "TLS certificate refused: unknown issuer",
+            ),
+            (
+                "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+                "TLS certificate refused: a CA certificate",
+            ),
+            (
+                "invalid peer certificate: BadSignature",
+                "TLS certificate refused: bad signature",
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"localhost\"; \
+                 certificate is only valid for DnsName(\"a.example\") or DnsName(\"b.example\")",
+                "TLS certificate refused: certificate not valid for name \"localhost\"; \
+                 certificate is only valid for a.example or b.example",
+            ),
+            (
+                "Connection refused (os error 111)",
+                "Connection refused (os error 111)",
+            ),
+        ] {
+            assert_eq!(in_words(cause), said);
+        }
     }
 }
