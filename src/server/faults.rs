@@ -176,14 +176,24 @@ impl RequestParams {
     }
 }
 
+/// URLs whose requests [`FaultCounter`] counts at most: each is a map entry kept for good,
+/// and a client sending ever new URLs with `fault_times` would otherwise grow the server
+/// without bound.
+const COUNTED_URLS: usize = 100_000;
+
 /// Counts requests per URL for `fault_times`.
 #[derive(Default)]
 pub struct FaultCounter(std::sync::Mutex<HashMap<String, u32>>);
 
 impl FaultCounter {
-    /// Records one more request for `key` and returns how many came before it.
+    /// Records one more request for `key` and returns how many came before it. Past
+    /// [`COUNTED_URLS`] the counts start again (the faults of a URL counted then are given
+    /// again): a demo server's memory matters more.
     pub fn bump(&self, key: &str) -> u32 {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= COUNTED_URLS && !map.contains_key(key) {
+            map.clear();
+        }
         let n = map.entry(key.to_owned()).or_insert(0);
         *n += 1;
         *n - 1
@@ -329,5 +339,19 @@ mod tests {
         assert_eq!(decide(&none, &server, 0, 0.05), Some(Fault::Status503));
         assert_eq!(decide(&none, &server, 0, 0.12), Some(Fault::RateLimit));
         assert_eq!(decide(&none, &server, 0, 0.2), None);
+    }
+
+    /// URLs counted for `fault_times` are bounded: a client sending new ones forever does
+    /// not grow the server forever.
+    #[test]
+    fn the_fault_counter_is_bounded() {
+        let counter = FaultCounter::default();
+        assert_eq!(counter.bump("/users/1?fault_times=2"), 0);
+        assert_eq!(counter.bump("/users/1?fault_times=2"), 1);
+        for n in 0..COUNTED_URLS + 10 {
+            counter.bump(&format!("/users/{n}?fault_times=1"));
+        }
+        let len = counter.0.lock().unwrap().len();
+        assert!(len <= COUNTED_URLS, "{len}");
     }
 }

@@ -378,7 +378,10 @@ async fn handle(
             Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, &e)),
         };
         let prior = if params.fault_times.is_some() {
-            state.counter.bump(&req.uri().to_string())
+            // Path and query only: over HTTP/2 the URI also carries scheme and host, and a
+            // URL asked over both protocols is one URL.
+            let key = req.uri().path_and_query().map_or("", |pq| pq.as_str());
+            state.counter.bump(key)
         } else {
             0
         };
@@ -406,10 +409,12 @@ async fn handle(
     }
 }
 
-/// Whether `path` asks for a user the API has (ids need no decoding).
+/// Whether `path` asks for a user the API has, with the id decoded as the handler decodes
+/// it (`/users/%31` is user 1).
 fn known_user(state: &State, path: &str) -> bool {
     path.strip_prefix("/users/")
-        .and_then(|id| user_number(id, state.config.users))
+        .and_then(|id| percent_encoding::percent_decode_str(id).decode_utf8().ok())
+        .and_then(|id| user_number(&id, state.config.users))
         .is_some()
 }
 
@@ -502,7 +507,15 @@ async fn user(
         }
         Some(Fault::RateLimitDate) => {
             let mut r = error_response(StatusCode::TOO_MANY_REQUESTS, "slow down");
-            let date = httpdate::fmt_http_date(SystemTime::now() + retry_after);
+            // Rounded up to the whole second, as the seconds form is: a date cut down would
+            // ask for less than --retry-after (for under a second, a date already past).
+            let at = (SystemTime::now() + retry_after)
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(SystemTime::UNIX_EPOCH, |since| {
+                    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+                });
+            let date = httpdate::fmt_http_date(at);
             if let Ok(v) = HeaderValue::from_str(&date) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
@@ -510,7 +523,9 @@ async fn user(
         }
         Some(Fault::Redirect | Fault::RedirectOtherHost) => {
             let host = match (decision.fault, request_host(&headers, &uri)) {
-                (Some(Fault::RedirectOtherHost), Some(h)) if h.starts_with("localhost") => {
+                (Some(Fault::RedirectOtherHost), Some(h))
+                    if h.to_ascii_lowercase().starts_with("localhost") =>
+                {
                     format!("127.0.0.1:{}", state.addr.port())
                 }
                 (Some(Fault::RedirectOtherHost), _) => format!("localhost:{}", state.addr.port()),
@@ -520,7 +535,7 @@ async fn user(
             let location = format!(
                 "http://{host}/users/{}{}",
                 encode_segment(&id),
-                query_without_faults(&decision)
+                query_without_faults(uri.query())
             );
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
@@ -599,17 +614,14 @@ fn encode_segment(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// The request's query minus the fault parameters, so a redirect target answers normally.
-fn query_without_faults(decision: &Decision) -> String {
+/// The request's query minus the fault parameters, so a redirect target answers normally;
+/// everything else (latency, retry_after, the client's own parameters) is kept as sent.
+fn query_without_faults(query: Option<&str>) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
-    let p = &decision.params;
     let mut any = false;
-    for (key, value) in [
-        ("latency", p.latency.map(|d| format!("{}ms", d.as_millis()))),
-        ("jitter", p.jitter.map(|d| format!("{}ms", d.as_millis()))),
-    ] {
-        if let Some(v) = value {
-            out.append_pair(key, &v);
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if !RequestParams::is_fault_param(&key) {
+            out.append_pair(&key, &value);
             any = true;
         }
     }
@@ -660,6 +672,69 @@ mod tests {
             stream.read_to_string(&mut answer).await.unwrap();
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         }
+    }
+
+    /// The raw answer to one HTTP/1.1 GET of `target` with `host` as its Host header.
+    async fn ask(server: &ServerHandle, target: &str, host: &str) -> String {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    fn header<'a>(answer: &'a str, name: &str) -> &'a str {
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {answer}"))
+    }
+
+    /// The date form asks for at least --retry-after, as the seconds form does: cut down to
+    /// the second, `retry_after=300ms` was mostly a date already past.
+    #[tokio::test]
+    async fn a_retry_after_date_is_never_sooner_than_asked() {
+        let server = start(ServerConfig::default()).await.unwrap();
+        for _ in 0..3 {
+            let asked = SystemTime::now();
+            let answer = ask(&server, "/users/1?fault=429-date&retry_after=300ms", "x").await;
+            let at = httpdate::parse_http_date(header(&answer, "retry-after")).unwrap();
+            assert!(at >= asked + Duration::from_millis(300), "{answer}");
+        }
+    }
+
+    /// A redirect fault sends the client on with the query it came with, fault parameters
+    /// left out: nothing else dropped or rounded.
+    #[tokio::test]
+    async fn a_redirect_keeps_the_query_but_the_faults() {
+        let server = start(ServerConfig::default()).await.unwrap();
+        let answer = ask(
+            &server,
+            "/users/1?fault=redirect&fault_rate=1&fields=all&latency=999us&retry_after=2s",
+            "x",
+        )
+        .await;
+        assert_eq!(
+            header(&answer, "location"),
+            "http://x/users/1?fields=all&latency=999us&retry_after=2s"
+        );
+        // Host names are case-blind: LOCALHOST is not another host than localhost.
+        let answer = ask(&server, "/users/1?fault=redirect-other-host", "LOCALHOST:9").await;
+        let port = server.addr().port();
+        assert_eq!(
+            header(&answer, "location"),
+            format!("http://127.0.0.1:{port}/users/1")
+        );
+    }
+
+    /// `/users/%31` is user 1 to the handler, and so to the faults that alter a user's body.
+    #[tokio::test]
+    async fn a_percent_encoded_id_meets_the_body_faults() {
+        let server = start(ServerConfig::default()).await.unwrap();
+        let answer = ask(&server, "/users/%31?fault=hostile", "x").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(server.stats().faults.load(Ordering::Relaxed), 1, "{answer}");
     }
 
     #[tokio::test]
