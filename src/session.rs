@@ -37,25 +37,6 @@ pub fn cache_path(opts: &GlobalOpts) -> anyhow::Result<Option<PathBuf>> {
     }
 }
 
-/// The proxy requests to `template`'s API go through, if any, read from the environment
-/// (`http_proxy`, `all_proxy`, `NO_PROXY`, …) by the same matcher reqwest uses, and shown
-/// without its credentials. The question about HTTP/2 and the direct HTTP/2 connection
-/// would go around it, straight to the API.
-fn proxy_for(template: &UrlTemplate) -> Option<String> {
-    let origin = template.origin();
-    let uri: hyper::Uri = origin.as_str().parse().ok()?;
-    let matcher = hyper_util::client::proxy::matcher::Matcher::from_system();
-    let proxy = matcher.intercept(&uri)?;
-    let proxy = proxy.uri();
-    Some(match (proxy.scheme_str(), proxy.host()) {
-        (Some(scheme), Some(host)) => match proxy.port_u16() {
-            Some(port) => format!("{scheme}://{host}:{port}"),
-            None => format!("{scheme}://{host}"),
-        },
-        _ => "a proxy".to_owned(),
-    })
-}
-
 /// A ready engine, and the embedded server when there is one (kept alive with the session).
 pub struct Session {
     pub engine: Engine,
@@ -119,7 +100,7 @@ impl Session {
         // The proxy is read for an http:// API only: an https:// one speaks HTTP/2 (when
         // agreed) through it.
         let proxy = (embedded.is_none() && template.origin().scheme() == "http")
-            .then(|| proxy_for(&template))
+            .then(|| crate::client::proxy_for(template.origin()))
             .flatten();
         if let Some(proxy) = proxy.as_ref().filter(|_| opts.http2) {
             return Err(usage(format!(

@@ -261,6 +261,29 @@ fn http2_is_refused_where_a_proxy_carries_the_requests() {
     assert!(api.log().iter().all(|r| r.http2), "{:?}", api.log());
 }
 
+/// When the proxy cannot be reached, the error names it: the API was never asked.
+#[test]
+fn a_proxy_that_cannot_be_reached_is_named() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .env("http_proxy", "http://bob:hunter2@127.0.0.1:1")
+        .args(["--retries", "0", "--api", &api.template(""), "get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to 127.0.0.1:{} through the proxy http://127.0.0.1:1 (",
+            api.port()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(api.log().is_empty(), "{:?}", api.log());
+}
+
 /// A copied id often brings a space along, as a line of a batch file may: it is the id.
 #[test]
 fn get_takes_an_id_with_spaces_around_as_the_id() {

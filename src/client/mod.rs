@@ -622,8 +622,19 @@ impl Client {
     }
 
     fn classify(&self, e: &reqwest::Error, body_so_far: usize) -> AttemptFailure {
-        // The host that failed, which after a redirect is not the API's own.
-        let host = e.url().map_or_else(|| self.host(), host_port);
+        // The host that failed, which after a redirect is not the API's own; and the proxy
+        // in between, if one is set for it (refused or not answering, it is the proxy a
+        // connection failed to reach, not the API).
+        let host = e.url().map_or_else(
+            || self.host(),
+            |url| {
+                let host = host_port(url);
+                match e.is_connect().then(|| proxy_for(url)).flatten() {
+                    Some(proxy) => format!("{host} through the proxy {proxy}"),
+                    None => host,
+                }
+            },
+        );
         // A connect timeout is both a timeout and a connect error; it is the connect limit
         // that the user would raise.
         if e.is_connect() && e.is_timeout() {
@@ -708,6 +719,24 @@ impl Client {
     fn host(&self) -> String {
         host_port(self.config.template.origin())
     }
+}
+
+/// The proxy a request to `url` goes through, if any, read from the environment
+/// (`http_proxy`, `https_proxy`, `all_proxy`, `NO_PROXY`, …) by the same matcher reqwest
+/// uses, and shown without its credentials. Only reqwest's transport uses it: the direct
+/// HTTP/2 connection and the question about HTTP/2 would go around it.
+pub fn proxy_for(url: &::url::Url) -> Option<String> {
+    let uri: hyper::Uri = url.as_str().parse().ok()?;
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_system();
+    let proxy = matcher.intercept(&uri)?;
+    let proxy = proxy.uri();
+    Some(match (proxy.scheme_str(), proxy.host()) {
+        (Some(scheme), Some(host)) => match proxy.port_u16() {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        },
+        _ => "a proxy".to_owned(),
+    })
 }
 
 /// `host:port`, as error messages name a server.
