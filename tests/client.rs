@@ -543,6 +543,67 @@ async fn an_error_answer_whose_body_never_ends_keeps_its_status() {
     assert_eq!(err.kind, ErrorKind::RateLimited, "{err}");
 }
 
+/// A port of this machine whose accept queue is full: further connection attempts are
+/// dropped, as a host behind a firewall that drops them does, and wait out the connect
+/// timeout. Keep what it returns alive while the port is used.
+fn dropping_port() -> (u16, std::os::fd::OwnedFd, Vec<std::net::TcpStream>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor made here and owned by the OwnedFd, with
+    // pointers to locals that outlive each call.
+    let (fd, port) = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
+        // The smallest queue there is: a connection or two fill it.
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut bound = len;
+        assert_eq!(
+            libc::getsockname(fd, (&raw mut addr).cast(), &raw mut bound),
+            0
+        );
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fd),
+            u16::from_be(addr.sin_port),
+        )
+    };
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut held = Vec::new();
+    while let Ok(stream) = std::net::TcpStream::connect_timeout(&at, Duration::from_millis(300)) {
+        held.push(stream);
+        assert!(held.len() < 100, "the accept queue never filled");
+    }
+    (port, fd, held)
+}
+
+/// Over HTTP/2 the first request opens the connection and the others wait for it: when the
+/// attempt fails, they share its failure rather than each try again in turn (which left
+/// the later ones to run out of their attempt's time, as timeouts).
+#[tokio::test]
+async fn requests_waiting_on_a_failing_http2_connection_share_its_failure() {
+    let (port, _fd, _held) = dropping_port();
+    let mut config = config_for(port);
+    config.http2 = true;
+    config.connect_timeout = Duration::from_millis(500);
+    config.timeout = Duration::from_secs(5);
+    let client = Client::new(config).unwrap();
+    let ids: Vec<String> = (1..=20).map(|n| n.to_string()).collect();
+    let results =
+        futures::future::join_all(ids.iter().map(|i| async { fetch(&client, i).await })).await;
+    for result in results {
+        let err = result.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+        assert!(
+            err.to_string()
+                .contains("no connection within 500ms (raise it with --connect-timeout)"),
+            "{err}"
+        );
+    }
+}
+
 /// Settings for a server on `port` of this machine: no retries, fast backoff.
 fn config_for(port: u16) -> ClientConfig {
     let template = format!("http://127.0.0.1:{port}/users/{{id}}");

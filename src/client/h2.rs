@@ -98,8 +98,13 @@ pub(super) struct H2 {
     /// request already opened. Held only to copy or replace the handle, never across an await.
     current: std::sync::Mutex<Option<Current>>,
     /// Held while a connection is opened, so that thousands of first requests wait for one
-    /// handshake instead of each opening a connection.
-    connecting: tokio::sync::Mutex<()>,
+    /// handshake instead of each opening a connection; holds why the last attempt failed.
+    connecting: tokio::sync::Mutex<Option<String>>,
+    /// Connection attempts finished. A request that waited while one was made shares its
+    /// failure rather than try again in turn: against a host that drops connection attempts,
+    /// each would wait out --connect-timeout after the one before, and the last ones would
+    /// run out of their attempt's time and fail as timeouts.
+    attempts: std::sync::atomic::AtomicU64,
     generation: std::sync::atomic::AtomicU64,
     /// Whether any request has had an answer over HTTP/2 from this server.
     answered: std::sync::atomic::AtomicBool,
@@ -112,7 +117,8 @@ impl H2 {
             port,
             connect_timeout,
             current: std::sync::Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: tokio::sync::Mutex::new(None),
+            attempts: std::sync::atomic::AtomicU64::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
             answered: std::sync::atomic::AtomicBool::new(false),
         }
@@ -149,17 +155,34 @@ impl H2 {
     }
 
     async fn connect(&self) -> Result<Current, H2Error> {
-        let _connecting = self.connecting.lock().await;
-        // Another request may have opened one while this one waited.
+        use std::sync::atomic::Ordering::Relaxed;
+        let seen = self.attempts.load(Relaxed);
+        let mut last_failure = self.connecting.lock().await;
+        // Another request may have opened one while this one waited, or failed to.
         if let Some(current) = self.open_sender() {
             return Ok(current);
         }
+        if self.attempts.load(Relaxed) != seen
+            && let Some(why) = last_failure.as_ref()
+        {
+            return Err(H2Error::Connect(why.clone()));
+        }
+        let opened = self.open().await;
+        *last_failure = match &opened {
+            Err(H2Error::Connect(why)) => Some(why.clone()),
+            _ => None,
+        };
+        self.attempts.fetch_add(1, Relaxed);
+        opened
+    }
+
+    async fn open(&self) -> Result<Current, H2Error> {
         let connect = TcpStream::connect((self.host.as_str(), self.port));
         let stream = crate::stopped::within(self.connect_timeout, connect)
             .await
             .ok_or_else(|| {
                 H2Error::Connect(format!(
-                    "no connection within {}",
+                    "no connection within {} (raise it with --connect-timeout)",
                     humantime::format_duration(self.connect_timeout)
                 ))
             })?
