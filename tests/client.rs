@@ -604,6 +604,31 @@ async fn requests_waiting_on_a_failing_http2_connection_share_its_failure() {
     }
 }
 
+/// A server that speaks only cleartext HTTP/2 answers an HTTP/1.1 request with its SETTINGS
+/// frame: said as such (and not retried), with the option that speaks to it.
+#[tokio::test]
+async fn an_http2_only_server_asked_in_http1_points_at_http2() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.read(&mut [0; 4096]);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(b"\0\0\0\x04\0\0\0\0\0");
+        }
+    });
+    let mut config = config_for(port);
+    config.retry.retries = 2;
+    let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Connection, "{err}");
+    assert!(err.to_string().contains("pass --http2"), "{err}");
+    assert_eq!(err.attempts, 1, "{err}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// Settings for a server on `port` of this machine: no retries, fast backoff.
 fn config_for(port: u16) -> ClientConfig {
     let template = format!("http://127.0.0.1:{port}/users/{{id}}");

@@ -679,12 +679,21 @@ impl Client {
                 ..failure
             };
         }
+        let cause = root_cause(e);
+        // What a server speaking only cleartext HTTP/2 sends back to an HTTP/1.1 request (its
+        // SETTINGS frame) reads to hyper as a bad version. Asking again gets the same.
+        if cause.contains("invalid HTTP version parsed") {
+            return AttemptFailure::fatal(
+                ErrorKind::Connection,
+                format!(
+                    "the connection to {host} failed before an answer came ({cause}; the \
+                     server may speak only HTTP/2: pass --http2)"
+                ),
+            );
+        }
         AttemptFailure::transient(
             ErrorKind::Connection,
-            format!(
-                "the connection to {host} failed before an answer came ({})",
-                root_cause(e)
-            ),
+            format!("the connection to {host} failed before an answer came ({cause})"),
         )
     }
 
