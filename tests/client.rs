@@ -436,6 +436,12 @@ async fn both_transports_ask_for_the_same_resource_for_an_untidy_template() {
 /// A bare HTTP/1.1 server answering every request with `head` (status line and headers);
 /// returns its port and how many requests it has read.
 fn answering_server(head: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    raw_server(format!("{head}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").into_bytes())
+}
+
+/// A server writing `answer` back to every request it reads, then closing; returns its port
+/// and how many requests it has read.
+fn raw_server(answer: Vec<u8>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -445,10 +451,7 @@ fn answering_server(head: String) -> (u16, std::sync::Arc<std::sync::atomic::Ato
         for mut stream in listener.incoming().flatten() {
             let _ = stream.read(&mut [0; 4096]);
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = write!(
-                stream,
-                "{head}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
+            let _ = stream.write_all(&answer);
         }
     });
     (port, seen)
@@ -608,18 +611,8 @@ async fn requests_waiting_on_a_failing_http2_connection_share_its_failure() {
 /// frame: said as such (and not retried), with the option that speaks to it.
 #[tokio::test]
 async fn an_http2_only_server_asked_in_http1_points_at_http2() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = seen.clone();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let _ = stream.read(&mut [0; 4096]);
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let _ = stream.write_all(b"\0\0\0\x04\0\0\0\0\0");
-        }
-    });
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    let (port, seen) = raw_server(b"\0\0\0\x04\0\0\0\0\0".to_vec());
     let mut config = config_for(port);
     config.retry.retries = 2;
     let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
