@@ -594,6 +594,21 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     if key.kind == KeyEventKind::Release {
         return Vec::new();
     }
+    // Esc and the key after it, read together, arrive as Alt with that key (a terminal sends
+    // Alt-x as ESC x; ESC Enter, ESC Tab, ESC DEL likewise). They are read together when
+    // both waited unread: keys pressed during a sync freeze or while stopped. Then the Esc
+    // does what Esc does, and the key what it does alone.
+    if key.modifiers.contains(KeyModifiers::ALT) && just_thawed(app) {
+        let mut effects = cancel_selected(app);
+        effects.extend(on_key(
+            app,
+            KeyEvent {
+                modifiers: key.modifiers - KeyModifiers::ALT,
+                ..key
+            },
+        ));
+        return effects;
+    }
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
     let alt = key.modifiers.contains(KeyModifiers::ALT);
     // Ctrl-H is the Backspace many terminals send.
@@ -630,18 +645,9 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             app.cursor = start;
             Vec::new()
         }
-        KeyCode::Char('q') if app.input.is_empty() && !ctrl => quit(app),
-        // Esc and the key after it, read together, arrive as Alt with that key (a terminal
-        // sends Alt-x as ESC x). They are read together when both waited unread: keys
-        // pressed during a sync freeze or while stopped. Then the Esc does what Esc does and
-        // the key is typed.
-        KeyCode::Char(c) if alt && just_thawed(app) => {
-            let effects = cancel_selected(app);
-            type_char(app, c);
-            effects
-        }
-        // Otherwise Alt with a key means nothing here; typed, Alt-b (a shell's word back) put
-        // a b in the id.
+        KeyCode::Char('q') if app.input.is_empty() && !ctrl && !alt => quit(app),
+        // Alt with a key (other than an Esc read with the key after it, above) means nothing
+        // here; typed, Alt-b (a shell's word back) put a b in the id.
         KeyCode::Char(_) if alt => Vec::new(),
         KeyCode::Char(c) if !ctrl => {
             type_char(app, c);
@@ -724,6 +730,9 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             }
             Mode::Sync => {
                 app.mode = Mode::Async;
+                // An id submitted behind a paste's others would have frozen the screen in its
+                // turn; async now, it never will.
+                app.frozen_on = None;
                 for row in &mut app.rows {
                     if matches!(row.status, Status::Queued) {
                         row.mode = Mode::Async;
@@ -853,6 +862,10 @@ fn cancel_selected(app: &mut App) -> Vec<Effect> {
     let req = row.req;
     app.stats.in_flight -= 1;
     app.stats.cancelled += 1;
+    // A queued sync id cancelled before its turn never freezes the screen.
+    if app.frozen_on == Some(req) {
+        app.frozen_on = None;
+    }
     vec![Effect::Cancel(req)]
 }
 
@@ -1264,6 +1277,32 @@ mod tests {
         assert_eq!(app.input, "5");
     }
 
+    /// Esc then Enter (or Tab, Backspace) read together after a freeze arrive as Alt with
+    /// that key: the Esc cancels the selected lookup and the key does what it does alone.
+    #[test]
+    fn esc_and_enter_read_together_after_a_freeze_cancel_then_submit() {
+        let mut app = app();
+        type_text(&mut app, "4");
+        update(&mut app, key(KeyCode::Enter));
+        update(&mut app, Msg::Froze(Duration::from_millis(900)));
+        app.now += Duration::from_millis(5);
+        type_text(&mut app, "5");
+        let effects = update(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT)),
+        );
+        assert!(
+            matches!(
+                effects[..],
+                [
+                    Effect::Cancel(ReqId(0)),
+                    Effect::Lookup { req: ReqId(1), .. }
+                ]
+            ),
+            "{effects:?}"
+        );
+    }
+
     #[test]
     fn ctrl_h_deletes_like_backspace() {
         let mut app = app();
@@ -1669,6 +1708,44 @@ mod tests {
         assert_eq!(message, "no answer\u{fffd}31m after 4 attempts");
         assert_eq!((app.stats.not_found, app.stats.errors), (1, 1));
         assert!(!app.animating());
+    }
+
+    /// An id submitted in sync mode while a paste's others wait would freeze the screen in
+    /// its turn; switched to async, or cancelled before its turn, it never does, and the
+    /// title must not keep saying the screen is frozen.
+    #[test]
+    fn a_queued_sync_id_that_goes_async_or_is_cancelled_leaves_no_freeze_said() {
+        let mut app = app();
+        update(&mut app, key(KeyCode::F(2)));
+        type_text(&mut app, "9");
+        update(&mut app, key(KeyCode::Enter));
+        assert_eq!(app.frozen_on, Some(ReqId(0)));
+        update(&mut app, key(KeyCode::F(2)));
+        assert_eq!(app.mode, Mode::Async);
+        assert_eq!(app.frozen_on, None);
+
+        update(&mut app, key(KeyCode::F(2)));
+        type_text(&mut app, "8");
+        update(&mut app, key(KeyCode::Enter));
+        assert_eq!(app.frozen_on, Some(ReqId(1)));
+        let effects = update(&mut app, key(KeyCode::Esc));
+        assert!(
+            matches!(effects[..], [Effect::Cancel(ReqId(1))]),
+            "{effects:?}"
+        );
+        assert_eq!(app.frozen_on, None);
+    }
+
+    /// Alt with a key means nothing on the prompt: Alt-q does not quit.
+    #[test]
+    fn alt_q_does_not_quit() {
+        let mut app = app();
+        let effects = update(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::ALT)),
+        );
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(!app.quit);
     }
 
     #[test]
