@@ -206,6 +206,9 @@ async fn session_run(
     if let Some(why) = no_user(&app, mode) {
         anyhow::bail!(why);
     }
+    if let Some(said) = unanswered(&app, mode) {
+        note!("{said}");
+    }
 
     let since = |t: Instant| t.saturating_duration_since(start);
     let lookups = app
@@ -241,9 +244,25 @@ async fn session_run(
     })
 }
 
+/// Lookups still waiting when the script ended (a busy machine: the script gives each
+/// lookup its latency and 600 ms more), said because the figures leave them out and would
+/// read better than the run was.
+fn unanswered(app: &App, mode: Mode) -> Option<String> {
+    let pending = app.rows.iter().filter(|row| row.is_pending()).count();
+    (pending > 0).then(|| {
+        format!(
+            "userfetch: in the {} run, {} had not answered when the script ended (a busy \
+             machine?); the figures leave {} out",
+            mode.label().to_lowercase(),
+            crate::console::count(pending as u64, "lookup", "lookups"),
+            if pending == 1 { "it" } else { "them" }
+        )
+    })
+}
+
 /// Why the run cannot be compared, if a lookup ended without its user: timings of lookups
 /// that failed would compare waiting for errors, not for answers. (One still pending when
-/// the script ended is left out of the picture, as before: a slow machine, not a failure.)
+/// the script ended is left out of the picture, and said: a slow machine, not a failure.)
 fn no_user(app: &App, mode: Mode) -> Option<String> {
     let unanswered: Vec<&str> = app
         .rows
@@ -580,6 +599,21 @@ mod tests {
             attempts: 1,
             latency: Duration::from_millis(5),
         }))
+    }
+
+    #[test]
+    fn lookups_still_waiting_when_the_script_ends_are_said() {
+        assert_eq!(
+            unanswered(&session([found(), found(), found()]), Mode::Sync),
+            None
+        );
+        assert_eq!(
+            unanswered(&session([found(), None, None]), Mode::Async).as_deref(),
+            Some(
+                "userfetch: in the async run, 2 lookups had not answered when the script ended \
+                 (a busy machine?); the figures leave them out"
+            )
+        );
     }
 
     #[test]

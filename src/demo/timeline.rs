@@ -462,16 +462,20 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
     }
 }
 
-/// A round axis step giving five to ten labels.
+/// A round axis step (1, 2 or 5 times a power of ten milliseconds, 10 ms at least) giving at
+/// most ten labels, however long the run: a fixed largest step put hundreds of overlapping
+/// labels under a run of hours.
 fn axis_step(span: Duration) -> Duration {
-    let total = span.as_millis().max(1) as u64;
-    [
-        10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000,
-    ]
-    .into_iter()
-    .find(|step| total / step <= 10)
-    .map(Duration::from_millis)
-    .unwrap_or(Duration::from_secs(60))
+    let total = span.as_millis().max(1);
+    let mut magnitude: u128 = 10;
+    loop {
+        for step in [magnitude, 2 * magnitude, 5 * magnitude] {
+            if total / step <= 10 {
+                return Duration::from_millis(u64::try_from(step).unwrap_or(u64::MAX));
+            }
+        }
+        magnitude *= 10;
+    }
 }
 
 /// One self-contained HTML page: the table, the legend and the timeline, no external references.
@@ -792,5 +796,25 @@ mod tests {
         }
         assert!(html.contains("&lt;1 s&gt;"));
         assert!(html.contains("<svg") && html.contains("legend"));
+    }
+
+    /// At most ten labels on the axis, for a run of milliseconds or of hours.
+    #[test]
+    fn the_axis_has_at_most_ten_labels() {
+        for ms in [1, 90, 1_000, 2_345, 60_000, 600_001, 10_000_000, 86_400_000] {
+            let span = Duration::from_millis(ms);
+            let step = axis_step(span);
+            let labels = span.as_millis() / step.as_millis();
+            assert!(labels <= 10, "{ms} ms: step {step:?}, {labels} labels");
+            assert!(step >= Duration::from_millis(10), "{ms} ms: {step:?}");
+        }
+        assert_eq!(
+            axis_step(Duration::from_millis(1_000)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            axis_step(Duration::from_secs(3_600)),
+            Duration::from_secs(500)
+        );
     }
 }
