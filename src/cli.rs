@@ -614,8 +614,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// How found records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One compact JSON object per line, as the API sent it (DEL and C1 controls, bidi
-    /// controls and line and paragraph separators in strings written as \uXXXX escapes).
+    /// One JSON object per line, as the API sent it (a body sent over several lines is
+    /// compacted; DEL and C1 controls, bidi controls and line and paragraph separators in
+    /// strings are written as \uXXXX escapes).
     Jsonl,
     /// One row per record; nested fields become dotted columns (`address.city`).
     Csv,

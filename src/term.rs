@@ -16,7 +16,19 @@ const QUOTE_LIMIT: usize = 40;
 /// (it may be 10 KB).
 pub fn quote(text: &str) -> String {
     let cut: String = text.chars().take(QUOTE_LIMIT).collect();
-    let mut quoted = format!("{cut:?}");
+    // Rust writes NUL as `\0`, which reads as the start of an octal escape (`"4\05"`):
+    // written as every other control is, `\u{0}`.
+    let mut quoted = cut
+        .split('\0')
+        .map(|piece| {
+            let piece = format!("{piece:?}");
+            let inside = piece.strip_prefix('"').and_then(|p| p.strip_suffix('"'));
+            inside.unwrap_or(&piece).to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\\u{0}");
+    quoted.insert(0, '"');
+    quoted.push('"');
     if cut.len() < text.len() {
         quoted.push('…');
     }
@@ -105,6 +117,10 @@ mod tests {
     #[test]
     fn quotes_are_escaped_and_short() {
         assert_eq!(quote("a\u{1b}b"), "\"a\\u{1b}b\"");
+        // NUL as every other control, not as `\0` (which read as an octal escape before a digit).
+        assert_eq!(quote("4\u{0}5"), "\"4\\u{0}5\"");
+        assert_eq!(quote("\u{0}"), "\"\\u{0}\"");
+        assert_eq!(quote("a\\0\""), "\"a\\\\0\\\"\"");
         let long = "x".repeat(10_000);
         let q = quote(&long);
         assert!(q.len() < 60 && q.ends_with('…'), "{q}");

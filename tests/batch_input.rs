@@ -512,6 +512,50 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     assert!(!env.path("out.jsonl").exists());
 }
 
+/// A dry run writes nothing, so a run writing the same outputs right now is no obstacle: it
+/// reports (the time to check on a running job), and leaves the running job's files alone.
+#[test]
+fn a_dry_run_works_while_a_run_writes_the_outputs() {
+    let env = Env::new();
+    env.write("ids.txt", "1\n2\n");
+    // What a running job holds: its outputs' temporary files, locked.
+    let mut held = Vec::new();
+    for name in [
+        ".out.jsonl.userfetch-partial",
+        ".fail.jsonl.userfetch-partial",
+    ] {
+        let file = std::fs::File::create(env.path(name)).unwrap();
+        std::fs::write(env.path(name), "being written").unwrap();
+        file.try_lock().unwrap();
+        held.push(file);
+    }
+    let dry = [
+        "ids.txt",
+        "--out",
+        "out.jsonl",
+        "--failures",
+        "fail.jsonl",
+        "--dry-run",
+    ];
+    let out = run(&mut env.batch(&dry));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 2 ids in"));
+    for name in [
+        ".out.jsonl.userfetch-partial",
+        ".fail.jsonl.userfetch-partial",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(env.path(name)).unwrap(),
+            "being written"
+        );
+    }
+    // A run is still refused.
+    let out = run(&mut env.batch(&dry[..5]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another userfetch run is writing --out out.jsonl"));
+    drop(held);
+}
+
 /// The dry run asks an http:// API whether it speaks HTTP/2; one that cannot be reached is
 /// said to be so, not taken for an HTTP/1.1 API.
 #[test]

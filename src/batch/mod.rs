@@ -126,8 +126,8 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
     } else {
         global.max_age
     };
-    let result = match (session.engine.cache().cloned(), signals) {
-        (_, None) => {
+    let result = match (session.engine.cache().cloned(), signals, out) {
+        (_, None, _) => {
             // Refused as the run would refuse it.
             if let Some(path) = &global.cache
                 && !global.no_cache
@@ -139,8 +139,11 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                 session::cache_path(global)?.filter(|path| !matches!(path.try_exists(), Ok(false)));
             dry_run(&config, &session, store, &key, max_age, lines).await
         }
-        (None, Some(_)) => Err(anyhow::anyhow!("internal: batch started without a cache")),
-        (Some(cache), Some(mut signals)) => {
+        (None, Some(_), _) => Err(anyhow::anyhow!("internal: batch started without a cache")),
+        (Some(_), Some(_), None) => Err(anyhow::anyhow!(
+            "internal: batch started without its output"
+        )),
+        (Some(cache), Some(mut signals), Some(out)) => {
             let namespace: Arc<str> = session.engine.namespace().into();
             let job = tokio::select! {
                 job = cache.batch_open(&namespace, &key, config.fresh) => job.map_err(Into::into),
@@ -238,7 +241,8 @@ fn out_fingerprint(file: &std::fs::Metadata) -> u64 {
 struct Prepared {
     scan: Option<input::Scan>,
     lines: input::Lines<Box<dyn std::io::Read + Send>>,
-    out: AtomicFile,
+    /// `None` for a dry run, which writes no output.
+    out: Option<AtomicFile>,
     failures: Option<AtomicFile>,
     key: String,
     session: Session,
@@ -259,12 +263,23 @@ async fn prepare(config: &Config, global: &GlobalOpts) -> anyhow::Result<Prepare
         _ => None,
     };
     let lines = input::open(&config.source).map_err(|e| usage(e.to_string()))?;
-    let out = AtomicFile::create(&config.out, "--out")?;
-    let failures = config
-        .failures
-        .as_deref()
-        .map(|p| AtomicFile::create(p, "--failures"))
-        .transpose()?;
+    // A dry run only checks the outputs: it writes nothing, so a run writing them now is no
+    // reason to refuse it (and checking on a running job is when it is wanted).
+    let (out, failures) = if config.dry_run {
+        AtomicFile::check(&config.out, "--out")?;
+        if let Some(path) = &config.failures {
+            AtomicFile::check(path, "--failures")?;
+        }
+        (None, None)
+    } else {
+        let out = AtomicFile::create(&config.out, "--out")?;
+        let failures = config
+            .failures
+            .as_deref()
+            .map(|p| AtomicFile::create(p, "--failures"))
+            .transpose()?;
+        (Some(out), failures)
+    };
     let key = job_key(&config.out)?;
 
     // A dry run writes nothing: opening the cache for writing would set the file up, or

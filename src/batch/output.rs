@@ -31,9 +31,75 @@ pub struct AtomicFile {
     file: Option<File>,
 }
 
+/// What [`AtomicFile::checked`] found: the file to replace, what is there now, and the
+/// temporary file's path.
+struct Checked {
+    target: PathBuf,
+    existing: Option<std::fs::Metadata>,
+    tmp: PathBuf,
+}
+
 impl AtomicFile {
+    /// Whether `path` could be written as an output, touching nothing (a dry run's check):
+    /// the temporary file is neither made nor locked, so a run writing it is no obstacle.
+    pub fn check(path: &Path, what: &str) -> anyhow::Result<()> {
+        let Checked { tmp, .. } = AtomicFile::checked(path, what)?;
+        let dir = tmp.parent().unwrap_or(Path::new("."));
+        may_write_in(dir).map_err(|e| usage(format!("cannot write {what} {}: {e}", path.display())))
+    }
+
     /// `what` names the option in messages (`--out`).
     pub fn create(path: &Path, what: &str) -> anyhow::Result<AtomicFile> {
+        let Checked {
+            target,
+            existing,
+            tmp,
+        } = AtomicFile::checked(path, what)?;
+        let shown = path.display();
+        let file =
+            open_partial(&tmp).map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        // Two runs writing one output would write one temporary file at once. The store keeps
+        // their outcomes apart, but the file would be garbled: the second run waits its turn.
+        // Locked before it is emptied, so a running export is never cut short.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(usage(format!(
+                    "another userfetch run is writing {what} {shown}; wait for it to finish"
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(usage(format!("cannot lock {what} {shown}: {e}")));
+            }
+        }
+        // Ours from here on (the lock is held), so ours to remove if the process quits at once.
+        partials().push(tmp.clone());
+        file.set_len(0)
+            .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        // The new version keeps the old one's permissions (a file made private stays so). A
+        // new one is writable by its owner whatever the umask: one made read-only here would
+        // be refused by the next run, as the user's own read-only file is.
+        let permissions = match existing {
+            Some(meta) => Some(meta.permissions()),
+            None => file
+                .metadata()
+                .ok()
+                .filter(|meta| meta.permissions().mode() & 0o200 == 0)
+                .map(|meta| std::fs::Permissions::from_mode(meta.permissions().mode() | 0o200)),
+        };
+        if let Some(permissions) = permissions {
+            file.set_permissions(permissions)
+                .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
+        }
+        Ok(AtomicFile {
+            path: path.to_owned(),
+            target,
+            tmp,
+            file: Some(file),
+        })
+    }
+
+    fn checked(path: &Path, what: &str) -> anyhow::Result<Checked> {
         let shown = path.display();
         // `file_name()` ignores a trailing slash; `out/` names a directory, existing or not.
         let names_dir = |p: &Path| p.as_os_str().as_encoded_bytes().ends_with(b"/");
@@ -88,46 +154,10 @@ impl AtomicFile {
         // Fixed name: a run killed before it could clean up leaves one stray file, which
         // the next run reuses, rather than one per run.
         let tmp = dir.join(partial_name(name));
-        let file =
-            open_partial(&tmp).map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
-        // Two runs writing one output would write one temporary file at once. The store keeps
-        // their outcomes apart, but the file would be garbled: the second run waits its turn.
-        // Locked before it is emptied, so a running export is never cut short.
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(usage(format!(
-                    "another userfetch run is writing {what} {shown}; wait for it to finish"
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(usage(format!("cannot lock {what} {shown}: {e}")));
-            }
-        }
-        // Ours from here on (the lock is held), so ours to remove if the process quits at once.
-        partials().push(tmp.clone());
-        file.set_len(0)
-            .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
-        // The new version keeps the old one's permissions (a file made private stays so). A
-        // new one is writable by its owner whatever the umask: one made read-only here would
-        // be refused by the next run, as the user's own read-only file is.
-        let permissions = match existing {
-            Some(meta) => Some(meta.permissions()),
-            None => file
-                .metadata()
-                .ok()
-                .filter(|meta| meta.permissions().mode() & 0o200 == 0)
-                .map(|meta| std::fs::Permissions::from_mode(meta.permissions().mode() | 0o200)),
-        };
-        if let Some(permissions) = permissions {
-            file.set_permissions(permissions)
-                .map_err(|e| usage(format!("cannot write {what} {shown}: {e}")))?;
-        }
-        Ok(AtomicFile {
-            path: path.to_owned(),
+        Ok(Checked {
             target,
+            existing,
             tmp,
-            file: Some(file),
         })
     }
 
@@ -269,6 +299,27 @@ pub(super) fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
         }
     }
     Err(std::io::Error::other("too many levels of symbolic links"))
+}
+
+/// Whether this process may make a file in `dir`, asked of the kernel as the process's
+/// effective user (what creating the temporary file would need), without making one.
+fn may_write_in(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: a NUL-terminated path that outlives the call; faccessat(2) only reads it.
+    let answer = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            dir.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if answer == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The user this process acts as, whose files it may write.

@@ -228,8 +228,11 @@ impl Output {
                         Ok(count)
                     }
                     Err(e) => {
-                        // The store has every record: one more try, the slow way.
-                        tracing::warn!("{e:#}; writing the output again from the cache file");
+                        // The store has every record: one more try, the slow way. Said as a
+                        // warning is (a log line here printed its timestamp and module).
+                        crate::console::note!(
+                            "userfetch: {e:#}; trying once more, from the cache file"
+                        );
                         file.restart(w)?;
                         rebuild(file)
                     }
