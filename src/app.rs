@@ -66,13 +66,39 @@ fn init_tracing(verbose: u8) {
         2 => "warn,userfetch=debug",
         _ => "debug",
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(crate::console::log_writer)
         // No colours: their escape sequences would not pass the writer, which makes every
         // line safe for a terminal.
-        .with_ansi(false)
-        .try_init();
+        .with_ansi(false);
+    // Without -v nobody asked for a log: a warning reads as every other line userfetch
+    // says, not as a log line with a timestamp and a module path.
+    let _ = if verbose == 0 {
+        builder.event_format(Plain).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// `userfetch: MESSAGE`: a log event written as a warning is.
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "userfetch: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Cancelled on the first Ctrl-C (or SIGTERM, or SIGHUP when not under nohup); front ends
@@ -154,4 +180,45 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     note!("userfetch: stopping the demo API");
     handle.shutdown().await;
     Ok(ExitCode::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Captures what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Without -v a warning is a `userfetch: …` line like every other: no timestamp, level
+    /// or module path, which read as a log nobody asked for.
+    #[test]
+    fn a_warning_without_verbose_reads_as_userfetch_says_it() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .event_format(Plain)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!("closing the cache c.sqlite3: disk I/O error");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "userfetch: closing the cache c.sqlite3: disk I/O error\n"
+        );
+    }
 }
