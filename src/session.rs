@@ -49,9 +49,18 @@ pub struct Session {
     pub unreached: Option<String>,
 }
 
-/// How long a batch waits to learn whether an http:// API speaks HTTP/2 (within
-/// `--connect-timeout`) before it takes HTTP/1.1: an answer is a connection and one round trip.
+/// How long a batch waits to learn whether an http:// API speaks HTTP/2 before it takes
+/// HTTP/1.1: an answer is a connection and one round trip.
 const HTTP2_PROBE_LIMIT: Duration = Duration::from_secs(2);
+
+/// [`HTTP2_PROBE_LIMIT`], or less when the options allow an attempt less: asking takes a
+/// connection and a round trip, which neither `--connect-timeout` nor `--timeout` would wait
+/// out longer for a lookup.
+fn probe_limit(opts: &GlobalOpts) -> Duration {
+    HTTP2_PROBE_LIMIT
+        .min(opts.connect_timeout)
+        .min(opts.timeout)
+}
 
 impl Session {
     /// Validates the options, starts the embedded API if no `--api` was given, opens the cache.
@@ -160,7 +169,7 @@ impl Session {
             }
             // Asked for (or the embedded API): still asked, for how many requests at once
             // the API takes on the connection.
-            let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
+            let limit = probe_limit(opts);
             match crate::client::offers_h2c(&config.template, limit).await {
                 H2c::Speaks { streams } => (client, Some(streams)),
                 H2c::Unreachable(why) => {
@@ -178,7 +187,7 @@ impl Session {
             );
             (client, None)
         } else {
-            let limit = HTTP2_PROBE_LIMIT.min(opts.connect_timeout);
+            let limit = probe_limit(opts);
             match crate::client::offers_h2c(&config.template, limit).await {
                 H2c::Speaks { streams } => {
                     tracing::info!("the API speaks cleartext HTTP/2: using it (--http1 not to)");

@@ -261,6 +261,32 @@ fn http2_is_refused_where_a_proxy_carries_the_requests() {
     assert!(api.log().iter().all(|r| r.http2), "{:?}", api.log());
 }
 
+/// Asking an http:// API about HTTP/2 takes a connection and a round trip: no longer than
+/// --timeout allows an attempt (it took 2 s whatever --timeout said).
+#[test]
+fn the_http2_question_waits_no_longer_than_an_attempt() {
+    // Connections complete in the kernel's queue; nothing is ever read or answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!(
+        "http://127.0.0.1:{}/users/{{id}}",
+        silent.local_addr().unwrap().port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ids.txt"), "1\n").unwrap();
+    let out = userfetch(&dir)
+        .current_dir(dir.path())
+        .args(["-v", "--timeout", "300ms", "--retries", "0", "--api", &api])
+        .args(["batch", "ids.txt", "--out", "o.jsonl"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not answer within 300ms whether it speaks HTTP/2"),
+        "{stderr}"
+    );
+}
+
 /// When the proxy cannot be reached, the error names it: the API was never asked.
 #[test]
 fn a_proxy_that_cannot_be_reached_is_named() {

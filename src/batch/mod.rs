@@ -64,7 +64,7 @@ const STOPPED_BEFORE_FETCHING: &str = "userfetch: batch interrupted before any i
 
 pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCode> {
     // The summary's elapsed time is the command's: counting the input, asking the API about
-    // HTTP/2 (up to 2 s when it stays silent) and waiting for another process's lock on the
+    // HTTP/2 (up to 2 s, or --timeout, when it stays silent) and waiting for another process's lock on the
     // cache file are part of what the user waited for.
     let started = std::time::Instant::now();
     let mut config = Config::from_args(global, args)?;
