@@ -106,6 +106,16 @@ impl Session {
                 (template, EMBEDDED_NAMESPACE.to_owned(), Some(handle))
             }
         };
+        // Said, not left to reqwest, which drops such a value without a word: the user
+        // meant requests to go through a proxy. The value is not shown: it may hold a password.
+        if embedded.is_none() {
+            for name in crate::client::unusable_proxy_variables() {
+                crate::console::note!(
+                    "userfetch: {name} is set but holds no usable proxy URL (http://HOST:PORT); \
+                     it is ignored, and requests go straight to the API"
+                );
+            }
+        }
         // The proxy is read for an http:// API only: an https:// one speaks HTTP/2 (when
         // agreed) through it.
         let proxy = (embedded.is_none() && template.origin().scheme() == "http")

@@ -287,6 +287,30 @@ fn the_http2_question_waits_no_longer_than_an_attempt() {
     );
 }
 
+/// A proxy variable that holds no proxy URL is dropped by the HTTP library without a word:
+/// said, without its value (which may hold a password).
+#[test]
+fn a_proxy_variable_that_is_no_url_is_said() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .env("http_proxy", "::bad::hunter2")
+        .env("ALL_PROXY", "ftp://proxy.example:21")
+        .env("https_proxy", "http://fine.example:3128")
+        .args(["--api", &api.template(""), "get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        "userfetch: http_proxy is set but holds no usable proxy URL (http://HOST:PORT); it is \
+         ignored, and requests go straight to the API\n\
+         userfetch: ALL_PROXY is set but holds no usable proxy URL (http://HOST:PORT); it is \
+         ignored, and requests go straight to the API\n"
+    );
+}
+
 /// When the proxy cannot be reached, the error names it: the API was never asked.
 #[test]
 fn a_proxy_that_cannot_be_reached_is_named() {

@@ -748,6 +748,35 @@ pub fn proxy_for(url: &::url::Url) -> Option<String> {
     })
 }
 
+/// The proxy variables set to something that is no proxy URL (`::bad::`, `ftp://…`):
+/// reqwest drops such a value without a word, and requests go straight to the API.
+pub fn unusable_proxy_variables() -> Vec<&'static str> {
+    use hyper_util::client::proxy::matcher::Matcher;
+    let Ok(somewhere) = "http://example.com/".parse::<hyper::Uri>() else {
+        return Vec::new();
+    };
+    [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ]
+    .into_iter()
+    .filter(|name| {
+        std::env::var(name).is_ok_and(|value| {
+            !value.trim().is_empty()
+                && Matcher::builder()
+                    .all(value)
+                    .build()
+                    .intercept(&somewhere)
+                    .is_none()
+        })
+    })
+    .collect()
+}
+
 /// `host:port`, as error messages name a server.
 fn host_port(url: &::url::Url) -> String {
     format!(
