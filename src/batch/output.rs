@@ -151,6 +151,16 @@ impl AtomicFile {
             Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
             _ => PathBuf::from("."),
         };
+        // In a sticky directory (/tmp) only a file's owner (or the directory's) may rename
+        // over it: said now, not as "Operation not permitted" once everything is fetched.
+        if let Some(meta) = &existing
+            && owned_by_another_in_a_sticky_dir(meta, &dir, euid())
+        {
+            return Err(usage(format!(
+                "{what} {shown} belongs to another user, in a directory where only a file's \
+                 owner may replace it (sticky, as /tmp is); choose another name"
+            )));
+        }
         // Fixed name: a run killed before it could clean up leaves one stray file, which
         // the next run reuses, rather than one per run.
         let tmp = dir.join(partial_name(name));
@@ -320,6 +330,15 @@ fn may_write_in(dir: &Path) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Whether `file`, in `dir`, may not be replaced by user `me` for the sticky bit: another
+/// user's file in a sticky directory that is not `me`'s either (root may).
+fn owned_by_another_in_a_sticky_dir(file: &std::fs::Metadata, dir: &Path, me: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    me != 0
+        && file.uid() != me
+        && std::fs::metadata(dir).is_ok_and(|d| d.mode() & libc::S_ISVTX != 0 && d.uid() != me)
 }
 
 /// The user this process acts as, whose files it may write.
@@ -718,6 +737,24 @@ mod tests {
 
     /// Needs root, to make a link another user owns; elsewhere it checks only that a link
     /// of one's own in such a directory is followed.
+    #[test]
+    fn another_users_file_in_a_sticky_directory_is_known_unreplaceable() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("report.jsonl");
+        std::fs::write(&file, "theirs").unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        let owner = meta.uid();
+        let other = owner.wrapping_add(1000);
+        // Not sticky: anyone who may write the directory may replace the file.
+        assert!(!owned_by_another_in_a_sticky_dir(&meta, dir.path(), other));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(owned_by_another_in_a_sticky_dir(&meta, dir.path(), other));
+        // The file's owner may, and so may the directory's (here the same user), and root.
+        assert!(!owned_by_another_in_a_sticky_dir(&meta, dir.path(), owner));
+        assert!(!owned_by_another_in_a_sticky_dir(&meta, dir.path(), 0));
+    }
+
     #[test]
     fn a_link_another_user_planted_in_a_shared_directory_is_not_followed() {
         use std::os::unix::fs::PermissionsExt;
