@@ -96,6 +96,11 @@ where
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
         write!(writer, "userfetch: ")?;
+        // A library's warning (hyper, rustls, SQLite) is told apart from userfetch's own.
+        let target = event.metadata().target();
+        if !target.starts_with("userfetch") {
+            write!(writer, "{target}: ")?;
+        }
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
@@ -214,11 +219,13 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!("closing the cache c.sqlite3: disk I/O error");
+            tracing::warn!(target: "h2::proto", "connection error");
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert_eq!(
             text,
-            "userfetch: closing the cache c.sqlite3: disk I/O error\n"
+            "userfetch: closing the cache c.sqlite3: disk I/O error\n\
+             userfetch: h2::proto: connection error\n"
         );
     }
 }

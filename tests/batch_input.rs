@@ -554,6 +554,23 @@ fn a_dry_run_works_while_a_run_writes_the_outputs() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("another userfetch run is writing --out out.jsonl"));
     drop(held);
+    // What a run would refuse to write through, the dry run refuses too.
+    let partial = env.path(".out.jsonl.userfetch-partial");
+    std::fs::remove_file(&partial).unwrap();
+    std::os::unix::fs::symlink(env.path("ids.txt"), &partial).unwrap();
+    for args in [&dry[..], &dry[..5]] {
+        let out = run(&mut env.batch(args));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is a symbolic link"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(env.path("ids.txt")).unwrap(),
+        "1\n2\n"
+    );
 }
 
 /// The dry run asks an http:// API whether it speaks HTTP/2; one that cannot be reached is

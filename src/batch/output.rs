@@ -44,8 +44,19 @@ impl AtomicFile {
     /// the temporary file is neither made nor locked, so a run writing it is no obstacle.
     pub fn check(path: &Path, what: &str) -> anyhow::Result<()> {
         let Checked { tmp, .. } = AtomicFile::checked(path, what)?;
+        let refused = |why: String| usage(format!("cannot write {what} {}: {why}", path.display()));
         let dir = tmp.parent().unwrap_or(Path::new("."));
-        may_write_in(dir).map_err(|e| usage(format!("cannot write {what} {}: {e}", path.display())))
+        may_write_in(dir).map_err(|e| refused(e.to_string()))?;
+        // One left there is judged as a run would judge it, without opening it.
+        if let Ok(meta) = std::fs::symlink_metadata(&tmp)
+            && let Some(why) = partial_refusal(&meta)
+        {
+            return Err(refused(format!(
+                "its temporary file {} {why}; remove it",
+                tmp.display()
+            )));
+        }
+        Ok(())
     }
 
     /// `what` names the option in messages (`--out`).
@@ -254,7 +265,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// one found (a killed run's) is written only if it is a regular file of this user's with
 /// no other name. Neither way follows a link or waits on a FIFO.
 fn open_partial(tmp: &Path) -> Result<File, String> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let named = || format!("its temporary file {}", tmp.display());
     let open = |new: bool| {
         OpenOptions::new()
@@ -279,16 +290,29 @@ fn open_partial(tmp: &Path) -> Result<File, String> {
         Err(e) => return Err(refused(e)),
     };
     let meta = file.metadata().map_err(|e| format!("{}: {e}", named()))?;
-    let why = if !meta.is_file() {
-        "is not a regular file"
+    match partial_refusal(&meta) {
+        None => Ok(file),
+        Some(why) => Err(format!("{} {why}; remove it", named())),
+    }
+}
+
+/// Why a temporary file found beside an output must not be written, from its metadata
+/// (as `lstat` gives it: a link is itself); `None` when it may.
+fn partial_refusal(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.file_type().is_symlink() {
+        Some("is a symbolic link")
+    } else if meta.is_dir() {
+        Some("is a directory")
+    } else if !meta.is_file() {
+        Some("is not a regular file")
     } else if meta.uid() != euid() {
-        "belongs to another user"
+        Some("belongs to another user")
     } else if meta.nlink() > 1 {
-        "has another name (a hard link)"
+        Some("has another name (a hard link)")
     } else {
-        return Ok(file);
-    };
-    Err(format!("{} {why}; remove it", named()))
+        None
+    }
 }
 
 /// `path` with symbolic links followed, including one whose target does not exist yet.

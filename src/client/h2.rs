@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 
 /// Why a request never got an answer.
 pub(super) enum H2Error {
-    /// No connection could be opened.
+    /// No connection could be opened: how, said after "cannot connect to HOST" (" within 5s
+    /// (raise it …)", " (Connection refused …)"), as over HTTP/1.1.
     Connect(String),
     /// The connection or the stream failed before the response head came.
     Send(hyper::Error),
@@ -182,11 +183,11 @@ impl H2 {
             .await
             .ok_or_else(|| {
                 H2Error::Connect(format!(
-                    "no connection within {} (raise it with --connect-timeout)",
+                    " within {} (raise it with --connect-timeout)",
                     humantime::format_duration(self.connect_timeout)
                 ))
             })?
-            .map_err(|e| H2Error::Connect(e.to_string()))?;
+            .map_err(|e| H2Error::Connect(format!(" ({e})")))?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -201,7 +202,7 @@ impl H2 {
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| H2Error::Connect(e.to_string()))?;
+            .map_err(|e| H2Error::Connect(format!(" ({e})")))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("HTTP/2 connection ended: {e}");

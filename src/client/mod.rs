@@ -521,7 +521,7 @@ impl Client {
             match e {
                 h2::H2Error::Connect(why) => AttemptFailure::transient(
                     ErrorKind::Connection,
-                    format!("cannot connect to {host} ({why})"),
+                    format!("cannot connect to {host}{why}"),
                 ),
                 h2::H2Error::Send(e) => AttemptFailure::transient(
                     ErrorKind::Connection,
@@ -680,14 +680,24 @@ impl Client {
             };
         }
         let cause = root_cause(e);
-        // What a server speaking only cleartext HTTP/2 sends back to an HTTP/1.1 request (its
-        // SETTINGS frame) reads to hyper as a bad version. Asking again gets the same.
+        // An answer that is no HTTP/1.1 at all reads to hyper as a bad version: a server
+        // speaking only cleartext HTTP/2 (its SETTINGS frame), or no HTTP server (TLS on the
+        // port, SSH). Asking again gets the same. --http2 is named only where it could help:
+        // an http:// URL reached directly.
         if cause.contains("invalid HTTP version parsed") {
+            let http2_could = e
+                .url()
+                .is_some_and(|url| url.scheme() == "http" && proxy_for(url).is_none());
             return AttemptFailure::fatal(
                 ErrorKind::Connection,
                 format!(
-                    "the connection to {host} failed before an answer came ({cause}; the \
-                     server may speak only HTTP/2: pass --http2)"
+                    "the connection to {host} failed before an answer came ({cause}: not an \
+                     HTTP/1.1 answer{})",
+                    if http2_could {
+                        "; a server speaking only HTTP/2 answers so, which --http2 reaches"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }

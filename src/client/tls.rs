@@ -141,8 +141,9 @@ pub(super) fn connect_hint(cause: &str, roots: Roots) -> (&'static str, bool) {
             }
         }
     } else if cause.contains("BadSignature") {
-        "; a self-signed certificate is refused this way: SSL_CERT_FILE=cert.pem trusts the \
-         certificates that file holds"
+        "; its signature does not match the key of the trusted certificate named as its \
+         issuer (re-issued or self-signed under a trusted name?); SSL_CERT_FILE=cert.pem \
+         names the certificates to trust"
     } else {
         ""
     };
@@ -180,7 +181,7 @@ mod tests {
             (
                 "invalid peer certificate: BadSignature",
                 WithSystem,
-                "SSL_CERT_FILE=cert.pem",
+                "SSL_CERT_FILE=cert.pem names",
             ),
             ("invalid peer certificate: Expired", WithSystem, ""),
         ] {

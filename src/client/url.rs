@@ -68,7 +68,15 @@ impl UrlTemplate {
             return Err(TemplateError::Scheme(template.to_owned()));
         }
         if !host_follows_slashes(template) {
-            return Err(TemplateError::NoHost(template.to_owned()));
+            let after_scheme = template.split_once(':').map_or("", |(_, rest)| rest);
+            return Err(if after_scheme.starts_with('\\') {
+                TemplateError::Invalid(
+                    template.to_owned(),
+                    "write the slashes after the scheme as //, not \\\\".to_owned(),
+                )
+            } else {
+                TemplateError::NoHost(template.to_owned())
+            });
         }
         // Credentials in a URL end up in logs, error messages, --dry-run output and `ps`.
         if !probe.username().is_empty() || probe.password().is_some() {
@@ -230,7 +238,6 @@ mod tests {
             "http:///users/{id}",
             "http:users/{id}",
             "https:/api.example.com/{id}",
-            "http:\\\\h/{id}",
         ] {
             let err = UrlTemplate::parse(template).unwrap_err();
             assert_eq!(
@@ -240,6 +247,9 @@ mod tests {
             );
             assert!(err.to_string().contains("names no host"), "{err}");
         }
+        // Backslashes name the host to a URL parser, but are said to be written as slashes.
+        let err = UrlTemplate::parse("http:\\\\h/{id}").unwrap_err();
+        assert!(err.to_string().contains("as //, not \\\\"), "{err}");
         for template in ["HTTP://h/{id}", " http://h/{id}", "https://[::1]:8/u/{id}"] {
             assert!(UrlTemplate::parse(template).is_ok(), "{template}");
         }

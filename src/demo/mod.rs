@@ -244,8 +244,8 @@ async fn session_run(
     })
 }
 
-/// Lookups still waiting when the script ended (a busy machine: the script gives each
-/// lookup its latency and 600 ms more), said because the figures leave them out and would
+/// Lookups still waiting when the script ended (a busy machine: the script gives the
+/// lookups their latency and about half a second more), said because the figures leave them out and would
 /// read better than the run was.
 fn unanswered(app: &App, mode: Mode) -> Option<String> {
     let pending = app.rows.iter().filter(|row| row.is_pending()).count();

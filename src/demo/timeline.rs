@@ -470,7 +470,8 @@ fn axis_step(span: Duration) -> Duration {
     let mut magnitude: u128 = 10;
     loop {
         for step in [magnitude, 2 * magnitude, 5 * magnitude] {
-            if total / step <= 10 {
+            // Labels at 0, step, … up to the span: total / step + 1 of them.
+            if total / step < 10 {
                 return Duration::from_millis(u64::try_from(step).unwrap_or(u64::MAX));
             }
         }
@@ -804,13 +805,13 @@ mod tests {
         for ms in [1, 90, 1_000, 2_345, 60_000, 600_001, 10_000_000, 86_400_000] {
             let span = Duration::from_millis(ms);
             let step = axis_step(span);
-            let labels = span.as_millis() / step.as_millis();
+            let labels = span.as_millis() / step.as_millis() + 1;
             assert!(labels <= 10, "{ms} ms: step {step:?}, {labels} labels");
             assert!(step >= Duration::from_millis(10), "{ms} ms: {step:?}");
         }
         assert_eq!(
             axis_step(Duration::from_millis(1_000)),
-            Duration::from_millis(100)
+            Duration::from_millis(200)
         );
         assert_eq!(
             axis_step(Duration::from_secs(3_600)),

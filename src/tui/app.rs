@@ -597,8 +597,13 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     // Esc and the key after it, read together, arrive as Alt with that key (a terminal sends
     // Alt-x as ESC x; ESC Enter, ESC Tab, ESC DEL likewise). They are read together when
     // both waited unread: keys pressed during a sync freeze or while stopped. Then the Esc
-    // does what Esc does, and the key what it does alone.
-    if key.modifiers.contains(KeyModifiers::ALT) && just_thawed(app) {
+    // does what Esc does, and the key what it does alone (q on an empty prompt quits).
+    // Other keys with Alt (arrows) are chords a terminal sends otherwise.
+    let esc_then_key = matches!(
+        key.code,
+        KeyCode::Char(_) | KeyCode::Enter | KeyCode::Tab | KeyCode::Backspace
+    );
+    if esc_then_key && key.modifiers.contains(KeyModifiers::ALT) && just_thawed(app) {
         let mut effects = cancel_selected(app);
         effects.extend(on_key(
             app,
@@ -1301,6 +1306,14 @@ mod tests {
             ),
             "{effects:?}"
         );
+        // Alt with an arrow is a chord of its own, not an Esc read with a key: nothing is
+        // cancelled.
+        let effects = update(
+            &mut app,
+            Msg::Key(KeyEvent::new(KeyCode::Left, KeyModifiers::ALT)),
+        );
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(app.rows[1].is_pending());
     }
 
     #[test]
