@@ -38,14 +38,16 @@ pub fn fit(concurrency: u32, needed: u32, over_http2: bool, ask_about_http2: boo
 }
 
 /// How many lookups may be in flight at once without running out of files, for a front end
-/// with no `--concurrency` of its own (the screen): `None` when nothing bounds them (HTTP/2,
-/// or no limit).
-pub fn lookups_at_once(over_http2: bool) -> Option<u32> {
+/// with no `--concurrency` of its own (the screen, the demo): `None` when nothing bounds
+/// them (HTTP/2, or no limit). `server_here`: the API runs in this process (the embedded
+/// demo API), whose end of each connection is a file of this process's too.
+pub fn lookups_at_once(over_http2: bool, server_here: bool) -> Option<u32> {
     if over_http2 {
         return None;
     }
     let limit = limit()?;
-    Some(within(u32::MAX, Some(limit)))
+    let room = within(u32::MAX, Some(limit));
+    Some(if server_here { (room / 2).max(1) } else { room })
 }
 
 /// The process's open-file limit (raised at start as far as allowed), if it has one.

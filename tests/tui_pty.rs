@@ -919,6 +919,31 @@ fn lookups_beyond_the_open_file_limit_wait_instead_of_failing() {
     api.shutdown_blocking();
 }
 
+/// The embedded demo API runs in the screen's own process: over HTTP/1.1 each lookup holds
+/// two of its files (both ends of the connection), which the open-file limit must leave room
+/// for.
+#[test]
+fn lookups_to_the_embedded_api_fit_the_open_file_limit_with_both_ends() {
+    let mut command = Command::new("bash");
+    command.args([
+        "-c",
+        &format!(
+            "ulimit -n 64 && exec '{}' --no-cache --retries 0 --http1",
+            env!("CARGO_BIN_EXE_userfetch")
+        ),
+    ]);
+    let mut pty = Pty::spawn_command(command);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    let ids: String = (1..=60).map(|i| format!("{i}\r")).collect();
+    pty.send(&format!("\x1b[200~{ids}\x1b[201~"));
+    let screen = pty.wait_for("every lookup answered", |s| {
+        s.contains("in flight 0 ·") && s.contains("found 60 ·")
+    });
+    assert!(screen.contains("errors 0"), "{screen}");
+    pty.send("q");
+    pty.wait_exit(Duration::from_secs(5));
+}
+
 /// Another process holding the cache's write lock past the busy timeout: the screen says so
 /// in its notice row (stderr, where the other commands say it, is under the screen).
 #[test]

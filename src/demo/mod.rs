@@ -92,7 +92,14 @@ pub async fn measure(
         ..opts.clone()
     };
     let session = Session::start(&opts).await?;
-    let ctx = Context::new(session.engine.clone(), opts.max_age);
+    // The demo API runs in this process: each lookup over HTTP/1.1 holds two of its files.
+    let ctx = Context {
+        max_in_flight: crate::open_files::lookups_at_once(
+            session.engine.client().config().http2,
+            true,
+        ),
+        ..Context::new(session.engine.clone(), opts.max_age)
+    };
 
     let typing_script = typing(latency);
     let many_script = many(latency, lookups);

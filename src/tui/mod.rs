@@ -61,7 +61,10 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
     };
     let mut app = app::App::new(config, Instant::now());
     let ctx = run::Context {
-        max_in_flight: crate::open_files::lookups_at_once(session.engine.client().config().http2),
+        max_in_flight: crate::open_files::lookups_at_once(
+            session.engine.client().config().http2,
+            session.embedded.is_some(),
+        ),
         unread_input: Some(terminal::unread_input),
         ..run::Context::new(session.engine.clone(), opts.max_age)
     };
