@@ -449,6 +449,16 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         {
             Vec::new()
         }
+        // Likewise a check that timed out across a freeze longer than --timeout (a sync
+        // lookup through its retries): its timer ran while nothing could read the answer.
+        Msg::Health(Err(e))
+            if e.kind == ErrorKind::Timeout
+                && app
+                    .thawed_at
+                    .is_some_and(|thawed| thawed + app.config.timeout > app.now) =>
+        {
+            Vec::new()
+        }
         Msg::Health(result) => {
             let checks = app.health.as_ref().map_or(0, |h| h.checks) + 1;
             app.health = Some(Health {
@@ -1782,6 +1792,10 @@ mod tests {
         // A health check timed across the freeze is dropped; the next one counts.
         app.now += Duration::from_millis(5);
         update(&mut app, Msg::Health(Ok(Duration::from_millis(655))));
+        assert!(app.health.is_none(), "{:?}", app.health);
+        // So is one that timed out across it.
+        let timed_out = || Msg::Health(Err(FetchError::new(ErrorKind::Timeout, 1, "no answer")));
+        update(&mut app, timed_out());
         assert!(app.health.is_none(), "{:?}", app.health);
         app.now += Duration::from_secs(2);
         update(&mut app, Msg::Health(Ok(Duration::from_millis(3))));
