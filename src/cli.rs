@@ -332,6 +332,11 @@ pub struct GlobalOpts {
     #[arg(skip)]
     pub timeout_from_env: bool,
 
+    /// Whether `api` is a demo API this process started (the demo's): reached directly,
+    /// never through a proxy, like the embedded one.
+    #[arg(skip)]
+    pub api_in_process: bool,
+
     /// Limit for opening a connection; time the process spends stopped is not counted.
     #[arg(long, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit, value_name = "DURATION")]
     pub connect_timeout: Duration,

@@ -106,9 +106,11 @@ impl Session {
                 (template, EMBEDDED_NAMESPACE.to_owned(), Some(handle))
             }
         };
+        // A demo API in this process is reached directly, whatever proxy is set.
+        let in_process = embedded.is_some() || opts.api_in_process;
         // Said, not left to reqwest, which drops such a value without a word: the user
         // meant requests to go through a proxy. The value is not shown: it may hold a password.
-        if embedded.is_none() {
+        if !in_process {
             for name in crate::client::unusable_proxy_variables() {
                 crate::console::note!(
                     "userfetch: {name} is set but holds no usable proxy URL (http://HOST:PORT); \
@@ -118,7 +120,7 @@ impl Session {
         }
         // The proxy is read for an http:// API only: an https:// one speaks HTTP/2 (when
         // agreed) through it.
-        let proxy = (embedded.is_none() && template.origin().scheme() == "http")
+        let proxy = (!in_process && template.origin().scheme() == "http")
             .then(|| crate::client::proxy_for(template.origin()))
             .flatten();
         if let Some(proxy) = proxy.as_ref().filter(|_| opts.http2) {
@@ -143,6 +145,7 @@ impl Session {
             // The embedded API is known to speak cleartext HTTP/2, and one multiplexed
             // connection beats thousands of sockets when many lookups are in flight.
             http2: opts.http2 || (embedded.is_some() && !opts.http1),
+            direct: in_process,
             ..ClientConfig::new(template)
         };
         // Built first, so a bad token is said before the cache file is touched.

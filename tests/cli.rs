@@ -311,6 +311,23 @@ fn a_proxy_variable_that_is_no_url_is_said() {
     );
 }
 
+/// The embedded demo API listens in the process, on loopback: no proxy is asked to reach
+/// it, whichever protocol (with --http1 every lookup went to the proxy and failed).
+#[test]
+fn the_embedded_api_is_reached_directly_whatever_proxy_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    for protocol in ["--http1", "--http2"] {
+        let out = userfetch(&dir)
+            .env("http_proxy", "http://127.0.0.1:1")
+            .args(["--no-cache", protocol, "get", "1"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{protocol}: {stderr}");
+        assert_eq!(json_lines(&out.stdout)[0]["id"], 1, "{protocol}");
+    }
+}
+
 /// When the proxy cannot be reached, the error names it: the API was never asked.
 #[test]
 fn a_proxy_that_cannot_be_reached_is_named() {

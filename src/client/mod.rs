@@ -40,6 +40,9 @@ pub struct ClientConfig {
     /// Speak HTTP/2 without negotiation (h2c). One connection then carries every request,
     /// which is what lets ten thousand lookups be in flight without ten thousand sockets.
     pub http2: bool,
+    /// Never through a proxy: the embedded demo API listens in this process, on loopback,
+    /// where a proxy (on another machine, often) cannot reach it.
+    pub direct: bool,
 }
 
 /// Written by hand so the token can never reach a log line through `{:?}`.
@@ -53,6 +56,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_body", &self.max_body)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("http2", &self.http2)
+            .field("direct", &self.direct)
             .finish()
     }
 }
@@ -67,6 +71,7 @@ impl ClientConfig {
             max_body: 1024 * 1024,
             token: None,
             http2: false,
+            direct: false,
         }
     }
 }
@@ -204,6 +209,9 @@ impl Client {
         // so an https API that speaks only HTTP/1.1 still works with --http2.
         if config.http2 && config.template.origin().scheme() == "http" {
             builder = builder.http2_prior_knowledge();
+        }
+        if config.direct {
+            builder = builder.no_proxy();
         }
         let http = builder
             .build()

@@ -87,6 +87,7 @@ pub async fn measure(
     .context("cannot start the demo API")?;
     let opts = GlobalOpts {
         api: Some(api.url_template()),
+        api_in_process: true,
         // A cache would answer the second run's lookups at once and hide the difference.
         no_cache: true,
         ..opts.clone()
