@@ -14,18 +14,31 @@ const FILES_BESIDES_SOCKETS: u64 = 32;
 /// `needed`: the most lookups there are to run at once (`get`'s ids; `u32::MAX` for a batch),
 /// so that the line is only said when they would not fit. `ask_about_http2`: the line
 /// suggests `--http2` (not where batch has asked the API already).
-pub fn fit(concurrency: u32, needed: u32, over_http2: bool, ask_about_http2: bool) -> u32 {
+/// `server_here`: the API runs in this process (the embedded demo API), whose end of each
+/// connection is a file of this process's too.
+pub fn fit(
+    concurrency: u32,
+    needed: u32,
+    over_http2: bool,
+    ask_about_http2: bool,
+    server_here: bool,
+) -> u32 {
     let wanted = concurrency.min(needed).max(1);
     if over_http2 {
         return wanted;
     }
     let limit = limit();
-    let fitted = within(wanted, limit);
+    let fitted = within(wanted, limit, server_here);
     if fitted < wanted {
         note!(
-            "userfetch: {concurrency} lookups at a time (--concurrency) need a socket each over \
-             HTTP/1.1, and the open-file limit is {}: running {fitted} at a time (raise the limit \
-             with ulimit -n{})",
+            "userfetch: {concurrency} lookups at a time (--concurrency) need {} over HTTP/1.1, \
+             and the open-file limit is {}: running {fitted} at a time (raise the limit with \
+             ulimit -n{})",
+            if server_here {
+                "two sockets each with the demo API in the process"
+            } else {
+                "a socket each"
+            },
             limit.unwrap_or_default(),
             if ask_about_http2 {
                 ", or pass --http2 if the API speaks it"
@@ -46,8 +59,7 @@ pub fn lookups_at_once(over_http2: bool, server_here: bool) -> Option<u32> {
         return None;
     }
     let limit = limit()?;
-    let room = within(u32::MAX, Some(limit));
-    Some(if server_here { (room / 2).max(1) } else { room })
+    Some(within(u32::MAX, Some(limit), server_here))
 }
 
 /// The process's open-file limit (raised at start as far as allowed), if it has one.
@@ -58,11 +70,14 @@ fn limit() -> Option<u64> {
         .filter(|&soft| soft != rlimit::INFINITY)
 }
 
-fn within(concurrency: u32, limit: Option<u64>) -> u32 {
+/// `concurrency` within the room `limit` leaves: a socket per lookup, two when the server
+/// is in this process.
+fn within(concurrency: u32, limit: Option<u64>, server_here: bool) -> u32 {
     let Some(limit) = limit else {
         return concurrency;
     };
     let room = limit.saturating_sub(FILES_BESIDES_SOCKETS).max(1);
+    let room = if server_here { (room / 2).max(1) } else { room };
     u32::try_from(room).map_or(concurrency, |room| concurrency.min(room))
 }
 
@@ -72,10 +87,14 @@ mod tests {
 
     #[test]
     fn the_room_left_besides_the_run_own_files_bounds_the_lookups() {
-        assert_eq!(within(1000, Some(256)), 224);
-        assert_eq!(within(100, Some(256)), 100);
-        assert_eq!(within(1000, Some(10)), 1);
-        assert_eq!(within(1000, None), 1000);
-        assert_eq!(within(7, Some(u64::MAX)), 7);
+        assert_eq!(within(1000, Some(256), false), 224);
+        assert_eq!(within(100, Some(256), false), 100);
+        assert_eq!(within(1000, Some(10), false), 1);
+        assert_eq!(within(1000, None, false), 1000);
+        assert_eq!(within(7, Some(u64::MAX), false), 7);
+        // Both ends of each connection, with the server in the process.
+        assert_eq!(within(1000, Some(256), true), 112);
+        assert_eq!(within(100, Some(256), true), 100);
+        assert_eq!(within(1000, Some(10), true), 1);
     }
 }

@@ -1103,6 +1103,29 @@ fn get_fits_its_concurrency_to_the_open_file_limit() {
     assert_eq!(json_lines(&out.stdout).len(), 300);
 }
 
+/// With the embedded demo API in the process, each HTTP/1.1 lookup holds two of its files
+/// (both ends of the connection): the limit leaves room for both, and no lookup fails for
+/// want of a file.
+#[test]
+fn get_fits_its_concurrency_to_the_open_file_limit_with_the_api_in_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (1..=100).map(|n| n.to_string()).collect();
+    let mut cmd = userfetch(&dir);
+    cmd.args(["--no-cache", "--http1", "get", "--concurrency", "1000"])
+        .args(&ids);
+    support::limit_open_files(&mut cmd, 100);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("need two sockets each with the demo API in the process")
+            && stderr.contains("the open-file limit is 100: running 34 at a time"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("accept failed"), "{stderr}");
+    assert_eq!(json_lines(&out.stdout).len(), 100);
+}
+
 #[test]
 fn completions_are_generated() {
     let dir = tempfile::tempdir().unwrap();

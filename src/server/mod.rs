@@ -277,17 +277,26 @@ async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationTok
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Whether accepting fails: said once when it starts, not at every retry (a burst out of
+    // file descriptors printed hundreds of lines).
+    let mut failing = false;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                failing = false;
+                stream
+            }
             Err(e) => {
+                if !failing {
+                    tracing::warn!("demo API: accept failed: {e}");
+                    failing = true;
+                }
                 // Out of file descriptors, usually: back off instead of spinning, as
                 // mini-redis's accept loop does.
-                tracing::warn!("demo API: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
