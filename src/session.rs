@@ -111,11 +111,8 @@ impl Session {
         // Said, not left to reqwest, which drops such a value without a word: the user
         // meant requests to go through a proxy. The value is not shown: it may hold a password.
         if !in_process {
-            for name in crate::client::unusable_proxy_variables() {
-                crate::console::note!(
-                    "userfetch: {name} is set but holds no usable proxy URL (http://HOST:PORT); \
-                     it is ignored, and requests go straight to the API"
-                );
+            for problem in crate::client::proxy_variable_problems() {
+                crate::console::note!("userfetch: {problem}");
             }
         }
         // The proxy is read for an http:// API only: an https:// one speaks HTTP/2 (when

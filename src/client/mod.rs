@@ -766,33 +766,56 @@ pub fn proxy_for(url: &::url::Url) -> Option<String> {
     })
 }
 
-/// The proxy variables set to something that is no proxy URL (`::bad::`, `ftp://…`):
-/// reqwest drops such a value without a word, and requests go straight to the API.
-pub fn unusable_proxy_variables() -> Vec<&'static str> {
+/// What is wrong with the proxy variables, as reqwest reads them (hyper-util's matcher):
+/// of `HTTP_PROXY` and `http_proxy` (and the `HTTPS_`, `ALL_` pairs) the first one set is
+/// the one read, and a value that is no proxy URL (`::bad::`, `ftp://…`) is dropped without
+/// a word, the other of the pair unread. Each problem as a line to say; values are not
+/// quoted (they may hold a password).
+pub fn proxy_variable_problems() -> Vec<String> {
     use hyper_util::client::proxy::matcher::Matcher;
     let Ok(somewhere) = "http://example.com/".parse::<hyper::Uri>() else {
         return Vec::new();
     };
-    [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ]
-    .into_iter()
-    .filter(|name| {
-        std::env::var(name).is_ok_and(|value| {
-            !value.trim().is_empty()
-                && Matcher::builder()
-                    .all(value)
-                    .build()
-                    .intercept(&somewhere)
-                    .is_none()
-        })
-    })
-    .collect()
+    let usable = |value: &str| {
+        Matcher::builder()
+            .all(value.to_owned())
+            .build()
+            .intercept(&somewhere)
+            .is_some()
+    };
+    let mut problems = Vec::new();
+    for (first, second) in [
+        ("HTTP_PROXY", "http_proxy"),
+        ("HTTPS_PROXY", "https_proxy"),
+        ("ALL_PROXY", "all_proxy"),
+    ] {
+        let (read, unread) = match (std::env::var(first), std::env::var(second)) {
+            (Ok(value), other) => ((first, value), other.ok().map(|_| second)),
+            (Err(_), Ok(value)) => ((second, value), None),
+            (Err(_), Err(_)) => continue,
+        };
+        let (name, value) = read;
+        let shadowed = unread.filter(|other| std::env::var(other).is_ok_and(|v| !v.is_empty()));
+        if value.trim().is_empty() {
+            if let Some(other) = shadowed {
+                problems.push(format!(
+                    "{name} is set but empty, so {other} is not read (it is read only when \
+                     {name} is unset)"
+                ));
+            }
+        } else if !usable(&value) {
+            problems.push(match shadowed {
+                Some(other) => format!(
+                    "{name} holds no usable proxy URL (http://HOST:PORT): it is ignored, and so \
+                     is {other}, read only when {name} is unset"
+                ),
+                None => {
+                    format!("{name} holds no usable proxy URL (http://HOST:PORT): it is ignored")
+                }
+            });
+        }
+    }
+    problems
 }
 
 /// `host:port`, as error messages name a server.
