@@ -1127,6 +1127,49 @@ fn get_fits_its_concurrency_to_the_open_file_limit_with_the_api_in_the_process()
     assert_eq!(json_lines(&out.stdout).len(), 100);
 }
 
+/// Records `get` cannot store (the disk full; here a file-size limit) are said once, not
+/// only in the debug log, and every record is still printed.
+#[test]
+fn get_says_when_the_cache_cannot_take_records() {
+    use std::os::unix::process::CommandExt;
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    userfetch(&dir)
+        .args(["--api", &api.template(""), "get", "1"])
+        .assert()
+        .success();
+    let ids: Vec<String> = (2..=1000).map(|n| n.to_string()).collect();
+    let mut cmd = userfetch(&dir);
+    cmd.args(["--api", &api.template(""), "get"]).args(&ids);
+    // SAFETY: signal and setrlimit are async-signal-safe, and nothing else runs between
+    // fork and exec. Past the limit a write fails (EFBIG) instead of killing the process.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 200_000,
+                rlim_max: 200_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(json_lines(&out.stdout).len(), 999);
+    assert_eq!(
+        stderr
+            .matches("userfetch: cannot store records in the cache file (")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn completions_are_generated() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,6 +49,9 @@ pub(super) fn serve(
     // Until one gets through again, records are tried without waiting: each wait held the
     // command's exit 5 s more, and a record not cached is only fetched again next time.
     let mut puts_locked_out = false;
+    // Whether records from `get` or the screen failed to be stored for another reason (the
+    // disk full): said once, and once more when they are stored again, like the lock.
+    let mut puts_failing = false;
     loop {
         let next = if sweeping {
             // A pause between sweeps, so another process sharing the file (whose busy handler
@@ -131,12 +134,26 @@ pub(super) fn serve(
                         term::path(path)
                     ));
                 }
-                (Ok(()), true) if puts_locked_out => {
-                    puts_locked_out = false;
+                (Err(e), true) if !is_busy(e) && !puts_failing => {
+                    puts_failing = true;
                     crate::console::note_above_progress(format_args!(
-                        "userfetch: the cache file is free again; records are stored in it again ({})",
+                        "userfetch: cannot store records in the cache file ({e}); records fetched \
+                         meanwhile are not stored in it ({})",
                         term::path(path)
                     ));
+                }
+                (Ok(()), true) if puts_locked_out || puts_failing => {
+                    crate::console::note_above_progress(format_args!(
+                        "userfetch: {}records are stored in it again ({})",
+                        if puts_locked_out {
+                            "the cache file is free again; "
+                        } else {
+                            "the cache file takes records again; "
+                        },
+                        term::path(path)
+                    ));
+                    puts_locked_out = false;
+                    puts_failing = false;
                 }
                 _ => {}
             }
