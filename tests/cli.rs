@@ -329,6 +329,29 @@ fn a_proxy_variable_that_is_no_url_is_said() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
+/// A proxy that wants credentials (407) is named, and not asked again.
+#[test]
+fn a_proxy_asking_for_credentials_is_named() {
+    let proxy = support::answering("407 Proxy Authentication Required", |_| String::new());
+    let proxy = proxy.split("/users").next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .env("http_proxy", &proxy)
+        .args(["--api", "http://api.example/users/{id}", "get", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Said once, with no attempts after the first ("after 4 attempts" otherwise).
+    assert_eq!(
+        stderr,
+        format!(
+            "userfetch: user 1: the proxy {proxy} answered 407 Proxy Authentication Required: \
+             check the user and password in the proxy variable (http://USER:PASSWORD@HOST:PORT)\n"
+        )
+    );
+}
+
 /// When the proxy cannot be reached, the error names it: the API was never asked.
 #[test]
 fn a_proxy_that_cannot_be_reached_is_named() {

@@ -618,7 +618,11 @@ async fn an_http2_only_server_asked_in_http1_points_at_http2() {
     config.retry.retries = 2;
     let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Connection, "{err}");
-    assert!(err.to_string().contains("which --http2 reaches"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("(is the API https://?) or only HTTP/2 (--http2 reaches it)"),
+        "{err}"
+    );
     assert_eq!(err.attempts, 1, "{err}");
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -467,6 +467,17 @@ impl Client {
             drain(&mut response).await;
             return Ok(Hop::Redirect(location));
         }
+        if status == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            && let Some(proxy) = ::url::Url::parse(url).ok().as_ref().and_then(proxy_for)
+        {
+            return Err(AttemptFailure::fatal(
+                ErrorKind::Rejected,
+                format!(
+                    "the proxy {proxy} answered {status}: check the user and password in the \
+                     proxy variable (http://USER:PASSWORD@HOST:PORT)"
+                ),
+            ));
+        }
         if !status.is_success() {
             let token = self.token_use(with_token);
             let retry_after = response.headers().get(RETRY_AFTER).cloned();
@@ -702,7 +713,8 @@ impl Client {
                     "the connection to {host} failed before an answer came ({cause}: not an \
                      HTTP/1.1 answer{})",
                     if http2_could {
-                        "; a server speaking only HTTP/2 answers so, which --http2 reaches"
+                        "; a server speaking TLS (is the API https://?) or only HTTP/2 (--http2 \
+                         reaches it) answers so"
                     } else {
                         ""
                     }

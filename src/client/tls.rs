@@ -91,6 +91,17 @@ pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
         "InvalidPurpose" => "not meant for a server",
         "UnhandledCriticalExtension" => "a critical extension userfetch cannot check",
         other => {
+            if let Some(ago) = seconds_in(other, " seconds ago)") {
+                return format!("TLS certificate refused: expired {} ago", roughly(ago)).into();
+            }
+            if let Some(ahead) = seconds_in(other, " seconds in future)") {
+                return format!(
+                    "TLS certificate refused: not valid for another {} (is this machine's \
+                     clock right?)",
+                    roughly(ahead)
+                )
+                .into();
+            }
             let mut text = other.to_owned();
             // `DnsName("api.example")` → `api.example`.
             while let Some(start) = text.find("DnsName(\"") {
@@ -107,6 +118,29 @@ pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
     format!("TLS certificate refused: {words}").into()
 }
 
+/// The count of seconds rustls ends a reason with (`… (217804589 seconds ago)`).
+fn seconds_in(reason: &str, ending: &str) -> Option<u64> {
+    let head = reason.strip_suffix(ending)?;
+    head[head.rfind('(')? + 1..].parse().ok()
+}
+
+/// Seconds as a person reads a span of time: in its largest unit (`6 years`, `3 days`).
+fn roughly(secs: u64) -> String {
+    const UNITS: [(u64, &str); 5] = [
+        (365 * 86_400, "year"),
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let (size, unit) = UNITS
+        .into_iter()
+        .find(|&(size, _)| secs >= size)
+        .unwrap_or((1, "second"));
+    let n = secs / size;
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// What a connect error's innermost cause adds for the user, and whether another attempt
 /// could help. Neither a refused certificate nor a server that does not speak TLS changes
 /// its mind when asked again. rustls says why a certificate was refused in its own enum
@@ -115,6 +149,13 @@ pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
 pub(super) fn connect_hint(cause: &str, roots: Roots) -> (&'static str, bool) {
     if cause.contains("InvalidContentType") {
         return (NOT_TLS_HINT, false);
+    }
+    // The proxy refused the tunnel for want of credentials: asking again gets the same.
+    if cause.contains("proxy authorization required") {
+        return (
+            "; check the user and password in the proxy variable (http://USER:PASSWORD@HOST:PORT)",
+            false,
+        );
     }
     if !cause.contains("invalid peer certificate") {
         return ("", true);
@@ -205,6 +246,10 @@ mod tests {
             connect_hint("Connection refused (os error 111)", WithSystem),
             ("", true)
         );
+        let (hint, retryable) =
+            connect_hint("tunnel error: proxy authorization required", WithSystem);
+        assert!(hint.contains("USER:PASSWORD"), "{hint}");
+        assert!(!retryable);
     }
 
     /// rustls's enum names and `DnsName("…")` are not what a user should have to read.
@@ -228,6 +273,17 @@ mod tests {
                  certificate is only valid for DnsName(\"a.example\") or DnsName(\"b.example\")",
                 "TLS certificate refused: certificate not valid for name \"localhost\"; \
                  certificate is only valid for a.example or b.example",
+            ),
+            (
+                "invalid peer certificate: certificate expired: verification time 1795727789 \
+                 (UNIX), but certificate is not valid after 1577923200 (217804589 seconds ago)",
+                "TLS certificate refused: expired 6 years ago",
+            ),
+            (
+                "invalid peer certificate: certificate not valid yet: verification time 100 \
+                 (UNIX), but certificate is not valid before 190000 (189900 seconds in future)",
+                "TLS certificate refused: not valid for another 2 days (is this machine's clock \
+                 right?)",
             ),
             (
                 "Connection refused (os error 111)",
