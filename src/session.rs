@@ -44,8 +44,9 @@ pub struct Session {
     /// How many requests at once the API takes on its HTTP/2 connection, when batch asked
     /// and it answered that it speaks HTTP/2.
     pub http2_streams: Option<u32>,
-    /// Why the API could not be reached when batch asked it about HTTP/2 (refused, no such
-    /// host): the protocol is then a guess, and the dry run says so.
+    /// What became of batch's question about HTTP/2 when no answer came: "could not be
+    /// reached (why)" (refused, no such host) or "did not answer within …". The protocol is
+    /// then a guess, and the dry run says so.
     pub unreached: Option<String>,
 }
 
@@ -60,6 +61,13 @@ fn probe_limit(opts: &GlobalOpts) -> Duration {
     HTTP2_PROBE_LIMIT
         .min(opts.connect_timeout)
         .min(opts.timeout)
+}
+
+fn no_answer(limit: Duration) -> String {
+    format!(
+        "did not answer within {}",
+        humantime::format_duration(limit)
+    )
 }
 
 impl Session {
@@ -183,10 +191,14 @@ impl Session {
             match crate::client::offers_h2c(&config.template, limit).await {
                 H2c::Speaks { streams } => (client, Some(streams)),
                 H2c::Unreachable(why) => {
-                    unreached = Some(why);
+                    unreached = Some(format!("could not be reached ({why})"));
                     (client, None)
                 }
-                H2c::DoesNot | H2c::NoAnswer => (client, None),
+                H2c::NoAnswer => {
+                    unreached = Some(no_answer(limit));
+                    (client, None)
+                }
+                H2c::DoesNot => (client, None),
             }
         } else if config.template.origin().scheme() != "http" {
             (client, None)
@@ -217,7 +229,7 @@ impl Session {
                          using HTTP/1.1",
                         crate::term::sanitize(&why)
                     );
-                    unreached = Some(why);
+                    unreached = Some(format!("could not be reached ({why})"));
                     (client, None)
                 }
                 H2c::NoAnswer => {
@@ -225,6 +237,7 @@ impl Session {
                         "the API did not answer within {} whether it speaks HTTP/2: using HTTP/1.1",
                         humantime::format_duration(limit)
                     );
+                    unreached = Some(no_answer(limit));
                     (client, None)
                 }
             }

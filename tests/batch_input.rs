@@ -589,8 +589,39 @@ fn a_dry_run_says_when_the_api_cannot_be_reached() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("the API could not be reached just now (")
-            && text.contains("): the protocol above is a guess"),
+        text.contains("the API could not be reached (")
+            && text.contains(") when asked about HTTP/2 just now: the protocol above is a guess"),
+        "{text}"
+    );
+    // One that takes the connection and never answers, likewise.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!(
+        "http://127.0.0.1:{}/users/{{id}}",
+        silent.local_addr().unwrap().port()
+    );
+    let out = run(env.with_api(&api, &["--timeout", "300ms"]).args([
+        "batch",
+        "ids.txt",
+        "--out",
+        "out.jsonl",
+        "--dry-run",
+    ]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "the API did not answer within 300ms when asked about HTTP/2 just now: the protocol \
+             above is a guess"
+        ),
+        "{text}"
+    );
+    // Through a proxy, said so.
+    let out = run(env
+        .with_api("http://api.example/users/{id}", &[])
+        .env("http_proxy", "http://127.0.0.1:1")
+        .args(["batch", "ids.txt", "--out", "out.jsonl", "--dry-run"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("over HTTP/1.1: a connection for each lookup in flight, through the proxy http://127.0.0.1:1\n"),
         "{text}"
     );
     // One that answers is not.

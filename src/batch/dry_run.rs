@@ -140,18 +140,24 @@ pub(super) async fn dry_run(
         count(client.retry.max_attempts(), "attempt", "attempts"),
         humantime::format_duration(client.timeout)
     )?;
+    let proxy = (!client.direct)
+        .then(|| crate::client::proxy_for(client.template.origin()))
+        .flatten();
     say!(
-        "  {}",
+        "  {}{}",
         match (client.template.origin().scheme(), client.http2) {
             ("https", _) => "over HTTPS: HTTP/2 or HTTP/1.1, as TLS agrees with the API",
             (_, true) => "over cleartext HTTP/2: one connection carries every request",
             (_, false) => "over HTTP/1.1: a connection for each lookup in flight",
-        }
+        },
+        proxy
+            .map(|proxy| format!(", through the proxy {proxy}"))
+            .unwrap_or_default()
     )?;
-    if let Some(why) = &session.unreached {
+    if let Some(what) = &session.unreached {
         say!(
-            "  the API could not be reached just now ({}){}",
-            crate::term::sanitize(why),
+            "  the API {} when asked about HTTP/2 just now{}",
+            crate::term::sanitize(what),
             if client.http2 {
                 ""
             } else {
