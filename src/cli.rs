@@ -442,7 +442,7 @@ pub struct GetArgs {
     pub pretty: bool,
 
     /// Lookups in flight at once.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)), value_name = "N")]
+    #[arg(long, short = 'c', default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)), value_name = "N")]
     pub concurrency: u32,
 }
 

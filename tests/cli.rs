@@ -1116,9 +1116,10 @@ fn get_fits_its_concurrency_to_the_open_file_limit() {
     assert_eq!(json_lines(&out.stdout).len(), 50);
 
     // Copies share their id's lookup and open no socket: 300 ids, 50 of them distinct, fit.
+    // (`-c` as batch has it.)
     let copies: Vec<&String> = ids[..50].iter().cycle().take(300).collect();
     let mut cmd = userfetch(&dir);
-    cmd.args(["get", "--concurrency", "1000", "--api", &api.template("")])
+    cmd.args(["get", "-c", "1000", "--api", &api.template("")])
         .args(copies);
     support::limit_open_files(&mut cmd, 100);
     let out = cmd.output().unwrap();
