@@ -47,15 +47,41 @@ impl AttemptFailure {
         // Not started again for a stop: that would ask the first hop again, one request
         // more at the API than the attempts say.
         self.connect_timed_out = false;
-        let detail = self
+        let mut detail = self
             .detail
             .replace(NOT_TLS_HINT, "; the server does not seem to speak TLS");
+        // The target's own failure names its host, where the API may have put the token
+        // too (lowercased by the URL parser).
+        if let Some(secret) = secret {
+            detail = mask_any_case(&detail, secret);
+        }
         self.detail = format!(
             "after a redirect to {}: {detail}",
             crate::term::fit(&shown_target(target, secret), 100)
         );
         self
     }
+}
+
+/// `text` with every copy of `secret` masked, whatever the case of its ASCII letters.
+fn mask_any_case(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    // ASCII lowercasing keeps every byte where it was, so positions found in the lowered
+    // text are positions in `text`, on character boundaries (a match starts and ends where
+    // the secret's characters do).
+    let lowered = text.to_ascii_lowercase();
+    let wanted = secret.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(at) = lowered[from..].find(&wanted) {
+        out.push_str(&text[from..from + at]);
+        out.push_str("***");
+        from += at + wanted.len();
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 /// A redirect's target as an error shows it: without the credentials, query or fragment
@@ -69,9 +95,14 @@ fn shown_target(target: &::url::Url, secret: Option<&str>) -> String {
     shown.set_query(None);
     shown.set_fragment(None);
     let shown = shown.to_string();
-    match secret {
-        Some(secret) if still_holds(&shown, secret) => target.origin().ascii_serialization(),
-        _ => shown,
+    let Some(secret) = secret.filter(|secret| still_holds(&shown, secret)) else {
+        return shown;
+    };
+    let origin = target.origin().ascii_serialization();
+    if still_holds(&origin, secret) {
+        "another host".to_owned()
+    } else {
+        origin
     }
 }
 
@@ -282,6 +313,19 @@ pub(super) fn status_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_masked_in_any_case() {
+        assert_eq!(
+            mask_any_case(
+                "cannot connect to secret123.invalid:80 (SECRET123)",
+                "SeCrEt123"
+            ),
+            "cannot connect to ***.invalid:80 (***)"
+        );
+        assert_eq!(mask_any_case("héllo wörld", "WÖ"), "héllo wörld");
+        assert_eq!(mask_any_case("nothing", ""), "nothing");
+    }
 
     #[test]
     fn the_token_is_redacted_whole_escaped_or_cut_short() {
