@@ -626,18 +626,20 @@ fn encode_segment(id: &str) -> String {
 /// The request's query minus the fault parameters, so a redirect target answers normally;
 /// everything else (latency, retry_after, the client's own parameters) is kept as sent.
 fn query_without_faults(query: Option<&str>) -> String {
-    let mut out = url::form_urlencoded::Serializer::new(String::new());
-    let mut any = false;
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if !RequestParams::is_fault_param(&key) {
-            out.append_pair(&key, &value);
-            any = true;
-        }
-    }
-    if any {
-        format!("?{}", out.finish())
-    } else {
+    // Each pair kept as written (`x` stays `x`, not `x=`), judged by its decoded name.
+    let kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            url::form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_some_and(|(key, _)| !RequestParams::is_fault_param(&key))
+        })
+        .collect();
+    if kept.is_empty() {
         String::new()
+    } else {
+        format!("?{}", kept.join("&"))
     }
 }
 
@@ -720,13 +722,13 @@ mod tests {
         let server = start(ServerConfig::default()).await.unwrap();
         let answer = ask(
             &server,
-            "/users/1?fault=redirect&fault_rate=1&fields=all&latency=999us&retry_after=2s",
+            "/users/1?fault=redirect&fault_rate=1&fields=all&latency=999us&retry_after=2s&x&y=%20",
             "x",
         )
         .await;
         assert_eq!(
             header(&answer, "location"),
-            "http://x/users/1?fields=all&latency=999us&retry_after=2s"
+            "http://x/users/1?fields=all&latency=999us&retry_after=2s&x&y=%20"
         );
         // Host names are case-blind: LOCALHOST is not another host than localhost.
         let answer = ask(&server, "/users/1?fault=redirect-other-host", "LOCALHOST:9").await;
