@@ -14,8 +14,8 @@ const FILES_BESIDES_SOCKETS: u64 = 32;
 /// `needed`: the most lookups there are to run at once (`get`'s ids; `u32::MAX` for a batch),
 /// so that the line is only said when they would not fit. `ask_about_http2`: the line
 /// suggests `--http2` (not where batch has asked the API already).
-/// `server_here`: the API runs in this process (the embedded demo API), whose end of each
-/// connection is a file of this process's too.
+/// `server_here`: the API runs in this process (the embedded demo API, the demo's), whose
+/// end of each connection is a file of this process's too.
 pub fn fit(
     concurrency: u32,
     needed: u32,
@@ -40,7 +40,10 @@ pub fn fit(
                 "a socket each"
             },
             limit.unwrap_or_default(),
-            if ask_about_http2 {
+            if server_here {
+                // HTTP/1.1 to the demo API only because --http1 asked for it.
+                ", or leave out --http1"
+            } else if ask_about_http2 {
                 ", or pass --http2 if the API speaks it"
             } else {
                 ""
@@ -52,8 +55,7 @@ pub fn fit(
 
 /// How many lookups may be in flight at once without running out of files, for a front end
 /// with no `--concurrency` of its own (the screen, the demo): `None` when nothing bounds
-/// them (HTTP/2, or no limit). `server_here`: the API runs in this process (the embedded
-/// demo API), whose end of each connection is a file of this process's too.
+/// them (HTTP/2, or no limit). `server_here`: as for [`fit`].
 pub fn lookups_at_once(over_http2: bool, server_here: bool) -> Option<u32> {
     if over_http2 {
         return None;

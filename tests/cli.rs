@@ -297,12 +297,15 @@ fn a_proxy_variable_that_is_no_url_is_said() {
     let template = api.template("");
     // The demo API answers a proxy's absolute-form requests: it stands in for one.
     let proxy = template.split("/users").next().unwrap().to_owned();
+    // The dead proxy in http_proxy is never read (the run would fail if it were).
     let out = userfetch(&dir)
         .env("HTTP_PROXY", "::bad::hunter2")
-        .env("http_proxy", &proxy)
+        .env("http_proxy", "http://127.0.0.1:1")
         .env("ALL_PROXY", "ftp://proxy.example:21")
         .env("HTTPS_PROXY", "")
         .env("https_proxy", "http://fine.example:3128")
+        .env("NO_PROXY", "")
+        .env("no_proxy", "example.com")
         .args(["--api", &template, "get", "1"])
         .output()
         .unwrap();
@@ -314,19 +317,34 @@ fn a_proxy_variable_that_is_no_url_is_said() {
          and so is http_proxy, read only when HTTP_PROXY is unset\n\
          userfetch: HTTPS_PROXY is set but empty, so https_proxy is not read (it is read only \
          when HTTPS_PROXY is unset)\n\
-         userfetch: ALL_PROXY holds no usable proxy URL (http://HOST:PORT): it is ignored\n"
+         userfetch: ALL_PROXY holds no usable proxy URL (http://HOST:PORT): it is ignored\n\
+         userfetch: NO_PROXY is set but empty, so no_proxy is not read (it is read only when \
+         NO_PROXY is unset)\n"
     );
     assert_eq!(json_lines(&out.stdout)[0]["id"], 1);
-    // A usable HTTP_PROXY is read; an unusable http_proxy beside it is never read, and not
-    // said.
+    // A usable HTTP_PROXY is read; a dead http_proxy beside it is never read (the run would
+    // fail), and not said.
     let out = userfetch(&dir)
         .env("HTTP_PROXY", &proxy)
-        .env("http_proxy", "::bad::")
+        .env("http_proxy", "http://127.0.0.1:1")
         .args(["--api", &template, "get", "2"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // Under CGI none is read, which is said.
+    let out = userfetch(&dir)
+        .env("REQUEST_METHOD", "GET")
+        .env("http_proxy", "http://127.0.0.1:1")
+        .args(["--api", &template, "get", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "userfetch: REQUEST_METHOD is set (as under CGI), so http_proxy and every other proxy \
+         variable is not read\n"
+    );
 }
 
 /// A proxy that wants credentials (407) is named, and not asked again.

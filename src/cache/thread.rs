@@ -50,7 +50,8 @@ pub(super) fn serve(
     // command's exit 5 s more, and a record not cached is only fetched again next time.
     let mut puts_locked_out = false;
     // Whether records from `get` or the screen failed to be stored for another reason (the
-    // disk full): said once, and once more when they are stored again, like the lock.
+    // disk full): said once. Not "again" when one is stored after all: on a nearly full disk
+    // small commits fit between failed large ones, and the two lines would alternate.
     let mut puts_failing = false;
     loop {
         let next = if sweeping {
@@ -142,18 +143,12 @@ pub(super) fn serve(
                         term::path(path)
                     ));
                 }
-                (Ok(()), true) if puts_locked_out || puts_failing => {
+                (Ok(()), true) if puts_locked_out => {
+                    puts_locked_out = false;
                     crate::console::note_above_progress(format_args!(
-                        "userfetch: {}records are stored in it again ({})",
-                        if puts_locked_out {
-                            "the cache file is free again; "
-                        } else {
-                            "the cache file takes records again; "
-                        },
+                        "userfetch: the cache file is free again; records are stored in it again ({})",
                         term::path(path)
                     ));
-                    puts_locked_out = false;
-                    puts_failing = false;
                 }
                 _ => {}
             }

@@ -314,6 +314,22 @@ pub(super) fn status_failure(
 mod tests {
     use super::*;
 
+    /// A token the API put in a redirect's host name (lowercased there by the URL parser)
+    /// is neither named nor left in what failed at that host.
+    #[test]
+    fn a_redirect_to_a_host_named_after_the_token_names_no_host() {
+        let target = ::url::Url::parse("http://SeCrEt123.invalid/users/1").unwrap();
+        let failure = AttemptFailure::fatal(
+            ErrorKind::Connection,
+            "cannot connect to secret123.invalid:80 (no such host)",
+        )
+        .after_redirect(&target, Some("SeCrEt123"));
+        assert_eq!(
+            failure.detail,
+            "after a redirect to another host: cannot connect to ***.invalid:80 (no such host)"
+        );
+    }
+
     #[test]
     fn a_secret_is_masked_in_any_case() {
         assert_eq!(

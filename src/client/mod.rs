@@ -40,8 +40,8 @@ pub struct ClientConfig {
     /// Speak HTTP/2 without negotiation (h2c). One connection then carries every request,
     /// which is what lets ten thousand lookups be in flight without ten thousand sockets.
     pub http2: bool,
-    /// Never through a proxy: the embedded demo API listens in this process, on loopback,
-    /// where a proxy (on another machine, often) cannot reach it.
+    /// Never through a proxy: a demo API in this process (the embedded one, the demo's)
+    /// listens on loopback, where a proxy (on another machine, often) cannot reach it.
     pub direct: bool,
 }
 
@@ -261,6 +261,11 @@ impl Client {
         &self.config
     }
 
+    /// The proxy a request to `url` goes through: none for an API in this process.
+    fn proxy_for(&self, url: &::url::Url) -> Option<String> {
+        (!self.config.direct).then(|| proxy_for(url)).flatten()
+    }
+
     /// Why the CA certificates named in the environment cannot be used, when they replace
     /// the system's store for this https:// API; for the session to say once (a client is
     /// also built while the screen is up).
@@ -467,8 +472,13 @@ impl Client {
             drain(&mut response).await;
             return Ok(Hop::Redirect(location));
         }
+        // Over https:// a proxy's refusal ends the CONNECT (a connect error); a 407 that
+        // comes as an answer there is the API's own.
         if status == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED
-            && let Some(proxy) = ::url::Url::parse(url).ok().as_ref().and_then(proxy_for)
+            && let Some(proxy) = ::url::Url::parse(url)
+                .ok()
+                .filter(|url| url.scheme() == "http")
+                .and_then(|url| self.proxy_for(&url))
         {
             return Err(AttemptFailure::fatal(
                 ErrorKind::Rejected,
@@ -648,7 +658,7 @@ impl Client {
             || self.host(),
             |url| {
                 let host = host_port(url);
-                match e.is_connect().then(|| proxy_for(url)).flatten() {
+                match e.is_connect().then(|| self.proxy_for(url)).flatten() {
                     Some(proxy) => format!("{host} through the proxy {proxy}"),
                     None => host,
                 }
@@ -706,7 +716,7 @@ impl Client {
         if cause.contains("invalid HTTP version parsed") {
             let http2_could = e
                 .url()
-                .is_some_and(|url| url.scheme() == "http" && proxy_for(url).is_none());
+                .is_some_and(|url| url.scheme() == "http" && self.proxy_for(url).is_none());
             return AttemptFailure::fatal(
                 ErrorKind::Connection,
                 format!(
@@ -795,12 +805,29 @@ pub fn proxy_variable_problems() -> Vec<String> {
             .intercept(&somewhere)
             .is_some()
     };
-    let mut problems = Vec::new();
-    for (first, second) in [
+    const PAIRS: [(&str, &str); 4] = [
         ("HTTP_PROXY", "http_proxy"),
         ("HTTPS_PROXY", "https_proxy"),
         ("ALL_PROXY", "all_proxy"),
-    ] {
+        ("NO_PROXY", "no_proxy"),
+    ];
+    // Under CGI (REQUEST_METHOD set) none is read: HTTP_PROXY could come from a request's
+    // `Proxy:` header (httpoxy).
+    if std::env::var_os("REQUEST_METHOD").is_some() {
+        return match PAIRS
+            .iter()
+            .flat_map(|(first, second)| [first, second])
+            .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        {
+            Some(name) => vec![format!(
+                "REQUEST_METHOD is set (as under CGI), so {name} and every other proxy variable \
+                 is not read"
+            )],
+            None => Vec::new(),
+        };
+    }
+    let mut problems = Vec::new();
+    for (first, second) in PAIRS {
         let (read, unread) = match (std::env::var(first), std::env::var(second)) {
             (Ok(value), other) => ((first, value), other.ok().map(|_| second)),
             (Err(_), Ok(value)) => ((second, value), None),
@@ -815,7 +842,7 @@ pub fn proxy_variable_problems() -> Vec<String> {
                      {name} is unset)"
                 ));
             }
-        } else if !usable(&value) {
+        } else if first != "NO_PROXY" && !usable(&value) {
             problems.push(match shadowed {
                 Some(other) => format!(
                     "{name} holds no usable proxy URL (http://HOST:PORT): it is ignored, and so \

@@ -74,7 +74,8 @@ fn named_dirs() -> Vec<std::path::PathBuf> {
 /// A connect error's innermost cause as the user reads it. rustls says some of its reasons
 /// for refusing a certificate in its own enum's names (`UnknownIssuer`,
 /// `Other(OtherError(CaUsedAsEndEntity))`) and the names a certificate is for as
-/// `DnsName("…")`: those are put in words; any other cause is kept as it is.
+/// `DnsName("…")`, and says expiry in seconds: those are put in words; any other cause is
+/// kept as it is.
 pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
     let Some(reason) = cause.strip_prefix("invalid peer certificate: ") else {
         return cause.into();
@@ -91,10 +92,18 @@ pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
         "InvalidPurpose" => "not meant for a server",
         "UnhandledCriticalExtension" => "a critical extension userfetch cannot check",
         other => {
-            if let Some(ago) = seconds_in(other, " seconds ago)") {
+            if let Some(ago) = other
+                .starts_with("certificate expired")
+                .then(|| seconds_in(other, " seconds ago)"))
+                .flatten()
+            {
                 return format!("TLS certificate refused: expired {} ago", roughly(ago)).into();
             }
-            if let Some(ahead) = seconds_in(other, " seconds in future)") {
+            if let Some(ahead) = other
+                .starts_with("certificate not valid yet")
+                .then(|| seconds_in(other, " seconds in future)"))
+                .flatten()
+            {
                 return format!(
                     "TLS certificate refused: not valid for another {} (is this machine's \
                      clock right?)",
