@@ -761,6 +761,18 @@ impl Client {
                 let f = self.classify(&e, 0);
                 FetchError::new(f.kind, 1, f.detail)
             })?;
+        // Any answer is the API's, except a proxy's asking for credentials: the API was
+        // never asked.
+        if response.status() == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            && response.url().scheme() == "http"
+            && let Some(proxy) = self.proxy_for(response.url())
+        {
+            return Err(FetchError::new(
+                ErrorKind::Rejected,
+                1,
+                format!("the proxy {proxy} asks for credentials (407)"),
+            ));
+        }
         drop(response);
         Ok(started.elapsed())
     }
