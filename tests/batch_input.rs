@@ -539,7 +539,16 @@ fn a_dry_run_works_while_a_run_writes_the_outputs() {
     ];
     let out = run(&mut env.batch(&dry));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 2 ids in"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 of 2 ids in"), "{text}");
+    for what in ["--out out.jsonl", "--failures fail.jsonl"] {
+        assert!(
+            text.contains(&format!(
+                "another run is writing {what} now: a run would be refused until it ends"
+            )),
+            "{text}"
+        );
+    }
     for name in [
         ".out.jsonl.userfetch-partial",
         ".fail.jsonl.userfetch-partial",

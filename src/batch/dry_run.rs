@@ -13,6 +13,7 @@ use crate::session::Session;
 
 use super::config::Config;
 use super::input;
+use super::output::AtomicFile;
 use super::{Format, MAX_WARNINGS, replacing_a_foreign_out};
 
 /// Ids shown with their URL by `--dry-run`.
@@ -126,6 +127,18 @@ pub(super) async fn dry_run(
         crate::cache::owns_out(report.out_file, file)
     }) {
         say!("  {why}: the run would replace it")?;
+    }
+    let outputs = [
+        ("--out", Some(&config.out)),
+        ("--failures", config.failures.as_ref()),
+    ];
+    for (what, path) in outputs {
+        if let Some(path) = path.filter(|path| AtomicFile::being_written(path)) {
+            say!(
+                "  another run is writing {what} {} now: a run would be refused until it ends",
+                crate::term::path(path)
+            )?;
+        }
     }
     let client = session.engine.client().config();
     say!(

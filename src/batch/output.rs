@@ -59,6 +59,25 @@ impl AtomicFile {
         Ok(())
     }
 
+    /// Whether another run is writing `path` now (it holds the lock on its temporary file),
+    /// asked without writing anything: a shared lock is tried on the file opened to read.
+    pub fn being_written(path: &Path) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        let Ok(Checked { tmp, .. }) = AtomicFile::checked(path, "") else {
+            return false;
+        };
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&tmp)
+            .is_ok_and(|file| {
+                matches!(
+                    file.try_lock_shared(),
+                    Err(std::fs::TryLockError::WouldBlock)
+                )
+            })
+    }
+
     /// `what` names the option in messages (`--out`).
     pub fn create(path: &Path, what: &str) -> anyhow::Result<AtomicFile> {
         let Checked {
