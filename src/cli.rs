@@ -320,7 +320,14 @@ fn from_variable(error: &clap::Error, command: &clap::Command) -> Option<(clap::
 pub struct GlobalOpts {
     /// API URL template with exactly one {id}, e.g. 'https://api.example.com/users/{id}'.
     /// Without it, an embedded demo API is started in-process.
-    #[arg(long, global = true, env = "USERFETCH_API", value_name = "URL")]
+    // Its value is not shown in --help: a URL may hold a password (refused, but said).
+    #[arg(
+        long,
+        global = true,
+        env = "USERFETCH_API",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub api: Option<String>,
 
     /// Limit for one whole attempt (connect, headers and body); time the process spends

@@ -1212,6 +1212,24 @@ fn get_says_when_the_cache_cannot_take_records() {
     );
 }
 
+/// --help shows the variables' values, but not USERFETCH_API's: a URL may hold a password.
+#[test]
+fn help_does_not_show_the_api_url_from_the_environment() {
+    let out = Command::cargo_bin("userfetch")
+        .unwrap()
+        .env_clear()
+        .env("USERFETCH_API", "http://u:PASSWD@127.0.0.1:1/{id}")
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        help.contains("[env: USERFETCH_API]") && !help.contains("PASSWD"),
+        "{help}"
+    );
+}
+
 #[test]
 fn completions_are_generated() {
     let dir = tempfile::tempdir().unwrap();
