@@ -508,6 +508,13 @@ fn dry_run_counts_and_shows_urls_without_fetching() {
     let out = run(&mut env.batch(&[one.to_str().unwrap(), "--out", "out.jsonl", "--dry-run"]));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("1 of 1 id in"), "{text}");
+    assert!(text.contains("up to 4 attempts per id"), "{text}");
+    // No retry starts within a --retry-max-time of 0.
+    let out = run(env
+        .batch(&[one.to_str().unwrap(), "--out", "out.jsonl", "--dry-run"])
+        .args(["--retry-max-time", "0s"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("up to 1 attempt per id"), "{text}");
     assert_eq!(env.user_requests(), 0);
     assert!(!env.path("out.jsonl").exists());
 }

@@ -150,7 +150,16 @@ pub(super) async fn dry_run(
             (Some(text), _) => text.clone(),
             _ => "unlimited".to_owned(),
         },
-        count(client.retry.max_attempts(), "attempt", "attempts"),
+        // No retry ever starts within a --retry-max-time of 0.
+        count(
+            if client.retry.max_time.is_zero() {
+                1
+            } else {
+                client.retry.max_attempts()
+            },
+            "attempt",
+            "attempts"
+        ),
         humantime::format_duration(client.timeout)
     )?;
     let proxy = (!client.direct)
