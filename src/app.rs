@@ -125,14 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ids = crate::get::parse_ids(&args.ids)?;
             let session = start_session(&cli.global).await?;
             let interrupt = interrupt_token()?;
-            let code = crate::get::run(
-                &session.engine,
-                ids,
-                &args,
-                &interrupt,
-                session.embedded.is_some(),
-            )
-            .await;
+            let code = crate::get::run(&session.engine, ids, &args, &interrupt).await;
             session.close().await;
             code
         }

@@ -16,13 +16,11 @@ use crate::exit::{ExitCode, usage};
 use crate::id::UserId;
 use crate::term::quote;
 
-/// `server_here`: the API is the embedded demo API, in this process.
 pub async fn run(
     engine: &Engine,
     ids: Vec<UserId>,
     args: &GetArgs,
     interrupt: &CancellationToken,
-    server_here: bool,
 ) -> anyhow::Result<ExitCode> {
     // Before the spinner starts: a lowered concurrency is said on a line of its own, and
     // only when the lookups would have used more sockets than the limit allows. Copies of
@@ -34,7 +32,7 @@ pub async fn run(
         as_u32(distinct),
         engine.client().config().http2,
         true,
-        server_here,
+        engine.client().config().direct,
     );
     // Every copy takes a slot (a copy costs no request), so that the ids after a repeated
     // one are not held back behind it; a lowered count bounds the slots, copies and all.

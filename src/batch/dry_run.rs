@@ -162,9 +162,7 @@ pub(super) async fn dry_run(
         ),
         humantime::format_duration(client.timeout)
     )?;
-    let proxy = (!client.direct)
-        .then(|| crate::client::proxy_for(client.template.origin()))
-        .flatten();
+    let proxy = session.engine.client().proxy_for(client.template.origin());
     say!(
         "  {}{}",
         match (client.template.origin().scheme(), client.http2) {

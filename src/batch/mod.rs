@@ -106,7 +106,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
         u32::MAX,
         session.engine.client().config().http2,
         false,
-        session.embedded.is_some(),
+        session.engine.client().config().direct,
     );
     // Past the API's limit on its HTTP/2 connection, requests would wait for a turn while
     // their --timeout runs (or be refused).

@@ -45,8 +45,7 @@ impl AtomicFile {
     pub fn check(path: &Path, what: &str) -> anyhow::Result<()> {
         let Checked { tmp, .. } = AtomicFile::checked(path, what)?;
         let refused = |why: String| usage(format!("cannot write {what} {}: {why}", path.display()));
-        let dir = tmp.parent().unwrap_or(Path::new("."));
-        may_write_in(dir).map_err(|e| refused(e.to_string()))?;
+        may_write_in(dir_of(&tmp)).map_err(|e| refused(e.to_string()))?;
         // One left there is judged as a run would judge it, without opening it.
         if let Ok(meta) = std::fs::symlink_metadata(&tmp)
             && let Some(why) = partial_refusal(&meta)
@@ -177,14 +176,11 @@ impl AtomicFile {
         let name = target
             .file_name()
             .ok_or_else(|| usage(format!("{what} {shown} does not name a file")))?;
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let dir = dir_of(&target);
         // In a sticky directory (/tmp) only a file's owner (or the directory's) may rename
         // over it: said now, not as "Operation not permitted" once everything is fetched.
         if let Some(meta) = &existing
-            && owned_by_another_in_a_sticky_dir(meta, &dir, euid())
+            && owned_by_another_in_a_sticky_dir(meta, dir, euid())
         {
             return Err(usage(format!(
                 "{what} {shown} belongs to another user, in a directory where only a file's \
@@ -354,6 +350,14 @@ pub(super) fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
+/// The directory `path` is in (`.` for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Whether this process may make a file in `dir`, asked of the kernel as the process's
 /// effective user (what creating the temporary file would need), without making one.
 fn may_write_in(dir: &Path) -> std::io::Result<()> {
@@ -399,11 +403,7 @@ fn refuse_planted_link(link: &Path, meta: &std::fs::Metadata) -> std::io::Result
     if meta.uid() == euid() {
         return Ok(());
     }
-    let dir = match link.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let dir = std::fs::metadata(dir)?;
+    let dir = std::fs::metadata(dir_of(link))?;
     let shared = dir.mode() & 0o1002 == 0o1002;
     if shared && meta.uid() != dir.uid() {
         return Err(std::io::Error::other(

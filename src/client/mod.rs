@@ -4,6 +4,7 @@
 mod error;
 mod failure;
 mod h2;
+mod proxy;
 mod retry;
 mod tls;
 mod url;
@@ -16,6 +17,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 
 pub use error::{AfterAttempts, ErrorKind, FetchError};
+pub use proxy::{proxy_for, proxy_variable_problems};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use url::{TemplateError, UrlTemplate};
 
@@ -262,8 +264,17 @@ impl Client {
     }
 
     /// The proxy a request to `url` goes through: none for an API in this process.
-    fn proxy_for(&self, url: &::url::Url) -> Option<String> {
+    pub fn proxy_for(&self, url: &::url::Url) -> Option<String> {
         (!self.config.direct).then(|| proxy_for(url)).flatten()
+    }
+
+    /// The proxy, when an answer with `status` to `url` is its asking for credentials: the
+    /// API was never asked. Over https:// a proxy's refusal ends the CONNECT (a connect
+    /// error), so a 407 that comes as an answer there is the API's own.
+    fn proxy_asking_for_credentials(&self, status: StatusCode, url: &::url::Url) -> Option<String> {
+        (status == StatusCode::PROXY_AUTHENTICATION_REQUIRED && url.scheme() == "http")
+            .then(|| self.proxy_for(url))
+            .flatten()
     }
 
     /// Why the CA certificates named in the environment cannot be used, when they replace
@@ -472,14 +483,7 @@ impl Client {
             drain(&mut response).await;
             return Ok(Hop::Redirect(location));
         }
-        // Over https:// a proxy's refusal ends the CONNECT (a connect error); a 407 that
-        // comes as an answer there is the API's own.
-        if status == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED
-            && let Some(proxy) = ::url::Url::parse(url)
-                .ok()
-                .filter(|url| url.scheme() == "http")
-                .and_then(|url| self.proxy_for(&url))
-        {
+        if let Some(proxy) = self.proxy_asking_for_credentials(status, response.url()) {
             return Err(AttemptFailure::fatal(
                 ErrorKind::Rejected,
                 format!(
@@ -761,12 +765,8 @@ impl Client {
                 let f = self.classify(&e, 0);
                 FetchError::new(f.kind, 1, f.detail)
             })?;
-        // Any answer is the API's, except a proxy's asking for credentials: the API was
-        // never asked.
-        if response.status() == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED
-            && response.url().scheme() == "http"
-            && let Some(proxy) = self.proxy_for(response.url())
-        {
+        // Any answer is the API's, except a proxy's asking for credentials.
+        if let Some(proxy) = self.proxy_asking_for_credentials(response.status(), response.url()) {
             return Err(FetchError::new(
                 ErrorKind::Rejected,
                 1,
@@ -780,93 +780,6 @@ impl Client {
     fn host(&self) -> String {
         host_port(self.config.template.origin())
     }
-}
-
-/// The proxy a request to `url` goes through, if any, read from the environment
-/// (`http_proxy`, `https_proxy`, `all_proxy`, `NO_PROXY`, …) by the same matcher reqwest
-/// uses, and shown without its credentials. Only reqwest's transport uses it: the direct
-/// HTTP/2 connection and the question about HTTP/2 would go around it.
-pub fn proxy_for(url: &::url::Url) -> Option<String> {
-    let uri: hyper::Uri = url.as_str().parse().ok()?;
-    let matcher = hyper_util::client::proxy::matcher::Matcher::from_system();
-    let proxy = matcher.intercept(&uri)?;
-    let proxy = proxy.uri();
-    Some(match (proxy.scheme_str(), proxy.host()) {
-        (Some(scheme), Some(host)) => match proxy.port_u16() {
-            Some(port) => format!("{scheme}://{host}:{port}"),
-            None => format!("{scheme}://{host}"),
-        },
-        _ => "a proxy".to_owned(),
-    })
-}
-
-/// What is wrong with the proxy variables, as reqwest reads them (hyper-util's matcher):
-/// of `HTTP_PROXY` and `http_proxy` (and the `HTTPS_`, `ALL_` pairs) the first one set is
-/// the one read, and a value that is no proxy URL (`::bad::`, `ftp://…`) is dropped without
-/// a word, the other of the pair unread. Each problem as a line to say; values are not
-/// quoted (they may hold a password).
-pub fn proxy_variable_problems() -> Vec<String> {
-    use hyper_util::client::proxy::matcher::Matcher;
-    let Ok(somewhere) = "http://example.com/".parse::<hyper::Uri>() else {
-        return Vec::new();
-    };
-    let usable = |value: &str| {
-        Matcher::builder()
-            .all(value.to_owned())
-            .build()
-            .intercept(&somewhere)
-            .is_some()
-    };
-    const PAIRS: [(&str, &str); 4] = [
-        ("HTTP_PROXY", "http_proxy"),
-        ("HTTPS_PROXY", "https_proxy"),
-        ("ALL_PROXY", "all_proxy"),
-        ("NO_PROXY", "no_proxy"),
-    ];
-    // Under CGI (REQUEST_METHOD set) none is read: HTTP_PROXY could come from a request's
-    // `Proxy:` header (httpoxy).
-    if std::env::var_os("REQUEST_METHOD").is_some() {
-        return match PAIRS
-            .iter()
-            .flat_map(|(first, second)| [first, second])
-            .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-        {
-            Some(name) => vec![format!(
-                "REQUEST_METHOD is set (as under CGI), so {name} and every other proxy variable \
-                 is not read"
-            )],
-            None => Vec::new(),
-        };
-    }
-    let mut problems = Vec::new();
-    for (first, second) in PAIRS {
-        let (read, unread) = match (std::env::var(first), std::env::var(second)) {
-            (Ok(value), other) => ((first, value), other.ok().map(|_| second)),
-            (Err(_), Ok(value)) => ((second, value), None),
-            (Err(_), Err(_)) => continue,
-        };
-        let (name, value) = read;
-        let shadowed = unread.filter(|other| std::env::var(other).is_ok_and(|v| !v.is_empty()));
-        if value.trim().is_empty() {
-            if let Some(other) = shadowed {
-                problems.push(format!(
-                    "{name} is set but empty, so {other} is not read (it is read only when \
-                     {name} is unset)"
-                ));
-            }
-        } else if first != "NO_PROXY" && !usable(&value) {
-            problems.push(match shadowed {
-                Some(other) => format!(
-                    "{name} holds no usable proxy URL (http://HOST:PORT): it is ignored, and so \
-                     is {other}, read only when {name} is unset"
-                ),
-                None => {
-                    format!("{name} holds no usable proxy URL (http://HOST:PORT): it is ignored")
-                }
-            });
-        }
-    }
-    problems
 }
 
 /// `host:port`, as error messages name a server.

@@ -92,17 +92,11 @@ pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
         "InvalidPurpose" => "not meant for a server",
         "UnhandledCriticalExtension" => "a critical extension userfetch cannot check",
         other => {
-            if let Some(ago) = other
-                .starts_with("certificate expired")
-                .then(|| seconds_in(other, " seconds ago)"))
-                .flatten()
-            {
+            if let Some(ago) = seconds_in(other, "certificate expired", " seconds ago)") {
                 return format!("TLS certificate refused: expired {} ago", roughly(ago)).into();
             }
-            if let Some(ahead) = other
-                .starts_with("certificate not valid yet")
-                .then(|| seconds_in(other, " seconds in future)"))
-                .flatten()
+            if let Some(ahead) =
+                seconds_in(other, "certificate not valid yet", " seconds in future)")
             {
                 return format!(
                     "TLS certificate refused: not valid for another {} (is this machine's \
@@ -127,9 +121,10 @@ pub(super) fn in_words(cause: &str) -> std::borrow::Cow<'_, str> {
     format!("TLS certificate refused: {words}").into()
 }
 
-/// The count of seconds rustls ends a reason with (`… (217804589 seconds ago)`).
-fn seconds_in(reason: &str, ending: &str) -> Option<u64> {
-    let head = reason.strip_suffix(ending)?;
+/// The count of seconds rustls ends a reason of that `start` with (`… (217804589 seconds
+/// ago)`).
+fn seconds_in(reason: &str, start: &str, ending: &str) -> Option<u64> {
+    let head = reason.strip_prefix(start)?.strip_suffix(ending)?;
     head[head.rfind('(')? + 1..].parse().ok()
 }
 

@@ -97,7 +97,7 @@ pub async fn measure(
     let ctx = Context {
         max_in_flight: crate::open_files::lookups_at_once(
             session.engine.client().config().http2,
-            true,
+            session.engine.client().config().direct,
         ),
         ..Context::new(session.engine.clone(), opts.max_age)
     };

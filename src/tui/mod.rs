@@ -63,7 +63,7 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
     let ctx = run::Context {
         max_in_flight: crate::open_files::lookups_at_once(
             session.engine.client().config().http2,
-            session.embedded.is_some(),
+            session.engine.client().config().direct,
         ),
         unread_input: Some(terminal::unread_input),
         ..run::Context::new(session.engine.clone(), opts.max_age)
