@@ -62,7 +62,7 @@ const FETCHING_ONLY: [&str; 12] = [
 impl Cli {
     /// Parses the process's arguments, exiting with a usage error (exit 2) as clap does.
     pub fn parse_checked() -> Cli {
-        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|e| exit_after(&e))
     }
 
     /// [`Parser::try_parse_from`], refusing a fetching option given to `serve` on the
@@ -185,20 +185,45 @@ impl Cli {
 }
 
 /// An empty variable counts as unset, the way `USERFETCH_CACHE= userfetch …` is written to
-/// clear one; clap would read it as an empty value, which most options refuse.
+/// clear one; clap would read it as an empty value, which most options refuse. One of only
+/// spaces likewise (`USERFETCH_CACHE=" "` would otherwise make a cache file named " ", while
+/// `USERFETCH_TIMEOUT=" "` was refused as empty).
 fn empty_variables_unset(command: clap::Command) -> clap::Command {
     let empty: Vec<clap::Id> = command
         .get_arguments()
         .filter(|a| {
             a.get_env()
                 .and_then(std::env::var_os)
-                .is_some_and(|value| value.is_empty())
+                .is_some_and(|value| is_blank(&value))
         })
         .map(|a| a.get_id().clone())
         .collect();
     empty
         .iter()
         .fold(command, |c, id| c.mut_arg(id, |a| a.env(None)))
+}
+
+/// Prints what clap has to say (a usage error, or the help or version asked for) and exits
+/// as clap does, except when the help or version could not be written: clap's own `exit`
+/// drops that error, so `--help > /dev/full` said nothing and exited 0. A reader that left
+/// (`--help | head -1`) is no error, as everywhere else.
+fn exit_after(e: &clap::Error) -> ! {
+    use std::io::Write;
+    let printed = e.print().and_then(|()| std::io::stdout().flush());
+    match printed {
+        Err(write) if !e.use_stderr() && write.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("userfetch: cannot write to stdout: {write}");
+            std::process::exit(crate::exit::ExitCode::Failure as i32)
+        }
+        _ => std::process::exit(e.exit_code()),
+    }
+}
+
+/// Empty, or nothing but whitespace: what a variable holding no value looks like.
+pub fn is_blank(value: &std::ffi::OsStr) -> bool {
+    value
+        .to_str()
+        .map_or(value.is_empty(), |s| s.trim().is_empty())
 }
 
 /// An error found after parsing, shown with the subcommand's usage line (as clap shows its

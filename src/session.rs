@@ -135,7 +135,12 @@ impl Session {
                  go through the proxy over HTTP/1.1, or add the API's host to NO_PROXY"
             )));
         }
-        let token = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty());
+        // Trimmed: a token never starts or ends with whitespace, but one read from a file
+        // (`USERFETCH_TOKEN="$(cat token)"` keeps a CRLF's CR) often does, and would be sent so.
+        let token = std::env::var(TOKEN_VAR)
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
         let config = ClientConfig {
             timeout: opts.timeout,
             connect_timeout: opts.connect_timeout,

@@ -589,6 +589,31 @@ fn the_token_is_sent_but_never_shown() {
         .filter(|r| r.authorization.as_deref() == Some(&format!("Bearer {token}")))
         .count();
     assert!(sent >= 3, "the token reached the API {sent} times");
+    // Read from a file with CRLF endings, or quoted with spaces: sent as the token itself.
+    userfetch(&dir)
+        .env("USERFETCH_TOKEN", format!(" {token}\r"))
+        .args(["--no-cache", "get", "2", "--api", &api.template("")])
+        .assert()
+        .code(0);
+    let trimmed = api
+        .log()
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some(&format!("Bearer {token}")))
+        .count();
+    assert_eq!(
+        trimmed,
+        sent + 1,
+        "the token with spaces around was not sent trimmed"
+    );
+    // Only spaces: no token, as when unset.
+    userfetch(&dir)
+        .env("USERFETCH_TOKEN", "   ")
+        .args(["--no-cache", "get", "3", "--api", &api.template("")])
+        .assert()
+        .code(0);
+    let log = api.log();
+    let last = log.last().unwrap();
+    assert_eq!(last.authorization, None, "a blank token was sent");
     // A token that cannot be a header is the user's to fix: exit 2, as for any bad setting.
     userfetch(&dir)
         .env("USERFETCH_TOKEN", "a\nb")
@@ -1439,6 +1464,27 @@ fn an_empty_variable_counts_as_unset_and_a_switch_is_on_or_off() {
     // The default cache, used: USERFETCH_NO_CACHE= is off.
     assert!(dir.path().join("userfetch/cache.sqlite3").is_file());
 
+    // Only spaces count as unset too: no cache file named " " where the command runs, no
+    // "value was empty" for the duration, HTTP/2 off.
+    let cwd = tempfile::tempdir().unwrap();
+    let blank = [
+        ("USERFETCH_CACHE", " "),
+        ("USERFETCH_TIMEOUT", "  "),
+        ("USERFETCH_NO_CACHE", " "),
+        ("USERFETCH_HTTP2", "\t"),
+    ];
+    let out = with_variables(&blank)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(json_lines(&out.stdout)[0]["id"], 8);
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "a file was made in the working directory"
+    );
+
     for on in ["1", "true", "ON", "yes"] {
         let out = with_variables(&[("USERFETCH_HTTP2", on)]).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{on}: {out:?}");
@@ -1493,6 +1539,33 @@ fn completions_into_a_closed_pipe_end_quietly() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{shell}: {stderr}");
         assert_eq!(stderr, "", "{shell}: the reader left; nothing to report");
+    }
+}
+
+/// clap's own exit drops a failed write of the help: `--help > /dev/full` exited 0 silently.
+#[test]
+fn help_that_cannot_be_written_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--help"][..], &["--version"], &["batch", "--help"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = userfetch(&dir).args(args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("userfetch: cannot write to stdout: "),
+            "{args:?}: {stderr}"
+        );
+        // A reader that left early is no error.
+        let out = userfetch(&dir)
+            .args(args)
+            .stdout(support::closed_pipe())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
     }
 }
 
