@@ -37,7 +37,7 @@ pub struct Cli {
 }
 
 /// More worker threads than any machine userfetch runs on has cores, by far.
-const MAX_THREADS: i64 = 1024;
+const MAX_THREADS: u16 = 1024;
 
 /// Global options that only the commands which fetch use. They are global so that they work
 /// before or after any subcommand, which also makes clap accept them after `serve`.
@@ -380,7 +380,8 @@ pub struct GlobalOpts {
         global = true,
         env = "USERFETCH_RETRIES",
         default_value_t = 3,
-        value_parser = clap::value_parser!(u32).range(0..=1000),
+        value_parser = whole(0u32, 1000),
+        allow_negative_numbers = true,
         value_name = "N"
     )]
     pub retries: u32,
@@ -422,7 +423,7 @@ pub struct GlobalOpts {
     /// Worker threads for the async runtime, at most 1024. 1 runs everything on one thread:
     /// concurrent, not parallel.
     // Bounded: past a few thousand the system refuses to start them, and the runtime aborts.
-    #[arg(long, global = true, env = "USERFETCH_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS), value_name = "N")]
+    #[arg(long, global = true, env = "USERFETCH_THREADS", default_value_t = 1, value_parser = whole(1u16, MAX_THREADS), allow_negative_numbers = true, value_name = "N")]
     pub threads: u16,
 
     /// More log output on stderr (-v info, -vv debug, -vvv debug for every library).
@@ -474,7 +475,7 @@ pub struct GetArgs {
     pub pretty: bool,
 
     /// Lookups in flight at once.
-    #[arg(long, short = 'c', default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY)), value_name = "N")]
+    #[arg(long, short = 'c', default_value_t = 16, value_parser = whole(1u32, MAX_CONCURRENCY), allow_negative_numbers = true, value_name = "N")]
     pub concurrency: u32,
 }
 
@@ -493,7 +494,7 @@ pub struct DemoArgs {
     pub latency: Duration,
 
     /// Lookups in the second scenario, submitted back to back.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=1000), value_name = "N")]
+    #[arg(long, default_value_t = 10, value_parser = whole(1u16, 1000), allow_negative_numbers = true, value_name = "N")]
     pub lookups: u16,
 
     /// Write the timeline as an SVG picture.
@@ -566,11 +567,11 @@ pub struct ServeArgs {
     pub bind: std::net::IpAddr,
 
     /// Port to listen on (0 picks a free one).
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, value_parser = whole(0u16, u16::MAX), allow_negative_numbers = true)]
     pub port: u16,
 
     /// Users 1..=N exist; other ids answer 404.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    #[arg(long, default_value_t = 10_000, value_parser = whole_u64, allow_negative_numbers = true, value_name = "N")]
     pub users: u64,
 
     /// Delay added to every /users answer.
@@ -617,6 +618,29 @@ pub fn parse_limit(text: &str) -> Result<Duration, String> {
         )),
         limit => Ok(limit),
     }
+}
+
+/// A whole number within `low..=high`. clap's integer parsers answer `--users x` in the
+/// standard library's words ("invalid digit found in string") and `--retries -1` with a tip
+/// about `--`; this says what is wanted, in the words batch uses for `--concurrency`.
+fn whole<T>(low: T, high: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Send + Sync + 'static,
+{
+    move |text| {
+        text.trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| (low..=high).contains(n))
+            .ok_or_else(|| format!("must be a whole number from {low} to {high}"))
+    }
+}
+
+/// Any whole number `u64` holds; said without its 20-digit maximum.
+fn whole_u64(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "must be a whole number (0 or more)".to_owned())
 }
 
 /// An on/off variable such as `USERFETCH_HTTP2`: `1`, `true`, `yes`, `on` or `0`, `false`,
@@ -821,6 +845,10 @@ mod tests {
         assert!(Cli::try_parse_checked(["userfetch", "--threads", "1024", "get", "1"]).is_ok());
         let err =
             Cli::try_parse_checked(["userfetch", "--threads", "20000", "get", "1"]).unwrap_err();
-        assert!(err.to_string().contains("1..=1024"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("must be a whole number from 1 to 1024"),
+            "{err}"
+        );
     }
 }

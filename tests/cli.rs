@@ -506,7 +506,38 @@ fn bad_templates_and_option_values_exit_2() {
         .args(["get", "1", "--concurrency", "100001"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("100001 is not in 1..=100000"));
+        .stderr(predicate::str::contains(
+            "'100001' for '--concurrency <N>': must be a whole number from 1 to 100000",
+        ));
+    // What is wanted, not the standard library's "invalid digit found in string" or a tip
+    // to write `-- -1`.
+    for (args, said) in [
+        (
+            &["get", "1", "--retries", "x"][..],
+            "'x' for '--retries <N>': must be a whole number from 0 to 1000",
+        ),
+        (
+            &["get", "1", "--retries", "-1"],
+            "'-1' for '--retries <N>': must be a whole number from 0 to 1000",
+        ),
+        (
+            &["--threads", "0", "get", "1"],
+            "'0' for '--threads <N>': must be a whole number from 1 to 1024",
+        ),
+        (
+            &["serve", "--users", "x"],
+            "'x' for '--users <N>': must be a whole number (0 or more)",
+        ),
+        (
+            &["serve", "--port", "70000"],
+            "'70000' for '--port <PORT>': must be a whole number from 0 to 65535",
+        ),
+    ] {
+        let out = userfetch(&dir).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
     // Past the clock's range, "now + timeout" used to panic (exit 101).
     userfetch(&dir)
         .args(["get", "1", "--timeout", "500000000000y"])
