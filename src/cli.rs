@@ -173,7 +173,9 @@ impl Cli {
                 (true, false) => cli.global.http2 = false,
                 (false, true) => cli.global.http1 = false,
                 _ => {
-                    return Err(command.error(
+                    return Err(subcommand_error(
+                        &mut command,
+                        run,
                         clap::error::ErrorKind::ArgumentConflict,
                         "--http1 and --http2 (or USERFETCH_HTTP1 and USERFETCH_HTTP2) ask for both; pick one",
                     ));
