@@ -177,8 +177,13 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         0 => "no users (every id answers 404)".to_owned(),
         n => format!("users 1..={n}"),
     };
+    let everywhere = if args.bind.is_unspecified() {
+        format!(", and on every address of this machine ({})", args.bind)
+    } else {
+        String::new()
+    };
     note!(
-        "userfetch: demo API serving {users} at {} (Ctrl-C stops it)",
+        "userfetch: demo API serving {users} at {}{everywhere} (Ctrl-C stops it)",
         handle.base_url()
     );
     signals.recv().await;

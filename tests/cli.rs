@@ -1061,6 +1061,31 @@ fn serve_and_get_work_from_two_processes() {
     );
 }
 
+/// Bound to every address, serve printed `http://0.0.0.0:PORT/…`, which names no host to
+/// connect to: the template names loopback, and the note says it listens everywhere.
+#[test]
+fn serve_on_every_address_prints_a_template_to_connect_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Command::cargo_bin("userfetch").unwrap();
+    serve.args(["serve", "--bind", "0.0.0.0", "--port", "0", "--users", "5"]);
+    let (server, line) = start_serving(serve, Stdio::piped());
+    let template = line.trim().to_owned();
+    let got = userfetch(&dir)
+        .args(["--no-cache", "get", "5", "--api", &template])
+        .output();
+    let _ = Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status();
+    let out = server.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(template.starts_with("http://127.0.0.1:"), "{template}");
+    assert_eq!(json_lines(&got.unwrap().stdout)[0]["id"], 5);
+    assert!(
+        stderr.contains("and on every address of this machine (0.0.0.0)"),
+        "{stderr}"
+    );
+}
+
 /// Waits until the API has seen `requests` lookups (so they are really in flight), then
 /// sends `child` SIGINT and waits for it.
 fn interrupt_once_requested(

@@ -11,7 +11,7 @@ mod socket;
 mod users;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -241,11 +241,26 @@ pub fn start_in_thread(config: ServerConfig) -> std::io::Result<ServerHandle> {
     })
 }
 
+/// Where a client on this machine reaches a server bound to `bound`: an unspecified address
+/// (`--bind 0.0.0.0` or `::`) takes connections on every address but is none to connect to,
+/// so the URL printed and redirected to names the loopback address of its family.
+fn reachable(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, bound.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, bound.port()))
+        }
+        _ => bound,
+    }
+}
+
 /// Binds and starts serving in the background on the current runtime.
 pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
     let bodies = users::Bodies::new(config.users);
     let listener = TcpListener::bind(config.addr).await?;
-    let addr = listener.local_addr()?;
+    let addr = reachable(listener.local_addr()?);
     let stats = Arc::new(Stats::default());
     let state = Arc::new(State {
         config,
@@ -646,6 +661,15 @@ fn query_without_faults(query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unspecified_bind_is_reached_on_loopback() {
+        let reached = |bound: &str| reachable(bound.parse().unwrap()).to_string();
+        assert_eq!(reached("0.0.0.0:8080"), "127.0.0.1:8080");
+        assert_eq!(reached("[::]:8080"), "[::1]:8080");
+        assert_eq!(reached("192.0.2.7:80"), "192.0.2.7:80");
+        assert_eq!(reached("[::1]:80"), "[::1]:80");
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
