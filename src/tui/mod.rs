@@ -69,7 +69,7 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
         ..run::Context::new(session.engine.clone(), opts.max_age)
     };
     let outcome = {
-        let mut screen = terminal::Screen::open()?;
+        let mut screen = terminal::Screen::open(ctx.panicked.clone())?;
         run::run(
             &mut screen.terminal,
             terminal::events(),

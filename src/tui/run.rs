@@ -42,6 +42,9 @@ pub struct Context {
     /// Lookups in flight at most (the open-file limit, over HTTP/1.1); the rest wait their
     /// turn in submission order.
     pub max_in_flight: Option<u32>,
+    /// Cancelled when something panicked outside the loop (a spawned task, another thread):
+    /// the loop ends rather than go on without its part, on a terminal already restored.
+    pub panicked: CancellationToken,
 }
 
 impl Context {
@@ -54,6 +57,7 @@ impl Context {
             health_every: Duration::from_secs(2),
             unread_input: None,
             max_in_flight: None,
+            panicked: CancellationToken::new(),
         }
     }
 }
@@ -186,6 +190,9 @@ where
         tokio::select! {
             // Order matters: a due frame first, then the person typing, then everything else.
             biased;
+            () = ctx.panicked.cancelled() => return Err(anyhow::anyhow!(
+                "the screen stopped after an internal error (the panic reported above)"
+            )),
             () = tokio::time::sleep_until(deadline), if wants_frame => {}
             event = input.next() => match event {
                 Some(Ok(event)) => {
@@ -485,5 +492,47 @@ impl LoopState {
         update(app, Msg::Froze(held));
         self.dirty = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Client, ClientConfig, UrlTemplate};
+    use ratatui::backend::TestBackend;
+
+    /// A panic caught outside the loop (a spawned task's, another thread's) cancels the
+    /// token; the loop ends with an error instead of drawing on, keys or no keys.
+    #[tokio::test]
+    async fn the_loop_ends_when_something_panicked() {
+        let template = UrlTemplate::parse("http://127.0.0.1:9/users/{id}").unwrap();
+        let client = Client::new(ClientConfig::new(template)).unwrap();
+        let engine = Engine::new(client, None, Duration::from_secs(60), "test");
+        let ctx = Context::new(engine, Duration::from_secs(60));
+        let config = crate::tui::app::Config {
+            threads: 1,
+            timeout: Duration::from_secs(10),
+            mode: crate::tui::app::Mode::Async,
+            api: "test".into(),
+            demo_users: None,
+            color: false,
+        };
+        let mut app = App::new(config, Instant::now());
+        let mut terminal = Terminal::new(TestBackend::new(80, 20)).unwrap();
+        ctx.panicked.cancel();
+        let ended = tokio::time::timeout(
+            Duration::from_secs(30),
+            run(
+                &mut terminal,
+                futures::stream::pending(),
+                &mut app,
+                &ctx,
+                None,
+            ),
+        )
+        .await
+        .expect("the loop went on after a panic");
+        let error = ended.expect_err("a panic is no way to quit");
+        assert!(error.to_string().contains("internal error"), "{error}");
     }
 }

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 /// Keys, pastes and resizes from the terminal; Ctrl-Z handled on the way (the process stops
 /// and comes back), and signals read as keys: SIGINT, SIGTERM and SIGHUP as Ctrl-C, SIGCONT
@@ -137,16 +138,32 @@ pub(super) struct Screen {
     pub(super) terminal: std::mem::ManuallyDrop<ratatui::DefaultTerminal>,
 }
 
+/// Cancelled by the panic hook while a screen is open. A panic in a spawned task (the clock,
+/// the health check) or on another thread (the cache's) is caught there, not by the loop: the
+/// terminal was restored for its message, and the screen went on drawing on a cooked one.
+/// With this the loop ends instead.
+static ON_PANIC: std::sync::Mutex<Option<CancellationToken>> = std::sync::Mutex::new(None);
+
 impl Screen {
-    pub(super) fn open() -> anyhow::Result<Screen> {
+    /// `panicked` is cancelled if anything panics while the screen is open.
+    pub(super) fn open(panicked: CancellationToken) -> anyhow::Result<Screen> {
         static RESTORE_ON_PANIC: std::sync::Once = std::sync::Once::new();
         RESTORE_ON_PANIC.call_once(|| {
             let hook = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 leave();
                 hook(info);
+                // try_lock: the panic may be this very lock's holder's.
+                if let Ok(on_panic) = ON_PANIC.try_lock()
+                    && let Some(token) = on_panic.as_ref()
+                {
+                    token.cancel();
+                }
             }));
         });
+        if let Ok(mut on_panic) = ON_PANIC.lock() {
+            *on_panic = Some(panicked);
+        }
         let opened = enter().and_then(|()| {
             ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
         });
@@ -166,6 +183,9 @@ impl Screen {
 
 impl Drop for Screen {
     fn drop(&mut self) {
+        if let Ok(mut on_panic) = ON_PANIC.lock() {
+            *on_panic = None;
+        }
         leave();
         crate::console::screen_on_stderr(false);
     }
