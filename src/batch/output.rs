@@ -148,6 +148,9 @@ impl AtomicFile {
         // The file is replaced by renaming a new one over it, so anything that is not a
         // regular file (/dev/null, a pipe, /dev/stdout) is refused: renaming over it would
         // replace the device itself. Asked of the kernel, which follows every kind of link.
+        if let Some(why) = no_directory(dir_of(&target)) {
+            return Err(usage(format!("cannot write {what} {shown}: {why}")));
+        }
         let existing = match std::fs::metadata(path) {
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -355,6 +358,24 @@ fn dir_of(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
+    }
+}
+
+/// Why `dir` cannot hold an output, when it is not there or no directory: said as such,
+/// rather than as what opening the temporary file in it answers ("its temporary file
+/// nodir/.o.jsonl.userfetch-partial: No such file or directory").
+fn no_directory(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!("{} is not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("its directory {} does not exist", dir.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            Some(format!("{} is not a directory", dir.display()))
+        }
+        // Anything else (no permission to look) is said where the file is opened.
+        Err(_) => None,
     }
 }
 
@@ -894,5 +915,42 @@ mod tests {
             .unwrap();
         assert!(err.to_string().starts_with("cannot write --out"), "{err}");
         assert_eq!(crate::exit::code_for(&err), crate::exit::ExitCode::Usage);
+    }
+
+    /// Said of the directory, in a run and in a dry run alike, not as what opening the
+    /// temporary file there answered.
+    #[test]
+    fn a_missing_directory_or_a_file_in_its_place_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nodir");
+        let file = dir.path().join("ids.txt");
+        std::fs::write(&file, "1\n").unwrap();
+        let cases = [
+            (
+                missing.join("o.jsonl"),
+                format!("its directory {} does not exist", missing.display()),
+            ),
+            (
+                file.join("o.jsonl"),
+                format!("{} is not a directory", file.display()),
+            ),
+            (
+                file.join("a/o.jsonl"),
+                format!("{} is not a directory", file.join("a").display()),
+            ),
+        ];
+        for (path, why) in cases {
+            let wanted = format!("cannot write --out {}: {why}", path.display());
+            let err = AtomicFile::create(&path, "--out").err().unwrap();
+            assert_eq!(err.to_string(), wanted);
+            assert_eq!(crate::exit::code_for(&err), crate::exit::ExitCode::Usage);
+            let err = AtomicFile::check(&path, "--out").unwrap_err();
+            assert_eq!(err.to_string(), wanted);
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "a file was made"
+        );
     }
 }
