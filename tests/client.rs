@@ -770,7 +770,12 @@ async fn over_http2_a_server_that_speaks_only_http1_is_named_as_such() {
     config.http2 = true;
     let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Connection, "{err}");
-    assert!(err.to_string().contains("pass --http1)"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "; if the API does not speak cleartext HTTP/2, use --http1 (without --http2))"
+        ),
+        "{err}"
+    );
     // A stream the server resets proves it speaks HTTP/2: no such hint then.
     let api = TestApi::start();
     let mut config = api.config("fault=close", 0);

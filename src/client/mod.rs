@@ -566,7 +566,7 @@ impl Client {
                         if h2.has_answered() || h2::sent_by_server(&e) {
                             ""
                         } else {
-                            "; if the API does not speak cleartext HTTP/2, pass --http1"
+                            "; if the API does not speak cleartext HTTP/2, use --http1 (without --http2)"
                         }
                     ),
                 ),
