@@ -334,6 +334,20 @@ fn a_proxy_variable_that_is_no_url_is_said() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    // A port that is no port is dropped by the HTTP library, which then asks port 80: said.
+    // (NO_PROXY keeps this request away from it.)
+    let out = userfetch(&dir)
+        .env("http_proxy", "http://user:secret@127.0.0.1:99999")
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["--api", &template, "get", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "userfetch: http_proxy names a port that is no port (1 to 65535): the proxy is asked \
+         on port 80 instead\n"
+    );
     // Under CGI none is read, which is said.
     let out = userfetch(&dir)
         .env("REQUEST_METHOD", "GET")

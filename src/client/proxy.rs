@@ -76,6 +76,11 @@ pub fn proxy_variable_problems() -> Vec<String> {
                      {name} is unset)"
                 ));
             }
+        } else if first != "NO_PROXY" && port_out_of_range(&value) {
+            problems.push(format!(
+                "{name} names a port that is no port (1 to 65535): the proxy is asked on port 80 \
+                 instead"
+            ));
         } else if first != "NO_PROXY" && !usable(&value) {
             problems.push(match shadowed {
                 Some(other) => format!(
@@ -89,4 +94,59 @@ pub fn proxy_variable_problems() -> Vec<String> {
         }
     }
     problems
+}
+
+/// Whether a proxy URL's port is written but is no port (`http://proxy:99999`): the URL is
+/// read without it, and the proxy is asked on port 80, where something else may answer.
+fn port_out_of_range(value: &str) -> bool {
+    let with_scheme = if value.contains("://") {
+        value.to_owned()
+    } else {
+        format!("http://{value}")
+    };
+    let Ok(uri) = with_scheme.parse::<hyper::Uri>() else {
+        return false;
+    };
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, host_port)| host_port);
+    // After an IPv6 address's brackets, or after the host name.
+    let after_host = match host_port.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(_, after)| after),
+        None => host_port.find(':').map_or("", |at| &host_port[at..]),
+    };
+    let port = after_host.strip_prefix(':').unwrap_or("");
+    !port.is_empty() && port.parse::<u16>().is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_that_is_no_port_is_seen_wherever_it_is_written() {
+        for bad in [
+            "http://127.0.0.1:99999",
+            "http://u:p@proxy.example:65536/",
+            "proxy.example:123456",
+            "http://[::1]:70000",
+        ] {
+            assert!(port_out_of_range(bad), "{bad}");
+        }
+        for fine in [
+            "http://127.0.0.1:3128",
+            "http://proxy.example",
+            "proxy.example:8080",
+            "http://[::1]:8080",
+            "http://[::1]",
+            "http://u:p@proxy.example:1/",
+            "::bad::",
+        ] {
+            assert!(!port_out_of_range(fine), "{fine}");
+        }
+    }
 }
