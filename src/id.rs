@@ -34,18 +34,54 @@ pub enum IdError {
     DotSegment,
     #[error("the id contains an invisible character (U+{0:04X}){hint}", hint = invisible_hint(*.0))]
     Invisible(u32),
+    #[error(
+        "the id starts or ends with an invisible character (U+{0:04X}) that joins or changes the character beside it, and has none there"
+    )]
+    LoneJoiner(u32),
 }
 
 /// Characters no id is made of that show as nothing: a byte-order mark, zero-width space,
-/// word joiner and the invisible math operators (U+2061–U+2064), soft hyphen, and the bidi
-/// controls. Taken as part of an id they would be fetched and reported "not found" under a
-/// name that looks like a real user's. The zero-width joiners and U+180E stay, invisible as
-/// they are: they are part of emoji and of written Persian, Indic scripts and Mongolian.
+/// word joiner and the invisible math operators (U+2061–U+2064), soft hyphen, the bidi
+/// controls, and the rest of Unicode's default-ignorable characters that no writing needs
+/// (the combining grapheme joiner, the Hangul fillers, the Khmer inherent vowels, the
+/// shorthand and musical format controls, and the tag characters, which can spell hidden
+/// text). Taken as part of an id they would be fetched and reported "not found" under a name
+/// that looks like a real user's. The zero-width joiners, variation selectors and Mongolian
+/// selectors stay inside an id, invisible as they are: they are part of emoji and of written
+/// Persian, Indic scripts and Mongolian (see [`joins`] for its ends).
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{FEFF}' | '\u{200B}' | '\u{2060}'..='\u{2064}' | '\u{00AD}'
+        '\u{FEFF}'
+            | '\u{200B}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{3164}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E007F}'
     ) || crate::term::is_unsafe(c)
+}
+
+/// Invisible characters that join their neighbours or pick a form of the character before
+/// them. None can start an id (there is nothing before it), and a joiner cannot end one
+/// (nothing after it): `5` followed by a zero-width joiner looks like user 5 and is not.
+fn joins(c: char, at_end: bool) -> bool {
+    match c {
+        '\u{200C}' | '\u{200D}' | '\u{180E}' => true,
+        '\u{180B}'..='\u{180D}'
+        | '\u{180F}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{E0100}'..='\u{E01EF}' => !at_end,
+        _ => false,
+    }
 }
 
 fn invisible_hint(code: u32) -> &'static str {
@@ -72,6 +108,10 @@ impl UserId {
         }
         if let Some(c) = text.chars().find(|&c| is_invisible(c)) {
             return Err(IdError::Invisible(c as u32));
+        }
+        let first = text.chars().next().filter(|&c| joins(c, false));
+        if let Some(c) = first.or(text.chars().next_back().filter(|&c| joins(c, true))) {
+            return Err(IdError::LoneJoiner(c as u32));
         }
         if text == "." || text == ".." {
             return Err(IdError::DotSegment);
@@ -183,5 +223,32 @@ mod tests {
         assert_eq!(UserId::parse("a\u{ad}b"), Err(IdError::Invisible(0xad)));
         // A family emoji: three people joined by U+200D.
         assert!(UserId::parse("\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}").is_ok());
+        // A heart drawn as an emoji ends in a variation selector; Persian joins with U+200C.
+        assert!(UserId::parse("\u{2764}\u{fe0f}").is_ok());
+        assert!(UserId::parse("\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}").is_ok());
+    }
+
+    /// Each of these made `5` plus something invisible, shown as `5` and answered "not found".
+    #[test]
+    fn ids_that_look_like_another_are_refused() {
+        for (id, code) in [
+            ("5\u{34f}", 0x34f),
+            ("5\u{3164}", 0x3164),
+            ("\u{115f}5", 0x115f),
+            ("5\u{e0041}\u{e0042}", 0xe0041),
+            ("5\u{ffa0}", 0xffa0),
+        ] {
+            assert_eq!(UserId::parse(id), Err(IdError::Invisible(code)), "{id:?}");
+        }
+        for (id, code) in [
+            ("5\u{200d}", 0x200d),
+            ("\u{200d}5", 0x200d),
+            ("5\u{200c}", 0x200c),
+            ("5\u{180e}", 0x180e),
+            ("\u{fe0f}5", 0xfe0f),
+        ] {
+            assert_eq!(UserId::parse(id), Err(IdError::LoneJoiner(code)), "{id:?}");
+        }
+        assert!(IdError::LoneJoiner(0x200d).to_string().contains("U+200D"));
     }
 }
