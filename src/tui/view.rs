@@ -108,12 +108,13 @@ pub fn view(app: &App, frame: &mut Frame) {
             .clamp(1, NOTICE_ROWS)
     });
     let prompt_rows = take(3);
-    let mut body_least = take(BODY_LEAST[stacked]);
-    // A notice showing gets its first row before the header lines (it answers what was just
-    // typed), and the rows it wraps onto after the first header line and the key help but
-    // before the other two; an empty one keeps its row only where there is room, so the
-    // layout does not jump.
+    // A notice showing gets its first row before the panes and the header lines (it answers
+    // what was just typed: below 11 rows the panes took them all, and an id refused at the
+    // prompt vanished without a word), and the rows it wraps onto after the first header line
+    // and the key help but before the other two; an empty one keeps its row only where there
+    // is room, so the layout does not jump.
     let mut notice_rows = if notice_text.is_some() { take(1) } else { 0 };
+    let mut body_least = take(BODY_LEAST[stacked]);
     let header_first = take(1);
     let footer_rows = take(1);
     if notice_rows > 0 {
@@ -1096,6 +1097,15 @@ mod tests {
             for height in 12..=16 {
                 let screen = render(&app, 80, height);
                 assert!(screen.contains("not looked up"), "80×{height}:\n{screen}");
+            }
+            // Below the panes' least rows too: the prompt emptied, and the id vanished with
+            // no word of why.
+            for (width, height) in [(40, 10), (30, 8), (80, 5)] {
+                let screen = render(&app, width, height);
+                assert!(
+                    screen.contains("not looked up"),
+                    "{width}×{height}:\n{screen}"
+                );
             }
             // A long one takes its first row there, not the first header row; its other rows
             // come before the other header lines.
