@@ -456,7 +456,7 @@ pub enum Command {
             Ctrl-C once: stop taking new ids, let requests on the wire finish (see --grace), write \
             the output. Twice: cancel what is in flight, write what is done. SIGTERM and SIGHUP \
             count as Ctrl-C (SIGHUP not under nohup).",
-        after_help = "Exit codes: 0 every id found or not found, 1 some failed (or an output could not be written at the end), 2 bad usage or input, 130 interrupted."
+        after_help = "Exit codes: 0 every id found or not found, 1 some failed (or an output could not be written at the end, or another process held a new cache file while it was being set up), 2 bad usage or input, 130 interrupted."
     )]
     Batch(BatchArgs),
     /// Print shell completions.
