@@ -375,9 +375,36 @@ fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
         .iter()
         .take(height)
         .enumerate()
-        .map(|(i, row)| row_line(app, row, first + i == selected, p))
+        .map(|(i, row)| {
+            ellipsized(
+                row_line(app, row, first + i == selected, p),
+                usize::from(inner.width),
+            )
+        })
         .collect();
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// `line` cut to `width` columns with `…` as its last, when it is wider: cut at the pane's
+/// edge without a mark, a message read as whole ("server answered 500 Internal Server Erro").
+fn ellipsized(line: Line<'_>, width: usize) -> Line<'_> {
+    if line.width() <= width || width == 0 {
+        return line;
+    }
+    let mut room = width;
+    let mut spans = Vec::with_capacity(line.spans.len());
+    for span in line.spans {
+        let columns = span.width();
+        if columns < room {
+            room -= columns;
+            spans.push(span);
+            continue;
+        }
+        // `fit` keeps what fits in one column less, then adds the mark.
+        spans.push(Span::styled(fit(&span.content, room), span.style));
+        break;
+    }
+    Line { spans, ..line }
 }
 
 fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a> {
@@ -995,6 +1022,35 @@ mod tests {
                 },
             );
             insta::assert_snapshot!(render(&app, 110, 16));
+        }
+
+        /// A message wider than the pane ends in `…`: cut at the edge without a mark, it
+        /// read as whole ("server answered 500 Internal Server Erro").
+        #[test]
+        fn a_row_wider_than_its_pane_is_cut_with_a_mark() {
+            let mut app = app();
+            submit(&mut app, "5");
+            advance(&mut app, 900);
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: Err(FetchError::new(
+                        ErrorKind::ServerError,
+                        4,
+                        "server answered 500 Internal Server Error, saying \"the database is down\"",
+                    )),
+                },
+            );
+            let screen = render(&app, 60, 16);
+            let row = screen
+                .lines()
+                .find(|l| l.contains("server answered"))
+                .unwrap_or_else(|| panic!("{screen}"));
+            assert!(row.contains("…│"), "{row}");
+            // A row that fits is left whole.
+            let screen = render(&app, 200, 16);
+            assert!(screen.contains("the database is down"), "{screen}");
         }
 
         #[test]
