@@ -44,8 +44,8 @@ pub enum IdError {
 /// word joiner and the invisible math operators (U+2061–U+2064), soft hyphen, the bidi
 /// controls, and the rest of Unicode's default-ignorable characters that no writing needs
 /// (the combining grapheme joiner, the Hangul fillers, the Khmer inherent vowels, the
-/// shorthand and musical format controls, and the tag characters, which can spell hidden
-/// text). Taken as part of an id they would be fetched and reported "not found" under a name
+/// shorthand and musical format controls; the tag characters, which can spell hidden text,
+/// are among the terminal's unsafe ones). Taken as part of an id they would be fetched and reported "not found" under a name
 /// that looks like a real user's. The zero-width joiners, variation selectors and Mongolian
 /// selectors stay inside an id, invisible as they are: they are part of emoji and of written
 /// Persian, Indic scripts and Mongolian (see [`joins`] for its ends).
@@ -66,7 +66,6 @@ fn is_invisible(c: char) -> bool {
             | '\u{FFF0}'..='\u{FFF8}'
             | '\u{1BCA0}'..='\u{1BCA3}'
             | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E007F}'
     ) || crate::term::is_unsafe(c)
 }
 

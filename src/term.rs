@@ -42,7 +42,9 @@ pub const REPLACEMENT: char = '\u{FFFD}';
 /// DEL, C1 controls (including the 8-bit CSI U+009B), the bidi embedding, override and
 /// isolate controls, and the line and paragraph separators (U+2028/9), which the screen's
 /// layout counts as no width while terminals draw them, leaving an earlier record's
-/// characters on screen.
+/// characters on screen, and the tag characters (U+E0000–U+E007F): they can spell text no
+/// one sees ("ASCII smuggling"), and terminals disagree on their width. (Their one use in
+/// writing, the flags of England, Scotland and Wales, is lost to that.)
 ///
 /// Zero-width characters (U+200B–U+200D, U+2060, U+FEFF) are kept: they drive no terminal
 /// and move no text, and the joiners are part of ordinary writing (emoji sequences, Persian
@@ -57,6 +59,7 @@ pub fn is_unsafe(c: char) -> bool {
         )
         || ('\u{202A}'..='\u{202E}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)
+        || ('\u{E0000}'..='\u{E007F}').contains(&c)
 }
 
 /// Replaces every unsafe character with [`REPLACEMENT`]. Borrowed when nothing needed to change,
@@ -142,6 +145,17 @@ mod tests {
             "in\u{fffd}[31mX\u{fffd}]0;T\u{fffd}.txt:2:\tskipped\u{fffd}\nnext line\n"
         );
         assert!(matches!(sanitize_message("a\tb\nc"), Cow::Borrowed(_)));
+    }
+
+    /// Tags spell hidden text: "5" followed by the tags for "hi" showed as a plain name.
+    #[test]
+    fn tag_characters_are_replaced() {
+        assert_eq!(sanitize("Ann\u{e0068}\u{e0069}"), "Ann\u{fffd}\u{fffd}");
+        assert_eq!(sanitize("\u{e007f}x"), "\u{fffd}x");
+        assert!(
+            matches!(sanitize("\u{e0100}"), Cow::Borrowed(_)),
+            "a variation selector stays"
+        );
     }
 
     #[test]
