@@ -944,32 +944,43 @@ fn lookups_to_the_embedded_api_fit_the_open_file_limit_with_both_ends() {
     pty.wait_exit(Duration::from_secs(5));
 }
 
-/// The health check through a proxy that asks for credentials: the API was never asked,
-/// which is no "API ok".
+/// The health check through a proxy that asks for credentials, or says it could not reach
+/// the API: the API was never asked (or never answered), which is no "API ok".
 #[test]
-fn a_proxy_asking_for_credentials_is_no_healthy_api() {
+fn a_proxys_own_answer_is_no_healthy_api() {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let _ = stream.read(&mut [0; 4096]);
-            let _ = stream.write_all(
-                b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\
-                  Connection: close\r\n\r\n",
-            );
-        }
-    });
-    let mut command = Command::new(env!("CARGO_BIN_EXE_userfetch"));
-    command
-        .args(["--no-cache", "--api", "http://api.example/users/{id}"])
-        .env("http_proxy", format!("http://127.0.0.1:{port}"));
-    let mut pty = Pty::spawn_command(command);
-    pty.wait_for("the proxy named in the header", |s| {
-        s.contains("API DOWN: the proxy") && s.contains("asks for credentials (407)")
-    });
-    pty.send("q");
-    pty.wait_exit(Duration::from_secs(5));
+    for (status, said) in [
+        (
+            "407 Proxy Authentication Required",
+            "asks for credentials (407)",
+        ),
+        (
+            "502 Bad Gateway",
+            "could not reach the API (502 Bad Gateway)",
+        ),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let _ = stream.read(&mut [0; 4096]);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        let mut command = Command::new(env!("CARGO_BIN_EXE_userfetch"));
+        command
+            .args(["--no-cache", "--api", "http://api.example/users/{id}"])
+            .env("http_proxy", format!("http://127.0.0.1:{port}"));
+        let mut pty = Pty::spawn_command(command);
+        pty.wait_for("the proxy named in the header", |s| {
+            s.contains("API DOWN: the proxy") && s.contains(said)
+        });
+        pty.send("q");
+        pty.wait_exit(Duration::from_secs(5));
+    }
 }
 
 /// Another process holding the cache's write lock past the busy timeout: the screen says so

@@ -743,7 +743,8 @@ impl Client {
 
     /// One request to the API's `/health`, for the UI's background check: its latency, or why
     /// it failed. Any HTTP answer counts as reachable (most APIs have no `/health`, and a 404
-    /// still proves the server is up); only transport failures count as down. The token is not
+    /// still proves the server is up); only transport failures count as down, and a proxy's
+    /// own answers (407, and 502 or 504: it could not reach the API). The token is not
     /// sent: a health probe needs no authority. Not retried: the next check is the retry.
     pub async fn health(&self) -> Result<Duration, FetchError> {
         let url = self
@@ -765,12 +766,26 @@ impl Client {
                 let f = self.classify(&e, 0);
                 FetchError::new(f.kind, 1, f.detail)
             })?;
-        // Any answer is the API's, except a proxy's asking for credentials.
+        // Any answer is the API's, except a proxy's asking for credentials, or saying it
+        // could not reach the API (502, 504: an http:// request through a proxy).
         if let Some(proxy) = self.proxy_asking_for_credentials(response.status(), response.url()) {
             return Err(FetchError::new(
                 ErrorKind::Rejected,
                 1,
                 format!("the proxy {proxy} asks for credentials (407)"),
+            ));
+        }
+        let status = response.status();
+        if matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+        ) && response.url().scheme() == "http"
+            && let Some(proxy) = self.proxy_for(response.url())
+        {
+            return Err(FetchError::new(
+                ErrorKind::Connection,
+                1,
+                format!("the proxy {proxy} could not reach the API ({status})"),
             ));
         }
         drop(response);
