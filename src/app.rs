@@ -177,13 +177,17 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         0 => "no users (every id answers 404)".to_owned(),
         n => format!("users 1..={n}"),
     };
-    let everywhere = if args.bind.is_unspecified() {
-        format!(", and on every address of this machine ({})", args.bind)
-    } else {
-        String::new()
+    let everywhere = match args.bind {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            " and on every IPv4 address of this machine (bound to 0.0.0.0;"
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            " and on every address of this machine (bound to ::;"
+        }
+        _ => " (",
     };
     note!(
-        "userfetch: demo API serving {users} at {}{everywhere} (Ctrl-C stops it)",
+        "userfetch: demo API serving {users} at {}{everywhere} Ctrl-C stops it)",
         handle.base_url()
     );
     signals.recv().await;

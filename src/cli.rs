@@ -214,7 +214,7 @@ fn exit_after(e: &clap::Error) -> ! {
     let printed = e.print().and_then(|()| std::io::stdout().flush());
     match printed {
         Err(write) if !e.use_stderr() && write.kind() != std::io::ErrorKind::BrokenPipe => {
-            eprintln!("userfetch: cannot write to stdout: {write}");
+            crate::console::note!("userfetch: cannot write to stdout: {write}");
             std::process::exit(crate::exit::ExitCode::Failure as i32)
         }
         _ => std::process::exit(e.exit_code()),
@@ -642,7 +642,7 @@ where
 fn whole_u64(text: &str) -> Result<u64, String> {
     text.trim()
         .parse()
-        .map_err(|_| "must be a whole number (0 or more)".to_owned())
+        .map_err(|_| "must be a whole number from 0 to 2^64 - 1".to_owned())
 }
 
 /// An on/off variable such as `USERFETCH_HTTP2`: `1`, `true`, `yes`, `on` or `0`, `false`,

@@ -35,9 +35,9 @@ pub enum IdError {
     #[error("the id contains an invisible character (U+{0:04X}){hint}", hint = invisible_hint(*.0))]
     Invisible(u32),
     #[error(
-        "the id starts or ends with an invisible character (U+{0:04X}) that joins or changes the character beside it, and has none there"
+        "the id holds an invisible joiner or selector (U+{0:04X}) at an end or beside a plain character, where it joins or changes nothing that shows"
     )]
-    LoneJoiner(u32),
+    StrayJoiner(u32),
 }
 
 /// Characters no id is made of that show as nothing: a byte-order mark, zero-width space,
@@ -66,21 +66,45 @@ fn is_invisible(c: char) -> bool {
             | '\u{FFF0}'..='\u{FFF8}'
             | '\u{1BCA0}'..='\u{1BCA3}'
             | '\u{1D173}'..='\u{1D17A}'
+            | '\u{2065}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{E0080}'..='\u{E00FF}'
+            | '\u{E01F0}'..='\u{E0FFF}'
     ) || crate::term::is_unsafe(c)
 }
 
 /// Invisible characters that join their neighbours or pick a form of the character before
-/// them. None can start an id (there is nothing before it), and a joiner cannot end one
-/// (nothing after it): `5` followed by a zero-width joiner looks like user 5 and is not.
-fn joins(c: char, at_end: bool) -> bool {
-    match c {
-        '\u{200C}' | '\u{200D}' | '\u{180E}' => true,
-        '\u{180B}'..='\u{180D}'
-        | '\u{180F}'
-        | '\u{FE00}'..='\u{FE0F}'
-        | '\u{E0100}'..='\u{E01EF}' => !at_end,
-        _ => false,
-    }
+/// them: the zero-width (non-)joiners, variation selectors and Mongolian selectors.
+fn is_joiner(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200C}' | '\u{200D}' | '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
+/// The first joiner or selector with nothing to act on: at either end, or beside a plain
+/// ASCII character, none of which they join or change (emoji, Persian, Indic scripts and
+/// Mongolian are where they belong). `5` followed by one looks like user 5 and is not. The
+/// one ASCII form they make is a keycap, a digit, `#` or `*` with U+FE0F and U+20E3.
+fn stray_joiner(text: &str) -> Option<char> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.iter().enumerate().find_map(|(i, &c)| {
+        if !is_joiner(c) {
+            return None;
+        }
+        let before = i.checked_sub(1).map(|b| chars[b]);
+        let after = chars.get(i + 1).copied();
+        let plain = |n: Option<char>| n.is_none_or(|n| n.is_ascii());
+        let stray = if c == '\u{FE0F}' && after == Some('\u{20E3}') {
+            false
+        } else if matches!(c, '\u{200C}' | '\u{200D}') {
+            plain(before) || plain(after)
+        } else {
+            // A selector acts on the character before it.
+            plain(before)
+        };
+        stray.then_some(c)
+    })
 }
 
 fn invisible_hint(code: u32) -> &'static str {
@@ -108,9 +132,8 @@ impl UserId {
         if let Some(c) = text.chars().find(|&c| is_invisible(c)) {
             return Err(IdError::Invisible(c as u32));
         }
-        let first = text.chars().next().filter(|&c| joins(c, false));
-        if let Some(c) = first.or(text.chars().next_back().filter(|&c| joins(c, true))) {
-            return Err(IdError::LoneJoiner(c as u32));
+        if let Some(c) = stray_joiner(text) {
+            return Err(IdError::StrayJoiner(c as u32));
         }
         if text == "." || text == ".." {
             return Err(IdError::DotSegment);
@@ -243,11 +266,22 @@ mod tests {
             ("5\u{200d}", 0x200d),
             ("\u{200d}5", 0x200d),
             ("5\u{200c}", 0x200c),
+            ("1\u{200d}2", 0x200d),
             ("5\u{180e}", 0x180e),
             ("\u{fe0f}5", 0xfe0f),
+            ("5\u{fe0f}", 0xfe0f),
+            ("5\u{fe0e}", 0xfe0e),
+            ("5\u{e0100}", 0xe0100),
         ] {
-            assert_eq!(UserId::parse(id), Err(IdError::LoneJoiner(code)), "{id:?}");
+            assert_eq!(UserId::parse(id), Err(IdError::StrayJoiner(code)), "{id:?}");
         }
-        assert!(IdError::LoneJoiner(0x200d).to_string().contains("U+200D"));
+        assert_eq!(UserId::parse("5\u{206a}"), Err(IdError::Invisible(0x206a)));
+        assert_eq!(
+            UserId::parse("5\u{e0080}"),
+            Err(IdError::Invisible(0xe0080))
+        );
+        // A keycap is the one form a selector gives a plain character.
+        assert!(UserId::parse("5\u{fe0f}\u{20e3}").is_ok());
+        assert!(IdError::StrayJoiner(0x200d).to_string().contains("U+200D"));
     }
 }

@@ -542,7 +542,7 @@ fn bad_templates_and_option_values_exit_2() {
         ),
         (
             &["serve", "--users", "x"],
-            "'x' for '--users <N>': must be a whole number (0 or more)",
+            "'x' for '--users <N>': must be a whole number from 0 to 2^64 - 1",
         ),
         (
             &["serve", "--port", "70000"],
@@ -1095,7 +1095,9 @@ fn serve_on_every_address_prints_a_template_to_connect_to() {
     assert!(template.starts_with("http://127.0.0.1:"), "{template}");
     assert_eq!(json_lines(&got.unwrap().stdout)[0]["id"], 5);
     assert!(
-        stderr.contains("and on every address of this machine (0.0.0.0)"),
+        stderr.contains(
+            "and on every IPv4 address of this machine (bound to 0.0.0.0; Ctrl-C stops it)"
+        ),
         "{stderr}"
     );
 }
@@ -1537,7 +1539,7 @@ fn an_empty_variable_counts_as_unset_and_a_switch_is_on_or_off() {
     assert!(dir.path().join("userfetch/cache.sqlite3").is_file());
 
     // Only spaces count as unset too: no cache file named " " where the command runs, no
-    // "value was empty" for the duration, HTTP/2 off.
+    // "value was empty" for the duration, no "neither on nor off" for the switch.
     let cwd = tempfile::tempdir().unwrap();
     let blank = [
         ("USERFETCH_CACHE", " "),

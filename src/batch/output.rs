@@ -145,12 +145,12 @@ impl AtomicFile {
         // (with `fs.protected_symlinks`) refuses to read through it.
         let target =
             resolve_links(path).map_err(|e| usage(format!("cannot follow {what} {shown}: {e}")))?;
-        // The file is replaced by renaming a new one over it, so anything that is not a
-        // regular file (/dev/null, a pipe, /dev/stdout) is refused: renaming over it would
-        // replace the device itself. Asked of the kernel, which follows every kind of link.
         if let Some(why) = no_directory(dir_of(&target)) {
             return Err(usage(format!("cannot write {what} {shown}: {why}")));
         }
+        // The file is replaced by renaming a new one over it, so anything that is not a
+        // regular file (/dev/null, a pipe, /dev/stdout) is refused: renaming over it would
+        // replace the device itself. Asked of the kernel, which follows every kind of link.
         let existing = match std::fs::metadata(path) {
             Ok(meta) => Some(meta),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -371,8 +371,15 @@ fn no_directory(dir: &Path) -> Option<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Some(format!("its directory {} does not exist", dir.display()))
         }
+        // A file where a directory should be, somewhere up the path: named, rather than
+        // the path below it (`ids.txt/a` for `ids.txt/a/o.jsonl`).
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            Some(format!("{} is not a directory", dir.display()))
+            let file = dir
+                .ancestors()
+                .skip(1)
+                .find(|up| std::fs::metadata(up).is_ok_and(|meta| !meta.is_dir()))
+                .unwrap_or(dir);
+            Some(format!("{} is not a directory", file.display()))
         }
         // Anything else (no permission to look) is said where the file is opened.
         Err(_) => None,
@@ -936,7 +943,7 @@ mod tests {
             ),
             (
                 file.join("a/o.jsonl"),
-                format!("{} is not a directory", file.join("a").display()),
+                format!("{} is not a directory", file.display()),
             ),
         ];
         for (path, why) in cases {

@@ -76,12 +76,9 @@ pub fn proxy_variable_problems() -> Vec<String> {
                      {name} is unset)"
                 ));
             }
-        } else if first != "NO_PROXY" && port_out_of_range(&value) {
-            problems.push(format!(
-                "{name} names a port that is no port (1 to 65535): the proxy is asked on port 80 \
-                 instead"
-            ));
-        } else if first != "NO_PROXY" && !usable(&value) {
+        } else if first == "NO_PROXY" {
+            continue;
+        } else if !usable(&value) {
             problems.push(match shadowed {
                 Some(other) => format!(
                     "{name} holds no usable proxy URL (http://HOST:PORT): it is ignored, and so \
@@ -91,25 +88,27 @@ pub fn proxy_variable_problems() -> Vec<String> {
                     format!("{name} holds no usable proxy URL (http://HOST:PORT): it is ignored")
                 }
             });
+        } else if let Some(default) = port_out_of_range(&value) {
+            problems.push(format!(
+                "{name} names a port that is no port (1 to 65535): the proxy is asked on port \
+                 {default} instead"
+            ));
         }
     }
     problems
 }
 
-/// Whether a proxy URL's port is written but is no port (`http://proxy:99999`): the URL is
-/// read without it, and the proxy is asked on port 80, where something else may answer.
-fn port_out_of_range(value: &str) -> bool {
+/// When a proxy URL's port is written but is no port (`http://proxy:99999`, `:0`), the port
+/// the proxy is asked on instead: the URL is read without it, so its scheme's default (80,
+/// or 443 for https://), where something else may answer.
+fn port_out_of_range(value: &str) -> Option<u16> {
     let with_scheme = if value.contains("://") {
         value.to_owned()
     } else {
         format!("http://{value}")
     };
-    let Ok(uri) = with_scheme.parse::<hyper::Uri>() else {
-        return false;
-    };
-    let Some(authority) = uri.authority() else {
-        return false;
-    };
+    let uri = with_scheme.parse::<hyper::Uri>().ok()?;
+    let authority = uri.authority()?;
     let host_port = authority
         .as_str()
         .rsplit_once('@')
@@ -120,7 +119,12 @@ fn port_out_of_range(value: &str) -> bool {
         None => host_port.find(':').map_or("", |at| &host_port[at..]),
     };
     let port = after_host.strip_prefix(':').unwrap_or("");
-    !port.is_empty() && port.parse::<u16>().is_err()
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    (!port.is_empty() && !port.parse::<u16>().is_ok_and(|p| p > 0)).then_some(default)
 }
 
 #[cfg(test)]
@@ -129,13 +133,15 @@ mod tests {
 
     #[test]
     fn a_port_that_is_no_port_is_seen_wherever_it_is_written() {
-        for bad in [
-            "http://127.0.0.1:99999",
-            "http://u:p@proxy.example:65536/",
-            "proxy.example:123456",
-            "http://[::1]:70000",
+        for (bad, default) in [
+            ("http://127.0.0.1:99999", 80),
+            ("http://u:p@proxy.example:65536/", 80),
+            ("proxy.example:123456", 80),
+            ("http://[::1]:70000", 80),
+            ("http://proxy.example:0", 80),
+            ("https://proxy.example:99999", 443),
         ] {
-            assert!(port_out_of_range(bad), "{bad}");
+            assert_eq!(port_out_of_range(bad), Some(default), "{bad}");
         }
         for fine in [
             "http://127.0.0.1:3128",
@@ -146,7 +152,7 @@ mod tests {
             "http://u:p@proxy.example:1/",
             "::bad::",
         ] {
-            assert!(!port_out_of_range(fine), "{fine}");
+            assert_eq!(port_out_of_range(fine), None, "{fine}");
         }
     }
 }

@@ -153,17 +153,9 @@ impl Screen {
             std::panic::set_hook(Box::new(move |info| {
                 leave();
                 hook(info);
-                // try_lock: the panic may be this very lock's holder's.
-                if let Ok(on_panic) = ON_PANIC.try_lock()
-                    && let Some(token) = on_panic.as_ref()
-                {
-                    token.cancel();
-                }
+                tell_the_screen();
             }));
         });
-        if let Ok(mut on_panic) = ON_PANIC.lock() {
-            *on_panic = Some(panicked);
-        }
         let opened = enter().and_then(|()| {
             ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))
         });
@@ -175,18 +167,62 @@ impl Screen {
             }
         };
         crate::console::screen_on_stderr(std::io::stderr().is_terminal());
+        *ON_PANIC
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(panicked);
         Ok(Screen {
             terminal: std::mem::ManuallyDrop::new(terminal),
         })
     }
 }
 
+/// Cancels the open screen's token, from the panic hook. `try_lock`: the panic may be this
+/// very lock's holder's (a poisoned lock still holds the token).
+fn tell_the_screen() {
+    let on_panic = match ON_PANIC.try_lock() {
+        Ok(on_panic) => on_panic,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    if let Some(token) = on_panic.as_ref() {
+        token.cancel();
+    }
+}
+
 impl Drop for Screen {
     fn drop(&mut self) {
-        if let Ok(mut on_panic) = ON_PANIC.lock() {
-            *on_panic = None;
-        }
+        *ON_PANIC
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         leave();
         crate::console::screen_on_stderr(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::PoisonError;
+
+    /// What the panic hook does once it has restored the terminal: the screen's loop is told,
+    /// also when the panic poisoned the lock that holds its token.
+    #[test]
+    fn a_panic_tells_the_open_screen_even_through_a_poisoned_lock() {
+        let token = CancellationToken::new();
+        *ON_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(token.clone());
+        tell_the_screen();
+        assert!(token.is_cancelled());
+
+        let second = CancellationToken::new();
+        *ON_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = Some(second.clone());
+        let _ = std::thread::spawn(|| {
+            let _held = ON_PANIC.lock();
+            panic!("a panic while the lock is held poisons it");
+        })
+        .join();
+        assert!(ON_PANIC.is_poisoned());
+        tell_the_screen();
+        assert!(second.is_cancelled());
+        *ON_PANIC.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }

@@ -85,9 +85,9 @@ pub fn view(app: &App, frame: &mut Frame) {
             .unwrap_or(INFO_ROWS)
             .clamp(1, INFO_ROWS)
     });
-    // Rows are handed out by what matters most, so a small terminal keeps the prompt and
-    // some rows of each pane, then the first row of a notice showing (why a line was not
-    // looked up), the first header line, the key help, the rest of a wrapped notice, one row
+    // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
+    // first row of a notice showing (why a line was not looked up), some rows of each
+    // pane, the first header line, the key help, the rest of a wrapped notice, one row
     // of each other header line, the notice row when empty, a few more rows for the panes,
     // and last the header lines' wrapped rest; the panes take what is left.
     let stacked = usize::from(width < WIDE);
@@ -400,8 +400,20 @@ fn ellipsized(line: Line<'_>, width: usize) -> Line<'_> {
             spans.push(span);
             continue;
         }
-        // `fit` keeps what fits in one column less, then adds the mark.
-        spans.push(Span::styled(fit(&span.content, room), span.style));
+        // What fits in one column less, then the mark: also when this part fits exactly,
+        // as parts after it are lost.
+        let mut kept = String::new();
+        let mut used = 0;
+        for c in span.content.chars() {
+            let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+            if used + w + 1 > room {
+                break;
+            }
+            kept.push(c);
+            used += w;
+        }
+        kept.push('…');
+        spans.push(Span::styled(kept, span.style));
         break;
     }
     Line { spans, ..line }
@@ -1022,6 +1034,21 @@ mod tests {
                 },
             );
             insta::assert_snapshot!(render(&app, 110, 16));
+        }
+
+        /// A part that ends exactly at the edge, with more after it, is cut with the mark too.
+        #[test]
+        fn a_cut_at_a_parts_end_still_shows_the_mark() {
+            use super::super::ellipsized;
+            use ratatui::text::{Line, Span};
+            let line = Line::from(vec![Span::raw("abc"), Span::raw(" · 9 ms")]);
+            let cut = ellipsized(line.clone(), 3);
+            assert_eq!(cut.to_string(), "ab…");
+            assert_eq!(ellipsized(line.clone(), 4).to_string(), "abc…");
+            assert_eq!(ellipsized(line.clone(), 10).to_string(), "abc · 9 ms");
+            // Wide characters are not split: a CJK one takes two columns.
+            let wide = Line::from(vec![Span::raw("用户名"), Span::raw("x")]);
+            assert_eq!(ellipsized(wide, 6).to_string(), "用户…");
         }
 
         /// A message wider than the pane ends in `…`: cut at the edge without a mark, it
