@@ -75,6 +75,8 @@ pub async fn run(
         .buffered(concurrency as usize);
 
     let mut failed = false;
+    // For the line that says a run found nothing: copies of an id count each time.
+    let (mut any_found, mut not_found, mut other_failures) = (false, 0u32, false);
     // After Ctrl-C the rest of the results still come (the lookups cancelled, each at once):
     // records that had arrived behind a slower id are printed, the ids left undone named.
     let mut interrupted = false;
@@ -105,6 +107,7 @@ pub async fn run(
                 }
             }
             Ok(found) => {
+                any_found = true;
                 // Indented through a parsed value, which keeps one value per key.
                 if args.pretty
                     && let Some(key) = crate::duplicate_keys::first(found.record.as_json())
@@ -135,6 +138,11 @@ pub async fn run(
             }
             Err(error) => {
                 failed = true;
+                if error.kind == crate::client::ErrorKind::NotFound {
+                    not_found += 1;
+                } else {
+                    other_failures = true;
+                }
                 spinner.suspend(|| note!("userfetch: user {id}: {error}"));
             }
         }
@@ -143,6 +151,10 @@ pub async fn run(
     if interrupted {
         note!("userfetch: interrupted{}", undone(&not_done));
         return Ok(ExitCode::Interrupted);
+    }
+    // More often a wrong path in the template than an API without these users.
+    if !any_found && !other_failures && not_found >= 2 {
+        note!("userfetch: not one id was found: is the path in the --api template the API's?");
     }
     Ok(exit_code(failed))
 }

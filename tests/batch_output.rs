@@ -783,3 +783,66 @@ fn a_newline_in_an_output_name_forges_no_line() {
     assert!(text.contains("also holds 2 records"), "{text}");
     assert!(!text.contains("\nFAKE") && !text.contains('\t'), "{text}");
 }
+
+/// The summary says what the counts hide: a run where not one id was found (a wrong path in
+/// the template answers 404 to every id, and exited 0 as if all was well), and records that
+/// came from the embedded demo API because no --api was given (off a terminal the summary is
+/// all stderr says, so a misspelt USERFETCH_API went unseen).
+#[test]
+fn the_summary_says_when_no_id_was_found_and_when_no_api_was_named() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=3));
+    let wrong_path = env.server.url_template().replace("/users/", "/user/");
+    let out = env
+        .with_api(&wrong_path, &[])
+        .args(["batch", ids.to_str().unwrap(), "--out", "out.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("\n  not one id was found: is the path in the --api template the API's?"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("embedded demo API"),
+        "{}",
+        stderr(&out)
+    );
+    // The right path: no such line.
+    let out = run(&mut env.batch(&[ids.to_str().unwrap(), "--out", "out.jsonl"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("not one id was found"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut embedded = std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("USERFETCH_") {
+            embedded.env_remove(name);
+        }
+    }
+    let out = embedded
+        .current_dir(env.path(""))
+        .args([
+            "--cache",
+            "own.sqlite3",
+            "batch",
+            "ids.txt",
+            "--out",
+            "own.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).ends_with(
+            "\n  the records come from the embedded demo API (made-up users): no --api given, and USERFETCH_API unset\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

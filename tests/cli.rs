@@ -434,6 +434,17 @@ fn not_found_exits_1_with_one_line() {
         .code(1)
         .stderr("userfetch: user 424242: not found (the API answered 404)\n")
         .stdout(predicate::str::contains("\"id\":1"));
+    // Not one found: more often a wrong path in the template than missing users, said.
+    let wrong_path = api.template("").replace("/users/", "/user/");
+    userfetch(&dir)
+        .args(["--api", &wrong_path, "get", "1", "2"])
+        .assert()
+        .code(1)
+        .stderr(
+            "userfetch: user 1: not found (the API answered 404)\n\
+             userfetch: user 2: not found (the API answered 404)\n\
+             userfetch: not one id was found: is the path in the --api template the API's?\n",
+        );
 }
 
 /// `-v` is where a user looks first for why a lookup was slow: each retry is there.

@@ -186,7 +186,14 @@ pub(super) async fn dry_run(
         )?;
     }
     if !report.urls.is_empty() {
-        say!("  first URLs:")?;
+        say!(
+            "  first URLs{}:",
+            if session.embedded.is_some() {
+                " (the embedded demo API: no --api given, and USERFETCH_API unset)"
+            } else {
+                ""
+            }
+        )?;
         for url in &report.urls {
             say!("    {url}")?;
         }

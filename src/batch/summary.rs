@@ -295,17 +295,31 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// Seconds as the summary says them, one way at every length: `0.49 s`, `19 s`,
+/// `2 min 5 s`, `1 h 2 min`.
 fn human_secs(s: f64) -> String {
     if s < 10.0 {
-        format!("{s:.2} s")
-    } else {
-        humantime::format_duration(Duration::from_secs(s.round() as u64)).to_string()
+        return format!("{s:.2} s");
+    }
+    let whole = s.round() as u64;
+    match (whole / 3600, whole % 3600 / 60, whole % 60) {
+        (0, 0, secs) => format!("{secs} s"),
+        (0, min, secs) => format!("{min} min {secs} s"),
+        (h, min, _) => format!("{h} h {min} min"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_said_one_way_at_every_length() {
+        assert_eq!(human_secs(0.487), "0.49 s");
+        assert_eq!(human_secs(19.2), "19 s");
+        assert_eq!(human_secs(125.0), "2 min 5 s");
+        assert_eq!(human_secs(3720.4), "1 h 2 min");
+    }
 
     #[test]
     fn buckets_are_ordered_and_about_three_percent_wide() {

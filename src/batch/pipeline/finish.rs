@@ -179,7 +179,9 @@ impl Pipeline<'_> {
             } else {
                 rerun_hint(self.config.fresh).to_owned()
             };
-            note!("{}", summary.render(&rerun));
+            let mut text = summary.render(&rerun);
+            text.push_str(&self.afterword());
+            note!("{text}");
         }
         let summary_error = summary_json.and_then(|file| summary.write_json(file).err());
         let error = match (error, summary_error) {
@@ -203,6 +205,26 @@ impl Pipeline<'_> {
             _ if self.counts.failed > 0 => ExitCode::Failure,
             _ => ExitCode::Success,
         })
+    }
+
+    /// Lines after the summary that say what the counts alone hide: which API answered when
+    /// none was named (off a terminal the summary is all stderr says, so a misspelt
+    /// USERFETCH_API would go unseen behind made-up records), and a run where every id was
+    /// "not found", which is more often a wrong `--api` path than an API without users.
+    fn afterword(&self) -> String {
+        let mut text = String::new();
+        // In batch the API runs in this process only when it is the embedded demo API.
+        if self.ctx.client.config().direct {
+            text.push_str(
+                "\n  the records come from the embedded demo API (made-up users): no --api given, and USERFETCH_API unset",
+            );
+        }
+        let c = &self.counts;
+        if c.not_found >= 2 && c.found + c.cached + c.failed == 0 {
+            // The template is not quoted: its query may hold a key.
+            text.push_str("\n  not one id was found: is the path in the --api template the API's?");
+        }
+        text
     }
 
     /// The output of an `--out` collects what every run into it found, so a run over a
