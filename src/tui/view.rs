@@ -161,13 +161,15 @@ pub fn view(app: &App, frame: &mut Frame) {
     draw_rows(app, frame, list, &p);
     draw_detail(app, frame, detail);
     frame.render_widget(
-        Paragraph::new(key_help(footer.width)).style(p.fg(Color::DarkGray)),
+        Paragraph::new(key_help(footer.width, !app.input.is_empty())).style(p.fg(Color::DarkGray)),
         footer,
     );
 }
 
-/// The keys, most needed first, as many whole ones as fit in `width` columns.
-fn key_help(width: u16) -> String {
+/// The keys, most needed first, as many whole ones as fit in `width` columns. `typing`: the
+/// prompt holds text, where q is a letter of an id: the first key is then how to clear it
+/// (a user who read "q quit" typed q after an id, and the screen stayed).
+fn key_help(width: u16, typing: bool) -> String {
     // Short enough for all but the history to fit in 80 columns: Tab is the only way to
     // choose the row whose record shows.
     const KEYS: [&str; 7] = [
@@ -180,7 +182,8 @@ fn key_help(width: u16) -> String {
         "↑↓ history",
     ];
     let mut help = String::new();
-    for key in KEYS {
+    let first = if typing { "Ctrl-U clear" } else { KEYS[0] };
+    for key in std::iter::once(first).chain(KEYS.into_iter().skip(1)) {
         let wanted = if help.is_empty() {
             key.to_owned()
         } else {
@@ -1289,6 +1292,30 @@ mod tests {
                     Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)),
                 );
             }
+        }
+
+        /// With text in the prompt q is a letter: the footer says how to clear it instead.
+        #[test]
+        fn the_footer_says_how_to_clear_the_prompt_while_it_holds_text() {
+            let mut app = one_loading_one_found();
+            let footer = |app: &App| render(app, 110, 24).lines().last().unwrap().to_owned();
+            assert!(
+                footer(&app).starts_with("q quit · Enter fetch"),
+                "{}",
+                footer(&app)
+            );
+            type_text(&mut app, "12");
+            assert!(
+                footer(&app).starts_with("Ctrl-U clear · Enter fetch"),
+                "{}",
+                footer(&app)
+            );
+            update(
+                &mut app,
+                Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+            );
+            assert!(app.input.is_empty());
+            assert!(footer(&app).starts_with("q quit"), "{}", footer(&app));
         }
 
         #[test]
