@@ -168,37 +168,62 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Handlers go in before the URL is printed: a script that reads the URL and at once
     // sends SIGINT must stop the server, not kill it.
     let mut signals = crate::signals::Signals::watch()?;
-    let handle = server::start(config)
-        .await
-        .map_err(|e| exit::usage(format!("cannot listen on {}:{}: {e}", args.bind, args.port)))?;
+    let handle = server::start(config).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another program listens there: choose another --port, or --port 0 for a free one)"
+        } else {
+            ""
+        };
+        exit::usage(format!(
+            "cannot listen on {}:{}: {e}{hint}",
+            args.bind, args.port
+        ))
+    })?;
     // The template on stdout, alone on its line, so scripts can capture it.
     say!("{}", handle.url_template())?;
     let users = match args.users {
         0 => "no users (every id answers 404)".to_owned(),
         n => format!("users 1..={n}"),
     };
-    let everywhere = match args.bind {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            " and on every IPv4 address of this machine (bound to 0.0.0.0;"
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            " and on every address of this machine (bound to ::;"
-        }
-        _ => " (",
-    };
-    note!(
-        "userfetch: demo API serving {users} at {}{everywhere} Ctrl-C stops it)",
-        handle.base_url()
-    );
+    note!("{}", serving(&users, &handle.base_url(), args.bind));
     signals.recv().await;
     note!("userfetch: stopping the demo API");
     handle.shutdown().await;
     Ok(ExitCode::Success)
 }
 
+/// What `serve` says once it listens: where, and, bound to every address, that it is.
+fn serving(users: &str, url: &str, bind: std::net::IpAddr) -> String {
+    let (everywhere, bound) = match bind {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => (
+            " and on every IPv4 address of this machine",
+            "bound to 0.0.0.0; ",
+        ),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (" and on every address of this machine", "bound to ::; ")
+        }
+        _ => ("", ""),
+    };
+    format!("userfetch: demo API serving {users} at {url}{everywhere} ({bound}Ctrl-C stops it)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serve_says_where_it_listens_in_one_bracket() {
+        let url = "http://127.0.0.1:8080";
+        assert_eq!(
+            serving("users 1..=5", url, "127.0.0.1".parse().unwrap()),
+            "userfetch: demo API serving users 1..=5 at http://127.0.0.1:8080 (Ctrl-C stops it)"
+        );
+        assert_eq!(
+            serving("users 1..=5", url, "0.0.0.0".parse().unwrap()),
+            "userfetch: demo API serving users 1..=5 at http://127.0.0.1:8080 and on every IPv4 \
+             address of this machine (bound to 0.0.0.0; Ctrl-C stops it)"
+        );
+    }
     use std::sync::{Arc, Mutex};
 
     /// Captures what a subscriber writes.

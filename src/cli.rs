@@ -565,7 +565,7 @@ pub struct BatchArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Loopback by default: the demo API is for this machine.
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    #[arg(long, default_value = "127.0.0.1", value_parser = parse_bind, value_name = "ADDR")]
     pub bind: std::net::IpAddr,
 
     /// Port to listen on (0 picks a free one).
@@ -636,6 +636,20 @@ where
             .filter(|n| (low..=high).contains(n))
             .ok_or_else(|| format!("must be a whole number from {low} to {high}"))
     }
+}
+
+/// An address to listen on: an IP address, or `localhost` for the loopback one (the
+/// standard parser's "invalid IP address syntax" left a user who typed it to guess).
+fn parse_bind(text: &str) -> Result<std::net::IpAddr, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("localhost") {
+        return Ok(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    text.parse().map_err(|_| {
+        "is no IP address: 127.0.0.1 (or localhost) for this machine only, 0.0.0.0 for every \
+         address"
+            .to_owned()
+    })
 }
 
 /// Any whole number `u64` holds; said without its 20-digit maximum.

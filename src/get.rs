@@ -193,6 +193,14 @@ pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
     raw.iter()
         .enumerate()
         .map(|(i, text)| {
+            // The usual name of stdin, not an id: looked up, it was a 404.
+            if text.trim() == "-" {
+                return Err(usage(format!(
+                    "invalid id \"-\" (argument {}): get takes ids as arguments; to read them \
+                     from stdin or a file, use batch (userfetch batch - --out FILE)",
+                    i + 1
+                )));
+            }
             UserId::parse_trimmed(text).map_err(|e| {
                 usage(format!(
                     "invalid id {} (argument {}): {e}",
@@ -226,6 +234,17 @@ fn put_away(spinner: &ProgressBar) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dash_points_at_batch() {
+        let err = parse_ids(&["1".into(), "-".into()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid id \"-\" (argument 2): get takes ids as arguments"),
+            "{err}"
+        );
+        assert_eq!(crate::exit::code_for(&err), crate::exit::ExitCode::Usage);
+    }
 
     #[test]
     fn the_first_bad_id_is_named_with_its_position() {

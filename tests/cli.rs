@@ -559,6 +559,15 @@ fn bad_templates_and_option_values_exit_2() {
             &["serve", "--port", "70000"],
             "'70000' for '--port <PORT>': must be a whole number from 0 to 65535",
         ),
+        (
+            &["serve", "--bind", "nope"],
+            "'nope' for '--bind <ADDR>': is no IP address: 127.0.0.1 (or localhost)",
+        ),
+        // A host written without http://: said so, not "relative URL without a base".
+        (
+            &["get", "1", "--api", "127.0.0.1:1/users/{id}"],
+            "'127.0.0.1:1/users/{id}' names no scheme: write http://127.0.0.1:1/users/{id}",
+        ),
     ] {
         let out = userfetch(&dir).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1083,6 +1092,28 @@ fn serve_and_get_work_from_two_processes() {
     assert!(
         status.success(),
         "serve stops cleanly on Ctrl-C: {status:?}"
+    );
+}
+
+/// A port another program holds: said with what to do about it. `--bind localhost` is
+/// taken for the loopback address.
+#[test]
+fn serve_on_a_taken_port_says_how_to_pick_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::cargo_bin("userfetch")
+        .unwrap()
+        .args(["serve", "--bind", "localhost", "--port", &port])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("userfetch: cannot listen on 127.0.0.1:{port}: "))
+            && stderr.ends_with(
+                " (another program listens there: choose another --port, or --port 0 for a free one)\n"
+            ),
+        "{stderr}"
     );
 }
 

@@ -33,6 +33,8 @@ pub enum TemplateError {
     Invalid(String, String),
     #[error("the API URL template '{0}' must start with http:// or https://")]
     Scheme(String),
+    #[error("the API URL template '{0}' names no scheme: write http://{0} (or https://)")]
+    NoScheme(String),
     /// Not quoted back: the message would print the password.
     #[error(
         "the API URL template holds a user name or password; pass credentials in USERFETCH_TOKEN instead"
@@ -62,10 +64,28 @@ impl UrlTemplate {
         };
         // A marker that survives URL parsing unchanged tells us where the id lands.
         const MARKER: &str = "userfetch-id-marker";
-        let probe = Url::parse(&format!("{prefix}{MARKER}{suffix}"))
-            .map_err(|e| TemplateError::Invalid(template.to_owned(), e.to_string()))?;
+        // Without `scheme://`, the URL crate reads `127.0.0.1:8080/…` as relative and
+        // `localhost:8080/…` as the scheme `localhost`: both are a host written bare.
+        let written_bare = !template.contains("://") && {
+            let host = template.split('/').next().unwrap_or_default();
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        };
+        let probe = Url::parse(&format!("{prefix}{MARKER}{suffix}")).map_err(|e| {
+            if written_bare {
+                TemplateError::NoScheme(template.to_owned())
+            } else {
+                TemplateError::Invalid(template.to_owned(), e.to_string())
+            }
+        })?;
         if !matches!(probe.scheme(), "http" | "https") {
-            return Err(TemplateError::Scheme(template.to_owned()));
+            return Err(if written_bare {
+                TemplateError::NoScheme(template.to_owned())
+            } else {
+                TemplateError::Scheme(template.to_owned())
+            });
         }
         if !host_follows_slashes(template) {
             let after_scheme = template.split_once(':').map_or("", |(_, rest)| rest);
@@ -220,6 +240,21 @@ mod tests {
             UrlTemplate::parse("not a url {id}"),
             Err(TemplateError::Invalid(..))
         ));
+        // A host written without its scheme, however the URL crate reads it.
+        for bare in [
+            "127.0.0.1:8080/users/{id}",
+            "localhost:8080/users/{id}",
+            "api.example.com/users/{id}",
+            "[::1]:8080/users/{id}",
+        ] {
+            let err = UrlTemplate::parse(bare).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "the API URL template '{bare}' names no scheme: write http://{bare} (or https://)"
+                )
+            );
+        }
         assert!(matches!(
             UrlTemplate::parse("http://{id}/users"),
             Err(TemplateError::Invalid(..) | TemplateError::NotInPath(_))
