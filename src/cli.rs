@@ -25,7 +25,8 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
     long_about = "Fetch user data from an HTTP API without freezing the interface.\n\n\
         With no subcommand, opens the interactive lookup screen. Without --api, every command \
         talks to a demo API started inside the process, so it works offline.",
-    after_help = "Exit codes: 0 all found (the screen: quit with q), 1 some lookups failed or were not found (batch: only failed ones count), 2 bad usage or input, 130 interrupted.\n\
+    after_help = "Values: a DURATION is written 500ms, 2s, 1m or 1h 30m; a SIZE 4096 (bytes), 512KiB or 2MB. An environment variable that is empty, or only spaces, counts as unset.\n\
+        Exit codes: 0 all found (the screen: quit with q), 1 some lookups failed or were not found (batch: only failed ones count), 2 bad usage or input, 130 interrupted.\n\
         Environment: USERFETCH_TOKEN is sent as 'Authorization: Bearer' to the API's own host; it is never printed or logged."
 )]
 pub struct Cli {
@@ -306,6 +307,14 @@ fn shown(command: clap::Command) -> clap::Command {
         .filter(|a| a.is_global_set())
         .map(|a| a.clone().hide(true))
         .collect();
+    // An unset variable showed as `[env: USERFETCH_TIMEOUT=]`, which read as a typo; a set
+    // one keeps its value there, which says what this shell has set.
+    let command = command.mut_args(|arg| match arg.get_env() {
+        Some(var) if std::env::var_os(var).is_none_or(|v| is_blank(&v)) => {
+            arg.hide_env_values(true)
+        }
+        _ => arg,
+    });
     command
         .mut_subcommand("completions", |c| c.args(for_completions))
         .mut_subcommand("serve", |serve| serve.args(hidden))
@@ -357,7 +366,8 @@ pub struct GlobalOpts {
     )]
     pub api: Option<String>,
 
-    /// Limit for one whole attempt (connect, headers and body); time the process spends
+    /// Limit for one whole attempt (connect, headers and body), written as 500ms, 10s or 1m
+    /// (every DURATION is); time the process spends
     /// stopped (Ctrl-Z) is not counted.
     #[arg(long, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_limit, value_name = "DURATION")]
     pub timeout: Duration,

@@ -1728,15 +1728,37 @@ fn help_explains_every_option_with_its_default() {
     let help = help(&["get", "--help"]);
     for expected in [
         "--max-retry-wait <DURATION>",
-        "[env: USERFETCH_MAX_RETRY_WAIT=] [default: 30s]",
-        "[env: USERFETCH_TIMEOUT=] [default: 10s]",
-        "[env: USERFETCH_RETRIES=] [default: 3]",
-        "[env: USERFETCH_MAX_BODY=] [default: 1MiB]",
-        "[env: USERFETCH_MAX_AGE=] [default: 1h]",
+        // An unset variable without the `=` that read as a typo.
+        "[env: USERFETCH_MAX_RETRY_WAIT] [default: 30s]",
+        "[env: USERFETCH_TIMEOUT] [default: 10s]",
+        "[env: USERFETCH_RETRIES] [default: 3]",
+        "[env: USERFETCH_MAX_BODY] [default: 1MiB]",
+        "[env: USERFETCH_MAX_AGE] [default: 1h]",
         "--concurrency <N> Lookups in flight at once [default: 16]",
+        "written as 500ms, 10s or 1m (every DURATION is)",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in: {help}");
     }
+    let top = self::help(&["--help"]);
+    assert!(
+        top.contains("a DURATION is written 500ms, 2s, 1m or 1h 30m; a SIZE 4096 (bytes)"),
+        "{top}"
+    );
+    // A variable that is set shows its value: what this shell has set.
+    let dir = tempfile::tempdir().unwrap();
+    let out = userfetch(&dir)
+        .env("USERFETCH_TIMEOUT", "3s")
+        .args(["get", "--help"])
+        .output()
+        .unwrap();
+    let set = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        set.contains("[env: USERFETCH_TIMEOUT=3s] [default: 10s]"),
+        "{set}"
+    );
 }
 
 #[test]
