@@ -341,6 +341,41 @@ fn a_run_stops_when_the_api_cannot_be_reached_at_all() {
     assert!(n("requests") >= n("failed") + n("retries"), "{s}");
 }
 
+/// An API refusing the credentials (a missing or expired token) refuses every id: the run
+/// stops after 20 in a row, where it used to send every id of the input to be refused.
+#[test]
+fn a_run_stops_when_the_api_refuses_its_credentials() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=3000));
+    let api = answering("401 Unauthorized", |_| {
+        r#"{"message":"token expired"}"#.to_owned()
+    });
+    let out = run(env
+        .with_api(&api, &["--http1"])
+        .arg("batch")
+        .arg(&input)
+        .args(["--out", "out.jsonl", "--failures", "failures.jsonl"])
+        .args(["--summary-json", "summary.json", "-c", "4"]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("stopping: 20 lookups in a row were refused (server answered 401 Unauthorized, saying \"token expired\"; if the API needs a token, set USERFETCH_TOKEN)"),
+        "{text}"
+    );
+    let s = summary(&env.path("summary.json"));
+    assert!(schema("batch-summary.schema.json").is_valid(&s), "{s}");
+    assert_eq!(s["status"], "refused", "{s}");
+    let n = |key: &str| s[key].as_u64().unwrap();
+    assert!((20..100).contains(&n("failed")), "{s}");
+    assert_eq!(n("failed") + n("unfinished") + n("not_read"), 3000, "{s}");
+    // Far fewer than 3,000 ids were sent, each once: 401 is not retried.
+    assert!(n("requests") < 100, "{s}");
+    assert_eq!(n("retries"), 0, "{s}");
+    let failures = std::fs::read_to_string(env.path("failures.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(failures.lines().next().unwrap()).unwrap();
+    assert_eq!(first["error"], "unauthorized", "{first}");
+}
+
 /// The same when the API goes down in the middle of a run: what was answered before does
 /// not keep the run going through every remaining id.
 #[test]

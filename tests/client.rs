@@ -803,7 +803,7 @@ async fn a_401_says_what_became_of_the_token() {
         config.token = token.map(str::to_owned);
         async move {
             let err = fetch(&Client::new(config).unwrap(), "1").await.unwrap_err();
-            assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
+            assert_eq!(err.kind, ErrorKind::Unauthorized, "{err}");
             err.to_string()
         }
     };

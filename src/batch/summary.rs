@@ -92,6 +92,9 @@ pub enum Status {
     /// Stopped because the API could not be reached: many lookups in a row failed at the
     /// connection, each after all its attempts; a rerun continues.
     Unreachable,
+    /// Stopped because the API refused many lookups in a row for their credentials (401,
+    /// 403, or a proxy's 407); a rerun continues once they are fixed.
+    Refused,
     /// The run finished (every id has its outcome, stored), but an output file could not be
     /// put in place (a full disk); a rerun writes it from the store.
     OutputError,
@@ -205,6 +208,7 @@ impl Summary {
             Status::Interrupted => "interrupted",
             Status::InputError => "stopped by an input error",
             Status::Unreachable => "stopped, connections to the API failing,",
+            Status::Refused => "stopped, the API refusing its requests,",
             Status::OutputError => "done, but its output could not be written,",
             Status::Error => "stopped by an error",
             // Not rendered: the error line is all such a run says.

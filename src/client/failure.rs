@@ -293,7 +293,7 @@ pub(super) fn status_failure(
             ..AttemptFailure::transient(ErrorKind::Timeout, format!("server answered {shown}"))
         },
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AttemptFailure::fatal(
-            ErrorKind::Rejected,
+            ErrorKind::Unauthorized,
             match token {
                 Token::Sent => format!("server answered {shown}; check USERFETCH_TOKEN"),
                 Token::NotSet => {

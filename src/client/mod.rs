@@ -485,7 +485,7 @@ impl Client {
         }
         if let Some(proxy) = self.proxy_asking_for_credentials(status, response.url()) {
             return Err(AttemptFailure::fatal(
-                ErrorKind::Rejected,
+                ErrorKind::Unauthorized,
                 format!(
                     "the proxy {proxy} answered {status}: check the user and password in the \
                      proxy variable (http://USER:PASSWORD@HOST:PORT)"

@@ -49,8 +49,8 @@ impl Pipeline<'_> {
             Status::InputError
         } else if fatal.is_some() && received == 0 {
             Status::Error
-        } else if self.gave_up.is_some() {
-            Status::Unreachable
+        } else if let Some((status, _)) = &self.gave_up {
+            *status
         } else if received > 0 {
             Status::Interrupted
         } else {
@@ -64,7 +64,9 @@ impl Pipeline<'_> {
         let (out_report, failures_report, write_error) = match (&fatal, status) {
             // Its records would replace another job's with a part of this one's: kept in the
             // store instead, for the rerun.
-            (_, Status::Interrupted | Status::Unreachable) if self.foreign_out => {
+            (_, Status::Interrupted | Status::Unreachable | Status::Refused)
+                if self.foreign_out =>
+            {
                 let failures = match &self.config.failures {
                     Some(f) => format!(" (and {})", crate::term::path(f)),
                     None => String::new(),
@@ -76,7 +78,8 @@ impl Pipeline<'_> {
                 );
                 (None, None, None)
             }
-            (None, Status::Complete | Status::Unreachable) | (_, Status::Interrupted) => {
+            (None, Status::Complete | Status::Unreachable | Status::Refused)
+            | (_, Status::Interrupted) => {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
                 tracing::debug!("writing the outputs");
                 let writing = self.write_outputs(out, failures);
@@ -154,7 +157,7 @@ impl Pipeline<'_> {
         let reason = error
             .as_ref()
             .map(crate::exit::describe)
-            .or_else(|| self.gave_up.clone());
+            .or_else(|| self.gave_up.as_ref().map(|(_, why)| why.clone()));
         let summary = self.summary(
             status,
             reason,

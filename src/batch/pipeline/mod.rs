@@ -30,12 +30,13 @@ use super::input::{self, Chunk};
 use super::output::{self, AtomicFile};
 use super::progress::Progress;
 use super::streamed::Output;
-use super::summary::{Counts, Histogram};
+use super::summary::{Counts, Histogram, Status};
 use super::{Format, MAX_WARNINGS};
 
-/// Lookups in a row whose every attempt failed at the connection, after which a run stops:
-/// a wrong --api, or an API that went down, would otherwise take every id of a million-line
-/// input through its retries, one connection refused after another. Any other outcome in
+/// Lookups in a row that failed the same way for every id, after which a run stops: at the
+/// connection (a wrong --api, an API that went down), or refused for their credentials (401,
+/// 403: a missing or expired token; a proxy's 407). Otherwise every id of a million-line
+/// input would be taken through its retries, or sent to be refused. Any other outcome in
 /// between (a record, a 404, a 500) starts the count again, so a flaky API is not stopped.
 const UNREACHABLE_STOP: u32 = 20;
 
@@ -100,11 +101,11 @@ pub(super) struct Pipeline<'a> {
     warnings: u64,
     /// Lines with a valid id in the input, when it was counted before the run.
     id_lines: Option<u64>,
-    /// Lookups in a row whose attempts all failed at the connection.
-    unreachable: u32,
-    /// Why the run stopped for that, once it did: an answer landing afterwards resets the
-    /// count, not the reason the run ended.
-    gave_up: Option<String>,
+    /// Lookups in a row that failed with this same kind (connection or unauthorized).
+    streak: (ErrorKind, u32),
+    /// How and why the run stopped for a streak, once it did: an answer landing afterwards
+    /// resets the count, not the reason the run ended.
+    gave_up: Option<(Status, String)>,
     /// `--out` holds a file this job did not write (another `--api`'s output, or one made by
     /// hand): replaced only by a run that finishes.
     foreign_out: bool,
@@ -132,7 +133,7 @@ impl<'a> Pipeline<'a> {
             latencies: Histogram::default(),
             retries: 0,
             warnings: 0,
-            unreachable: 0,
+            streak: (ErrorKind::Connection, 0),
             gave_up: None,
             foreign_out: false,
         }
@@ -144,19 +145,36 @@ impl<'a> Pipeline<'a> {
         self
     }
 
-    /// Counts a lookup's end towards "the API cannot be reached": true when this one makes
-    /// [`UNREACHABLE_STOP`] lookups in a row that failed at the connection.
-    fn gives_up_on_reaching(&mut self, settled: &Settled) -> bool {
-        match settled {
-            Settled::Failed { kind, .. } if *kind == ErrorKind::Connection.as_str() => {
-                self.unreachable += 1;
-                self.unreachable == UNREACHABLE_STOP
-            }
-            _ => {
-                self.unreachable = 0;
-                false
-            }
-        }
+    /// Counts a lookup's end towards a streak of failures every id would meet: when this
+    /// one makes [`UNREACHABLE_STOP`] in a row, the status to stop with and why.
+    fn gives_up(&mut self, settled: &Settled) -> Option<(Status, String)> {
+        let Settled::Failed { kind, message, .. } = settled else {
+            self.streak.1 = 0;
+            return None;
+        };
+        let Some(kind) = [ErrorKind::Connection, ErrorKind::Unauthorized]
+            .into_iter()
+            .find(|k| k.as_str() == *kind)
+        else {
+            self.streak.1 = 0;
+            return None;
+        };
+        self.streak = match self.streak {
+            (was, n) if was == kind => (kind, n + 1),
+            _ => (kind, 1),
+        };
+        (self.streak.1 == UNREACHABLE_STOP).then(|| match kind {
+            ErrorKind::Unauthorized => (
+                Status::Refused,
+                format!("{UNREACHABLE_STOP} lookups in a row were refused ({message})"),
+            ),
+            _ => (
+                Status::Unreachable,
+                format!(
+                    "{UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message})"
+                ),
+            ),
+        })
     }
 
     /// `started`: when the command began, before it read the input's length, asked the API
@@ -417,19 +435,17 @@ impl<'a> Pipeline<'a> {
                 latency,
                 retries,
             }) => {
-                if self.gives_up_on_reaching(&settled) && *stop == Stop::Running {
-                    let why = match &settled {
-                        Settled::Failed { message, .. } => format!(
-                            "{UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message})"
-                        ),
-                        _ => {
-                            format!("{UNREACHABLE_STOP} lookups in a row failed at the connection")
-                        }
+                if let Some((status, why)) = self.gives_up(&settled)
+                    && *stop == Stop::Running
+                {
+                    let until = match status {
+                        Status::Refused => "the API takes the credentials",
+                        _ => "connections to the API hold",
                     };
                     self.progress.warn(&format!(
-                        "userfetch: stopping: {why}; the ids not done are left for a rerun once connections to the API hold"
+                        "userfetch: stopping: {why}; the ids not done are left for a rerun once {until}"
                     ));
-                    self.gave_up = Some(why);
+                    self.gave_up = Some((status, why));
                     *stop = Stop::Aborting;
                     cancel.cancel();
                 }
