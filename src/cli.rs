@@ -315,6 +315,14 @@ fn shown(command: clap::Command) -> clap::Command {
         }
         _ => arg,
     });
+    // `get -V` said "userfetch-get 0.1.0": the version is the program's.
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let command = names.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |c| c.display_name("userfetch"))
+    });
     command
         .mut_subcommand("completions", |c| c.args(for_completions))
         .mut_subcommand("serve", |serve| serve.args(hidden))

@@ -108,6 +108,15 @@ pub async fn run(
             }
             Ok(found) => {
                 any_found = true;
+                // What -v promises ("info"): where each record came from, and how fast.
+                match found.source {
+                    crate::engine::Source::Cache => tracing::info!("user {id}: from the cache"),
+                    crate::engine::Source::Api => tracing::info!(
+                        "user {id}: from the API in {} ms ({})",
+                        found.latency.as_millis(),
+                        crate::console::count(found.attempts, "attempt", "attempts")
+                    ),
+                }
                 // Indented through a parsed value, which keeps one value per key.
                 if args.pretty
                     && let Some(key) = crate::duplicate_keys::first(found.record.as_json())

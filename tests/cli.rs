@@ -464,8 +464,25 @@ fn one_v_logs_each_retry() {
         ])
         .assert()
         .success()
-        .stderr(predicate::str::contains("retrying").and(predicate::str::contains("id=42")));
+        .stderr(
+            predicate::str::contains("retrying")
+                .and(predicate::str::contains("id=42"))
+                // And where each record came from (-v printed nothing for get without retries).
+                .and(predicate::str::contains("user 42: from the API in "))
+                .and(predicate::str::contains(" ms (2 attempts)")),
+        );
     assert_eq!(api.stats().user_requests, 2);
+    userfetch(&dir)
+        .args([
+            "-v",
+            "get",
+            "42",
+            "--api",
+            &api.template("fault=503&fault_times=1"),
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("user 42: from the cache"));
 }
 
 #[test]
@@ -1738,6 +1755,14 @@ fn help_explains_every_option_with_its_default() {
         "written as 500ms, 10s or 1m (every DURATION is)",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in: {help}");
+    }
+    // The program's version, asked of a subcommand too (it said "userfetch-get 0.1.0").
+    for asked in [&["-V"][..], &["get", "-V"], &["batch", "--version"]] {
+        assert_eq!(
+            self::help(asked),
+            format!("userfetch {}", env!("CARGO_PKG_VERSION")),
+            "{asked:?}"
+        );
     }
     let top = self::help(&["--help"]);
     assert!(

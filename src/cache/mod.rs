@@ -43,7 +43,7 @@ pub enum CacheError {
         source: std::io::Error,
     },
     #[error(
-        "the cache file {} is not a usable SQLite database ({source}); move it aside, or use --cache PATH for another file",
+        "the cache file {} is not a usable SQLite database ({source}); if it is a damaged userfetch cache, move it aside (a new one is made); if not, --cache PATH names another file",
         crate::term::path(path)
     )]
     Corrupt {
