@@ -30,7 +30,7 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
         Environment: USERFETCH_TOKEN is sent as 'Authorization: Bearer' to the API's own host; it is never printed or logged."
 )]
 pub struct Cli {
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Options for every command")]
     pub global: GlobalOpts,
 
     #[command(subcommand)]

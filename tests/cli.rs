@@ -1756,6 +1756,14 @@ fn help_explains_every_option_with_its_default() {
     ] {
         assert!(help.contains(expected), "missing {expected:?} in: {help}");
     }
+    // A command's own options come first, under their own heading: batch's were lost among
+    // the dozen shared ones.
+    let own = help.find("--concurrency <N>").unwrap();
+    let shared = help.find("Options for every command:").unwrap();
+    assert!(
+        own < shared && shared < help.find("--timeout <DURATION>").unwrap(),
+        "{help}"
+    );
     // The program's version, asked of a subcommand too (it said "userfetch-get 0.1.0").
     for asked in [&["-V"][..], &["get", "-V"], &["batch", "--version"]] {
         assert_eq!(
