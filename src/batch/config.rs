@@ -86,7 +86,7 @@ impl Config {
         }
         if args.out.as_os_str() == "-" {
             return Err(usage(
-                "--out must be a file: it is rebuilt from the store when the run ends, which a pipe cannot be",
+                "--out must be a file: it is rebuilt from the store when the run ends, which a pipe cannot be; to read the records on stdout, name a file and cat it (--out users.jsonl && cat users.jsonl), or use get for a few ids",
             ));
         }
         // Read as a path, '-' would make a file named '-' where stdout was meant.

@@ -264,7 +264,7 @@ impl Summary {
         ));
         if c.duplicates > 0 || c.invalid_lines > 0 {
             text.push_str(&format!(
-                "; {} and {} skipped",
+                "; {} and {} left out (not counted among the ids)",
                 count(c.duplicates, "duplicate id", "duplicate ids"),
                 count(c.invalid_lines, "invalid line", "invalid lines")
             ));
@@ -397,7 +397,7 @@ mod tests {
             ": 1 id: 1 found",
             "1 id/s; 1 request, 1 retry",
             "throttled 1 time (1 answer was 429 or 503)",
-            "1 duplicate id and 1 invalid line skipped",
+            "1 duplicate id and 1 invalid line left out (not counted among the ids)",
             "1 found record in out.jsonl",
             "1 not-found or failed id in f.jsonl",
         ];
@@ -405,7 +405,7 @@ mod tests {
             ": 2 ids: 2 found",
             "2 ids/s; 2 requests, 2 retries",
             "throttled 2 times (2 answers were 429 or 503)",
-            "2 duplicate ids and 2 invalid lines skipped",
+            "2 duplicate ids and 2 invalid lines left out (not counted among the ids)",
             "2 found records in out.jsonl",
             "2 not-found and failed ids in f.jsonl",
         ];
