@@ -229,7 +229,7 @@ fn without_a_failures_file_the_first_failed_ids_are_named() {
     for id in 1..=5 {
         assert!(
             text.contains(&format!(
-                "userfetch: user {id}: server answered 500 Internal Server Error, saying \"injected fault\" after 2 attempts\n"
+                "userfetch: user {id}: server answered 500 Internal Server Error, saying \"injected fault\"; gave up after 2 attempts\n"
             )),
             "{text}"
         );

@@ -376,7 +376,7 @@ fn a_proxy_asking_for_credentials_is_named() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    // Said once, with no attempts after the first ("after 4 attempts" otherwise).
+    // Said once, with no attempts after the first ("; gave up after 4 attempts" otherwise).
     assert_eq!(
         stderr,
         format!(
@@ -501,7 +501,7 @@ fn server_errors_name_the_status_and_attempts() {
         .assert()
         .code(1)
         .stdout("")
-        .stderr("userfetch: user 42: server answered 503 Service Unavailable, saying \"injected fault\" after 3 attempts\n");
+        .stderr("userfetch: user 42: server answered 503 Service Unavailable, saying \"injected fault\"; gave up after 3 attempts\n");
     assert_eq!(api.stats().user_requests, 3);
 }
 
@@ -627,7 +627,7 @@ fn options_fall_back_to_environment_variables() {
         .args(["get", "8"])
         .assert()
         .code(1)
-        .stderr("userfetch: user 8: server answered 500 Internal Server Error, saying \"injected fault\" after 2 attempts\n");
+        .stderr("userfetch: user 8: server answered 500 Internal Server Error, saying \"injected fault\"; gave up after 2 attempts\n");
     // On/off options read the usual spellings: 1 is on, empty is off.
     let cache = dir.path().join("cache.sqlite3");
     for (value, used) in [("1", false), ("yes", false), ("", true), ("0", true)] {

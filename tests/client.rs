@@ -95,7 +95,7 @@ async fn messages_say_what_happened_and_how_often() {
     let err = fetch(&api.client("fault=503", 3), "1").await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "server answered 503 Service Unavailable, saying \"injected fault\" after 4 attempts"
+        "server answered 503 Service Unavailable, saying \"injected fault\"; gave up after 4 attempts"
     );
     // What the API's error says is worth more than its status line.
     let err = fetch(&api.client("fault=bogus", 0), "1").await.unwrap_err();

@@ -88,14 +88,14 @@ impl fmt::Display for FetchError {
     }
 }
 
-/// " after 3 attempts" when a lookup was tried more than once, nothing otherwise: how every
+/// "; gave up after 3 attempts" when a lookup was tried more than once, nothing otherwise: how every
 /// failure message ends, whether it comes from a lookup or from the store.
 pub struct AfterAttempts(pub u32);
 
 impl fmt::Display for AfterAttempts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0 > 1 {
-            write!(f, " after {} attempts", self.0)?;
+            write!(f, "; gave up after {} attempts", self.0)?;
         }
         Ok(())
     }
@@ -116,7 +116,7 @@ mod tests {
         );
         assert_eq!(
             many.to_string(),
-            "server answered 503 Service Unavailable after 4 attempts"
+            "server answered 503 Service Unavailable; gave up after 4 attempts"
         );
     }
 }

@@ -372,7 +372,7 @@ impl Client {
                 policy.delay(attempt, failure.retry_after, fastrand::f64())
             };
             if !policy.in_time(started.ran(), delay) {
-                // Reads on with the attempt count: "…: server answered 429 after 2 attempts".
+                // Reads on with the attempt count: "…: server answered 429; gave up after 2 attempts".
                 let why = format!(
                     "retries stopped at --retry-max-time ({}): {}",
                     humantime::format_duration(policy.max_time),
@@ -559,7 +559,7 @@ impl Client {
                 h2::H2Error::Send(e) => AttemptFailure::transient(
                     ErrorKind::Connection,
                     // The hint inside the brackets, so the attempt count that follows
-                    // ("… after 4 attempts") does not read as part of it.
+                    // ("…; gave up after 4 attempts") does not read as part of it.
                     format!(
                         "the connection to {host} failed before an answer came ({}{})",
                         innermost(&e),

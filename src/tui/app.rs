@@ -1728,7 +1728,7 @@ mod tests {
         let Status::Failed { message, .. } = &app.rows[1].status else {
             panic!()
         };
-        assert_eq!(message, "no answer\u{fffd}31m after 4 attempts");
+        assert_eq!(message, "no answer\u{fffd}31m; gave up after 4 attempts");
         assert_eq!((app.stats.not_found, app.stats.errors), (1, 1));
         assert!(!app.animating());
     }
