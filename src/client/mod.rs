@@ -380,7 +380,7 @@ impl Client {
                 );
                 return Err(FetchError::new(error.kind, attempt, why));
             }
-            tracing::info!(%id, attempt, ?delay, %error, "retrying");
+            tracing::info!(%id, attempt, delay = %format!("{:.0?}", delay), %error, "retrying");
             on_retry(&RetryNotice {
                 failed_attempt: attempt,
                 max_attempts,

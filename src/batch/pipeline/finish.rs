@@ -130,7 +130,7 @@ impl Pipeline<'_> {
             ));
         }
         tracing::info!(
-            "starting and looking up took {:?}, writing the output {:?}",
+            "starting and looking up took {:.1?}, writing the output {:.1?}",
             lookups_took,
             started.elapsed() - lookups_took
         );
