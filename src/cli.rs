@@ -478,6 +478,9 @@ pub enum Command {
     )]
     Batch(BatchArgs),
     /// Print shell completions.
+    #[command(
+        after_help = "Install, for example: bash: userfetch completions bash > ~/.local/share/bash-completion/completions/userfetch; zsh: userfetch completions zsh > ~/.zfunc/_userfetch (with ~/.zfunc on $fpath, before compinit); fish: userfetch completions fish > ~/.config/fish/completions/userfetch.fish. Then start a new shell."
+    )]
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,

@@ -1764,6 +1764,11 @@ fn help_explains_every_option_with_its_default() {
         own < shared && shared < help.find("--timeout <DURATION>").unwrap(),
         "{help}"
     );
+    assert!(
+        self::help(&["completions", "--help"])
+            .contains("bash: userfetch completions bash > ~/.local/share/bash-completion/completions/userfetch"),
+        "completions --help says how to install them"
+    );
     // The program's version, asked of a subcommand too (it said "userfetch-get 0.1.0").
     for asked in [&["-V"][..], &["get", "-V"], &["batch", "--version"]] {
         assert_eq!(
