@@ -183,7 +183,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     say!("{}", handle.url_template())?;
     let users = match args.users {
         0 => "no users (every id answers 404)".to_owned(),
-        n => format!("users 1..={n}"),
+        n => format!("users 1 to {n}"),
     };
     note!("{}", serving(&users, &handle.base_url(), args.bind));
     signals.recv().await;
@@ -215,12 +215,12 @@ mod tests {
     fn serve_says_where_it_listens_in_one_bracket() {
         let url = "http://127.0.0.1:8080";
         assert_eq!(
-            serving("users 1..=5", url, "127.0.0.1".parse().unwrap()),
-            "userfetch: demo API serving users 1..=5 at http://127.0.0.1:8080 (Ctrl-C stops it)"
+            serving("users 1 to 5", url, "127.0.0.1".parse().unwrap()),
+            "userfetch: demo API serving users 1 to 5 at http://127.0.0.1:8080 (Ctrl-C stops it)"
         );
         assert_eq!(
-            serving("users 1..=5", url, "0.0.0.0".parse().unwrap()),
-            "userfetch: demo API serving users 1..=5 at http://127.0.0.1:8080 and on every IPv4 \
+            serving("users 1 to 5", url, "0.0.0.0".parse().unwrap()),
+            "userfetch: demo API serving users 1 to 5 at http://127.0.0.1:8080 and on every IPv4 \
              address of this machine (bound to 0.0.0.0; Ctrl-C stops it)"
         );
     }

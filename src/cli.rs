@@ -553,7 +553,8 @@ pub struct BatchArgs {
     #[arg(long, value_name = "FILE")]
     pub failures: Option<PathBuf>,
 
-    /// Lookups in flight at once (the adaptive throttle may use fewer) [default: 64].
+    /// Lookups in flight at once (fewer for a while when the API answers 429 or 503)
+    /// [default: 64].
     #[arg(long, short = 'c', value_name = "N")]
     pub concurrency: Option<String>,
 
@@ -593,7 +594,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080, value_parser = whole(0u16, u16::MAX), allow_negative_numbers = true)]
     pub port: u16,
 
-    /// Users 1..=N exist; other ids answer 404.
+    /// Users 1 to N exist; other ids answer 404.
     #[arg(long, default_value_t = 10_000, value_parser = whole_u64, allow_negative_numbers = true, value_name = "N")]
     pub users: u64,
 
@@ -713,8 +714,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// One JSON object per line, as the API sent it (a body sent over several lines is
-    /// compacted; DEL and C1 controls, bidi controls and line and paragraph separators in
-    /// strings are written as \uXXXX escapes).
+    /// compacted, and characters that could drive a terminal are written as \uXXXX escapes:
+    /// the same JSON, safe to print).
     Jsonl,
     /// One row per record; nested fields become dotted columns (`address.city`).
     Csv,
