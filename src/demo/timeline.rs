@@ -106,7 +106,14 @@ impl Run {
             .map(|k| k.handled.unwrap_or(self.total).saturating_sub(k.pressed));
         let worst_key_delay = delays.clone().max().unwrap_or_default();
         let keys_late = delays.filter(|&d| d > LATE_KEY).count();
-        let ticks_expected = ratio(self.total, self.tick_interval);
+        // Ticks fall due at 0, one interval, two, … while the run lasts: at a total of 1251
+        // ms that is 13 (the one at 0 included), where flooring the ratio counted 12 and a
+        // run whose late tick ran after a freeze came out one missed tick short.
+        let ticks_expected = if self.tick_interval.is_zero() {
+            0
+        } else {
+            (self.total.as_secs_f64() / self.tick_interval.as_secs_f64()).ceil() as usize
+        };
         Measures {
             total: self.total,
             // Over the same time as the frames expected: counting the idle frames before
@@ -702,6 +709,22 @@ mod tests {
             narrow.contains("longest UI freeze\n  sync 1000 ms · async "),
             "{narrow}"
         );
+    }
+
+    /// A freeze from 400 to 651 ms in a run of 1251 ms: the ticks due at 400, 500 and 600
+    /// fell in it, one ran late at 652, so two were missed (13 due, 11 ran).
+    #[test]
+    fn ticks_due_count_the_one_at_the_start_and_one_run_late_is_no_miss() {
+        let mut run = recorded().remove(0);
+        run.total = ms(1251);
+        run.ticks = [0, 100, 200, 300, 652, 700, 800, 900, 1000, 1100, 1200]
+            .into_iter()
+            .map(ms)
+            .collect();
+        let m = run.measures();
+        assert_eq!((m.ticks_run, m.ticks_missed), (11, 2));
+        run.ticks = (0..13).map(|i| ms(i * 100)).collect();
+        assert_eq!(run.measures().ticks_missed, 0);
     }
 
     #[test]
