@@ -234,8 +234,10 @@ fn the_command_writes_svg_html_and_json() {
 fn a_signal_ends_the_demo_at_once() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    // (signal, how long into the run): the sync lookup (2 s) is pending from 0.4 s on.
-    for (signal, after) in [("-INT", 1000), ("-TERM", 3500)] {
+    // (signal, how long into the run): the sync lookup (2 s) is pending from 0.4 s on; at
+    // 9 s the second scenario's sync run waits out its ten lookups one after another (from
+    // ~5 s on), where a signal ended only the lookup it came in and the rest were waited out.
+    for (signal, after) in [("-INT", 1000), ("-TERM", 3500), ("-INT", 9000)] {
         let mut child = std::process::Command::cargo_bin("userfetch")
             .unwrap()
             .current_dir(dir.path())

@@ -208,7 +208,9 @@ async fn session_run(
     let input = scripted(start, script.clone(), keys.clone());
     let ended = run::run(&mut terminal, input, &mut app, ctx, Some(&mut log)).await;
     stop.cancel();
-    ended?;
+    if ended? == run::Exit::Interrupted {
+        return Err(Stopped.into());
+    }
     let total = start.elapsed();
 
     if let Some(why) = no_user(&app, mode) {
@@ -251,6 +253,11 @@ async fn session_run(
         lookups,
     })
 }
+
+/// A run ended by Ctrl-C, SIGTERM or SIGHUP: the demo stops (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("demo interrupted")]
+struct Stopped;
 
 /// Lookups still waiting when the script ended (a busy machine: the script gives the
 /// lookups their latency and about half a second more), said because the figures leave them out and would
@@ -309,27 +316,47 @@ fn threads_used(mode: Mode) -> usize {
 
 /// The keyboard: each key is handed over at its time, or as soon as the loop asks for input
 /// again if it was busy then. The moment the loop takes a key is the moment it is handled.
+/// The scripted keys, at their times, and Ctrl-C when a signal comes (as the screen reads
+/// one). The loop reads its input before it starts the next sync lookup: a signal that ended
+/// one sync lookup now ends the run, where the demo's own watch, outside the loop, was not
+/// polled again until every queued lookup had been waited out (minutes, with --lookups 1000).
 fn scripted(
     start: Instant,
     script: Script,
     handled: Rc<RefCell<Vec<Key>>>,
 ) -> impl Stream<Item = io::Result<Event>> + Unpin {
     let queue: VecDeque<_> = script.keys.into();
-    Box::pin(futures::stream::unfold(queue, move |mut queue| {
-        let handled = handled.clone();
-        async move {
-            let Some((at, key)) = queue.pop_front() else {
-                tokio::time::sleep_until((start + script.end).into()).await;
-                return None;
-            };
-            tokio::time::sleep_until((start + at).into()).await;
-            handled.borrow_mut().push(Key {
-                pressed: at,
-                handled: Some(start.elapsed()),
-            });
-            Some((Ok(Event::Key(key)), queue))
-        }
-    }))
+    let signals = crate::signals::Signals::watch().ok();
+    Box::pin(futures::stream::unfold(
+        (queue, signals),
+        move |(mut queue, mut signals)| {
+            let handled = handled.clone();
+            async move {
+                let signalled = async {
+                    match signals.as_mut() {
+                        Some(signals) => signals.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let next = queue.pop_front();
+                let due = next.as_ref().map_or(script.end, |(at, _)| *at);
+                tokio::select! {
+                    biased;
+                    _ = signalled => {
+                        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+                        return Some((Ok(Event::Key(ctrl_c)), (queue, signals)));
+                    }
+                    () = tokio::time::sleep_until((start + due).into()) => {}
+                }
+                let (at, key) = next?;
+                handled.borrow_mut().push(Key {
+                    pressed: at,
+                    handled: Some(start.elapsed()),
+                });
+                Some((Ok(Event::Key(key)), (queue, signals)))
+            }
+        },
+    ))
 }
 
 /// Background work beside the interface: a 10 Hz tick that runs only when the thread is free.
@@ -400,7 +427,13 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
             note!("userfetch: demo interrupted");
             return Ok(ExitCode::Interrupted);
         }
-        report = measure(opts, args.latency, args.lookups.into()) => report?,
+        report = measure(opts, args.latency, args.lookups.into()) => match report {
+            Err(e) if e.is::<Stopped>() => {
+                note!("userfetch: demo interrupted");
+                return Ok(ExitCode::Interrupted);
+            }
+            report => report?,
+        },
     };
     let title = format!(
         "userfetch demo: one lookup of {} while typing, then {}",
