@@ -374,6 +374,19 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
     let failures = std::fs::read_to_string(env.path("failures.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(failures.lines().next().unwrap()).unwrap();
     assert_eq!(first["error"], "unauthorized", "{first}");
+    // Twenty ids, all refused: the streak ends with the input, which leaves nothing for a
+    // rerun; the run is complete (with its failures), not stopped.
+    let twenty = env.write("twenty.txt", ids_file(1..=20));
+    let out = run(env
+        .with_api(&api, &["--http1"])
+        .arg("batch")
+        .arg(&twenty)
+        .args(["--out", "twenty.jsonl", "--summary-json", "twenty.json"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = summary(&env.path("twenty.json"));
+    assert_eq!(s["status"], "complete", "{s}");
+    assert_eq!(s["failed"], 20, "{s}");
+    assert_eq!(s["reason"], serde_json::Value::Null, "{s}");
 }
 
 /// The same when the API goes down in the middle of a run: what was answered before does

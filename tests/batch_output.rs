@@ -819,6 +819,20 @@ fn the_summary_says_when_no_id_was_found_and_when_no_api_was_named() {
         stderr(&out)
     );
 
+    // A web page at the template's URL (a wrong path, a login page) answers 200 with HTML.
+    let page = answering("200 OK", |_| "<html><body>Sign in</body></html>".to_owned());
+    let out = env
+        .with_api(&page, &["--http1"])
+        .args(["batch", ids.to_str().unwrap(), "--out", "page.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\n  not one answer was a JSON record: is the --api template the API's, and not a web page's?"),
+        "{}",
+        stderr(&out)
+    );
+
     let mut embedded = std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("USERFETCH_") {

@@ -42,6 +42,13 @@ impl Pipeline<'_> {
             reader_died,
             mut received,
         } = ended;
+        // A streak that ended the run with its last ids (20 ids, all refused) left nothing
+        // for a rerun: the run is complete, not stopped.
+        let left_nothing = self.counts.unfinished == 0
+            && self
+                .id_lines
+                .is_some_and(|lines| lines == self.counts.ids + self.counts.duplicates);
+        let gave_up = self.gave_up.clone().filter(|_| !left_nothing);
         // An error after a stop was asked for (the last outcomes refused by a cache locked
         // by another process) is said, but the run was interrupted, as with an output that
         // cannot be written then: exit 130.
@@ -49,7 +56,7 @@ impl Pipeline<'_> {
             Status::InputError
         } else if fatal.is_some() && received == 0 {
             Status::Error
-        } else if let Some((status, _)) = &self.gave_up {
+        } else if let Some((status, _)) = &gave_up {
             *status
         } else if received > 0 {
             Status::Interrupted
@@ -157,7 +164,7 @@ impl Pipeline<'_> {
         let reason = error
             .as_ref()
             .map(crate::exit::describe)
-            .or_else(|| self.gave_up.as_ref().map(|(_, why)| why.clone()));
+            .or_else(|| gave_up.map(|(_, why)| why));
         let summary = self.summary(
             status,
             reason,
@@ -226,6 +233,12 @@ impl Pipeline<'_> {
         if c.not_found >= 2 && c.found + c.cached + c.failed == 0 {
             // The template is not quoted: its query may hold a key.
             text.push_str("\n  not one id was found: is the path in the --api template the API's?");
+        }
+        // A web page (a wrong path, a login page) answers 200 with HTML to every id.
+        if c.failed >= 2 && self.bad_bodies == c.failed && c.found + c.cached + c.not_found == 0 {
+            text.push_str(
+                "\n  not one answer was a JSON record: is the --api template the API's, and not a web page's?",
+            );
         }
         text
     }

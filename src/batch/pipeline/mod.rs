@@ -103,6 +103,8 @@ pub(super) struct Pipeline<'a> {
     id_lines: Option<u64>,
     /// Lookups in a row that failed with this same kind (connection or unauthorized).
     streak: (ErrorKind, u32),
+    /// Lookups that failed because the answer was no JSON record (`bad_body`).
+    bad_bodies: u64,
     /// How and why the run stopped for a streak, once it did: an answer landing afterwards
     /// resets the count, not the reason the run ended.
     gave_up: Option<(Status, String)>,
@@ -134,6 +136,7 @@ impl<'a> Pipeline<'a> {
             retries: 0,
             warnings: 0,
             streak: (ErrorKind::Connection, 0),
+            bad_bodies: 0,
             gave_up: None,
             foreign_out: false,
         }
@@ -435,6 +438,10 @@ impl<'a> Pipeline<'a> {
                 latency,
                 retries,
             }) => {
+                if matches!(&settled, Settled::Failed { kind, .. } if *kind == ErrorKind::BadBody.as_str())
+                {
+                    self.bad_bodies += 1;
+                }
                 if let Some((status, why)) = self.gives_up(&settled)
                     && *stop == Stop::Running
                 {
