@@ -36,3 +36,4 @@ pub mod signals;
 pub mod stopped;
 pub mod term;
 pub mod tui;
+pub mod values;

@@ -46,7 +46,7 @@ impl Config {
             // Turned on in the environment, it is not on the command line to look at. A
             // variable that is off (or unread, when bad and the flag was typed) is no cause.
             let from_variable = std::env::var("USERFETCH_NO_CACHE")
-                .is_ok_and(|value| crate::cli::parse_switch(&value) == Ok(true));
+                .is_ok_and(|value| crate::values::parse_switch(&value) == Ok(true));
             let from = if from_variable {
                 " (USERFETCH_NO_CACHE is set)"
             } else {

@@ -146,7 +146,8 @@ impl RequestParams {
             // As the command line reads them, so at most 100 years: a request's
             // `latency=18446744073709551615s` would otherwise overflow the server's own
             // arithmetic on it (the delay plus the jitter, now plus a Retry-After).
-            let duration = || crate::cli::parse_duration(&value).map_err(|e| format!("{key}: {e}"));
+            let duration =
+                || crate::values::parse_duration(&value).map_err(|e| format!("{key}: {e}"));
             match &*key {
                 "fault" => p.fault = Some(value.parse()?),
                 "fault_rate" => {

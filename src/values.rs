@@ -1,0 +1,100 @@
+//! How option values are written and read: durations, sizes, whole numbers, on/off
+//! switches and addresses, each refused in words that say what is wanted. Shared by the
+//! command line and the demo API's query parameters, which read durations the same way.
+
+use std::time::Duration;
+
+/// The longest duration accepted: beyond any real use, and far enough inside the clock's
+/// range that "now + this" cannot overflow (`500000000000y` used to panic there). In
+/// humantime's years of 365.25 days, so that `100y` itself is accepted.
+const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// `500ms`, `2s`, `1m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m ({e})"))?;
+    if duration > LONGEST {
+        return Err(format!("'{text}' is longer than the 100 years accepted"));
+    }
+    Ok(duration)
+}
+
+/// A time limit: as [`parse_duration`], but above zero, which would fail every attempt
+/// before it began.
+pub fn parse_limit(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!(
+            "'{text}' would fail every attempt at once; give a limit above zero"
+        )),
+        limit => Ok(limit),
+    }
+}
+
+/// A whole number within `low..=high`. clap's integer parsers answer `--users x` in the
+/// standard library's words ("invalid digit found in string") and `--retries -1` with a tip
+/// about `--`; this says what is wanted, in the words batch uses for `--concurrency`.
+pub fn whole<T>(
+    low: T,
+    high: T,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display + Send + Sync + 'static,
+{
+    move |text| {
+        text.trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| (low..=high).contains(n))
+            .ok_or_else(|| format!("must be a whole number from {low} to {high}"))
+    }
+}
+
+/// An address to listen on: an IP address, or `localhost` for the loopback one (the
+/// standard parser's "invalid IP address syntax" left a user who typed it to guess).
+pub fn parse_bind(text: &str) -> Result<std::net::IpAddr, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("localhost") {
+        return Ok(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    text.parse().map_err(|_| {
+        "is no IP address: 127.0.0.1 (or localhost) for this machine only, 0.0.0.0 for every \
+         address"
+            .to_owned()
+    })
+}
+
+/// Any whole number `u64` holds; said without its 20-digit maximum.
+pub fn whole_u64(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "must be a whole number from 0 to 2^64 - 1".to_owned())
+}
+
+/// An on/off variable such as `USERFETCH_HTTP2`: `1`, `true`, `yes`, `on` or `0`, `false`,
+/// `no`, `off` (any case), and empty for off, as an unset variable. clap's
+/// `FalseyValueParser` reads every other word as on, so a typo (`USERFETCH_HTTP2=ture`) or a
+/// `maybe` switched the option on silently; its `BoolishValueParser` takes the same words but
+/// neither surrounding spaces nor an empty value (batch checks the variable with this too),
+/// and its refusal does not list them.
+pub fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        _ => Err(format!(
+            "'{text}' is neither on (1, true, yes, on, y, t) nor off (0, false, no, off, n, f, empty)"
+        )),
+    }
+}
+
+/// `1048576`, `512KiB`, `2MB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bytes = text
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("'{text}' is not a size like 512KiB or 2MB"))?;
+    // No body fits in nothing: every lookup would fail.
+    if bytes == 0 {
+        return Err(format!("'{text}' leaves no room for any body"));
+    }
+    Ok(bytes)
+}
