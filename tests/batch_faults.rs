@@ -374,6 +374,20 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
     let failures = std::fs::read_to_string(env.path("failures.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(failures.lines().next().unwrap()).unwrap();
     assert_eq!(first["error"], "unauthorized", "{first}");
+    // A 403 is often about one private user: it does not count towards the stop.
+    let forbidden = answering("403 Forbidden", |_| String::new());
+    let out = run(env
+        .with_api(&forbidden, &["--http1"])
+        .arg("batch")
+        .arg(env.write("fifty.txt", ids_file(1..=50)))
+        .args(["--out", "fifty.jsonl", "--summary-json", "fifty.json"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = summary(&env.path("fifty.json"));
+    assert_eq!(
+        (s["status"].as_str(), s["failed"].as_u64()),
+        (Some("complete"), Some(50)),
+        "{s}"
+    );
     // Twenty ids, all refused: the streak ends with the input, which leaves nothing for a
     // rerun; the run is complete (with its failures), not stopped.
     let twenty = env.write("twenty.txt", ids_file(1..=20));

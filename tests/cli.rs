@@ -445,6 +445,12 @@ fn not_found_exits_1_with_one_line() {
              userfetch: user 2: not found (the API answered 404)\n\
              userfetch: not one id was found: is the path in the --api template the API's?\n",
         );
+    // One id given twice is one id: nothing to say of the template.
+    userfetch(&dir)
+        .args(["--api", &wrong_path, "get", "1", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not one id was found").not());
 }
 
 /// `-v` is where a user looks first for why a lookup was slow: each retry is there.

@@ -22,11 +22,11 @@ pub enum ErrorKind {
     BadBody,
     /// The body is larger than `--max-body`.
     TooLarge,
-    /// The API refused the request's credentials (401, 403), or a proxy asked for its own
-    /// (407). Never retried; it holds for every id, so batch stops after a run of them.
+    /// The API refused the request's credentials (401), or a proxy asked for its own (407).
+    /// Never retried; it holds for every id, so batch stops after a run of them.
     Unauthorized,
-    /// Another 4xx/3xx answer (400, 410, too many redirects …). Never retried: asking again
-    /// won't change the answer.
+    /// Another 4xx/3xx answer (400, 403, 410, too many redirects …). Never retried: asking
+    /// again won't change the answer.
     Rejected,
     /// The lookup was cancelled before it finished.
     Cancelled,

@@ -292,8 +292,15 @@ pub(super) fn status_failure(
             retry_after,
             ..AttemptFailure::transient(ErrorKind::Timeout, format!("server answered {shown}"))
         },
+        // 401 is about the credentials, whoever is asked for; 403 often about one record (a
+        // private user), so only 401 is `unauthorized`, which stops a batch after a streak:
+        // a rerun would meet its private users in a row and never finish.
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => AttemptFailure::fatal(
-            ErrorKind::Unauthorized,
+            if status == StatusCode::UNAUTHORIZED {
+                ErrorKind::Unauthorized
+            } else {
+                ErrorKind::Rejected
+            },
             match token {
                 Token::Sent => format!("server answered {shown}; check USERFETCH_TOKEN"),
                 Token::NotSet => {

@@ -380,7 +380,7 @@ impl Client {
                 );
                 return Err(FetchError::new(error.kind, attempt, why));
             }
-            tracing::info!(%id, attempt, delay = %format!("{:.0?}", delay), %error, "retrying");
+            tracing::info!(%id, attempt, delay = %format!("{:.1?}", delay), %error, "retrying");
             on_retry(&RetryNotice {
                 failed_attempt: attempt,
                 max_attempts,
@@ -703,8 +703,15 @@ impl Client {
         if e.is_connect() {
             let cause = root_cause(e);
             let (hint, retryable) = connect_hint(&cause, self.roots);
+            // A proxy refusing the tunnel (CONNECT, for an https:// API) for want of
+            // credentials refuses every id, as its 407 to an http:// request does.
+            let kind = if cause.contains("proxy authorization required") {
+                ErrorKind::Unauthorized
+            } else {
+                ErrorKind::Connection
+            };
             let failure = AttemptFailure::fatal(
-                ErrorKind::Connection,
+                kind,
                 format!("cannot connect to {host} ({}){hint}", in_words(&cause)),
             );
             return AttemptFailure {

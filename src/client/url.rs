@@ -66,12 +66,13 @@ impl UrlTemplate {
         const MARKER: &str = "userfetch-id-marker";
         // Without `scheme://`, the URL crate reads `127.0.0.1:8080/…` as relative and
         // `localhost:8080/…` as the scheme `localhost`: both are a host written bare.
+        // A host: a name with a dot or a port, an IPv6 address, or localhost (`users/{id}`
+        // is a relative path, not a host).
         let written_bare = !template.contains("://") && {
             let host = template.split('/').next().unwrap_or_default();
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            host.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                && (host.contains(['.', ':', '[']) || host.eq_ignore_ascii_case("localhost"))
         };
         let probe = Url::parse(&format!("{prefix}{MARKER}{suffix}")).map_err(|e| {
             if written_bare {
@@ -240,12 +241,23 @@ mod tests {
             UrlTemplate::parse("not a url {id}"),
             Err(TemplateError::Invalid(..))
         ));
+        // A relative path is no bare host.
+        for relative in ["users/{id}", "api/users/{id}"] {
+            assert!(
+                matches!(
+                    UrlTemplate::parse(relative),
+                    Err(TemplateError::Invalid(..))
+                ),
+                "{relative}"
+            );
+        }
         // A host written without its scheme, however the URL crate reads it.
         for bare in [
             "127.0.0.1:8080/users/{id}",
             "localhost:8080/users/{id}",
             "api.example.com/users/{id}",
             "[::1]:8080/users/{id}",
+            "localhost/users/{id}",
         ] {
             let err = UrlTemplate::parse(bare).unwrap_err();
             assert_eq!(

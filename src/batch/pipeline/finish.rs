@@ -190,7 +190,7 @@ impl Pipeline<'_> {
                 rerun_hint(self.config.fresh).to_owned()
             };
             let mut text = summary.render(&rerun);
-            text.push_str(&self.afterword());
+            text.push_str(&self.afterword(status));
             note!("{text}");
         }
         let summary_error = summary_json.and_then(|file| summary.write_json(file).err());
@@ -221,15 +221,25 @@ impl Pipeline<'_> {
     /// none was named (off a terminal the summary is all stderr says, so a misspelt
     /// USERFETCH_API would go unseen behind made-up records), and a run where every id was
     /// "not found", which is more often a wrong `--api` path than an API without users.
-    fn afterword(&self) -> String {
+    fn afterword(&self, status: Status) -> String {
         let mut text = String::new();
         // In batch the API runs in this process only when it is the embedded demo API.
-        if self.ctx.client.config().direct {
+        let embedded = self.ctx.client.config().direct;
+        if embedded {
             text.push_str(
                 "\n  the records come from the embedded demo API (made-up users): no --api given, and USERFETCH_API unset",
             );
         }
         let c = &self.counts;
+        // Only of a whole job, run to its end, against an API named: a resumed run's last few
+        // ids, or a run stopped after two, say nothing of the template.
+        let whole_job = status == Status::Complete
+            && !embedded
+            && !self.ctx.job.earlier_found
+            && c.done_earlier == 0;
+        if !whole_job {
+            return text;
+        }
         if c.not_found >= 2 && c.found + c.cached + c.failed == 0 {
             // The template is not quoted: its query may hold a key.
             text.push_str("\n  not one id was found: is the path in the --api template the API's?");
