@@ -93,7 +93,7 @@ pub enum Status {
     /// connection, each after all its attempts; a rerun continues.
     Unreachable,
     /// Stopped because the API refused many lookups in a row for their credentials (401,
-    /// 403, or a proxy's 407); a rerun continues once they are fixed.
+    /// or a proxy's 407); a rerun continues once they are fixed.
     Refused,
     /// The run finished (every id has its outcome, stored), but an output file could not be
     /// put in place (a full disk); a rerun writes it from the store.

@@ -34,8 +34,8 @@ use super::summary::{Counts, Histogram, Status};
 use super::{Format, MAX_WARNINGS};
 
 /// Lookups in a row that failed the same way for every id, after which a run stops: at the
-/// connection (a wrong --api, an API that went down), or refused for their credentials (401,
-/// 403: a missing or expired token; a proxy's 407). Otherwise every id of a million-line
+/// connection (a wrong --api, an API that went down), or refused for their credentials (401:
+/// a missing or expired token; a proxy's 407). Otherwise every id of a million-line
 /// input would be taken through its retries, or sent to be refused. Any other outcome in
 /// between (a record, a 404, a 500) starts the count again, so a flaky API is not stopped.
 const UNREACHABLE_STOP: u32 = 20;
