@@ -401,6 +401,26 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
     assert_eq!(s["status"], "complete", "{s}");
     assert_eq!(s["failed"], 20, "{s}");
     assert_eq!(s["reason"], serde_json::Value::Null, "{s}");
+    assert!(!stderr(&out).contains("stopping"), "{}", stderr(&out));
+    // The same from stdin, where the ids are not counted ahead; one at a time, so that the
+    // twentieth refusal is the input's last answer.
+    let mut piped = env.with_api(&api, &["--http1"]);
+    piped
+        .args([
+            "batch",
+            "-",
+            "--out",
+            "piped.jsonl",
+            "--summary-json",
+            "piped.json",
+            "-c",
+            "1",
+        ])
+        .stdin(std::fs::File::open(&twenty).unwrap());
+    let out = run(&mut piped);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(summary(&env.path("piped.json"))["status"], "complete");
+    assert!(!stderr(&out).contains("stopping"), "{}", stderr(&out));
 }
 
 /// The same when the API goes down in the middle of a run: what was answered before does
