@@ -129,11 +129,16 @@ impl UserId {
         if text.trim() != text {
             return Err(IdError::Whitespace);
         }
-        if let Some(c) = text.chars().find(|&c| is_invisible(c)) {
-            return Err(IdError::Invisible(c as u32));
-        }
-        if let Some(c) = stray_joiner(text) {
-            return Err(IdError::StrayJoiner(c as u32));
+        // Every invisible character and joiner lies outside ASCII (its controls were refused
+        // above): nearly every id, ASCII, skips both scans, which run for each id twice
+        // (counting the input, then reading it).
+        if !text.is_ascii() {
+            if let Some(c) = text.chars().find(|&c| is_invisible(c)) {
+                return Err(IdError::Invisible(c as u32));
+            }
+            if let Some(c) = stray_joiner(text) {
+                return Err(IdError::StrayJoiner(c as u32));
+            }
         }
         if text == "." || text == ".." {
             return Err(IdError::DotSegment);
