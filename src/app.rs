@@ -211,6 +211,8 @@ fn serving(users: &str, url: &str, bind: std::net::IpAddr) -> String {
 mod tests {
     use super::*;
 
+    use std::sync::{Arc, Mutex};
+
     #[test]
     fn serve_says_where_it_listens_in_one_bracket() {
         let url = "http://127.0.0.1:8080";
@@ -224,7 +226,6 @@ mod tests {
              address of this machine (bound to 0.0.0.0; Ctrl-C stops it)"
         );
     }
-    use std::sync::{Arc, Mutex};
 
     /// Captures what a subscriber writes.
     #[derive(Clone, Default)]
