@@ -45,10 +45,11 @@ pub enum IdError {
 /// controls, and the rest of Unicode's default-ignorable characters that no writing needs
 /// (the combining grapheme joiner, the Hangul fillers, the Khmer inherent vowels, the
 /// shorthand and musical format controls; the tag characters, which can spell hidden text,
-/// are among the terminal's unsafe ones). Taken as part of an id they would be fetched and reported "not found" under a name
-/// that looks like a real user's. The zero-width joiners, variation selectors and Mongolian
-/// selectors stay inside an id, invisible as they are: they are part of emoji and of written
-/// Persian, Indic scripts and Mongolian (see [`joins`] for its ends).
+/// are among the terminal's unsafe ones). Taken as part of an id they would be fetched and
+/// reported "not found" under a name that looks like a real user's. The zero-width joiners,
+/// variation selectors and Mongolian selectors stay inside an id, invisible as they are:
+/// they are part of emoji and of written Persian, Indic scripts and Mongolian (see
+/// [`stray_joiner`] for where they are refused).
 fn is_invisible(c: char) -> bool {
     matches!(
         c,

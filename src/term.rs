@@ -97,6 +97,12 @@ pub fn fit(text: &str, columns: usize) -> String {
     if unicode_width::UnicodeWidthStr::width(text) <= columns {
         return text.to_owned();
     }
+    cut(text, columns)
+}
+
+/// `text` cut to what fits in one column less than `columns`, then `…`: for a text that
+/// fits but has more after it (a part of a longer line).
+pub fn cut(text: &str, columns: usize) -> String {
     let mut out = String::new();
     let mut used = 0;
     for c in text.chars() {

@@ -777,7 +777,7 @@ impl Client {
         // could not reach the API (502, 504: an http:// request through a proxy).
         if let Some(proxy) = self.proxy_asking_for_credentials(response.status(), response.url()) {
             return Err(FetchError::new(
-                ErrorKind::Rejected,
+                ErrorKind::Unauthorized,
                 1,
                 format!("the proxy {proxy} asks for credentials (407)"),
             ));

@@ -403,20 +403,11 @@ fn ellipsized(line: Line<'_>, width: usize) -> Line<'_> {
             spans.push(span);
             continue;
         }
-        // What fits in one column less, then the mark: also when this part fits exactly,
-        // as parts after it are lost.
-        let mut kept = String::new();
-        let mut used = 0;
-        for c in span.content.chars() {
-            let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
-            if used + w + 1 > room {
-                break;
-            }
-            kept.push(c);
-            used += w;
-        }
-        kept.push('…');
-        spans.push(Span::styled(kept, span.style));
+        // Cut with the mark also when this part fits exactly: the parts after it are lost.
+        spans.push(Span::styled(
+            crate::term::cut(&span.content, room),
+            span.style,
+        ));
         break;
     }
     Line { spans, ..line }
