@@ -388,38 +388,40 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
         (Some("complete"), Some(50)),
         "{s}"
     );
-    // Twenty ids, all refused: the streak ends with the input, which leaves nothing for a
-    // rerun; the run is complete (with its failures), not stopped.
-    let twenty = env.write("twenty.txt", ids_file(1..=20));
+    // Twenty-five ids, all refused and all asked at once (an answer every 20 ms, so the
+    // input is read well before the twentieth): when the streak is met, every id has been
+    // sent and stopping would spare the API nothing. The run is complete (with its
+    // failures), whether the answers land one by one or together.
+    let slow = answering("401 Unauthorized", |_| {
+        std::thread::sleep(Duration::from_millis(20));
+        r#"{"message":"token expired"}"#.to_owned()
+    });
+    let few = env.write("few.txt", ids_file(1..=25));
     let out = run(env
-        .with_api(&api, &["--http1"])
+        .with_api(&slow, &["--http1"])
         .arg("batch")
-        .arg(&twenty)
-        .args(["--out", "twenty.jsonl", "--summary-json", "twenty.json"]));
+        .arg(&few)
+        .args(["--out", "few.jsonl", "--summary-json", "few.json"]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let s = summary(&env.path("twenty.json"));
+    let s = summary(&env.path("few.json"));
     assert_eq!(s["status"], "complete", "{s}");
-    assert_eq!(s["failed"], 20, "{s}");
+    assert_eq!(s["failed"], 25, "{s}");
     assert_eq!(s["reason"], serde_json::Value::Null, "{s}");
     assert!(!stderr(&out).contains("stopping"), "{}", stderr(&out));
-    // The same from stdin, where the ids are not counted ahead; one at a time, so that the
-    // twentieth refusal is the input's last answer.
-    let mut piped = env.with_api(&api, &["--http1"]);
+    // The same from stdin, where the ids are not counted ahead.
+    let mut piped = env.with_api(&slow, &["--http1"]);
     piped
-        .args([
-            "batch",
-            "-",
-            "--out",
-            "piped.jsonl",
-            "--summary-json",
-            "piped.json",
-            "-c",
-            "1",
-        ])
-        .stdin(std::fs::File::open(&twenty).unwrap());
+        .args(["batch", "-", "--out", "piped.jsonl"])
+        .args(["--summary-json", "piped.json"])
+        .stdin(std::fs::File::open(&few).unwrap());
     let out = run(&mut piped);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(summary(&env.path("piped.json"))["status"], "complete");
+    let s = summary(&env.path("piped.json"));
+    assert_eq!(
+        (s["status"].as_str(), s["failed"].as_u64()),
+        (Some("complete"), Some(25)),
+        "{s}"
+    );
     assert!(!stderr(&out).contains("stopping"), "{}", stderr(&out));
 }
 

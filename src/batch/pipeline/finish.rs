@@ -42,8 +42,9 @@ impl Pipeline<'_> {
             reader_died,
             mut received,
         } = ended;
-        // A streak that ended the run with its last ids (20 ids, all refused) left nothing
-        // for a rerun: the run is complete, not stopped.
+        // A streak met while the input's last lines were still being read, all of them
+        // blank or ids already seen, left nothing for a rerun: the run is complete, not
+        // stopped. (A streak met once every id was sent does not stop the run at all.)
         let left_nothing = self.counts.unfinished == 0
             && self
                 .id_lines

@@ -364,17 +364,16 @@ impl<'a> Pipeline<'a> {
                     self.progress.update(self.handled, fetched, tasks.len(), self.counts.failed);
                 }
                 Some(joined) = tasks.next(), if !tasks.is_empty() => {
-                    // Whether this answer is the input's last: a streak that ends with it
-                    // leaves nothing to stop.
-                    let rest_empty = input_done && ready.is_empty() && claims.is_empty();
-                    let last = rest_empty && tasks.is_empty();
-                    self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel, last);
+                    // Whether every id of the input has been sent: a streak met then has
+                    // nothing left to spare the API, and stopping would only cancel lookups
+                    // already asked (how many depended on how the answers fell into turns).
+                    let all_sent = input_done && ready.is_empty() && claims.is_empty();
+                    self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel, all_sent);
                     // Answers land a socket's worth at a time: those already in take one turn
                     // of this loop, not a pass over every branch above each.
                     for _ in 1..ANSWERS_PER_TURN {
                         let Some(joined) = tasks.next().now_or_never().flatten() else { break };
-                        let last = rest_empty && tasks.is_empty();
-                        self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel, last);
+                        self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel, all_sent);
                     }
                     // After the turn, which reads and checks every answer in it: the pause
                     // before a commit counts from the last one.
@@ -433,7 +432,7 @@ impl<'a> Pipeline<'a> {
         fatal: &mut Option<anyhow::Error>,
         stop: &mut Stop,
         cancel: &CancellationToken,
-        last: bool,
+        all_sent: bool,
     ) {
         match joined {
             Ok(Answer::Settle {
@@ -450,7 +449,7 @@ impl<'a> Pipeline<'a> {
                 }
                 if let Some((status, why)) = self.gives_up(&settled)
                     && *stop == Stop::Running
-                    && !last
+                    && !all_sent
                 {
                     let until = match status {
                         Status::Refused => "the API takes the credentials",
