@@ -611,6 +611,24 @@ fn the_rate_counts_only_the_ids_this_run_fetched() {
     );
 }
 
+/// A batch run leaves its records in the cache file itself, not only in the `-wal` log next
+/// to it: a first run's whole cache (tables included) sat in the log, and a user who copied
+/// or moved the file alone got an empty database.
+#[test]
+fn a_batch_run_leaves_its_records_in_the_cache_file_itself() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=50));
+    let out = run(&mut env.batch_to_files(&ids, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let copy = env.path("copy.sqlite3");
+    std::fs::copy(env.path("cache.sqlite3"), &copy).unwrap();
+    let found: i64 = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(found, 50);
+}
+
 /// Another process's connection to `env`'s cache file, holding its write lock (as a
 /// `sqlite3` shell left in a transaction would) until it rolls back or is dropped.
 fn hold_the_write_lock(env: &Env) -> rusqlite::Connection {

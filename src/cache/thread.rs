@@ -53,6 +53,8 @@ pub(super) fn serve(
     // disk full): said once. Not "again" when one is stored after all: on a nearly full disk
     // small commits fit between failed large ones, and the two lines would alternate.
     let mut puts_failing = false;
+    // Whether a batch job has written here: its close folds the log into the file.
+    let mut batch_wrote = false;
     loop {
         let next = if sweeping {
             // A pause between sweeps, so another process sharing the file (whose busy handler
@@ -111,6 +113,7 @@ pub(super) fn serve(
         // or a batch run asked to stop.
         while !batch.is_empty() {
             let batch_commands = batch.iter().any(|c| matches!(c, Command::Batch(_)));
+            batch_wrote |= batch_commands;
             // Records from `get` or the screen, which give up on a lock rather than wait.
             let records = !batch_commands && batch.iter().any(|c| matches!(c, Command::Put { .. }));
             let patient = close.is_none() && batch_commands && !given_up();
@@ -206,13 +209,17 @@ pub(super) fn serve(
         // them with an error instead of leaving its caller waiting for the next command.
         batch.clear();
         if let Some(reply) = close {
-            // Without a checkpoint: folding the WAL into the file here (and waiting for its
-            // fsync) took 5-10 ms at the end of every command, against 1-2 ms for the next
-            // open to read the log back. Committed data is safe in the WAL either way; a copy
-            // of the cache must take the -wal file with it, as with any SQLite database in
-            // WAL mode. Closing, rather than exiting under the thread, means the process never
-            // ends while SQLite is writing.
-            if let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
+            // Without a checkpoint after `get` or the screen: folding the WAL into the file
+            // here (and waiting for its fsync) took 5-10 ms at the end of every command,
+            // against 1-2 ms for the next open to read the log back. Committed data is safe
+            // in the WAL either way. A batch run folds it: the log then holds up to 8 MB of
+            // its records (a first run's whole cache, tables included), which a user copying
+            // or moving the file alone would lose, and the few milliseconds are nothing
+            // beside the run. Closing, rather than exiting under the thread, means the
+            // process never ends while SQLite is writing.
+            if !batch_wrote
+                && let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            {
                 tracing::debug!("cache {}: closing with a checkpoint: {e}", term::path(path));
             }
             if let Err((_, e)) = conn.close() {
