@@ -361,7 +361,10 @@ fn scripted(
 
 /// Background work beside the interface: a 10 Hz tick that runs only when the thread is free.
 async fn ticker(start: Instant, ticks: Arc<Mutex<Vec<Duration>>>, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(TICK);
+    // Due every TICK from the run's start, the grid the missed ticks are counted on: from
+    // the first tick run instead, whose own delay set the grid, a later tick run a little
+    // less late than the first fell before its due time and was counted missed.
+    let mut interval = tokio::time::interval_at(start.into(), TICK);
     // A tick that could not run on time is missed, not made up later in a burst.
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

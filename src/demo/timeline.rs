@@ -129,23 +129,21 @@ impl Run {
 }
 
 /// Ticks that fell due while the thread could not run them. A tick falls due every
-/// interval from the first one run; one due is missed when none ran before the next was
-/// due. With tokio's `Skip`, a tick due in a freeze runs late, at its end, once: that one
-/// counts as run, the others as missed. A tick due in the run's last half interval is left
-/// out: the run may end before its turn comes, frozen or not. (Counting dues by dividing the
-/// run's length came out one off both ways, depending on the latency.)
+/// interval from the run's start (the ticker's own schedule, which never runs one early);
+/// one due is missed when none ran before the next was due. With tokio's `Skip`, a tick due
+/// in a freeze runs late, at its end, once: that one counts as run, the others as missed. A
+/// tick due in the run's last half interval is left out: the run may end before its turn
+/// comes, frozen or not. (Counting dues by dividing the run's length came out one off both
+/// ways, depending on the latency.)
 fn missed_ticks(ticks: &[Duration], interval: Duration, total: Duration) -> usize {
-    let Some(&first) = ticks.first() else {
-        return 0;
-    };
-    if interval.is_zero() {
+    if interval.is_zero() || ticks.is_empty() {
         return 0;
     }
     let last_due = total.saturating_sub(interval / 2);
     // The ticks are recorded in the order they ran: one pass.
     let mut ran = ticks.iter().peekable();
     let mut missed = 0;
-    let mut due = first;
+    let mut due = Duration::ZERO;
     while due <= last_due {
         let next = due + interval;
         while ran.next_if(|&&t| t < due).is_some() {}
@@ -291,17 +289,36 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
         for &f in &run.frames {
             frames[col(f).min(width - 1)] = '|';
         }
+        // Waits first, then where late keys were handled, then the presses: a key's wait
+        // drawn over an earlier key's ▲ hid when that one was handled. A key handled in
+        // time gets no ▲, even when its handling fell in the next column.
         let mut keys = vec![' '; width];
-        for k in &run.keys {
-            let from = col(k.pressed).min(width - 1);
-            let to = col(k.handled.unwrap_or(run.total)).min(width - 1);
-            for c in keys.iter_mut().take(to).skip(from + 1) {
-                *c = '─';
+        let spans = || {
+            run.keys.iter().map(|k| {
+                let handled = k.handled.unwrap_or(run.total);
+                let late = handled.saturating_sub(k.pressed) > LATE_KEY;
+                (
+                    col(k.pressed).min(width - 1),
+                    col(handled).min(width - 1),
+                    late,
+                )
+            })
+        };
+        for (from, to, late) in spans() {
+            if late {
+                keys.iter_mut()
+                    .take(to)
+                    .skip(from + 1)
+                    .for_each(|c| *c = '─');
             }
-            keys[from] = 'k';
-            if to > from {
+        }
+        for (from, to, late) in spans() {
+            if late && to > from {
                 keys[to] = '▲';
             }
+        }
+        for (from, _, _) in spans() {
+            keys[from] = 'k';
         }
         let mut ticks = vec![' '; width];
         for &t in &run.ticks {
@@ -759,6 +776,55 @@ mod tests {
         );
         run.ticks = (0..30).filter(|i| !(5..8).contains(i)).map(late).collect();
         assert_eq!(run.measures().ticks_missed, 3);
+    }
+
+    /// Ticks as a real async run recorded them (demo --latency 10ms): the first ran 1.7 ms
+    /// after its due time, later ones 1.0-2.2 ms after theirs. None was missed; counted from
+    /// the first tick run, the one at 101.4 ms fell before "its" due time and three were.
+    #[test]
+    fn ticks_run_a_little_less_late_than_the_first_are_no_miss() {
+        let mut run = recorded().remove(1);
+        run.total = Duration::from_micros(1_011_731);
+        run.ticks = [
+            1_675, 101_402, 202_156, 301_902, 401_666, 501_410, 601_736, 701_055, 801_402, 901_719,
+            1_001_057,
+        ]
+        .into_iter()
+        .map(Duration::from_micros)
+        .collect();
+        assert_eq!(run.measures().ticks_missed, 0);
+    }
+
+    /// A key pressed during a freeze keeps its ▲ where it was handled when a later key's
+    /// longer wait runs over it; a key handled in time has none, even when its handling
+    /// fell into the next column.
+    #[test]
+    fn each_late_key_shows_where_it_was_handled() {
+        let mut run = recorded().remove(0);
+        run.keys = vec![
+            Key {
+                pressed: ms(200),
+                handled: Some(ms(600)),
+            },
+            Key {
+                pressed: ms(300),
+                handled: Some(ms(1110)),
+            },
+            // Columns of 1300/64 ms: pressed in column 59, handled in 60.
+            Key {
+                pressed: ms(1207),
+                handled: Some(ms(1210)),
+            },
+        ];
+        let text = render_text(&[run], 65);
+        let keys = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("keys"))
+            .unwrap();
+        assert_eq!(keys.matches('▲').count(), 2, "{text}");
+        // Three presses, and the row's name.
+        assert_eq!(keys.matches('k').count(), 3 + 1, "{text}");
+        assert!(keys.trim_end().ends_with('k'), "{text}");
     }
 
     #[test]
