@@ -537,6 +537,38 @@ fn replacing_an_output_no_run_of_this_job_wrote_is_said_up_front() {
     assert!(stderr(&by_hand).contains(says), "{}", stderr(&by_hand));
 }
 
+/// An output naming another cache (or any SQLite database) is refused: replacing it lost
+/// every earlier run's progress kept there, with no more than a warning that the file was
+/// not this job's.
+#[test]
+fn an_output_naming_a_sqlite_database_is_refused_and_the_database_kept() {
+    let env = Env::new();
+    let ids = env.write("ids.txt", ids_file(1..=5));
+    let other = env.path("other.sqlite3");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE records (id TEXT); INSERT INTO records VALUES ('1');")
+        .unwrap();
+    let before = std::fs::read(&other).unwrap();
+    for option in ["--out", "--failures", "--summary-json"] {
+        let mut cmd = env.batch(&[ids.to_str().unwrap(), option, "other.sqlite3"]);
+        if option != "--out" {
+            cmd.args(["--out", "out.jsonl"]);
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{option}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "{option} other.sqlite3 is a SQLite database (a userfetch cache?), which an output would replace; choose another file"
+            )),
+            "{option}: {}",
+            stderr(&out)
+        );
+        assert_eq!(std::fs::read(&other).unwrap(), before, "{option}");
+    }
+    assert!(!env.path("out.jsonl").exists());
+}
+
 /// The cache file refuses a write mid-run (a full disk, say; here a trigger that raises an
 /// error for one id): the run stops, the summary says it stopped on an error and why, and
 /// what was stored before stays for a rerun.

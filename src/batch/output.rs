@@ -173,6 +173,13 @@ impl AtomicFile {
                 "{what} {shown} is read-only; make it writable (chmod u+w) to have it replaced, or choose another file"
             )));
         }
+        // A cache (this run's is refused by name before; this is another's, or a copy) would
+        // go with every earlier run's progress, for a record file that can be made again.
+        if existing.is_some() && is_a_sqlite_database(path) {
+            return Err(usage(format!(
+                "{what} {shown} is a SQLite database (a userfetch cache?), which an output would replace; choose another file"
+            )));
+        }
         if names_dir(&target) {
             return Err(usage(format!("{what} {shown} links to a directory")));
         }
@@ -679,6 +686,16 @@ pub fn write_failures(reader: &BatchReader, job: i64, mut out: AtomicFile) -> an
         .with_context(|| format!("cannot write {shown}"))?;
     out.commit(w)?;
     Ok(count)
+}
+
+/// Whether `path` starts with SQLite's file header. Unreadable counts as no: the checks
+/// that follow, or the write, say what is wrong with it.
+fn is_a_sqlite_database(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .is_ok_and(|()| &header == b"SQLite format 3\0")
 }
 
 #[cfg(test)]
