@@ -569,6 +569,56 @@ fn an_output_naming_a_sqlite_database_is_refused_and_the_database_kept() {
     assert!(!env.path("out.jsonl").exists());
 }
 
+/// A cache damaged past what opening it reads (a zeroed page among the records) is said to
+/// be damaged when a claim meets it, as one found damaged at the start is: exit 2 and "move
+/// it aside", not an error to run again, which met the same page every time.
+#[test]
+fn a_cache_damaged_where_a_claim_reads_is_said_to_be_damaged() {
+    let env = Env::new();
+    let first = env.write("first.txt", ids_file(1..=3000));
+    let out = run(&mut env.batch_to_files(&first, &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The page (8 KiB) holding id 2000's record, zeroed.
+    let cache = env.path("cache.sqlite3");
+    let bytes = std::fs::read(&cache).unwrap();
+    let at = bytes
+        .windows(10)
+        .position(|w| w == br#""id":2000,"#)
+        .unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cache)
+        .unwrap();
+    use std::io::{Seek, Write};
+    file.seek(std::io::SeekFrom::Start((at / 8192 * 8192) as u64))
+        .unwrap();
+    file.write_all(&[0; 8192]).unwrap();
+    drop(file);
+    // Another job (another --out), whose claims read the records to find those cached.
+    let second = env.write("second.txt", ids_file(1..=4000));
+    let out = run(&mut env.batch(&[
+        second.to_str().unwrap(),
+        "--out",
+        "second.jsonl",
+        "--summary-json",
+        "summary.json",
+    ]));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("cache.sqlite3 is not a usable SQLite database (database disk image is malformed); if it is a damaged userfetch cache, move it aside"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "(move the damaged cache file aside, then run the same command again to finish)"
+        ),
+        "{text}"
+    );
+    // Met mid-run, by a claim: what the summary file says.
+    assert_eq!(summary(&env.path("summary.json"))["status"], "error");
+}
+
 /// The cache file refuses a write mid-run (a full disk, say; here a trigger that raises an
 /// error for one id): the run stops, the summary says it stopped on an error and why, and
 /// what was stored before stays for a rerun.

@@ -198,6 +198,16 @@ pub(super) fn sqlite_error(path: &Path, source: rusqlite::Error) -> CacheError {
             path: path.to_owned(),
             source,
         }
+    } else if matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    ) {
+        // Damage past the pages read when the file was opened: the same file as one found
+        // damaged then, and the same remedy (no rerun gets past it).
+        CacheError::Corrupt {
+            path: path.to_owned(),
+            source,
+        }
     } else {
         CacheError::Sqlite {
             path: path.to_owned(),

@@ -159,6 +159,14 @@ impl Pipeline<'_> {
                     | input::InputError::Invalid { .. }
             )
         );
+        let damaged_cache = fatal.as_ref().is_some_and(|e| {
+            e.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<crate::cache::CacheError>(),
+                    Some(crate::cache::CacheError::Corrupt { .. })
+                )
+            })
+        });
         let error = fatal
             .or(write_error)
             .or_else(|| input_error.map(|e| usage(e.to_string())));
@@ -187,6 +195,12 @@ impl Pipeline<'_> {
             // The same input would stop at the same line.
             let rerun = if bad_input {
                 format!("fix the input, then {}", rerun_hint(self.config.fresh))
+            } else if damaged_cache {
+                // A rerun meets the same damage: its progress goes with the file.
+                format!(
+                    "move the damaged cache file aside, then {}",
+                    rerun_hint(self.config.fresh)
+                )
             } else {
                 rerun_hint(self.config.fresh).to_owned()
             };
