@@ -195,10 +195,13 @@ impl Cache {
         if file.metadata().is_ok_and(|m| m.len() > 0) {
             check_is_a_cache(path)?;
         }
-        // A file made by something else (or an older version) may be readable by others;
-        // records can be personal data, so tighten it rather than trust it. Before SQLite
-        // opens it: its -wal and -shm files are created with the database file's mode.
+        // An empty file (made by `touch`, say) becomes the cache as a new one would, private:
+        // records can be personal data. Before SQLite opens it: its -wal and -shm files are
+        // created with the database file's mode. A database already there keeps the mode its
+        // owner gave it: a cache shared with a group (0660) lost that to every command, and
+        // one made read-only (0444) was made writable again.
         if let Ok(meta) = file.metadata()
+            && meta.len() == 0
             && meta.permissions().mode() & 0o077 != 0
         {
             let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
@@ -646,7 +649,7 @@ mod tests {
     }
 
     #[test]
-    fn an_existing_world_readable_file_is_made_private() {
+    fn an_empty_world_readable_file_is_made_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.sqlite3");
         std::fs::write(&path, b"").unwrap();
@@ -654,6 +657,19 @@ mod tests {
         let _cache = Cache::open(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    /// A cache its owner shares with a group keeps that mode: every command made it 0600
+    /// again, and the group's next command was refused.
+    #[test]
+    fn an_existing_cache_keeps_the_mode_its_owner_gave_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        drop(Cache::open(&path).unwrap());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        let _cache = Cache::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
     }
 
     #[test]
