@@ -37,7 +37,10 @@ pub enum CacheError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the cache file {}: {source}", crate::term::path(path))]
+    #[error(
+        "cannot open the cache file {}: {source} (--cache PATH names another file; get and the screen also run with --no-cache)",
+        crate::term::path(path)
+    )]
     Open {
         path: PathBuf,
         source: std::io::Error,
@@ -676,6 +679,13 @@ mod tests {
     fn a_device_or_a_pipe_is_not_a_cache() {
         let err = Cache::open(Path::new("/dev/null")).err().unwrap();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+        // What to do about it, as a permission denied would say too.
+        assert!(
+            err.to_string().ends_with(
+                "(--cache PATH names another file; get and the screen also run with --no-cache)"
+            ),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
