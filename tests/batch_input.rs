@@ -568,7 +568,9 @@ fn a_dry_run_works_while_a_run_writes_the_outputs() {
     // A run is still refused.
     let out = run(&mut env.batch(&dry[..5]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("another userfetch run is writing --out out.jsonl"));
+    assert!(stderr(&out).contains(
+        "--out out.jsonl: another userfetch run is writing that file; wait for it to finish"
+    ));
     drop(held);
     // What a run would refuse to write through, the dry run refuses too.
     let partial = env.path(".out.jsonl.userfetch-partial");

@@ -94,7 +94,7 @@ impl AtomicFile {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(usage(format!(
-                    "another userfetch run is writing {what} {shown}; wait for it to finish"
+                    "{what} {shown}: another userfetch run is writing that file; wait for it to finish"
                 )));
             }
             Err(std::fs::TryLockError::Error(e)) => {
@@ -922,7 +922,8 @@ mod tests {
         let first = AtomicFile::create(&path, "--out").unwrap();
         let err = AtomicFile::create(&path, "--out").err().unwrap();
         assert!(
-            err.to_string().contains("another userfetch run is writing"),
+            err.to_string()
+                .contains("another userfetch run is writing that file"),
             "{err}"
         );
         drop(first);
