@@ -489,12 +489,12 @@ fn all_runs(report: &Report) -> Vec<Run> {
         .typing
         .iter()
         .map(|r| label("typing", r))
-        .chain(
-            report
-                .many
-                .iter()
-                .map(|r| label(&format!("{} lookups", report.lookups), r)),
-        )
+        .chain(report.many.iter().map(|r| {
+            label(
+                &crate::console::count(report.lookups as u64, "lookup", "lookups"),
+                r,
+            )
+        }))
         .collect()
 }
 
@@ -619,6 +619,20 @@ mod tests {
             ..report(vec![(0, 1000)], vec![(0, 1000)])
         });
         assert!(one.contains("one lookup has nothing to overlap"), "{one}");
+    }
+
+    /// The pictures' and the JSON's labels say "1 lookup", as the text does.
+    #[test]
+    fn a_single_lookup_is_labelled_in_the_singular() {
+        let report = |lookups| Report {
+            typing: Vec::new(),
+            many: vec![many_run("sync", &[(0, 20)])],
+            latency: Duration::from_millis(20),
+            lookups,
+        };
+        let label = |lookups| all_runs(&report(lookups)).remove(0).label;
+        assert_eq!(label(1), "1 lookup: sync");
+        assert_eq!(label(2), "2 lookups: sync");
     }
 
     /// A session with three lookups typed; `ended[i]` is how the i-th ended, if it did.
