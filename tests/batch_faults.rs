@@ -423,6 +423,21 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
         "{s}"
     );
     assert!(!stderr(&out).contains("stopping"), "{}", stderr(&out));
+    // Every id has its lookup too, but under --rate most wait for their turn: those are
+    // what stopping spares the API, and are left for a rerun.
+    let hundred = env.write("hundred.txt", ids_file(1..=100));
+    let out = run(env
+        .with_api(&api, &["--http1"])
+        .arg("batch")
+        .arg(&hundred)
+        .args(["--out", "hundred.jsonl", "--summary-json", "hundred.json"])
+        .args(["--rate", "20/s", "-c", "200"]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = summary(&env.path("hundred.json"));
+    assert_eq!(s["status"], "refused", "{s}");
+    let n = |key: &str| s[key].as_u64().unwrap();
+    assert!(n("requests") < 40, "{s}");
+    assert_eq!(n("failed") + n("unfinished"), 100, "{s}");
 }
 
 /// The same when the API goes down in the middle of a run: what was answered before does

@@ -42,13 +42,15 @@ impl Pipeline<'_> {
             reader_died,
             mut received,
         } = ended;
-        // A streak met while the input's last lines were still being read, all of them
-        // blank or ids already seen, left nothing for a rerun: the run is complete, not
-        // stopped. (A streak met once every id was sent does not stop the run at all.)
+        // A streak that left nothing for a rerun (met once every id had its lookup, none of
+        // them waiting for a turn or a retry; or while the input's last lines were still
+        // being read, all of them blank or ids already seen): the run is complete, not
+        // stopped.
         let left_nothing = self.counts.unfinished == 0
-            && self
-                .id_lines
-                .is_some_and(|lines| lines == self.counts.ids + self.counts.duplicates);
+            && (self.gave_up_all_started
+                || self
+                    .id_lines
+                    .is_some_and(|lines| lines == self.counts.ids + self.counts.duplicates));
         let gave_up = self.gave_up.clone().filter(|_| !left_nothing);
         // An error after a stop was asked for (the last outcomes refused by a cache locked
         // by another process) is said, but the run was interrupted, as with an output that

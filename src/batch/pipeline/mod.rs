@@ -108,6 +108,8 @@ pub(super) struct Pipeline<'a> {
     /// How and why the run stopped for a streak, once it did: an answer landing afterwards
     /// resets the count, not the reason the run ended.
     gave_up: Option<(Status, String)>,
+    /// Whether that streak was met once every id had its lookup (see `on_answer`).
+    gave_up_all_started: bool,
     /// `--out` holds a file this job did not write (another `--api`'s output, or one made by
     /// hand): replaced only by a run that finishes.
     foreign_out: bool,
@@ -138,6 +140,7 @@ impl<'a> Pipeline<'a> {
             streak: (ErrorKind::Connection, 0),
             bad_bodies: 0,
             gave_up: None,
+            gave_up_all_started: false,
             foreign_out: false,
         }
     }
@@ -364,16 +367,15 @@ impl<'a> Pipeline<'a> {
                     self.progress.update(self.handled, fetched, tasks.len(), self.counts.failed);
                 }
                 Some(joined) = tasks.next(), if !tasks.is_empty() => {
-                    // Whether every id of the input has been sent: a streak met then has
-                    // nothing left to spare the API, and stopping would only cancel lookups
-                    // already asked (how many depended on how the answers fell into turns).
-                    let all_sent = input_done && ready.is_empty() && claims.is_empty();
-                    self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel, all_sent);
+                    // Whether every id of the input has its lookup: a streak met then
+                    // spares the API only what has not been sent yet.
+                    let all_started = input_done && ready.is_empty() && claims.is_empty();
+                    self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &stopping, all_started);
                     // Answers land a socket's worth at a time: those already in take one turn
                     // of this loop, not a pass over every branch above each.
                     for _ in 1..ANSWERS_PER_TURN {
                         let Some(joined) = tasks.next().now_or_never().flatten() else { break };
-                        self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &cancel, all_sent);
+                        self.on_answer(joined, &mut uncommitted, &mut fatal, &mut stop, &stopping, all_started);
                     }
                     // After the turn, which reads and checks every answer in it: the pause
                     // before a commit counts from the last one.
@@ -431,8 +433,8 @@ impl<'a> Pipeline<'a> {
         uncommitted: &mut Vec<(cache::Outcome, Tally)>,
         fatal: &mut Option<anyhow::Error>,
         stop: &mut Stop,
-        cancel: &CancellationToken,
-        all_sent: bool,
+        stopping: &Stopping,
+        all_started: bool,
     ) {
         match joined {
             Ok(Answer::Settle {
@@ -449,18 +451,27 @@ impl<'a> Pipeline<'a> {
                 }
                 if let Some((status, why)) = self.gives_up(&settled)
                     && *stop == Stop::Running
-                    && !all_sent
                 {
-                    let until = match status {
-                        Status::Refused => "the API takes the credentials",
-                        _ => "connections to the API hold",
-                    };
-                    self.progress.warn(&format!(
-                        "userfetch: stopping: {why}; the ids not done are left for a rerun once {until}"
-                    ));
+                    if all_started {
+                        // Requests on the wire end as they will (cancelling them spared the
+                        // API nothing, and how many were cancelled depended on how the
+                        // answers fell into turns); lookups still waiting for their turn
+                        // (--rate) or a retry are left for a rerun. Whether any were is known
+                        // at the end: the run counts as stopped only if so.
+                        self.gave_up_all_started = true;
+                        stopping.draining.cancel();
+                    } else {
+                        let until = match status {
+                            Status::Refused => "the API takes the credentials",
+                            _ => "connections to the API hold",
+                        };
+                        self.progress.warn(&format!(
+                            "userfetch: stopping: {why}; the ids not done are left for a rerun once {until}"
+                        ));
+                        *stop = Stop::Aborting;
+                        stopping.cancel.cancel();
+                    }
                     self.gave_up = Some((status, why));
-                    *stop = Stop::Aborting;
-                    cancel.cancel();
                 }
                 let outcome = cache::Outcome {
                     id: id.as_str().to_owned(),
@@ -484,7 +495,7 @@ impl<'a> Pipeline<'a> {
                 fatal.get_or_insert(anyhow::anyhow!("a lookup task failed: {e}"));
                 self.counts.unfinished += 1;
                 *stop = Stop::Aborting;
-                cancel.cancel();
+                stopping.cancel.cancel();
             }
         }
     }
