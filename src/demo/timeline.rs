@@ -823,7 +823,15 @@ mod tests {
             .lines()
             .find(|l| l.trim_start().starts_with("keys"))
             .unwrap();
-        assert_eq!(keys.matches('▲').count(), 2, "{text}");
+        // Where each late key was handled (columns of 1300/64 ms after the row's name),
+        // and nowhere else.
+        let marks: Vec<usize> = keys
+            .chars()
+            .enumerate()
+            .filter(|&(_, c)| c == '▲')
+            .map(|(i, _)| i - "  keys      ".len())
+            .collect();
+        assert_eq!(marks, [30, 55], "{text}");
         // Three presses, and the row's name.
         assert_eq!(keys.matches('k').count(), 3 + 1, "{text}");
         assert!(keys.trim_end().ends_with('k'), "{text}");
