@@ -767,7 +767,8 @@ pub struct BatchReader {
 impl BatchReader {
     pub fn open(path: &Path) -> Result<BatchReader, CacheError> {
         // The run that calls this has just used the file, so a failure here is the file
-        // going away or the disk failing, not a bad file given by the user (exit 1, not 2).
+        // going away or the disk failing (exit 1), or damage in pages the run had not read
+        // (exit 2: move the file aside, as with damage found when it was opened).
         let failed = |source| super::sqlite_error(path, source);
         let conn = Connection::open_with_flags(
             path,

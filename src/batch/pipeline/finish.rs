@@ -161,7 +161,11 @@ impl Pipeline<'_> {
                     | input::InputError::Invalid { .. }
             )
         );
-        let damaged_cache = fatal.as_ref().is_some_and(|e| {
+        let error = fatal
+            .or(write_error)
+            .or_else(|| input_error.map(|e| usage(e.to_string())));
+        // Met by a claim, a commit or the writing of the outputs.
+        let damaged_cache = error.as_ref().is_some_and(|e| {
             e.chain().any(|e| {
                 matches!(
                     e.downcast_ref::<crate::cache::CacheError>(),
@@ -169,9 +173,6 @@ impl Pipeline<'_> {
                 )
             })
         });
-        let error = fatal
-            .or(write_error)
-            .or_else(|| input_error.map(|e| usage(e.to_string())));
         let reason = error
             .as_ref()
             .map(crate::exit::describe)
