@@ -567,6 +567,19 @@ fn an_output_naming_a_sqlite_database_is_refused_and_the_database_kept() {
         assert_eq!(std::fs::read(&other).unwrap(), before, "{option}");
     }
     assert!(!env.path("out.jsonl").exists());
+    // Nor a database's write-ahead log, which holds its latest commits.
+    let log = env.path("other.sqlite3-wal");
+    let mut bytes = vec![0x37, 0x7f, 0x06, 0x82];
+    bytes.resize(64, 0);
+    std::fs::write(&log, &bytes).unwrap();
+    let out = run(&mut env.batch(&[ids.to_str().unwrap(), "--out", "other.sqlite3-wal"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--out other.sqlite3-wal is a SQLite database's write-ahead log"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
 
 /// A cache damaged past what opening it reads (a zeroed page among the records) is said to

@@ -175,9 +175,11 @@ impl AtomicFile {
         }
         // A cache (this run's is refused by name before; this is another's, or a copy) would
         // go with every earlier run's progress, for a record file that can be made again.
-        if existing.is_some() && is_a_sqlite_database(path) {
+        if existing.is_some()
+            && let Some(kind) = sqlite_file(path)
+        {
             return Err(usage(format!(
-                "{what} {shown} is a SQLite database (a userfetch cache?), which an output would replace; choose another file"
+                "{what} {shown} is {kind} (a userfetch cache?), which an output would replace; choose another file"
             )));
         }
         if names_dir(&target) {
@@ -688,14 +690,21 @@ pub fn write_failures(reader: &BatchReader, job: i64, mut out: AtomicFile) -> an
     Ok(count)
 }
 
-/// Whether `path` starts with SQLite's file header. Unreadable counts as no: the checks
-/// that follow, or the write, say what is wrong with it.
-fn is_a_sqlite_database(path: &Path) -> bool {
+/// What SQLite file `path` is, by its first bytes: a database, or the log or journal that
+/// holds a database's latest commits (replacing one loses them). Unreadable counts as none:
+/// the checks that follow, or the write, say what is wrong with it.
+fn sqlite_file(path: &Path) -> Option<&'static str> {
     use std::io::Read;
     let mut header = [0u8; 16];
     File::open(path)
         .and_then(|mut file| file.read_exact(&mut header))
-        .is_ok_and(|()| &header == b"SQLite format 3\0")
+        .ok()?;
+    match header {
+        _ if &header == b"SQLite format 3\0" => Some("a SQLite database"),
+        [0x37, 0x7f, 0x06, 0x82 | 0x83, ..] => Some("a SQLite database's write-ahead log"),
+        [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7, ..] => Some("a SQLite database's journal"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
