@@ -80,11 +80,19 @@ pub fn view(app: &App, frame: &mut Frame) {
         Line::from(status_line(app)),
         meter_line(app, &p),
     ];
-    let wanted = lines.clone().map(|line| {
+    let rows_for = |line: Line<'_>| {
         u16::try_from(Paragraph::new(line).wrap(wrap).line_count(width))
             .unwrap_or(INFO_ROWS)
             .clamp(1, INFO_ROWS)
-    });
+    };
+    let mut wanted = lines.clone().map(rows_for);
+    // The status line is given the rows it needs once latencies show ("p50 –" becomes
+    // "p50 707 ms"), from the start: the first answer moved the whole screen down a row.
+    let four_digits = Duration::from_millis(9999);
+    wanted[1] = wanted[1].max(rows_for(Line::from(status_line_with(
+        app,
+        Some((four_digits, four_digits)),
+    ))));
     // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
     // first row of a notice showing (why a line was not looked up), some rows of each
     // pane, the first header line, the key help, the rest of a wrapped notice, one row
@@ -221,6 +229,10 @@ fn header_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
 }
 
 fn status_line(app: &App) -> String {
+    status_line_with(app, app.stats.percentiles)
+}
+
+fn status_line_with(app: &App, percentiles: Option<(Duration, Duration)>) -> String {
     let health = match &app.health {
         None => "API health: checking…".to_owned(),
         Some(h) => {
@@ -232,7 +244,7 @@ fn status_line(app: &App) -> String {
         }
     };
     let s = &app.stats;
-    let percentiles = match s.percentiles {
+    let percentiles = match percentiles {
         Some((p50, p95)) => format!(
             "{} {}",
             whole(&format!("p50 {}", millis(p50))),
@@ -951,6 +963,31 @@ mod tests {
             );
         }
 
+        /// The first answer brings latencies into the status line, which then wraps at 100
+        /// columns: the rows for that were kept from the start, so the screen stays put.
+        #[test]
+        fn the_first_answer_does_not_move_the_screen() {
+            let mut app = app();
+            submit(&mut app, "7");
+            let prompt_row = |screen: &str| {
+                screen
+                    .lines()
+                    .position(|l| l.contains("Enter user id:"))
+                    .unwrap()
+            };
+            let before = render(&app, 100, 30);
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: found(7, Source::Api),
+                },
+            );
+            let after = render(&app, 100, 30);
+            assert!(after.contains("p50 412 ms"), "{after}");
+            assert_eq!(prompt_row(&before), prompt_row(&after), "{before}\n{after}");
+        }
+
         #[test]
         fn page_keys_scroll_a_long_record_and_stop_at_its_end() {
             let mut app = app();
@@ -978,27 +1015,27 @@ mod tests {
             };
             let top = draw(&mut app);
             assert!(
-                top.contains("│id: 8") && top.contains("rows 1–16 of 22"),
+                top.contains("│id: 8") && top.contains("rows 1–15 of 22"),
                 "{top}"
             );
             let down = page(&mut app, KeyCode::PageDown);
             assert!(
-                !down.contains("│id: 8") && down.contains("rows 7–22 of 22"),
+                !down.contains("│id: 8") && down.contains("rows 8–22 of 22"),
                 "{down}"
             );
             // Further down there is nothing more: the last rows stay in view.
             let end = page(&mut app, KeyCode::PageDown);
             assert!(
-                end.contains("rows 7–22 of 22") && end.contains("tags:"),
+                end.contains("rows 8–22 of 22") && end.contains("tags:"),
                 "{end}"
             );
             let up = page(&mut app, KeyCode::PageUp);
-            assert!(up.contains("rows 1–16 of 22"), "{up}");
+            assert!(up.contains("rows 1–15 of 22"), "{up}");
             // Another record starts at its top.
             page(&mut app, KeyCode::PageDown);
             let other = page(&mut app, KeyCode::BackTab);
             assert!(
-                other.contains("│id: 7") && other.contains("rows 1–16"),
+                other.contains("│id: 7") && other.contains("rows 1–15"),
                 "{other}"
             );
         }
