@@ -206,9 +206,11 @@ impl Stats {
         }
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
+        // Nearest rank, as batch's summary counts: the median of two is the lower, where
+        // rounding half the gap up made it the higher.
         let at = |q: f64| {
-            let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-            Duration::from_micros(sorted[i])
+            let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            Duration::from_micros(sorted[rank - 1])
         };
         self.percentiles = Some((at(0.50), at(0.95)));
     }
@@ -1562,6 +1564,24 @@ mod tests {
             app.stats.percentiles,
             Some((Duration::from_millis(300), Duration::from_millis(300)))
         );
+    }
+
+    /// Nearest rank, as batch's summary: the median of two latencies is the lower one, and
+    /// p95 of twenty the nineteenth.
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut stats = Stats {
+            latencies: vec![508_000, 357_000],
+            stale: true,
+            ..Stats::default()
+        };
+        stats.refresh();
+        let ms = Duration::from_millis;
+        assert_eq!(stats.percentiles, Some((ms(357), ms(508))));
+        stats.latencies = (1..=20).map(|i| i * 1000).collect();
+        stats.stale = true;
+        stats.refresh();
+        assert_eq!(stats.percentiles, Some((ms(10), ms(19))));
     }
 
     #[test]
