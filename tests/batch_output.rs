@@ -734,24 +734,30 @@ fn hold_the_write_lock(env: &Env) -> rusqlite::Connection {
     holder
 }
 
-/// A run that waits for another process's lock before its first id counts the wait in its
-/// elapsed time, as a wait met mid-run is counted.
-#[test]
-fn a_wait_for_the_lock_at_the_start_counts_in_the_elapsed_time() {
-    let env = Env::new();
+/// A run of 4 ids, to make the cache file; then its lock held by another process, and the
+/// same run again (`--fresh`, so that it has ids to store) started against it.
+fn rerun_against_a_held_lock(env: &Env) -> (rusqlite::Connection, std::process::Child) {
     let ids = env.write("ids.txt", ids_file(1..=4));
-    // The cache file made, then held.
     assert_eq!(
         run(&mut env.batch_to_files(&ids, &[])).status.code(),
         Some(0)
     );
-    let holder = hold_the_write_lock(&env);
-    let mut child = env
+    let holder = hold_the_write_lock(env);
+    let child = env
         .batch_to_files(&ids, &["--fresh"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    (holder, child)
+}
+
+/// A run that waits for another process's lock before its first id counts the wait in its
+/// elapsed time, as a wait met mid-run is counted.
+#[test]
+fn a_wait_for_the_lock_at_the_start_counts_in_the_elapsed_time() {
+    let env = Env::new();
+    let (holder, mut child) = rerun_against_a_held_lock(&env);
     let (_, rest) = wait_for_line(&mut child, "is locked by another process");
     holder.execute_batch("ROLLBACK").unwrap();
     drop(holder);
@@ -759,8 +765,35 @@ fn a_wait_for_the_lock_at_the_start_counts_in_the_elapsed_time() {
     let text = rest.join().unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
     let s = summary(&env.path("summary.json"));
-    // At least the busy timeout (5 s) before the wait was said.
-    assert!(s["elapsed_s"].as_f64().unwrap() >= 5.0, "{s}");
+    // At least the second waited before the wait was said.
+    assert!(s["elapsed_s"].as_f64().unwrap() >= 1.0, "{s}");
+}
+
+/// A Ctrl-C while the run waits for another process's lock on the cache, before the wait
+/// is even said, ends it at once: the wait ran in one busy timeout of 5 s, which the
+/// cache's close then waited out.
+#[test]
+fn a_ctrl_c_ends_a_wait_for_the_lock_at_once() {
+    let env = Env::new();
+    let (holder, mut child) = rerun_against_a_held_lock(&env);
+    // Made once signals are watched, before the cache is opened.
+    let partial = env.path(".summary.json.userfetch-partial");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !partial.exists() {
+        assert!(std::time::Instant::now() < until, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    let took = asked.elapsed();
+    drop(holder);
+    assert_eq!(status.code(), Some(130));
+    // Against the 4.7 s left of a 5 s busy timeout; a quarter of a second to be seen.
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
 }
 
 /// Asked to stop (Ctrl-C) while another process holds the cache's lock, the run ends

@@ -20,8 +20,12 @@ use crate::term;
 /// Most requests run in one transaction; bounds how long a reader waits behind writes.
 pub(super) const MAX_BATCH: usize = 4096;
 
-/// How long each try waits once a batch is waiting out another process's lock.
+/// How long each try waits while a batch waits out another process's lock.
 pub(super) const WAIT_STEP: Duration = Duration::from_millis(250);
+
+/// How long a batch waits for another process's lock before it says so: commits of another
+/// run sharing the file hold it for less.
+const SAY_WAIT_AFTER: Duration = Duration::from_secs(1);
 
 /// The cache thread: take whatever is queued, run it in one transaction, answer, repeat.
 pub(super) fn serve(
@@ -42,9 +46,12 @@ pub(super) fn serve(
     // Whether discarded jobs may have rows left to delete (`sweep`); looked for whenever
     // nothing else is queued.
     let mut sweeping = true;
-    // Since when another process's lock has held up batch commands, so the wait is said
-    // once, and its end too.
+    // Since when another process's lock has held up batch commands, and whether that was
+    // said (once it lasts [`SAY_WAIT_AFTER`]), so the wait is said once, and its end too.
     let mut waiting_since: Option<Instant> = None;
+    let mut wait_said = false;
+    // The busy timeout set on the connection, so it is only changed when it has to be.
+    let mut busy_for = BUSY_FOR;
     // Whether a record from `get` or the screen was refused for another process's lock.
     // Until one gets through again, records are tried without waiting: each wait held the
     // command's exit 5 s more, and a record not cached is only fetched again next time.
@@ -121,13 +128,22 @@ pub(super) fn serve(
             if records {
                 answer_lookups_first(&mut conn, &mut batch, path);
             }
-            if no_wait && let Err(e) = conn.busy_timeout(Duration::ZERO) {
-                tracing::debug!("cache {}: {e}", term::path(path));
+            // A patient batch waits in short steps from the first: between them it sees a
+            // close or a stop (a Ctrl-C), which inside one long busy timeout waited up to 5 s.
+            let wanted = if no_wait {
+                Duration::ZERO
+            } else if patient {
+                WAIT_STEP
+            } else {
+                BUSY_FOR
+            };
+            if wanted != busy_for {
+                match conn.busy_timeout(wanted) {
+                    Ok(()) => busy_for = wanted,
+                    Err(e) => tracing::debug!("cache {}: {e}", term::path(path)),
+                }
             }
             let ran = run_batch(&mut conn, &mut batch, &mut claimed, patient);
-            if no_wait && let Err(e) = conn.busy_timeout(BUSY_FOR) {
-                tracing::debug!("cache {}: {e}", term::path(path));
-            }
             match (&ran, records) {
                 (Err(e), true) if is_busy(e) && !puts_locked_out => {
                     puts_locked_out = true;
@@ -158,16 +174,18 @@ pub(super) fn serve(
             match ran {
                 // Left in `batch`: only a failed start of the transaction does that.
                 Err(e) if patient && is_busy(&e) && !batch.is_empty() => {
-                    if waiting_since.is_none() {
-                        // Short tries from now on, so a stop or a close is seen at once.
-                        if let Err(e) = conn.busy_timeout(WAIT_STEP) {
-                            tracing::debug!("cache {}: {e}", term::path(path));
-                        }
+                    // The first step has passed by the time its error is seen.
+                    let since = *waiting_since.get_or_insert_with(|| {
+                        Instant::now()
+                            .checked_sub(WAIT_STEP)
+                            .unwrap_or_else(Instant::now)
+                    });
+                    if !wait_said && since.elapsed() >= SAY_WAIT_AFTER {
+                        wait_said = true;
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is locked by another process; waiting until it is free",
                             term::path(path)
                         ));
-                        waiting_since = Some(Instant::now());
                     }
                     // What is sent meanwhile waits too; closing, or the run being asked to
                     // stop, ends the wait: what waits is refused with the lock named.
@@ -188,16 +206,14 @@ pub(super) fn serve(
                 }
                 Ok(()) => {
                     // Batch commands took the write lock: it is free again.
-                    if let Some(since) = waiting_since.take_if(|_| batch_commands) {
-                        if let Err(e) = conn.busy_timeout(BUSY_FOR) {
-                            tracing::debug!("cache {}: {e}", term::path(path));
-                        }
+                    if let Some(since) = waiting_since.take_if(|_| batch_commands)
+                        && std::mem::take(&mut wait_said)
+                    {
                         crate::console::note_above_progress(format_args!(
                             "userfetch: the cache file {} is free again after {}; going on",
                             term::path(path),
-                            // The first busy timeout passed before the wait was noticed.
                             humantime::format_duration(Duration::from_secs(
-                                (since.elapsed() + BUSY_FOR).as_secs()
+                                since.elapsed().as_secs()
                             ))
                         ));
                     }
