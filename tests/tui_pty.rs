@@ -945,7 +945,7 @@ fn lookups_to_the_embedded_api_fit_the_open_file_limit_with_both_ends() {
 }
 
 /// The health check through a proxy that asks for credentials, or says it could not reach
-/// the API: the API was never asked (or never answered), which is no "API ok".
+/// the API: the API was never asked (or never answered), which is no "API up".
 #[test]
 fn a_proxys_own_answer_is_no_healthy_api() {
     use std::io::{Read, Write};

@@ -443,7 +443,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             Vec::new()
         }
         // A check that began before a sync freeze ended timed the freeze, not the API (the
-        // header read "API ok 3003 ms" after a 3 s freeze): the next one will tell.
+        // header read "API up 3003 ms" after a 3 s freeze): the next one will tell.
         Msg::Health(Ok(latency))
             if app
                 .thawed_at

@@ -238,7 +238,7 @@ fn status_line_with(app: &App, percentiles: Option<(Duration, Duration)>) -> Str
         Some(h) => {
             let ago = app.now.saturating_duration_since(h.at).as_secs();
             match &h.result {
-                Ok(latency) => whole(&format!("API ok {} ({ago} s ago)", millis(*latency))),
+                Ok(latency) => whole(&format!("API up {} ({ago} s ago)", millis(*latency))),
                 Err(e) => format!("API DOWN: {e} {}", whole(&format!("({ago} s ago)"))),
             }
         }
