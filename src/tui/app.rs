@@ -635,8 +635,10 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             app.interrupted = true;
             quit(app)
         }
+        // The whole line, as zsh's Ctrl-U and as the footer says ("Ctrl-U clear"): taking
+        // only what is before the cursor, as bash does, left text after it and q typed.
         KeyCode::Char('u') if ctrl => {
-            app.input.drain(..app.cursor);
+            app.input.clear();
             app.cursor = 0;
             Vec::new()
         }
@@ -1403,13 +1405,14 @@ mod tests {
         update(&mut app, key(KeyCode::End));
         update(&mut app, key(KeyCode::Right));
         assert_eq!(app.cursor, 3);
-        update(&mut app, key(KeyCode::Left));
-        update(&mut app, ctrl('u'));
-        assert_eq!((app.input.as_str(), app.cursor), ("4", 0));
         // Multi-byte characters are edited whole.
         type_text(&mut app, "é");
         update(&mut app, key(KeyCode::Backspace));
-        assert_eq!(app.input, "4");
+        assert_eq!(app.input, "934");
+        // Ctrl-U clears the line, wherever the cursor is.
+        update(&mut app, key(KeyCode::Left));
+        update(&mut app, ctrl('u'));
+        assert_eq!((app.input.as_str(), app.cursor), ("", 0));
     }
 
     /// A huge record (a 1 MB value, thousands of fields) gives the pane a bounded amount of
