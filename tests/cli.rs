@@ -153,16 +153,30 @@ fn verbose_log_lines_carry_no_escape_sequences_from_the_api() {
     });
     let dir = tempfile::tempdir().unwrap();
     let out = userfetch(&dir)
-        .args(["get", "1", "-v", "--retries", "1", "--api", &api])
+        .args([
+            "get",
+            "1",
+            "-v",
+            "--retries",
+            "2",
+            "--max-retry-wait",
+            "10ms",
+        ])
+        .args(["--api", &api])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("retrying"), "{stderr}");
     assert!(
         !stderr.contains('\u{1b}') && !stderr.contains('\u{7}'),
         "{stderr:?}"
     );
+    // A retry is no giving up: only the last line says that (the second retry's said
+    // "gave up after 2 attempts" and went on).
+    let retries: Vec<&str> = stderr.lines().filter(|l| l.contains("retrying")).collect();
+    assert_eq!(retries.len(), 2, "{stderr}");
+    assert!(retries.iter().all(|l| !l.contains("gave up")), "{stderr}");
+    assert!(stderr.contains("; gave up after 3 attempts"), "{stderr}");
 }
 
 /// batch asks an http:// API whether it speaks cleartext HTTP/2 and uses it when it does (the

@@ -406,7 +406,9 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                     until: now + notice.delay,
                     next_attempt: notice.failed_attempt + 1,
                     max_attempts: notice.max_attempts,
-                    reason: sanitize(&notice.error.to_string()).into_owned(),
+                    // What went wrong, without the "; gave up after N attempts" of a
+                    // final error: this one is retried.
+                    reason: sanitize(notice.error.detail()).into_owned(),
                 });
             }
             Vec::new()
@@ -1705,11 +1707,12 @@ mod tests {
         type_text(&mut app, "5");
         update(&mut app, key(KeyCode::Enter));
         update(&mut app, Msg::Started(ReqId(0)));
+        // The second attempt failed: the third comes next.
         let notice = RetryNotice {
-            failed_attempt: 1,
+            failed_attempt: 2,
             max_attempts: 4,
             delay: Duration::from_millis(2100),
-            error: FetchError::new(ErrorKind::ServerError, 1, "server answered 503\u{1b}[2J"),
+            error: FetchError::new(ErrorKind::ServerError, 2, "server answered 503\u{1b}[2J"),
         };
         update(
             &mut app,
@@ -1722,8 +1725,10 @@ mod tests {
             panic!()
         };
         assert_eq!(retry.until, app.now + Duration::from_millis(2100));
-        assert_eq!((retry.next_attempt, retry.max_attempts), (2, 4));
+        assert_eq!((retry.next_attempt, retry.max_attempts), (3, 4));
         assert!(!retry.reason.contains('\u{1b}'));
+        // Not "gave up": it is being retried.
+        assert_eq!(retry.reason, "server answered 503\u{fffd}[2J");
     }
 
     #[test]
