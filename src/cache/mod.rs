@@ -546,6 +546,24 @@ mod tests {
         }
     }
 
+    /// A command that stored records leaves them in the file itself as it closes, not only
+    /// in its -wal log: a copy of the file alone (what a user moving it takes) has them.
+    #[tokio::test]
+    async fn a_close_after_storing_leaves_the_records_in_the_file_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite3");
+        let cache = Cache::open(&path).unwrap();
+        cache.put("a", "1", record(1)).unwrap();
+        cache.close().await.unwrap();
+        let copy = dir.path().join("copy.sqlite3");
+        std::fs::copy(&path, &copy).unwrap();
+        let stored: i64 = Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(stored, 1);
+    }
+
     #[tokio::test]
     async fn the_log_shrinks_back_after_a_large_transaction() {
         let dir = tempfile::tempdir().unwrap();

@@ -60,8 +60,8 @@ pub(super) fn serve(
     // disk full): said once. Not "again" when one is stored after all: on a nearly full disk
     // small commits fit between failed large ones, and the two lines would alternate.
     let mut puts_failing = false;
-    // Whether a batch job has written here: its close folds the log into the file.
-    let mut batch_wrote = false;
+    // Whether this process has written here: its close then folds the log into the file.
+    let mut wrote = false;
     loop {
         let next = if sweeping {
             // A pause between sweeps, so another process sharing the file (whose busy handler
@@ -120,7 +120,7 @@ pub(super) fn serve(
         // or a batch run asked to stop.
         while !batch.is_empty() {
             let batch_commands = batch.iter().any(|c| matches!(c, Command::Batch(_)));
-            batch_wrote |= batch_commands;
+            wrote |= batch_commands || batch.iter().any(|c| matches!(c, Command::Put { .. }));
             // Records from `get` or the screen, which give up on a lock rather than wait.
             let records = !batch_commands && batch.iter().any(|c| matches!(c, Command::Put { .. }));
             let patient = close.is_none() && batch_commands && !given_up();
@@ -225,15 +225,13 @@ pub(super) fn serve(
         // them with an error instead of leaving its caller waiting for the next command.
         batch.clear();
         if let Some(reply) = close {
-            // Without a checkpoint after `get` or the screen: folding the WAL into the file
-            // here (and waiting for its fsync) took 5-10 ms at the end of every command,
-            // against 1-2 ms for the next open to read the log back. Committed data is safe
-            // in the WAL either way. A batch run folds it: the log then holds up to 8 MB of
-            // its records (a first run's whole cache, tables included), which a user copying
-            // or moving the file alone would lose, and the few milliseconds are nothing
-            // beside the run. Closing, rather than exiting under the thread, means the
-            // process never ends while SQLite is writing.
-            if !batch_wrote
+            // Folding the log into the file, when this process wrote: otherwise the file
+            // alone lacked records, even its tables (below the 8 MB at which SQLite folds
+            // it by itself), for a user who copied or moved it without its -wal file. A few
+            // milliseconds (an fsync), only for a command that stored something. Closing,
+            // rather than exiting under the thread, means the process never ends while
+            // SQLite is writing.
+            if !wrote
                 && let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             {
                 tracing::debug!("cache {}: closing with a checkpoint: {e}", term::path(path));
