@@ -153,12 +153,13 @@ impl UserId {
         UserId::parse(UserId::trim(text))
     }
 
-    /// `text` without the spaces, tabs, byte-order marks and zero-width spaces at its ends:
-    /// no id has them there, and they come with copied text (a byte-order mark starts each
-    /// file an editor on Windows saved, and so each line where `cat` joined such files; a
-    /// zero-width space comes from web pages). Inside an id they are refused.
+    /// `text` without the spaces, tabs, line ends, byte-order marks and zero-width spaces at
+    /// its ends: no id has them there, and they come with copied text (a byte-order mark
+    /// starts each file an editor on Windows saved, and so each line where `cat` joined such
+    /// files; `xargs` over such a file passes each id with its CR; a zero-width space comes
+    /// from web pages). Inside an id they are refused.
     pub fn trim(text: &str) -> &str {
-        text.trim_matches([' ', '\t', '\u{FEFF}', '\u{200B}'])
+        text.trim_matches([' ', '\t', '\r', '\n', '\u{FEFF}', '\u{200B}'])
     }
 
     pub fn as_str(&self) -> &str {
@@ -218,6 +219,13 @@ mod tests {
         assert_eq!(UserId::parse("."), Err(IdError::DotSegment));
         assert_eq!(UserId::parse(" 1"), Err(IdError::Whitespace));
         assert_eq!(UserId::parse_trimmed(" 1\t ").unwrap().as_str(), "1");
+        // A CRLF file's line end, as `xargs` passes it.
+        assert_eq!(UserId::parse_trimmed("1\r").unwrap().as_str(), "1");
+        assert_eq!(UserId::parse_trimmed("1\r\n").unwrap().as_str(), "1");
+        assert_eq!(
+            UserId::parse_trimmed("1\r2"),
+            Err(IdError::ControlChar(0x0d))
+        );
         assert_eq!(UserId::parse_trimmed(" \t"), Err(IdError::Empty));
         // Only spaces and tabs: other whitespace is not what a copy brings along.
         assert_eq!(UserId::parse_trimmed("1\u{a0}"), Err(IdError::Whitespace));
