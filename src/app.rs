@@ -163,6 +163,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         jitter: args.jitter,
         faults: args.faults.clone(),
         retry_after: args.retry_after,
+        log_requests: true,
         ..ServerConfig::default()
     };
     // Handlers go in before the URL is printed: a script that reads the URL and at once

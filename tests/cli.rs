@@ -1132,6 +1132,43 @@ fn serve_and_get_work_from_two_processes() {
     );
 }
 
+/// `serve -v` says each request: what was asked, the status, the fault injected and how
+/// long it took, so that the author of another client can see what the server did. The API
+/// started inside `get` says nothing of its own at `-v`.
+#[test]
+fn serve_says_each_request_at_v() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_file = dir.path().join("serve.err");
+    let mut serve = Command::cargo_bin("userfetch").unwrap();
+    serve.args([
+        "serve", "-v", "--port", "0", "--users", "50", "--fault", "503=1",
+    ]);
+    let (mut server, line) = start_serving(
+        serve,
+        Stdio::from(std::fs::File::create(&stderr_file).unwrap()),
+    );
+    let template = line.trim().to_owned();
+    let got = userfetch(&dir)
+        .args(["get", "7", "--retries", "0", "--api", &template])
+        .output()
+        .unwrap();
+    assert_eq!(got.status.code(), Some(1));
+    let _ = Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status();
+    server.wait().unwrap();
+    let said = std::fs::read_to_string(&stderr_file).unwrap();
+    assert!(
+        said.lines()
+            .any(|l| l.contains("GET /users/7 503 (fault 503) in ")),
+        "{said}"
+    );
+    // The embedded API of a `get -v`: only the lookup's own lines.
+    let embedded = userfetch(&dir).args(["get", "7", "-v"]).output().unwrap();
+    let text = String::from_utf8_lossy(&embedded.stderr);
+    assert!(!text.contains("GET /users/7"), "{text}");
+}
+
 /// A port another program holds: said with what to do about it. `--bind localhost` is
 /// taken for the loopback address.
 #[test]

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     /// Keep a log of every request (host, path, Authorization) for tests to inspect. Off by
     /// default: a benchmark server must not grow with every request.
     pub record_requests: bool,
+    /// Say each request (method, path, status, the fault injected, how long it took) at
+    /// `-v`: `serve` run as a test double for another client, whose author compares what it
+    /// saw with what the server did. Off for the API started inside `get` or the screen,
+    /// whose `-v` is about the lookups.
+    pub log_requests: bool,
     /// How long a new connection may take to send its first request's head (either
     /// protocol), and an HTTP/1.1 connection to stay idle between requests. A client that
     /// connects and stalls would otherwise hold its socket and task for as long as the
@@ -80,6 +85,7 @@ impl Default for ServerConfig {
             drip_interval: Duration::from_millis(50),
             oversize_bytes: 8 * 1024 * 1024,
             record_requests: false,
+            log_requests: false,
             head_timeout: Duration::from_secs(60),
             http2_streams: 100_000,
         }
@@ -374,7 +380,37 @@ struct Decision {
 async fn handle(
     state: Arc<State>,
     router: Router,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, CloseConnection> {
+    if !(state.config.log_requests && tracing::enabled!(tracing::Level::INFO)) {
+        return answer(state, router, req, &mut None).await;
+    }
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.to_string());
+    let mut fault = None;
+    let answered = answer(state, router, req, &mut fault).await;
+    let fault = fault.map_or(String::new(), |f| format!(" (fault {})", f.name()));
+    let took = started.elapsed();
+    match &answered {
+        Ok(response) => tracing::info!(
+            "{method} {target} {}{fault} in {took:.1?}",
+            response.status().as_u16()
+        ),
+        Err(_) => tracing::info!("{method} {target} closed without an answer{fault} in {took:.1?}"),
+    }
+    answered
+}
+
+/// `chosen` is told the fault injected, if any.
+async fn answer(
+    state: Arc<State>,
+    router: Router,
     mut req: Request<Incoming>,
+    chosen: &mut Option<Fault>,
 ) -> Result<Response<Body>, CloseConnection> {
     state.stats.requests.fetch_add(1, Ordering::Relaxed);
     if state.config.record_requests {
@@ -422,6 +458,7 @@ async fn handle(
         if fault.is_some() {
             state.stats.faults.fetch_add(1, Ordering::Relaxed);
         }
+        *chosen = fault;
         if fault == Some(Fault::Close) {
             return Err(CloseConnection);
         }
