@@ -129,11 +129,10 @@ impl Record {
         let Ok(as_value) = serde_json::from_str::<serde_json::Value>(&self.0) else {
             return write_json_escaped(out, &self.0);
         };
-        // Keep the io::ErrorKind (BrokenPipe above all) visible to the caller.
-        let io_error = |e: serde_json::Error| match e.io_error_kind() {
-            Some(kind) => io::Error::from(kind),
-            None => io::Error::other(e),
-        };
+        // The writer's own error back (serde_json hands it over whole): its kind (BrokenPipe
+        // above all) for the caller, and its message, as the compact path says it ("No space
+        // left on device (os error 28)", where the kind alone said "no storage space").
+        let io_error = io::Error::from;
         let mut ser = serde_json::Serializer::with_formatter(
             &mut *out,
             SafeFormatter(PrettyFormatter::new()),
@@ -300,6 +299,30 @@ impl<F: Formatter> Formatter for SafeFormatter<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer's error comes back whole from the pretty path too, as from the compact one:
+    /// its kind was kept but its message lost ("no storage space" for a full disk).
+    #[test]
+    fn a_write_error_keeps_its_kind_and_message_either_way() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "the disk is full",
+                ))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let record = Record::from_body(br#"{"id":1,"name":"a"}"#).unwrap();
+        for pretty in [false, true] {
+            let e = record.write_escaped(&mut Full, pretty).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull, "pretty {pretty}");
+            assert_eq!(e.to_string(), "the disk is full", "pretty {pretty}");
+        }
+    }
 
     #[test]
     fn keeps_compact_json_as_sent() {
