@@ -551,7 +551,7 @@ fn a_dry_run_works_while_a_run_writes_the_outputs() {
     for what in ["--out out.jsonl", "--failures fail.jsonl"] {
         assert!(
             text.contains(&format!(
-                "another run is writing {what} now: a run would be refused until it ends"
+                "{what}: another run is writing that file now; a run would be refused until it ends"
             )),
             "{text}"
         );

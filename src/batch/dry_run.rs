@@ -135,7 +135,7 @@ pub(super) async fn dry_run(
     for (what, path) in outputs {
         if let Some(path) = path.filter(|path| AtomicFile::being_written(path)) {
             say!(
-                "  another run is writing {what} {} now: a run would be refused until it ends",
+                "  {what} {}: another run is writing that file now; a run would be refused until it ends",
                 crate::term::path(path)
             )?;
         }
