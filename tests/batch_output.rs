@@ -776,16 +776,29 @@ fn a_wait_for_the_lock_at_the_start_counts_in_the_elapsed_time() {
 fn a_ctrl_c_ends_a_wait_for_the_lock_at_once() {
     let env = Env::new();
     let (holder, mut child) = rerun_against_a_held_lock(&env);
-    // Made once signals are watched, before the cache is opened.
-    let partial = env.path(".summary.json.userfetch-partial");
+    // Once the run has the cache file open, the last of its preparing: then it asks for
+    // the lock. (A signal while preparing also ends the run at once, lock or not.)
+    let pid = child.id();
+    let opened = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|target| target.ends_with("cache.sqlite3"))
+            })
+    };
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !partial.exists() {
-        assert!(std::time::Instant::now() < until, "the run never started");
+    while !opened() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the run never opened the cache"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
     let asked = std::time::Instant::now();
-    let pid = i32::try_from(child.id()).unwrap();
+    let pid = i32::try_from(pid).unwrap();
     // SAFETY: kill(2) on the child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let status = child.wait().unwrap();
@@ -805,6 +818,7 @@ fn a_run_stopped_while_the_cache_is_locked_ends_without_the_lock() {
     let holder = hold_the_write_lock(&env);
     let (seen, rest) = wait_for_line(&mut child, "is locked by another process");
     let pid = i32::try_from(child.id()).unwrap();
+    let asked = std::time::Instant::now();
     // SAFETY: kill(2) on the child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -818,12 +832,16 @@ fn a_run_stopped_while_the_cache_is_locked_ends_without_the_lock() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    let took = asked.elapsed();
     let text = seen + &rest.join().unwrap();
     // Still held: the run did not wait for it.
     holder.execute_batch("ROLLBACK").unwrap();
+    // Each store after the stop tried once (a quarter of a second), not for the 5 s a
+    // lookup's store waits: the run ended about a second after Ctrl-C, not 10 s.
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     assert_eq!(status.code(), Some(130), "{text}");
     assert!(
-        text.contains("is locked by another process (waited"),
+        text.contains("is locked by another process; try again once it is done"),
         "{text}"
     );
     // It could not note that --out is its own: said, since the next run will say otherwise.

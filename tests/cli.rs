@@ -1153,6 +1153,30 @@ fn serve_says_each_request_at_v() {
         .output()
         .unwrap();
     assert_eq!(got.status.code(), Some(1));
+    // A client that gives up before the answer (here in a 5 s latency) is said too.
+    let address = template
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /users/8?latency=5s HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stream);
+    let given_up = "GET /users/8?latency=5s given up by the client after ";
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&stderr_file)
+        .unwrap()
+        .contains(given_up)
+    {
+        assert!(std::time::Instant::now() < until, "not said: {given_up}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = Command::new("kill")
         .args(["-INT", &server.id().to_string()])
         .status();

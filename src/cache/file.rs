@@ -175,7 +175,6 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, CacheError> {
                 if started.elapsed() >= BUSY_FOR {
                     return Err(CacheError::Busy {
                         path: path.to_owned(),
-                        waited: BUSY_FOR,
                     });
                 }
                 std::thread::sleep(Duration::from_millis(fastrand::u64(2..=20)));
@@ -191,7 +190,6 @@ pub(super) fn sqlite_error(path: &Path, source: rusqlite::Error) -> CacheError {
     if is_busy(&source) {
         CacheError::Busy {
             path: path.to_owned(),
-            waited: BUSY_FOR,
         }
     } else if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
         CacheError::ReadOnly {

@@ -71,12 +71,12 @@ pub enum CacheError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// After a wait: 5 s for `get` and the screen, a step of a batch run asked to stop.
     #[error(
-        "the cache file {} is locked by another process (waited {}); try again once it is done, or use --cache PATH",
-        crate::term::path(path),
-        humantime::format_duration(*waited)
+        "the cache file {} is locked by another process; try again once it is done, or use --cache PATH",
+        crate::term::path(path)
     )]
-    Busy { path: PathBuf, waited: Duration },
+    Busy { path: PathBuf },
     #[error("the cache stopped working (its thread ended)")]
     Gone,
 }

@@ -24,8 +24,8 @@ pub(super) const MAX_BATCH: usize = 4096;
 pub(super) const WAIT_STEP: Duration = Duration::from_millis(250);
 
 /// How long a batch waits for another process's lock before it says so: commits of another
-/// run sharing the file hold it for less.
-const SAY_WAIT_AFTER: Duration = Duration::from_secs(1);
+/// run sharing the file hold it for less, even on a loaded machine.
+const SAY_WAIT_AFTER: Duration = Duration::from_secs(2);
 
 /// The cache thread: take whatever is queued, run it in one transaction, answer, repeat.
 pub(super) fn serve(
@@ -132,7 +132,9 @@ pub(super) fn serve(
             // close or a stop (a Ctrl-C), which inside one long busy timeout waited up to 5 s.
             let wanted = if no_wait {
                 Duration::ZERO
-            } else if patient {
+            } else if patient || (batch_commands && waiting_since.is_some()) {
+                // Also once the run is asked to stop while a lock holds: each command
+                // then takes one step, not 5 s, before it is refused.
                 WAIT_STEP
             } else {
                 BUSY_FOR

@@ -381,7 +381,7 @@ impl Client {
                 return Err(FetchError::new(error.kind, attempt, why));
             }
             // The detail alone: the error's "; gave up after N attempts" is for the last one.
-            tracing::info!(%id, attempt, delay = %format!("{:.1?}", delay), error = error.detail(), "retrying");
+            tracing::info!(%id, attempt, delay = %format!("{:.1?}", delay), error = %error.detail(), "retrying");
             on_retry(&RetryNotice {
                 failed_attempt: attempt,
                 max_attempts,

@@ -385,17 +385,22 @@ async fn handle(
     if !(state.config.log_requests && tracing::enabled!(tracing::Level::INFO)) {
         return answer(state, router, req, &mut None).await;
     }
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(String::new, |p| p.to_string());
-    let mut fault = None;
-    let answered = answer(state, router, req, &mut fault).await;
-    let fault = fault.map_or(String::new(), |f| format!(" (fault {})", f.name()));
-    let took = started.elapsed();
+    let mut log = RequestLog {
+        started: std::time::Instant::now(),
+        method: req.method().clone(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or_else(String::new, |p| p.to_string()),
+        fault: None,
+        said: false,
+    };
+    let answered = answer(state, router, req, &mut log.fault).await;
+    log.said = true;
+    let (method, target, took) = (&log.method, &log.target, log.started.elapsed());
+    let fault = log.fault_said();
     match &answered {
+        // To the answer's head: a body sent slowly (drip) takes longer.
         Ok(response) => tracing::info!(
             "{method} {target} {}{fault} in {took:.1?}",
             response.status().as_u16()
@@ -403,6 +408,38 @@ async fn handle(
         Err(_) => tracing::info!("{method} {target} closed without an answer{fault} in {took:.1?}"),
     }
     answered
+}
+
+/// One request as `serve -v` says it. Dropped unsaid, the request was given up by the client
+/// (a timeout in a latency) before its answer: said so, which is what a client author
+/// testing their timeouts wants to see.
+struct RequestLog {
+    started: std::time::Instant,
+    method: axum::http::Method,
+    target: String,
+    fault: Option<Fault>,
+    said: bool,
+}
+
+impl RequestLog {
+    fn fault_said(&self) -> String {
+        self.fault
+            .map_or(String::new(), |f| format!(" (fault {})", f.name()))
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        if !self.said {
+            tracing::info!(
+                "{} {} given up by the client{} after {:.1?}",
+                self.method,
+                self.target,
+                self.fault_said(),
+                self.started.elapsed()
+            );
+        }
+    }
 }
 
 /// `chosen` is told the fault injected, if any.

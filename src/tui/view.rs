@@ -85,14 +85,16 @@ pub fn view(app: &App, frame: &mut Frame) {
             .unwrap_or(INFO_ROWS)
             .clamp(1, INFO_ROWS)
     };
-    let mut wanted = lines.clone().map(rows_for);
+    let wanted = lines.clone().map(rows_for);
     // The status line is given the rows it needs once latencies show ("p50 –" becomes
     // "p50 707 ms"), from the start: the first answer moved the whole screen down a row.
+    // Last, after every line's own rows: a row kept blank must not cost one with text.
     let four_digits = Duration::from_millis(9999);
-    wanted[1] = wanted[1].max(rows_for(Line::from(status_line_with(
+    let status_reserve = rows_for(Line::from(status_line_with(
         app,
         Some((four_digits, four_digits)),
-    ))));
+    )))
+    .saturating_sub(wanted[1]);
     // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
     // first row of a notice showing (why a line was not looked up), some rows of each
     // pane, the first header line, the key help, the rest of a wrapped notice, one row
@@ -137,6 +139,9 @@ pub fn view(app: &App, frame: &mut Frame) {
         if *got > 0 {
             *got += take(wanted - 1);
         }
+    }
+    if got[1] > 0 {
+        got[1] += take(status_reserve);
     }
     // Wrapped even when given fewer rows than it wraps onto: its rows end between figures,
     // so the figures that show are whole, where a line cut at the edge cut one in two.
@@ -1141,6 +1146,32 @@ mod tests {
             );
             update(&mut app, Msg::Froze(Duration::from_millis(640)));
             insta::assert_snapshot!(render(&app, 110, 14));
+        }
+
+        /// The status line's row kept for latencies to come is handed out last: on a
+        /// terminal with a row to spare, it went to that blank row and not to the meter's
+        /// wrapped end, which says how long the last sync lookup froze the screen.
+        #[test]
+        fn the_row_kept_for_latencies_costs_no_row_with_text() {
+            let mut app = app();
+            update(
+                &mut app,
+                Msg::Key(KeyEvent::new(KeyCode::F(2), KeyModifiers::NONE)),
+            );
+            submit(&mut app, "12");
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: Err(FetchError::new(ErrorKind::NotFound, 1, "not found")),
+                },
+            );
+            update(&mut app, Msg::Froze(Duration::from_millis(640)));
+            // No latency yet (nothing found): the status line is short of what it keeps.
+            assert!(app.stats.latencies.is_empty());
+            let screen = render(&app, 100, 17);
+            let ends_wrapped = |l: &str| l.trim_end().ends_with("froze the UI for 0.6 s");
+            assert!(screen.lines().any(ends_wrapped), "{screen}");
         }
 
         /// Two lookups typed: "3" still loading, "4" found after 500 ms.
