@@ -1152,7 +1152,6 @@ fn serve_says_each_request_at_v() {
         .args(["get", "7", "--retries", "0", "--api", &template])
         .output()
         .unwrap();
-    assert_eq!(got.status.code(), Some(1));
     // A client that gives up before the answer (here in a 5 s latency) is said too.
     let address = template
         .trim_start_matches("http://")
@@ -1166,22 +1165,42 @@ fn serve_says_each_request_at_v() {
         b"GET /users/8?latency=5s HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    drop(stream);
+    // Closed once the server has the request (its count went up), not before: a request
+    // whose connection is closed before it is read is never started, nor said.
+    let user_requests = || {
+        let mut stats = std::net::TcpStream::connect(&address).unwrap();
+        std::io::Write::write_all(
+            &mut stats,
+            b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stats, &mut answer).unwrap();
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("{}").to_owned();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["user_requests"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     let given_up = "GET /users/8?latency=5s given up by the client after ";
     let until = std::time::Instant::now() + Duration::from_secs(30);
+    while user_requests() < 2 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stream);
     while !std::fs::read_to_string(&stderr_file)
         .unwrap()
         .contains(given_up)
+        && std::time::Instant::now() < until
     {
-        assert!(std::time::Instant::now() < until, "not said: {given_up}");
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = Command::new("kill")
         .args(["-INT", &server.id().to_string()])
         .status();
     server.wait().unwrap();
+    assert_eq!(got.status.code(), Some(1));
     let said = std::fs::read_to_string(&stderr_file).unwrap();
+    assert!(said.contains(given_up), "{said}");
     assert!(
         said.lines()
             .any(|l| l.contains("GET /users/7 503 (fault 503) in ")),

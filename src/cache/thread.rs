@@ -133,9 +133,10 @@ pub(super) fn serve(
             // close or a stop (a Ctrl-C), which inside one long busy timeout waited up to 5 s.
             let wanted = if no_wait {
                 Duration::ZERO
-            } else if patient || (batch_commands && waiting_since.is_some()) {
-                // Also once the run is asked to stop while a lock holds: each command
-                // then takes one step, not 5 s, before it is refused.
+            } else if batch_commands && (patient || given_up() || waiting_since.is_some()) {
+                // Also once the run is asked to stop (or closes) while a lock holds, or
+                // before one is taken: each command then takes one step, not 5 s, before
+                // it is refused.
                 WAIT_STEP
             } else {
                 BUSY_FOR
@@ -205,6 +206,11 @@ pub(super) fn serve(
                 // Every caller heard it.
                 Err(e) => {
                     tracing::debug!("cache {}: {e}", term::path(path));
+                    if !is_busy(&e) {
+                        // The wait, if one was under way, is over; a later one is said anew.
+                        waiting_since = None;
+                        wait_said = false;
+                    }
                     break;
                 }
                 Ok(()) => {

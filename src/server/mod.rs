@@ -143,6 +143,9 @@ struct State {
     counter: FaultCounter,
     bodies: users::Bodies,
     delays: delay::Delays,
+    /// Set once the server stops taking connections: a request dropped after it was cut
+    /// short by the server, not given up by its client.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A running demo API. Dropping it leaves the server running until its runtime stops; call
@@ -275,6 +278,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<ServerHandle> {
         counter: FaultCounter::default(),
         bodies,
         delays: delay::Delays::start(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(listener, state, shutdown.clone()));
@@ -352,6 +356,7 @@ async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationTok
         });
     }
     drop(listener);
+    state.stopping.store(true, Ordering::Relaxed);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -386,6 +391,7 @@ async fn handle(
         return answer(state, router, req, &mut None).await;
     }
     let mut log = RequestLog {
+        state: state.clone(),
         started: std::time::Instant::now(),
         method: req.method().clone(),
         target: req
@@ -411,9 +417,10 @@ async fn handle(
 }
 
 /// One request as `serve -v` says it. Dropped unsaid, the request was given up by the client
-/// (a timeout in a latency) before its answer: said so, which is what a client author
-/// testing their timeouts wants to see.
+/// (a timeout in a latency) before its answer, which is what a client author testing their
+/// timeouts wants to see, or cut short as the server stopped: said which.
 struct RequestLog {
+    state: Arc<State>,
     started: std::time::Instant,
     method: axum::http::Method,
     target: String,
@@ -431,8 +438,13 @@ impl RequestLog {
 impl Drop for RequestLog {
     fn drop(&mut self) {
         if !self.said {
+            let by = if self.state.stopping.load(Ordering::Relaxed) {
+                "cut short as the server stopped"
+            } else {
+                "given up by the client"
+            };
             tracing::info!(
-                "{} {} given up by the client{} after {:.1?}",
+                "{} {} {by}{} after {:.1?}",
                 self.method,
                 self.target,
                 self.fault_said(),
