@@ -201,6 +201,12 @@ fn exit_code(failed: bool) -> ExitCode {
 
 /// Every id is checked before any request goes out, so one typo fails fast and fetches nothing.
 pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
+    // Said when there were others: the good ones were not looked up either.
+    let none = if raw.len() > 1 {
+        "; no id was looked up (all are checked first)"
+    } else {
+        ""
+    };
     raw.iter()
         .enumerate()
         .map(|(i, text)| {
@@ -208,13 +214,13 @@ pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
             if text.trim() == "-" {
                 return Err(usage(format!(
                     "invalid id \"-\" (argument {}): get takes ids as arguments; to read them \
-                     from stdin or a file, use batch (userfetch batch - --out FILE)",
+                     from stdin or a file, use batch (userfetch batch - --out FILE){none}",
                     i + 1
                 )));
             }
             UserId::parse_trimmed(text).map_err(|e| {
                 usage(format!(
-                    "invalid id {} (argument {}): {e}",
+                    "invalid id {} (argument {}): {e}{none}",
                     quote(text),
                     i + 1
                 ))
@@ -262,7 +268,13 @@ mod tests {
         let err = parse_ids(&["1".into(), "..".into()]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid id \"..\" (argument 2): '.' and '..' are not ids"
+            "invalid id \"..\" (argument 2): '.' and '..' are not ids; no id was looked up (all are checked first)"
+        );
+        // Alone, it is the only id not looked up: nothing more to say.
+        let err = parse_ids(&["..".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid id \"..\" (argument 1): '.' and '..' are not ids"
         );
     }
 }

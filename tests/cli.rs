@@ -547,6 +547,9 @@ fn invalid_ids_exit_2_before_any_request() {
             .stderr(predicate::str::starts_with("userfetch: invalid id "))
             .stderr(predicate::str::contains("(argument 2)"))
             .stderr(predicate::str::contains(reason))
+            .stderr(predicate::str::contains(
+                "; no id was looked up (all are checked first)",
+            ))
             .stderr(predicate::str::contains("\u{1b}").not());
     }
     assert_eq!(api.stats().requests, 0);
