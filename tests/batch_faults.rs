@@ -433,6 +433,12 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
         .args(["--out", "hundred.jsonl", "--summary-json", "hundred.json"])
         .args(["--rate", "20/s", "-c", "200"]));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // Said, as when the streak stops a run with ids still to read.
+    assert!(
+        stderr(&out).contains("userfetch: stopped: 20 lookups in a row were refused"),
+        "{}",
+        stderr(&out)
+    );
     let s = summary(&env.path("hundred.json"));
     assert_eq!(s["status"], "refused", "{s}");
     let n = |key: &str| s[key].as_u64().unwrap();

@@ -461,12 +461,9 @@ impl<'a> Pipeline<'a> {
                         self.gave_up_all_started = true;
                         stopping.draining.cancel();
                     } else {
-                        let until = match status {
-                            Status::Refused => "the API takes the credentials",
-                            _ => "connections to the API hold",
-                        };
                         self.progress.warn(&format!(
-                            "userfetch: stopping: {why}; the ids not done are left for a rerun once {until}"
+                            "userfetch: stopping: {why}; the ids not done are left for a rerun once {}",
+                            rerun_once(status)
                         ));
                         *stop = Stop::Aborting;
                         stopping.cancel.cancel();
@@ -581,6 +578,14 @@ impl<'a> Pipeline<'a> {
                 "userfetch: more invalid lines are skipped without a message (the summary counts them)",
             );
         }
+    }
+}
+
+/// What a run stopped by a streak waits for before a rerun can finish it.
+fn rerun_once(status: Status) -> &'static str {
+    match status {
+        Status::Refused => "the API takes the credentials",
+        _ => "connections to the API hold",
     }
 }
 
