@@ -100,7 +100,7 @@ impl Engine {
                 Ok(None) => {
                     tracing::debug!(%id, "not in the cache, or older than --max-age");
                 }
-                Err(e) => tracing::warn!("cache read for user {id} failed, asking the API: {e}"),
+                Err(e) => read_failed(id, &e),
             }
         }
         let mut on_retry = |notice: &RetryNotice| on_event(Event::Retrying(notice.clone()));
@@ -139,5 +139,18 @@ impl Engine {
         {
             tracing::warn!("closing the cache failed: {e}");
         }
+    }
+}
+
+/// A cache read that failed (a damaged page): said once, then only at `-vv`, since every
+/// id stored on that page fails the same way and the API answers each anyway.
+fn read_failed(id: &UserId, e: &crate::cache::CacheError) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!("cache read for user {id} failed, asking the API: {e}");
+    } else {
+        tracing::warn!(
+            "cache read for user {id} failed, asking the API: {e} (further such failures are not said)"
+        );
     }
 }

@@ -582,17 +582,13 @@ fn an_output_naming_a_sqlite_database_is_refused_and_the_database_kept() {
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
 
-/// A cache damaged past what opening it reads (a zeroed page among the records) is said to
-/// be damaged when a claim meets it, as one found damaged at the start is: exit 2 and "move
-/// it aside", not an error to run again, which met the same page every time.
-#[test]
-fn a_cache_damaged_where_a_claim_reads_is_said_to_be_damaged() {
+/// A cache of 3,000 records, folded from its log into the file, then the page (8 KiB)
+/// holding id 2000's record zeroed: damage that opening the file does not read.
+fn cache_with_a_damaged_page() -> Env {
     let env = Env::new();
     let first = env.write("first.txt", ids_file(1..=3000));
     let out = run(&mut env.batch_to_files(&first, &[]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // The records folded from the log into the file, then the page (8 KiB) holding id
-    // 2000's record zeroed.
     let cache = env.path("cache.sqlite3");
     rusqlite::Connection::open(&cache)
         .unwrap()
@@ -611,7 +607,35 @@ fn a_cache_damaged_where_a_claim_reads_is_said_to_be_damaged() {
     file.seek(std::io::SeekFrom::Start((at / 8192 * 8192) as u64))
         .unwrap();
     file.write_all(&[0; 8192]).unwrap();
-    drop(file);
+    env
+}
+
+/// `get` on ids whose records sit on a damaged page asks the API for each, and says the
+/// cache's failure once, not once per id (3,000 ids printed 83 identical lines).
+#[test]
+fn get_says_a_damaged_cache_once() {
+    let env = cache_with_a_damaged_page();
+    let ids: Vec<String> = (1990..=2010).map(|i| i.to_string()).collect();
+    let out = run(env
+        .with_api(&env.server.url_template(), &[])
+        .arg("get")
+        .args(&ids));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 21);
+    assert_eq!(text.matches("cache read for user").count(), 1, "{text}");
+    assert!(
+        text.contains("(further such failures are not said)"),
+        "{text}"
+    );
+}
+
+/// A cache damaged past what opening it reads (a zeroed page among the records) is said to
+/// be damaged when a claim meets it, as one found damaged at the start is: exit 2 and "move
+/// it aside", not an error to run again, which met the same page every time.
+#[test]
+fn a_cache_damaged_where_a_claim_reads_is_said_to_be_damaged() {
+    let env = cache_with_a_damaged_page();
     // Another job (another --out), whose claims read the records to find those cached.
     let second = env.write("second.txt", ids_file(1..=4000));
     let out = run(&mut env.batch(&[

@@ -397,7 +397,7 @@ pub(super) fn run_batch(
             }
             // A lock held by another process is said once, by `serve`.
             Reply::Put(None, Err(e)) if is_busy(&e) => {}
-            Reply::Put(None, Err(e)) => tracing::warn!("cache: storing a record failed: {e}"),
+            Reply::Put(None, Err(e)) => put_failed(&e),
             Reply::Put(None, Ok(())) => {}
             Reply::Flush(tx) => {
                 let _ = tx.send(());
@@ -406,6 +406,17 @@ pub(super) fn run_batch(
         }
     }
     outcome
+}
+
+/// A record from `get` or the screen that could not be stored: said once, then only at
+/// `-vv` (a damaged cache failed 83 of 3,000 records, each with the same line).
+fn put_failed(e: &rusqlite::Error) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!("cache: storing a record failed: {e}");
+    } else {
+        tracing::warn!("cache: storing a record failed: {e} (further such failures are not said)");
+    }
 }
 
 /// Answers a command that never ran with why.
@@ -418,7 +429,7 @@ pub(super) fn refuse(command: Command, e: &rusqlite::Error) {
             let _ = ack.send(Err(clone_error(e)));
         }
         Command::Put { ack: None, .. } if is_busy(e) => {}
-        Command::Put { ack: None, .. } => tracing::warn!("cache: storing a record failed: {e}"),
+        Command::Put { ack: None, .. } => put_failed(e),
         Command::Flush { reply } | Command::Close { reply } => {
             let _ = reply.send(());
         }
