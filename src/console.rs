@@ -109,6 +109,18 @@ pub fn note_above_progress(args: fmt::Arguments<'_>) {
 #[error("stdout was closed by its reader")]
 pub struct StdoutClosed;
 
+/// Whether `what` is new to this process: the first failure of a kind is said, its repeats
+/// (every id on a damaged page of the cache, say) are left to `-vv`, while a different one
+/// later is said too.
+pub fn first_time(what: String) -> bool {
+    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    SEEN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_or_insert_with(Default::default)
+        .insert(what)
+}
+
 /// One line on stderr, made safe for a terminal; lost if stderr cannot take it.
 pub fn write_note(args: fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr().lock(), "{}", safe(args));
@@ -160,3 +172,15 @@ macro_rules! say {
 }
 
 pub(crate) use {note, say};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_new_once_and_another_is_new_too() {
+        assert!(first_time("console test: disk full".into()));
+        assert!(!first_time("console test: disk full".into()));
+        assert!(first_time("console test: malformed".into()));
+    }
+}

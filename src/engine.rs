@@ -100,7 +100,7 @@ impl Engine {
                 Ok(None) => {
                     tracing::debug!(%id, "not in the cache, or older than --max-age");
                 }
-                Err(e) => read_failed(id, &e),
+                Err(e) => cache_failed("reading", id, &e),
             }
         }
         let mut on_retry = |notice: &RetryNotice| on_event(Event::Retrying(notice.clone()));
@@ -113,7 +113,7 @@ impl Engine {
         if let Some(cache) = &self.cache
             && let Err(e) = cache.put(&self.namespace, id.as_str(), fetched.record.clone())
         {
-            tracing::warn!("storing user {id} in the cache failed: {e}");
+            cache_failed("storing", id, &e);
         }
         Ok(Found {
             record: fetched.record,
@@ -142,15 +142,14 @@ impl Engine {
     }
 }
 
-/// A cache read that failed (a damaged page): said once, then only at `-vv`, since every
-/// id stored on that page fails the same way and the API answers each anyway.
-fn read_failed(id: &UserId, e: &crate::cache::CacheError) {
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::debug!("cache read for user {id} failed, asking the API: {e}");
-    } else {
+/// A cache read or store that failed: each kind of failure said once, then only at `-vv`,
+/// since every id stored on a damaged page fails the same way, and the API answers anyway.
+fn cache_failed(doing: &str, id: &UserId, e: &crate::cache::CacheError) {
+    if crate::console::first_time(format!("{doing}: {e}")) {
         tracing::warn!(
-            "cache read for user {id} failed, asking the API: {e} (further such failures are not said)"
+            "{doing} user {id} in the cache failed: {e} (the same failure for other ids is not said)"
         );
+    } else {
+        tracing::debug!("{doing} user {id} in the cache failed: {e}");
     }
 }

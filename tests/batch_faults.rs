@@ -407,7 +407,7 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
     assert_eq!(s["status"], "complete", "{s}");
     assert_eq!(s["failed"], 25, "{s}");
     assert_eq!(s["reason"], serde_json::Value::Null, "{s}");
-    assert!(!stderr(&out).contains("stopping"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("stopp"), "{}", stderr(&out));
     // The same from stdin, where the ids are not counted ahead.
     let mut piped = env.with_api(&slow, &["--http1"]);
     piped
@@ -422,7 +422,7 @@ fn a_run_stops_when_the_api_refuses_its_credentials() {
         (Some("complete"), Some(25)),
         "{s}"
     );
-    assert!(!stderr(&out).contains("stopping"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("stopp"), "{}", stderr(&out));
     // Every id has its lookup too, but under --rate most wait for their turn: those are
     // what stopping spares the API, and are left for a rerun.
     let hundred = env.write("hundred.txt", ids_file(1..=100));

@@ -408,14 +408,16 @@ pub(super) fn run_batch(
     outcome
 }
 
-/// A record from `get` or the screen that could not be stored: said once, then only at
-/// `-vv` (a damaged cache failed 83 of 3,000 records, each with the same line).
+/// A record from `get` or the screen that could not be stored: each kind of failure said
+/// once, then only at `-vv` (a damaged cache failed 83 of 3,000 records, each with the same
+/// line).
 fn put_failed(e: &rusqlite::Error) {
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::debug!("cache: storing a record failed: {e}");
+    if crate::console::first_time(format!("store: {e}")) {
+        tracing::warn!(
+            "cache: storing a record failed: {e} (the same failure for other records is not said)"
+        );
     } else {
-        tracing::warn!("cache: storing a record failed: {e} (further such failures are not said)");
+        tracing::debug!("cache: storing a record failed: {e}");
     }
 }
 
@@ -429,7 +431,8 @@ pub(super) fn refuse(command: Command, e: &rusqlite::Error) {
             let _ = ack.send(Err(clone_error(e)));
         }
         Command::Put { ack: None, .. } if is_busy(e) => {}
-        Command::Put { ack: None, .. } => put_failed(e),
+        // The transaction never started: the cache thread's loop says that once.
+        Command::Put { ack: None, .. } => tracing::debug!("cache: storing a record failed: {e}"),
         Command::Flush { reply } | Command::Close { reply } => {
             let _ = reply.send(());
         }

@@ -52,16 +52,6 @@ impl Pipeline<'_> {
                     .id_lines
                     .is_some_and(|lines| lines == self.counts.ids + self.counts.duplicates));
         let gave_up = self.gave_up.clone().filter(|_| !left_nothing);
-        // Met once every id had its lookup, the streak was not said then (whether any lookup
-        // was left waiting was not known yet): said now that some were.
-        if self.gave_up_all_started
-            && let Some((status, why)) = &gave_up
-        {
-            note!(
-                "userfetch: stopped: {why}; the ids not done are left for a rerun once {}",
-                super::rerun_once(*status)
-            );
-        }
         // An error after a stop was asked for (the last outcomes refused by a cache locked
         // by another process) is said, but the run was interrupted, as with an output that
         // cannot be written then: exit 130.
@@ -76,6 +66,18 @@ impl Pipeline<'_> {
         } else {
             Status::Complete
         };
+        // Met once every id had its lookup, the streak was not said then (whether any lookup
+        // was left waiting was not known yet): said now that some were, unless something
+        // else (an error) ended the run.
+        if self.gave_up_all_started
+            && let Some((streak, why)) = &gave_up
+            && *streak == status
+        {
+            note!(
+                "userfetch: stopped: {why}; the ids not done are left for a rerun once {}",
+                super::rerun_once(status)
+            );
+        }
         // Output files are only replaced when the input was readable: after an input error
         // the previous files stay as they were. An interrupted run writes what is done even
         // when its last outcomes could not be stored (a cache locked by another process):
