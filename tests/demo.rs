@@ -226,6 +226,11 @@ fn the_command_writes_svg_html_and_json() {
     assert!(
         html.starts_with("<!DOCTYPE html>") && !html.contains("src=") && !html.contains("href=")
     );
+    // The back-to-back lookups' totals, as the text report gives them below its table.
+    assert!(
+        html.contains("2 lookups of 300ms each, first submit to last answer:"),
+        "{html}"
+    );
 }
 
 /// Ctrl-C (or SIGTERM) ends the demo at once with 130, in the sync run's freeze as in the

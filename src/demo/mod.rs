@@ -447,7 +447,8 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         file.write_all(timeline::render_svg(&all_runs(&report)).as_bytes())?;
     }
     if let Some(file) = html {
-        file.write_all(timeline::render_html(&all_runs(&report), &title).as_bytes())?;
+        let page = timeline::render_html(&all_runs(&report), &title, &many_summary(&report));
+        file.write_all(page.as_bytes())?;
     }
     if args.json {
         let measures: Vec<_> = all_runs(&report)

@@ -528,7 +528,9 @@ fn axis_step(span: Duration) -> Duration {
 }
 
 /// One self-contained HTML page: the table, the legend and the timeline, no external references.
-pub fn render_html(runs: &[Run], title: &str) -> String {
+/// `summary`: what the text report says below its table (the back-to-back lookups from
+/// first submit to last answer, and what that shows), which the page says too.
+pub fn render_html(runs: &[Run], title: &str, summary: &str) -> String {
     let mut body = String::new();
     let height = svg_height(runs);
     let _ = writeln!(
@@ -553,12 +555,14 @@ pre {{ background: #f6f6f6; padding: 1em; }}
 <body>
 <h1>{title}</h1>
 <pre>{table}</pre>
+<pre>{summary}</pre>
 <p class="legend"><span style="color:#2b7bb9">| frame drawn</span><span style="color:#2ca02c">○─● key pressed → handled</span><span style="color:#d62728">○─● key handled late</span><span style="color:#9467bd">● background tick</span><span style="color:#ff7f0e">▬ lookup in flight</span></p>
 {body}</body>
 </html>
 "##,
         title = xml_escape(title),
         table = xml_escape(&table(runs)),
+        summary = xml_escape(summary.trim_end()),
     )
 }
 
@@ -924,11 +928,22 @@ mod tests {
 
     #[test]
     fn html_is_self_contained() {
-        let html = render_html(&recorded(), "userfetch demo <1 s>");
+        let html = render_html(
+            &recorded(),
+            "userfetch demo <1 s>",
+            "2 lookups of 1s each, first submit to last answer:\n  sync > 2000 ms\n",
+        );
         for external in ["src=", "href=", "http://", "https://", "@import", "url("] {
             assert!(!html.contains(external), "found {external}");
         }
         assert!(html.contains("&lt;1 s&gt;"));
+        // What the text says below its table, the page says too.
+        assert!(
+            html.contains(
+                "<pre>2 lookups of 1s each, first submit to last answer:\n  sync &gt; 2000 ms</pre>"
+            ),
+            "{html}"
+        );
         assert!(html.contains("<svg") && html.contains("legend"));
     }
 
