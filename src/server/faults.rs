@@ -169,6 +169,10 @@ impl RequestParams {
                 _ => {}
             }
         }
+        // Alone they would be ignored, and a test counting on its fault would see none.
+        if p.fault.is_none() && (p.fault_rate.is_some() || p.fault_times.is_some()) {
+            return Err("fault_rate and fault_times go with fault=KIND".to_owned());
+        }
         Ok(p)
     }
 
@@ -310,6 +314,18 @@ mod tests {
         assert_eq!(p.retry_after, Some(Duration::from_secs(1)));
         assert!(RequestParams::parse(Some("latency=soon")).is_err());
         assert!(RequestParams::parse(Some("fault_rate=7")).is_err());
+        // Without the fault they shape: refused, not ignored.
+        for alone in [
+            "fault_times=2",
+            "fault_rate=0.5",
+            "latency=1ms&fault_times=1",
+        ] {
+            assert_eq!(
+                RequestParams::parse(Some(alone)),
+                Err("fault_rate and fault_times go with fault=KIND".to_owned()),
+                "{alone}"
+            );
+        }
     }
 
     #[test]
