@@ -129,15 +129,14 @@ impl Record {
         let Ok(as_value) = serde_json::from_str::<serde_json::Value>(&self.0) else {
             return write_json_escaped(out, &self.0);
         };
-        // The writer's own error back (serde_json hands it over whole): its kind (BrokenPipe
-        // above all) for the caller, and its message, as the compact path says it ("No space
-        // left on device (os error 28)", where the kind alone said "no storage space").
-        let io_error = io::Error::from;
         let mut ser = serde_json::Serializer::with_formatter(
             &mut *out,
             SafeFormatter(PrettyFormatter::new()),
         );
-        as_value.serialize(&mut ser).map_err(io_error)
+        // The writer's own error back (serde_json hands it over whole): its kind (BrokenPipe
+        // above all) for the caller, and its message, as the compact path says it ("No space
+        // left on device (os error 28)", where the kind alone said "no storage space").
+        as_value.serialize(&mut ser).map_err(io::Error::from)
     }
 }
 

@@ -700,7 +700,7 @@ fn sqlite_file(path: &Path) -> Option<&'static str> {
         .and_then(|mut file| file.read_exact(&mut header))
         .ok()?;
     match header {
-        _ if &header == b"SQLite format 3\0" => Some("a SQLite database"),
+        _ if &header == crate::cache::SQLITE_HEADER => Some("a SQLite database"),
         [0x37, 0x7f, 0x06, 0x82 | 0x83, ..] => Some("a SQLite database's write-ahead log"),
         [0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7, ..] => Some("a SQLite database's journal"),
         _ => None,

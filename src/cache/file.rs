@@ -15,6 +15,9 @@ pub(super) const PAGE_SIZE: i64 = 8192;
 /// What the WAL file is cut back to when a checkpoint lets it start over.
 pub(super) const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
+/// The first 16 bytes of every SQLite database file.
+pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
 /// An empty file (new) or one that starts with SQLite's header. Anything else is left alone;
 /// SQLite itself would say the same when first reading it, but only after `Cache::open`
 /// has tightened the file's mode.
@@ -23,7 +26,7 @@ pub(super) fn looks_like_sqlite(mut file: &std::fs::File) -> bool {
     let mut header = [0u8; 16];
     match file.read(&mut header) {
         Ok(0) => true,
-        Ok(n) => b"SQLite format 3\0".starts_with(&header[..n]),
+        Ok(n) => SQLITE_HEADER.starts_with(&header[..n]),
         Err(_) => true, // let SQLite report it
     }
 }

@@ -23,8 +23,8 @@ use batch::BatchCommand;
 pub use batch::{
     BatchJob, BatchReader, Claim, FailureRow, FoundJob, NEVER_WRITTEN, Outcome, Settled, owns_out,
 };
-pub use file::check_is_a_cache;
 use file::{BUSY_FOR, looks_like_sqlite, no_directory, open_connection, sqlite_error};
+pub use file::{SQLITE_HEADER, check_is_a_cache};
 use thread::{clone_error, serve};
 
 #[derive(Debug, Error)]
