@@ -455,26 +455,34 @@ fn ctrl_c_leaves_lookups_that_sent_no_request_yet_at_once() {
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), all);
 }
 
+/// Starts `args` against an API that answers every request with a 500 after 20 ms, with
+/// retries that never run out and never wait.
+fn retrying_forever(env: &Env, args: &[&str]) -> Child {
+    let api = format!("{}?fault=500&latency=20ms", env.server.url_template());
+    env.with_api(
+        &api,
+        &[
+            "--retries",
+            "1000",
+            "--retry-max-time",
+            "10m",
+            "--max-retry-wait",
+            "0s",
+        ],
+    )
+    .args(args)
+    .spawn_watched()
+}
+
 #[test]
 fn after_ctrl_c_no_retry_starts_even_one_with_no_wait() {
     let env = Env::new();
     let input = env.write("ids.txt", ids_file(1..=50));
-    // Every answer is a 500 and retries do not wait (--max-retry-wait 0): each retry may
-    // start the moment the answer is in, with no wait in which the stop could be noticed.
-    let api = format!("{}?fault=500&latency=20ms", env.server.url_template());
-    let mut child = env
-        .with_api(
-            &api,
-            &[
-                "--retries",
-                "1000",
-                "--retry-max-time",
-                "10m",
-                "--max-retry-wait",
-                "0s",
-            ],
-        )
-        .args([
+    // Retries do not wait: each may start the moment the answer is in, with no wait in which
+    // the stop could be noticed.
+    let mut child = retrying_forever(
+        &env,
+        &[
             "batch",
             input.to_str().unwrap(),
             "--out",
@@ -483,8 +491,8 @@ fn after_ctrl_c_no_retry_starts_even_one_with_no_wait() {
             "5",
             "--grace",
             "60s",
-        ])
-        .spawn_watched();
+        ],
+    );
     wait_for_requests(&env, &mut child);
     std::thread::sleep(Duration::from_millis(300));
     send(&child, libc::SIGINT);
@@ -681,4 +689,39 @@ fn a_stop_does_not_time_out_the_lookups_in_flight() {
     // Latency leaves the stop out too, so it never reads longer than --timeout allows.
     let p99 = s["latency_ms"]["p99"].as_f64().unwrap();
     assert!(p99 < 4000.0, "{s:#}");
+}
+
+#[test]
+fn retries_of_a_lookup_cut_off_by_a_stop_are_counted() {
+    let env = Env::new();
+    let input = env.write("ids.txt", ids_file(1..=1));
+    let child = retrying_forever(
+        &env,
+        &[
+            "batch",
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--summary-json",
+            "summary.json",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.user_requests() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 5 requests reached the API"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(&child, libc::SIGINT);
+    let out = wait_with_deadline(child, Duration::from_secs(20));
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    let s = summary(&env.path("summary.json"));
+    let requests = s["requests"].as_u64().unwrap();
+    assert_eq!(requests, env.user_requests(), "{s:#}");
+    // One id, so every request but its first was a retry.
+    assert_eq!(s["retries"].as_u64().unwrap(), requests - 1, "{s:#}");
+    assert_eq!(s["unfinished"].as_u64().unwrap(), 1, "{s:#}");
 }

@@ -12,7 +12,7 @@
 //! would slow a whole run down for one bad record; it does not widen the window either.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -265,6 +265,8 @@ pub struct Timed<'a> {
     admitted: std::sync::OnceLock<crate::stopped::Stopwatch>,
     /// An attempt was admitted and has not ended.
     on_wire: AtomicBool,
+    /// Attempts admitted, as the throttle counts requests.
+    attempts: AtomicU32,
 }
 
 impl<'a> Timed<'a> {
@@ -274,6 +276,7 @@ impl<'a> Timed<'a> {
             stopping,
             admitted: std::sync::OnceLock::new(),
             on_wire: AtomicBool::new(false),
+            attempts: AtomicU32::new(0),
         }
     }
 
@@ -303,6 +306,12 @@ impl<'a> Timed<'a> {
             .get()
             .map_or(Duration::ZERO, crate::stopped::Stopwatch::ran)
     }
+
+    /// Retries that were sent: every admitted attempt after the first. A retry noted but cut
+    /// off in its wait was never sent, so it is none.
+    pub fn retries_sent(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed).saturating_sub(1)
+    }
 }
 
 impl AttemptGate for Timed<'_> {
@@ -312,6 +321,7 @@ impl AttemptGate for Timed<'_> {
         let slot = self.throttle.admit().await;
         // Only the first admission sets it: retries are part of the lookup's latency.
         let _ = self.admitted.set(crate::stopped::Stopwatch::start());
+        self.attempts.fetch_add(1, Ordering::Relaxed);
         self.on_wire.store(true, Ordering::Relaxed);
         slot
     }

@@ -36,10 +36,9 @@ pub(super) enum Answer {
         latency: Duration,
         retries: u32,
     },
-    /// Cancelled by a second Ctrl-C or the end of the grace period: left for the next run.
-    /// Its retries are not counted: a retry is noted before its backoff, so one cancelled
-    /// in that wait was never sent. Its requests are (the throttle counts those sent).
-    Cancelled,
+    /// Cancelled by a stop: left for the next run. Its retries count as its requests do,
+    /// those sent.
+    Cancelled { retries: u32 },
 }
 
 /// What the summary needs of one answer once it is committed.
@@ -71,10 +70,13 @@ pub(super) async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping)
         () = gate.between_attempts() => None,
     };
     let latency = gate.since_admitted();
+    let cancelled = || Answer::Cancelled {
+        retries: gate.retries_sent(),
+    };
     let (kind, settled) = match fetched {
-        None => return Answer::Cancelled,
+        None => return cancelled(),
         Some(Ok(f)) => (Outcome::Found, Settled::Found(f.record)),
-        Some(Err(e)) if e.kind == ErrorKind::Cancelled => return Answer::Cancelled,
+        Some(Err(e)) if e.kind == ErrorKind::Cancelled => return cancelled(),
         Some(Err(e)) if e.kind == ErrorKind::NotFound => (
             Outcome::NotFound,
             Settled::NotFound {

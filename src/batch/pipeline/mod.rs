@@ -484,7 +484,10 @@ impl<'a> Pipeline<'a> {
                     },
                 ));
             }
-            Ok(Answer::Cancelled) => self.counts.unfinished += 1,
+            Ok(Answer::Cancelled { retries }) => {
+                self.counts.unfinished += 1;
+                self.retries += u64::from(retries);
+            }
             // A lookup task that panicked (a bug; caught here with --threads N, where
             // lookups are spawned tasks): stop as on any other error of our own,
             // rather than fetch the rest of the input into a run that ends in error.
