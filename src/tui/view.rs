@@ -642,8 +642,18 @@ fn pad(text: &str, columns: usize) -> String {
     format!("{text}{}", " ".repeat(missing))
 }
 
+/// A latency or a freeze: milliseconds up to four digits, then seconds, so a figure never
+/// outgrows the width the status line keeps for it ("9999 ms"; "12.3 s", "250 s").
 fn millis(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
+    let ms = d.as_millis();
+    let tenths = (ms + 50) / 100;
+    if ms < 10_000 {
+        format!("{ms} ms")
+    } else if tenths < 1000 {
+        format!("{}.{} s", tenths / 10, tenths % 10)
+    } else {
+        format!("{} s", (ms + 500) / 1000)
+    }
 }
 
 fn seconds(d: Duration) -> String {
@@ -968,18 +978,19 @@ mod tests {
             );
         }
 
+        fn prompt_row(screen: &str) -> usize {
+            screen
+                .lines()
+                .position(|l| l.contains("Enter user id:"))
+                .unwrap()
+        }
+
         /// The first answer brings latencies into the status line, which then wraps at 100
         /// columns: the rows for that were kept from the start, so the screen stays put.
         #[test]
         fn the_first_answer_does_not_move_the_screen() {
             let mut app = app();
             submit(&mut app, "7");
-            let prompt_row = |screen: &str| {
-                screen
-                    .lines()
-                    .position(|l| l.contains("Enter user id:"))
-                    .unwrap()
-            };
             let before = render(&app, 100, 30);
             update(
                 &mut app,
@@ -991,6 +1002,48 @@ mod tests {
             let after = render(&app, 100, 30);
             assert!(after.contains("p50 412 ms"), "{after}");
             assert_eq!(prompt_row(&before), prompt_row(&after), "{before}\n{after}");
+        }
+
+        /// Latencies of ten seconds and more are shown in seconds: in milliseconds their
+        /// fifth digit outgrew the rows kept for the status line, and the screen moved.
+        #[test]
+        fn a_slow_answer_does_not_move_the_screen_either() {
+            let mut app = app();
+            submit(&mut app, "7");
+            let widths: Vec<u16> = (60..=140).collect();
+            let before: Vec<usize> = widths
+                .iter()
+                .map(|&w| prompt_row(&render(&app, w, 30)))
+                .collect();
+            let mut slow = found(7, Source::Api);
+            if let Ok(found) = &mut slow {
+                found.latency = Duration::from_millis(12_345);
+            }
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: slow,
+                },
+            );
+            let after: Vec<usize> = widths
+                .iter()
+                .map(|&w| prompt_row(&render(&app, w, 30)))
+                .collect();
+            assert_eq!(before, after, "widths {widths:?}");
+            assert!(render(&app, 140, 30).contains("p95 12.3 s"));
+        }
+
+        #[test]
+        fn shows_long_latencies_in_seconds() {
+            let shown = |ms| super::super::millis(Duration::from_millis(ms));
+            assert_eq!(shown(0), "0 ms");
+            assert_eq!(shown(9_999), "9999 ms");
+            assert_eq!(shown(10_000), "10.0 s");
+            assert_eq!(shown(12_345), "12.3 s");
+            assert_eq!(shown(99_949), "99.9 s");
+            assert_eq!(shown(99_950), "100 s");
+            assert_eq!(shown(3_600_000), "3600 s");
         }
 
         #[test]
