@@ -117,6 +117,20 @@ impl std::fmt::Display for Rate {
     }
 }
 
+/// A limiter whose burst is used up: the run starts at the pace asked, one request per
+/// interval. Full, it let a burst's worth through at once (5 at `--rate 100/s`), so a short
+/// run went faster than the rate, and a strict API's first second saw more than it allows.
+/// The burst is there to absorb late timer wake-ups, not to be spent at the start.
+fn paced_from_the_start(quota: Quota) -> DefaultDirectRateLimiter {
+    let limiter = RateLimiter::direct(quota);
+    // All but one cell: the first request goes at once, the next one interval later.
+    if let Some(cells) = NonZeroU32::new(quota.burst_size().get() - 1) {
+        // Cannot fail: a new limiter has its whole burst, and this asks for less.
+        let _ = limiter.check_n(cells);
+    }
+    limiter
+}
+
 /// The throttle's account, for the summary.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ThrottleStats {
@@ -141,7 +155,7 @@ impl Throttle {
                 cuts: 0,
             }),
             opened: Notify::new(),
-            rate: rate.and_then(Rate::quota).map(RateLimiter::direct),
+            rate: rate.and_then(Rate::quota).map(paced_from_the_start),
             rate_turn: tokio::sync::Mutex::new(()),
             attempts: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
@@ -439,6 +453,18 @@ mod tests {
         assert!(timed.since_admitted() < Duration::from_millis(300));
         timed.attempted(slot, AttemptEnd::Answered);
         assert_eq!(t.stats().attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn the_rate_holds_from_the_first_request() {
+        // 100/s has a burst of 5; from the start the fifth request waits four intervals.
+        let t = Arc::new(Throttle::new(100, Some(Rate::parse("100/s").unwrap())));
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            drop(t.admit().await);
+        }
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(35), "5 requests in {took:?}");
     }
 
     #[tokio::test]
