@@ -76,8 +76,12 @@ pub async fn run(
 
     let mut failed = false;
     // For the line that says a run found nothing: distinct ids, as copies share a lookup.
-    let (mut any_found, mut not_found, mut other_failures) =
-        (false, std::collections::HashSet::new(), false);
+    let (mut any_found, mut not_found, mut bad_bodies, mut other_failures) = (
+        false,
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+        false,
+    );
     // After Ctrl-C the rest of the results still come (the lookups cancelled, each at once):
     // records that had arrived behind a slower id are printed, the ids left undone named.
     let mut interrupted = false;
@@ -148,10 +152,14 @@ pub async fn run(
             }
             Err(error) => {
                 failed = true;
-                if error.kind == crate::client::ErrorKind::NotFound {
-                    not_found.insert(id.clone());
-                } else {
-                    other_failures = true;
+                match error.kind {
+                    crate::client::ErrorKind::NotFound => {
+                        not_found.insert(id.clone());
+                    }
+                    crate::client::ErrorKind::BadBody => {
+                        bad_bodies.insert(id.clone());
+                    }
+                    _ => other_failures = true,
                 }
                 spinner.suspend(|| note!("userfetch: user {id}: {error}"));
             }
@@ -164,8 +172,17 @@ pub async fn run(
     }
     // More often a wrong path in the template than an API without these users; not said of
     // the embedded demo API, whose template nobody wrote.
-    if !any_found && !other_failures && not_found.len() >= 2 && !engine.client().config().direct {
-        note!("userfetch: not one id was found: is the path in the --api template the API's?");
+    let named_api = !engine.client().config().direct;
+    if named_api && !any_found && !other_failures {
+        if bad_bodies.is_empty() && not_found.len() >= 2 {
+            note!("userfetch: not one id was found: is the path in the --api template the API's?");
+        }
+        // A web page (a wrong path, a login page) answers 200 with HTML to every id.
+        if not_found.is_empty() && bad_bodies.len() >= 2 {
+            note!(
+                "userfetch: not one answer was a JSON record: is the --api template the API's, and not a web page's?"
+            );
+        }
     }
     Ok(exit_code(failed))
 }

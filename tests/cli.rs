@@ -467,6 +467,35 @@ fn not_found_exits_1_with_one_line() {
         .stderr(predicate::str::contains("not one id was found").not());
 }
 
+/// A web page (a wrong path, a login page) answers 200 with HTML to every id: said, as batch
+/// says it.
+#[test]
+fn not_one_json_record_asks_whether_the_template_is_a_web_page() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let web_page = api.template("fault=malformed");
+    let hint =
+        "not one answer was a JSON record: is the --api template the API's, and not a web page's?";
+    userfetch(&dir)
+        .args(["--api", &web_page, "--retries", "0", "get", "1", "2"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::ends_with(format!("userfetch: {hint}\n")))
+        .stderr(predicate::str::contains("not one id was found").not());
+    // One id found is an API that answers: nothing to say of the template. The fault comes
+    // once per URL: user 3's is spent first.
+    let once = api.template("fault=malformed&fault_times=1");
+    userfetch(&dir)
+        .args(["--api", &once, "--retries", "0", "get", "3"])
+        .assert()
+        .code(1);
+    userfetch(&dir)
+        .args(["--api", &once, "--retries", "0", "get", "1", "2", "3"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(hint).not());
+}
+
 /// `-v` is where a user looks first for why a lookup was slow: each retry is there.
 #[test]
 fn one_v_logs_each_retry() {
