@@ -616,10 +616,12 @@ fn parse(id: &str, body: &str) -> anyhow::Result<Value> {
 
 /// Column name and cell text for every leaf. Objects nest with dots; arrays stay whole as JSON
 /// text (a list has no fixed columns); strings are written raw, numbers and booleans as JSON,
-/// null as an empty cell. A record that is not an object gets the single column `value`.
+/// null as an empty cell. An empty record has no fields, and so an empty row (a made-up
+/// `value` column holding `{}` merged with records' own `value` field). A value that is not
+/// an object (no record is: the client refuses them) gets the single column `value`.
 pub fn flatten(value: &Value, prefix: &mut String, out: &mut Vec<(String, String)>) {
     match value {
-        Value::Object(map) if !map.is_empty() => fields(map, true, prefix, out),
+        Value::Object(map) => fields(map, true, prefix, out),
         leaf => out.push(("value".to_owned(), cell(leaf))),
     }
 }
@@ -736,6 +738,9 @@ mod tests {
         let mut out = Vec::new();
         flatten(&Value::from(3), &mut String::new(), &mut out);
         assert_eq!(out, vec![("value".to_owned(), "3".to_owned())]);
+        let mut out = Vec::new();
+        flatten(&serde_json::json!({}), &mut String::new(), &mut out);
+        assert_eq!(out, vec![]);
 
         // Empty keys are names of their own, not "value" and not a field of the level above.
         let v =
