@@ -337,10 +337,14 @@ fn csv_with_no_record_is_an_empty_file() {
 /// A run of 4 ids whose answers take a second (generous time to change something around
 /// it on a loaded machine), once its first request has reached the API.
 fn start_slow_run() -> (Env, std::process::Child) {
-    let env = Env::with_latency(std::time::Duration::from_secs(1));
+    start_slow_run_on(Env::with_latency(std::time::Duration::from_secs(1)), &[])
+}
+
+/// The same on `env`, with `extra` arguments.
+fn start_slow_run_on(env: Env, extra: &[&str]) -> (Env, std::process::Child) {
     let ids = env.write("ids.txt", ids_file(1..=4));
     let mut child = env
-        .batch_to_files(&ids, &[])
+        .batch_to_files(&ids, extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -357,7 +361,15 @@ fn run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
 
 /// The same with several files blocked, and then Ctrl-C if `interrupt`.
 fn run_with_outputs_blocked(blocked: &[&str], interrupt: bool) -> (Env, std::process::Output) {
-    let (env, child) = start_slow_run();
+    let started = start_slow_run();
+    block_outputs(started, blocked, interrupt)
+}
+
+fn block_outputs(
+    (env, child): (Env, std::process::Child),
+    blocked: &[&str],
+    interrupt: bool,
+) -> (Env, std::process::Output) {
     for name in blocked {
         std::fs::create_dir(env.path(name)).unwrap();
         std::fs::write(env.path(name).join("keep"), "").unwrap();
@@ -369,6 +381,55 @@ fn run_with_outputs_blocked(blocked: &[&str], interrupt: bool) -> (Env, std::pro
     }
     let out = child.wait_with_output().unwrap();
     (env, out)
+}
+
+/// A run whose 4 ids all fail (a 500 after a second, no retry), with `blocked` made
+/// impossible to put in place once it is under way.
+fn failing_run_with_output_blocked(blocked: &str) -> (Env, std::process::Output) {
+    let env = Env::with(ServerConfig {
+        latency: std::time::Duration::from_secs(1),
+        faults: vec!["500=1".parse().unwrap()],
+        ..ServerConfig::default()
+    });
+    block_outputs(
+        start_slow_run_on(env, &["--retries", "0"]),
+        &[blocked],
+        false,
+    )
+}
+
+/// `--out` cannot be put in place: `--failures` is written all the same.
+#[test]
+fn a_failed_output_does_not_keep_the_failures_from_being_written() {
+    let (env, out) = failing_run_with_output_blocked("out.jsonl");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("cannot put out.jsonl in place"), "{text}");
+    let failed = std::fs::read_to_string(env.path("failures.jsonl")).unwrap();
+    assert_eq!(failed.lines().count(), 4, "{failed}");
+    let s = summary(&env.path("summary.json"));
+    assert_eq!(s["failures"]["records"], 4, "{s}");
+    assert_eq!(s["out"], serde_json::Value::Null, "{s}");
+}
+
+/// `--failures` cannot be put in place: the failed ids are named on stderr instead, as when
+/// no `--failures` is given.
+#[test]
+fn failed_ids_are_named_when_the_failures_file_cannot_be_written() {
+    let (_env, out) = failing_run_with_output_blocked("failures.jsonl");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("cannot put failures.jsonl in place"),
+        "{text}"
+    );
+    for id in 1..=4 {
+        assert!(text.contains(&format!("userfetch: user {id}: ")), "{text}");
+    }
+    assert!(
+        text.contains("failures.jsonl lists them once a run writes it"),
+        "{text}"
+    );
 }
 
 /// The summary file cannot be written either: both failures are said, the output's first.

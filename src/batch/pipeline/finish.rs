@@ -189,6 +189,7 @@ impl Pipeline<'_> {
             .as_ref()
             .map(crate::exit::describe)
             .or_else(|| gave_up.map(|(_, why)| why));
+        let failures_written = failures_report.is_some();
         let summary = self.summary(
             status,
             reason,
@@ -196,7 +197,9 @@ impl Pipeline<'_> {
             out_report,
             failures_report,
         );
-        if !stopped_by_error && self.config.failures.is_none() && self.counts.failed > 0 {
+        // Named here when no --failures file lists them: none asked for, or it could not be
+        // written.
+        if !stopped_by_error && !failures_written && self.counts.failed > 0 {
             self.show_first_failed().await;
         }
         if let (Status::Complete, Some(out)) = (status, &summary.out)
@@ -319,8 +322,8 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Without `--failures`, which ids failed and why would be said nowhere: the first few are
-    /// shown, and where the rest can be found.
+    /// Without a `--failures` file written, which ids failed and why would be said nowhere:
+    /// the first few are shown, and where the rest can be found.
     async fn show_first_failed(&self) {
         let job = self.ctx.job;
         let Some(rows) = self
@@ -344,9 +347,15 @@ impl Pipeline<'_> {
         } else {
             String::new()
         };
-        self.progress.warn(&format!(
-            "userfetch: {rest}--failures FILE lists every failed and not-found id with its error"
-        ));
+        let where_listed = match &self.config.failures {
+            None => "--failures FILE lists every failed and not-found id with its error".to_owned(),
+            Some(path) => format!(
+                "{} lists them once a run writes it",
+                crate::term::path(path)
+            ),
+        };
+        self.progress
+            .warn(&format!("userfetch: {rest}{where_listed}"));
     }
 
     /// The reports of the files put in place, and why the rest could not be: `--out` may be
@@ -362,18 +371,22 @@ impl Pipeline<'_> {
         let out_path = self.config.out.display().to_string();
         let written = tokio::task::spawn_blocking(move || -> Written {
             // Opened only by what reads the store: a streamed --out without --failures never does.
-            let records = match out.finish(|file| {
+            // Each file is put in place or not on its own: an --out that could not be (its
+            // directory removed) kept the failures, in a writable one, from being written.
+            let (out, out_error) = match out.finish(|file| {
                 output::write_found(&BatchReader::open(&path)?, job, &namespace, format, file)
             }) {
-                Ok(records) => records,
-                Err(e) => return (None, None, Some(e)),
+                Ok(records) => (
+                    Some(FileReport {
+                        path: out_path,
+                        records,
+                    }),
+                    None,
+                ),
+                Err(e) => (None, Some(e)),
             };
-            let out = Some(FileReport {
-                path: out_path,
-                records,
-            });
             let Some(f) = failures else {
-                return (out, None, None);
+                return (out, None, out_error);
             };
             let shown = crate::term::path(f.path());
             match BatchReader::open(&path)
@@ -386,9 +399,10 @@ impl Pipeline<'_> {
                         path: shown,
                         records,
                     }),
-                    None,
+                    out_error,
                 ),
-                Err(e) => (out, None, Some(e)),
+                // The output's error first: it is the one the run is about.
+                Err(e) => (out, None, out_error.or(Some(e))),
             }
         })
         .await;
