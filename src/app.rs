@@ -1,5 +1,7 @@
 //! From parsed arguments to an exit code: logging, the runtime, dispatch, error reporting.
 
+use std::time::Duration;
+
 use crate::console::{note, say};
 
 use tokio_util::sync::CancellationToken;
@@ -187,6 +189,9 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         n => format!("users 1 to {n}"),
     };
     note!("{}", serving(&users, &handle.base_url(), args.bind));
+    if let Some(line) = injecting(args.latency, args.jitter, &args.faults) {
+        note!("{line}");
+    }
     signals.recv().await;
     note!("userfetch: stopping the demo API");
     handle.shutdown().await;
@@ -208,6 +213,42 @@ fn serving(users: &str, url: &str, bind: std::net::IpAddr) -> String {
     format!("userfetch: demo API serving {users} at {url}{everywhere} ({bound}Ctrl-C stops it)")
 }
 
+/// What `serve` does to every answer, said at the start: a server left with an old
+/// `--fault 429` fails every request, and without `-v` nothing else would say why.
+fn injecting(
+    latency: Duration,
+    jitter: Duration,
+    faults: &[crate::server::FaultRate],
+) -> Option<String> {
+    let mut parts = Vec::new();
+    if !latency.is_zero() || !jitter.is_zero() {
+        let mut delay = format!("answers after {}", humantime::format_duration(latency));
+        if !jitter.is_zero() {
+            delay.push_str(&format!(
+                " plus up to {} of jitter",
+                humantime::format_duration(jitter)
+            ));
+        }
+        parts.push(delay);
+    }
+    if !faults.is_empty() {
+        let each: Vec<String> = faults
+            .iter()
+            .map(|f| {
+                if f.rate >= 1.0 {
+                    format!("{} on every request", f.fault)
+                } else {
+                    // To a hundredth of a percent: 0.07 × 100 is 7.000000000000001.
+                    let percent = (f.rate * 10_000.0).round() / 100.0;
+                    format!("{} on {percent} % of requests", f.fault)
+                }
+            })
+            .collect();
+        parts.push(format!("faults: {}", each.join(", ")));
+    }
+    (!parts.is_empty()).then(|| format!("userfetch: injecting: {}", parts.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +266,29 @@ mod tests {
             serving("users 1 to 5", url, "0.0.0.0".parse().unwrap()),
             "userfetch: demo API serving users 1 to 5 at http://127.0.0.1:8080 and on every IPv4 \
              address of this machine (bound to 0.0.0.0; Ctrl-C stops it)"
+        );
+    }
+
+    #[test]
+    fn serve_says_what_it_injects() {
+        let faults: Vec<crate::server::FaultRate> =
+            vec!["429".parse().unwrap(), "503=0.07".parse().unwrap()];
+        assert_eq!(injecting(Duration::ZERO, Duration::ZERO, &[]), None);
+        assert_eq!(
+            injecting(
+                Duration::from_millis(50),
+                Duration::from_millis(20),
+                &faults
+            )
+            .as_deref(),
+            Some(
+                "userfetch: injecting: answers after 50ms plus up to 20ms of jitter; faults: \
+                 429 on every request, 503 on 7 % of requests"
+            )
+        );
+        assert_eq!(
+            injecting(Duration::from_millis(50), Duration::ZERO, &[]).as_deref(),
+            Some("userfetch: injecting: answers after 50ms")
         );
     }
 

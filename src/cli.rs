@@ -418,11 +418,12 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     pub retry_max_time: Duration,
 
-    /// Largest response body accepted (e.g. 512KiB, 2MB).
+    /// Largest response body accepted, more than 0 (e.g. 512KiB, 2MB).
     #[arg(long, global = true, env = "USERFETCH_MAX_BODY", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_body: u64,
 
-    /// Cache file [default: $XDG_CACHE_HOME/userfetch/cache.sqlite3].
+    /// Cache file [default: $XDG_CACHE_HOME/userfetch/cache.sqlite3, or
+    /// ~/.cache/userfetch/cache.sqlite3 when XDG_CACHE_HOME is unset or empty].
     #[arg(long, global = true, env = "USERFETCH_CACHE", value_name = "PATH")]
     pub cache: Option<PathBuf>,
 
@@ -457,6 +458,9 @@ pub struct GlobalOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Look up users by id and print each as one line of JSON.
+    #[command(
+        after_help = "Exit codes: 0 every id found, 1 some id not found or failed, 2 bad usage or an invalid id (none is looked up), 130 interrupted."
+    )]
     Get(GetArgs),
     /// Run the demo API: deterministic fake users, with latency and fault injection.
     #[command(after_help = "Of the global options, only --threads and -v apply to serve.")]
@@ -500,7 +504,7 @@ pub struct GetArgs {
     #[arg(long)]
     pub pretty: bool,
 
-    /// Lookups in flight at once.
+    /// Lookups in flight at once (1 to 100000).
     #[arg(long, short = 'c', default_value_t = 16, value_parser = whole(1u32, MAX_CONCURRENCY), allow_negative_numbers = true, value_name = "N")]
     pub concurrency: u32,
 }
@@ -519,7 +523,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub latency: Duration,
 
-    /// Lookups in the second scenario, submitted back to back.
+    /// Lookups in the second scenario, submitted back to back (1 to 1000).
     #[arg(long, default_value_t = 10, value_parser = whole(1u16, 1000), allow_negative_numbers = true, value_name = "N")]
     pub lookups: u16,
 
@@ -589,7 +593,8 @@ pub struct BatchArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Loopback by default: the demo API is for this machine.
+    /// IP address (or localhost) to listen on, without a port (--port). Loopback by default:
+    /// the demo API is for this machine; 0.0.0.0 or :: for every address.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_bind, value_name = "ADDR")]
     pub bind: std::net::IpAddr,
 

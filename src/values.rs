@@ -11,8 +11,20 @@ const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// `500ms`, `2s`, `1m`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration like 500ms, 2s or 1m ({e})"))?;
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        // humantime's own words suggest units the docs never write ("2sec"), or list units
+        // with "(and few variations)"; these say what the help says.
+        let why = match e {
+            humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+                "a unit is needed: ms, s, m, h or d".to_owned()
+            }
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!("unknown unit '{unit}': use ms, s, m, h or d")
+            }
+            other => other.to_string(),
+        };
+        format!("'{text}' is not a duration like 500ms, 2s or 1m ({why})")
+    })?;
     if duration > LONGEST {
         return Err(format!("'{text}' is longer than the 100 years accepted"));
     }
@@ -97,4 +109,47 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("'{text}' leaves no room for any body"));
     }
     Ok(bytes)
+}
+
+/// A size as `--max-body` is written: in KiB or MiB when it is a whole number of them.
+pub fn size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    match bytes {
+        0 => "0 bytes".to_owned(),
+        b if b % (KIB * KIB) == 0 => format!("{} MiB", b / (KIB * KIB)),
+        b if b % KIB == 0 => format!("{} KiB", b / KIB),
+        b if b % 1_000_000 == 0 => format!("{} MB", b / 1_000_000),
+        b if b % 1000 == 0 => format!("{} kB", b / 1000),
+        1 => "1 byte".to_owned(),
+        b => format!("{b} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_without_a_unit_or_with_an_unknown_one_says_which_units_to_use() {
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        let missing = parse_duration("2").unwrap_err();
+        assert!(
+            missing.ends_with("(a unit is needed: ms, s, m, h or d)"),
+            "{missing}"
+        );
+        let unknown = parse_duration("1mo").unwrap_err();
+        assert!(
+            unknown.ends_with("(unknown unit 'mo': use ms, s, m, h or d)"),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn sizes_are_said_as_they_are_written() {
+        assert_eq!(size(1024 * 1024), "1 MiB");
+        assert_eq!(size(512 * 1024), "512 KiB");
+        assert_eq!(size(2_000_000), "2 MB");
+        assert_eq!(size(1500), "1500 bytes");
+        assert_eq!(size(1), "1 byte");
+    }
 }

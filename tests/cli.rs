@@ -1883,7 +1883,7 @@ fn help_explains_every_option_with_its_default() {
         "[env: USERFETCH_RETRIES] [default: 3]",
         "[env: USERFETCH_MAX_BODY] [default: 1MiB]",
         "[env: USERFETCH_MAX_AGE] [default: 1h]",
-        "--concurrency <N> Lookups in flight at once [default: 16]",
+        "--concurrency <N> Lookups in flight at once (1 to 100000) [default: 16]",
         "written as 500ms, 10s or 1m (every DURATION is)",
     ] {
         assert!(help.contains(expected), "missing {expected:?} in: {help}");

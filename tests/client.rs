@@ -249,6 +249,11 @@ async fn the_body_cap_is_enforced_while_streaming() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::TooLarge);
+    assert!(
+        err.to_string()
+            .contains("larger than the limit of 100 bytes (raise it with --max-body)"),
+        "{err}"
+    );
 }
 
 /// Fetches user 5 through a redirect with a token set; returns what the server logged.

@@ -649,8 +649,8 @@ impl Client {
         AttemptFailure::fatal(
             ErrorKind::TooLarge,
             format!(
-                "the response is larger than the {} byte limit (raise it with --max-body)",
-                self.config.max_body
+                "the response is larger than the limit of {} (raise it with --max-body)",
+                crate::values::size(self.config.max_body)
             ),
         )
     }
