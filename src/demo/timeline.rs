@@ -211,7 +211,7 @@ pub fn table_for(runs: &[Run], width: usize) -> String {
 fn table_rows() -> [TableRow; 7] {
     [
         ("total time", |m| ms(m.total)),
-        ("frames while waiting / 60 fps", |m| {
+        ("frames drawn / due at 60 fps", |m| {
             match m.frames_expected {
                 0 => "none (no wait)".to_owned(),
                 expected => format!("{} / {expected}", m.frames_drawn),
