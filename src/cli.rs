@@ -498,7 +498,7 @@ pub enum Command {
 pub struct GetArgs {
     /// User ids to look up.
     #[arg(required = true, value_name = "ID")]
-    pub ids: Vec<String>,
+    pub ids: Vec<std::ffi::OsString>,
 
     /// Print indented JSON for people instead of one line per record.
     #[arg(long)]

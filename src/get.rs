@@ -217,7 +217,7 @@ fn exit_code(failed: bool) -> ExitCode {
 }
 
 /// Every id is checked before any request goes out, so one typo fails fast and fetches nothing.
-pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
+pub fn parse_ids(raw: &[std::ffi::OsString]) -> anyhow::Result<Vec<UserId>> {
     // Said when there were others: the good ones were not looked up either.
     let none = if raw.len() > 1 {
         "; no id was looked up (all are checked first)"
@@ -227,6 +227,15 @@ pub fn parse_ids(raw: &[String]) -> anyhow::Result<Vec<UserId>> {
     raw.iter()
         .enumerate()
         .map(|(i, text)| {
+            // Taken as bytes, so that the argument can be named: clap's own error said only
+            // "invalid UTF-8 was detected in one or more arguments".
+            let Some(text) = text.to_str() else {
+                return Err(usage(format!(
+                    "invalid id {} (argument {}): not UTF-8 text{none}",
+                    quote(&text.to_string_lossy()),
+                    i + 1
+                )));
+            };
             // The usual name of stdin, not an id: looked up, it was a 404.
             if text.trim() == "-" {
                 return Err(usage(format!(

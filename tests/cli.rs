@@ -581,6 +581,18 @@ fn invalid_ids_exit_2_before_any_request() {
             ))
             .stderr(predicate::str::contains("\u{1b}").not());
     }
+    // Not UTF-8: named as the others are, not clap's "in one or more arguments".
+    use std::os::unix::ffi::OsStrExt;
+    userfetch(&dir)
+        .arg("get")
+        .arg("1")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff7"))
+        .args(["--api", &api.template("")])
+        .assert()
+        .code(2)
+        .stderr(
+            "userfetch: invalid id \"\u{fffd}7\" (argument 2): not UTF-8 text; no id was looked up (all are checked first)\n",
+        );
     assert_eq!(api.stats().requests, 0);
 }
 
