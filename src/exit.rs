@@ -1,7 +1,6 @@
 //! Exit codes, and the one place errors become them.
 
 use crate::cache::CacheError;
-use crate::client::TemplateError;
 
 /// What the process tells its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +46,6 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
     }
     let fixable = error.chain().any(|e| {
         e.is::<UsageError>()
-            || e.is::<TemplateError>()
             || matches!(
                 e.downcast_ref::<CacheError>(),
                 Some(
