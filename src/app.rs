@@ -221,29 +221,34 @@ fn injecting(
     faults: &[crate::server::FaultRate],
 ) -> Option<String> {
     let mut parts = Vec::new();
-    if !latency.is_zero() || !jitter.is_zero() {
-        let mut delay = format!("answers after {}", humantime::format_duration(latency));
-        if !jitter.is_zero() {
-            delay.push_str(&format!(
-                " plus up to {} of jitter",
-                humantime::format_duration(jitter)
-            ));
-        }
-        parts.push(delay);
+    let shown = |d| humantime::format_duration(d).to_string();
+    match (latency.is_zero(), jitter.is_zero()) {
+        (true, true) => {}
+        (false, true) => parts.push(format!("answers after {}", shown(latency))),
+        (true, false) => parts.push(format!("answers after up to {}", shown(jitter))),
+        (false, false) => parts.push(format!(
+            "answers after {} plus up to {} of jitter",
+            shown(latency),
+            shown(jitter)
+        )),
     }
-    if !faults.is_empty() {
-        let each: Vec<String> = faults
-            .iter()
-            .map(|f| {
-                if f.rate >= 1.0 {
-                    format!("{} on every request", f.fault)
-                } else {
-                    // To a hundredth of a percent: 0.07 × 100 is 7.000000000000001.
-                    let percent = (f.rate * 10_000.0).round() / 100.0;
-                    format!("{} on {percent} % of requests", f.fault)
-                }
-            })
-            .collect();
+    // A fault at rate 0 never fires: nothing to say of it.
+    let each: Vec<String> = faults
+        .iter()
+        .filter(|f| f.rate > 0.0)
+        .map(|f| {
+            if f.rate >= 1.0 {
+                format!("{} on every request", f.fault)
+            } else if f.rate < 0.0001 {
+                format!("{} on under 0.01 % of requests", f.fault)
+            } else {
+                // To a hundredth of a percent: 0.07 × 100 is 7.000000000000001.
+                let percent = (f.rate * 10_000.0).round() / 100.0;
+                format!("{} on {percent} % of requests", f.fault)
+            }
+        })
+        .collect();
+    if !each.is_empty() {
         parts.push(format!("faults: {}", each.join(", ")));
     }
     (!parts.is_empty()).then(|| format!("userfetch: injecting: {}", parts.join("; ")))
@@ -272,24 +277,35 @@ mod tests {
     #[test]
     fn serve_says_what_it_injects() {
         let faults: Vec<crate::server::FaultRate> =
-            vec!["429".parse().unwrap(), "503=0.07".parse().unwrap()];
+            ["429=0.5", "503=0.07", "500=0", "close=0.00001"]
+                .iter()
+                .map(|f| f.parse().unwrap())
+                .collect();
         assert_eq!(injecting(Duration::ZERO, Duration::ZERO, &[]), None);
+        let both = injecting(
+            Duration::from_millis(50),
+            Duration::from_millis(20),
+            &faults,
+        );
         assert_eq!(
-            injecting(
-                Duration::from_millis(50),
-                Duration::from_millis(20),
-                &faults
-            )
-            .as_deref(),
+            both.as_deref(),
             Some(
                 "userfetch: injecting: answers after 50ms plus up to 20ms of jitter; faults: \
-                 429 on every request, 503 on 7 % of requests"
+                 429 on 50 % of requests, 503 on 7 % of requests, close on under 0.01 % of \
+                 requests"
             )
         );
         assert_eq!(
             injecting(Duration::from_millis(50), Duration::ZERO, &[]).as_deref(),
             Some("userfetch: injecting: answers after 50ms")
         );
+        let every: Vec<crate::server::FaultRate> = vec!["429".parse().unwrap()];
+        assert_eq!(
+            injecting(Duration::ZERO, Duration::from_millis(20), &every).as_deref(),
+            Some("userfetch: injecting: answers after up to 20ms; faults: 429 on every request")
+        );
+        let never: Vec<crate::server::FaultRate> = vec!["500=0".parse().unwrap()];
+        assert_eq!(injecting(Duration::ZERO, Duration::ZERO, &never), None);
     }
 
     /// Captures what a subscriber writes.

@@ -423,7 +423,7 @@ pub struct GlobalOpts {
     pub max_body: u64,
 
     /// Cache file [default: $XDG_CACHE_HOME/userfetch/cache.sqlite3, or
-    /// ~/.cache/userfetch/cache.sqlite3 when XDG_CACHE_HOME is unset or empty].
+    /// ~/.cache/userfetch/cache.sqlite3 when XDG_CACHE_HOME is unset, empty or relative].
     #[arg(long, global = true, env = "USERFETCH_CACHE", value_name = "PATH")]
     pub cache: Option<PathBuf>,
 

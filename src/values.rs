@@ -111,7 +111,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// A size as `--max-body` is written: in KiB or MiB when it is a whole number of them.
+/// A size in the unit it was most likely written in: MiB or KiB when it is a whole number of
+/// them, else MB or kB, else bytes (`1GB` reads `1000 MB`).
 pub fn size(bytes: u64) -> String {
     const KIB: u64 = 1024;
     match bytes {

@@ -178,6 +178,43 @@ fn csv_round_trips_through_a_csv_reader() {
     assert!(hostile > 0, "no hostile record was in the sample");
 }
 
+/// Empty records: an empty row beside records with fields (not a made-up `value` column that
+/// merged with a record's own), and no rows at all when no record has a field (a row of no
+/// columns is written `""`, which a reader takes for a header).
+#[test]
+fn csv_of_empty_records() {
+    let api = answering("200 OK", |request| {
+        if request.contains("/1 HTTP/") {
+            r#"{"id":1,"value":"real"}"#.to_owned()
+        } else {
+            "{}".to_owned()
+        }
+    });
+    let env = Env::new();
+    let run_over = |ids: &str, out: &str| {
+        let input = env.write("ids.txt", ids);
+        run(env
+            .with_api(&api, &["--http1"])
+            .arg("batch")
+            .arg(&input)
+            .args(["--out", out]))
+    };
+    let out = run_over("1\n2\n", "mixed.csv");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(env.path("mixed.csv")).unwrap(),
+        "id,value\n1,real\n,\n"
+    );
+    let out = run_over("2\n3\n", "empty.csv");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(std::fs::read_to_string(env.path("empty.csv")).unwrap(), "");
+    assert!(
+        text.contains("2 records found: not one holds a field, so the CSV has no column"),
+        "{text}"
+    );
+}
+
 /// A record whose object holds a key twice: JSONL keeps it as sent, the CSV has one cell for
 /// the key and used to lose the first value without a word.
 #[test]
@@ -440,6 +477,21 @@ fn a_failed_summary_file_does_not_hide_the_failed_output() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("cannot put out.jsonl in place"), "{text}");
     assert!(text.contains("cannot put summary.json in place"), "{text}");
+}
+
+/// Neither `--out` nor `--failures` can be put in place: both are said, the run ends with the
+/// output's.
+#[test]
+fn both_failed_outputs_are_said() {
+    let (_env, out) = run_with_outputs_blocked(&["out.jsonl", "failures.jsonl"], false);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let failures = text.find("cannot put failures.jsonl in place");
+    let output = text.rfind("cannot put out.jsonl in place");
+    assert!(
+        failures.is_some() && output.is_some(),
+        "both errors said: {text}"
+    );
 }
 
 /// Ctrl-C, then the output cannot be put in place: the error is said, and the exit code is

@@ -603,10 +603,20 @@ fn write_csv(
             row[i] = value;
             filled[i] = true;
         }
-        csv.write_record(&row)?;
+        // With no columns a row would be written as `""`, which a reader takes for a
+        // header, then a record, of one nameless column.
+        if !row.is_empty() {
+            csv.write_record(&row)?;
+        }
         Ok(())
     })?;
     csv.flush()?;
+    if columns.is_empty() && count > 0 {
+        note!(
+            "userfetch: {} found: not one holds a field, so the CSV has no column to put them in (JSONL keeps them)",
+            crate::console::count(count, "record", "records")
+        );
+    }
     Ok(count)
 }
 
@@ -616,9 +626,10 @@ fn parse(id: &str, body: &str) -> anyhow::Result<Value> {
 
 /// Column name and cell text for every leaf. Objects nest with dots; arrays stay whole as JSON
 /// text (a list has no fixed columns); strings are written raw, numbers and booleans as JSON,
-/// null as an empty cell. An empty record has no fields, and so an empty row (a made-up
-/// `value` column holding `{}` merged with records' own `value` field). A value that is not
-/// an object (no record is: the client refuses them) gets the single column `value`.
+/// null as an empty cell. An empty record has no fields, and so an empty row (it used to get
+/// a made-up `value` column holding `{}`, merged with other records' own `value` field); an
+/// empty object inside a record is a field of its own, `{}`. A value that is not an object
+/// (no record is: the client refuses them) gets the single column `value`.
 pub fn flatten(value: &Value, prefix: &mut String, out: &mut Vec<(String, String)>) {
     match value {
         Value::Object(map) => fields(map, true, prefix, out),

@@ -30,13 +30,15 @@ const COOL_DOWN: Duration = Duration::from_millis(500);
 pub struct Throttle {
     state: Mutex<Window>,
     opened: Notify,
-    rate: Option<DefaultDirectRateLimiter>,
+    /// The limiter and its burst.
+    rate: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
     /// One waiter at the rate limit at a time, in the order they came (tokio's mutex is
     /// fair): governor's own waiters race for each free cell and go in no order, and an
     /// interrupted run would leave gaps all over the input. The order they come in is the
     /// input's on one thread while the window is whole; after a cut, or with --threads N,
     /// the window's wake-ups can reorder neighbours, and a retry comes back at the end.
-    rate_turn: tokio::sync::Mutex<()>,
+    /// Holds whether the limiter's burst was used up (see [`spend_burst`]).
+    rate_turn: tokio::sync::Mutex<bool>,
     attempts: AtomicU64,
     refusals: AtomicU64,
     /// Requests on the wire: admitted past the window and the rate limit, not yet ended.
@@ -117,18 +119,17 @@ impl std::fmt::Display for Rate {
     }
 }
 
-/// A limiter whose burst is used up: the run starts at the pace asked, one request per
-/// interval. Full, it let a burst's worth through at once (5 at `--rate 100/s`), so a short
-/// run went faster than the rate, and a strict API's first second saw more than it allows.
-/// The burst is there to absorb late timer wake-ups, not to be spent at the start.
-fn paced_from_the_start(quota: Quota) -> DefaultDirectRateLimiter {
-    let limiter = RateLimiter::direct(quota);
-    // All but one cell: the first request goes at once, the next one interval later.
-    if let Some(cells) = NonZeroU32::new(quota.burst_size().get() - 1) {
-        // Cannot fail: a new limiter has its whole burst, and this asks for less.
+/// Uses up all but one cell of the limiter's burst, at the first request: the run starts at
+/// the pace asked, one request per interval. Full, the burst went out at once (5 requests at
+/// `--rate 100/s`), so a short run beat the rate, and a strict API's first second saw more
+/// than it allows. The burst is there to absorb late timer wake-ups, not to be spent at the
+/// start. Not when the limiter is made: an idle limiter refills, and the first request can
+/// come a while later (the claims of a resumed job, a slow stdin).
+fn spend_burst(limiter: &DefaultDirectRateLimiter, burst: NonZeroU32) {
+    if let Some(cells) = NonZeroU32::new(burst.get() - 1) {
+        // Cannot fail: the burst is at most full, and this asks for less than all of it.
         let _ = limiter.check_n(cells);
     }
-    limiter
 }
 
 /// The throttle's account, for the summary.
@@ -155,8 +156,10 @@ impl Throttle {
                 cuts: 0,
             }),
             opened: Notify::new(),
-            rate: rate.and_then(Rate::quota).map(paced_from_the_start),
-            rate_turn: tokio::sync::Mutex::new(()),
+            rate: rate
+                .and_then(Rate::quota)
+                .map(|quota| (RateLimiter::direct(quota), quota.burst_size())),
+            rate_turn: tokio::sync::Mutex::new(false),
             attempts: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
             sending: AtomicUsize::new(0),
@@ -229,8 +232,12 @@ impl AttemptGate for Arc<Throttle> {
             throttle: self.clone(),
             sending: false,
         };
-        if let Some(rate) = &self.rate {
-            let _turn = self.rate_turn.lock().await;
+        if let Some((rate, burst)) = &self.rate {
+            let mut burst_spent = self.rate_turn.lock().await;
+            if !*burst_spent {
+                spend_burst(rate, *burst);
+                *burst_spent = true;
+            }
             rate.until_ready().await;
         }
         self.attempts.fetch_add(1, Ordering::Relaxed);
@@ -495,14 +502,21 @@ mod tests {
 
     #[tokio::test]
     async fn the_rate_holds_from_the_first_request() {
-        // 100/s has a burst of 5; from the start the fifth request waits four intervals.
+        // 100/s has a burst of 5; from the first request on, the fifth waits four intervals,
+        // however long after the throttle was made the first comes (the limiter refills
+        // while idle).
         let t = Arc::new(Throttle::new(100, Some(Rate::parse("100/s").unwrap())));
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let started = std::time::Instant::now();
-        for _ in 0..5 {
+        drop(t.admit().await);
+        let first = started.elapsed();
+        for _ in 0..4 {
             drop(t.admit().await);
         }
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(35), "5 requests in {took:?}");
+        assert!(took >= Duration::from_millis(39), "5 requests in {took:?}");
+        // The first goes at once (a bound no loaded machine reaches).
+        assert!(first < Duration::from_secs(1), "{first:?}");
     }
 
     #[tokio::test]

@@ -401,8 +401,15 @@ impl Pipeline<'_> {
                     }),
                     out_error,
                 ),
-                // The output's error first: it is the one the run is about.
-                Err(e) => (out, None, out_error.or(Some(e))),
+                // The output's error is the one the run ends with; this one is said too,
+                // not lost until --out is mended.
+                Err(e) => match out_error {
+                    Some(first) => {
+                        note!("userfetch: {}", crate::exit::describe(&e));
+                        (out, None, Some(first))
+                    }
+                    None => (out, None, Some(e)),
+                },
             }
         })
         .await;
