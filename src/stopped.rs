@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 const BEAT: Duration = Duration::from_millis(100);
@@ -208,8 +209,30 @@ impl Stopwatch {
     }
 }
 
+/// Turns of the runtime [`last_look`] gives an expired future: enough for an answer waiting
+/// in the socket to pass from the connection's task to the lookup's (one turn polls the
+/// socket, the next the tasks it woke), few enough to cost nothing when none came.
+const LAST_LOOK_TURNS: usize = 4;
+
+/// The deadline passed: one last look, over a few turns of the runtime, at whether the answer
+/// came all the same. When the thread was held past the deadline (the screen's sync lookup
+/// blocks the thread the async lookups run on), an answer that came in time lies unread in
+/// the socket, and the expired timer was woken first: it was a false timeout, and a retry.
+async fn last_look<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    for _ in 0..LAST_LOOK_TURNS {
+        // Deferred by tokio until its I/O driver has been polled: the socket is read first.
+        tokio::task::yield_now().await;
+        let polled = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+        if let Poll::Ready(output) = polled {
+            return Some(output);
+        }
+    }
+    None
+}
+
 /// `future`, given `limit` of the time the process runs: a stop moves the limit on. `None`
-/// when the limit passed first.
+/// when the limit passed first, and the answer had not come in the meantime (see
+/// [`last_look`]).
 pub async fn within<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output> {
     within_since(Stopwatch::start(), limit, std::pin::pin!(future)).await
 }
@@ -235,7 +258,7 @@ pub async fn within_since<F: std::future::Future>(
                     since = watch.stopped();
                 }
                 if since <= stopped {
-                    return None;
+                    return last_look(future.as_mut()).await;
                 }
                 stopped = since;
             }

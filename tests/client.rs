@@ -864,3 +864,30 @@ async fn a_redirect_target_is_named_without_the_token_or_a_password() {
     );
     assert!(!msg.to_lowercase().contains("secret123"), "{msg}");
 }
+
+/// The screen's sync lookup holds the thread the async lookups run on. An answer that came
+/// meanwhile, within --timeout, waits unread in the socket; when the thread is free again the
+/// expired timer must not win over it (a false timeout, then a retry the API did not need).
+#[test]
+fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
+    let api = TestApi::start();
+    let mut config = api.config("latency=100ms", 0);
+    config.timeout = Duration::from_secs(1);
+    config.http2 = true;
+    let client = Client::new(config).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let lookup = tokio::spawn(async move { client.fetch(&id("1"), &mut |_| {}).await });
+        while api.stats().user_requests == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Held well past the timeout, and past the 100 ms answer on a loaded machine too.
+        std::thread::sleep(Duration::from_secs(3));
+        let fetched = lookup.await.unwrap();
+        assert!(fetched.is_ok(), "{:?}", fetched.err());
+    });
+    assert_eq!(api.stats().user_requests, 1);
+}
