@@ -187,7 +187,8 @@ pub struct Stats {
     pub errors: u64,
     pub cancelled: u64,
     pub cache_hits: u64,
-    /// Latencies of found lookups, in microseconds. Unsorted; see [`Stats::percentiles`].
+    /// Latencies of the API's answers (found or not found; not cache hits), in microseconds.
+    /// Unsorted; see [`Stats::percentiles`].
     pub latencies: Vec<u64>,
     /// (p50, p95), refreshed by [`App::prepare_frame`] when `latencies` changed.
     pub percentiles: Option<(Duration, Duration)>,
@@ -195,6 +196,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    fn record_latency(&mut self, latency: Duration) {
+        self.latencies
+            .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        self.stale = true;
+    }
+
     fn refresh(&mut self) {
         if !self.stale {
             return;
@@ -927,13 +934,19 @@ fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
             source, latency, ..
         } => {
             stats.found += 1;
+            // The API's answer times: a cache hit's 0 ms is none (two hits made p50 0 ms
+            // for an API that took 3 s).
             if *source == Source::Cache {
                 stats.cache_hits += 1;
+            } else {
+                stats.record_latency(*latency);
             }
-            stats.latencies.push(latency.as_micros() as u64);
-            stats.stale = true;
         }
-        Status::NotFound { .. } => stats.not_found += 1,
+        // A 404 is an answer of the API's too, timed as a found user's.
+        Status::NotFound { latency } => {
+            stats.not_found += 1;
+            stats.record_latency(*latency);
+        }
         Status::Cancelled { .. } => stats.cancelled += 1,
         _ => stats.errors += 1,
     }
@@ -1564,6 +1577,16 @@ mod tests {
         assert!(app.rows[0].is_pending());
         assert_eq!((app.stats.in_flight, app.stats.found), (1, 1));
         assert_eq!(app.stats.cache_hits, 1);
+        // A cache hit's 0 ms is no time of the API's: no percentile yet.
+        app.prepare_frame();
+        assert_eq!(app.stats.percentiles, None);
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(0),
+                outcome: found("Leanne", Source::Api),
+            },
+        );
         app.prepare_frame();
         assert_eq!(
             app.stats.percentiles,
@@ -1753,6 +1776,8 @@ mod tests {
             },
         );
         assert!(matches!(app.rows[0].status, Status::NotFound { .. }));
+        // The 404 is an answer of the API's, timed; the failure is not.
+        assert_eq!(app.stats.latencies.len(), 1);
         let Status::Failed { message, .. } = &app.rows[1].status else {
             panic!()
         };

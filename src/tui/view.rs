@@ -1216,11 +1216,11 @@ mod tests {
                 &mut app,
                 Msg::Done {
                     req: ReqId(0),
-                    outcome: Err(FetchError::new(ErrorKind::NotFound, 1, "not found")),
+                    outcome: Err(FetchError::new(ErrorKind::Timeout, 1, "no answer")),
                 },
             );
             update(&mut app, Msg::Froze(Duration::from_millis(640)));
-            // No latency yet (nothing found): the status line is short of what it keeps.
+            // No latency yet (no answer): the status line is short of what it keeps.
             assert!(app.stats.latencies.is_empty());
             let screen = render(&app, 100, 17);
             let ends_wrapped = |l: &str| l.trim_end().ends_with("froze the UI for 0.6 s");
