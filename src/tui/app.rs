@@ -954,11 +954,18 @@ fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
 
 /// What a row shows for a found user: the name when the record has one.
 fn summary(value: &serde_json::Value) -> String {
-    let text = match value.get("name").or_else(|| value.get("username")) {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => "found".to_owned(),
-    };
+    // An empty or null name says nothing ("✓  · 6 ms", "✓ null"): the username then, or
+    // just that the user was found.
+    let text = ["name", "username"]
+        .iter()
+        .filter_map(|key| match value.get(key)? {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) if s.trim().is_empty() => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        })
+        .next()
+        .unwrap_or_else(|| "found".to_owned());
     sanitize(&text).into_owned()
 }
 
@@ -1547,6 +1554,19 @@ mod tests {
         assert_eq!(app.input, "dra");
         update(&mut app, key(KeyCode::Down));
         assert_eq!(app.input, "dra");
+    }
+
+    #[test]
+    fn a_row_names_the_user_by_a_name_that_says_something() {
+        let named = |v: serde_json::Value| summary(&v);
+        assert_eq!(named(serde_json::json!({"name": "Ervin"})), "Ervin");
+        assert_eq!(
+            named(serde_json::json!({"name": " ", "username": "Bret"})),
+            "Bret"
+        );
+        assert_eq!(named(serde_json::json!({"name": null})), "found");
+        assert_eq!(named(serde_json::json!({"name": 5})), "5");
+        assert_eq!(named(serde_json::json!({"id": 1})), "found");
     }
 
     #[test]

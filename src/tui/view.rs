@@ -397,7 +397,7 @@ fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
         .enumerate()
         .map(|(i, row)| {
             ellipsized(
-                row_line(app, row, first + i == selected, p),
+                row_line(app, row, first + i == selected, p, usize::from(inner.width)),
                 usize::from(inner.width),
             )
         })
@@ -430,7 +430,11 @@ fn ellipsized(line: Line<'_>, width: usize) -> Line<'_> {
     Line { spans, ..line }
 }
 
-fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a> {
+/// The fewest columns a name is cut to so that its row's latency shows; below that, the row
+/// is cut at its end as any other.
+const NAME_LEAST: usize = 8;
+
+fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette, width: usize) -> Line<'a> {
     let marker = if selected { "›" } else { " " };
     let mut spans = vec![
         Span::raw(format!("{marker} ")),
@@ -485,7 +489,6 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
             ..
         } => {
             spans.push(Span::styled("✓ ", p.fg(Color::Green)));
-            spans.push(Span::raw(summary.as_str()));
             let mut tail = format!(" · {}", millis(*latency));
             if *source == Source::Cache {
                 tail.push_str(" · cached");
@@ -493,6 +496,16 @@ fn row_line<'a>(app: &App, row: &'a Row, selected: bool, p: &Palette) -> Line<'a
             if *attempts > 1 {
                 tail.push_str(&format!(" · {attempts} attempts"));
             }
+            // A long name is cut rather than the latency after it, which was lost at the
+            // pane's edge.
+            let used: usize = spans.iter().map(Span::width).sum();
+            let room = width.saturating_sub(used + tail.width());
+            let name = if summary.width() > room && room >= NAME_LEAST {
+                Span::raw(crate::term::cut(summary, room))
+            } else {
+                Span::raw(summary.as_str())
+            };
+            spans.push(name);
             spans.push(Span::styled(tail, p.fg(Color::DarkGray)));
         }
         Status::NotFound { latency } => {
@@ -1002,6 +1015,29 @@ mod tests {
             let after = render(&app, 100, 30);
             assert!(after.contains("p50 412 ms"), "{after}");
             assert_eq!(prompt_row(&before), prompt_row(&after), "{before}\n{after}");
+        }
+
+        /// A name too long for the row is cut, not the latency after it.
+        #[test]
+        fn a_long_name_leaves_room_for_the_latency() {
+            let mut app = app();
+            submit(&mut app, "7");
+            let body = user_json(7, &"山田太郎".repeat(30)).to_string();
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: Ok(Found {
+                        record: Record::from_body(body.as_bytes()).unwrap(),
+                        source: Source::Api,
+                        attempts: 2,
+                        latency: Duration::from_millis(412),
+                    }),
+                },
+            );
+            let screen = render(&app, 100, 20);
+            let row = screen.lines().find(|l| l.contains("› 7")).unwrap();
+            assert!(row.contains("… · 412 ms · 2 attempts"), "{screen}");
         }
 
         /// Latencies of ten seconds and more are shown in seconds: in milliseconds their
