@@ -640,7 +640,9 @@ mod tests {
     fn session(ended: [Option<crate::engine::Outcome>; 3]) -> App {
         let mut app = App::new(Config::default(), Instant::now());
         for (i, outcome) in ended.into_iter().enumerate() {
-            for key in [KeyCode::Char('1'), KeyCode::Enter] {
+            // Distinct ids: the same id asked again while its lookup runs is not sent again.
+            let id = char::from(b'1' + i as u8);
+            for key in [KeyCode::Char(id), KeyCode::Enter] {
                 update(&mut app, Msg::Key(press(key)));
             }
             if let Some(outcome) = outcome {

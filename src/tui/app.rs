@@ -846,12 +846,28 @@ fn submit(app: &mut App) -> Vec<Effect> {
             return Vec::new();
         }
     };
+    let shown = sanitize(id.as_str()).into_owned();
+    // The same id asked again while its lookup runs (a list pasted with repeats): its row is
+    // selected rather than another request sent for the same answer.
+    if let Some(at) = app
+        .rows
+        .iter()
+        .position(|r| r.is_pending() && r.mode == app.mode && r.id == shown)
+    {
+        app.selected = Some(at);
+        app.detail_scroll = 0;
+        app.notice = Some(refusal(
+            "its lookup is running (its row is selected)",
+            &text,
+        ));
+        return Vec::new();
+    }
     app.notice = None;
     let req = ReqId(app.next_req);
     app.next_req += 1;
     app.rows.push(Row {
         req,
-        id: sanitize(id.as_str()).into_owned(),
+        id: shown,
         mode: app.mode,
         started: app.now,
         // It starts when the loop starts it (Msg::Started): an async lookup when there is
@@ -1554,6 +1570,31 @@ mod tests {
         assert_eq!(app.input, "dra");
         update(&mut app, key(KeyCode::Down));
         assert_eq!(app.input, "dra");
+    }
+
+    #[test]
+    fn an_id_asked_again_while_its_lookup_runs_is_not_sent_twice() {
+        let mut app = app();
+        let effects = paste(&mut app, "7\n8\n7\n");
+        assert_eq!(effects.len(), 2, "{effects:?}");
+        assert_eq!(app.rows.len(), 2);
+        let notice = app.notice.clone().unwrap_or_default();
+        assert!(notice.contains("its lookup is running"), "{notice}");
+        // Typed again: its row is selected.
+        type_text(&mut app, "7");
+        assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+        assert_eq!(app.selected, Some(0));
+        // Once it has its answer, asking again looks it up again.
+        update(
+            &mut app,
+            Msg::Done {
+                req: ReqId(0),
+                outcome: found("Ervin", Source::Api),
+            },
+        );
+        type_text(&mut app, "7");
+        assert_eq!(update(&mut app, key(KeyCode::Enter)).len(), 1);
+        assert_eq!(app.rows.len(), 3);
     }
 
     #[test]
