@@ -98,8 +98,9 @@ pub fn view(app: &App, frame: &mut Frame) {
     // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
     // first row of a notice showing (why a line was not looked up), some rows of each
     // pane, the first header line, the key help, the rest of a wrapped notice, one row
-    // of each other header line, the notice row when empty, a few more rows for the panes,
-    // and last the header lines' wrapped rest; the panes take what is left.
+    // of each other header line, the header lines' wrapped rest (the status line's figures:
+    // errors, p50/p95, cache hits), the notice row when empty, and a few more rows for the
+    // panes; the panes take what is left.
     let stacked = usize::from(width < WIDE);
     let mut spare = frame.area().height;
     let mut take = |want: u16| {
@@ -122,7 +123,8 @@ pub fn view(app: &App, frame: &mut Frame) {
     // what was just typed: below 11 rows the panes took them all, and an id refused at the
     // prompt vanished without a word), and the rows it wraps onto after the first header line
     // and the key help but before the other two; an empty one keeps its row only where there
-    // is room, so the layout does not jump.
+    // is room, so the layout does not jump. A blank row kept over the status line's wrapped
+    // figures hid them at 100 × 16.
     let mut notice_rows = if notice_text.is_some() { take(1) } else { 0 };
     let mut body_least = take(BODY_LEAST[stacked]);
     let header_first = take(1);
@@ -131,15 +133,15 @@ pub fn view(app: &App, frame: &mut Frame) {
         notice_rows += take(notice_wanted - 1);
     }
     let mut got = [header_first, take(1), take(1)];
-    if notice_text.is_none() {
-        notice_rows = take(1);
-    }
-    body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     for (got, wanted) in got.iter_mut().zip(wanted) {
         if *got > 0 {
             *got += take(wanted - 1);
         }
     }
+    if notice_text.is_none() {
+        notice_rows = take(1);
+    }
+    body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     if got[1] > 0 {
         got[1] += take(status_reserve);
     }
@@ -1015,6 +1017,26 @@ mod tests {
             let after = render(&app, 100, 30);
             assert!(after.contains("p50 412 ms"), "{after}");
             assert_eq!(prompt_row(&before), prompt_row(&after), "{before}\n{after}");
+        }
+
+        /// On a short terminal the status line's wrapped figures come before a blank row
+        /// kept for notices: at 100 × 16 errors, p50/p95 and cache hits were hidden while
+        /// the blank row showed.
+        #[test]
+        fn a_short_terminal_keeps_the_status_figures_before_a_blank_row() {
+            let mut app = app();
+            submit(&mut app, "7");
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: found(7, Source::Api),
+                },
+            );
+            for height in [14, 15, 16] {
+                let screen = render(&app, 100, height);
+                assert!(screen.contains("cache hits 0"), "{height} rows:\n{screen}");
+            }
         }
 
         /// A name too long for the row is cut, not the latency after it.
