@@ -98,7 +98,7 @@ fn several_runtime_threads_give_the_same_result() {
     assert_eq!(jsonl_ids(&env.path("out.jsonl")), want);
 }
 
-/// Over HTTP/1.1 each lookup holds a socket: asking for more than the open-file limit allows
+/// Over HTTP/1.1 each lookup holds up to two sockets: asking for more than the open-file limit allows
 /// must not turn into "Too many open files" failures blamed on the API.
 #[test]
 fn concurrency_beyond_the_open_file_limit_is_lowered_to_fit() {
@@ -110,7 +110,7 @@ fn concurrency_beyond_the_open_file_limit_is_lowered_to_fit() {
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("the open-file limit is 200: running 168 at a time"),
+        text.contains("the open-file limit is 200: running 84 at a time"),
         "{text}"
     );
     assert_eq!(summary(&env.path("summary.json"))["found"], 600);
