@@ -123,6 +123,20 @@ impl Session {
                 crate::console::note!("userfetch: {problem}");
             }
         }
+        // A SOCKS proxy is read as one, but this build does not speak SOCKS: every lookup
+        // failed at the connection, each through all its retries. Refused once instead, not
+        // ignored: the user meant the requests to go through it.
+        if let Some(proxy) = (!in_process)
+            .then(|| crate::client::proxy_for(template.origin()))
+            .flatten()
+            .filter(|proxy| proxy.starts_with("socks"))
+        {
+            return Err(usage(format!(
+                "the API's requests would go through the SOCKS proxy {proxy} (set in the \
+                 environment), and userfetch speaks to HTTP proxies only (http:// or https://): \
+                 set an HTTP proxy, or add the API's host to NO_PROXY"
+            )));
+        }
         // The proxy is read for an http:// API only: an https:// one speaks HTTP/2 (when
         // agreed) through it.
         let proxy = (!in_process && template.origin().scheme() == "http")

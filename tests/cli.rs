@@ -303,6 +303,32 @@ fn the_http2_question_waits_no_longer_than_an_attempt() {
     );
 }
 
+/// A SOCKS proxy is refused once, before any request: every lookup failed at the
+/// connection, each through all its retries. Not ignored: the user meant to go through it.
+#[test]
+fn a_socks_proxy_is_refused_before_any_request() {
+    let api = TestApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let template = api.template("");
+    userfetch(&dir)
+        .env("ALL_PROXY", "socks5h://127.0.0.1:1")
+        .args(["--api", &template, "get", "1"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "the API's requests would go through the SOCKS proxy socks5h://127.0.0.1:1",
+        ));
+    assert_eq!(api.stats().requests, 0);
+    // Kept off the API's host by NO_PROXY: nothing to refuse.
+    userfetch(&dir)
+        .env("ALL_PROXY", "socks5h://127.0.0.1:1")
+        .env("NO_PROXY", "127.0.0.1")
+        .args(["--api", &template, "get", "1"])
+        .assert()
+        .success();
+}
+
 /// A proxy variable that holds no proxy URL is dropped by the HTTP library without a word,
 /// and the other of its pair (HTTP_PROXY, http_proxy) goes unread while it is set: said,
 /// without values (which may hold a password).
