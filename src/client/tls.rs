@@ -166,7 +166,8 @@ pub(super) fn connect_hint(cause: &str, roots: Roots) -> (&'static str, bool) {
     }
     let hint = if cause.contains("CaUsedAsEndEntity") {
         "; the server presents a CA certificate as its own (as a self-signed one made with \
-         `openssl req -x509` is): it needs a certificate issued by a CA"
+         `openssl req -x509` is): it needs one issued by a CA, or a self-signed one that is no \
+         CA (`-addext basicConstraints=critical,CA:FALSE`) named by SSL_CERT_FILE"
     } else if cause.contains("UnknownIssuer") {
         match roots {
             Roots::WithSystem => {
@@ -182,7 +183,9 @@ pub(super) fn connect_hint(cause: &str, roots: Roots) -> (&'static str, bool) {
             }
             Roots::Alone => {
                 "; the server's TLS certificate does not chain to the Mozilla roots built into \
-                 userfetch (this system's store is read only when --api is https://)"
+                 userfetch (this system's store, and the CA certificates SSL_CERT_FILE or \
+                 SSL_CERT_DIR name, are read only when --api is https://: put the https:// URL \
+                 the API redirects to in --api)"
             }
         }
     } else if cause.contains("BadSignature") {
@@ -234,11 +237,19 @@ mod tests {
             assert!(hint.contains(says), "{cause}: {hint}");
             assert!(!retryable, "{cause}");
         }
-        // A CA file cannot mend an expired certificate or a CA posing as a server.
-        for cause in ["Expired", "Other(OtherError(CaUsedAsEndEntity))"] {
-            let hint = connect_hint(&format!("invalid peer certificate: {cause}"), WithSystem).0;
-            assert!(!hint.contains("SSL_CERT_FILE"), "{hint}");
-        }
+        // A CA file cannot mend an expired certificate.
+        let hint = connect_hint("invalid peer certificate: Expired", WithSystem).0;
+        assert!(!hint.contains("SSL_CERT_FILE"), "{hint}");
+        // A CA posing as a server is mended by a certificate that is no CA, self-signed or not.
+        let hint = connect_hint(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+            WithSystem,
+        )
+        .0;
+        assert!(
+            hint.contains("basicConstraints=critical,CA:FALSE"),
+            "{hint}"
+        );
         // Speaking TLS to a plain-HTTP server fails the same way every time.
         let (hint, retryable) = connect_hint(
             "received corrupt message of type InvalidContentType",
