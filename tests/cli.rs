@@ -303,6 +303,30 @@ fn the_http2_question_waits_no_longer_than_an_attempt() {
     );
 }
 
+/// A proxy's own 502 (it could not reach the API) read like the API's: where a proxy carries
+/// the request, the message says so.
+#[test]
+fn a_server_error_through_a_proxy_names_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = support::answering("502 Bad Gateway", |_| "no route".to_owned());
+    let proxy = proxy.split("/users").next().unwrap().to_owned();
+    userfetch(&dir)
+        .env("HTTP_PROXY", &proxy)
+        .args([
+            "--api",
+            "http://api.invalid/users/{id}",
+            "--retries",
+            "0",
+            "get",
+            "1",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "server answered 502 Bad Gateway, saying \"no route\" (through the proxy {proxy})"
+        )));
+}
+
 /// A SOCKS proxy is refused once, before any request: every lookup failed at the
 /// connection, each through all its retries. Not ignored: the user meant to go through it.
 #[test]

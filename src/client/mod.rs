@@ -497,7 +497,18 @@ impl Client {
             let token = self.token_use(with_token);
             let retry_after = response.headers().get(RETRY_AFTER).cloned();
             let body = drain(&mut response).await;
-            return Err(self.status_failure(status, retry_after.as_ref(), token, &body));
+            let mut failure = self.status_failure(status, retry_after.as_ref(), token, &body);
+            // A proxy's own 502 or 504 (it could not reach the API) reads like the API's:
+            // where one carries the request, the answer may be its.
+            if status.is_server_error()
+                && response.url().scheme() == "http"
+                && let Some(proxy) = self.proxy_for(response.url())
+            {
+                failure
+                    .detail
+                    .push_str(&format!(" (through the proxy {proxy})"));
+            }
+            return Err(failure);
         }
         let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
