@@ -303,6 +303,21 @@ fn the_http2_question_waits_no_longer_than_an_attempt() {
     );
 }
 
+/// A body compressed though no Accept-Encoding asked for it is said as such, not as JSON
+/// that does not parse.
+#[test]
+fn an_encoded_answer_is_said_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = support::answering("200 OK\r\nContent-Encoding: gzip", |_| "\u{1f}x".to_owned());
+    userfetch(&dir)
+        .args(["--api", &api, "--http1", "get", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("the answer is encoded"))
+        .stderr(predicate::str::contains("Content-Encoding: gzip"))
+        .stderr(predicate::str::contains("not valid JSON").not());
+}
+
 /// A proxy's own 502 (it could not reach the API) read like the API's: where a proxy carries
 /// the request, the message says so.
 #[test]

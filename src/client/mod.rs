@@ -510,6 +510,7 @@ impl Client {
             }
             return Err(failure);
         }
+        refuse_encoded(response.headers())?;
         let mut body = self.body_buffer(response.content_length())?;
         while let Some(chunk) = response
             .chunk()
@@ -611,6 +612,7 @@ impl Client {
             let _ = tokio::time::timeout(SAID_WAIT, read).await;
             return Err(self.status_failure(status, retry_after.as_ref(), token, &said));
         }
+        refuse_encoded(response.headers())?;
         let length = response
             .headers()
             .get(reqwest::header::CONTENT_LENGTH)
@@ -814,6 +816,26 @@ impl Client {
     fn host(&self) -> String {
         host_port(self.config.template.origin())
     }
+}
+
+/// A body sent compressed though no `Accept-Encoding` asked for it (gzip, say): said as such,
+/// where it read "not valid JSON (expected value at line 1 column 1)".
+fn refuse_encoded(headers: &reqwest::header::HeaderMap) -> Result<(), AttemptFailure> {
+    let Some(encoding) = headers.get(reqwest::header::CONTENT_ENCODING) else {
+        return Ok(());
+    };
+    let encoding = String::from_utf8_lossy(encoding.as_bytes());
+    if encoding.trim().eq_ignore_ascii_case("identity") {
+        return Ok(());
+    }
+    Err(AttemptFailure::fatal(
+        ErrorKind::BadBody,
+        format!(
+            "the answer is encoded ({}), though userfetch asks for none: the server ignores \
+             that it sent no Accept-Encoding",
+            crate::term::quote(&format!("Content-Encoding: {encoding}"))
+        ),
+    ))
 }
 
 /// `host:port`, as error messages name a server.
