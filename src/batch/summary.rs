@@ -90,7 +90,8 @@ pub enum Status {
     /// Stopped by a problem in the input (stdin, found mid-stream); a rerun continues.
     InputError,
     /// Stopped because the API could not be reached: many lookups in a row failed at the
-    /// connection, each after all its attempts; a rerun continues.
+    /// connection, each after every attempt it was given (one, for a TLS certificate
+    /// refused); a rerun continues.
     Unreachable,
     /// Stopped because the API refused many lookups in a row for their credentials (401,
     /// or a proxy's 407); a rerun continues once they are fixed.

@@ -177,7 +177,7 @@ impl<'a> Pipeline<'a> {
             _ => (
                 Status::Unreachable,
                 format!(
-                    "{UNREACHABLE_STOP} lookups in a row failed at the connection, each after all its attempts ({message})"
+                    "{UNREACHABLE_STOP} lookups in a row failed at the connection, each after its last attempt ({message})"
                 ),
             ),
         })
