@@ -98,8 +98,8 @@ pub fn view(app: &App, frame: &mut Frame) {
     // Rows are handed out by what matters most, so a small terminal keeps the prompt, the
     // first row of a notice showing (why a line was not looked up), some rows of each
     // pane, the first header line, the key help, the rest of a wrapped notice, one row
-    // of each other header line, the header lines' wrapped rest (the status line's figures:
-    // errors, p50/p95, cache hits), the notice row when empty, and a few more rows for the
+    // of each other header line, the notice row when empty, the header lines' wrapped rest
+    // (the status line's figures: errors, p50/p95, cache hits), and a few more rows for the
     // panes; the panes take what is left.
     let stacked = usize::from(width < WIDE);
     let mut spare = frame.area().height;
@@ -123,8 +123,8 @@ pub fn view(app: &App, frame: &mut Frame) {
     // what was just typed: below 11 rows the panes took them all, and an id refused at the
     // prompt vanished without a word), and the rows it wraps onto after the first header line
     // and the key help but before the other two; an empty one keeps its row only where there
-    // is room, so the layout does not jump. A blank row kept over the status line's wrapped
-    // figures hid them at 100 × 16.
+    // is room, so the layout does not jump when one comes. The panes' extra rows come after
+    // the status line's wrapped figures: at 100 × 16 they hid the figures.
     let mut notice_rows = if notice_text.is_some() { take(1) } else { 0 };
     let mut body_least = take(BODY_LEAST[stacked]);
     let header_first = take(1);
@@ -133,13 +133,13 @@ pub fn view(app: &App, frame: &mut Frame) {
         notice_rows += take(notice_wanted - 1);
     }
     let mut got = [header_first, take(1), take(1)];
+    if notice_text.is_none() {
+        notice_rows = take(1);
+    }
     for (got, wanted) in got.iter_mut().zip(wanted) {
         if *got > 0 {
             *got += take(wanted - 1);
         }
-    }
-    if notice_text.is_none() {
-        notice_rows = take(1);
     }
     body_least += take(BODY_FIRST[stacked] - BODY_LEAST[stacked]);
     if got[1] > 0 {
@@ -1033,10 +1033,39 @@ mod tests {
                     outcome: found(7, Source::Api),
                 },
             );
-            for height in [14, 15, 16] {
+            for height in [15, 16] {
                 let screen = render(&app, 100, height);
                 assert!(screen.contains("cache hits 0"), "{height} rows:\n{screen}");
             }
+        }
+
+        /// A notice coming takes the row kept blank for it: nothing above the panes moves.
+        /// (Below 16 rows there may be no row to keep blank; the notice then takes one of a
+        /// header line's, as it must show.)
+        #[test]
+        fn a_notice_does_not_move_the_prompt() {
+            let mut app = app();
+            submit(&mut app, "7");
+            update(
+                &mut app,
+                Msg::Done {
+                    req: ReqId(0),
+                    outcome: found(7, Source::Api),
+                },
+            );
+            let mut with_notice = app.clone();
+            with_notice.notice = Some("not looked up: the id is empty".to_owned());
+            let mut moved = Vec::new();
+            for width in [60, 80, 100, 140] {
+                for height in 16..=30 {
+                    if prompt_row(&render(&app, width, height))
+                        != prompt_row(&render(&with_notice, width, height))
+                    {
+                        moved.push((width, height));
+                    }
+                }
+            }
+            assert_eq!(moved, vec![]);
         }
 
         /// A name too long for the row is cut, not the latency after it.
