@@ -221,8 +221,13 @@ const LAST_LOOK_TURNS: usize = 4;
 async fn last_look<F: std::future::Future>(mut future: std::pin::Pin<&mut F>) -> Option<F::Output> {
     for _ in 0..LAST_LOOK_TURNS {
         // Deferred by tokio until its I/O driver has been polled: the socket is read first.
+        // (On a runtime's `block_on` thread the turns follow at once; worker threads read
+        // the sockets meanwhile.)
         tokio::task::yield_now().await;
-        let polled = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+        // Unconstrained: lookups are polled within one task, whose cooperative budget a
+        // freeze's hundreds of expired lookups use up, and a look past it sees nothing.
+        let look = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx)));
+        let polled = tokio::task::unconstrained(look).await;
         if let Poll::Ready(output) = polled {
             return Some(output);
         }

@@ -881,7 +881,12 @@ fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
         .unwrap();
     runtime.block_on(async {
         let lookup = tokio::spawn(async move { client.fetch(&id("1"), &mut |_| {}).await });
+        let deadline = Instant::now() + Duration::from_secs(30);
         while api.stats().user_requests == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the request did not reach the API"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Held well past the timeout, and past the 100 ms answer on a loaded machine too.
@@ -890,4 +895,44 @@ fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
         assert!(fetched.is_ok(), "{:?}", fetched.err());
     });
     assert_eq!(api.stats().user_requests, 1);
+}
+
+/// The same with hundreds of lookups polled within one task, as the screen and batch poll
+/// them: their last looks must not run out of the task's cooperative budget.
+#[test]
+fn many_answers_that_came_while_the_thread_was_held_are_no_timeouts() {
+    use futures::StreamExt;
+    const LOOKUPS: u64 = 400;
+    let api = TestApi::start();
+    let mut config = api.config("latency=100ms", 0);
+    config.timeout = Duration::from_secs(1);
+    config.http2 = true;
+    let client = Client::new(config).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let lookups = tokio::spawn(async move {
+            let pending = futures::stream::FuturesUnordered::new();
+            for n in 1..=LOOKUPS {
+                let client = client.clone();
+                pending.push(async move { client.fetch(&id(&n.to_string()), &mut |_| {}).await });
+            }
+            pending.collect::<Vec<_>>().await
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api.stats().user_requests < LOOKUPS {
+            assert!(
+                Instant::now() < deadline,
+                "the requests did not all reach the API"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let fetched = lookups.await.unwrap();
+        let timed_out = fetched.iter().filter(|f| f.is_err()).count();
+        assert_eq!(timed_out, 0, "{:?}", fetched.iter().find(|f| f.is_err()));
+    });
+    assert_eq!(api.stats().user_requests, LOOKUPS);
 }
