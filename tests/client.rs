@@ -865,11 +865,9 @@ async fn a_redirect_target_is_named_without_the_token_or_a_password() {
     assert!(!msg.to_lowercase().contains("secret123"), "{msg}");
 }
 
-/// The screen's sync lookup holds the thread the async lookups run on. An answer that came
-/// meanwhile, within --timeout, waits unread in the socket; when the thread is free again the
-/// expired timer must not win over it (a false timeout, then a retry the API did not need).
-#[test]
-fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
+/// An API answering in 100 ms over HTTP/2, a client that waits 1 s for an answer and does not
+/// retry, and a single-threaded runtime (the thread to hold).
+fn answering_in_100ms_within_1s() -> (TestApi, Client, tokio::runtime::Runtime) {
     let api = TestApi::start();
     let mut config = api.config("latency=100ms", 0);
     config.timeout = Duration::from_secs(1);
@@ -879,6 +877,15 @@ fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
         .enable_all()
         .build()
         .unwrap();
+    (api, client, runtime)
+}
+
+/// The screen's sync lookup holds the thread the async lookups run on. An answer that came
+/// meanwhile, within --timeout, waits unread in the socket; when the thread is free again the
+/// expired timer must not win over it (a false timeout, then a retry the API did not need).
+#[test]
+fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
+    let (api, client, runtime) = answering_in_100ms_within_1s();
     runtime.block_on(async {
         let lookup = tokio::spawn(async move { client.fetch(&id("1"), &mut |_| {}).await });
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -903,15 +910,7 @@ fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
 fn many_answers_that_came_while_the_thread_was_held_are_no_timeouts() {
     use futures::StreamExt;
     const LOOKUPS: u64 = 400;
-    let api = TestApi::start();
-    let mut config = api.config("latency=100ms", 0);
-    config.timeout = Duration::from_secs(1);
-    config.http2 = true;
-    let client = Client::new(config).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (api, client, runtime) = answering_in_100ms_within_1s();
     runtime.block_on(async {
         let lookups = tokio::spawn(async move {
             let pending = futures::stream::FuturesUnordered::new();
