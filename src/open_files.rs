@@ -8,7 +8,8 @@ use crate::console::note;
 const FILES_BESIDES_SOCKETS: u64 = 32;
 
 /// `concurrency` lowered to what the open-file limit allows, with a line saying so. Over
-/// HTTP/1.1 each lookup in flight holds a socket; more of them than the limit allows fail
+/// HTTP/1.1 each lookup in flight holds a socket, two at times (see [`SOCKETS_PER_LOOKUP`]);
+/// more of them than the limit allows fail
 /// with "Too many open files", which would be counted (and retried) as the API failing, and
 /// leave no descriptor for the cache or the outputs. Over HTTP/2 they share one connection.
 /// `needed`: the most lookups there are to run at once (`get`'s ids; `u32::MAX` for a batch),

@@ -316,6 +316,15 @@ fn an_encoded_answer_is_said_as_such() {
         .stderr(predicate::str::contains("the answer is encoded"))
         .stderr(predicate::str::contains("Content-Encoding: gzip"))
         .stderr(predicate::str::contains("not valid JSON").not());
+    // A label that is no compression (plain JSON sent oddly labelled) is left to the JSON.
+    let labelled = support::answering("200 OK\r\nContent-Encoding: UTF-8", |_| {
+        r#"{"id":1,"name":"x"}"#.to_owned()
+    });
+    userfetch(&dir)
+        .args(["--api", &labelled, "--http1", "get", "1"])
+        .assert()
+        .success()
+        .stdout("{\"id\":1,\"name\":\"x\"}\n");
 }
 
 /// A proxy's own 502 (it could not reach the API) read like the API's: where a proxy carries

@@ -920,8 +920,8 @@ fn lookups_beyond_the_open_file_limit_wait_instead_of_failing() {
 }
 
 /// The embedded demo API runs in the screen's own process: over HTTP/1.1 each lookup holds
-/// two of its files (both ends of the connection), which the open-file limit must leave room
-/// for.
+/// both ends of its connections (up to four of its files), which the open-file limit must
+/// leave room for.
 #[test]
 fn lookups_to_the_embedded_api_fit_the_open_file_limit_with_both_ends() {
     let mut command = Command::new("bash");

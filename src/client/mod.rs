@@ -825,7 +825,22 @@ fn refuse_encoded(headers: &reqwest::header::HeaderMap) -> Result<(), AttemptFai
         return Ok(());
     };
     let encoding = String::from_utf8_lossy(encoding.as_bytes());
-    if encoding.trim().eq_ignore_ascii_case("identity") {
+    // Only the codings that compress: a server that labels plain JSON oddly
+    // (`Content-Encoding: UTF-8`) sent a body that may well parse.
+    const COMPRESSED: [&str; 7] = [
+        "gzip",
+        "x-gzip",
+        "deflate",
+        "br",
+        "zstd",
+        "compress",
+        "x-compress",
+    ];
+    if !encoding.split(',').any(|coding| {
+        COMPRESSED
+            .iter()
+            .any(|c| coding.trim().eq_ignore_ascii_case(c))
+    }) {
         return Ok(());
     }
     Err(AttemptFailure::fatal(

@@ -93,7 +93,8 @@ pub async fn measure(
         ..opts.clone()
     };
     let session = Session::start(&opts).await?;
-    // The demo API runs in this process: each lookup over HTTP/1.1 holds two of its files.
+    // The demo API runs in this process: each lookup over HTTP/1.1 holds both ends of its
+    // connections, up to four of its files.
     let ctx = Context {
         max_in_flight: crate::open_files::lookups_at_once(
             session.engine.client().config().http2,

@@ -856,10 +856,7 @@ fn submit(app: &mut App) -> Vec<Effect> {
     {
         app.selected = Some(at);
         app.detail_scroll = 0;
-        app.notice = Some(refusal(
-            "its lookup is running (its row is selected)",
-            &text,
-        ));
+        app.notice = Some(refusal("its lookup is running already", &text));
         return Vec::new();
     }
     app.notice = None;
@@ -977,6 +974,8 @@ fn summary(value: &serde_json::Value) -> String {
         .filter_map(|key| match value.get(key)? {
             serde_json::Value::Null => None,
             serde_json::Value::String(s) if s.trim().is_empty() => None,
+            serde_json::Value::Object(o) if o.is_empty() => None,
+            serde_json::Value::Array(a) if a.is_empty() => None,
             serde_json::Value::String(s) => Some(s.clone()),
             other => Some(other.to_string()),
         })
@@ -1608,6 +1607,10 @@ mod tests {
         assert_eq!(named(serde_json::json!({"name": null})), "found");
         assert_eq!(named(serde_json::json!({"name": 5})), "5");
         assert_eq!(named(serde_json::json!({"id": 1})), "found");
+        assert_eq!(
+            named(serde_json::json!({"name": {}, "username": []})),
+            "found"
+        );
     }
 
     #[test]
