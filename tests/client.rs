@@ -206,7 +206,9 @@ async fn retries_stop_once_the_next_would_start_past_the_time_limit() {
     assert_eq!((err.kind, err.attempts), (ErrorKind::RateLimited, 2));
     let msg = err.to_string();
     assert!(
-        msg.starts_with("retries stopped at --retry-max-time (3s): rate limited"),
+        msg.starts_with(
+            "retries stopped at --retry-max-time (3s; the API asked to wait 2s): rate limited"
+        ),
         "{msg}"
     );
 }

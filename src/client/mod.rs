@@ -373,8 +373,18 @@ impl Client {
             };
             if !policy.in_time(started.ran(), delay) {
                 // Reads on with the attempt count: "…: server answered 429; gave up after 2 attempts".
+                // The API's own ask, when it made one: what took the next retry past the limit.
+                let asked = failure
+                    .retry_after
+                    .map(|wait| {
+                        format!(
+                            "; the API asked to wait {}",
+                            humantime::format_duration(Duration::from_secs(wait.as_secs()))
+                        )
+                    })
+                    .unwrap_or_default();
                 let why = format!(
-                    "retries stopped at --retry-max-time ({}): {}",
+                    "retries stopped at --retry-max-time ({}{asked}): {}",
                     humantime::format_duration(policy.max_time),
                     error.detail()
                 );
