@@ -187,7 +187,8 @@ pub async fn run(
     Ok(exit_code(failed))
 }
 
-/// "; 2 ids not looked up: 7, 9", the first few of them.
+/// "; 2 ids left without an answer: 7, 9", the first few of them: cancelled on the wire or
+/// never sent ("not looked up" read as never tried for ids that were in flight).
 fn undone(ids: &[UserId]) -> String {
     const SHOWN: usize = 10;
     if ids.is_empty() {
@@ -203,7 +204,7 @@ fn undone(ids: &[UserId]) -> String {
         listed.push_str(&format!(" and {} more", ids.len() - SHOWN));
     }
     format!(
-        "; {} not looked up: {listed}",
+        "; {} left without an answer: {listed}",
         crate::console::count(ids.len() as u64, "id", "ids")
     )
 }

@@ -1430,7 +1430,7 @@ fn ctrl_c_sigterm_and_sighup_exit_130() {
         assert_eq!(out.status.code(), Some(130), "{signal}: {out:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
-            "userfetch: interrupted; 1 id not looked up: 1\n"
+            "userfetch: interrupted; 1 id left without an answer: 1\n"
         );
     }
 }
@@ -1465,7 +1465,7 @@ fn ctrl_c_prints_what_arrived_and_names_what_did_not() {
     assert_eq!(out.status.code(), Some(130));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "userfetch: interrupted; 2 ids not looked up: 1, 3\n"
+        "userfetch: interrupted; 2 ids left without an answer: 1, 3\n"
     );
     let printed = json_lines(&out.stdout);
     assert_eq!(printed.len(), 1, "{printed:?}");
