@@ -46,6 +46,22 @@ pub enum TemplateError {
     NoHost(String),
 }
 
+/// The IPv6 address a template names without brackets (`http://::1:8080/…`), which the
+/// URL parser reads as an empty host: the address, without what may be its port.
+fn bare_ipv6(template: &str) -> Option<&str> {
+    let host = template.split_once("://")?.1.split('/').next()?;
+    let looks_ipv6 = host.matches(':').count() >= 2
+        && !host.starts_with('[')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    looks_ipv6.then(|| match host.rsplit_once(':') {
+        // `::1:8080`: the last group is read as the port when what is before it is an address.
+        Some((address, _)) if address.parse::<std::net::Ipv6Addr>().is_ok() => address,
+        _ => host,
+    })
+}
+
 /// Whether the host comes right after `scheme://`, as written. A URL parser following the
 /// WHATWG rules, as reqwest's does, skips any number of slashes there: `http:///users/{id}`
 /// (the host left out) would be read as the host `users`, and fail as a lookup of that name.
@@ -77,6 +93,11 @@ impl UrlTemplate {
         let probe = Url::parse(&format!("{prefix}{MARKER}{suffix}")).map_err(|e| {
             if written_bare {
                 TemplateError::NoScheme(template.to_owned())
+            } else if let Some(address) = bare_ipv6(template) {
+                TemplateError::Invalid(
+                    template.to_owned(),
+                    format!("an IPv6 address goes in brackets: [{address}]:PORT"),
+                )
             } else {
                 TemplateError::Invalid(template.to_owned(), e.to_string())
             }
@@ -241,6 +262,20 @@ mod tests {
             UrlTemplate::parse("not a url {id}"),
             Err(TemplateError::Invalid(..))
         ));
+        // An IPv6 address without its brackets is said to need them.
+        for (bare, address) in [
+            ("http://::1:8080/users/{id}", "::1"),
+            ("http://fe80::1/users/{id}", "fe80::1"),
+        ] {
+            assert_eq!(
+                UrlTemplate::parse(bare).err(),
+                Some(TemplateError::Invalid(
+                    bare.to_owned(),
+                    format!("an IPv6 address goes in brackets: [{address}]:PORT")
+                ))
+            );
+        }
+        assert!(UrlTemplate::parse("http://[::1]:8080/users/{id}").is_ok());
         // A relative path is no bare host.
         for relative in ["users/{id}", "api/users/{id}"] {
             assert!(
