@@ -327,6 +327,10 @@ async fn over_http2_a_redirect_is_followed_from_its_target_with_the_token_kept_h
         other[1].authorization, None,
         "token leaked across hosts: {other:?}"
     );
+    // HTTP/2 without asking goes to the API's origin only: whether another host speaks it
+    // was never asked (an HTTP/1.1-only one failed with "frame with invalid size").
+    assert!(same.iter().all(|r| r.http2), "{same:?}");
+    assert!(other[0].http2 && !other[1].http2, "{other:?}");
 }
 
 #[tokio::test]

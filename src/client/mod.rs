@@ -181,6 +181,12 @@ pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> H2c {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Whether `http` speaks HTTP/2 without asking (`--http2` with an http:// API).
+    prior_knowledge: bool,
+    /// For redirects to another origin when `http` speaks HTTP/2 without asking: the API's
+    /// answer to the HTTP/2 question says nothing of another host (an HTTP/1.1-only one
+    /// failed with "frame with invalid size"). Made at the first such redirect.
+    other_origins: Arc<std::sync::OnceLock<reqwest::Client>>,
     config: Arc<ClientConfig>,
     auth: Option<HeaderValue>,
     /// Direct HTTP/2 for `--http2` with an `http://` API (see [`h2`]).
@@ -195,29 +201,10 @@ impl Client {
     pub fn new(config: ClientConfig) -> anyhow::Result<Client> {
         let redirects = Arc::new(AtomicU64::new(0));
         let roots = Roots::for_config(&config);
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
-            // No `.timeout`: `attempt` keeps its own deadline, which a stop does not use up.
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            // Followed by `attempt_following`, the same way for both transports.
-            .redirect(reqwest::redirect::Policy::none())
-            // Reading the system's certificate store costs every start a few milliseconds
-            // (~140 PEM certificates parsed); an http:// API needs it only for a redirect to
-            // https://, where the built-in Mozilla roots still apply.
-            .tls_built_in_native_certs(roots != Roots::Alone);
         // Prior knowledge is for cleartext (h2c) only; over TLS, ALPN lets the server choose,
         // so an https API that speaks only HTTP/1.1 still works with --http2.
-        if config.http2 && config.template.origin().scheme() == "http" {
-            builder = builder.http2_prior_knowledge();
-        }
-        if config.direct {
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
+        let prior_knowledge = config.http2 && config.template.origin().scheme() == "http";
+        let http = http_client(&config, roots, prior_knowledge)?;
         let auth = match &config.token {
             Some(token) => {
                 let mut value =
@@ -245,6 +232,8 @@ impl Client {
         };
         Ok(Client {
             http,
+            prior_knowledge,
+            other_origins: Arc::new(std::sync::OnceLock::new()),
             roots,
             config: Arc::new(config),
             auth,
@@ -261,6 +250,21 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// The client for a request to the API's origin (`same_origin`) or another one.
+    fn http_for(&self, same_origin: bool) -> &reqwest::Client {
+        if same_origin || !self.prior_knowledge {
+            return &self.http;
+        }
+        self.other_origins.get_or_init(|| {
+            http_client(&self.config, self.roots, false).unwrap_or_else(|e| {
+                // The same settings built once already: not expected to fail; if it does,
+                // the redirect is tried as before.
+                tracing::debug!("cannot set up the HTTP/1.1 client for other hosts: {e}");
+                self.http.clone()
+            })
+        })
     }
 
     /// The proxy a request to `url` goes through: none for an API in this process.
@@ -482,9 +486,10 @@ impl Client {
         ))
     }
 
-    /// `with_token`: whether `url` may see the token (false for another origin).
+    /// `with_token`: whether `url` may see the token (false for another origin, which is
+    /// also not asked in HTTP/2 without asking).
     async fn attempt_reqwest(&self, url: &str, with_token: bool) -> Result<Hop, AttemptFailure> {
-        let mut request = self.http.get(url);
+        let mut request = self.http_for(with_token).get(url);
         if let Some(auth) = self.auth.as_ref().filter(|_| with_token) {
             request = request.header(AUTHORIZATION, auth.clone());
         }
@@ -826,6 +831,35 @@ impl Client {
     fn host(&self) -> String {
         host_port(self.config.template.origin())
     }
+}
+
+/// The reqwest client for `config`, speaking HTTP/2 without asking when `prior_knowledge`.
+fn http_client(
+    config: &ClientConfig,
+    roots: Roots,
+    prior_knowledge: bool,
+) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
+        // No `.timeout`: `attempt` keeps its own deadline, which a stop does not use up.
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        // Followed by `attempt_following`, the same way for both transports.
+        .redirect(reqwest::redirect::Policy::none())
+        // Reading the system's certificate store costs every start a few milliseconds
+        // (~140 PEM certificates parsed); an http:// API needs it only for a redirect to
+        // https://, where the built-in Mozilla roots still apply.
+        .tls_built_in_native_certs(roots != Roots::Alone);
+    if prior_knowledge {
+        builder = builder.http2_prior_knowledge();
+    }
+    if config.direct {
+        builder = builder.no_proxy();
+    }
+    builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))
 }
 
 /// A body sent compressed though no `Accept-Encoding` asked for it (gzip, say): said as such,
