@@ -976,7 +976,7 @@ fn summary(value: &serde_json::Value) -> String {
             serde_json::Value::String(s) if s.trim().is_empty() => None,
             serde_json::Value::Object(o) if o.is_empty() => None,
             serde_json::Value::Array(a) if a.is_empty() => None,
-            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::String(s) => Some(visible_breaks(s).into_owned()),
             other => Some(other.to_string()),
         })
         .next()
@@ -1103,9 +1103,22 @@ fn push_value(lines: &mut Detail, depth: usize, key: Option<&str>, value: &serde
 
 fn scalar(value: &serde_json::Value) -> String {
     match value {
-        serde_json::Value::String(s) => sanitize(s).into_owned(),
+        serde_json::Value::String(s) => sanitize(&visible_breaks(s)).into_owned(),
         other => sanitize(&other.to_string()).into_owned(),
     }
+}
+
+/// A value's line breaks as `↵` and its tabs as a space, so that a text written over several
+/// lines reads as such on its one row; as control characters they showed as U+FFFD.
+fn visible_breaks(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\n', '\r', '\t']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.replace("\r\n", "\n")
+            .replace(['\n', '\r'], "↵")
+            .replace('\t', " "),
+    )
 }
 
 /// `line` cut after [`VALUE_CHARS`] characters, saying how many more there were.
@@ -1125,6 +1138,16 @@ mod tests {
 
     fn texts(lines: &[DetailLine]) -> Vec<String> {
         lines.iter().map(|l| l.text.clone()).collect()
+    }
+
+    #[test]
+    fn line_breaks_and_tabs_in_values_show_as_such() {
+        let value = serde_json::json!({"name": "Ann\tLee", "bio": "one\ntwo\r\nthree\rfour"});
+        assert_eq!(
+            texts(&detail_lines(&value)),
+            ["name: Ann Lee", "bio: one↵two↵three↵four"]
+        );
+        assert_eq!(summary(&value), "Ann Lee");
     }
 
     #[test]
