@@ -217,15 +217,10 @@ fn header_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
         Mode::Async => Span::styled(" ASYNC ", p.fg(Color::Green).patch(p.bold())),
         Mode::Sync => Span::styled(" SYNC (blocking) ", p.fg(Color::Red).patch(p.bold())),
     };
-    let mut threads = match app.config.threads {
+    let threads = match app.config.threads {
         1 => "1 thread".to_owned(),
         n => format!("{n} threads"),
     };
-    // A sync lookup runs on a thread of its own while this one waits for it (as the demo
-    // counts it: 2 OS threads for sync): "1 thread" alone hid it.
-    if app.mode == Mode::Sync {
-        threads.push_str(" + 1 lookup thread");
-    }
     let clock = app.clock.map_or_else(|| "--:--:--".to_owned(), wall_clock);
     let uptime = app.now.saturating_duration_since(app.started);
     Line::from(vec![
