@@ -11,7 +11,8 @@ const FILES_BESIDES_SOCKETS: u64 = 32;
 /// HTTP/1.1 each lookup in flight holds a socket, two at times (see [`SOCKETS_PER_LOOKUP`]);
 /// more of them than the limit allows fail
 /// with "Too many open files", which would be counted (and retried) as the API failing, and
-/// leave no descriptor for the cache or the outputs. Over HTTP/2 they share one connection.
+/// leave no descriptor for the cache or the outputs. Over HTTP/2 they share one connection
+/// (but for redirects to another origin, spoken to over HTTP/1.1 and not counted here).
 /// `needed`: the most lookups there are to run at once (`get`'s ids; `u32::MAX` for a batch),
 /// so that the line is only said when they would not fit. `ask_about_http2`: the line
 /// suggests `--http2` (not where batch has asked the API already).

@@ -185,8 +185,9 @@ pub struct Client {
     prior_knowledge: bool,
     /// For redirects to another origin when `http` speaks HTTP/2 without asking: the API's
     /// answer to the HTTP/2 question says nothing of another host (an HTTP/1.1-only one
-    /// failed with "frame with invalid size"). Made at the first such redirect.
-    other_origins: Arc<std::sync::OnceLock<reqwest::Client>>,
+    /// failed with "frame with invalid size"). Made at the first such redirect. Its sockets
+    /// are not in the open-file budget, which counts one connection under HTTP/2.
+    other_origins: Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
     config: Arc<ClientConfig>,
     auth: Option<HeaderValue>,
     /// Direct HTTP/2 for `--http2` with an `http://` API (see [`h2`]).
@@ -253,18 +254,16 @@ impl Client {
     }
 
     /// The client for a request to the API's origin (`same_origin`) or another one.
-    fn http_for(&self, same_origin: bool) -> &reqwest::Client {
+    fn http_for(&self, same_origin: bool) -> Result<&reqwest::Client, AttemptFailure> {
         if same_origin || !self.prior_knowledge {
-            return &self.http;
+            return Ok(&self.http);
         }
-        self.other_origins.get_or_init(|| {
-            http_client(&self.config, self.roots, false).unwrap_or_else(|e| {
-                // The same settings built once already: not expected to fail; if it does,
-                // the redirect is tried as before.
-                tracing::debug!("cannot set up the HTTP/1.1 client for other hosts: {e}");
-                self.http.clone()
+        self.other_origins
+            .get_or_init(|| {
+                http_client(&self.config, self.roots, false).map_err(|e| format!("{e:#}"))
             })
-        })
+            .as_ref()
+            .map_err(|e| AttemptFailure::fatal(ErrorKind::Connection, e.clone()))
     }
 
     /// The proxy a request to `url` goes through: none for an API in this process.
@@ -380,12 +379,7 @@ impl Client {
                 // The API's own ask, when it made one: what took the next retry past the limit.
                 let asked = failure
                     .retry_after
-                    .map(|wait| {
-                        format!(
-                            "; the API asked to wait {}",
-                            humantime::format_duration(Duration::from_secs(wait.as_secs()))
-                        )
-                    })
+                    .map(|wait| asked_to_wait(wait, policy.max_wait))
                     .unwrap_or_default();
                 let why = format!(
                     "retries stopped at --retry-max-time ({}{asked}): {}",
@@ -470,9 +464,9 @@ impl Client {
             }
             // The token is the API's credential: another host (a CDN, a login page) must not
             // see it.
-            let with_token = target.origin() == self.config.template.origin().origin();
+            let same_origin = target.origin() == self.config.template.origin().origin();
             self.redirects.fetch_add(1, Ordering::Relaxed);
-            let hop = Box::pin(self.attempt_reqwest(target.as_str(), with_token))
+            let hop = Box::pin(self.attempt_reqwest(target.as_str(), same_origin))
                 .await
                 .map_err(|failure| failure.after_redirect(&target, self.config.token.as_deref()))?;
             match hop {
@@ -486,11 +480,11 @@ impl Client {
         ))
     }
 
-    /// `with_token`: whether `url` may see the token (false for another origin, which is
-    /// also not asked in HTTP/2 without asking).
-    async fn attempt_reqwest(&self, url: &str, with_token: bool) -> Result<Hop, AttemptFailure> {
-        let mut request = self.http_for(with_token).get(url);
-        if let Some(auth) = self.auth.as_ref().filter(|_| with_token) {
+    /// `same_origin`: whether `url` is on the API's origin, which alone sees the token and
+    /// is spoken to in HTTP/2 without asking.
+    async fn attempt_reqwest(&self, url: &str, same_origin: bool) -> Result<Hop, AttemptFailure> {
+        let mut request = self.http_for(same_origin)?.get(url);
+        if let Some(auth) = self.auth.as_ref().filter(|_| same_origin) {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         let mut response = request.send().await.map_err(|e| self.classify(&e, 0))?;
@@ -509,7 +503,7 @@ impl Client {
             ));
         }
         if !status.is_success() {
-            let token = self.token_use(with_token);
+            let token = self.token_use(same_origin);
             let retry_after = response.headers().get(RETRY_AFTER).cloned();
             let body = drain(&mut response).await;
             let mut failure = self.status_failure(status, retry_after.as_ref(), token, &body);
@@ -833,6 +827,30 @@ impl Client {
     }
 }
 
+/// What the API's Retry-After asked, for the line that says retries stopped: in whole
+/// seconds rounded up (an HTTP date read a moment later is a little under what the server
+/// meant), nothing for a wait already over, and the cap `--max-retry-wait` put on it.
+fn asked_to_wait(wait: Duration, max_wait: Duration) -> String {
+    const DAY: u64 = 24 * 60 * 60;
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    let asked = match secs {
+        0 => return String::new(),
+        s if s > DAY => "more than a day".to_owned(),
+        s => humantime::format_duration(Duration::from_secs(s)).to_string(),
+    };
+    let capped = if wait > max_wait {
+        format!(
+            ", capped at {} by --max-retry-wait",
+            humantime::format_duration(max_wait)
+        )
+    } else {
+        String::new()
+    };
+    format!("; the API asked to wait {asked}{capped}")
+}
+
 /// The reqwest client for `config`, speaking HTTP/2 without asking when `prior_knowledge`.
 fn http_client(
     config: &ClientConfig,
@@ -922,4 +940,32 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn root_cause(e: &reqwest::Error) -> String {
     innermost(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_the_api_asked_for_is_said_rounded_up_and_with_its_cap() {
+        let secs = Duration::from_secs;
+        assert_eq!(
+            asked_to_wait(secs(2), secs(30)),
+            "; the API asked to wait 2s"
+        );
+        // An HTTP date read a moment after the server wrote it.
+        assert_eq!(
+            asked_to_wait(Duration::from_millis(1_400), secs(30)),
+            "; the API asked to wait 2s"
+        );
+        assert_eq!(asked_to_wait(Duration::ZERO, secs(30)), "");
+        assert_eq!(
+            asked_to_wait(secs(3600), secs(30)),
+            "; the API asked to wait 1h, capped at 30s by --max-retry-wait"
+        );
+        assert_eq!(
+            asked_to_wait(Duration::MAX, secs(30)),
+            "; the API asked to wait more than a day, capped at 30s by --max-retry-wait"
+        );
+    }
 }

@@ -46,20 +46,27 @@ pub enum TemplateError {
     NoHost(String),
 }
 
-/// The IPv6 address a template names without brackets (`http://::1:8080/…`), which the
-/// URL parser reads as an empty host: the address, without what may be its port.
-fn bare_ipv6(template: &str) -> Option<&str> {
+/// What to write for an IPv6 address a template names without brackets
+/// (`http://::1:8080/…`, which the URL parser reads as an empty host): `[::1]:8080`, or both
+/// readings when the last group could be a port or part of the address. `None` when the host
+/// is no IPv6 address either way (an IPv4 typo keeps the parser's own words).
+fn bare_ipv6(template: &str) -> Option<String> {
     let host = template.split_once("://")?.1.split('/').next()?;
-    let looks_ipv6 = host.matches(':').count() >= 2
-        && !host.starts_with('[')
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-    looks_ipv6.then(|| match host.rsplit_once(':') {
-        // `::1:8080`: the last group is read as the port when what is before it is an address.
-        Some((address, _)) if address.parse::<std::net::Ipv6Addr>().is_ok() => address,
-        _ => host,
-    })
+    let is_address = |text: &str| text.parse::<std::net::Ipv6Addr>().is_ok();
+    let with_port = host.rsplit_once(':').filter(|(address, port)| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok()
+            && is_address(address)
+    });
+    match (is_address(host), with_port) {
+        (true, Some((address, port))) => Some(format!(
+            "[{address}]:{port} (or [{host}] if that is the whole address)"
+        )),
+        (true, None) => Some(format!("[{host}]")),
+        (false, Some((address, port))) => Some(format!("[{address}]:{port}")),
+        (false, None) => None,
+    }
 }
 
 /// Whether the host comes right after `scheme://`, as written. A URL parser following the
@@ -93,10 +100,10 @@ impl UrlTemplate {
         let probe = Url::parse(&format!("{prefix}{MARKER}{suffix}")).map_err(|e| {
             if written_bare {
                 TemplateError::NoScheme(template.to_owned())
-            } else if let Some(address) = bare_ipv6(template) {
+            } else if let Some(written) = bare_ipv6(template) {
                 TemplateError::Invalid(
                     template.to_owned(),
-                    format!("an IPv6 address goes in brackets: [{address}]:PORT"),
+                    format!("an IPv6 address goes in brackets: {written}"),
                 )
             } else {
                 TemplateError::Invalid(template.to_owned(), e.to_string())
@@ -263,16 +270,37 @@ mod tests {
             Err(TemplateError::Invalid(..))
         ));
         // An IPv6 address without its brackets is said to need them.
-        for (bare, address) in [
-            ("http://::1:8080/users/{id}", "::1"),
-            ("http://fe80::1/users/{id}", "fe80::1"),
+        for (bare, written) in [
+            (
+                "http://::1:8080/users/{id}",
+                "[::1]:8080 (or [::1:8080] if that is the whole address)",
+            ),
+            ("http://fe80::1/users/{id}", "[fe80::1]"),
+            (
+                "http://fe80:0:0:0:0:0:0:1:8080/users/{id}",
+                "[fe80:0:0:0:0:0:0:1]:8080",
+            ),
+            ("http://::ffff:1.2.3.4/users/{id}", "[::ffff:1.2.3.4]"),
         ] {
             assert_eq!(
                 UrlTemplate::parse(bare).err(),
                 Some(TemplateError::Invalid(
                     bare.to_owned(),
-                    format!("an IPv6 address goes in brackets: [{address}]:PORT")
-                ))
+                    format!("an IPv6 address goes in brackets: {written}")
+                )),
+                "{bare}"
+            );
+        }
+        // No IPv6 address either way: the parser's own words, no hint about brackets.
+        for typo in [
+            "http://127.0.0.1:8080:/users/{id}",
+            "http://a:b:c/users/{id}",
+            "http://10.0.0.1:80:80/users/{id}",
+        ] {
+            let error = UrlTemplate::parse(typo).err().map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(|e| !e.contains("brackets")),
+                "{typo}: {error:?}"
             );
         }
         assert!(UrlTemplate::parse("http://[::1]:8080/users/{id}").is_ok());
