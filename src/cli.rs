@@ -30,7 +30,7 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
         talks to a demo API started inside the process, so it works offline.",
     after_help = "Values: a DURATION is written 500ms, 2s, 1m or 1h 30m; a SIZE 4096 (bytes), 512KiB or 2MB. An environment variable that is empty, or only spaces, counts as unset.\n\
         Exit codes: 0 all found (the screen: quit with q), 1 some lookups failed or were not found (batch: only failed ones count), 2 bad usage or input, 130 interrupted.\n\
-        Environment: USERFETCH_TOKEN is sent as 'Authorization: Bearer' to the API's own host; it is never printed or logged."
+        Environment: USERFETCH_TOKEN is sent as 'Authorization: Bearer' to the API's own origin (scheme, host and port) only; it is never printed or logged."
 )]
 pub struct Cli {
     #[command(flatten, next_help_heading = "Options for every command")]
@@ -414,7 +414,8 @@ pub struct GlobalOpts {
     pub max_retry_wait: Duration,
 
     /// Stop retrying a lookup once the next attempt would start this long after its first
-    /// (in batch, waiting for --rate can still delay it); time stopped is not counted.
+    /// (in batch, waiting for a free slot or for --rate can still delay it); time stopped is
+    /// not counted.
     #[arg(long, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
     pub retry_max_time: Duration,
 
@@ -435,7 +436,8 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "USERFETCH_MAX_AGE", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub max_age: Duration,
 
-    /// Speak cleartext HTTP/2 (h2c) to the API: one connection carries every request.
+    /// Speak cleartext HTTP/2 (h2c) to the API: one connection carries every request to its
+    /// origin (a followed redirect uses connections of its own).
     /// Without it (or --http1), batch asks an http:// API once whether it speaks it.
     #[arg(long, global = true, env = "USERFETCH_HTTP2", value_parser = parse_switch)]
     pub http2: bool,
@@ -565,7 +567,8 @@ pub struct BatchArgs {
     #[arg(long, short = 'c', value_name = "N")]
     pub concurrency: Option<String>,
 
-    /// Most requests per second, retries included, e.g. 50, 50/s, 3000/min, 100/h, 1/day
+    /// Most attempts per second, retries included (a redirect followed within one is not
+    /// paced), e.g. 50, 50/s, 3000/min, 100/h, 1/day
     /// [default: no limit].
     #[arg(long, value_name = "R/s")]
     pub rate: Option<String>,

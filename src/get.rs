@@ -156,7 +156,10 @@ pub async fn run(
                     crate::client::ErrorKind::NotFound => {
                         not_found.insert(id.clone());
                     }
-                    crate::client::ErrorKind::BadBody => {
+                    // A web page's answer, not a compressed body's (which says so itself).
+                    crate::client::ErrorKind::BadBody
+                        if !crate::client::is_encoded_body(error.detail()) =>
+                    {
                         bad_bodies.insert(id.clone());
                     }
                     _ => other_failures = true,

@@ -213,6 +213,8 @@ fn csv_of_empty_records() {
         text.contains("2 records found: not one holds a field, so the CSV has no column"),
         "{text}"
     );
+    // The summary counts what the file holds.
+    assert!(!text.contains("2 found records in empty.csv"), "{text}");
 }
 
 /// A record whose object holds a key twice: JSONL keeps it as sent, the CSV has one cell for

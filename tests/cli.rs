@@ -310,12 +310,14 @@ fn an_encoded_answer_is_said_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let api = support::answering("200 OK\r\nContent-Encoding: gzip", |_| "\u{1f}x".to_owned());
     userfetch(&dir)
-        .args(["--api", &api, "--http1", "get", "1"])
+        .args(["--api", &api, "--http1", "get", "1", "2"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("the answer is encoded"))
         .stderr(predicate::str::contains("Content-Encoding: gzip"))
-        .stderr(predicate::str::contains("not valid JSON").not());
+        .stderr(predicate::str::contains("not valid JSON").not())
+        // No web page: the hint for one would mislead.
+        .stderr(predicate::str::contains("web page").not());
     // A label that is no compression (plain JSON sent oddly labelled) is left to the JSON.
     let labelled = support::answering("200 OK\r\nContent-Encoding: UTF-8", |_| {
         r#"{"id":1,"name":"x"}"#.to_owned()

@@ -616,6 +616,8 @@ fn write_csv(
             "userfetch: {} found: not one holds a field, so the CSV has no column to put them in (JSONL keeps them)",
             crate::console::count(count, "record", "records")
         );
+        // What the file holds, as the summary says it.
+        return Ok(0);
     }
     Ok(count)
 }

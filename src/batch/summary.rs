@@ -258,7 +258,7 @@ impl Summary {
             // Read otherwise as the API's own pace: a Retry-After of 2 s makes a 1 ms API's
             // p50 2 s.
             if self.retries > 0 {
-                text.push_str(" (per id, retries and their waits included)");
+                text.push_str(" (per id, retries and their backoff included)");
             }
         }
         text.push_str(&format!(
@@ -453,7 +453,7 @@ mod tests {
             let text = summary.render("rerun");
             assert!(text.contains("latency p50 2005 ms"), "{text}");
             assert_eq!(
-                text.contains("(per id, retries and their waits included)"),
+                text.contains("(per id, retries and their backoff included)"),
                 retries > 0,
                 "{text}"
             );

@@ -880,6 +880,15 @@ fn http_client(
         .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))
 }
 
+/// How the failure of a compressed body starts: a `bad_body` that is no web page, which the
+/// "is the template a web page's?" hints leave out.
+const ENCODED_BODY: &str = "the answer is encoded";
+
+/// Whether a `bad_body` failure's message is that of a body sent compressed.
+pub fn is_encoded_body(detail: &str) -> bool {
+    detail.starts_with(ENCODED_BODY)
+}
+
 /// A body sent compressed though no `Accept-Encoding` asked for it (gzip, say): said as such,
 /// where it read "not valid JSON (expected value at line 1 column 1)".
 fn refuse_encoded(headers: &reqwest::header::HeaderMap) -> Result<(), AttemptFailure> {
@@ -908,8 +917,8 @@ fn refuse_encoded(headers: &reqwest::header::HeaderMap) -> Result<(), AttemptFai
     Err(AttemptFailure::fatal(
         ErrorKind::BadBody,
         format!(
-            "the answer is encoded ({}), though userfetch asks for none: the server ignores \
-             that it sent no Accept-Encoding",
+            "{ENCODED_BODY} ({}), though userfetch asks for none: the server ignores that it \
+             sent no Accept-Encoding",
             crate::term::quote(&format!("Content-Encoding: {encoding}"))
         ),
     ))

@@ -445,7 +445,10 @@ impl<'a> Pipeline<'a> {
                 latency,
                 retries,
             }) => {
-                if matches!(&settled, Settled::Failed { kind, .. } if *kind == ErrorKind::BadBody.as_str())
+                // A web page's answer, not a compressed body's (which says so itself).
+                if matches!(&settled, Settled::Failed { kind, message, .. }
+                    if *kind == ErrorKind::BadBody.as_str()
+                        && !crate::client::is_encoded_body(message))
                 {
                     self.bad_bodies += 1;
                 }
