@@ -182,14 +182,10 @@ fn an_unwritable_picture_path_is_refused_before_the_run() {
     }
 }
 
-#[test]
-fn the_command_writes_svg_html_and_json() {
-    // A whole run, which would compete with the timing measurements.
-    let _turn = ONE_AT_A_TIME.blocking_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let (svg, html) = (dir.path().join("t.svg"), dir.path().join("t.html"));
-    let out = std::process::Command::cargo_bin("userfetch")
-        .unwrap()
+/// `userfetch demo` over 2 lookups of 300 ms, its report as JSON, with both pictures.
+fn short_run_with_pictures(svg: &std::path::Path, html: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::cargo_bin("userfetch").unwrap();
+    command
         .args([
             "demo",
             "--latency",
@@ -199,9 +195,19 @@ fn the_command_writes_svg_html_and_json() {
             "--json",
             "--svg",
         ])
-        .arg(&svg)
+        .arg(svg)
         .arg("--html")
-        .arg(&html)
+        .arg(html);
+    command
+}
+
+#[test]
+fn the_command_writes_svg_html_and_json() {
+    // A whole run, which would compete with the timing measurements.
+    let _turn = ONE_AT_A_TIME.blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (svg, html) = (dir.path().join("t.svg"), dir.path().join("t.html"));
+    let out = short_run_with_pictures(&svg, &html)
         // The demo API runs in the process: reached directly, whatever proxy is set.
         .env("http_proxy", "http://127.0.0.1:1")
         .output()
@@ -230,6 +236,40 @@ fn the_command_writes_svg_html_and_json() {
     assert!(
         html.contains("2 lookups of 300ms each, first submit to last answer:"),
         "{html}"
+    );
+}
+
+/// A picture that cannot be put in place at the end (its directory removed during the run)
+/// leaves the report and the other picture as they would be, and the run fails with why.
+#[test]
+fn a_failed_picture_loses_neither_the_report_nor_the_other_picture() {
+    let _turn = ONE_AT_A_TIME.blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let html = dir.path().join("t.html");
+    let child = short_run_with_pictures(&gone.join("t.svg"), &html)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the run has made its temporary picture there, the directory goes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&gone).unwrap().next().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no picture begun");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_dir_all(&gone).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("t.svg"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["report"]["lookups"], 2);
+    assert!(
+        std::fs::read_to_string(&html)
+            .unwrap()
+            .starts_with("<!DOCTYPE html>")
     );
 }
 

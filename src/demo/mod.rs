@@ -444,21 +444,39 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         humantime::format_duration(args.latency),
         crate::console::count(args.lookups, "lookup", "lookups")
     );
-    if let Some(file) = svg {
-        file.write_all(timeline::render_svg(&all_runs(&report)).as_bytes())?;
-    }
-    if let Some(file) = html {
+    // The report first, then each picture on its own: one that could not be put in place at
+    // the end (its directory gone) lost the report and the other picture of a run that may
+    // have taken minutes.
+    let printed = print_report(&report, &title, args.json);
+    let svg_written = svg.map_or(Ok(()), |file| {
+        file.write_all(timeline::render_svg(&all_runs(&report)).as_bytes())
+    });
+    let html_written = html.map_or(Ok(()), |file| {
         let page = timeline::render_html(&all_runs(&report), &title, &many_summary(&report));
-        file.write_all(page.as_bytes())?;
+        file.write_all(page.as_bytes())
+    });
+    let mut errors = [printed, svg_written, html_written]
+        .into_iter()
+        .filter_map(Result::err);
+    if let Some(first) = errors.next() {
+        for other in errors {
+            note!("userfetch: {}", crate::exit::describe(&other));
+        }
+        return Err(first);
     }
-    if args.json {
-        let measures: Vec<_> = all_runs(&report)
+    Ok(ExitCode::Success)
+}
+
+/// The report on stdout: the measures as JSON, or the tables and pictures as text.
+fn print_report(report: &Report, title: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        let measures: Vec<_> = all_runs(report)
             .iter()
             .map(|r| (r.label.clone(), r.measures()))
             .collect();
         let json = serde_json::json!({ "report": report, "measures": measures });
         say!("{json}")?;
-        return Ok(ExitCode::Success);
+        return Ok(());
     }
     // A saved report reads the same whatever window it was run from.
     let width = std::io::IsTerminal::is_terminal(&std::io::stdout())
@@ -467,18 +485,18 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         .map_or(REPORT_WIDTH, |(w, _)| w as usize)
         .clamp(40, 160);
     // Prose wrapped to the terminal: it must not wrap mid-word where the terminal cuts it.
-    say!("{}\n", textwrap::fill(&title, width))?;
+    say!("{}\n", textwrap::fill(title, width))?;
     say!("{}", timeline::table_for(&report.typing, width))?;
     say!(
         "{}",
         timeline::render_text(&report.typing, width.saturating_sub(14))
     )?;
-    say!("{}", textwrap::fill(&many_summary(&report), width))?;
+    say!("{}", textwrap::fill(&many_summary(report), width))?;
     say!(
         "{}",
         timeline::render_text(&report.many, width.saturating_sub(14))
     )?;
-    Ok(ExitCode::Success)
+    Ok(())
 }
 
 /// Both scenarios as one list, labelled, for pictures.
