@@ -886,6 +886,18 @@ fn answering_in_100ms_within_1s() -> (TestApi, Client, tokio::runtime::Runtime) 
     (api, client, runtime)
 }
 
+/// Waits until `n` lookups have reached the API (so that they are in flight).
+async fn until_requested(api: &TestApi, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.stats().user_requests < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} requests did not reach the API"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The screen's sync lookup holds the thread the async lookups run on. An answer that came
 /// meanwhile, within --timeout, waits unread in the socket; when the thread is free again the
 /// expired timer must not win over it (a false timeout, then a retry the API did not need).
@@ -894,14 +906,7 @@ fn an_answer_that_came_while_the_thread_was_held_is_no_timeout() {
     let (api, client, runtime) = answering_in_100ms_within_1s();
     runtime.block_on(async {
         let lookup = tokio::spawn(async move { client.fetch(&id("1"), &mut |_| {}).await });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while api.stats().user_requests == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the request did not reach the API"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_requested(&api, 1).await;
         // Held well past the timeout, and past the 100 ms answer on a loaded machine too.
         std::thread::sleep(Duration::from_secs(3));
         let fetched = lookup.await.unwrap();
@@ -926,14 +931,7 @@ fn many_answers_that_came_while_the_thread_was_held_are_no_timeouts() {
             }
             pending.collect::<Vec<_>>().await
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while api.stats().user_requests < LOOKUPS {
-            assert!(
-                Instant::now() < deadline,
-                "the requests did not all reach the API"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_requested(&api, LOOKUPS).await;
         std::thread::sleep(Duration::from_secs(3));
         let fetched = lookups.await.unwrap();
         let timed_out = fetched.iter().filter(|f| f.is_err()).count();

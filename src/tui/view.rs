@@ -1019,11 +1019,8 @@ mod tests {
             assert_eq!(prompt_row(&before), prompt_row(&after), "{before}\n{after}");
         }
 
-        /// On a short terminal the status line's wrapped figures come before a blank row
-        /// kept for notices: at 100 × 16 errors, p50/p95 and cache hits were hidden while
-        /// the blank row showed.
-        #[test]
-        fn a_short_terminal_keeps_the_status_figures_before_a_blank_row() {
+        /// User 7 asked for and found.
+        fn answered() -> App {
             let mut app = app();
             submit(&mut app, "7");
             update(
@@ -1033,6 +1030,15 @@ mod tests {
                     outcome: found(7, Source::Api),
                 },
             );
+            app
+        }
+
+        /// On a short terminal the status line's wrapped figures come before a blank row
+        /// kept for notices: at 100 × 16 errors, p50/p95 and cache hits were hidden while
+        /// the blank row showed.
+        #[test]
+        fn a_short_terminal_keeps_the_status_figures_before_a_blank_row() {
+            let app = answered();
             for height in [15, 16] {
                 let screen = render(&app, 100, height);
                 assert!(screen.contains("cache hits 0"), "{height} rows:\n{screen}");
@@ -1044,15 +1050,7 @@ mod tests {
         /// header line's, as it must show.)
         #[test]
         fn a_notice_does_not_move_the_prompt() {
-            let mut app = app();
-            submit(&mut app, "7");
-            update(
-                &mut app,
-                Msg::Done {
-                    req: ReqId(0),
-                    outcome: found(7, Source::Api),
-                },
-            );
+            let app = answered();
             let mut with_notice = app.clone();
             with_notice.notice = Some("not looked up: the id is empty".to_owned());
             let mut moved = Vec::new();
