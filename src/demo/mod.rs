@@ -181,6 +181,46 @@ fn many(latency: Duration, n: usize) -> Script {
     }
 }
 
+/// What to say ahead of a demo that will take [`LONG_WAIT`] or more, and why: the sync run of
+/// the second scenario waits out every lookup in turn, and each run of it types its ids at
+/// [`KEY_GAP`] a key (1000 ids at 0 ms took 80 s with nothing said).
+fn long_run(latency: Duration, lookups: usize) -> Option<String> {
+    let typing = typing(latency).end;
+    let many = many(latency, lookups);
+    let sync_waits = latency.saturating_mul(u32::try_from(lookups).unwrap_or(u32::MAX));
+    // The sync run's lookups after the first wait in turn; the async run's wait together.
+    let total = (typing + many.end).saturating_mul(2) + sync_waits.saturating_sub(latency);
+    if total < LONG_WAIT {
+        return None;
+    }
+    let whole = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    let typed = many.keys.last().map_or(Duration::ZERO, |(at, _)| *at);
+    let mut why = Vec::new();
+    if typed >= LONG_WAIT / 3 {
+        why.push(format!(
+            "each run types its {} at {} ms a key",
+            crate::console::count(lookups as u64, "id", "ids"),
+            KEY_GAP.as_millis()
+        ));
+    }
+    if sync_waits >= LONG_WAIT / 3 {
+        why.push(format!(
+            "the sync run waits {} for its {}, one after another",
+            whole(sync_waits),
+            crate::console::count(lookups as u64, "lookup", "lookups")
+        ));
+    }
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", why.join(", and "))
+    };
+    Some(format!(
+        "userfetch: the demo takes about {}{why}",
+        whole(total)
+    ))
+}
+
 /// One pass of a script through the interactive loop in one mode.
 async fn session_run(
     ctx: &Context,
@@ -415,15 +455,8 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
         "userfetch: running the session sync and async (demo API, {} latency)…",
         humantime::format_duration(args.latency)
     );
-    // The sync run of the second scenario waits out every lookup in turn: with many slow
-    // ones that is minutes of nothing to see, said ahead.
-    let sync_waits = args.latency.saturating_mul(u32::from(args.lookups));
-    if sync_waits >= LONG_WAIT {
-        note!(
-            "userfetch: the sync run alone waits {} for its {}, one after another",
-            humantime::format_duration(Duration::from_secs(sync_waits.as_secs())),
-            crate::console::count(u64::from(args.lookups), "lookup", "lookups")
-        );
+    if let Some(said) = long_run(args.latency, args.lookups.into()) {
+        note!("{said}");
     }
     let report = tokio::select! {
         biased;
@@ -589,6 +622,26 @@ mod tests {
     use crate::engine::{Found, Source};
     use crate::record::Record;
     use crate::tui::app::{Msg, ReqId, update};
+
+    /// A long demo is said ahead with its length, whether the typing or the sync waits make
+    /// it long; a short one says nothing.
+    #[test]
+    fn a_long_demo_is_said_ahead_with_why() {
+        let ms = Duration::from_millis;
+        // 3,893 keys at 10 ms in each run of the second scenario, no latency to wait.
+        let typed = long_run(Duration::ZERO, 1000).unwrap();
+        assert_eq!(
+            typed,
+            "userfetch: the demo takes about 1m 21s: each run types its 1000 ids at 10 ms a key"
+        );
+        let waited = long_run(ms(5000), 10).unwrap();
+        assert!(
+            waited.ends_with(": the sync run waits 50s for its 10 lookups, one after another"),
+            "{waited}"
+        );
+        assert_eq!(long_run(ms(2000), 10), None);
+        assert_eq!(long_run(ms(100), 2), None);
+    }
 
     /// A run of the "many" scenario whose lookups were in flight from `start` to `end` (ms).
     fn many_run(label: &str, spans: &[(u64, u64)]) -> Run {

@@ -109,13 +109,7 @@ impl Run {
         let ticks_missed = missed_ticks(&self.ticks, self.tick_interval, self.total);
         Measures {
             total: self.total,
-            // Over the same time as the frames expected: counting the idle frames before
-            // the first key too put the share above 100 %.
-            frames_drawn: self
-                .frames
-                .iter()
-                .filter(|&&f| pending.iter().any(|s| f > s.start && f <= s.end))
-                .count(),
+            frames_drawn: frame_slots_drawn(&self.frames, &pending, self.frame_interval),
             frames_expected,
             longest_freeze: longest,
             keys: self.keys.len(),
@@ -155,12 +149,38 @@ fn missed_ticks(ticks: &[Duration], interval: Duration, total: Duration) -> usiz
     missed
 }
 
+/// Whole `b`s in `a`, in integers: in floating point, 17 × 17 ms over 17 ms came out a hair
+/// under 17 and floored to 16.
 fn ratio(a: Duration, b: Duration) -> usize {
-    if b.is_zero() {
-        0
-    } else {
-        (a.as_secs_f64() / b.as_secs_f64()).floor() as usize
+    a.as_nanos()
+        .checked_div(b.as_nanos())
+        .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Of the frames due while lookups were pending (one per `interval` of pending time, as
+/// `frames_expected` counts them), how many got one drawn. Counted by slot, not by frame: the
+/// screen also draws on each key and each answer, and the sync loop draws the loading bar
+/// once just before it blocks, so at a latency of a few ms a plain count of frames read
+/// above what was due (30 of 10 for 30 lookups at 5 ms) and praised the frozen run. Only the
+/// time a lookup was pending counts, as for `frames_expected`: idle frames before the first
+/// key would put the share above 100 %.
+fn frame_slots_drawn(frames: &[Duration], pending: &[Span], interval: Duration) -> usize {
+    let pending_time: Duration = pending.iter().map(|s| s.end.saturating_sub(s.start)).sum();
+    let mut drawn = vec![false; ratio(pending_time, interval)];
+    // The pending spans laid end to end: a frame's place on that clock names its slot.
+    let mut offset = Duration::ZERO;
+    for span in pending {
+        for &f in frames.iter().filter(|&&f| f > span.start && f <= span.end) {
+            // Slots end-inclusive, as spans are: a frame exactly one interval in fills the
+            // first slot.
+            let at = (offset + (f - span.start)).saturating_sub(Duration::from_nanos(1));
+            if let Some(slot) = drawn.get_mut(ratio(at, interval)) {
+                *slot = true;
+            }
+        }
+        offset += span.end.saturating_sub(span.start);
     }
+    drawn.into_iter().filter(|&d| d).count()
 }
 
 /// Overlapping spans joined, sorted by start.
@@ -177,8 +197,29 @@ fn merged(spans: &[Span]) -> Vec<Span> {
     out
 }
 
+/// Rounded to the nearest millisecond: 16.9 ms read "16 ms" beside a frame of 17.
 fn ms(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
+    format!("{} ms", (d.as_micros() + 500) / 1000)
+}
+
+/// Lookups drawn each on a row of their own; more are folded into one last row.
+const LOOKUP_ROWS: usize = 20;
+
+/// The lookup rows of a run's timeline: a row a lookup up to [`LOOKUP_ROWS`], past that
+/// the first ones and a last row holding the rest (the times any of them was in flight).
+/// With `--lookups 1000` a row each made a 2,000-line report and an SVG 44,000 px high.
+fn lookup_rows(lookups: &[Span]) -> Vec<(String, Vec<Span>)> {
+    if lookups.len() <= LOOKUP_ROWS {
+        return lookups
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("lookup {}", i + 1), vec![*l]))
+            .collect();
+    }
+    let (own, rest) = lookups.split_at(LOOKUP_ROWS - 1);
+    let mut rows = lookup_rows(own);
+    rows.push((format!("+{} more", rest.len()), merged(rest)));
+    rows
 }
 
 /// A row of the table: its label, and how a run's measures fill its cell.
@@ -211,11 +252,9 @@ pub fn table_for(runs: &[Run], width: usize) -> String {
 fn table_rows() -> [TableRow; 7] {
     [
         ("total time", |m| ms(m.total)),
+        // "0 / 0" when lookups were pending for less than a frame's time in all.
         ("frames drawn / due at 60 fps", |m| {
-            match m.frames_expected {
-                0 => "none (no wait)".to_owned(),
-                expected => format!("{} / {expected}", m.frames_drawn),
-            }
+            format!("{} / {}", m.frames_drawn, m.frames_expected)
         }),
         ("longest UI freeze", |m| ms(m.longest_freeze)),
         ("keys handled late (> 50 ms)", |m| {
@@ -277,13 +316,14 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
     let mut out = String::new();
     for run in runs {
         let m = run.measures();
-        let _ = writeln!(
-            out,
-            "{} — {} thread(s), longest freeze {}",
-            run.label,
-            run.threads,
-            ms(m.longest_freeze)
-        );
+        let head = format!("{} — {} thread(s)", run.label, run.threads);
+        let freeze = format!("longest freeze {}", ms(m.longest_freeze));
+        // On two lines where one would wrap (a 40-column terminal).
+        if UnicodeWidthStr::width(head.as_str()) + 2 + freeze.len() <= width + 2 + label_width {
+            let _ = writeln!(out, "{head}, {freeze}");
+        } else {
+            let _ = writeln!(out, "{head}\n  {freeze}");
+        }
         // Columns the run lasted without a frame are dots; after its end, nothing.
         let mut frames = vec![' '; width];
         let last = col(run.total).min(width - 1);
@@ -327,22 +367,21 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
             ticks[col(t).min(width - 1)] = '•';
         }
         let mut row = |name: &str, cells: &[char]| {
-            let _ = writeln!(
-                out,
-                "  {name:<label_width$}{}",
-                cells.iter().collect::<String>()
-            );
+            let line = format!("  {name:<label_width$}{}", cells.iter().collect::<String>());
+            let _ = writeln!(out, "{}", line.trim_end());
         };
         row("frames", &frames);
         row("keys", &keys);
         row("ticker", &ticks);
-        for (i, l) in run.lookups.iter().enumerate() {
+        for (name, spans) in lookup_rows(&run.lookups) {
             let mut cells = vec![' '; width];
-            let (from, to) = (col(l.start).min(width - 1), col(l.end).min(width - 1));
-            for c in cells.iter_mut().take(to + 1).skip(from) {
-                *c = '━';
+            for l in spans {
+                let (from, to) = (col(l.start).min(width - 1), col(l.end).min(width - 1));
+                for c in cells.iter_mut().take(to + 1).skip(from) {
+                    *c = '━';
+                }
             }
-            row(&format!("lookup {}", i + 1), &cells);
+            row(&name, &cells);
         }
         out.push('\n');
     }
@@ -359,12 +398,8 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
     for (i, c) in end.chars().enumerate() {
         axis[width - end.len() + i] = c;
     }
-    let _ = writeln!(
-        out,
-        "  {:<label_width$}{}",
-        "",
-        axis.iter().collect::<String>()
-    );
+    let axis = format!("  {:<label_width$}{}", "", axis.iter().collect::<String>());
+    let _ = writeln!(out, "{}", axis.trim_end());
     // Two lines, so an 80-column terminal does not wrap it; one item a line where the
     // timeline is narrower than those (a 50-column terminal).
     let two_lines = "  legend: | frame drawn  · no frame   k─▲ key pressed → handled\n          • background tick   ━ lookup in flight";
@@ -398,9 +433,11 @@ pub fn render_svg(runs: &[Run]) -> String {
     svg
 }
 
+/// What `svg_body` draws: per run a title (30 px), frames, keys, ticker and the lookup rows
+/// (a lane each) and 10 px apart; then the axis and its labels (~30 px).
 fn svg_height(runs: &[Run]) -> f64 {
-    let lanes: usize = runs.iter().map(|r| 4 + r.lookups.len()).sum();
-    lanes as f64 * LANE + 50.0 + 40.0 * runs.len() as f64
+    let lanes: usize = runs.iter().map(|r| 3 + lookup_rows(&r.lookups).len()).sum();
+    10.0 + lanes as f64 * LANE + 40.0 * runs.len() as f64 + 30.0
 }
 
 fn svg_body(svg: &mut String, runs: &[Run]) {
@@ -476,15 +513,17 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
                 );
             }
         });
-        for (i, l) in run.lookups.iter().enumerate() {
-            lane(&format!("lookup {}", i + 1), &mut |s, mid| {
-                let _ = writeln!(
-                    s,
-                    r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="10" rx="3" fill="#ff7f0e"/>"##,
-                    x(l.start),
-                    mid - 5.0,
-                    (x(l.end) - x(l.start)).max(1.0)
-                );
+        for (name, spans) in lookup_rows(&run.lookups) {
+            lane(&name, &mut |s, mid| {
+                for l in &spans {
+                    let _ = writeln!(
+                        s,
+                        r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="10" rx="3" fill="#ff7f0e"/>"##,
+                        x(l.start),
+                        mid - 5.0,
+                        (x(l.end) - x(l.start)).max(1.0)
+                    );
+                }
             });
         }
         y += 10.0;
@@ -693,15 +732,63 @@ mod tests {
     /// legend included.
     #[test]
     fn the_text_timeline_fits_a_narrow_terminal() {
+        let mut runs = recorded();
+        // A freeze of over 10 s makes the longest header line.
+        runs[0].lookups[0].end = ms(12_000);
         // render_text gets the terminal's width less 14 columns.
-        for terminal in 50..=80 {
-            let text = render_text(&recorded(), terminal - 14);
+        for terminal in 40..=80 {
+            let text = render_text(&runs, terminal - 14);
             assert!(
                 text.lines().all(|l| UnicodeWidthStr::width(l) <= terminal),
                 "at {terminal}:\n{text}"
             );
+            assert!(
+                text.lines().all(|l| l == l.trim_end()),
+                "trailing spaces at {terminal}:\n{text}"
+            );
             assert!(text.contains("━ lookup in flight"), "{text}");
         }
+    }
+
+    /// A thousand lookups take twenty rows, not a thousand: the last row holds the rest, in
+    /// flight wherever any of them was.
+    #[test]
+    fn many_lookups_fold_into_one_last_row() {
+        let mut run = recorded().remove(1);
+        run.lookups = (0..1000)
+            .map(|i| Span {
+                start: ms(i),
+                end: ms(i + 100),
+            })
+            .collect();
+        let text = render_text(std::slice::from_ref(&run), 60);
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("lookup") || l.contains("more"))
+            .collect();
+        assert_eq!(rows.len(), LOOKUP_ROWS, "{text}");
+        assert!(rows[0].trim_start().starts_with("lookup 1 "), "{text}");
+        let last = rows[LOOKUP_ROWS - 1].trim_start();
+        assert!(last.starts_with("+981 more"), "{text}");
+        // Lookups 20..1000 were in flight from 19 ms to 1099 ms without a break.
+        let drawn = last.trim_start_matches("+981 more").trim();
+        assert!(drawn.chars().all(|c| c == '━'), "{last}");
+
+        let svg = render_svg(std::slice::from_ref(&run));
+        assert_eq!(svg.matches("<g class=\"track\">").count(), 3 + LOOKUP_ROWS);
+        assert!(svg.contains(">+981 more</text>"), "{svg}");
+        // No blank band at the foot: the axis labels' baseline is the lowest thing drawn.
+        let lowest = svg
+            .split(" y=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next()?.parse::<f64>().ok())
+            .fold(0.0, f64::max);
+        let height = svg_height(std::slice::from_ref(&run));
+        assert!(height < 700.0, "{height}");
+        assert!(
+            (5.0..=20.0).contains(&(height - lowest)),
+            "{height} {lowest}"
+        );
     }
 
     /// A run shorter than the axis draws nothing past its end: dots there would read as a
@@ -856,6 +943,48 @@ mod tests {
         assert_eq!(asynchronous.frames_expected, 58);
         // Frames while the lookup was pending only: none for the frozen sync run.
         assert_eq!((sync.frames_drawn, asynchronous.frames_drawn), (0, 58));
+    }
+
+    /// Frames are counted by the slots due, not one by one: the sync loop draws the bar just
+    /// before each block, and the screen draws on keys and answers too.
+    #[test]
+    fn frames_drawn_never_pass_those_due() {
+        let run = |frames: Vec<Duration>, lookups: Vec<Span>| Run {
+            label: "sync".into(),
+            threads: 1,
+            total: ms(1000),
+            frame_interval: ms(17),
+            tick_interval: ms(100),
+            frames,
+            keys: Vec::new(),
+            ticks: Vec::new(),
+            lookups,
+        };
+        // 30 lookups of 5 ms, 20 ms apart, each with the frame drawn just before it blocked.
+        let spans: Vec<Span> = (0..30)
+            .map(|i| Span {
+                start: ms(200 + i * 20),
+                end: ms(205 + i * 20),
+            })
+            .collect();
+        let before_each_block = spans.iter().map(|s| s.start + ms(1)).collect();
+        let short = run(before_each_block, spans).measures();
+        assert_eq!(short.frames_expected, 8);
+        assert_eq!(short.frames_drawn, 8, "{short:?}");
+
+        // A frame every 8 ms over one 1 s lookup: 125 frames, 58 slots due, all drawn.
+        let busy = (0..=125).map(|i| ms(i * 8)).collect();
+        let span = Span {
+            start: ms(0),
+            end: ms(1000),
+        };
+        let twice_as_often = run(busy, vec![span]).measures();
+        assert_eq!(twice_as_often.frames_expected, 58);
+        assert_eq!(twice_as_often.frames_drawn, 58, "{twice_as_often:?}");
+
+        // One frame at the start of the second half only: one slot of 58.
+        let one = run(vec![ms(501)], vec![span]).measures();
+        assert_eq!(one.frames_drawn, 1);
     }
 
     /// Three sync lookups back to back: the screen moves between them, a key pressed
