@@ -261,11 +261,16 @@ impl Summary {
                 text.push_str(" (per id, retries and their backoff included)");
             }
         }
-        text.push_str(&format!(
-            "\n  throttled {} ({} 429 or 503)",
-            count(self.throttle_events, "time", "times"),
-            count(self.throttled_answers, "answer was", "answers were")
-        ));
+        if self.throttle_events == 0 && self.throttled_answers == 0 {
+            // "throttled 0 times (0 answers were …)" read as a fault in a clean run.
+            text.push_str("\n  never throttled (no answer was 429 or 503)");
+        } else {
+            text.push_str(&format!(
+                "\n  throttled {} ({} 429 or 503)",
+                count(self.throttle_events, "time", "times"),
+                count(self.throttled_answers, "answer was", "answers were")
+            ));
+        }
         if c.duplicates > 0 || c.invalid_lines > 0 {
             text.push_str(&format!(
                 "; {} and {} left out (not counted among the ids)",
@@ -433,6 +438,12 @@ mod tests {
                 assert!(text.contains(part), "{part}: {text}");
             }
         }
+        let none = one(0).render("rerun");
+        assert!(
+            none.contains("\n  never throttled (no answer was 429 or 503)"),
+            "{none}"
+        );
+        assert!(!none.contains("throttled 0"), "{none}");
     }
 
     /// A Retry-After of 2 s makes a 1 ms API's p50 2 s: the line says what the figures hold
