@@ -12,6 +12,11 @@ const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 /// `500ms`, `2s`, `1m`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| {
+        // A number past what a duration holds is past the longest accepted too; humantime
+        // says it in words about its own precision.
+        if matches!(e, humantime::DurationError::NumberOverflow) {
+            return format!("'{text}' is longer than the 100 years accepted");
+        }
         // humantime's own words suggest units the docs never write ("2sec"), or list units
         // with "(and few variations)"; these say what the help says.
         let why = match e {
@@ -143,6 +148,17 @@ mod tests {
             unknown.ends_with("(unknown unit 'mo': use ms, s, m, h or d)"),
             "{unknown}"
         );
+    }
+
+    /// Past the 100 years accepted, whether a duration could hold it or not.
+    #[test]
+    fn a_duration_too_long_to_hold_is_said_too_long() {
+        for text in ["99999999999s", "18446744073709551616ms"] {
+            assert_eq!(
+                parse_duration(text),
+                Err(format!("'{text}' is longer than the 100 years accepted"))
+            );
+        }
     }
 
     #[test]

@@ -239,6 +239,29 @@ fn the_command_writes_svg_html_and_json() {
     );
 }
 
+/// Off a terminal the report is 100 columns wide, or as wide as COLUMNS says.
+#[test]
+fn a_report_off_a_terminal_is_as_wide_as_columns_says() {
+    let _turn = ONE_AT_A_TIME.blocking_lock();
+    for (columns, width) in [(None, 100), (Some("60"), 60)] {
+        let mut command = std::process::Command::cargo_bin("userfetch").unwrap();
+        command.args(["demo", "--latency", "100ms", "--lookups", "2"]);
+        match columns {
+            Some(c) => command.env("COLUMNS", c),
+            None => command.env_remove("COLUMNS"),
+        };
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(out.status.success(), "{stdout}");
+        let widest = stdout.lines().map(|l| l.chars().count()).max().unwrap();
+        // The timeline's rows fill the width, less a column.
+        assert!(
+            (width - 2..=width).contains(&widest),
+            "{columns:?}:\n{stdout}"
+        );
+    }
+}
+
 /// A picture that cannot be put in place at the end (its directory removed during the run)
 /// leaves the report and the other picture as they would be, and the run fails with why.
 #[test]

@@ -482,10 +482,10 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
     // have taken minutes.
     let printed = print_report(&report, &title, args.json);
     let svg_written = svg.map_or(Ok(()), |file| {
-        file.write_all(timeline::render_svg(&all_runs(&report)).as_bytes())
+        file.write_all(timeline::render_svg(&scenarios(&report)).as_bytes())
     });
     let html_written = html.map_or(Ok(()), |file| {
-        let page = timeline::render_html(&all_runs(&report), &title, &many_summary(&report));
+        let page = timeline::render_html(&scenarios(&report), &title, &many_summary(&report));
         file.write_all(page.as_bytes())
     });
     let mut errors = [printed, svg_written, html_written]
@@ -511,11 +511,14 @@ fn print_report(report: &Report, title: &str, json: bool) -> anyhow::Result<()> 
         say!("{json}")?;
         return Ok(());
     }
-    // A saved report reads the same whatever window it was run from.
+    // A saved report reads the same whatever window it was run from, unless COLUMNS says
+    // how wide it is to be (a pager, a narrower page).
     let width = std::io::IsTerminal::is_terminal(&std::io::stdout())
         .then(crossterm::terminal::size)
         .and_then(Result::ok)
-        .map_or(REPORT_WIDTH, |(w, _)| w as usize)
+        .map(|(w, _)| usize::from(w))
+        .or_else(|| std::env::var("COLUMNS").ok()?.trim().parse().ok())
+        .unwrap_or(REPORT_WIDTH)
         .clamp(40, 160);
     // Prose wrapped to the terminal: it must not wrap mid-word where the terminal cuts it.
     say!("{}\n", textwrap::fill(title, width))?;
@@ -532,23 +535,28 @@ fn print_report(report: &Report, title: &str, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Both scenarios as one list, labelled, for pictures.
-fn all_runs(report: &Report) -> Vec<Run> {
-    let label = |scenario: &str, r: &Run| Run {
-        label: format!("{scenario}: {}", r.label),
-        ..r.clone()
+/// Both scenarios, their runs labelled with the scenario, for pictures.
+fn scenarios(report: &Report) -> Vec<Vec<Run>> {
+    let label = |scenario: &str, runs: &[Run]| -> Vec<Run> {
+        runs.iter()
+            .map(|r| Run {
+                label: format!("{scenario}: {}", r.label),
+                ..r.clone()
+            })
+            .collect()
     };
-    report
-        .typing
-        .iter()
-        .map(|r| label("typing", r))
-        .chain(report.many.iter().map(|r| {
-            label(
-                &crate::console::count(report.lookups as u64, "lookup", "lookups"),
-                r,
-            )
-        }))
-        .collect()
+    vec![
+        label("typing", &report.typing),
+        label(
+            &crate::console::count(report.lookups as u64, "lookup", "lookups"),
+            &report.many,
+        ),
+    ]
+}
+
+/// Both scenarios as one list, labelled.
+fn all_runs(report: &Report) -> Vec<Run> {
+    scenarios(report).concat()
 }
 
 /// First submit to last answer, per mode: sync adds the latencies up, async overlaps them.

@@ -4,6 +4,7 @@
 //! session), so the same recording can be measured, printed in the terminal, and drawn as SVG
 //! or HTML — and tested from fixed numbers.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -109,7 +110,7 @@ impl Run {
         let ticks_missed = missed_ticks(&self.ticks, self.tick_interval, self.total);
         Measures {
             total: self.total,
-            frames_drawn: frame_slots_drawn(&self.frames, &pending, self.frame_interval),
+            frames_drawn: frames_drawn(&self.frames, &pending, self.frame_interval),
             frames_expected,
             longest_freeze: longest,
             keys: self.keys.len(),
@@ -158,29 +159,34 @@ fn ratio(a: Duration, b: Duration) -> usize {
 }
 
 /// Of the frames due while lookups were pending (one per `interval` of pending time, as
-/// `frames_expected` counts them), how many got one drawn. Counted by slot, not by frame: the
-/// screen also draws on each key and each answer, and the sync loop draws the loading bar
-/// once just before it blocks, so at a latency of a few ms a plain count of frames read
-/// above what was due (30 of 10 for 30 lookups at 5 ms) and praised the frozen run. Only the
-/// time a lookup was pending counts, as for `frames_expected`: idle frames before the first
-/// key would put the share above 100 %.
-fn frame_slots_drawn(frames: &[Duration], pending: &[Span], interval: Duration) -> usize {
+/// `frames_expected` counts them), how many were drawn: those due less those skipped, and
+/// never more than the frames drawn in that time. A gap of n intervals between frames (or
+/// between a span's edge and its nearest frame) skipped n − 1 frames, to the nearest
+/// interval, so a loop that draws a little early or late loses nothing (counting frames per
+/// fixed slot lost 3 of 60 to jitter). A plain count of frames read above what was due: the
+/// screen also draws on keys and answers, and the sync loop draws the bar once just before it
+/// blocks (30 of 10 for 30 lookups at 5 ms). That one frame still counts, as it was drawn
+/// while the lookup was pending: a freeze of a few ms misses no frame. Only the time a
+/// lookup was pending counts: idle frames before the first key would put the share above
+/// 100 %.
+fn frames_drawn(frames: &[Duration], pending: &[Span], interval: Duration) -> usize {
     let pending_time: Duration = pending.iter().map(|s| s.end.saturating_sub(s.start)).sum();
-    let mut drawn = vec![false; ratio(pending_time, interval)];
-    // The pending spans laid end to end: a frame's place on that clock names its slot.
-    let mut offset = Duration::ZERO;
+    let due = ratio(pending_time, interval);
+    // Intervals in a gap, to the nearest, less the one drawn at its end.
+    let skipped = |gap: Duration| ratio(gap + interval / 2, interval).saturating_sub(1);
+    let mut sorted = frames.to_vec();
+    sorted.sort();
+    let (mut skipped_in_all, mut drawn) = (0, 0);
     for span in pending {
-        for &f in frames.iter().filter(|&&f| f > span.start && f <= span.end) {
-            // Slots end-inclusive, as spans are: a frame exactly one interval in fills the
-            // first slot.
-            let at = (offset + (f - span.start)).saturating_sub(Duration::from_nanos(1));
-            if let Some(slot) = drawn.get_mut(ratio(at, interval)) {
-                *slot = true;
-            }
+        let mut last = span.start;
+        for &f in sorted.iter().filter(|&&f| f > span.start && f <= span.end) {
+            skipped_in_all += skipped(f - last);
+            last = f;
+            drawn += 1;
         }
-        offset += span.end.saturating_sub(span.start);
+        skipped_in_all += skipped(span.end - last);
     }
-    drawn.into_iter().filter(|&d| d).count()
+    drawn.min(due.saturating_sub(skipped_in_all))
 }
 
 /// Overlapping spans joined, sorted by start.
@@ -331,9 +337,11 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
         for &f in &run.frames {
             frames[col(f).min(width - 1)] = '|';
         }
-        // Waits first, then where late keys were handled, then the presses: a key's wait
-        // drawn over an earlier key's ▲ hid when that one was handled. A key handled in
-        // time gets no ▲, even when its handling fell in the next column.
+        // Waits first, then the presses, then where late keys were handled: a key's wait
+        // drawn over an earlier key's ▲ hid when that one was handled, and on a narrow
+        // terminal, where keys share columns, presses drawn last hid every ▲ (the sync row
+        // read as the async one). A key handled in time gets no ▲, even when its handling
+        // fell in the next column.
         let mut keys = vec![' '; width];
         let spans = || {
             run.keys.iter().map(|k| {
@@ -354,13 +362,13 @@ pub fn render_text(runs: &[Run], width: usize) -> String {
                     .for_each(|c| *c = '─');
             }
         }
+        for (from, _, _) in spans() {
+            keys[from] = 'k';
+        }
         for (from, to, late) in spans() {
             if late && to > from {
                 keys[to] = '▲';
             }
-        }
-        for (from, _, _) in spans() {
-            keys[from] = 'k';
         }
         let mut ticks = vec![' '; width];
         for &t in &run.ticks {
@@ -420,27 +428,43 @@ const LEFT: f64 = 110.0;
 const PLOT: f64 = 900.0;
 
 /// The timeline as a standalone SVG document.
-pub fn render_svg(runs: &[Run]) -> String {
+/// The timeline as a standalone SVG document: each scenario (its runs) on a time axis of its
+/// own, as the text draws them; on one shared axis a one-second scenario beside an
+/// 80-second one took 2 % of the width.
+pub fn render_svg(scenarios: &[Vec<Run>]) -> String {
     let mut svg = String::new();
-    let height = svg_height(runs);
+    let height = svg_height(scenarios);
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" viewBox="0 0 {w} {height}" font-family="sans-serif" font-size="12">"#,
         w = LEFT + PLOT + 30.0
     );
-    svg_body(&mut svg, runs);
+    svg_scenarios(&mut svg, scenarios);
     svg.push_str("</svg>\n");
     svg
 }
 
-/// What `svg_body` draws: per run a title (30 px), frames, keys, ticker and the lookup rows
-/// (a lane each) and 10 px apart; then the axis and its labels (~30 px).
-fn svg_height(runs: &[Run]) -> f64 {
-    let lanes: usize = runs.iter().map(|r| 3 + lookup_rows(&r.lookups).len()).sum();
-    10.0 + lanes as f64 * LANE + 40.0 * runs.len() as f64 + 30.0
+fn svg_scenarios(svg: &mut String, scenarios: &[Vec<Run>]) {
+    let mut y = 10.0;
+    for runs in scenarios {
+        y = svg_body(svg, runs, y);
+    }
 }
 
-fn svg_body(svg: &mut String, runs: &[Run]) {
+/// What `svg_body` draws for each scenario: per run a title (30 px), frames, keys, ticker and
+/// the lookup rows (a lane each) and 10 px apart; then the axis and its labels (30 px).
+fn svg_height(scenarios: &[Vec<Run>]) -> f64 {
+    let runs = scenarios.iter().flatten();
+    let lanes: usize = runs
+        .clone()
+        .map(|r| 3 + lookup_rows(&r.lookups).len())
+        .sum();
+    10.0 + lanes as f64 * LANE + 40.0 * runs.count() as f64 + 30.0 * scenarios.len() as f64
+}
+
+/// One scenario's runs from `y` down, on their own time axis; returns where the next may
+/// start.
+fn svg_body(svg: &mut String, runs: &[Run], mut y: f64) -> f64 {
     let span = runs
         .iter()
         .map(|r| r.total)
@@ -448,7 +472,6 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
         .unwrap_or_default()
         .max(Duration::from_millis(1));
     let x = |d: Duration| LEFT + d.as_secs_f64() / span.as_secs_f64() * PLOT;
-    let mut y = 10.0;
     for run in runs {
         let m = run.measures();
         y += 20.0;
@@ -478,8 +501,12 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
             svg.push_str("</g>\n");
             y += LANE;
         };
+        // One mark per pixel: the 1000 lookups of `--lookups 1000` put ~4 keys on every
+        // pixel of the keys lane (a 2 MB picture, its marks drawn over one another).
+        let px = |d: Duration| (x(d) * 2.0).round() as i64;
         lane("frames", &mut |s, mid| {
-            for &f in &run.frames {
+            let mut drawn = HashSet::new();
+            for &f in run.frames.iter().filter(|&&f| drawn.insert(px(f))) {
                 let _ = writeln!(
                     s,
                     r##"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="#2b7bb9"/>"##,
@@ -490,9 +517,13 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
             }
         });
         lane("keys", &mut |s, mid| {
+            let mut drawn = HashSet::new();
             for k in &run.keys {
                 let handled = k.handled.unwrap_or(run.total);
                 let late = handled.saturating_sub(k.pressed) > LATE_KEY;
+                if !drawn.insert((px(k.pressed), px(handled), late)) {
+                    continue;
+                }
                 let colour = if late { "#d62728" } else { "#2ca02c" };
                 let _ = writeln!(
                     s,
@@ -505,7 +536,8 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
             }
         });
         lane("ticker", &mut |s, mid| {
-            for &t in &run.ticks {
+            let mut drawn = HashSet::new();
+            for &t in run.ticks.iter().filter(|&&t| drawn.insert(px(t))) {
                 let _ = writeln!(
                     s,
                     r##"<circle cx="{:.1}" cy="{mid:.1}" r="2.5" fill="#9467bd"/>"##,
@@ -547,6 +579,7 @@ fn svg_body(svg: &mut String, runs: &[Run]) {
         );
         t += step;
     }
+    y + 30.0
 }
 
 /// A round axis step (1, 2 or 5 times a power of ten milliseconds, 10 ms at least) giving at
@@ -569,16 +602,21 @@ fn axis_step(span: Duration) -> Duration {
 /// One self-contained HTML page: the table, the legend and the timeline, no external references.
 /// `summary`: what the text report says below its table (the back-to-back lookups from
 /// first submit to last answer, and what that shows), which the page says too.
-pub fn render_html(runs: &[Run], title: &str, summary: &str) -> String {
+pub fn render_html(scenarios: &[Vec<Run>], title: &str, summary: &str) -> String {
     let mut body = String::new();
-    let height = svg_height(runs);
+    let height = svg_height(scenarios);
     let _ = writeln!(
         body,
         r#"<svg width="{w}" height="{height}" viewBox="0 0 {w} {height}" font-family="sans-serif" font-size="12" role="img" aria-label="timeline">"#,
         w = LEFT + PLOT + 30.0
     );
-    svg_body(&mut body, runs);
+    svg_scenarios(&mut body, scenarios);
     body.push_str("</svg>\n");
+    // A table per scenario, as the runs compare within one.
+    let tables: String = scenarios
+        .iter()
+        .map(|runs| format!("<pre>{}</pre>\n", xml_escape(&table(runs))))
+        .collect();
     format!(
         r##"<!DOCTYPE html>
 <html lang="en">
@@ -593,14 +631,12 @@ pre {{ background: #f6f6f6; padding: 1em; }}
 </head>
 <body>
 <h1>{title}</h1>
-<pre>{table}</pre>
-<pre>{summary}</pre>
+{tables}<pre>{summary}</pre>
 <p class="legend"><span style="color:#2b7bb9">| frame drawn</span><span style="color:#2ca02c">○─● key pressed → handled</span><span style="color:#d62728">○─● key handled late</span><span style="color:#9467bd">● background tick</span><span style="color:#ff7f0e">▬ lookup in flight</span></p>
 {body}</body>
 </html>
 "##,
         title = xml_escape(title),
-        table = xml_escape(&table(runs)),
         summary = xml_escape(summary.trim_end()),
     )
 }
@@ -735,6 +771,12 @@ mod tests {
         let mut runs = recorded();
         // A freeze of over 10 s makes the longest header line.
         runs[0].lookups[0].end = ms(12_000);
+        // A key pressed just before the freeze ends, in the column where the late keys are
+        // handled on a narrow terminal.
+        runs[0].keys.push(Key {
+            pressed: ms(1105),
+            handled: Some(ms(1112)),
+        });
         // render_text gets the terminal's width less 14 columns.
         for terminal in 40..=80 {
             let text = render_text(&runs, terminal - 14);
@@ -745,6 +787,11 @@ mod tests {
             assert!(
                 text.lines().all(|l| l == l.trim_end()),
                 "trailing spaces at {terminal}:\n{text}"
+            );
+            let sync_keys = text.lines().find(|l| l.trim_start().starts_with("keys"));
+            assert!(
+                sync_keys.is_some_and(|l| l.contains('▲')),
+                "no late key at {terminal}:\n{text}"
             );
             assert!(text.contains("━ lookup in flight"), "{text}");
         }
@@ -774,7 +821,8 @@ mod tests {
         let drawn = last.trim_start_matches("+981 more").trim();
         assert!(drawn.chars().all(|c| c == '━'), "{last}");
 
-        let svg = render_svg(std::slice::from_ref(&run));
+        let scenario = [vec![run]];
+        let svg = render_svg(&scenario);
         assert_eq!(svg.matches("<g class=\"track\">").count(), 3 + LOOKUP_ROWS);
         assert!(svg.contains(">+981 more</text>"), "{svg}");
         // No blank band at the foot: the axis labels' baseline is the lowest thing drawn.
@@ -783,7 +831,7 @@ mod tests {
             .skip(1)
             .filter_map(|rest| rest.split('"').next()?.parse::<f64>().ok())
             .fold(0.0, f64::max);
-        let height = svg_height(std::slice::from_ref(&run));
+        let height = svg_height(&scenario);
         assert!(height < 700.0, "{height}");
         assert!(
             (5.0..=20.0).contains(&(height - lowest)),
@@ -945,8 +993,8 @@ mod tests {
         assert_eq!((sync.frames_drawn, asynchronous.frames_drawn), (0, 58));
     }
 
-    /// Frames are counted by the slots due, not one by one: the sync loop draws the bar just
-    /// before each block, and the screen draws on keys and answers too.
+    /// Frames drawn never pass those due: the sync loop draws the bar just before each
+    /// block, and the screen draws on keys and answers too.
     #[test]
     fn frames_drawn_never_pass_those_due() {
         let run = |frames: Vec<Duration>, lookups: Vec<Span>| Run {
@@ -982,9 +1030,53 @@ mod tests {
         assert_eq!(twice_as_often.frames_expected, 58);
         assert_eq!(twice_as_often.frames_drawn, 58, "{twice_as_often:?}");
 
-        // One frame at the start of the second half only: one slot of 58.
+        // One frame at the start of the second half only.
         let one = run(vec![ms(501)], vec![span]).measures();
         assert_eq!(one.frames_drawn, 1);
+    }
+
+    /// A loop that draws a little early or late loses no frame: 60 fps with gaps of
+    /// 15.4–17.6 ms is 60 of 60, and six frames in a 100.9 ms lookup 6 of 6 (counting by
+    /// fixed 1/60 s slots read 57 and 5). A frozen loop's one frame, drawn as the lookup
+    /// began, is all it gets.
+    #[test]
+    fn frames_drawn_forgive_jitter_and_count_a_freeze() {
+        let us = Duration::from_micros;
+        let run = |frames: Vec<Duration>, start: u64, end: u64| {
+            Run {
+                label: "async".into(),
+                threads: 1,
+                total: us(end + 100_000),
+                frame_interval: us(16_667),
+                tick_interval: ms(100),
+                frames,
+                keys: Vec::new(),
+                ticks: Vec::new(),
+                lookups: vec![Span {
+                    start: us(start),
+                    end: us(end),
+                }],
+            }
+            .measures()
+        };
+        let mut jittery = vec![us(300)];
+        for i in 0.. {
+            let gap = if i % 2 == 0 { 17_600 } else { 15_400 };
+            let next = *jittery.last().unwrap() + us(gap);
+            if next > us(1_000_800) {
+                break;
+            }
+            jittery.push(next);
+        }
+        let second = run(jittery, 0, 1_000_800);
+        assert_eq!((second.frames_drawn, second.frames_expected), (60, 60));
+
+        let seen = [401_000, 418_500, 434_000, 451_400, 467_900, 484_400];
+        let tenth = run(seen.iter().map(|&t| us(t)).collect(), 400_700, 501_600);
+        assert_eq!((tenth.frames_drawn, tenth.frames_expected), (6, 6));
+
+        let frozen = run(vec![us(401_160), us(502_000)], 400_700, 501_600);
+        assert_eq!((frozen.frames_drawn, frozen.frames_expected), (1, 6));
     }
 
     /// Three sync lookups back to back: the screen moves between them, a key pressed
@@ -1044,7 +1136,7 @@ mod tests {
     #[test]
     fn svg_is_well_formed_with_one_group_per_track() {
         let runs = recorded();
-        let svg = render_svg(&runs);
+        let svg = render_svg(&[runs]);
         let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
         let tracks = doc
             .descendants()
@@ -1055,10 +1147,36 @@ mod tests {
         assert!(svg.contains("9 ticks missed</text>"), "{svg}");
     }
 
+    /// Each scenario gets its own time axis, as in the text: a one-second scenario beside a
+    /// ten-times longer one is not squeezed into a tenth of the width. Marks that fall on one
+    /// pixel are drawn once.
+    #[test]
+    fn each_scenario_of_the_svg_has_its_own_axis() {
+        let short = recorded();
+        let mut long = recorded();
+        for run in &mut long {
+            run.total *= 10;
+            run.frames.iter_mut().for_each(|f| *f *= 10);
+        }
+        let svg = render_svg(&[short, long.clone()]);
+        roxmltree::Document::parse(&svg).expect("well-formed XML");
+        // 1300 ms in steps of 200 ms; 13000 ms in steps of 2000 ms.
+        assert!(svg.contains(">1200 ms</text>"), "{svg}");
+        assert!(svg.contains(">12000 ms</text>"), "{svg}");
+        assert_eq!(svg.matches(">0 ms</text>").count(), 2, "{svg}");
+
+        // A thousand keys and frames inside a millisecond: one mark each.
+        long[0].keys = vec![long[0].keys[0]; 1000];
+        long[0].frames = vec![ms(5); 1000];
+        let svg = render_svg(&[vec![long[0].clone()]]);
+        assert_eq!(svg.matches("<circle").count(), 2 + long[0].ticks.len());
+        assert_eq!(svg.matches(r##"stroke="#2b7bb9""##).count(), 1);
+    }
+
     #[test]
     fn html_is_self_contained() {
         let html = render_html(
-            &recorded(),
+            &[recorded()],
             "userfetch demo <1 s>",
             "2 lookups of 1s each, first submit to last answer:\n  sync > 2000 ms\n",
         );
