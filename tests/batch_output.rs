@@ -1175,3 +1175,105 @@ fn the_summary_says_when_no_id_was_found_and_when_no_api_was_named() {
         stderr(&out)
     );
 }
+
+/// A tmpfs of `size` mounted on `dir` for as long as it lives; `None` where this process may
+/// not mount one (not root, or no CAP_SYS_ADMIN in a container), said on stderr.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs on {} here", dir.display());
+        }
+        mounted.then(|| SmallDisk(dir.to_owned()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// userfetch batch with its cache file at `cache`.
+fn batch_with_cache(env: &Env, cache: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_userfetch"));
+    cmd.current_dir(env.dir.path())
+        .arg("--api")
+        .arg(env.server.url_template())
+        .arg("--cache")
+        .arg(cache)
+        .arg("batch")
+        .args(args);
+    cmd
+}
+
+/// A cache file that cannot be made for want of space is said to be that, not a damaged
+/// database to move aside; exit 1, as for a failure, not 2.
+#[test]
+fn a_full_disk_under_a_new_cache_is_said_so() {
+    let env = Env::new();
+    let Some(_disk) = SmallDisk::mount(&env.path("small"), "1m") else {
+        return;
+    };
+    // Filled to the last byte.
+    let mut filler = std::fs::File::create(env.path("small/filler")).unwrap();
+    while std::io::Write::write_all(&mut filler, &[0; 4096]).is_ok() {}
+    let _ = std::io::Write::write_all(&mut filler, &[0]);
+    let input = env.write("ids.txt", ids_file(1..=10));
+    let out = run(&mut batch_with_cache(
+        &env,
+        &env.path("small/new.sqlite3"),
+        &[input.to_str().unwrap(), "--out", "out.jsonl"],
+    ));
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no space left for the cache file"), "{said}");
+    assert!(!said.contains("not a usable SQLite database"), "{said}");
+    assert!(!env.path("out.jsonl").exists());
+}
+
+/// A cache whose disk fills during a run stops it (exit 1), and the output elsewhere holds
+/// what was done, each id once; with space again, the same command completes it.
+#[test]
+fn a_cache_disk_full_mid_run_still_writes_what_is_done() {
+    let env = Env::new();
+    let Some(disk) = SmallDisk::mount(&env.path("small"), "3m") else {
+        return;
+    };
+    // Every one a user of the demo API's 10,000.
+    let input = env.write("ids.txt", ids_file(1..=10_000));
+    let cache = env.path("small/cache.sqlite3");
+    let args = [input.to_str().unwrap(), "--out", "out.jsonl"];
+    let out = run(&mut batch_with_cache(&env, &cache, &args));
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no space left for the cache file"), "{said}");
+    let done = once_each(&jsonl_ids(&env.path("out.jsonl")), "out.jsonl");
+    assert!(!done.is_empty() && done.len() < 10_000, "{}", done.len());
+
+    disk.resize("200m");
+    let out = run(&mut batch_with_cache(&env, &cache, &args));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let all = once_each(&jsonl_ids(&env.path("out.jsonl")), "out.jsonl");
+    assert_eq!(all.len(), 10_000);
+}

@@ -90,6 +90,11 @@ pub(super) fn immutable_uri(path: &Path) -> Option<String> {
 /// An error while setting a file up: one that cannot be written is no fault of its content.
 pub(super) fn setup_error(path: &Path, source: rusqlite::Error) -> CacheError {
     match source.sqlite_error_code() {
+        // A new file on a full disk read as a damaged one, with advice to move it aside.
+        Some(rusqlite::ErrorCode::DiskFull) => CacheError::Full {
+            path: path.to_owned(),
+            source,
+        },
         Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
             CacheError::ReadOnly {
                 path: path.to_owned(),
@@ -196,6 +201,11 @@ pub(super) fn sqlite_error(path: &Path, source: rusqlite::Error) -> CacheError {
         }
     } else if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
         CacheError::ReadOnly {
+            path: path.to_owned(),
+            source,
+        }
+    } else if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        CacheError::Full {
             path: path.to_owned(),
             source,
         }

@@ -66,6 +66,16 @@ pub enum CacheError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// No space left on the cache file's disk (or the file at SQLite's size limit): nothing
+    /// wrong with the file, and what was committed before is kept.
+    #[error(
+        "no space left for the cache file {} ({source}): free some space, then run the same command again",
+        crate::term::path(path)
+    )]
+    Full {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cache {}: {source}", crate::term::path(path))]
     Sqlite {
         path: PathBuf,

@@ -82,6 +82,16 @@ impl Pipeline<'_> {
         // the previous files stay as they were. An interrupted run writes what is done even
         // when its last outcomes could not be stored (a cache locked by another process):
         // what was committed before is there to read.
+        // So does a run stopped by a full disk under the cache file: the output may be
+        // elsewhere, and what was committed is whole (a failed commit is rolled back).
+        let cache_full = fatal.as_ref().is_some_and(|e| {
+            e.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<crate::cache::CacheError>(),
+                    Some(crate::cache::CacheError::Full { .. })
+                )
+            })
+        });
         let lookups_took = started.elapsed();
         let (out_report, failures_report, write_error) = match (&fatal, status) {
             // Its records would replace another job's with a part of this one's: kept in the
@@ -89,19 +99,23 @@ impl Pipeline<'_> {
             (_, Status::Interrupted | Status::Unreachable | Status::Refused)
                 if self.foreign_out =>
             {
-                let failures = match &self.config.failures {
-                    Some(f) => format!(" (and {})", crate::term::path(f)),
-                    None => String::new(),
-                };
-                note!(
-                    "userfetch: {}{failures} left as it was: this run did not finish, and the file \
-                     is not this command's output; the same command again continues from what this run fetched",
-                    crate::term::path(&self.config.out)
-                );
+                self.foreign_out_kept();
                 (None, None, None)
             }
-            (None, Status::Complete | Status::Unreachable | Status::Refused)
-            | (_, Status::Interrupted) => {
+            (Some(_), _) if cache_full && self.foreign_out => {
+                self.foreign_out_kept();
+                (None, None, None)
+            }
+            (fatal, ended)
+                if cache_full
+                    || matches!(
+                        (fatal, ended),
+                        (
+                            None,
+                            Status::Complete | Status::Unreachable | Status::Refused
+                        ) | (_, Status::Interrupted)
+                    ) =>
+            {
                 // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
                 tracing::debug!("writing the outputs");
                 let writing = self.write_outputs(out, failures);
@@ -356,6 +370,19 @@ impl Pipeline<'_> {
         };
         self.progress
             .warn(&format!("userfetch: {rest}{where_listed}"));
+    }
+
+    /// Said when a run that did not finish leaves an `--out` that is not its own as it was.
+    fn foreign_out_kept(&self) {
+        let failures = match &self.config.failures {
+            Some(f) => format!(" (and {})", crate::term::path(f)),
+            None => String::new(),
+        };
+        note!(
+            "userfetch: {}{failures} left as it was: this run did not finish, and the file \
+             is not this command's output; the same command again continues from what this run fetched",
+            crate::term::path(&self.config.out)
+        );
     }
 
     /// The reports of the files put in place, and why the rest could not be: `--out` may be
