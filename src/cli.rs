@@ -581,7 +581,8 @@ pub struct BatchArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Stop at the first invalid line instead of reporting and skipping it.
+    /// Stop at the first invalid id instead of reporting and skipping it. Input that is not
+    /// text (invalid UTF-8, UTF-16) or has a line over 1 MiB stops the run either way (exit 2).
     #[arg(long)]
     pub strict: bool,
 

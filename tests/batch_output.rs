@@ -580,14 +580,22 @@ fn a_dry_run_into_a_closed_pipe_ends_quietly() {
 }
 
 /// An `--out` collects what every run into it found: a run over another input says how many
-/// of the output's records are not from its input; the same input again says nothing.
+/// of the output's records are not from its input, and its failures file the same; the same
+/// input again says nothing.
 #[test]
 fn a_run_over_another_input_says_what_earlier_runs_left_in_the_output() {
     let env = Env::new();
-    let first = env.write("ids.txt", ids_file(1..=21));
+    // 99999 is no user of the demo API's.
+    let first = env.write("ids.txt", ids_file((1..=21).chain([99999])));
     let second = env.write("ids2.txt", ids_file(100..=105));
     let into_out = |input: &std::path::Path| {
-        run(&mut env.batch(&[input.to_str().unwrap(), "--out", "out.jsonl"]))
+        run(&mut env.batch(&[
+            input.to_str().unwrap(),
+            "--out",
+            "out.jsonl",
+            "--failures",
+            "failures.jsonl",
+        ]))
     };
     assert_eq!(into_out(&first).status.code(), Some(0));
     let again = into_out(&first);
@@ -605,7 +613,15 @@ fn a_run_over_another_input_says_what_earlier_runs_left_in_the_output() {
         ),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "failures.jsonl also holds 1 not-found or failed id of earlier runs into it for ids \
+             not in this input"
+        ),
+        "{text}"
+    );
     assert_eq!(jsonl_ids(&env.path("out.jsonl")).len(), 27);
+    assert_eq!(jsonl_ids(&env.path("failures.jsonl")), ["99999"]);
 }
 
 /// A run replacing an `--out` that is not the file its job last wrote (another API's, one

@@ -828,10 +828,21 @@ impl BatchReader {
     /// Found ids of the job that no run since `run` has seen: after a run that read its whole
     /// input, the records its output holds for ids not in that input.
     pub fn found_before(&self, job: i64, run: i64) -> Result<u64, CacheError> {
+        self.settled_before(job, run, STATE_FOUND, STATE_FOUND)
+    }
+
+    /// Ids not found or failed by earlier runs of `job` and not seen by run `run`: what the
+    /// failures file holds beyond this run's input.
+    pub fn unfound_before(&self, job: i64, run: i64) -> Result<u64, CacheError> {
+        self.settled_before(job, run, STATE_NOT_FOUND, STATE_FAILED)
+    }
+
+    fn settled_before(&self, job: i64, run: i64, state: i64, or: i64) -> Result<u64, CacheError> {
         self.conn
             .query_row(
-                "SELECT count(*) FROM batch_outcomes WHERE job = ?1 AND state = ?2 AND run < ?3",
-                params![job, STATE_FOUND, run],
+                "SELECT count(*) FROM batch_outcomes
+                 WHERE job = ?1 AND state IN (?2, ?3) AND run < ?4",
+                params![job, state, or, run],
                 |row| row.get::<_, i64>(0),
             )
             .map(|n| n.unsigned_abs())

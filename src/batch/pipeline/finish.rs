@@ -216,11 +216,11 @@ impl Pipeline<'_> {
         if !stopped_by_error && !failures_written && self.counts.failed > 0 {
             self.show_first_failed().await;
         }
-        if let (Status::Complete, Some(out)) = (status, &summary.out)
-            && self.ctx.job.earlier_found
-        {
-            self.say_what_earlier_runs_left(&crate::term::sanitize(&out.path))
-                .await;
+        if status == Status::Complete {
+            let out = summary.out.as_ref().filter(|_| self.ctx.job.earlier_found);
+            // A first run's failures file holds its own ids only.
+            let failures = summary.failures.as_ref().filter(|_| self.ctx.job.run > 1);
+            self.say_what_earlier_runs_left(out, failures).await;
         }
         // An input that fails before its first id (empty stdin) gets its one error line only.
         if status != Status::InputError || self.handled + self.counts.unfinished > 0 {
@@ -300,18 +300,56 @@ impl Pipeline<'_> {
         text
     }
 
-    /// The output of an `--out` collects what every run into it found, so a run over a
-    /// different input writes the earlier input's records too: said, as it surprises.
-    async fn say_what_earlier_runs_left(&self, out: &str) {
+    /// The output of an `--out` collects what every run into it found, and its failures
+    /// file what they did not, so a run over a different input writes the earlier input's
+    /// too: said, as it surprises.
+    async fn say_what_earlier_runs_left(
+        &self,
+        out: Option<&FileReport>,
+        failures: Option<&FileReport>,
+    ) {
         let job = self.ctx.job;
-        let earlier = self
-            .read_back(move |reader| Ok(reader.found_before(job.job, job.run)?))
-            .await;
-        if let Some(n) = earlier.filter(|&n| n > 0) {
-            self.progress.warn(&format!(
-                "userfetch: {out} also holds {} that earlier runs into it found for ids not in this input (--fresh starts the output over)",
-                count(n, "record", "records")
-            ));
+        let (want_found, want_unfound) = (out.is_some(), failures.is_some());
+        if !want_found && !want_unfound {
+            return;
+        }
+        let Some((found, unfound)) = self
+            .read_back(move |reader| {
+                let found = if want_found {
+                    reader.found_before(job.job, job.run)?
+                } else {
+                    0
+                };
+                let unfound = if want_unfound {
+                    reader.unfound_before(job.job, job.run)?
+                } else {
+                    0
+                };
+                Ok((found, unfound))
+            })
+            .await
+        else {
+            return;
+        };
+        for (file, n, what) in [
+            (
+                out,
+                found,
+                count(found, "record", "records") + " that earlier runs into it found",
+            ),
+            (
+                failures,
+                unfound,
+                count(unfound, "not-found or failed id", "not-found or failed ids")
+                    + " of earlier runs into it",
+            ),
+        ] {
+            if let Some(file) = file.filter(|_| n > 0) {
+                self.progress.warn(&format!(
+                    "userfetch: {} also holds {what} for ids not in this input (--fresh starts the output over)",
+                    crate::term::sanitize(&file.path)
+                ));
+            }
         }
     }
 
