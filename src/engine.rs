@@ -89,7 +89,8 @@ impl Engine {
             };
             match cached {
                 Ok(Some(hit)) => {
-                    tracing::debug!(%id, "found in the cache");
+                    // With its age: "why did it not fetch?" is answered by how old it was.
+                    tracing::debug!(%id, age = ?hit.age, "found in the cache");
                     return Ok(Found {
                         record: hit.record,
                         source: Source::Cache,

@@ -44,19 +44,17 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
     if error.downcast_ref::<Interrupted>().is_some() {
         return ExitCode::Interrupted;
     }
-    let fixable = error.chain().any(|e| {
-        e.is::<UsageError>()
-            || matches!(
-                e.downcast_ref::<CacheError>(),
-                Some(
-                    CacheError::Dir { .. }
-                        | CacheError::Open { .. }
-                        | CacheError::Corrupt { .. }
-                        | CacheError::Foreign { .. }
-                        | CacheError::ReadOnly { .. }
-                )
+    let fixable = error.chain().any(|e| e.is::<UsageError>())
+        || matches!(
+            CacheError::in_chain(error),
+            Some(
+                CacheError::Dir { .. }
+                    | CacheError::Open { .. }
+                    | CacheError::Corrupt { .. }
+                    | CacheError::Foreign { .. }
+                    | CacheError::ReadOnly { .. }
             )
-    });
+        );
     if fixable {
         ExitCode::Usage
     } else {

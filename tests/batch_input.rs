@@ -904,7 +904,15 @@ fn escape_sequences_in_file_names_never_reach_the_terminal() {
     let input = input.to_str().unwrap();
     let out_name = "out\u{1b}[32mY.jsonl";
     let failures = "f\u{9b}2J.jsonl";
-    let ran = run(&mut env.batch(&[input, "--out", out_name, "--failures", failures]));
+    let ran = run(&mut env.batch(&[
+        input,
+        "--out",
+        out_name,
+        "--failures",
+        failures,
+        "--summary-json",
+        "s.json",
+    ]));
     let text = stderr(&ran);
     assert_eq!(ran.status.code(), Some(0), "{text:?}");
     assert!(
@@ -921,8 +929,12 @@ fn escape_sequences_in_file_names_never_reach_the_terminal() {
             "{printed:?}"
         );
     }
-    // The files themselves have the names they were given.
+    // The files themselves have the names they were given, and so does the summary's JSON
+    // (escaped as JSON, not made safe as for a terminal).
     assert_eq!(jsonl_ids(&env.path(out_name)), ["1"]);
+    let summary = summary(&env.path("s.json"));
+    assert_eq!(summary["out"]["path"], out_name);
+    assert_eq!(summary["failures"]["path"], failures);
 }
 
 #[test]

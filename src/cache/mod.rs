@@ -91,6 +91,13 @@ pub enum CacheError {
     Gone,
 }
 
+impl CacheError {
+    /// The cache's error in `error`'s chain, under whatever context was added to it.
+    pub fn in_chain(error: &anyhow::Error) -> Option<&CacheError> {
+        error.chain().find_map(|e| e.downcast_ref::<CacheError>())
+    }
+}
+
 /// A record found in the cache.
 #[derive(Debug, Clone)]
 pub struct Cached {

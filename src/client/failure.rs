@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 
 use super::tls::NOT_TLS_HINT;
-use super::{ErrorKind, parse_retry_after};
+use super::{ErrorKind, FetchError, parse_retry_after};
 
 /// Why one attempt failed, and whether another could succeed.
 pub(super) struct AttemptFailure {
@@ -22,6 +22,11 @@ pub(super) struct AttemptFailure {
 }
 
 impl AttemptFailure {
+    /// The error a lookup ends with after `attempts` attempts, this the last.
+    pub(super) fn into_error(self, attempts: u32) -> FetchError {
+        FetchError::new(self.kind, attempts, self.detail)
+    }
+
     pub(super) fn fatal(kind: ErrorKind, detail: impl Into<String>) -> Self {
         AttemptFailure {
             kind,

@@ -24,6 +24,9 @@ pub use url::{TemplateError, UrlTemplate};
 use failure::{AttemptFailure, SAID_BYTES, SAID_WAIT, Token, drain, status_failure};
 use tls::{Roots, connect_hint, in_words};
 
+/// Sent with every request, the health check's too.
+const USER_AGENT: &str = concat!("userfetch/", env!("CARGO_PKG_VERSION"));
+
 use crate::id::UserId;
 use crate::record::Record;
 
@@ -167,14 +170,21 @@ pub enum H2c {
 /// Asks the API behind `template` once, within `limit` of the time the process runs,
 /// whether it speaks cleartext HTTP/2 (see [`h2::offers_h2c`]).
 pub async fn offers_h2c(template: &UrlTemplate, limit: Duration) -> H2c {
-    let origin = template.origin();
+    match h2c_target(template.origin()) {
+        Some((host, port)) => h2::offers_h2c(host, port, limit).await,
+        None => H2c::DoesNot,
+    }
+}
+
+/// Where cleartext HTTP/2 would connect for an http:// origin: its host, an IPv6 address
+/// without brackets, and its port. None for https://, where TLS settles the protocol.
+fn h2c_target(origin: &::url::Url) -> Option<(&str, u16)> {
     match (origin.scheme(), origin.host_str()) {
-        ("http", Some(host)) => {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = origin.port_or_known_default().unwrap_or(80);
-            h2::offers_h2c(host, port, limit).await
-        }
-        _ => H2c::DoesNot,
+        ("http", Some(host)) => Some((
+            host.trim_start_matches('[').trim_end_matches(']'),
+            origin.port_or_known_default().unwrap_or(80),
+        )),
+        _ => None,
     }
 }
 
@@ -220,17 +230,11 @@ impl Client {
             }
             None => None,
         };
-        let origin = config.template.origin();
-        let h2 = match (config.http2, origin.scheme(), origin.host_str()) {
-            (true, "http", Some(host)) => Some(Arc::new(h2::H2::new(
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-                origin.port_or_known_default().unwrap_or(80),
-                config.connect_timeout,
-            ))),
-            _ => None,
-        };
+        let h2 = h2c_target(config.template.origin())
+            .filter(|_| config.http2)
+            .map(|(host, port)| {
+                Arc::new(h2::H2::new(host.to_owned(), port, config.connect_timeout))
+            });
         Ok(Client {
             http,
             prior_knowledge,
@@ -564,7 +568,7 @@ impl Client {
             let headers = request.headers_mut();
             headers.insert(
                 reqwest::header::USER_AGENT,
-                HeaderValue::from_static(concat!("userfetch/", env!("CARGO_PKG_VERSION"))),
+                HeaderValue::from_static(USER_AGENT),
             );
             if let Some(auth) = &self.auth {
                 headers.insert(AUTHORIZATION, auth.clone());
@@ -706,25 +710,19 @@ impl Client {
             };
         }
         if e.is_timeout() {
-            return AttemptFailure::transient(
-                ErrorKind::Timeout,
-                format!(
-                    "no complete answer within {} (raise it with --timeout)",
-                    humantime::format_duration(self.config.timeout)
-                ),
-            );
+            return self.timed_out();
         }
         if e.is_body() || e.is_decode() {
             return AttemptFailure::transient(
                 ErrorKind::BadBody,
                 format!(
                     "the response body was cut off after {body_so_far} bytes ({})",
-                    root_cause(e)
+                    innermost(e)
                 ),
             );
         }
         if e.is_connect() {
-            let cause = root_cause(e);
+            let cause = innermost(e);
             let (hint, retryable) = connect_hint(&cause, self.roots);
             // A proxy refusing the tunnel (CONNECT, for an https:// API) for want of
             // credentials refuses every id, as its 407 to an http:// request does.
@@ -742,7 +740,7 @@ impl Client {
                 ..failure
             };
         }
-        let cause = root_cause(e);
+        let cause = innermost(e);
         // An answer that is no HTTP/1.1 at all reads to hyper as a bad version: a server
         // speaking only cleartext HTTP/2 (its SETTINGS frame), or no HTTP server (TLS on the
         // port, SSH). Asking again gets the same. --http2 is named only where it could help:
@@ -788,14 +786,8 @@ impl Client {
         // leave the screen's header on its last state for good.
         let response = crate::stopped::within(self.config.timeout, self.http.get(url).send())
             .await
-            .ok_or_else(|| {
-                let f = self.timed_out();
-                FetchError::new(f.kind, 1, f.detail)
-            })?
-            .map_err(|e| {
-                let f = self.classify(&e, 0);
-                FetchError::new(f.kind, 1, f.detail)
-            })?;
+            .ok_or_else(|| self.timed_out().into_error(1))?
+            .map_err(|e| self.classify(&e, 0).into_error(1))?;
         // Any answer is the API's, except a proxy's asking for credentials, or saying it
         // could not reach the API (502, 504: an http:// request through a proxy).
         if let Some(proxy) = self.proxy_asking_for_credentials(response.status(), response.url()) {
@@ -858,7 +850,7 @@ fn http_client(
     prior_knowledge: bool,
 ) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("userfetch/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         // No `.timeout`: `attempt` keeps its own deadline, which a stop does not use up.
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
@@ -945,10 +937,6 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
-}
-
-fn root_cause(e: &reqwest::Error) -> String {
-    innermost(e)
 }
 
 #[cfg(test)]

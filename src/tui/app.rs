@@ -960,7 +960,7 @@ fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
             stats.not_found += 1;
             stats.record_latency(*latency);
         }
-        Status::Cancelled { .. } => stats.cancelled += 1,
+        // Set just above from the outcome: found, not found or failed.
         _ => stats.errors += 1,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cache::BatchReader;
+use crate::cache::{BatchReader, CacheError};
 use crate::console::{count, note};
 use crate::exit::{ExitCode, Interrupted, usage};
 use crate::signals::Signals;
@@ -84,14 +84,9 @@ impl Pipeline<'_> {
         // what was committed before is there to read.
         // So does a run stopped by a full disk under the cache file: the output may be
         // elsewhere, and what was committed is whole (a failed commit is rolled back).
-        let cache_full = fatal.as_ref().is_some_and(|e| {
-            e.chain().any(|e| {
-                matches!(
-                    e.downcast_ref::<crate::cache::CacheError>(),
-                    Some(crate::cache::CacheError::Full { .. })
-                )
-            })
-        });
+        let cache_full = fatal
+            .as_ref()
+            .is_some_and(|e| matches!(CacheError::in_chain(e), Some(CacheError::Full { .. })));
         let lookups_took = started.elapsed();
         let (out_report, failures_report, write_error) = match (&fatal, status) {
             // Its records would replace another job's with a part of this one's: kept in the
@@ -150,20 +145,28 @@ impl Pipeline<'_> {
         };
         // What the next run compares the file there with, to tell whether it is still
         // this job's.
-        if out_report.is_some()
-            && let Ok(file) = std::fs::metadata(&self.config.out)
-            && let Err(e) = self
-                .ctx
-                .cache
-                .batch_wrote_out(self.ctx.job, super::super::out_fingerprint(&file))
-                .await
-        {
+        if out_report.is_some() {
+            let noted = match std::fs::metadata(&self.config.out) {
+                Ok(file) => self
+                    .ctx
+                    .cache
+                    .batch_wrote_out(self.ctx.job, super::super::out_fingerprint(&file))
+                    .await
+                    .map_err(|e| {
+                        format!("the cache file could not note it as this command's output ({e})")
+                    }),
+                Err(e) => Err(format!(
+                    "it could not be read back to note it as this command's output ({e})"
+                )),
+            };
             // The next run then says the file is not its own, and keeps it if interrupted:
             // said now, so that it is not a surprise then.
-            self.progress.warn(&format!(
-                "userfetch: the next run will take {} for another command's file, and replace it only if it finishes: the cache file could not note it as this command's output ({e})",
-                crate::term::path(&self.config.out)
-            ));
+            if let Err(why) = noted {
+                self.progress.warn(&format!(
+                    "userfetch: the next run will take {} for another command's file, and replace it only if it finishes: {why}",
+                    crate::term::path(&self.config.out)
+                ));
+            }
         }
         tracing::info!(
             "starting and looking up took {:.1?}, writing the output {:.1?}",
@@ -191,14 +194,9 @@ impl Pipeline<'_> {
             .or(write_error)
             .or_else(|| input_error.map(|e| usage(e.to_string())));
         // Met by a claim, a commit or the writing of the outputs.
-        let damaged_cache = error.as_ref().is_some_and(|e| {
-            e.chain().any(|e| {
-                matches!(
-                    e.downcast_ref::<crate::cache::CacheError>(),
-                    Some(crate::cache::CacheError::Corrupt { .. })
-                )
-            })
-        });
+        let damaged_cache = error
+            .as_ref()
+            .is_some_and(|e| matches!(CacheError::in_chain(e), Some(CacheError::Corrupt { .. })));
         let reason = error
             .as_ref()
             .map(crate::exit::describe)
@@ -453,7 +451,9 @@ impl Pipeline<'_> {
             let Some(f) = failures else {
                 return (out, None, out_error);
             };
-            let shown = crate::term::path(f.path());
+            // As the file is named, like --out's: made safe where it is shown, not here,
+            // or --summary-json would hold a name no file has.
+            let shown = f.path().display().to_string();
             match BatchReader::open(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|reader| output::write_failures(&reader, job, f))
