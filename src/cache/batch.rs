@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{Cache, CacheError, Command, clone_error, now_ms};
+use crate::client::ErrorKind;
 use crate::record::Record;
 
 pub(super) const BATCH_SCHEMA: &str = "
@@ -148,7 +149,7 @@ pub enum Settled {
         attempts: u32,
     },
     Failed {
-        kind: &'static str,
+        kind: ErrorKind,
         message: String,
         attempts: u32,
     },
@@ -645,7 +646,7 @@ impl<'tx> Writes<'tx> {
                 job,
                 line,
                 state: STATE_NOT_FOUND,
-                kind: Some("not_found"),
+                kind: Some(ErrorKind::NotFound.as_str()),
                 message: Some(message),
                 attempts: *attempts,
             },
@@ -657,7 +658,7 @@ impl<'tx> Writes<'tx> {
                 job,
                 line,
                 state: STATE_FAILED,
-                kind: Some(kind),
+                kind: Some(kind.as_str()),
                 message: Some(message),
                 attempts: *attempts,
             },
@@ -1056,7 +1057,7 @@ mod tests {
             id: "b".into(),
             line: 2,
             settled: Settled::Failed {
-                kind: "timeout",
+                kind: ErrorKind::Timeout,
                 message: "slow".into(),
                 attempts: 4,
             },

@@ -87,7 +87,7 @@ pub(super) async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping)
         Some(Err(e)) => (
             Outcome::Failed,
             Settled::Failed {
-                kind: e.kind.as_str(),
+                kind: e.kind,
                 message: e.detail().to_owned(),
                 attempts: e.attempts,
             },

@@ -158,13 +158,11 @@ impl<'a> Pipeline<'a> {
             self.streak.1 = 0;
             return None;
         };
-        let Some(kind) = [ErrorKind::Connection, ErrorKind::Unauthorized]
-            .into_iter()
-            .find(|k| k.as_str() == *kind)
-        else {
+        let kind = *kind;
+        if !matches!(kind, ErrorKind::Connection | ErrorKind::Unauthorized) {
             self.streak.1 = 0;
             return None;
-        };
+        }
         self.streak = match self.streak {
             (was, n) if was == kind => (kind, n + 1),
             _ => (kind, 1),
@@ -447,7 +445,7 @@ impl<'a> Pipeline<'a> {
             }) => {
                 // A web page's answer, not a compressed body's (which says so itself).
                 if matches!(&settled, Settled::Failed { kind, message, .. }
-                    if *kind == ErrorKind::BadBody.as_str()
+                    if *kind == ErrorKind::BadBody
                         && !crate::client::is_encoded_body(message))
                 {
                     self.bad_bodies += 1;
