@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         }
         let opts = Cli::parse_from(args).global;
         let session = Session::start(&opts).await?;
-        let ctx = Context::new(session.engine.clone(), opts.max_age);
+        let ctx = Context::new(session.engine.clone());
         let mut app = App::new(
             Config {
                 threads,

@@ -60,6 +60,16 @@ impl Engine {
         &self.client
     }
 
+    /// The same engine (cache, freshness, namespace) on another client: the sync screen's
+    /// lookups run on a runtime of their own, and connections belong to the runtime that
+    /// opened them.
+    pub fn with_client(&self, client: Client) -> Engine {
+        Engine {
+            client,
+            ..self.clone()
+        }
+    }
+
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_ref()
     }

@@ -100,7 +100,7 @@ pub async fn measure(
             session.engine.client().config().http2,
             session.engine.client().config().direct,
         ),
-        ..Context::new(session.engine.clone(), opts.max_age)
+        ..Context::new(session.engine.clone())
     };
 
     let typing_script = typing(latency);

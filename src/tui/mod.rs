@@ -66,7 +66,7 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
             session.engine.client().config().direct,
         ),
         unread_input: Some(terminal::unread_input),
-        ..run::Context::new(session.engine.clone(), opts.max_age)
+        ..run::Context::new(session.engine.clone())
     };
     let outcome = {
         let mut screen = terminal::Screen::open(ctx.panicked.clone())?;

@@ -31,8 +31,6 @@ use crate::id::UserId;
 #[derive(Clone)]
 pub struct Context {
     pub engine: Engine,
-    /// For the sync-mode engine, which must be built like the main one.
-    pub max_age: Duration,
     /// The shortest time between two frames.
     pub frame_interval: Duration,
     pub health_every: Duration,
@@ -48,10 +46,9 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(engine: Engine, max_age: Duration) -> Context {
+    pub fn new(engine: Engine) -> Context {
         Context {
             engine,
-            max_age,
             // 60 fps: smooth for a bar, and the budget the responsiveness targets assume.
             frame_interval: Duration::from_micros(16_667),
             health_every: Duration::from_secs(2),
@@ -472,7 +469,7 @@ impl LoopState {
         app.frozen_on = Some(req);
         self.draw(terminal, app, log)?;
         if self.blocking.is_none() {
-            self.blocking = Some(Blocking::new(&ctx.engine, ctx.max_age)?);
+            self.blocking = Some(Blocking::new(&ctx.engine)?);
         }
         let started = Instant::now();
         let outcome = match &self.blocking {
@@ -508,7 +505,7 @@ mod tests {
         let template = UrlTemplate::parse("http://127.0.0.1:9/users/{id}").unwrap();
         let client = Client::new(ClientConfig::new(template)).unwrap();
         let engine = Engine::new(client, None, Duration::from_secs(60), "test");
-        let ctx = Context::new(engine, Duration::from_secs(60));
+        let ctx = Context::new(engine);
         let config = crate::tui::app::Config {
             threads: 1,
             timeout: Duration::from_secs(10),

@@ -66,9 +66,8 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    pub fn new(engine: &Engine, max_age: Duration) -> anyhow::Result<Blocking> {
-        let client = Client::new(engine.client().config().clone())?;
-        let engine = Engine::new(client, engine.cache().cloned(), max_age, engine.namespace());
+    pub fn new(engine: &Engine) -> anyhow::Result<Blocking> {
+        let engine = engine.with_client(Client::new(engine.client().config().clone())?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("userfetch-sync-lookup")
