@@ -127,7 +127,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ids = crate::get::parse_ids(&args.ids)?;
             let session = start_session(&cli.global).await?;
             let interrupt = interrupt_token()?;
-            let code = crate::get::run(&session.engine, ids, &args, &interrupt).await;
+            let code = crate::get::run(
+                &session.engine,
+                session.embedded.is_some(),
+                ids,
+                &args,
+                &interrupt,
+            )
+            .await;
             session.close().await;
             code
         }

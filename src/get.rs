@@ -16,8 +16,10 @@ use crate::exit::{ExitCode, usage};
 use crate::id::UserId;
 use crate::term::quote;
 
+/// `embedded`: whether the API is the embedded demo API (no `--api` given).
 pub async fn run(
     engine: &Engine,
+    embedded: bool,
     ids: Vec<UserId>,
     args: &GetArgs,
     interrupt: &CancellationToken,
@@ -156,10 +158,7 @@ pub async fn run(
                     crate::client::ErrorKind::NotFound => {
                         not_found.insert(id.clone());
                     }
-                    // A web page's answer, not a compressed body's (which says so itself).
-                    crate::client::ErrorKind::BadBody
-                        if !crate::client::is_encoded_body(error.detail()) =>
-                    {
+                    kind if crate::client::is_web_page(kind, error.detail()) => {
                         bad_bodies.insert(id.clone());
                     }
                     _ => other_failures = true,
@@ -173,19 +172,20 @@ pub async fn run(
         note!("userfetch: interrupted{}", undone(&not_done));
         return Ok(ExitCode::Interrupted);
     }
-    // More often a wrong path in the template than an API without these users; not said of
-    // the embedded demo API, whose template nobody wrote.
-    let named_api = !engine.client().config().direct;
-    if named_api && !any_found && !other_failures {
-        if bad_bodies.is_empty() && not_found.len() >= 2 {
-            note!("userfetch: not one id was found: is the path in the --api template the API's?");
-        }
-        // A web page (a wrong path, a login page) answers 200 with HTML to every id.
-        if not_found.is_empty() && bad_bodies.len() >= 2 {
-            note!(
-                "userfetch: not one answer was a JSON record: is the --api template the API's, and not a web page's?"
-            );
-        }
+    // Not said of the embedded demo API, whose template nobody wrote.
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    if let Some(hint) = (!embedded)
+        .then(|| {
+            crate::client::template_hint(
+                u64::from(any_found),
+                count(not_found.len()),
+                count(bad_bodies.len()),
+                u64::from(other_failures),
+            )
+        })
+        .flatten()
+    {
+        note!("userfetch: {hint}");
     }
     Ok(exit_code(failed))
 }

@@ -169,6 +169,7 @@ pub async fn run(global: &GlobalOpts, args: &BatchArgs) -> anyhow::Result<ExitCo
                         job,
                         namespace,
                         throttle: Arc::new(Throttle::new(config.concurrency, config.rate)),
+                        embedded: session.embedded.is_some(),
                     });
                     Pipeline::new(&config, ctx, max_age, scan)
                         .keeping_a_foreign_out(foreign_out.is_some())

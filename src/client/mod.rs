@@ -876,9 +876,32 @@ fn http_client(
 /// "is the template a web page's?" hints leave out.
 const ENCODED_BODY: &str = "the answer is encoded";
 
-/// Whether a `bad_body` failure's message is that of a body sent compressed.
-pub fn is_encoded_body(detail: &str) -> bool {
-    detail.starts_with(ENCODED_BODY)
+/// Whether a failure is an answer that was no JSON record, as a web page's (a wrong path, a
+/// login page) is: a `bad_body` other than a body sent compressed, which says so itself.
+pub fn is_web_page(kind: ErrorKind, detail: &str) -> bool {
+    kind == ErrorKind::BadBody && !detail.starts_with(ENCODED_BODY)
+}
+
+/// What a whole run against a named API says when its answers point at the template rather
+/// than the API: not one id found and every answer a 404 (more often a wrong path than an
+/// API without these users), or every answer a web page. `None` once anything was found or
+/// failed otherwise, or with fewer than two such answers.
+pub fn template_hint(
+    found: u64,
+    not_found: u64,
+    web_pages: u64,
+    other_failures: u64,
+) -> Option<&'static str> {
+    if found > 0 || other_failures > 0 {
+        return None;
+    }
+    match (not_found, web_pages) {
+        (2.., 0) => Some("not one id was found: is the path in the --api template the API's?"),
+        (0, 2..) => Some(
+            "not one answer was a JSON record: is the --api template the API's, and not a web page's?",
+        ),
+        _ => None,
+    }
 }
 
 /// A body sent compressed though no `Accept-Encoding` asked for it (gzip, say): said as such,

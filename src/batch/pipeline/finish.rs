@@ -268,8 +268,7 @@ impl Pipeline<'_> {
     /// "not found", which is more often a wrong `--api` path than an API without users.
     fn afterword(&self, status: Status) -> String {
         let mut text = String::new();
-        // In batch the API runs in this process only when it is the embedded demo API.
-        let embedded = self.ctx.client.config().direct;
+        let embedded = self.ctx.embedded;
         if embedded {
             text.push_str(
                 "\n  the records come from the embedded demo API (made-up users): no --api given, and USERFETCH_API unset",
@@ -285,15 +284,15 @@ impl Pipeline<'_> {
         if !whole_job {
             return text;
         }
-        if c.not_found >= 2 && c.found + c.cached + c.failed == 0 {
-            // The template is not quoted: its query may hold a key.
-            text.push_str("\n  not one id was found: is the path in the --api template the API's?");
-        }
-        // A web page (a wrong path, a login page) answers 200 with HTML to every id.
-        if c.failed >= 2 && self.bad_bodies == c.failed && c.found + c.cached + c.not_found == 0 {
-            text.push_str(
-                "\n  not one answer was a JSON record: is the --api template the API's, and not a web page's?",
-            );
+        // The template is not quoted: its query may hold a key.
+        if let Some(hint) = crate::client::template_hint(
+            c.found + c.cached,
+            c.not_found,
+            self.bad_bodies,
+            c.failed - self.bad_bodies.min(c.failed),
+        ) {
+            text.push_str("\n  ");
+            text.push_str(hint);
         }
         text
     }

@@ -23,6 +23,8 @@ pub(in crate::batch) struct Ctx {
     pub(in crate::batch) job: BatchJob,
     pub(in crate::batch) namespace: Arc<str>,
     pub(in crate::batch) throttle: Arc<Throttle>,
+    /// Whether the API is the embedded demo API (no `--api` given): the summary says so.
+    pub(in crate::batch) embedded: bool,
 }
 
 /// How one lookup ended, as its task reports it.

@@ -443,10 +443,8 @@ impl<'a> Pipeline<'a> {
                 latency,
                 retries,
             }) => {
-                // A web page's answer, not a compressed body's (which says so itself).
                 if matches!(&settled, Settled::Failed { kind, message, .. }
-                    if *kind == ErrorKind::BadBody
-                        && !crate::client::is_encoded_body(message))
+                    if crate::client::is_web_page(*kind, message))
                 {
                     self.bad_bodies += 1;
                 }
