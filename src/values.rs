@@ -13,8 +13,9 @@ const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|e| {
         // A number past what a duration holds is past the longest accepted too; humantime
-        // says it in words about its own precision.
-        if matches!(e, humantime::DurationError::NumberOverflow) {
+        // says it in words about its own precision, and says the same of a fraction finer
+        // than a nanosecond ("1.5ns").
+        if matches!(e, humantime::DurationError::NumberOverflow) && !text.contains('.') {
             return format!("'{text}' is longer than the 100 years accepted");
         }
         // humantime's own words suggest units the docs never write ("2sec"), or list units
@@ -25,6 +26,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             }
             humantime::DurationError::UnknownUnit { unit, .. } => {
                 format!("unknown unit '{unit}': use ms, s, m, h or d")
+            }
+            humantime::DurationError::NumberOverflow => {
+                "too long, or finer than the 1 ns a duration holds".to_owned()
             }
             other => other.to_string(),
         };
@@ -159,6 +163,12 @@ mod tests {
                 Err(format!("'{text}' is longer than the 100 years accepted"))
             );
         }
+        // humantime's one error for both: a fraction is told it may be too fine.
+        let fine = parse_duration("1.5ns").unwrap_err();
+        assert!(
+            fine.ends_with("(too long, or finer than the 1 ns a duration holds)"),
+            "{fine}"
+        );
     }
 
     #[test]

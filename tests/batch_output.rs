@@ -1193,7 +1193,8 @@ fn the_summary_says_when_no_id_was_found_and_when_no_api_was_named() {
 }
 
 /// A tmpfs of `size` mounted on `dir` for as long as it lives; `None` where this process may
-/// not mount one (not root, or no CAP_SYS_ADMIN in a container), said on stderr.
+/// not mount one (not root, or no CAP_SYS_ADMIN in a container), said on stderr, unless
+/// USERFETCH_TESTS_NEED_TMPFS is set (CI sets it where it can mount one): then the test fails.
 struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
@@ -1206,6 +1207,11 @@ impl SmallDisk {
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
+            assert!(
+                std::env::var_os("USERFETCH_TESTS_NEED_TMPFS").is_none(),
+                "cannot mount a tmpfs on {}, and USERFETCH_TESTS_NEED_TMPFS is set",
+                dir.display()
+            );
             eprintln!("skipped: cannot mount a tmpfs on {} here", dir.display());
         }
         mounted.then(|| SmallDisk(dir.to_owned()))
@@ -1243,6 +1249,14 @@ fn batch_with_cache(env: &Env, cache: &Path, args: &[&str]) -> std::process::Com
     cmd
 }
 
+/// The stderr of a run that stopped as a full cache disk stops one: exit 1, said so.
+fn stopped_for_space(out: &std::process::Output) -> String {
+    let said = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no space left for the cache file"), "{said}");
+    said
+}
+
 /// A cache file that cannot be made for want of space is said to be that, not a damaged
 /// database to move aside; exit 1, as for a failure, not 2.
 #[test]
@@ -1261,11 +1275,30 @@ fn a_full_disk_under_a_new_cache_is_said_so() {
         &env.path("small/new.sqlite3"),
         &[input.to_str().unwrap(), "--out", "out.jsonl"],
     ));
-    let said = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("no space left for the cache file"), "{said}");
+    let said = stopped_for_space(&out);
     assert!(!said.contains("not a usable SQLite database"), "{said}");
     assert!(!env.path("out.jsonl").exists());
+}
+
+/// 10,000 ids (every one a user of the demo API's) into `out` with the cache on a 3 MB disk,
+/// which fills during the run. Returns the disk, what the run said and the same command
+/// again, or `None` where no disk can be mounted.
+fn run_out_of_cache_space<'a>(
+    env: &'a Env,
+    out: &str,
+) -> Option<(SmallDisk, String, impl Fn() -> std::process::Command + 'a)> {
+    let disk = SmallDisk::mount(&env.path("small"), "3m")?;
+    let input = env.write("ids.txt", ids_file(1..=10_000));
+    let out = out.to_owned();
+    let command = move || {
+        batch_with_cache(
+            env,
+            &env.path("small/cache.sqlite3"),
+            &[input.to_str().unwrap(), "--out", &out],
+        )
+    };
+    let said = stopped_for_space(&run(&mut command()));
+    Some((disk, said, command))
 }
 
 /// A cache whose disk fills during a run stops it (exit 1), and the output elsewhere holds
@@ -1273,23 +1306,28 @@ fn a_full_disk_under_a_new_cache_is_said_so() {
 #[test]
 fn a_cache_disk_full_mid_run_still_writes_what_is_done() {
     let env = Env::new();
-    let Some(disk) = SmallDisk::mount(&env.path("small"), "3m") else {
+    let Some((disk, _, rerun)) = run_out_of_cache_space(&env, "out.jsonl") else {
         return;
     };
-    // Every one a user of the demo API's 10,000.
-    let input = env.write("ids.txt", ids_file(1..=10_000));
-    let cache = env.path("small/cache.sqlite3");
-    let args = [input.to_str().unwrap(), "--out", "out.jsonl"];
-    let out = run(&mut batch_with_cache(&env, &cache, &args));
-    let said = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("no space left for the cache file"), "{said}");
     let done = once_each(&jsonl_ids(&env.path("out.jsonl")), "out.jsonl");
     assert!(!done.is_empty() && done.len() < 10_000, "{}", done.len());
 
     disk.resize("200m");
-    let out = run(&mut batch_with_cache(&env, &cache, &args));
+    let out = run(&mut rerun());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let all = once_each(&jsonl_ids(&env.path("out.jsonl")), "out.jsonl");
     assert_eq!(all.len(), 10_000);
+}
+
+/// With --out on the cache's full disk too, both failures are said: the cache's ends the run,
+/// and the output's is not lost behind it.
+#[test]
+fn an_output_on_the_full_cache_disk_is_said_too() {
+    let env = Env::new();
+    let Some((_disk, said, _)) = run_out_of_cache_space(&env, "small/out.jsonl") else {
+        return;
+    };
+    assert!(said.contains("cannot write small/out.jsonl"), "{said}");
+    assert!(!env.path("small/out.jsonl").exists());
+    assert!(!env.path("small/out.jsonl").exists());
 }

@@ -224,7 +224,13 @@ impl Cache {
             && meta.len() == 0
             && meta.permissions().mode() & 0o077 != 0
         {
-            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+            // Said, not fatal: the file is the user's own, and the cache still works.
+            if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+                tracing::warn!(
+                    "cannot make the cache file {} private (mode 0600): {e}",
+                    crate::term::path(path)
+                );
+            }
         }
         drop(file);
         let conn = open_connection(path)?;

@@ -966,6 +966,35 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
+    /// Said only of a run where nothing was found and nothing failed otherwise, with two
+    /// or more answers all of one kind: 404s, or web pages.
+    #[test]
+    fn the_template_is_questioned_only_when_every_answer_points_at_it() {
+        let not_found = Some("not one id was found: is the path in the --api template the API's?");
+        let web = Some(
+            "not one answer was a JSON record: is the --api template the API's, and not a web page's?",
+        );
+        // (found, not found, web pages, other failures)
+        for (counts, said) in [
+            ((0, 2, 0, 0), not_found),
+            ((0, 0, 2, 0), web),
+            ((0, 2, 1, 0), None),
+            ((0, 1, 1, 0), None),
+            ((0, 1, 0, 0), None),
+            ((0, 0, 1, 0), None),
+            ((1, 5, 0, 0), None),
+            ((0, 5, 0, 1), None),
+            ((0, 0, 5, 1), None),
+        ] {
+            let (found, nf, web_pages, other) = counts;
+            assert_eq!(
+                template_hint(found, nf, web_pages, other),
+                said,
+                "{counts:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_wait_the_api_asked_for_is_said_rounded_up_and_with_its_cap() {
         let secs = Duration::from_secs;

@@ -579,9 +579,9 @@ fn many_summary(report: &Report) -> String {
     );
     for run in &report.many {
         out.push_str(&format!(
-            "  {:5}  {:>8} ms  on {} OS thread(s)\n",
+            "  {:5}  {:>11}  on {} OS thread(s)\n",
             run.label,
-            busy_time(run).as_millis(),
+            timeline::ms(busy_time(run)),
             run.threads
         ));
     }

@@ -58,7 +58,8 @@ pub const LATE_KEY: Duration = Duration::from_millis(50);
 pub struct Measures {
     #[serde(with = "millis")]
     pub total: Duration,
-    /// Frames drawn while lookups were pending, the time `frames_expected` counts.
+    /// Of the `frames_expected`, those drawn: due less those skipped in gaps between frames,
+    /// and at most the frames drawn while lookups were pending (see `frames_drawn`).
     pub frames_drawn: usize,
     /// Frames a 60 fps bar would have drawn while lookups were pending.
     pub frames_expected: usize,
@@ -161,9 +162,11 @@ fn ratio(a: Duration, b: Duration) -> usize {
 /// Of the frames due while lookups were pending (one per `interval` of pending time, as
 /// `frames_expected` counts them), how many were drawn: those due less those skipped, and
 /// never more than the frames drawn in that time. A gap of n intervals between frames (or
-/// between a span's edge and its nearest frame) skipped n − 1 frames, to the nearest
+/// between a span's start and its first frame) skipped n − 1 frames, to the nearest
 /// interval, so a loop that draws a little early or late loses nothing (counting frames per
-/// fixed slot lost 3 of 60 to jitter). A plain count of frames read above what was due: the
+/// fixed slot lost 3 of 60 to jitter). The gap from the last frame to the span's end counts
+/// whole intervals only, as `due` does: rounded, a frozen lookup's one frame counted or not
+/// by the fraction of its length (1 of 60 at 1000 ms, 0 of 60 at 1010 ms). A plain count of frames read above what was due: the
 /// screen also draws on keys and answers, and the sync loop draws the bar once just before it
 /// blocks (30 of 10 for 30 lookups at 5 ms). That one frame still counts, as it was drawn
 /// while the lookup was pending: a freeze of a few ms misses no frame. Only the time a
@@ -184,7 +187,7 @@ fn frames_drawn(frames: &[Duration], pending: &[Span], interval: Duration) -> us
             last = f;
             drawn += 1;
         }
-        skipped_in_all += skipped(span.end - last);
+        skipped_in_all += ratio(span.end - last, interval).saturating_sub(1);
     }
     drawn.min(due.saturating_sub(skipped_in_all))
 }
@@ -204,7 +207,7 @@ fn merged(spans: &[Span]) -> Vec<Span> {
 }
 
 /// Rounded to the nearest millisecond: 16.9 ms read "16 ms" beside a frame of 17.
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{} ms", (d.as_micros() + 500) / 1000)
 }
 
@@ -258,9 +261,13 @@ pub fn table_for(runs: &[Run], width: usize) -> String {
 fn table_rows() -> [TableRow; 7] {
     [
         ("total time", |m| ms(m.total)),
-        // "0 / 0" when lookups were pending for less than a frame's time in all.
+        // Lookups pending for less than a frame's time in all: no frame was due ("0 / 0"
+        // read as none drawn, "none (no wait)" as no wait).
         ("frames drawn / due at 60 fps", |m| {
-            format!("{} / {}", m.frames_drawn, m.frames_expected)
+            match m.frames_expected {
+                0 => "none due".to_owned(),
+                due => format!("{} / {due}", m.frames_drawn),
+            }
         }),
         ("longest UI freeze", |m| ms(m.longest_freeze)),
         ("keys handled late (> 50 ms)", |m| {
@@ -501,8 +508,8 @@ fn svg_body(svg: &mut String, runs: &[Run], mut y: f64) -> f64 {
             svg.push_str("</g>\n");
             y += LANE;
         };
-        // One mark per pixel: the 1000 lookups of `--lookups 1000` put ~4 keys on every
-        // pixel of the keys lane (a 2 MB picture, its marks drawn over one another).
+        // One mark per half pixel: the 1000 lookups of `--lookups 1000` put ~4 keys on
+        // every pixel of the keys lane (a 2 MB picture, its marks drawn over one another).
         let px = |d: Duration| (x(d) * 2.0).round() as i64;
         lane("frames", &mut |s, mid| {
             let mut drawn = HashSet::new();
@@ -560,7 +567,7 @@ fn svg_body(svg: &mut String, runs: &[Run], mut y: f64) -> f64 {
         }
         y += 10.0;
     }
-    // The time axis, shared by every run.
+    // The scenario's time axis, shared by its runs.
     let _ = writeln!(
         svg,
         r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#333"/>"##,
@@ -1077,6 +1084,15 @@ mod tests {
 
         let frozen = run(vec![us(401_160), us(502_000)], 400_700, 501_600);
         assert_eq!((frozen.frames_drawn, frozen.frames_expected), (1, 6));
+        // Whatever the fraction of a frame the lookup's length leaves over.
+        for end in [1_000_500, 1_003_500, 1_010_000, 1_013_000] {
+            let frozen = run(vec![us(500)], 0, end);
+            assert_eq!(
+                (frozen.frames_drawn, frozen.frames_expected),
+                (1, 60),
+                "{end}"
+            );
+        }
     }
 
     /// Three sync lookups back to back: the screen moves between them, a key pressed

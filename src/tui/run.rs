@@ -382,10 +382,10 @@ impl LoopState {
                     req,
                     id,
                     mode: Mode::Async,
-                } => self.spawn_lookup(ctx, req, id),
+                } => self.queue_lookup(ctx, req, id),
                 Effect::QueuedRunAsync => {
                     for (req, id) in std::mem::take(&mut self.blocking_next) {
-                        self.spawn_lookup(ctx, req, id);
+                        self.queue_lookup(ctx, req, id);
                     }
                 }
                 Effect::Lookup {
@@ -430,7 +430,9 @@ impl LoopState {
         }
     }
 
-    fn spawn_lookup(&mut self, ctx: &Context, req: ReqId, id: UserId) {
+    /// Queues a lookup's future to be polled by the loop (not spawned: see the module's
+    /// doc), with its own cancel token and retry notices sent to the loop.
+    fn queue_lookup(&mut self, ctx: &Context, req: ReqId, id: UserId) {
         let token = self.stop.child_token();
         self.tokens.insert(req, token.clone());
         let engine = ctx.engine.clone();

@@ -82,11 +82,17 @@ impl Pipeline<'_> {
         // the previous files stay as they were. An interrupted run writes what is done even
         // when its last outcomes could not be stored (a cache locked by another process):
         // what was committed before is there to read.
-        // So does a run stopped by a full disk under the cache file: the output may be
-        // elsewhere, and what was committed is whole (a failed commit is rolled back).
-        let cache_full = fatal
-            .as_ref()
-            .is_some_and(|e| matches!(CacheError::in_chain(e), Some(CacheError::Full { .. })));
+        // So does a run stopped by a full disk under the cache file, once anything is done
+        // (the output may be elsewhere, and what was committed is whole: a failed commit is
+        // rolled back), unless the input was not readable either.
+        let c = &self.counts;
+        let anything_done = self.ctx.job.earlier_found
+            || c.found + c.cached + c.not_found + c.failed + c.done_earlier > 0;
+        let cache_full = status != Status::InputError
+            && anything_done
+            && fatal
+                .as_ref()
+                .is_some_and(|e| matches!(CacheError::in_chain(e), Some(CacheError::Full { .. })));
         let lookups_took = started.elapsed();
         let (out_report, failures_report, write_error) = match (&fatal, status) {
             // Its records would replace another job's with a part of this one's: kept in the
@@ -190,9 +196,16 @@ impl Pipeline<'_> {
                     | input::InputError::Invalid { .. }
             )
         );
-        let error = fatal
-            .or(write_error)
-            .or_else(|| input_error.map(|e| usage(e.to_string())));
+        let error = match (fatal, write_error) {
+            // Both said: an --out on the cache's full disk fails too, and the summary then
+            // names no file.
+            (Some(fatal), Some(write_error)) => {
+                note!("userfetch: {}", crate::exit::describe(&write_error));
+                Some(fatal)
+            }
+            (fatal, write_error) => fatal.or(write_error),
+        }
+        .or_else(|| input_error.map(|e| usage(e.to_string())));
         // Met by a claim, a commit or the writing of the outputs.
         let damaged_cache = error
             .as_ref()
