@@ -13,16 +13,16 @@
 //!   twice); [`term`] makes untrusted text safe for a terminal; [`console`] writes lines to
 //!   stdout and stderr without panicking on a closed pipe.
 //! - [`cli`] defines the command line and [`values`] how its values are read; [`session`]
-//!   turns it into a working engine, [`app`] runs it and maps errors to the codes in
+//!   turns it into a working engine, [`commands`] runs it and maps errors to the codes in
 //!   [`exit`]; [`signals`] is Ctrl-C, SIGTERM and SIGHUP as one stream.
 //! - [`open_files`] bounds the lookups in flight by the open-file limit; [`stopped`] counts
 //!   the time the process spent stopped (Ctrl-Z), which no `--timeout` counts.
 
-pub mod app;
 pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod console;
 pub mod demo;
 pub mod duplicate_keys;

@@ -7,5 +7,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    userfetch::app::main(userfetch::cli::Cli::parse_checked()).into()
+    userfetch::commands::main(userfetch::cli::Cli::parse_checked()).into()
 }

@@ -297,8 +297,9 @@ fn hostile_records_never_reach_the_terminal_raw() {
     api.shutdown_blocking();
 }
 
-#[test]
-fn a_signal_ends_a_frozen_sync_lookup_at_once() {
+/// Ends a sync lookup frozen on an API that answers after 30 s with `stop`, and checks the
+/// screen quits long before that, its terminal restored.
+fn a_frozen_sync_lookup_ends_at_once(stop: impl FnOnce(&mut Pty)) {
     let api = demo_api();
     let template = format!("{}?latency=30s", api.url_template());
     let mut pty = Pty::spawn(&["ui", "--sync", "--api", &template, "--no-cache"]);
@@ -313,15 +314,28 @@ fn a_signal_ends_a_frozen_sync_lookup_at_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    pty.session
-        .get_process_mut()
-        .kill(expectrl::process::unix::Signal::SIGTERM)
-        .expect("send SIGTERM");
-    // The API answers after 30 s; the screen must not wait for it.
+    stop(&mut pty);
     let took = pty.wait_exit(Duration::from_secs(25));
     assert!(took < Duration::from_secs(15), "quit only after {took:?}");
     assert!(leaves_the_alternate_screen(&pty.raw));
     api.shutdown_blocking();
+}
+
+#[test]
+fn a_signal_ends_a_frozen_sync_lookup_at_once() {
+    a_frozen_sync_lookup_ends_at_once(|pty| {
+        pty.session
+            .get_process_mut()
+            .kill(expectrl::process::unix::Signal::SIGTERM)
+            .expect("send SIGTERM");
+    });
+}
+
+/// Ctrl-C typed during a sync freeze quits at once, as it would stop any program blocked in
+/// a call: in raw mode it was a key, and keys wait out the freeze.
+#[test]
+fn ctrl_c_typed_during_a_sync_freeze_quits_at_once() {
+    a_frozen_sync_lookup_ends_at_once(|pty| pty.send("\x03"));
 }
 
 #[test]

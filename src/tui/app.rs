@@ -769,7 +769,10 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
                 vec![Effect::QueuedRunAsync]
             }
         },
+        // Ctrl-J is a line feed, which raw mode hands over as such: what a terminal without
+        // bracketed paste sends between pasted lines (dropped, "301\n302" became one id).
         KeyCode::Enter => submit(app),
+        KeyCode::Char('j') if ctrl => submit(app),
         _ => Vec::new(),
     }
 }
@@ -1210,6 +1213,21 @@ mod tests {
             attempts: 1,
             latency: Duration::from_millis(300),
         })
+    }
+
+    /// A line feed (Ctrl-J: what a terminal without bracketed paste sends between pasted
+    /// lines) ends an id as Enter does, instead of gluing it to the next one.
+    #[test]
+    fn a_line_feed_submits_as_enter_does() {
+        let mut app = app();
+        let line_feed = Msg::Key(KeyEvent::new(KeyCode::Char('j'), KeyModifiers::CONTROL));
+        type_text(&mut app, "86");
+        update(&mut app, line_feed.clone());
+        type_text(&mut app, "87");
+        update(&mut app, line_feed);
+        let ids: Vec<&str> = app.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["86", "87"]);
+        assert_eq!(app.input, "");
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub async fn main(opts: &GlobalOpts, args: &UiArgs) -> anyhow::Result<ExitCode> 
             session.engine.client().config().direct,
         ),
         unread_input: Some(terminal::unread_input),
+        while_blocked: Some(terminal::ctrl_c_interrupts),
         ..run::Context::new(session.engine.clone())
     };
     let outcome = {

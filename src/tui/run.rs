@@ -37,6 +37,9 @@ pub struct Context {
     /// Whether the terminal holds input not read yet (keys pressed during a sync freeze);
     /// `None` where there is no terminal (the headless demo).
     pub unread_input: Option<fn() -> bool>,
+    /// What the terminal does while a sync lookup blocks, held until it ends (Ctrl-C sends
+    /// SIGINT); `None` where there is no terminal (the headless demo).
+    pub while_blocked: Option<fn() -> Box<dyn std::any::Any>>,
     /// Lookups in flight at most (the open-file limit, over HTTP/1.1); the rest wait their
     /// turn in submission order.
     pub max_in_flight: Option<u32>,
@@ -53,6 +56,7 @@ impl Context {
             frame_interval: Duration::from_micros(16_667),
             health_every: Duration::from_secs(2),
             unread_input: None,
+            while_blocked: None,
             max_in_flight: None,
             panicked: CancellationToken::new(),
         }
@@ -474,10 +478,12 @@ impl LoopState {
             self.blocking = Some(Blocking::new(&ctx.engine)?);
         }
         let started = Instant::now();
+        let interrupting = ctx.while_blocked.map(|set| set());
         let outcome = match &self.blocking {
             Some(blocking) => blocking.lookup(id, &self.stop),
             None => Err(crate::client::FetchError::cancelled(0)),
         };
+        drop(interrupting);
         let held = started.elapsed();
         self.thawed = Instant::now();
         self.next_blocking = if held >= KEYS_FREEZE {

@@ -91,7 +91,8 @@ impl Blocking {
         runtime.spawn(async move {
             // The interface's own signal watch cannot run while it waits here; this runtime's
             // can. A signal ends the wait, and the interface, free again, reads the same
-            // signal as Ctrl-C and quits. (The Ctrl-C key is input, and waits like every key.)
+            // signal as Ctrl-C and quits. (On the screen the Ctrl-C key sends SIGINT meanwhile:
+            // see `terminal::ctrl_c_interrupts`.)
             let stopped = cancel.child_token();
             watch_signals(stopped.clone());
             // Retry notices would only arrive after the wait is over; the outcome says it all.

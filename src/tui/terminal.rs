@@ -37,6 +37,43 @@ pub(super) fn unread_input() -> bool {
     asked == 0 && pending > 0
 }
 
+/// Held while a sync lookup blocks: the keyboard's Ctrl-C sends SIGINT, as it does to any
+/// program blocked in a call. In raw mode it is a key, and keys wait out the freeze (17 s
+/// behind a Retry-After, with nothing to stop it); the blocking wait watches for signals, so
+/// the lookup ends at once and the loop reads the signal as Ctrl-C and quits. Ctrl-Z and
+/// Ctrl-\ stay keys: their signals would stop or end the process with the terminal raw.
+/// Written by hand: crossterm sets raw mode as a whole, not one flag of it.
+pub(super) fn ctrl_c_interrupts() -> Box<dyn std::any::Any> {
+    use std::os::fd::AsRawFd;
+    struct Restore(libc::termios);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: tcsetattr reads the termios struct through the pointer, which is
+            // valid for the call.
+            unsafe {
+                libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, &self.0);
+            }
+        }
+    }
+    let fd = std::io::stdin().as_raw_fd();
+    // SAFETY: tcgetattr writes a termios, a plain C struct for which all zero bytes are a
+    // valid value, through a pointer valid for the call; tcsetattr only reads one.
+    unsafe {
+        let mut current: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(fd, &mut current) != 0 {
+            return Box::new(());
+        }
+        let mut interrupting = current;
+        interrupting.c_lflag |= libc::ISIG;
+        interrupting.c_cc[libc::VSUSP] = libc::_POSIX_VDISABLE;
+        interrupting.c_cc[libc::VQUIT] = libc::_POSIX_VDISABLE;
+        if libc::tcsetattr(fd, libc::TCSANOW, &interrupting) != 0 {
+            return Box::new(());
+        }
+        Box::new(Restore(current))
+    }
+}
+
 /// The terminal was hung up: EIO (or ENXIO) from it, or an error of another shape (crossterm
 /// words some of its own) while stdin is no longer a terminal (`isatty` fails on a hung-up
 /// one).

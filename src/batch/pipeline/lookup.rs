@@ -33,7 +33,7 @@ pub(super) enum Answer {
     Settle {
         line: u64,
         id: UserId,
-        kind: Outcome,
+        verdict: Verdict,
         settled: Settled,
         latency: Duration,
         retries: u32,
@@ -45,13 +45,14 @@ pub(super) enum Answer {
 
 /// What the summary needs of one answer once it is committed.
 pub(super) struct Tally {
-    pub(super) kind: Outcome,
+    pub(super) verdict: Verdict,
     pub(super) latency: Duration,
     pub(super) retries: u32,
 }
 
+/// Which count an answer goes to (its `Settled` goes to the store, with its record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(super) enum Verdict {
     Found,
     NotFound,
     Failed,
@@ -75,19 +76,19 @@ pub(super) async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping)
     let cancelled = || Answer::Cancelled {
         retries: gate.retries_sent(),
     };
-    let (kind, settled) = match fetched {
+    let (verdict, settled) = match fetched {
         None => return cancelled(),
-        Some(Ok(f)) => (Outcome::Found, Settled::Found(f.record)),
+        Some(Ok(f)) => (Verdict::Found, Settled::Found(f.record)),
         Some(Err(e)) if e.kind == ErrorKind::Cancelled => return cancelled(),
         Some(Err(e)) if e.kind == ErrorKind::NotFound => (
-            Outcome::NotFound,
+            Verdict::NotFound,
             Settled::NotFound {
                 message: e.detail().to_owned(),
                 attempts: e.attempts,
             },
         ),
         Some(Err(e)) => (
-            Outcome::Failed,
+            Verdict::Failed,
             Settled::Failed {
                 kind: e.kind,
                 message: e.detail().to_owned(),
@@ -98,7 +99,7 @@ pub(super) async fn lookup(ctx: Arc<Ctx>, line: u64, id: UserId, stop: Stopping)
     Answer::Settle {
         line,
         id,
-        kind,
+        verdict,
         settled,
         latency,
         retries,

@@ -23,7 +23,7 @@ mod finish;
 mod lookup;
 
 pub(super) use lookup::Ctx;
-use lookup::{Answer, CommitFuture, Lookups, Outcome, Stopping, Tally, commit, lookup};
+use lookup::{Answer, CommitFuture, Lookups, Stopping, Tally, Verdict, commit, lookup};
 
 use super::config::Config;
 use super::input::{self, Chunk};
@@ -416,10 +416,10 @@ impl<'a> Pipeline<'a> {
         self.handled += 1;
         self.retries += u64::from(tally.retries);
         self.latencies.record(tally.latency);
-        match tally.kind {
-            Outcome::Found => self.counts.found += 1,
-            Outcome::NotFound => self.counts.not_found += 1,
-            Outcome::Failed => self.counts.failed += 1,
+        match tally.verdict {
+            Verdict::Found => self.counts.found += 1,
+            Verdict::NotFound => self.counts.not_found += 1,
+            Verdict::Failed => self.counts.failed += 1,
         }
     }
 
@@ -438,7 +438,7 @@ impl<'a> Pipeline<'a> {
             Ok(Answer::Settle {
                 line,
                 id,
-                kind,
+                verdict,
                 settled,
                 latency,
                 retries,
@@ -477,7 +477,7 @@ impl<'a> Pipeline<'a> {
                 uncommitted.push((
                     outcome,
                     Tally {
-                        kind,
+                        verdict,
                         latency,
                         retries,
                     },
