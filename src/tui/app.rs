@@ -320,6 +320,9 @@ pub struct App {
     pub rows_first: std::cell::Cell<usize>,
     /// A message about the last thing typed (an invalid id), sanitized.
     pub notice: Option<String>,
+    /// A notice about a running lookup ("its lookup is running already"), and that lookup:
+    /// the notice goes when it ends, if it is still the one shown.
+    pub notice_while: Option<(ReqId, String)>,
     pub stats: Stats,
     pub health: Option<Health>,
     /// The clock task's last tick; it stops moving when the interface is blocked.
@@ -356,6 +359,7 @@ impl App {
             detail_rows: std::cell::Cell::new(0),
             rows_first: std::cell::Cell::new(0),
             notice: None,
+            notice_while: None,
             stats: Stats::default(),
             health: None,
             clock: None,
@@ -859,7 +863,9 @@ fn submit(app: &mut App) -> Vec<Effect> {
     {
         app.selected = Some(at);
         app.detail_scroll = 0;
-        app.notice = Some(refusal("its lookup is running already", &text));
+        let notice = refusal("its lookup is running already", &text);
+        app.notice_while = Some((app.rows[at].req, notice.clone()));
+        app.notice = Some(notice);
         return Vec::new();
     }
     app.notice = None;
@@ -914,6 +920,12 @@ fn cancel_selected(app: &mut App) -> Vec<Effect> {
 }
 
 fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
+    // Stale once that lookup has ended, even when it ends cancelled.
+    if let Some((_, text)) = app.notice_while.take_if(|(about, _)| *about == req)
+        && app.notice.as_deref() == Some(text.as_str())
+    {
+        app.notice = None;
+    }
     let now = app.now;
     let Some(i) = app.row_index(req) else { return };
     let row = &mut app.rows[i];
@@ -1213,6 +1225,40 @@ mod tests {
             attempts: 1,
             latency: Duration::from_millis(300),
         })
+    }
+
+    /// "Its lookup is running already" goes when that lookup ends (it stayed until the next
+    /// thing typed); another notice shown since stays.
+    #[test]
+    fn the_running_already_notice_goes_with_its_lookup() {
+        let mut app = app();
+        for _ in 0..2 {
+            type_text(&mut app, "70");
+            update(&mut app, key(KeyCode::Enter));
+        }
+        assert!(
+            app.notice
+                .as_deref()
+                .is_some_and(|n| n.contains("running already"))
+        );
+        let found_70 = Msg::Done {
+            req: ReqId(0),
+            outcome: found("Frances", Source::Api),
+        };
+        update(&mut app, found_70);
+        assert_eq!(app.notice, None);
+
+        for _ in 0..2 {
+            type_text(&mut app, "71");
+            update(&mut app, key(KeyCode::Enter));
+        }
+        update(&mut app, Msg::Note("userfetch: something else".into()));
+        let found_71 = Msg::Done {
+            req: ReqId(1),
+            outcome: found("Ervin", Source::Api),
+        };
+        update(&mut app, found_71);
+        assert_eq!(app.notice.as_deref(), Some("something else"));
     }
 
     /// A line feed (Ctrl-J: what a terminal without bracketed paste sends between pasted
