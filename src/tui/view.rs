@@ -375,11 +375,11 @@ fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     let room = usize::from(area.width.saturating_sub(2))
         .saturating_sub(UnicodeWidthStr::width(" lookups →  "));
     let title = format!(" lookups → {} ", fit(&sanitize(&app.config.api), room));
-    let block = Block::default().borders(Borders::ALL).title(title);
+    let mut block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
-    frame.render_widget(block, area);
     let height = inner.height as usize;
     if height == 0 || app.rows.is_empty() {
+        frame.render_widget(block, area);
         return;
     }
     // Only the visible window is built: ten thousand rows must cost the same as ten.
@@ -393,6 +393,19 @@ fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     // No empty rows below while rows above are hidden (after the terminal grew).
     .min(app.rows.len().saturating_sub(height));
     app.rows_first.set(first);
+    // Rows out of view are said, as the details pane says its own: nine lookups in six rows
+    // showed no sign of the other three.
+    if app.rows.len() > height {
+        let shown = format!(
+            " {}–{} of {}, Tab/Shift-Tab ",
+            first + 1,
+            (first + height).min(app.rows.len()),
+            app.rows.len()
+        );
+        let room = usize::from(area.width.saturating_sub(2));
+        block = block.title_bottom(Line::from(fit(&shown, room)).right_aligned());
+    }
+    frame.render_widget(block, area);
     let lines: Vec<Line> = app.rows[first..]
         .iter()
         .take(height)
@@ -747,6 +760,28 @@ mod tests {
                 out.push('\n');
             }
             out
+        }
+
+        /// More lookups than rows: the list's bottom edge says which show, and the keys
+        /// that move through the rest; none when all fit.
+        #[test]
+        fn the_lookups_list_says_which_rows_show() {
+            let mut app = app();
+            for id in 1..=3 {
+                submit(&mut app, &id.to_string());
+            }
+            assert!(!render(&app, 80, 24).contains(" of 3, "));
+            for id in 4..=30 {
+                submit(&mut app, &id.to_string());
+            }
+            let screen = render(&app, 80, 24);
+            let edge = screen
+                .lines()
+                .find(|l| l.contains(" of 30, Tab/Shift-Tab "))
+                .unwrap_or_else(|| panic!("{screen}"));
+            // The newest is selected, so the last rows show.
+            assert!(edge.contains("–30 of 30"), "{edge}");
+            assert!(screen.lines().any(|l| l.contains(" 30 ")), "{screen}");
         }
 
         /// An app at a fixed moment: 12:34:56 on the clock, one minute up, API healthy.
