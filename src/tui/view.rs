@@ -325,17 +325,42 @@ fn meter_line<'a>(app: &'a App, p: &Palette) -> Line<'a> {
 }
 
 fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
-    let title = match (app.frozen_on.is_some(), app.mode) {
-        (true, _) => Span::styled(
-            " SYNC: UI frozen until the lookup returns (keys wait, clock stops) ",
+    // The longest wording that fits the box, so that the F2 hint stays on a narrow terminal
+    // (at 40 columns the long one lost it, cut by the border without a mark).
+    let (wordings, style): (&[&str], _) = match (app.frozen_on.is_some(), app.mode) {
+        (true, _) => (
+            &[
+                " SYNC: UI frozen until the lookup returns (keys wait, clock stops) ",
+                " SYNC: UI frozen (keys wait) ",
+                " SYNC: frozen ",
+            ],
             p.fg(Color::Red).patch(p.bold()),
         ),
-        (false, Mode::Sync) => Span::styled(
-            " sync mode: the next lookup will block the UI (F2: async) ",
+        (false, Mode::Sync) => (
+            &[
+                " sync mode: the next lookup will block the UI (F2: async) ",
+                " sync: next lookup blocks (F2: async) ",
+                " sync (F2: async) ",
+            ],
             p.fg(Color::Red),
         ),
-        (false, Mode::Async) => Span::raw(" lookups run beside the UI (F2: sync) "),
+        (false, Mode::Async) => (
+            &[
+                " lookups run beside the UI (F2: sync) ",
+                " async (F2: sync) ",
+            ],
+            Style::default(),
+        ),
     };
+    let room = usize::from(area.width.saturating_sub(2));
+    let wording = wordings
+        .iter()
+        .find(|w| UnicodeWidthStr::width(**w) <= room)
+        .map_or_else(
+            || fit(wordings[wordings.len() - 1], room),
+            |w| (*w).to_owned(),
+        );
+    let title = Span::styled(wording, style);
     let block = Block::default().borders(Borders::ALL).title(title);
     let inner = block.inner(area);
     // Keep the cursor in view when the line is longer than the box: drop grapheme clusters
@@ -760,6 +785,35 @@ mod tests {
                 out.push('\n');
             }
             out
+        }
+
+        /// On a narrow terminal the prompt's title takes a shorter wording that keeps the F2
+        /// hint, rather than being cut by the border.
+        #[test]
+        fn the_prompt_title_keeps_its_f2_hint_when_narrow() {
+            let mut app = app();
+            for (width, said) in [
+                (80, " lookups run beside the UI (F2: sync) "),
+                (30, " async (F2: sync) "),
+            ] {
+                let screen = render(&app, width, 24);
+                assert!(screen.contains(said), "{width}:\n{screen}");
+            }
+            app.mode = crate::tui::app::Mode::Sync;
+            let screen = render(&app, 40, 24);
+            assert!(
+                screen.contains(" sync: next lookup blocks (F2: async) "),
+                "{screen}"
+            );
+            submit(&mut app, "5");
+            app.frozen_on = Some(ReqId(0));
+            let screen = render(&app, 40, 24);
+            assert!(screen.contains(" SYNC: UI frozen (keys wait) "), "{screen}");
+            let screen = render(&app, 14, 24);
+            assert!(
+                screen.contains("SYNC: froz…") || screen.contains(" SYNC: fro…"),
+                "{screen}"
+            );
         }
 
         /// More lookups than rows: the list's bottom edge says which show, and the keys
