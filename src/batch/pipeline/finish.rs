@@ -42,30 +42,11 @@ impl Pipeline<'_> {
             reader_died,
             mut received,
         } = ended;
-        // A streak that left nothing for a rerun (met once every id had its lookup, none of
-        // them waiting for a turn or a retry; or while the input's last lines were still
-        // being read, all of them blank or ids already seen): the run is complete, not
-        // stopped.
-        let left_nothing = self.counts.unfinished == 0
-            && (self.gave_up_all_started
-                || self
-                    .id_lines
-                    .is_some_and(|lines| lines == self.counts.ids + self.counts.duplicates));
-        let gave_up = self.gave_up.clone().filter(|_| !left_nothing);
-        // An error after a stop was asked for (the last outcomes refused by a cache locked
-        // by another process) is said, but the run was interrupted, as with an output that
-        // cannot be written then: exit 130.
-        let mut status = if input_error.is_some() || reader_died {
-            Status::InputError
-        } else if fatal.is_some() && received == 0 {
-            Status::Error
-        } else if let Some((status, _)) = &gave_up {
-            *status
-        } else if received > 0 {
-            Status::Interrupted
-        } else {
-            Status::Complete
-        };
+        let (mut status, gave_up) = self.end_status(
+            input_error.is_some() || reader_died,
+            fatal.is_some(),
+            received,
+        );
         // Met once every id had its lookup, the streak was not said then (whether any lookup
         // was left waiting was not known yet): said now that some were, unless something
         // else (an error) ended the run.
@@ -117,32 +98,12 @@ impl Pipeline<'_> {
                         ) | (_, Status::Interrupted)
                     ) =>
             {
-                // Writing a big output takes a while; Ctrl-C still gets an answer meanwhile.
-                tracing::debug!("writing the outputs");
-                let writing = self.write_outputs(out, failures);
-                tokio::pin!(writing);
-                let mut while_writing = 0u32;
-                let written = loop {
-                    let signal = tokio::select! {
-                        // A failed write (a full disk) still leaves the run's summary to tell;
-                        // the error follows it.
-                        written = &mut writing => break written,
-                        signal = signals.recv() => signal,
-                    };
-                    received += 1;
-                    while_writing += 1;
-                    // The message promises that the next Ctrl-C quits, whatever came before.
-                    if received >= 3 || while_writing >= 2 {
-                        quit_now(self.config.fresh);
-                    }
-                    self.progress.warn(&format!(
-                        "userfetch: writing the output from what is done; {} to quit at once",
-                        signal.again()
-                    ));
-                };
+                let (written, stopped) = self
+                    .write_outputs_answering_signals(out, failures, &mut signals, &mut received)
+                    .await;
                 // Asked to stop, even if there was nothing left to stop: exit 130 as for
                 // any Ctrl-C, and the summary says so.
-                if while_writing > 0 {
+                if stopped {
                     status = Status::Interrupted;
                 }
                 written
@@ -418,6 +379,76 @@ impl Pipeline<'_> {
         };
         self.progress
             .warn(&format!("userfetch: {rest}{where_listed}"));
+    }
+
+    /// How the run ended, and the streak of failures that stopped it, if one did and left
+    /// something for a rerun. `received`: signals so far.
+    fn end_status(
+        &self,
+        input_failed: bool,
+        fatal: bool,
+        received: u32,
+    ) -> (Status, Option<(Status, String)>) {
+        // A streak that left nothing for a rerun (met once every id had its lookup, none of
+        // them waiting for a turn or a retry; or while the input's last lines were still
+        // being read, all of them blank or ids already seen): the run is complete, not
+        // stopped.
+        let left_nothing = self.counts.unfinished == 0
+            && (self.gave_up_all_started
+                || self
+                    .id_lines
+                    .is_some_and(|lines| lines == self.counts.ids + self.counts.duplicates));
+        let gave_up = self.gave_up.clone().filter(|_| !left_nothing);
+        // An error after a stop was asked for (the last outcomes refused by a cache locked
+        // by another process) is said, but the run was interrupted, as with an output that
+        // cannot be written then: exit 130.
+        let status = if input_failed {
+            Status::InputError
+        } else if fatal && received == 0 {
+            Status::Error
+        } else if let Some((status, _)) = &gave_up {
+            *status
+        } else if received > 0 {
+            Status::Interrupted
+        } else {
+            Status::Complete
+        };
+        (status, gave_up)
+    }
+
+    /// [`Self::write_outputs`], answering signals meanwhile: writing a big output takes a
+    /// while. The first signal is told the output is being written, the next quits at once
+    /// (as does a third in all, counting `received` before it). Returns what was written and
+    /// whether a signal came.
+    async fn write_outputs_answering_signals(
+        &self,
+        out: Output,
+        failures: Option<AtomicFile>,
+        signals: &mut Signals,
+        received: &mut u32,
+    ) -> (Written, bool) {
+        tracing::debug!("writing the outputs");
+        let writing = self.write_outputs(out, failures);
+        tokio::pin!(writing);
+        let mut while_writing = 0u32;
+        loop {
+            let signal = tokio::select! {
+                // A failed write (a full disk) still leaves the run's summary to tell; the
+                // error follows it.
+                written = &mut writing => return (written, while_writing > 0),
+                signal = signals.recv() => signal,
+            };
+            *received += 1;
+            while_writing += 1;
+            // The message promises that the next Ctrl-C quits, whatever came before.
+            if *received >= 3 || while_writing >= 2 {
+                quit_now(self.config.fresh);
+            }
+            self.progress.warn(&format!(
+                "userfetch: writing the output from what is done; {} to quit at once",
+                signal.again()
+            ));
+        }
     }
 
     /// Said when a run that did not finish leaves an `--out` that is not its own as it was.
