@@ -11,6 +11,13 @@ const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// `500ms`, `2s`, `1m`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    // Reached by clap too (its duration options take values that start with a hyphen): read
+    // as an unknown option, "-5ms" was said to be an unexpected argument '-5'.
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "'{text}' is negative: a duration is 0 or more, like 500ms"
+        ));
+    }
     let duration = humantime::parse_duration(text).map_err(|e| {
         // A number past what a duration holds is past the longest accepted too; humantime
         // says it in words about its own precision, and says the same of a fraction finer
@@ -151,6 +158,14 @@ mod tests {
         assert!(
             unknown.ends_with("(unknown unit 'mo': use ms, s, m, h or d)"),
             "{unknown}"
+        );
+    }
+
+    #[test]
+    fn a_negative_duration_is_said_to_be_one() {
+        assert_eq!(
+            parse_duration("-5ms"),
+            Err("'-5ms' is negative: a duration is 0 or more, like 500ms".to_owned())
         );
     }
 

@@ -685,6 +685,12 @@ fn bad_templates_and_option_values_exit_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("'soon' is not a duration"));
+    // A negative one is said to be one, not taken for an unknown option '-5'.
+    userfetch(&dir)
+        .args(["demo", "--latency", "-5ms"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("'-5ms' is negative"));
     // The same bound as batch's.
     userfetch(&dir)
         .args(["get", "1", "--concurrency", "100001"])
