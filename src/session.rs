@@ -63,11 +63,16 @@ fn probe_limit(opts: &GlobalOpts) -> Duration {
         .min(opts.timeout)
 }
 
-fn no_answer(limit: Duration) -> String {
-    format!(
-        "did not answer within {}",
-        humantime::format_duration(limit)
-    )
+/// What became of the question about HTTP/2 when no answer came (see `Session::unreached`).
+fn unanswered(answer: &H2c, limit: Duration) -> Option<String> {
+    match answer {
+        H2c::Unreachable(why) => Some(format!("could not be reached ({why})")),
+        H2c::NoAnswer => Some(format!(
+            "did not answer within {}",
+            humantime::format_duration(limit)
+        )),
+        H2c::Speaks { .. } | H2c::DoesNot => None,
+    }
 }
 
 impl Session {
@@ -207,17 +212,11 @@ impl Session {
             // Asked for (or the embedded API): still asked, for how many requests at once
             // the API takes on the connection.
             let limit = probe_limit(opts);
-            match crate::client::offers_h2c(&config.template, limit).await {
+            let answer = crate::client::offers_h2c(&config.template, limit).await;
+            unreached = unanswered(&answer, limit);
+            match answer {
                 H2c::Speaks { streams } => (client, Some(streams)),
-                H2c::Unreachable(why) => {
-                    unreached = Some(format!("could not be reached ({why})"));
-                    (client, None)
-                }
-                H2c::NoAnswer => {
-                    unreached = Some(no_answer(limit));
-                    (client, None)
-                }
-                H2c::DoesNot => (client, None),
+                _ => (client, None),
             }
         } else if config.template.origin().scheme() != "http" {
             (client, None)
@@ -229,7 +228,9 @@ impl Session {
             (client, None)
         } else {
             let limit = probe_limit(opts);
-            match crate::client::offers_h2c(&config.template, limit).await {
+            let answer = crate::client::offers_h2c(&config.template, limit).await;
+            unreached = unanswered(&answer, limit);
+            match answer {
                 H2c::Speaks { streams } => {
                     tracing::info!("the API speaks cleartext HTTP/2: using it (--http1 not to)");
                     let http2 = Client::new(ClientConfig {
@@ -248,7 +249,6 @@ impl Session {
                          using HTTP/1.1",
                         crate::term::sanitize(&why)
                     );
-                    unreached = Some(format!("could not be reached ({why})"));
                     (client, None)
                 }
                 H2c::NoAnswer => {
@@ -256,7 +256,6 @@ impl Session {
                         "the API did not answer within {} whether it speaks HTTP/2: using HTTP/1.1",
                         humantime::format_duration(limit)
                     );
-                    unreached = Some(no_answer(limit));
                     (client, None)
                 }
             }
