@@ -483,7 +483,7 @@ pub enum Command {
             Ctrl-C once: stop taking new ids, let requests on the wire finish (see --grace), write \
             the output. Twice: cancel what is in flight, write what is done. SIGTERM and SIGHUP \
             count as Ctrl-C (SIGHUP not under nohup).",
-        after_help = "Exit codes: 0 every id found or not found, 1 some failed (or an output could not be written at the end, or another process held a new cache file while it was being set up), 2 bad usage or input, 130 interrupted."
+        after_help = "Exit codes: 0 every id found or not found, 1 some failed (or an output could not be written at the end, the disk under the cache file is full, or another process held a new cache file while it was being set up), 2 bad usage or input, 130 interrupted."
     )]
     Batch(BatchArgs),
     /// Print shell completions.
@@ -533,11 +533,12 @@ pub struct DemoArgs {
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
 
-    /// Write the timeline and the table as one self-contained HTML page.
+    /// Write the timeline, a table for each scenario and the back-to-back summary as one
+    /// self-contained HTML page.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 
-    /// Print the raw measurements as JSON instead of the table.
+    /// Print the raw measurements as JSON instead of the report.
     #[arg(long)]
     pub json: bool,
 }
@@ -558,7 +559,8 @@ pub struct BatchArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 
-    /// Where not-found and failed ids go, one JSON object per line.
+    /// Where not-found and failed ids go, one JSON object per line: every such id of the
+    /// job, earlier runs' too (--fresh starts over).
     #[arg(long, value_name = "FILE")]
     pub failures: Option<PathBuf>,
 

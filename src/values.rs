@@ -13,6 +13,12 @@ const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     // Reached by clap too (its duration options take values that start with a hyphen): read
     // as an unknown option, "-5ms" was said to be an unexpected argument '-5'.
+    if text.starts_with("--") {
+        // The next option, taken as this one's value (its values may start with a hyphen).
+        return Err(format!(
+            "the value is missing ('{text}' is an option, not a duration like 500ms)"
+        ));
+    }
     if text.trim_start().starts_with('-') {
         return Err(format!(
             "'{text}' is negative: a duration is 0 or more, like 500ms"
@@ -166,6 +172,14 @@ mod tests {
         assert_eq!(
             parse_duration("-5ms"),
             Err("'-5ms' is negative: a duration is 0 or more, like 500ms".to_owned())
+        );
+        // `--latency --json`: the next option taken for the value.
+        assert_eq!(
+            parse_duration("--json"),
+            Err(
+                "the value is missing ('--json' is an option, not a duration like 500ms)"
+                    .to_owned()
+            )
         );
     }
 

@@ -2033,7 +2033,7 @@ fn batch_help_says_how_to_resume_and_to_stop() {
             "kill -9, run the same command again",
             "Ctrl-C once: stop taking new ids",
             "every record the job found, earlier runs' too",
-            "1 some failed (or an output could not be written at the end, or another process held a new cache file while it was being set up)",
+            "1 some failed (or an output could not be written at the end, the disk under the cache file is full, or another process held a new cache file while it was being set up)",
         ] {
             assert!(
                 help.contains(expected),

@@ -154,7 +154,7 @@ pub struct Summary {
     /// was streamed and not counted ahead.
     pub not_read: Option<u64>,
     pub elapsed_s: f64,
-    /// Ids settled per second (cache hits and earlier runs included).
+    /// Ids this run fetched, per second of its run (cache hits and earlier runs left out).
     pub ids_per_s: f64,
     /// Requests sent, retries included: what the API saw.
     pub requests: u64,
