@@ -367,6 +367,20 @@ fn resize_relays_the_screen_and_sigterm_restores_the_terminal() {
     api.shutdown_blocking();
 }
 
+/// SIGQUIT (`kill -QUIT`) quits like Ctrl-C, the terminal restored: by default it ended
+/// the process with the terminal left raw.
+#[test]
+fn sigquit_restores_the_terminal() {
+    let mut pty = Pty::spawn(&["--no-cache"]);
+    pty.wait_for("the prompt", |s| s.contains("Enter user id:"));
+    pty.session
+        .get_process_mut()
+        .kill(expectrl::process::unix::Signal::SIGQUIT)
+        .expect("send SIGQUIT");
+    pty.wait_exit(Duration::from_secs(5));
+    assert!(leaves_the_alternate_screen(&pty.raw));
+}
+
 #[test]
 fn a_paste_looks_up_each_line_even_one_starting_with_q() {
     let mut pty = Pty::spawn(&["--no-cache"]);

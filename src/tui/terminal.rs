@@ -88,18 +88,32 @@ pub(super) fn gone(error: &anyhow::Error) -> bool {
 /// SIGINT from outside (`kill -INT`, `timeout -s INT`; in raw mode the keyboard's Ctrl-C is a
 /// key, not a signal), SIGTERM and SIGHUP (the terminal window closing; not under nohup) read as Ctrl-C, so the
 /// loop ends through its one exit path and the terminal is restored rather than left raw.
+/// SIGQUIT too (`kill -QUIT`; the keyboard's Ctrl-\ is a key here): by default it ended the
+/// process with the terminal left raw.
 fn terminate_as_ctrl_c() -> impl futures::Stream<Item = std::io::Result<Event>> {
     let ctrl_c = Event::Key(ctrl('c'));
+    let also = ctrl_c.clone();
     // Signals that cannot be watched keep their default: they end the process.
-    futures::stream::unfold(crate::signals::Signals::watch().ok(), move |signals| {
+    let stops = futures::stream::unfold(crate::signals::Signals::watch().ok(), move |signals| {
         let ctrl_c = ctrl_c.clone();
         async move {
             let mut signals = signals?;
             signals.recv().await;
             Some((Ok(ctrl_c), Some(signals)))
         }
-    })
-    .boxed()
+    });
+    let quits = futures::stream::unfold(
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit()).ok(),
+        move |quit| {
+            let ctrl_c = also.clone();
+            async move {
+                let mut quit = quit?;
+                quit.recv().await?;
+                Some((Ok(ctrl_c), Some(quit)))
+            }
+        },
+    );
+    futures::stream::select(stops, quits).boxed()
 }
 
 fn ctrl(c: char) -> KeyEvent {
