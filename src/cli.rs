@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::server::FaultRate;
 use crate::values::{
-    parse_bind, parse_duration, parse_limit, parse_size, parse_switch, whole, whole_u64,
+    parse_bind, parse_duration_arg, parse_limit_arg, parse_size, parse_switch, whole, whole_u64,
 };
 
 /// The most lookups in flight a command takes (`--concurrency`): beyond it, more only costs
@@ -380,7 +380,7 @@ pub struct GlobalOpts {
     /// Limit for one whole attempt (connect, headers and body), written as 500ms, 10s or 1m
     /// (every DURATION is); time the process spends
     /// stopped (Ctrl-Z) is not counted.
-    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_limit, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_TIMEOUT", default_value = "10s", value_parser = parse_limit_arg, value_name = "DURATION")]
     pub timeout: Duration,
 
     /// Whether `timeout` came from USERFETCH_TIMEOUT, for a message about it to say so.
@@ -393,7 +393,7 @@ pub struct GlobalOpts {
     pub api_in_process: bool,
 
     /// Limit for opening a connection; time the process spends stopped is not counted.
-    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_limit_arg, value_name = "DURATION")]
     pub connect_timeout: Duration,
 
     /// Retries after a failed attempt (connection errors, timeouts, 408, 5xx, 429), at most
@@ -410,13 +410,13 @@ pub struct GlobalOpts {
     pub retries: u32,
 
     /// The longest wait between two attempts, whatever Retry-After asks for.
-    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_MAX_RETRY_WAIT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_MAX_RETRY_WAIT", default_value = "30s", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub max_retry_wait: Duration,
 
     /// Stop retrying a lookup once the next attempt would start this long after its first
     /// (in batch, waiting for a free slot or for --rate can still delay it); time stopped is
     /// not counted.
-    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_RETRY_MAX_TIME", default_value = "2m", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub retry_max_time: Duration,
 
     /// Largest response body accepted, more than 0 (e.g. 512KiB, 2MB).
@@ -433,7 +433,7 @@ pub struct GlobalOpts {
     pub no_cache: bool,
 
     /// How old a cached record may be and still be used.
-    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_MAX_AGE", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, global = true, env = "USERFETCH_MAX_AGE", default_value = "1h", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub max_age: Duration,
 
     /// Speak cleartext HTTP/2 (h2c) to the API: one connection carries every request to its
@@ -522,7 +522,7 @@ pub struct UiArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Latency of every lookup (the demo API answers after exactly this long).
-    #[arg(long, allow_hyphen_values = true, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, default_value = "2s", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub latency: Duration,
 
     /// Lookups in the second scenario, submitted back to back (1 to 1000).
@@ -593,7 +593,7 @@ pub struct BatchArgs {
     pub summary_json: Option<PathBuf>,
 
     /// After the first Ctrl-C, how long requests on the wire may take to finish (at most 1 day).
-    #[arg(long, allow_hyphen_values = true, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, default_value = "10s", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub grace: Duration,
 }
 
@@ -613,11 +613,11 @@ pub struct ServeArgs {
     pub users: u64,
 
     /// Delay added to every /users answer.
-    #[arg(long, allow_hyphen_values = true, default_value = "0ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, default_value = "0ms", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub latency: Duration,
 
     /// Random extra delay, from zero up to this, on top of --latency.
-    #[arg(long, allow_hyphen_values = true, default_value = "0ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, default_value = "0ms", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub jitter: Duration,
 
     /// Inject a fault into a share of /users requests, as KIND=RATE, or KIND alone for every
@@ -628,7 +628,7 @@ pub struct ServeArgs {
     pub faults: Vec<FaultRate>,
 
     /// Retry-After sent with 429 answers.
-    #[arg(long, allow_hyphen_values = true, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, allow_hyphen_values = true, default_value = "1s", value_parser = parse_duration_arg, value_name = "DURATION")]
     pub retry_after: Duration,
 }
 
@@ -786,6 +786,7 @@ mod tests {
 
     #[test]
     fn durations_and_sizes_read_as_people_write_them() {
+        use crate::values::parse_duration;
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("fast").unwrap_err().contains("'fast'"));

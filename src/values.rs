@@ -9,21 +9,38 @@ use std::time::Duration;
 /// humantime's years of 365.25 days, so that `100y` itself is accepted.
 const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 
+/// [`parse_duration`] for a command-line option. Its values may start with a hyphen, so
+/// that "-5ms" is said to be negative (read as an unknown option, it was "unexpected
+/// argument '-5'"); and an option in the value's place ("--latency --json") is said to be
+/// one: the value is missing.
+pub fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    no_option(text)?;
+    parse_duration(text)
+}
+
+/// [`parse_limit`] for a command-line option, as [`parse_duration_arg`].
+pub fn parse_limit_arg(text: &str) -> Result<Duration, String> {
+    no_option(text)?;
+    parse_limit(text)
+}
+
+fn no_option(text: &str) -> Result<(), String> {
+    let Some(rest) = text.strip_prefix('-') else {
+        return Ok(());
+    };
+    if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        Err(format!(
+            "'{text}' is negative: a duration is 0 or more, like 500ms"
+        ))
+    } else {
+        Err(format!(
+            "the value is missing ('{text}' is an option, not a duration like 500ms)"
+        ))
+    }
+}
+
 /// `500ms`, `2s`, `1m`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    // Reached by clap too (its duration options take values that start with a hyphen): read
-    // as an unknown option, "-5ms" was said to be an unexpected argument '-5'.
-    if text.starts_with("--") {
-        // The next option, taken as this one's value (its values may start with a hyphen).
-        return Err(format!(
-            "the value is missing ('{text}' is an option, not a duration like 500ms)"
-        ));
-    }
-    if text.trim_start().starts_with('-') {
-        return Err(format!(
-            "'{text}' is negative: a duration is 0 or more, like 500ms"
-        ));
-    }
     let duration = humantime::parse_duration(text).map_err(|e| {
         // A number past what a duration holds is past the longest accepted too; humantime
         // says it in words about its own precision, and says the same of a fraction finer
@@ -170,12 +187,12 @@ mod tests {
     #[test]
     fn a_negative_duration_is_said_to_be_one() {
         assert_eq!(
-            parse_duration("-5ms"),
+            parse_duration_arg("-5ms"),
             Err("'-5ms' is negative: a duration is 0 or more, like 500ms".to_owned())
         );
         // `--latency --json`: the next option taken for the value.
         assert_eq!(
-            parse_duration("--json"),
+            parse_limit_arg("--json"),
             Err(
                 "the value is missing ('--json' is an option, not a duration like 500ms)"
                     .to_owned()

@@ -339,6 +339,16 @@ fn ctrl_c_typed_during_a_sync_freeze_quits_at_once() {
 }
 
 #[test]
+fn sigquit_ends_a_frozen_sync_lookup_at_once() {
+    a_frozen_sync_lookup_ends_at_once(|pty| {
+        pty.session
+            .get_process_mut()
+            .kill(expectrl::process::unix::Signal::SIGQUIT)
+            .expect("send SIGQUIT");
+    });
+}
+
+#[test]
 fn resize_relays_the_screen_and_sigterm_restores_the_terminal() {
     let api = demo_api();
     let template = format!("{}?latency=2s", api.url_template());

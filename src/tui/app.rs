@@ -916,16 +916,22 @@ fn cancel_selected(app: &mut App) -> Vec<Effect> {
     if app.frozen_on == Some(req) {
         app.frozen_on = None;
     }
+    // One not begun yet never sends a Done.
+    lookup_ended(app, req);
     vec![Effect::Cancel(req)]
 }
 
-fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
-    // Stale once that lookup has ended, even when it ends cancelled.
+/// A notice about the lookup `req` ("running already") is stale once it has ended, however.
+fn lookup_ended(app: &mut App, req: ReqId) {
     if let Some((_, text)) = app.notice_while.take_if(|(about, _)| *about == req)
         && app.notice.as_deref() == Some(text.as_str())
     {
         app.notice = None;
     }
+}
+
+fn on_done(app: &mut App, req: ReqId, outcome: Outcome) {
+    lookup_ended(app, req);
     let now = app.now;
     let Some(i) = app.row_index(req) else { return };
     let row = &mut app.rows[i];
@@ -1259,6 +1265,19 @@ mod tests {
         };
         update(&mut app, found_71);
         assert_eq!(app.notice.as_deref(), Some("something else"));
+
+        // Cancelled (Esc on its row) before it began: no answer will come.
+        for _ in 0..2 {
+            type_text(&mut app, "72");
+            update(&mut app, key(KeyCode::Enter));
+        }
+        assert!(
+            app.notice
+                .as_deref()
+                .is_some_and(|n| n.contains("running already"))
+        );
+        update(&mut app, key(KeyCode::Esc));
+        assert_eq!(app.notice, None);
     }
 
     /// A line feed (Ctrl-J: what a terminal without bracketed paste sends between pasted

@@ -211,8 +211,10 @@ where
                 if (unread || state.keys_seen) && !waited {
                     state.keys_seen = unread;
                     state.next_blocking = Instant::now() + KEYS_STEP;
-                } else if let Some((req, id)) = state.blocking_next.pop_front() {
-                    state.block_on_lookup(terminal, app, ctx, req, &id, log.as_deref_mut())?;
+                } else if let Some((req, id)) = state.blocking_next.pop_front()
+                    && let Some(exit) = state.block_on_lookup(terminal, app, ctx, req, &id, log.as_deref_mut())?
+                {
+                    return Ok(exit);
                 }
             }
             Some(msg) = rx.recv() => {
@@ -403,7 +405,7 @@ impl LoopState {
         // program would. The rest (the other lines of a paste) wait for the loop, so that
         // what was typed during one freeze (Ctrl-C above all) is read before the next.
         if !queued_before && let Some((req, id)) = self.blocking_next.pop_front() {
-            self.block_on_lookup(terminal, app, ctx, req, &id, log)?;
+            return self.block_on_lookup(terminal, app, ctx, req, &id, log);
         }
         Ok(None)
     }
@@ -455,7 +457,9 @@ impl LoopState {
         ));
     }
 
-    /// Sync mode: show that the screen is about to freeze, then really freeze it.
+    /// Sync mode: show that the screen is about to freeze, then really freeze it. A signal
+    /// that ended the freeze (Ctrl-C among them, on the screen) ends the loop: read as a key
+    /// after the freeze, it could come after the next id's freeze had begun.
     fn block_on_lookup<B>(
         &mut self,
         terminal: &mut Terminal<B>,
@@ -464,7 +468,7 @@ impl LoopState {
         req: ReqId,
         id: &UserId,
         log: Option<&mut FrameLog>,
-    ) -> anyhow::Result<()>
+    ) -> anyhow::Result<Option<Exit>>
     where
         B: Backend,
         B::Error: Send + Sync + 'static,
@@ -478,12 +482,10 @@ impl LoopState {
             self.blocking = Some(Blocking::new(&ctx.engine)?);
         }
         let started = Instant::now();
-        let interrupting = ctx.while_blocked.map(|set| set());
-        let outcome = match &self.blocking {
-            Some(blocking) => blocking.lookup(id, &self.stop),
-            None => Err(crate::client::FetchError::cancelled(0)),
+        let (outcome, signalled) = match &self.blocking {
+            Some(blocking) => blocking.lookup(id, &self.stop, ctx.while_blocked),
+            None => (Err(crate::client::FetchError::cancelled(0)), false),
         };
-        drop(interrupting);
         let held = started.elapsed();
         self.thawed = Instant::now();
         self.next_blocking = if held >= KEYS_FREEZE {
@@ -496,7 +498,11 @@ impl LoopState {
         update(app, Msg::Done { req, outcome });
         update(app, Msg::Froze(held));
         self.dirty = true;
-        Ok(())
+        if signalled {
+            app.interrupted = true;
+            return Ok(Some(Exit::Interrupted));
+        }
+        Ok(None)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Work that runs beside the screen: the clock, the health check, and the helper that makes
 //! sync mode block for real.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -79,45 +81,76 @@ impl Blocking {
         })
     }
 
-    /// Blocks the calling thread until the lookup ends.
-    pub fn lookup(&self, id: &UserId, cancel: &CancellationToken) -> Outcome {
+    /// Blocks the calling thread until the lookup ends; with it, whether a signal ended it.
+    /// `while_blocked` (the screen's Ctrl-C as SIGINT) is held while it blocks, once the
+    /// signals are watched: set before, a Ctrl-C at the freeze's first instant was taken by
+    /// nobody and the freeze ran on.
+    pub fn lookup(
+        &self,
+        id: &UserId,
+        cancel: &CancellationToken,
+        while_blocked: Option<fn() -> Box<dyn std::any::Any>>,
+    ) -> (Outcome, bool) {
         let Some(runtime) = &self.runtime else {
-            return Err(crate::client::FetchError::cancelled(0));
+            return (Err(crate::client::FetchError::cancelled(0)), false);
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let engine = self.engine.clone();
         let id = id.clone();
-        let cancel = cancel.clone();
+        let stopped = cancel.child_token();
+        // The interface's own signal watch cannot run while it waits here; this runtime's
+        // can. A signal ends the wait, and the interface, free again, reads the same signal
+        // as Ctrl-C and quits. Watched on this runtime, and before the wait begins.
+        let signalled = Arc::new(AtomicBool::new(false));
+        let watching = {
+            let _on = runtime.enter();
+            watch_signals(stopped.clone(), signalled.clone(), while_blocked.is_some())
+        };
         runtime.spawn(async move {
-            // The interface's own signal watch cannot run while it waits here; this runtime's
-            // can. A signal ends the wait, and the interface, free again, reads the same
-            // signal as Ctrl-C and quits. (On the screen the Ctrl-C key sends SIGINT meanwhile:
-            // see `terminal::ctrl_c_interrupts`.)
-            let stopped = cancel.child_token();
-            watch_signals(stopped.clone());
             // Retry notices would only arrive after the wait is over; the outcome says it all.
             let outcome = engine.lookup(&id, &stopped, &mut |_| {}).await;
             // Ends the watch too.
             stopped.cancel();
             let _ = tx.send(outcome);
         });
-        rx.recv()
-            .unwrap_or_else(|_| Err(crate::client::FetchError::cancelled(0)))
+        // Only with a watch to end the wait: otherwise Ctrl-C would kill the process with
+        // the terminal raw.
+        let interrupting = while_blocked.filter(|_| watching).map(|set| set());
+        let outcome = rx
+            .recv()
+            .unwrap_or_else(|_| Err(crate::client::FetchError::cancelled(0)));
+        drop(interrupting);
+        (outcome, signalled.load(Ordering::Relaxed))
     }
 }
 
-/// Cancels `token` on any of the signals the interface quits on, until it is cancelled
-/// otherwise. Signals that cannot be watched are left to the interface.
-fn watch_signals(token: CancellationToken) {
+/// Cancels `token`, and sets `signalled`, on any of the signals the interface quits on
+/// (and SIGQUIT, on the screen: `quit`), until it is cancelled otherwise. Registered at once,
+/// on the runtime entered; false if the signals cannot be watched (they are then left to the
+/// interface).
+fn watch_signals(token: CancellationToken, signalled: Arc<AtomicBool>, quit: bool) -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut signals) = crate::signals::Signals::watch() else {
-        return;
+        return false;
     };
+    // Not in the headless demo, where nothing would read it after the freeze.
+    let mut quit = quit.then(|| signal(SignalKind::quit()).ok()).flatten();
     tokio::spawn(async move {
+        let quitting = async {
+            match quit.as_mut() {
+                Some(quit) => quit.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = signals.recv() => token.cancel(),
-            () = token.cancelled() => {}
+            _ = signals.recv() => {}
+            _ = quitting => {}
+            () = token.cancelled() => return,
         }
+        signalled.store(true, Ordering::Relaxed);
+        token.cancel();
     });
+    true
 }
 
 impl Drop for Blocking {

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// Keys, pastes and resizes from the terminal; Ctrl-Z handled on the way (the process stops
-/// and comes back), and signals read as keys: SIGINT, SIGTERM and SIGHUP as Ctrl-C, SIGCONT
+/// and comes back), and signals read as keys: SIGINT, SIGTERM, SIGHUP and SIGQUIT as Ctrl-C, SIGCONT
 /// as Ctrl-L (draw everything again).
 pub(super) fn events() -> impl futures::Stream<Item = std::io::Result<Event>> + Unpin {
     let keys = crossterm::event::EventStream::new().map(|event| match event {
@@ -39,19 +39,36 @@ pub(super) fn unread_input() -> bool {
 
 /// Held while a sync lookup blocks: the keyboard's Ctrl-C sends SIGINT, as it does to any
 /// program blocked in a call. In raw mode it is a key, and keys wait out the freeze (17 s
-/// behind a Retry-After, with nothing to stop it); the blocking wait watches for signals, so
-/// the lookup ends at once and the loop reads the signal as Ctrl-C and quits. Ctrl-Z and
+/// behind a Retry-After, with nothing to stop it); the blocking wait watches for signals
+/// (from before this is set), so the lookup ends at once and the loop quits. Ctrl-Z and
 /// Ctrl-\ stay keys: their signals would stop or end the process with the terminal raw.
 /// Written by hand: crossterm sets raw mode as a whole, not one flag of it.
 pub(super) fn ctrl_c_interrupts() -> Box<dyn std::any::Any> {
     use std::os::fd::AsRawFd;
-    struct Restore(libc::termios);
+    /// What was changed, put back: ISIG off again, the suspend and quit characters as they
+    /// were. Only that, and only while the screen still holds raw mode: after a panic the
+    /// hook has restored the terminal the program started with, and putting back the whole
+    /// of the raw settings then left the shell without echo.
+    struct Restore {
+        suspend: libc::cc_t,
+        quit: libc::cc_t,
+    }
     impl Drop for Restore {
         fn drop(&mut self) {
-            // SAFETY: tcsetattr reads the termios struct through the pointer, which is
-            // valid for the call.
+            if !crossterm::terminal::is_raw_mode_enabled().unwrap_or(false) {
+                return;
+            }
+            let fd = std::io::stdin().as_raw_fd();
+            // SAFETY: as in `ctrl_c_interrupts`.
             unsafe {
-                libc::tcsetattr(std::io::stdin().as_raw_fd(), libc::TCSANOW, &self.0);
+                let mut now: libc::termios = std::mem::zeroed();
+                if libc::tcgetattr(fd, &mut now) != 0 {
+                    return;
+                }
+                now.c_lflag &= !libc::ISIG;
+                now.c_cc[libc::VSUSP] = self.suspend;
+                now.c_cc[libc::VQUIT] = self.quit;
+                libc::tcsetattr(fd, libc::TCSANOW, &now);
             }
         }
     }
@@ -63,14 +80,17 @@ pub(super) fn ctrl_c_interrupts() -> Box<dyn std::any::Any> {
         if libc::tcgetattr(fd, &mut current) != 0 {
             return Box::new(());
         }
-        let mut interrupting = current;
-        interrupting.c_lflag |= libc::ISIG;
-        interrupting.c_cc[libc::VSUSP] = libc::_POSIX_VDISABLE;
-        interrupting.c_cc[libc::VQUIT] = libc::_POSIX_VDISABLE;
-        if libc::tcsetattr(fd, libc::TCSANOW, &interrupting) != 0 {
+        let restore = Restore {
+            suspend: current.c_cc[libc::VSUSP],
+            quit: current.c_cc[libc::VQUIT],
+        };
+        current.c_lflag |= libc::ISIG;
+        current.c_cc[libc::VSUSP] = libc::_POSIX_VDISABLE;
+        current.c_cc[libc::VQUIT] = libc::_POSIX_VDISABLE;
+        if libc::tcsetattr(fd, libc::TCSANOW, &current) != 0 {
             return Box::new(());
         }
-        Box::new(Restore(current))
+        Box::new(restore)
     }
 }
 

@@ -330,8 +330,8 @@ fn draw_prompt(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     let (wordings, style): (&[&str], _) = match (app.frozen_on.is_some(), app.mode) {
         (true, _) => (
             &[
-                " SYNC: UI frozen until the lookup returns (keys wait, clock stops) ",
-                " SYNC: UI frozen (keys wait) ",
+                " SYNC: UI frozen until the lookup returns (keys wait, Ctrl-C quits) ",
+                " SYNC: UI frozen (Ctrl-C quits) ",
                 " SYNC: frozen ",
             ],
             p.fg(Color::Red).patch(p.bold()),
@@ -421,12 +421,16 @@ fn draw_rows(app: &App, frame: &mut Frame, area: Rect, p: &Palette) {
     // Rows out of view are said, as the details pane says its own: nine lookups in six rows
     // showed no sign of the other three.
     if app.rows.len() > height {
-        let shown = format!(
-            " {}–{} of {}, Tab/Shift-Tab ",
-            first + 1,
-            (first + height).min(app.rows.len()),
-            app.rows.len()
-        );
+        let last = (first + height).min(app.rows.len());
+        let shown = if first + 1 == last {
+            format!(" {last} of {}, Tab/Shift-Tab ", app.rows.len())
+        } else {
+            format!(
+                " {}–{last} of {}, Tab/Shift-Tab ",
+                first + 1,
+                app.rows.len()
+            )
+        };
         let room = usize::from(area.width.saturating_sub(2));
         block = block.title_bottom(Line::from(fit(&shown, room)).right_aligned());
     }
@@ -808,7 +812,10 @@ mod tests {
             submit(&mut app, "5");
             app.frozen_on = Some(ReqId(0));
             let screen = render(&app, 40, 24);
-            assert!(screen.contains(" SYNC: UI frozen (keys wait) "), "{screen}");
+            assert!(
+                screen.contains(" SYNC: UI frozen (Ctrl-C quits) "),
+                "{screen}"
+            );
             let screen = render(&app, 14, 24);
             assert!(
                 screen.contains("SYNC: froz…") || screen.contains(" SYNC: fro…"),
