@@ -1233,15 +1233,20 @@ mod tests {
         })
     }
 
+    /// Types `id` and presses Enter, twice: the second finds the first running.
+    fn submit_twice(app: &mut App, id: &str) {
+        for _ in 0..2 {
+            type_text(app, id);
+            update(app, key(KeyCode::Enter));
+        }
+    }
+
     /// "Its lookup is running already" goes when that lookup ends (it stayed until the next
     /// thing typed); another notice shown since stays.
     #[test]
     fn the_running_already_notice_goes_with_its_lookup() {
         let mut app = app();
-        for _ in 0..2 {
-            type_text(&mut app, "70");
-            update(&mut app, key(KeyCode::Enter));
-        }
+        submit_twice(&mut app, "70");
         assert!(
             app.notice
                 .as_deref()
@@ -1254,10 +1259,7 @@ mod tests {
         update(&mut app, found_70);
         assert_eq!(app.notice, None);
 
-        for _ in 0..2 {
-            type_text(&mut app, "71");
-            update(&mut app, key(KeyCode::Enter));
-        }
+        submit_twice(&mut app, "71");
         update(&mut app, Msg::Note("userfetch: something else".into()));
         let found_71 = Msg::Done {
             req: ReqId(1),
@@ -1267,10 +1269,7 @@ mod tests {
         assert_eq!(app.notice.as_deref(), Some("something else"));
 
         // Cancelled (Esc on its row) before it began: no answer will come.
-        for _ in 0..2 {
-            type_text(&mut app, "72");
-            update(&mut app, key(KeyCode::Enter));
-        }
+        submit_twice(&mut app, "72");
         assert!(
             app.notice
                 .as_deref()
