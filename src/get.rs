@@ -174,16 +174,13 @@ pub async fn run(
     }
     // Not said of the embedded demo API, whose template nobody wrote.
     let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-    if let Some(hint) = (!embedded)
-        .then(|| {
-            crate::client::template_hint(
-                u64::from(any_found),
-                count(not_found.len()),
-                count(bad_bodies.len()),
-                u64::from(other_failures),
-            )
-        })
-        .flatten()
+    if !embedded
+        && let Some(hint) = crate::client::template_hint(
+            u64::from(any_found),
+            count(not_found.len()),
+            count(bad_bodies.len()),
+            u64::from(other_failures),
+        )
     {
         note!("userfetch: {hint}");
     }

@@ -96,7 +96,7 @@ impl Session {
             Some(api) => {
                 let template = UrlTemplate::parse(api).map_err(|e| {
                     // Set in the environment, the value is not on the command line to look at.
-                    let error = crate::exit::usage(e.to_string());
+                    let error = usage(e.to_string());
                     if std::env::var("USERFETCH_API").is_ok_and(|v| v == api) {
                         error.context("in USERFETCH_API")
                     } else {

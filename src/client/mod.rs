@@ -24,11 +24,11 @@ pub use url::{TemplateError, UrlTemplate};
 use failure::{AttemptFailure, SAID_BYTES, SAID_WAIT, Token, drain, status_failure};
 use tls::{Roots, connect_hint, in_words};
 
-/// Sent with every request, the health check's too.
-const USER_AGENT: &str = concat!("userfetch/", env!("CARGO_PKG_VERSION"));
-
 use crate::id::UserId;
 use crate::record::Record;
+
+/// Sent with every request, the health check's too.
+const USER_AGENT: &str = concat!("userfetch/", env!("CARGO_PKG_VERSION"));
 
 /// Everything that shapes how requests are made; built once from the command line.
 #[derive(Clone)]

@@ -481,11 +481,12 @@ pub async fn main(opts: &GlobalOpts, args: &DemoArgs) -> anyhow::Result<ExitCode
     // the end (its directory gone) lost the report and the other picture of a run that may
     // have taken minutes.
     let printed = print_report(&report, &title, args.json);
+    let pictured = scenarios(&report);
     let svg_written = svg.map_or(Ok(()), |file| {
-        file.write_all(timeline::render_svg(&scenarios(&report)).as_bytes())
+        file.write_all(timeline::render_svg(&pictured).as_bytes())
     });
     let html_written = html.map_or(Ok(()), |file| {
-        let page = timeline::render_html(&scenarios(&report), &title, &many_summary(&report));
+        let page = timeline::render_html(&pictured, &title, &many_summary(&report));
         file.write_all(page.as_bytes())
     });
     let mut errors = [printed, svg_written, html_written]

@@ -74,41 +74,38 @@ impl Pipeline<'_> {
             && fatal
                 .as_ref()
                 .is_some_and(|e| matches!(CacheError::in_chain(e), Some(CacheError::Full { .. })));
+        // A run that did not finish writes what is done.
+        let unfinished = cache_full
+            || matches!(
+                status,
+                Status::Interrupted | Status::Unreachable | Status::Refused
+            );
+        let writes = cache_full
+            || matches!(
+                (&fatal, status),
+                (
+                    None,
+                    Status::Complete | Status::Unreachable | Status::Refused
+                ) | (_, Status::Interrupted)
+            );
         let lookups_took = started.elapsed();
-        let (out_report, failures_report, write_error) = match (&fatal, status) {
+        let (out_report, failures_report, write_error) = if unfinished && self.foreign_out {
             // Its records would replace another job's with a part of this one's: kept in the
             // store instead, for the rerun.
-            (_, Status::Interrupted | Status::Unreachable | Status::Refused)
-                if self.foreign_out =>
-            {
-                self.foreign_out_kept();
-                (None, None, None)
+            self.foreign_out_kept();
+            (None, None, None)
+        } else if writes {
+            let (written, stopped) = self
+                .write_outputs_answering_signals(out, failures, &mut signals, &mut received)
+                .await;
+            // Asked to stop, even if there was nothing left to stop: exit 130 as for any
+            // Ctrl-C, and the summary says so.
+            if stopped {
+                status = Status::Interrupted;
             }
-            (Some(_), _) if cache_full && self.foreign_out => {
-                self.foreign_out_kept();
-                (None, None, None)
-            }
-            (fatal, ended)
-                if cache_full
-                    || matches!(
-                        (fatal, ended),
-                        (
-                            None,
-                            Status::Complete | Status::Unreachable | Status::Refused
-                        ) | (_, Status::Interrupted)
-                    ) =>
-            {
-                let (written, stopped) = self
-                    .write_outputs_answering_signals(out, failures, &mut signals, &mut received)
-                    .await;
-                // Asked to stop, even if there was nothing left to stop: exit 130 as for
-                // any Ctrl-C, and the summary says so.
-                if stopped {
-                    status = Status::Interrupted;
-                }
-                written
-            }
-            _ => (None, None, None),
+            written
+        } else {
+            (None, None, None)
         };
         // What the next run compares the file there with, to tell whether it is still
         // this job's.
@@ -263,7 +260,7 @@ impl Pipeline<'_> {
             c.found + c.cached,
             c.not_found,
             self.bad_bodies,
-            c.failed - self.bad_bodies.min(c.failed),
+            c.failed.saturating_sub(self.bad_bodies),
         ) {
             text.push_str("\n  ");
             text.push_str(hint);
